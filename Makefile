@@ -1,0 +1,46 @@
+# Keel: the two set-up commands are `make run` and `make test`.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+KEEL := $(VENV)/bin/keel
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: install run test lint format lock clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+## install: the locked dependency set into .venv (uv, from uv.lock)
+install: $(VENV)/.synced
+
+## run: migrate and serve the embedded default on http://127.0.0.1:8000
+run: install
+	$(KEEL) db upgrade
+	$(KEEL) serve
+
+## test: the whole suite (both storage legs, browser tests)
+test: install
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check app tests migrations bench
+	$(VENV)/bin/ruff format --check app tests migrations bench
+
+format: install
+	$(VENV)/bin/ruff check --fix app tests migrations bench
+	$(VENV)/bin/ruff format app tests migrations bench
+
+## lock: re-resolve dependencies after editing pyproject.toml
+lock: $(UV)
+	$(UV) lock
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache

@@ -1,0 +1,247 @@
+"""The `keel` command: serve, worker, db, check.
+
+Every subcommand reads the same settings as the app; configuration problems are printed
+one per line and end the command with exit code 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from app.settings import ConfigError, Settings
+
+EXIT_CONFIG = 2
+
+
+def _fail(problems: list[str]) -> None:
+    for problem in problems:
+        click.echo(f"keel: {problem}", err=True)
+    sys.exit(EXIT_CONFIG)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings.from_env().with_secret()
+    except ConfigError as exc:
+        _fail(exc.problems)
+        raise  # unreachable: _fail exits
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="keel")
+def cli() -> None:
+    """Keel: public site, admin dashboard, JSON API, plugins and worker in one process."""
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to bind (default: HOST or 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to bind (default: PORT or 8000).")
+@click.option(
+    "--workers", type=int, default=None, help="Worker processes (default: WEB_CONCURRENCY or 1)."
+)
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve Keel under granian."""
+    import os
+    from dataclasses import replace
+
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    settings = load_settings()
+    app_settings = replace(
+        settings.app,
+        host=host or settings.app.host,
+        port=port or settings.app.port,
+        web_concurrency=workers or settings.app.web_concurrency,
+    )
+    settings = replace(settings, app=app_settings)
+    if problems := settings.startup_problems():
+        _fail(problems)
+    if problems := asyncio.run(_database_problems(settings)):
+        _fail(problems)
+    # Granian's workers build the app from the environment: hand them the resolved values.
+    os.environ.update(
+        HOST=app_settings.host,
+        PORT=str(app_settings.port),
+        WEB_CONCURRENCY=str(app_settings.web_concurrency),
+        SECRET_KEY=app_settings.secret_key,
+    )
+    from app.core.logging import configure_logging, granian_log_config
+
+    configure_logging(app_settings.log_level)
+    Granian(
+        target="app.asgi:create_app",
+        factory=True,
+        address=app_settings.host,
+        port=app_settings.port,
+        interface=Interfaces.ASGI,
+        workers=app_settings.web_concurrency,
+        log_dictconfig=granian_log_config(app_settings.log_level),
+        log_access=False,
+        respawn_failed_workers=app_settings.is_production,
+        workers_kill_timeout=8,
+        backlog=2048,
+    ).serve()
+
+
+async def _database_problems(settings: Settings) -> list[str]:
+    """The database must answer and be migrated before Keel serves anything."""
+    from app.core.db import create_engine, describe_url, ping
+    from app.core.migrations import current_revision
+
+    engine = create_engine(settings.db)
+    try:
+        await ping(engine, settings.db.connect_timeout)
+        if await current_revision(engine) is None:
+            return ["the database has no tables yet: run `keel db upgrade` first"]
+    except Exception as exc:
+        return [f"the database at {describe_url(settings.db.url)} does not answer: {_reason(exc)}"]
+    finally:
+        await engine.dispose()
+    return []
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@cli.command()
+@click.option(
+    "--concurrency", type=int, default=None, help="Jobs run at once (default: WORKER_CONCURRENCY)."
+)
+@click.option(
+    "--queues",
+    default="default",
+    show_default=True,
+    help="Comma-separated queues to take jobs from.",
+)
+def worker(concurrency: int | None, queues: str) -> None:
+    """Run background jobs until SIGTERM or SIGINT, then finish running work and exit 0."""
+    from app.core.logging import configure_logging
+    from app.core.store import create_store
+    from app.jobs.worker import Worker
+
+    settings = load_settings()
+    configure_logging(settings.app.log_level)
+
+    async def run() -> None:
+        store = create_store(settings.store)
+        process = Worker(
+            settings.worker,
+            store,
+            queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
+            concurrency=concurrency,
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, process.request_stop)
+        try:
+            await process.run()
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+@cli.group()
+def db() -> None:
+    """Database migrations (Alembic, in migrations/)."""
+
+
+def _migrations() -> Any:
+    from app.core.migrations import migration_commands
+
+    return migration_commands(load_settings().db)
+
+
+@db.command()
+@click.argument("revision", default="head")
+def upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    _migrations().upgrade(revision=revision)
+    click.echo(f"database upgraded to {revision}")
+
+
+@db.command()
+@click.argument("revision", default="-1")
+def downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (default: one step)."""
+    _migrations().downgrade(revision=revision)
+    click.echo(f"database downgraded to {revision}")
+
+
+@db.command()
+@click.option("-m", "--message", required=True, help="What the migration does.")
+@click.option("--autogenerate/--empty", default=True, help="Compare models with the database.")
+def revision(message: str, autogenerate: bool) -> None:
+    """Create a migration file in migrations/versions/."""
+    _migrations().revision(message=message, autogenerate=autogenerate)
+
+
+@db.command()
+def current() -> None:
+    """Show the revision the database is at."""
+    _migrations().current(verbose=False)
+
+
+@cli.command()
+def check() -> None:
+    """Validate configuration and connectivity; print what is wrong and exit non-zero."""
+    try:
+        settings = Settings.from_env().with_secret()
+    except ConfigError as exc:
+        _fail(exc.problems)
+        return
+    problems = settings.startup_problems()
+    problems += asyncio.run(_connectivity_problems(settings))
+    from app.extensions.manifest import discover_plugins
+
+    _, manifest_problems = discover_plugins(settings.app.plugins_dir)
+    problems += [f"plugin manifest {p.path}: {p.message}" for p in manifest_problems]
+    if problems:
+        _fail(problems)
+    click.echo("keel: configuration OK, database and store answer, migrations are current")
+
+
+async def _connectivity_problems(settings: Settings) -> list[str]:
+    from app.core.db import create_engine, describe_url
+    from app.core.migrations import current_revision, head_revision
+    from app.core.store import create_store
+
+    problems = await _database_problems(settings)
+    if not problems:
+        engine = create_engine(settings.db)
+        try:
+            current, head = await current_revision(engine), head_revision()
+            if current != head:
+                problems.append(
+                    f"the database is at revision {current}, the code expects {head}: "
+                    "run `keel db upgrade`"
+                )
+        finally:
+            await engine.dispose()
+    store = create_store(settings.store)
+    try:
+        await asyncio.wait_for(store.ping(), settings.health.check_timeout)
+    except Exception as exc:
+        problems.append(
+            f"the store at {describe_url(settings.store.url)} does not answer: {_reason(exc)}"
+        )
+    finally:
+        await store.close()
+    return problems
+
+
+def main(argv: list[str] | None = None) -> Callable[..., Any] | None:
+    return cli.main(args=argv, prog_name="keel")
+
+
+if __name__ == "__main__":
+    main()

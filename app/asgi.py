@@ -1,0 +1,111 @@
+"""`create_app(settings)`: the only place that wires Keel together.
+
+Granian imports `app.asgi:create_app` as a factory, so each worker process builds its own
+engine, pool and store client from the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
+from litestar.plugins.htmx import HTMXRequest
+
+from app import __version__
+from app.core.db import create_engine, create_sessionmaker, provide_db_session
+from app.core.errors import handle_exception
+from app.core.logging import configure_logging
+from app.core.requests import RequestContextMiddleware
+from app.core.security_headers import SecurityHeadersMiddleware
+from app.core.store import create_store
+from app.core.templating import create_template_config
+from app.jobs.worker import Worker
+from app.routes import route_groups
+from app.settings import ConfigError, Settings
+
+log = logging.getLogger("keel")
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the Litestar app; refuses configurations that cannot work (ConfigError)."""
+    settings = (settings or Settings.from_env()).with_secret()
+    if problems := settings.startup_problems():
+        raise ConfigError(problems)
+    configure_logging(settings.app.log_level)
+    engine = create_engine(settings.db)
+    state = State(
+        {
+            "settings": settings,
+            "engine": engine,
+            "sessionmaker": create_sessionmaker(engine),
+            "store": create_store(settings.store),
+            "started_monotonic": time.monotonic(),
+        }
+    )
+    app = Litestar(
+        route_handlers=route_groups(),
+        state=state,
+        dependencies={"db_session": Provide(provide_db_session)},
+        lifespan=[_in_process_worker] if settings.embedded else [],
+        on_startup=[_tune_gc],
+        on_shutdown=[_close_resources],
+        template_config=create_template_config(settings),
+        request_class=HTMXRequest,
+        exception_handlers={Exception: handle_exception},
+        cors_config=CORSConfig(
+            allow_origins=list(settings.app.cors_origins),
+            allow_credentials=False,
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+        if settings.app.cors_origins
+        else None,
+        openapi_config=OpenAPIConfig(
+            title="Keel API",
+            version=__version__,
+            path="/schema",
+            render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    # Wrap outside Litestar's own exception and CORS layers, so 404s and preflights also
+    # get a request id, a log line and the security headers.
+    app.asgi_handler = RequestContextMiddleware(
+        SecurityHeadersMiddleware(app.asgi_handler, production=settings.app.is_production),
+        trusted_proxies=settings.app.trusted_proxies,
+    )
+    return app
+
+
+@asynccontextmanager
+async def _in_process_worker(app: Litestar) -> AsyncGenerator[None, None]:
+    """Embedded mode: one `keel serve` is the whole system, so it runs the worker too."""
+    worker = Worker(app.state.settings.worker, app.state.store, mode="in-process")
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        worker.request_stop()
+        await task
+
+
+def _tune_gc() -> None:
+    """Objects alive after start-up live for the process; keep the collector off them."""
+    gc.collect()
+    gc.freeze()
+
+
+async def _close_resources(app: Litestar) -> None:
+    await app.state.engine.dispose()
+    await app.state.store.close()

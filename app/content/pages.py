@@ -1,0 +1,20 @@
+"""Public pages, rendered on the server."""
+
+from __future__ import annotations
+
+from litestar import Controller, Request, Response, get
+
+from app.core.db import DbSession
+from app.core.templating import render
+from app.system.settings import read_settings
+
+
+class PublicPagesController(Controller):
+    path = "/"
+    include_in_schema = False
+
+    @get("/", name="public:home")
+    async def home(self, request: Request, db_session: DbSession) -> Response[str]:
+        """The home page: the site's title and introduction from the runtime settings."""
+        values = await read_settings(db_session)
+        return render(request, "content/home.html", {"site": values})

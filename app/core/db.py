@@ -1,0 +1,141 @@
+"""The database engine, the per-request session, and what counts as "database unavailable".
+
+Sessions commit explicitly when the handler returns, before the response is built, so a
+failed COMMIT becomes an error response instead of a 2xx over lost data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from app.settings import ROOT, DatabaseSettings
+
+MIGRATIONS_DIR = ROOT / "migrations"
+
+DbSession = NamedDependency[AsyncSession]
+"""Annotation for a handler parameter named `db_session`: the request's session."""
+
+
+def create_engine(settings: DatabaseSettings) -> AsyncEngine:
+    """An engine whose pool pings, recycles and times out instead of hanging."""
+    if settings.is_sqlite:
+        path = settings.url.split(":///", 1)[1]
+        if path and ":memory:" not in path:
+            with contextlib.suppress(OSError):  # an unusable path shows up as "unavailable"
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            settings.url,
+            echo=settings.echo,
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            pool_pre_ping=True,
+            pool_timeout=settings.pool_timeout,
+            connect_args={"timeout": settings.connect_timeout},
+        )
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        settings.url,
+        echo=settings.echo,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout,
+        pool_recycle=settings.pool_recycle,
+        pool_pre_ping=True,
+        connect_args={
+            "timeout": settings.connect_timeout,
+            "server_settings": {
+                "application_name": "keel",
+                "statement_timeout": str(settings.statement_timeout_ms),
+            },
+        },
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL for concurrent readers, enforced foreign keys, and waiting on a busy writer."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
+
+
+async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]:
+    """One session per request, committed after the handler returns, rolled back on error."""
+    session: AsyncSession = state.sessionmaker()
+    try:
+        yield session
+    except BaseException:
+        await session.rollback()
+        raise
+    else:
+        if session.in_transaction():
+            try:
+                await session.commit()
+            except BaseException:
+                await session.rollback()  # a failed COMMIT can leave the transaction open
+                raise
+    finally:
+        await session.close()
+
+
+async def ping(engine: AsyncEngine, timeout: float) -> None:
+    """Run `SELECT 1` within `timeout` seconds; raise when the database does not answer."""
+
+    async def _select_one() -> None:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    await asyncio.wait_for(_select_one(), timeout)
+
+
+# SQLSTATE classes and codes that mean "the server cannot serve us now", not "your query is wrong".
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300", "53400")
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database", "disk i/o error")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Errors that mean "the database cannot be reached right now": answer 503, not 500."""
+    if isinstance(exc, PoolTimeoutError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if sqlstate and str(sqlstate).startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        if isinstance(exc, OperationalError):
+            message = str(exc.orig).lower()
+            lost = sqlstate is None and ("connect" in message or "closed" in message)
+            return lost or any(text in message for text in _SQLITE_UNAVAILABLE)
+        return False
+    return isinstance(exc, ConnectionError | TimeoutError | OSError)
+
+
+def describe_url(url: str) -> str:
+    """The database URL with any password hidden, for logs and `keel check`."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,122 @@
+"""One exception handler for the whole app.
+
+The API (and other machine paths) answer RFC 9457 problem details; pages answer a friendly
+HTML page. Both carry an `error_id` that also lands in the request's log line. Stack traces
+stay in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from app.core import db as database
+from app.core.store import StoreUnavailable
+
+log = logging.getLogger("keel.errors")
+
+PROBLEM_JSON = "application/problem+json"
+MACHINE_PREFIXES = ("/api/", "/health", "/metrics", "/schema")
+RETRY_AFTER_SECONDS = 5
+
+
+class ServiceUnavailable(HTTPException):
+    """A dependency (database, store) cannot answer right now; the client may retry."""
+
+    status_code = 503
+
+    def __init__(self, detail: str, retry_after: int = RETRY_AFTER_SECONDS) -> None:
+        super().__init__(detail=detail, headers={"Retry-After": str(retry_after)})
+
+
+def is_machine_path(path: str) -> bool:
+    return path.startswith(MACHINE_PREFIXES) or path in {"/api", "/health"}
+
+
+def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, Any]] | None]:
+    """Status, client-safe detail, extra headers and field errors for an exception."""
+    if isinstance(exc, ValidationException):
+        errors = [
+            {"field": item.get("key"), "source": item.get("source"), "message": item.get("message")}
+            for item in (exc.extra if isinstance(exc.extra, list) else [])
+            if isinstance(item, dict)
+        ]
+        return 400, "The request is not valid: see `errors`.", dict(exc.headers or {}), errors
+    if isinstance(exc, ServiceUnavailable) or (
+        isinstance(exc, HTTPException) and exc.status_code < 500
+    ):
+        return exc.status_code, exc.detail, dict(exc.headers or {}), None
+    if database.is_unavailable(exc):
+        detail = "The database is not answering right now. Please try again shortly."
+        return 503, detail, {"Retry-After": str(RETRY_AFTER_SECONDS)}, None
+    if isinstance(exc, StoreUnavailable):
+        detail = "The session store is not answering right now. Please try again shortly."
+        return 503, detail, {"Retry-After": str(RETRY_AFTER_SECONDS)}, None
+    return (
+        500,
+        "Something went wrong on our side. The error id identifies it in our logs.",
+        {},
+        None,
+    )
+
+
+def handle_exception(request: Request, exc: Exception) -> Response[Any]:
+    """Turn any exception into a problem body (API) or an error page (pages)."""
+    status, detail, headers, errors = _classify(exc)
+    error_id = uuid.uuid4().hex[:16]
+    request.scope.setdefault("state", {})["error_id"] = error_id
+    if status >= 500:
+        log.error(
+            "unhandled error" if status == 500 else "dependency unavailable",
+            exc_info=exc,
+            extra={"error_id": error_id, "status": status, "path": request.url.path},
+        )
+    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    headers.pop("Content-Type", None)
+    headers.pop("content-type", None)
+
+    if is_machine_path(request.url.path) or _prefers_json(request):
+        body: dict[str, Any] = {
+            "type": "about:blank",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": request.url.path,
+            "error_id": error_id,
+        }
+        if errors is not None:
+            body["errors"] = errors
+        return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    return _error_page(request, status, title, detail, error_id, headers)
+
+
+def _prefers_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return ("application/json" in accept or PROBLEM_JSON in accept) and "text/html" not in accept
+
+
+def _error_page(
+    request: Request, status: int, title: str, detail: str, error_id: str, headers: dict[str, str]
+) -> Response[Any]:
+    engine = getattr(request.app, "template_engine", None)
+    context = {
+        "request": request,
+        "status": status,
+        "title": title,
+        "detail": detail,
+        "error_id": error_id,
+    }
+    try:
+        html = engine.engine.get_template("errors/error.html").render(context)  # type: ignore[union-attr]
+    except Exception:  # the error page itself must never fail
+        log.exception("error page failed to render", extra={"error_id": error_id})
+        html = (
+            f"<!doctype html><title>{status} {title}</title>"
+            f"<h1>{title}</h1><p>Error id: {error_id}</p>"
+        )
+    return Response(html, status_code=status, media_type=MediaType.HTML, headers=headers)

@@ -1,0 +1,43 @@
+"""Alembic migrations through advanced-alchemy, for `keel db ...`, `make run` and the tests."""
+
+from __future__ import annotations
+
+from advanced_alchemy.alembic.commands import AlembicCommands
+from advanced_alchemy.config import AlembicAsyncConfig, SQLAlchemyAsyncConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.db import MIGRATIONS_DIR, create_engine
+from app.settings import DatabaseSettings
+
+VERSION_TABLE = "alembic_version"
+
+
+def migration_commands(
+    settings: DatabaseSettings, engine: AsyncEngine | None = None
+) -> AlembicCommands:
+    config = SQLAlchemyAsyncConfig(
+        engine_instance=engine or create_engine(settings),
+        alembic_config=AlembicAsyncConfig(
+            script_location=str(MIGRATIONS_DIR),
+            version_table_name=VERSION_TABLE,
+            render_as_batch=True,
+            compare_type=True,
+        ),
+    )
+    return AlembicCommands(sqlalchemy_config=config)
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at (None when never migrated)."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(
+            lambda sync: MigrationContext.configure(
+                sync, opts={"version_table": VERSION_TABLE}
+            ).get_current_revision()
+        )

@@ -1,0 +1,11 @@
+"""Every domain's tables, imported in one place so Alembic and tests see the whole schema."""
+
+from __future__ import annotations
+
+from advanced_alchemy.base import metadata_registry
+
+from app.system.models import SystemSetting
+
+metadata = metadata_registry.get(None)
+
+__all__ = ("SystemSetting", "metadata")

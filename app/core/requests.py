@@ -1,0 +1,107 @@
+"""The outermost ASGI middleware: request id, client address, and one log line per request.
+
+Client-supplied X-Request-ID and X-Forwarded-For are believed only from TRUSTED_PROXIES.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from ipaddress import IPv4Network, IPv6Network, ip_address
+
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.logging import request_id_var
+
+log = logging.getLogger("keel.request")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+Networks = tuple[IPv4Network | IPv6Network, ...]
+
+
+def is_trusted(address: str | None, proxies: Networks) -> bool:
+    if not address or not proxies:
+        return False
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in proxies)
+
+
+def resolve_client_ip(peer: str | None, forwarded_for: str | None, proxies: Networks) -> str | None:
+    """The first address, from the right of X-Forwarded-For, that is not a trusted proxy."""
+    if not forwarded_for or not is_trusted(peer, proxies):
+        return peer
+    for hop in reversed([part.strip() for part in forwarded_for.split(",") if part.strip()]):
+        if not is_trusted(hop, proxies):
+            return hop if _is_ip(hop) else peer
+    return peer
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+class RequestContextMiddleware:
+    """Assign the request id and client address, return X-Request-ID, log the outcome."""
+
+    def __init__(self, app: ASGIApp, trusted_proxies: Networks) -> None:
+        self.app = app
+        self.trusted_proxies = trusted_proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+        }
+        peer = scope["client"][0] if scope.get("client") else None
+        offered_id = headers.get("x-request-id", "")
+        if is_trusted(peer, self.trusted_proxies) and _REQUEST_ID.match(offered_id):
+            request_id = offered_id
+        else:
+            request_id = uuid.uuid4().hex
+        client_ip = resolve_client_ip(peer, headers.get("x-forwarded-for"), self.trusted_proxies)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["client_ip"] = client_ip
+        token = request_id_var.set(request_id)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            user = scope.get("user")
+            log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "client_ip": client_ip,
+                    "user_id": str(getattr(user, "id", "")) or None,
+                    "error_id": state.get("error_id"),
+                },
+            )
+            request_id_var.reset(token)

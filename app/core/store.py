@@ -1,0 +1,143 @@
+"""The shared key-value store: Valkey in production, process memory in embedded mode.
+
+Everything that must be shared between processes (sessions, rate limits, cache
+generations, worker heartbeats) goes through this one small interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import time
+from typing import Protocol
+
+from valkey.asyncio import Valkey
+from valkey.exceptions import ConnectionError as ValkeyConnectionError
+from valkey.exceptions import TimeoutError as ValkeyTimeoutError
+
+from app.settings import StoreSettings
+
+StoreUnavailable = (
+    ValkeyConnectionError,
+    ValkeyTimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+"""Exceptions that mean the store did not answer in time."""
+
+
+class Store(Protocol):
+    kind: str
+
+    async def get(self, key: str) -> bytes | None: ...
+    async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None: ...
+    async def delete(self, *keys: str) -> int: ...
+    async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int: ...
+    async def keys(self, pattern: str) -> list[str]: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """A dict with expiry times, for one process. Refused when more than one worker runs."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[bytes, float | None]] = {}
+        self._lock = asyncio.Lock()
+
+    def _live(self, key: str) -> bytes | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires is not None and expires <= time.monotonic():
+            del self._data[key]
+            return None
+        return value
+
+    async def get(self, key: str) -> bytes | None:
+        return self._live(key)
+
+    async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
+        data = value.encode() if isinstance(value, str) else value
+        self._data[key] = (data, time.monotonic() + ttl if ttl else None)
+
+    async def delete(self, *keys: str) -> int:
+        return sum(self._data.pop(key, None) is not None for key in keys)
+
+    async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        async with self._lock:
+            current = self._live(key)
+            value = int(current or 0) + amount
+            expires = self._data[key][1] if current is not None else None
+            if current is None and ttl:
+                expires = time.monotonic() + ttl
+            self._data[key] = (str(value).encode(), expires)
+            return value
+
+    async def keys(self, pattern: str) -> list[str]:
+        return [
+            key for key in list(self._data) if fnmatch.fnmatchcase(key, pattern) and self._live(key)
+        ]
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._data.clear()
+
+
+class ValkeyStore:
+    """Valkey (or Redis) with connect and socket timeouts: a hung server never stalls a request."""
+
+    kind = "valkey"
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.prefix = settings.key_prefix
+        self.client = Valkey.from_url(
+            settings.url,
+            socket_connect_timeout=settings.connect_timeout,
+            socket_timeout=settings.socket_timeout,
+            health_check_interval=30,
+            retry_on_timeout=False,
+        )
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.client.get(self._key(key))
+
+    async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
+        await self.client.set(self._key(key), value, px=int(ttl * 1000) if ttl else None)
+
+    async def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        return int(await self.client.delete(*(self._key(key) for key in keys)))
+
+    async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        full = self._key(key)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.incrby(full, amount)
+            if ttl:
+                pipe.pexpire(full, int(ttl * 1000), nx=True)
+            results = await pipe.execute()
+        return int(results[0])
+
+    async def keys(self, pattern: str) -> list[str]:
+        found = [key async for key in self.client.scan_iter(match=self._key(pattern), count=500)]
+        return [key.decode()[len(self.prefix) :] for key in found]
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def create_store(settings: StoreSettings) -> Store:
+    return MemoryStore() if settings.is_memory else ValkeyStore(settings)

@@ -1,0 +1,86 @@
+"""Jinja2 set-up, content-hashed static URLs, and HX-Request aware rendering."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment
+from litestar import Request
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Response
+from litestar.template import TemplateConfig
+
+from app import __version__
+from app.settings import ROOT, Settings
+
+TEMPLATES_DIR = ROOT / "templates"
+STATIC_DIR = ROOT / "static"
+STATIC_PREFIX = "/static"
+
+
+@cache
+def _file_hash(path: Path, _mtime: float) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def static_url(asset: str) -> str:
+    """`/static/<asset>?v=<content hash>`: safe to cache for a year, changes when the file does."""
+    path = (STATIC_DIR / asset).resolve()
+    if not path.is_file() or STATIC_DIR.resolve() not in path.parents:
+        raise FileNotFoundError(f"no static asset {asset!r}")
+    return f"{STATIC_PREFIX}/{asset}?v={_file_hash(path, path.stat().st_mtime)}"
+
+
+def create_template_config(settings: Settings) -> TemplateConfig[JinjaTemplateEngine]:
+    def configure(engine: JinjaTemplateEngine) -> None:
+        env: Environment = engine.engine
+        env.globals.update(
+            static_url=static_url,
+            keel_version=__version__,
+            production=settings.app.is_production,
+        )
+        env.trim_blocks = True
+        env.lstrip_blocks = True
+
+    return TemplateConfig(
+        directory=TEMPLATES_DIR, engine=JinjaTemplateEngine, engine_callback=configure
+    )
+
+
+def wants_fragment(request: Request) -> bool:
+    """An htmx request that swaps part of a page (not a boosted full-page navigation)."""
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+
+
+def render(
+    request: Request,
+    template_name: str,
+    context: dict[str, Any] | None = None,
+    *,
+    block: str | None = "content",
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response[str]:
+    """Render the full page, or only `block` when htmx asks for a fragment.
+
+    Pages rendered here always send `Vary: HX-Request`, so caches keep both forms apart.
+    A block rendered alone does not see the template's top-level imports: import macros
+    inside the block.
+    """
+    engine: JinjaTemplateEngine = request.app.template_engine  # type: ignore[assignment]
+    template = engine.engine.get_template(template_name)
+    values = {"request": request, **(context or {})}
+    if block and wants_fragment(request) and block in template.blocks:
+        body = "".join(template.blocks[block](template.new_context(values)))
+    else:
+        body = template.render(values)
+    return Response(
+        body,
+        status_code=status_code,
+        media_type="text/html; charset=utf-8",
+        headers={"Vary": "HX-Request", **(headers or {})},
+    )

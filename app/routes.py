@@ -1,0 +1,39 @@
+"""Keel's route groups, assembled from the domains' controllers.
+
+Four groups replace the seed's separate services: the public site `/`, the admin dashboard
+`/admin`, the JSON API `/api/v1` and the plugin API `/api/plugins`; plus operator
+endpoints (`/health...`) and static files.
+"""
+
+from __future__ import annotations
+
+from litestar import Router
+from litestar.datastructures import CacheControlHeader
+from litestar.static_files import create_static_files_router
+from litestar.types import ControllerRouterHandler
+
+from app.content.pages import PublicPagesController
+from app.core.templating import STATIC_DIR, STATIC_PREFIX
+from app.extensions.api import PluginIndexController
+from app.system.api import ApiIndexController, HealthController, SiteController
+from app.system.pages import AdminDashboardController
+
+ONE_YEAR = 365 * 24 * 3600
+
+
+def route_groups() -> list[ControllerRouterHandler]:
+    """New routers for one app (a Router belongs to the app it is registered with)."""
+    return [
+        Router(path="/", route_handlers=[PublicPagesController]),
+        Router(path="/admin", route_handlers=[AdminDashboardController]),
+        Router(path="/api/v1", route_handlers=[ApiIndexController, SiteController]),
+        Router(path="/api/plugins", route_handlers=[PluginIndexController]),
+        HealthController,
+        create_static_files_router(
+            path=STATIC_PREFIX,
+            directories=[STATIC_DIR],
+            name="static",
+            cache_control=CacheControlHeader(max_age=ONE_YEAR, public=True, immutable=True),
+            include_in_schema=False,
+        ),
+    ]

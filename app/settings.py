@@ -1,0 +1,317 @@
+"""Keel's start-up configuration, read once from the environment (and an optional `.env`).
+
+One frozen dataclass per concern; every field names the variable it comes from. Runtime
+settings that admins change (site title, registration, ...) are not here: they live in
+the database behind `app.system.settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Literal
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The checkout (or image) root: templates/, static/, plugins/ and migrations/ live here."""
+
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; `problems` holds one line per reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    env: Literal["development", "production"] = "development"
+    """APP_ENV: `production` turns on secure cookies, HSTS and strict start-up checks."""
+    secret_key: str = ""
+    """SECRET_KEY: signs sessions and tokens. Generated into var/ in development when unset."""
+    host: str = "127.0.0.1"
+    """HOST: the address `keel serve` binds."""
+    port: int = 8000
+    """PORT: the port `keel serve` binds."""
+    web_concurrency: int = 1
+    """WEB_CONCURRENCY: granian worker processes."""
+    log_level: str = "INFO"
+    """LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
+    cors_origins: tuple[str, ...] = ()
+    """CORS_ORIGINS: comma-separated origins allowed to call the API from a browser."""
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    """TRUSTED_PROXIES: comma-separated addresses/networks whose X-Forwarded-For and
+    X-Request-ID are believed."""
+    var_dir: Path = ROOT / "var"
+    """VAR_DIR: writable state for embedded mode (SQLite file, generated secret)."""
+    plugins_dir: Path = ROOT / "plugins"
+    """PLUGINS_DIR: where plugin folders (each with a plugin.toml) are found."""
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite+aiosqlite:///var/keel.db"
+    """DATABASE_URL: SQLAlchemy URL; `postgresql+asyncpg://...` in production."""
+    pool_size: int = 10
+    """DB_POOL_SIZE: connections kept open per process (PostgreSQL)."""
+    max_overflow: int = 10
+    """DB_MAX_OVERFLOW: extra connections allowed under load (PostgreSQL)."""
+    pool_timeout: float = 5.0
+    """DB_POOL_TIMEOUT: seconds to wait for a free connection before answering 503."""
+    pool_recycle: int = 1800
+    """DB_POOL_RECYCLE: seconds after which a connection is replaced."""
+    connect_timeout: float = 5.0
+    """DB_CONNECT_TIMEOUT: seconds to establish a new connection."""
+    statement_timeout_ms: int = 30_000
+    """DB_STATEMENT_TIMEOUT_MS: PostgreSQL statement_timeout for every session."""
+    echo: bool = False
+    """DB_ECHO: log every SQL statement (development aid)."""
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str = ""
+    """VALKEY_URL: `valkey://` or `redis://` URL; empty means the in-process memory store."""
+    connect_timeout: float = 1.0
+    """VALKEY_CONNECT_TIMEOUT: seconds to connect before the store counts as down."""
+    socket_timeout: float = 1.0
+    """VALKEY_SOCKET_TIMEOUT: seconds any store command may take."""
+    key_prefix: str = "keel:"
+    """VALKEY_KEY_PREFIX: prefix of every key Keel writes, so instances can share a server."""
+
+    @property
+    def is_memory(self) -> bool:
+        return not self.url
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    check_timeout: float = 2.0
+    """HEALTH_CHECK_TIMEOUT: seconds each readiness probe (database, store) may take."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    concurrency: int = 4
+    """WORKER_CONCURRENCY: jobs one worker process runs at once."""
+    shutdown_grace: float = 30.0
+    """WORKER_SHUTDOWN_GRACE: seconds running jobs get to finish after SIGTERM."""
+    heartbeat_interval: float = 5.0
+    """WORKER_HEARTBEAT_INTERVAL: seconds between heartbeats."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    app: AppSettings = field(default_factory=AppSettings)
+    db: DatabaseSettings = field(default_factory=DatabaseSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+
+    @property
+    def embedded(self) -> bool:
+        """True when Keel runs with no services: SQLite and the in-memory store."""
+        return self.db.is_sqlite and self.store.is_memory
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, env_file: Path | None = None
+    ) -> Settings:
+        """Read settings from `environ` (default: the process environment) over `.env`.
+
+        Raises ConfigError listing every variable that does not parse.
+        """
+        values = dict(read_env_file(env_file if env_file is not None else ROOT / ".env"))
+        values.update(os.environ if environ is None else environ)
+        reader = _Reader(values)
+        var_dir = Path(reader.text("VAR_DIR", str(ROOT / "var")))
+        if not var_dir.is_absolute():
+            var_dir = ROOT / var_dir
+        app = AppSettings(
+            env=reader.choice("APP_ENV", ("development", "production"), "development"),
+            secret_key=reader.text("SECRET_KEY", ""),
+            host=reader.text("HOST", "127.0.0.1"),
+            port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
+            web_concurrency=reader.integer("WEB_CONCURRENCY", 1, minimum=1, maximum=256),
+            log_level=reader.choice(
+                "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
+            ),
+            cors_origins=reader.items("CORS_ORIGINS"),
+            trusted_proxies=reader.networks("TRUSTED_PROXIES"),
+            var_dir=var_dir,
+            plugins_dir=Path(reader.text("PLUGINS_DIR", str(ROOT / "plugins"))),
+        )
+        db = DatabaseSettings(
+            url=_sqlite_url_under_root(reader.text("DATABASE_URL", DatabaseSettings.url)),
+            pool_size=reader.integer("DB_POOL_SIZE", 10, minimum=1),
+            max_overflow=reader.integer("DB_MAX_OVERFLOW", 10, minimum=0),
+            pool_timeout=reader.number("DB_POOL_TIMEOUT", 5.0),
+            pool_recycle=reader.integer("DB_POOL_RECYCLE", 1800, minimum=1),
+            connect_timeout=reader.number("DB_CONNECT_TIMEOUT", 5.0),
+            statement_timeout_ms=reader.integer("DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=0),
+            echo=reader.flag("DB_ECHO", False),
+        )
+        store = StoreSettings(
+            url=reader.text("VALKEY_URL", ""),
+            connect_timeout=reader.number("VALKEY_CONNECT_TIMEOUT", 1.0),
+            socket_timeout=reader.number("VALKEY_SOCKET_TIMEOUT", 1.0),
+            key_prefix=reader.text("VALKEY_KEY_PREFIX", "keel:"),
+        )
+        health = HealthSettings(check_timeout=reader.number("HEALTH_CHECK_TIMEOUT", 2.0))
+        worker = WorkerSettings(
+            concurrency=reader.integer("WORKER_CONCURRENCY", 4, minimum=1),
+            shutdown_grace=reader.number("WORKER_SHUTDOWN_GRACE", 30.0),
+            heartbeat_interval=reader.number("WORKER_HEARTBEAT_INTERVAL", 5.0),
+        )
+        if store.url and not store.url.startswith(
+            ("valkey://", "valkeys://", "redis://", "rediss://", "unix://")
+        ):
+            reader.problems.append(
+                "VALKEY_URL must start with valkey://, valkeys://, redis://, rediss:// or unix://"
+            )
+        if not db.url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            reader.problems.append(
+                "DATABASE_URL must be sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db"
+            )
+        if reader.problems:
+            raise ConfigError(reader.problems)
+        return cls(app=app, db=db, store=store, health=health, worker=worker)
+
+    def with_secret(self) -> Settings:
+        """Fill a missing development SECRET_KEY from var/secret_key, creating it once (0600)."""
+        if self.app.secret_key or self.app.is_production:
+            return self
+        path = self.app.var_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        key = path.read_text().strip()
+        return replace(self, app=replace(self.app, secret_key=key))
+
+    def startup_problems(self) -> list[str]:
+        """Configurations that cannot work, one line each (empty when all is well)."""
+        problems: list[str] = []
+        if self.app.is_production and len(self.app.secret_key.encode()) < MIN_SECRET_BYTES:
+            problems.append(
+                f"SECRET_KEY must be set to at least {MIN_SECRET_BYTES} bytes in production "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        if self.store.is_memory and self.app.web_concurrency > 1:
+            problems.append(
+                f"WEB_CONCURRENCY={self.app.web_concurrency} needs a shared store: set VALKEY_URL "
+                "(the in-memory store lives in one process)"
+            )
+        if self.app.is_production and self.store.is_memory:
+            problems.append("VALKEY_URL must be set in production (sessions and limits are shared)")
+        return problems
+
+
+def _sqlite_url_under_root(url: str) -> str:
+    """Resolve a relative SQLite path against the checkout, so `var/keel.db` means one file."""
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str(ROOT / url[len(prefix) :])
+    return url
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines of a `.env` file; comments, blanks and `export ` are allowed."""
+    if not path.is_file():
+        return {}
+    values: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+class _Reader:
+    """Typed look-ups over the merged environment that collect every problem at once."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str) -> str:
+        value = self.values.get(name, "").strip()
+        return value or default
+
+    def integer(
+        self, name: str, default: int, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        raw = self.text(name, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is not a whole number")
+            return default
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            self.problems.append(f"{name}={value} must be {bounds}")
+            return default
+        return value
+
+    def number(self, name: str, default: float) -> float:
+        raw = self.text(name, str(default))
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is not a number")
+            return default
+        if value <= 0:
+            self.problems.append(f"{name}={raw} must be positive")
+            return default
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name, "").lower()
+        if not raw:
+            return default
+        if raw in {"1", "true", "yes", "on"}:
+            return True
+        if raw in {"0", "false", "no", "off"}:
+            return False
+        self.problems.append(f"{name}={raw!r} must be true or false")
+        return default
+
+    def choice(self, name: str, options: tuple[str, ...], default: str, upper: bool = False) -> str:
+        raw = self.text(name, default)
+        value = raw.upper() if upper else raw.lower()
+        if value not in options:
+            self.problems.append(f"{name}={raw!r} must be one of: {', '.join(options)}")
+            return default
+        return value
+
+    def items(self, name: str) -> tuple[str, ...]:
+        return tuple(item.strip() for item in self.text(name, "").split(",") if item.strip())
+
+    def networks(self, name: str) -> tuple[IPv4Network | IPv6Network, ...]:
+        networks = []
+        for item in self.items(name):
+            try:
+                networks.append(ip_network(item, strict=False))
+            except ValueError:
+                self.problems.append(f"{name} has {item!r}, which is not an IP address or network")
+        return tuple(networks)

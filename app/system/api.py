@@ -1,0 +1,96 @@
+"""Health endpoints for load balancers and orchestrators: /health, /health/live, /health/ready."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import State
+
+from app import __version__
+from app.core.db import DbSession
+from app.system.services import check_readiness
+from app.system.settings import read_settings
+
+
+class HealthController(Controller):
+    path = "/health"
+    tags = ["health"]
+
+    @get("/", name="health:summary")
+    async def summary(self, state: State) -> dict[str, Any]:
+        """Service identity and uptime; answers as long as the process runs."""
+        return {
+            "status": "ok",
+            "service": "keel",
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - state.started_monotonic, 3),
+            "timestamp": datetime.now(UTC).isoformat(),
+        }
+
+    @get("/live", name="health:live")
+    async def live(self) -> dict[str, str]:
+        """The process is up and serving; never touches a dependency."""
+        return {"status": "ok"}
+
+    @get("/ready", name="health:ready")
+    async def ready(self, request: Request, state: State) -> Response[dict[str, Any]]:
+        """200 when the database and the store answer in time; 503 naming what fails."""
+        readiness = await check_readiness(
+            state.engine, state.store, state.settings.health.check_timeout
+        )
+        body = {
+            "status": "ready" if readiness.ready else "unavailable",
+            "failing": readiness.failing,
+            "checks": {
+                c.name: {
+                    "status": "ok" if c.ok else "fail",
+                    "latency_ms": c.latency_ms,
+                    "detail": c.detail,
+                }
+                for c in readiness.components
+            },
+        }
+        if readiness.ready:
+            return Response(body, headers={"Cache-Control": "no-store"})
+        return Response(
+            body, status_code=503, headers={"Retry-After": "5", "Cache-Control": "no-store"}
+        )
+
+
+class SiteController(Controller):
+    """`/api/v1/site`: what a client needs to know about this site before anything else."""
+
+    path = "/site"
+    tags = ["site"]
+
+    @get("/", name="api:site")
+    async def site(self, db_session: DbSession) -> dict[str, Any]:
+        """Public site facts from the runtime settings."""
+        values = await read_settings(db_session)
+        return {
+            "title": values["site_title"],
+            "intro": values["site_intro"],
+            "registration_open": values["registration_open"],
+            "version": __version__,
+        }
+
+
+class ApiIndexController(Controller):
+    path = "/"
+    tags = ["api"]
+
+    @get("/", name="api:index")
+    async def index(self) -> dict[str, Any]:
+        """The API's version and where to start."""
+        return {
+            "name": "Keel API",
+            "version": "v1",
+            "links": {
+                "site": "/api/v1/site",
+                "openapi": "/schema/openapi.json",
+                "health": "/health",
+            },
+        }

@@ -1,0 +1,48 @@
+"""Admin pages of the system domain: the dashboard with live system health."""
+
+from __future__ import annotations
+
+import platform
+import time
+from datetime import UTC, datetime
+
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import State
+
+from app import __version__
+from app.accounts.guards import local_admin_only
+from app.core.db import describe_url
+from app.core.templating import render
+from app.jobs.worker import list_workers
+from app.system.services import check_readiness
+
+
+class AdminDashboardController(Controller):
+    path = "/"
+    guards = [local_admin_only]
+    include_in_schema = False
+
+    @get("/", name="admin:dashboard")
+    async def dashboard(self, request: Request, state: State) -> Response[str]:
+        """System health at a glance; the health panel refreshes itself through htmx."""
+        settings = state.settings
+        readiness = await check_readiness(state.engine, state.store, settings.health.check_timeout)
+        try:
+            workers = await list_workers(state.store)
+        except Exception:  # the store being down is shown by the readiness panel
+            workers = []
+        context = {
+            "readiness": readiness,
+            "workers": workers,
+            "checked_at": datetime.now(UTC),
+            "uptime_seconds": int(time.monotonic() - state.started_monotonic),
+            "facts": {
+                "Version": __version__,
+                "Mode": "embedded" if settings.embedded else "services",
+                "Environment": settings.app.env,
+                "Database": describe_url(settings.db.url),
+                "Store": state.store.kind,
+                "Python": platform.python_version(),
+            },
+        }
+        return render(request, "system/dashboard.html", context, block="health")

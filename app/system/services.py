@@ -1,0 +1,57 @@
+"""Health of the process and its dependencies: for /health/ready and the admin dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core import db as database
+from app.core.store import Store
+
+
+@dataclass
+class ComponentHealth:
+    name: str
+    ok: bool
+    latency_ms: float
+    detail: str = ""
+
+
+@dataclass
+class Readiness:
+    components: list[ComponentHealth] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return all(component.ok for component in self.components)
+
+    @property
+    def failing(self) -> list[str]:
+        return [component.name for component in self.components if not component.ok]
+
+
+async def _timed(name: str, probe: asyncio.Future | object, timeout: float) -> ComponentHealth:
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(probe, timeout)  # type: ignore[arg-type]
+    except TimeoutError:
+        return ComponentHealth(name, False, _ms(started), f"no answer within {timeout:g}s")
+    except Exception as exc:  # any failure of the probe means "not ready"
+        return ComponentHealth(name, False, _ms(started), type(exc).__name__)
+    return ComponentHealth(name, True, _ms(started))
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+async def check_readiness(engine: AsyncEngine, store: Store, timeout: float) -> Readiness:
+    """Probe the database and the store concurrently, each within `timeout` seconds."""
+    results = await asyncio.gather(
+        _timed("database", database.ping(engine, timeout), timeout),
+        _timed("store", store.ping(), timeout),
+    )
+    return Readiness(list(results))

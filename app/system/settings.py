@@ -1,0 +1,196 @@
+"""The typed registry of runtime settings and the functions every domain reads them with.
+
+Values live in the `system_settings` table and are read from it on every call, so a change
+made by one process is seen by every other at once. A setting that was never written
+has its registered default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.system.models import SystemSetting
+
+Validator = Callable[[Any], str | None]
+
+
+class SettingError(ValueError):
+    """A setting name is unknown or a value does not fit it; `message` is for the user."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SettingDefinition:
+    name: str
+    type: type[str] | type[int] | type[bool]
+    default: Any
+    help: str
+    minimum: int | None = None
+    maximum: int | None = None
+    max_length: int | None = None
+    validate: Validator | None = None
+
+    def coerce(self, raw: Any) -> Any:
+        """Turn API or form input into a value of this setting's type, or raise SettingError."""
+        value = _coerce(self, raw)
+        if self.type is int and self.minimum is not None and value < self.minimum:
+            raise SettingError(self.name, f"must be at least {self.minimum}")
+        if self.type is int and self.maximum is not None and value > self.maximum:
+            raise SettingError(self.name, f"must be at most {self.maximum}")
+        if self.type is str and self.max_length is not None and len(value) > self.max_length:
+            raise SettingError(self.name, f"must be at most {self.max_length} characters")
+        if self.validate is not None and (problem := self.validate(value)):
+            raise SettingError(self.name, problem)
+        return value
+
+
+def _coerce(definition: SettingDefinition, raw: Any) -> Any:
+    kind = definition.type
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in {"true", "1", "yes", "on"}:
+            return True
+        if text in {"false", "0", "no", "off", ""}:
+            return False
+        raise SettingError(definition.name, "must be true or false")
+    if kind is int:
+        if isinstance(raw, bool):
+            raise SettingError(definition.name, "must be a whole number")
+        try:
+            return int(str(raw).strip()) if not isinstance(raw, int) else raw
+        except ValueError:
+            raise SettingError(definition.name, "must be a whole number") from None
+    if not isinstance(raw, str):
+        raise SettingError(definition.name, "must be text")
+    return raw.strip()
+
+
+REGISTRY: dict[str, SettingDefinition] = {}
+
+
+def define(definition: SettingDefinition) -> SettingDefinition:
+    """Register a setting; domains call this at import time for the settings they own."""
+    if definition.name in REGISTRY:
+        raise ValueError(f"setting {definition.name!r} is defined twice")
+    definition.coerce(definition.default)
+    REGISTRY[definition.name] = definition
+    return definition
+
+
+def _not_blank(value: str) -> str | None:
+    return "must not be empty" if not value else None
+
+
+SITE_TITLE = define(
+    SettingDefinition(
+        "site_title",
+        str,
+        "Keel",
+        "The site's name, shown in the header and the browser tab.",
+        max_length=100,
+        validate=_not_blank,
+    )
+)
+SITE_INTRO = define(
+    SettingDefinition(
+        "site_intro",
+        str,
+        "A self-hosted site, running on Keel.",
+        "One or two sentences under the title on the home page.",
+        max_length=500,
+    )
+)
+REGISTRATION_OPEN = define(
+    SettingDefinition(
+        "registration_open",
+        bool,
+        False,
+        "Whether visitors may create their own accounts.",
+    )
+)
+API_RATE_LIMIT = define(
+    SettingDefinition(
+        "api_rate_limit_per_minute",
+        int,
+        600,
+        "API requests one identity may make per minute.",
+        minimum=1,
+        maximum=1_000_000,
+    )
+)
+AUDIT_RETENTION_DAYS = define(
+    SettingDefinition(
+        "audit_retention_days",
+        int,
+        365,
+        "Days audit log entries are kept before cleanup.",
+        minimum=1,
+        maximum=3650,
+    )
+)
+JOB_RETENTION_DAYS = define(
+    SettingDefinition(
+        "job_retention_days",
+        int,
+        30,
+        "Days finished jobs and their export files are kept.",
+        minimum=1,
+        maximum=3650,
+    )
+)
+
+
+def definition_of(name: str) -> SettingDefinition:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise SettingError(name, "is not a known setting") from None
+
+
+async def read_setting(session: AsyncSession, name: str) -> Any:
+    """The current value of one setting (its default when never written)."""
+    definition = definition_of(name)
+    stored = await session.scalar(select(SystemSetting.value).where(SystemSetting.key == name))
+    return definition.default if stored is None else stored
+
+
+async def read_settings(session: AsyncSession) -> dict[str, Any]:
+    """Every registered setting with its current value, in one query."""
+    rows = (await session.execute(select(SystemSetting.key, SystemSetting.value))).all()
+    stored = {key: value for key, value in rows}
+    return {name: stored.get(name, d.default) for name, d in REGISTRY.items()}
+
+
+async def write_setting(
+    session: AsyncSession, name: str, raw: Any, updated_by: UUID | None = None
+) -> Any:
+    """Validate and store a setting; returns the stored value. Raises SettingError."""
+    definition = definition_of(name)
+    value = definition.coerce(raw)
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    now = datetime.now(UTC)
+    statement = insert(SystemSetting).values(
+        key=name, value=value, description=definition.help, updated_at=now, updated_by=updated_by
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[SystemSetting.key],
+        set_={"value": value, "updated_at": now, "updated_by": updated_by},
+    )
+    await session.execute(statement)
+    return value

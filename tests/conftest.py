@@ -1,0 +1,217 @@
+"""Fixtures: settings, an app and a client for each storage leg.
+
+Every test that touches storage runs twice: `embedded` (SQLite file + memory store) and
+`services` (PostgreSQL + Valkey). Outside CI a missing service skips its leg with one
+printed line; under CI=true it fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from litestar import Litestar
+from sqlalchemy import text
+
+from app.asgi import create_app
+from app.core.db import create_engine
+from app.core.migrations import migration_commands
+from app.core.models import metadata
+from app.settings import ROOT, Settings
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+PG_ADMIN_URL = os.environ.get(
+    "KEEL_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+PG_TEST_DB = "keel_test"
+VALKEY_TEST_URL = os.environ.get("KEEL_TEST_VALKEY", "redis://127.0.0.1:6379/15")
+LEGS = ("embedded", "services")
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _missing_services() -> list[str]:
+    missing = []
+    if not _answers("127.0.0.1", 5432):
+        missing.append("PostgreSQL on 127.0.0.1:5432")
+    if not _answers("127.0.0.1", 6379):
+        missing.append("Valkey/Redis on 127.0.0.1:6379")
+    return missing
+
+
+MISSING_SERVICES = _missing_services()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if MISSING_SERVICES and not IN_CI:
+        return [f"services leg SKIPPED: {', '.join(MISSING_SERVICES)} not answering"]
+    return [f"storage legs: {', '.join(LEGS)}"]
+
+
+def require_services() -> None:
+    """Skip (locally) or fail (CI) when PostgreSQL or Valkey is not there."""
+    if MISSING_SERVICES:
+        message = f"services leg needs {', '.join(MISSING_SERVICES)}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: a missing service is a failure)", pytrace=False)
+        pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pg_url(database: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
+
+
+def _recreate_pg_database(name: str) -> None:
+    async def run() -> None:
+        import asyncpg
+
+        dsn = _pg_url("postgres").replace("postgresql+asyncpg", "postgresql")
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+def leg_environment(leg: str, var_dir: Path) -> dict[str, str]:
+    """Environment variables for a `keel` subprocess on `leg`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "VALKEY_", "DB_"))}
+    env.update(VAR_DIR=str(var_dir), APP_ENV="development", LOG_LEVEL="INFO")
+    env.pop("SECRET_KEY", None)
+    if leg == "embedded":
+        env["DATABASE_URL"] = f"sqlite+aiosqlite:///{var_dir}/keel.db"
+    else:
+        env["DATABASE_URL"] = _pg_url(PG_TEST_DB)
+        env["VALKEY_URL"] = VALKEY_TEST_URL
+        env["VALKEY_KEY_PREFIX"] = f"keeltest{os.getpid()}:"
+    return env
+
+
+@pytest.fixture(scope="session")
+def leg_base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Settings]:
+    """Migrated databases, one per leg, created once per test session."""
+    prepared: dict[str, Settings] = {}
+    for leg in LEGS:
+        var_dir = tmp_path_factory.mktemp(f"var-{leg}")
+        if leg == "services":
+            if MISSING_SERVICES:
+                continue
+            _recreate_pg_database(PG_TEST_DB)
+        settings = Settings.from_env(leg_environment(leg, var_dir), env_file=Path("/nonexistent"))
+        migration_commands(settings.db).upgrade("head")
+        prepared[leg] = settings.with_secret()
+    return prepared
+
+
+@pytest.fixture(params=LEGS)
+def leg(request: pytest.FixtureRequest) -> str:
+    if request.param == "services":
+        require_services()
+    return request.param
+
+
+@pytest.fixture
+async def settings(leg: str, leg_base: dict[str, Settings]) -> AsyncIterator[Settings]:
+    """Settings for one test on its leg; tables are emptied and store keys removed after it."""
+    settings = leg_base[leg]
+    yield settings
+    engine = create_engine(settings.db)
+    async with engine.begin() as connection:
+        for table in reversed(metadata.sorted_tables):
+            await connection.execute(table.delete())
+    await engine.dispose()
+    if leg == "services":
+        from valkey.asyncio import Valkey
+
+        client = Valkey.from_url(settings.store.url)
+        keys = [key async for key in client.scan_iter(match=settings.store.key_prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+def with_app_settings(settings: Settings, **changes: object) -> Settings:
+    return replace(settings, app=replace(settings.app, **changes))
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Litestar]:
+    """The app without its lifespan (tests that need the in-process worker enter it)."""
+    application = create_app(settings)
+    yield application
+    await application.state.engine.dispose()
+    await application.state.store.close()
+
+
+def client_for(app: Litestar, client_ip: str = "203.0.113.7") -> httpx.AsyncClient:
+    """An HTTP client over the app's ASGI interface, seen as coming from `client_ip`."""
+    transport = httpx.ASGITransport(app=app, client=(client_ip, 50123))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(app) as http:
+        yield http
+
+
+@pytest.fixture
+async def local_client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on the same machine (loopback), as a developer's browser would be."""
+    async with client_for(app, "127.0.0.1") as http:
+        yield http
+
+
+async def count_rows(settings: Settings, table: str) -> int:
+    engine = create_engine(settings.db)
+    try:
+        async with engine.connect() as connection:
+            return int(
+                (await connection.execute(text(f"SELECT COUNT(*) FROM {table}"))).scalar_one()
+            )
+    finally:
+        await engine.dispose()
+
+
+def keel_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "app", *args]
+
+
+def run_keel(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        keel_command(*args), env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def keel_env(leg: str, tmp_path: Path, leg_base: dict[str, Settings]) -> Iterator[dict[str, str]]:
+    """Environment for a `keel` subprocess on this test's leg (migrated database)."""
+    env = leg_environment(leg, tmp_path)
+    if leg == "embedded":
+        env["DATABASE_URL"] = leg_base["embedded"].db.url
+    yield env

@@ -1,0 +1,129 @@
+"""Database sessions: explicit commit, failed commits and outages never answer 2xx."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import httpx
+from litestar import Litestar, post
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.asgi import create_app
+from app.core.db import DbSession, create_engine
+from app.settings import Settings
+from tests.conftest import client_for, free_port
+
+PARENT_CHILD = [
+    "CREATE TABLE IF NOT EXISTS t_parent (id INTEGER PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS t_child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL "
+    "REFERENCES t_parent(id) DEFERRABLE INITIALLY DEFERRED)",
+]
+
+
+@post("/api/v1/_test/orphans", status_code=201)
+async def add_orphan(db_session: DbSession) -> dict[str, bool]:
+    """Inserts a child whose parent does not exist: only COMMIT can notice."""
+    await db_session.execute(text("INSERT INTO t_child (id, parent_id) VALUES (1, 999)"))
+    return {"created": True}
+
+
+@post("/api/v1/_test/children", status_code=201)
+async def add_child(db_session: DbSession) -> dict[str, bool]:
+    await db_session.execute(text("INSERT INTO t_parent (id) VALUES (1)"))
+    await db_session.execute(text("INSERT INTO t_child (id, parent_id) VALUES (1, 1)"))
+    return {"created": True}
+
+
+async def _exec(settings: Settings, *statements: str) -> list[object]:
+    engine = create_engine(settings.db)
+    results = []
+    try:
+        async with engine.begin() as connection:
+            for statement in statements:
+                result = await connection.execute(text(statement))
+                results.append(result.scalar() if result.returns_rows else None)
+    finally:
+        await engine.dispose()
+    return results
+
+
+async def test_a_failed_commit_never_answers_2xx_and_keeps_nothing(
+    settings: Settings, app: Litestar
+) -> None:
+    await _exec(settings, *PARENT_CHILD)
+    try:
+        app.register(add_orphan)
+        async with client_for(app) as client:
+            response = await client.post("/api/v1/_test/orphans")
+        assert response.status_code >= 500
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "created" not in response.text
+        assert await _exec(settings, "SELECT COUNT(*) FROM t_child") == [0]
+    finally:
+        await _exec(settings, "DROP TABLE t_child", "DROP TABLE t_parent")
+
+
+async def test_a_successful_request_commits_its_work(settings: Settings, app: Litestar) -> None:
+    await _exec(settings, *PARENT_CHILD)
+    try:
+        app.register(add_child)
+        async with client_for(app) as client:
+            response = await client.post("/api/v1/_test/children")
+        assert response.status_code == 201
+        assert await _exec(settings, "SELECT COUNT(*) FROM t_child") == [1]
+    finally:
+        await _exec(settings, "DROP TABLE t_child", "DROP TABLE t_parent")
+
+
+async def test_an_unreachable_database_answers_503_with_retry_after(settings: Settings) -> None:
+    if settings.db.is_sqlite:
+        url = "sqlite+aiosqlite:////proc/keel-no-such-dir/keel.db"
+    else:
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/keel"
+    app = create_app(replace(settings, db=replace(settings.db, url=url, connect_timeout=1.0)))
+    async with client_for(app) as client:
+        api = await client.get("/api/v1/site")
+        page = await client.get("/")
+        ready = await client.get("/health/ready")
+    await app.state.engine.dispose()
+    assert api.status_code == 503 and api.headers["retry-after"]
+    assert api.json()["detail"].startswith("The database is not answering")
+    assert page.status_code == 503 and page.headers["retry-after"]
+    assert "briefly unavailable" in page.text
+    assert ready.status_code == 503
+    assert ready.json()["failing"] == ["database"]
+
+
+async def test_an_exhausted_pool_answers_503_instead_of_waiting_forever(settings: Settings) -> None:
+    db = replace(settings.db, pool_size=1, max_overflow=0, pool_timeout=0.3)
+    app = create_app(replace(settings, db=db))
+    held: AsyncSession | None = None
+    try:
+        async with app.state.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+            held = connection  # the only connection is checked out
+            async with client_for(app) as client:
+                response = await client.get("/api/v1/site")
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        async with client_for(app) as client:  # released: the same app serves again
+            assert (await client.get("/api/v1/site")).status_code == 200
+    finally:
+        await app.state.engine.dispose()
+    assert held is not None
+
+
+async def test_database_comes_back_after_an_outage(
+    settings: Settings, client: httpx.AsyncClient
+) -> None:
+    """Connections broken behind the pool's back are detected by pre-ping and replaced."""
+    assert (await client.get("/api/v1/site")).status_code == 200
+    if not settings.db.is_sqlite:
+        await _exec(
+            settings,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND application_name = 'keel'",
+        )
+    assert (await client.get("/api/v1/site")).status_code == 200

@@ -1,0 +1,117 @@
+"""Errors: problem details on the API, friendly pages elsewhere, error ids in the log."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+from litestar import Litestar, get
+
+from app.asgi import create_app
+from app.core.logging import JsonFormatter
+from app.settings import Settings
+from tests.conftest import client_for, with_app_settings
+
+
+@get("/api/v1/_test/crash", sync_to_thread=False)
+def crashing_api() -> None:
+    raise RuntimeError("secret internals: password=hunter2")
+
+
+@get("/_test/crash", sync_to_thread=False)
+def crashing_page() -> None:
+    raise RuntimeError("secret internals: password=hunter2")
+
+
+@get("/api/v1/_test/items/{item_id:int}", sync_to_thread=False)
+def typed_api(item_id: int, limit: int = 10) -> dict[str, int]:
+    return {"item_id": item_id, "limit": limit}
+
+
+def _request_log(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
+    records = [r for r in caplog.records if r.name == "keel.request"]
+    assert records, "no request log line"
+    return records[-1]
+
+
+async def test_unknown_api_path_answers_problem_details(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    response = await client.get("/api/v1/no-such-thing")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == 404 and body["title"] == "Not Found"
+    assert body["instance"] == "/api/v1/no-such-thing"
+    assert len(body["error_id"]) == 16
+    line = json.loads(JsonFormatter().format(_request_log(caplog)))
+    assert line["error_id"] == body["error_id"]
+    assert line["status"] == 404
+
+
+async def test_unknown_page_renders_a_friendly_404_with_the_error_id(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/no/such/page")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert "We could not find that page" in response.text
+    assert "Error id:" in response.text
+    assert 'href="/"' in response.text
+
+
+async def test_invalid_parameters_answer_400_naming_the_field(app: Litestar) -> None:
+    app.register(typed_api)
+    async with client_for(app) as client:
+        response = await client.get("/api/v1/_test/items/7?limit=lots")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["errors"] and body["errors"][0]["field"] == "limit"
+    assert "error_id" in body
+
+
+async def test_wrong_method_keeps_the_allow_header(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/api/v1/site")
+    assert response.status_code == 405
+    assert "GET" in response.headers.get("allow", "")
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+async def test_a_crash_is_a_500_whose_body_never_carries_the_stack_trace(
+    settings: Settings, env: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    app_settings = with_app_settings(settings, env=env, secret_key="k" * 40)
+    if env == "production":
+        app_settings = app_settings.__class__(
+            app=app_settings.app,
+            db=app_settings.db,
+            store=app_settings.store.__class__(url="redis://127.0.0.1:6379/15"),
+            health=app_settings.health,
+            worker=app_settings.worker,
+        )
+    app = create_app(app_settings)
+    app.register(crashing_api)
+    app.register(crashing_page)
+    async with client_for(app) as client:
+        api = await client.get("/api/v1/_test/crash")
+        page = await client.get("/_test/crash")
+    await app.state.engine.dispose()
+    await app.state.store.close()
+
+    assert api.status_code == 500 and page.status_code == 500
+    for response in (api, page):
+        assert "hunter2" not in response.text
+        assert "Traceback" not in response.text
+        assert "RuntimeError" not in response.text
+    assert api.json()["error_id"]
+    assert "Something went wrong" in page.text
+    logged = [r for r in caplog.records if r.name == "keel.errors"]
+    assert logged[0].error_id == api.json()["error_id"]
+    assert "hunter2" in JsonFormatter().format(
+        logged[0]
+    )  # the log keeps what the client must not see

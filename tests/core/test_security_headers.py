@@ -1,0 +1,82 @@
+"""Security headers on every response, static files with long caching, HX-aware pages."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from app.asgi import create_app
+from app.settings import Settings
+from tests.conftest import client_for, with_app_settings
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/no-such-page", "/api/v1/site", "/health/live", "/static/css/app.css"]
+)
+async def test_every_response_has_the_security_headers(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    headers = (await client.get(path)).headers
+    csp = headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "strict-origin-when-cross-origin"
+    assert "strict-transport-security" not in headers  # development: plain http is fine
+
+
+async def test_production_adds_hsts(settings: Settings) -> None:
+    production = with_app_settings(settings, env="production", secret_key="s" * 48)
+    production = production.__class__(
+        app=production.app,
+        db=production.db,
+        store=production.store.__class__(url="redis://127.0.0.1:6379/15"),
+        health=production.health,
+        worker=production.worker,
+    )
+    app = create_app(production)
+    async with client_for(app) as client:
+        response = await client.get("/health/live")
+    await app.state.engine.dispose()
+    await app.state.store.close()
+    assert response.headers["strict-transport-security"].startswith("max-age=")
+
+
+async def test_pages_have_no_inline_script_and_load_htmx_from_this_site(
+    client: httpx.AsyncClient,
+) -> None:
+    html = (await client.get("/")).text
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", html, re.S)
+    assert scripts and all(body.strip() == "" for body in scripts)
+    sources = re.findall(r'<script[^>]*src="([^"]+)"', html)
+    assert any(src.startswith("/static/js/htmx.min.js?v=") for src in sources)
+    assert all(src.startswith("/static/") for src in sources)
+    assert not re.search(r"\son[a-z]+\s*=", html), "inline event handlers are blocked by the CSP"
+
+
+async def test_static_files_have_versioned_urls_and_a_year_of_caching(
+    client: httpx.AsyncClient,
+) -> None:
+    html = (await client.get("/")).text
+    css_url = re.search(r'href="(/static/css/app\.css\?v=[0-9a-f]{12})"', html).group(1)
+    response = await client.get(css_url)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/css")
+    cache = response.headers["cache-control"]
+    assert "max-age=31536000" in cache and "immutable" in cache
+    js = await client.get("/static/js/htmx.min.js")
+    assert js.status_code == 200 and "htmx" in js.text[:200]
+
+
+async def test_a_fragment_request_gets_only_the_block(local_client: httpx.AsyncClient) -> None:
+    full = await local_client.get("/admin")
+    fragment = await local_client.get("/admin", headers={"HX-Request": "true"})
+    boosted = await local_client.get("/admin", headers={"HX-Request": "true", "HX-Boosted": "true"})
+    assert full.status_code == fragment.status_code == boosted.status_code == 200
+    assert "<html" in full.text and "<html" in boosted.text
+    assert "<html" not in fragment.text
+    assert fragment.text.lstrip().startswith('<section id="health"')
+    for response in (full, fragment, boosted):
+        assert "HX-Request" in response.headers["vary"]

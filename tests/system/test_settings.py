@@ -1,0 +1,98 @@
+"""The runtime settings registry: app/system/settings.py (both storage legs)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from litestar import Litestar
+
+from app.asgi import create_app
+from app.core.db import create_engine, create_sessionmaker
+from app.settings import Settings
+from app.system.settings import REGISTRY, SettingError, read_setting, read_settings, write_setting
+from tests.conftest import client_for, count_rows
+
+
+async def _write(settings: Settings, name: str, value: object) -> object:
+    engine = create_engine(settings.db)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await write_setting(session, name, value)
+    finally:
+        await engine.dispose()
+
+
+async def _read(settings: Settings, name: str) -> object:
+    engine = create_engine(settings.db)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            return await read_setting(session, name)
+    finally:
+        await engine.dispose()
+
+
+async def test_unwritten_settings_read_their_defaults(settings: Settings) -> None:
+    engine = create_engine(settings.db)
+    async with create_sessionmaker(engine)() as session:
+        values = await read_settings(session)
+    await engine.dispose()
+    assert values == {name: d.default for name, d in REGISTRY.items()}
+    assert values["site_title"] == "Keel"
+    assert values["registration_open"] is False
+
+
+async def test_a_written_value_is_typed_and_read_back(settings: Settings) -> None:
+    assert await _write(settings, "registration_open", "on") is True
+    assert await _write(settings, "api_rate_limit_per_minute", " 120 ") == 120
+    assert await _read(settings, "registration_open") is True
+    assert await _read(settings, "api_rate_limit_per_minute") == 120
+    assert await _write(settings, "api_rate_limit_per_minute", 300) == 300
+    assert await _read(settings, "api_rate_limit_per_minute") == 300
+    assert await count_rows(settings, "system_settings") == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("site_title", "   ", "must not be empty"),
+        ("site_title", "x" * 101, "at most 100 characters"),
+        ("api_rate_limit_per_minute", "many", "whole number"),
+        ("api_rate_limit_per_minute", 0, "at least 1"),
+        ("registration_open", "perhaps", "true or false"),
+        ("no_such_setting", "x", "not a known setting"),
+    ],
+)
+async def test_invalid_values_are_refused_and_nothing_is_written(
+    settings: Settings, name: str, value: object, message: str
+) -> None:
+    with pytest.raises(SettingError, match=message):
+        await _write(settings, name, value)
+    assert await count_rows(settings, "system_settings") == 0
+
+
+async def test_a_change_is_seen_by_every_process_at_once(settings: Settings) -> None:
+    """Two app instances (as two granian workers would be) share one database."""
+    first, second = create_app(settings), create_app(settings)
+    async with (
+        first.lifespan(),
+        second.lifespan(),
+        client_for(first) as a,
+        client_for(second) as b,
+    ):
+        assert (await b.get("/api/v1/site")).json()["title"] == "Keel"
+        await _write(settings, "site_title", "Harbour Notes")
+        assert (await a.get("/api/v1/site")).json()["title"] == "Harbour Notes"
+        assert (await b.get("/api/v1/site")).json()["title"] == "Harbour Notes"
+        page = await b.get("/")
+        assert "<h1>Harbour Notes</h1>" in page.text
+
+
+async def test_site_endpoint_reports_public_settings(
+    client: httpx.AsyncClient, app: Litestar
+) -> None:
+    response = await client.get("/api/v1/site")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["title"] == "Keel"
+    assert body["registration_open"] is False
+    assert set(body) == {"title", "intro", "registration_open", "version"}

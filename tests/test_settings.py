@@ -1,0 +1,121 @@
+"""Start-up configuration: app/settings.py."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from app.settings import ROOT, ConfigError, Settings
+
+NO_FILE = Path("/nonexistent/.env")
+
+
+def test_defaults_are_the_embedded_mode() -> None:
+    settings = Settings.from_env({}, env_file=NO_FILE)
+    assert settings.embedded
+    assert settings.db.url == f"sqlite+aiosqlite:///{ROOT}/var/keel.db"
+    assert settings.store.is_memory
+    assert (settings.app.env, settings.app.host, settings.app.port) == (
+        "development",
+        "127.0.0.1",
+        8000,
+    )
+
+
+def test_services_urls_switch_to_production_storage() -> None:
+    settings = Settings.from_env(
+        {"DATABASE_URL": "postgresql+asyncpg://u@db/keel", "VALKEY_URL": "valkey://cache:6379/0"},
+        env_file=NO_FILE,
+    )
+    assert not settings.embedded
+    assert not settings.db.is_sqlite and not settings.store.is_memory
+
+
+def test_every_malformed_variable_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env(
+            {
+                "PORT": "eighty",
+                "WEB_CONCURRENCY": "0",
+                "APP_ENV": "staging",
+                "TRUSTED_PROXIES": "10.0.0.0/8,not-an-ip",
+                "DATABASE_URL": "mysql://x",
+                "VALKEY_URL": "http://cache",
+            },
+            env_file=NO_FILE,
+        )
+    text = "\n".join(error.value.problems)
+    for name in (
+        "PORT",
+        "WEB_CONCURRENCY",
+        "APP_ENV",
+        "TRUSTED_PROXIES",
+        "DATABASE_URL",
+        "VALKEY_URL",
+    ):
+        assert name in text
+    assert len(error.value.problems) == 6
+
+
+def test_production_without_a_strong_secret_is_refused() -> None:
+    weak = Settings.from_env(
+        {"APP_ENV": "production", "SECRET_KEY": "short", "VALKEY_URL": "redis://c"},
+        env_file=NO_FILE,
+    )
+    assert any("SECRET_KEY" in p and "32 bytes" in p for p in weak.startup_problems())
+    strong = Settings.from_env(
+        {"APP_ENV": "production", "SECRET_KEY": "x" * 32, "VALKEY_URL": "redis://c"},
+        env_file=NO_FILE,
+    )
+    assert strong.startup_problems() == []
+
+
+def test_memory_store_with_several_workers_is_refused() -> None:
+    settings = Settings.from_env({"WEB_CONCURRENCY": "4"}, env_file=NO_FILE)
+    problems = settings.startup_problems()
+    assert len(problems) == 1
+    assert "WEB_CONCURRENCY=4" in problems[0] and "VALKEY_URL" in problems[0]
+    shared = Settings.from_env(
+        {"WEB_CONCURRENCY": "4", "VALKEY_URL": "redis://c"}, env_file=NO_FILE
+    )
+    assert shared.startup_problems() == []
+
+
+def test_development_secret_is_generated_once_and_kept_private(tmp_path: Path) -> None:
+    first = Settings.from_env({"VAR_DIR": str(tmp_path)}, env_file=NO_FILE).with_secret()
+    second = Settings.from_env({"VAR_DIR": str(tmp_path)}, env_file=NO_FILE).with_secret()
+    assert len(first.app.secret_key) >= 32
+    assert first.app.secret_key == second.app.secret_key
+    mode = stat.S_IMODE((tmp_path / "secret_key").stat().st_mode)
+    assert mode == 0o600
+
+
+def test_production_never_generates_a_secret(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {"VAR_DIR": str(tmp_path), "APP_ENV": "production"}, env_file=NO_FILE
+    ).with_secret()
+    assert settings.app.secret_key == ""
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_dot_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("# comment\nexport PORT=9000\nLOG_LEVEL='debug'\nHOST=0.0.0.0\n")
+    settings = Settings.from_env({"HOST": "127.0.0.2"}, env_file=env_file)
+    assert settings.app.port == 9000
+    assert settings.app.log_level == "DEBUG"
+    assert settings.app.host == "127.0.0.2"
+
+
+def test_lists_and_networks_are_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            "CORS_ORIGINS": "https://a.example, https://b.example",
+            "TRUSTED_PROXIES": "10.0.0.1,fd00::/8",
+        },
+        env_file=NO_FILE,
+    )
+    assert settings.app.cors_origins == ("https://a.example", "https://b.example")
+    assert [str(n) for n in settings.app.trusted_proxies] == ["10.0.0.1/32", "fd00::/8"]
