@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, Response, get
+from litestar.response import Redirect
 
 from app.core.db import DbSession
-from app.core.templating import render
+from app.core.templating import render, static_url
 from app.system.settings import read_settings
 
 
@@ -18,3 +19,8 @@ class PublicPagesController(Controller):
         """The home page: the site's title and introduction from the runtime settings."""
         values = await read_settings(db_session)
         return render(request, "content/home.html", {"site": values})
+
+    @get("/favicon.ico", name="public:favicon")
+    async def favicon(self) -> Redirect:
+        """Browsers and feed readers ask for /favicon.ico whatever the page says."""
+        return Redirect(static_url("img/favicon.svg"), status_code=301)

@@ -8,6 +8,7 @@ import logging
 import httpx
 import pytest
 from litestar import Litestar, get
+from litestar.params import FromPath, FromQuery
 
 from app.asgi import create_app
 from app.core.logging import JsonFormatter
@@ -26,7 +27,7 @@ def crashing_page() -> None:
 
 
 @get("/api/v1/_test/items/{item_id:int}", sync_to_thread=False)
-def typed_api(item_id: int, limit: int = 10) -> dict[str, int]:
+def typed_api(item_id: FromPath[int], limit: FromQuery[int] = 10) -> dict[str, int]:
     return {"item_id": item_id, "limit": limit}
 
 

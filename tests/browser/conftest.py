@@ -1,0 +1,249 @@
+"""Browser harness: a real `keel serve` per storage leg, driven by headless Chromium.
+
+Chromium is the system's `/usr/bin/chromium` (never downloaded); Playwright's sync API
+drives it. Outside CI a missing Chromium skips these tests with one message; under
+CI=true it fails the run. Every test leaves a screenshot of its final page in
+`test-artifacts/screenshots/<test>-<leg>.png`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playwright
+
+from app.settings import ROOT
+from tests.conftest import (
+    IN_CI,
+    LEGS,
+    free_port,
+    keel_command,
+    leg_environment,
+    require_services,
+    run_keel,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_BROWSER_DB = "keel_browser"
+PG_BROWSER_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_BROWSER_DB}"
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/browser is a browser test (`-m "not browser"` leaves it out).
+
+    They run last: Playwright's sync API keeps an event loop in the main thread for the
+    rest of the session, and the async tests need that thread free.
+    """
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.browser)
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    leg: str
+    base_url: str
+    log_path: Path
+
+    def url(self, path: str = "/") -> str:
+        return self.base_url + path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> Path:
+    """The system Chromium, or one clear skip (locally) / failure (CI) when it is missing."""
+    if not CHROMIUM.is_file() or not os.access(CHROMIUM, os.X_OK):
+        message = f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: a missing browser is a failure)", pytrace=False)
+        pytest.skip(message)
+    return CHROMIUM
+
+
+def _recreate_browser_database() -> None:
+    """Drop and create the browser tests' own database (not the one other tests use)."""
+
+    async def recreate() -> None:
+        import asyncpg
+
+        connection = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{PG_BROWSER_DB}" WITH (FORCE)')
+            await connection.execute(f'CREATE DATABASE "{PG_BROWSER_DB}"')
+        finally:
+            await connection.close()
+
+    # Playwright's sync API may already run an event loop in this thread: use another one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, recreate()).result()
+
+
+def _remove_store_keys(url: str, prefix: str) -> None:
+    from valkey import Valkey
+
+    client = Valkey.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def _wait_until_ready(process: subprocess.Popen[bytes], server: LiveServer) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            last = f"keel serve exited with code {process.returncode}"
+            break
+        try:
+            response = httpx.get(server.url("/health/ready"), timeout=2)
+            if response.status_code == 200:
+                return
+            last = f"/health/ready answered {response.status_code}: {response.text}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.2)
+    print(f"----- keel serve log ({server.leg}) -----\n{server.log()}")
+    pytest.fail(f"keel serve ({server.leg}) did not become ready: {last}", pytrace=False)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        # The server runs in its own session: its group id is its pid.
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=STOP_TIMEOUT)
+
+
+@pytest.fixture(scope="session", params=LEGS)
+def live_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    chromium_executable: Path,
+) -> Iterator[LiveServer]:
+    """`keel serve` on a free loopback port, migrated and ready, for one storage leg."""
+    leg: str = request.param
+    if leg == "services":
+        require_services()
+    var_dir = tmp_path_factory.mktemp(f"browser-{leg}")
+    env = leg_environment(leg, var_dir)
+    if leg == "services":
+        _recreate_browser_database()
+        env["DATABASE_URL"] = PG_BROWSER_URL
+        env["VALKEY_KEY_PREFIX"] = f"keelbrowser{os.getpid()}:"
+        env["WEB_CONCURRENCY"] = "2"
+    else:
+        env["WEB_CONCURRENCY"] = "1"
+
+    migrated = run_keel("db", "upgrade", env=env)
+    assert migrated.returncode == 0, f"keel db upgrade failed:\n{migrated.stdout}{migrated.stderr}"
+
+    port = free_port()
+    server = LiveServer(leg, f"http://127.0.0.1:{port}", var_dir / "keel-serve.log")
+    with server.log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            keel_command("serve", "--host", "127.0.0.1", "--port", str(port)),
+            env=env,
+            cwd=ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_until_ready(process, server)
+        yield server
+    finally:
+        _stop(process)
+        if leg == "services":
+            _remove_store_keys(env["VALKEY_URL"], env["VALKEY_KEY_PREFIX"])
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_executable: Path) -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(chromium_executable), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _describe_console(message: ConsoleMessage) -> str:
+    location = message.location or {}
+    where = location.get("url", "")
+    return f"console error: {message.text}" + (f" ({where})" if where else "")
+
+
+@pytest.fixture
+def page(
+    request: pytest.FixtureRequest, browser: Browser, live_server: LiveServer
+) -> Iterator[Page]:
+    """A fresh context and page; `page.console_errors` collects console errors and JS errors.
+
+    CSP violations are reported by Chromium as console errors, so an empty list also
+    means the page broke no Content-Security-Policy rule.
+    """
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(10_000)
+    new_page = context.new_page()
+    errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(_describe_console(message))
+
+    def on_page_error(error: Error) -> None:
+        errors.append(f"page error: {error}")
+
+    new_page.on("console", on_console)
+    new_page.on("pageerror", on_page_error)
+    page_with_errors: Any = new_page
+    page_with_errors.console_errors = errors
+    try:
+        yield new_page
+    finally:
+        try:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            name = getattr(request.node, "originalname", None) or request.node.name
+            new_page.screenshot(path=str(SCREENSHOTS / f"{name}-{live_server.leg}.png"))
+        except Error as exc:  # a screenshot is a courtesy; never fail the test for it
+            print(f"screenshot failed: {exc}")
+        finally:
+            context.close()

@@ -1,0 +1,96 @@
+"""The shared store: memory (embedded) and Valkey (services) behave the same."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from app.core.store import Store, StoreUnavailable, ValkeyStore, create_store
+from app.settings import Settings, StoreSettings
+from tests.conftest import free_port, require_services
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    shared = create_store(settings.store)
+    yield shared
+    await shared.close()
+
+
+async def test_values_round_trip_and_can_be_deleted(store: Store) -> None:
+    await store.set("greeting", "hello")
+    assert await store.get("greeting") == b"hello"
+    assert await store.delete("greeting", "never-set") == 1
+    assert await store.get("greeting") is None
+
+
+async def test_values_expire_after_their_ttl(store: Store) -> None:
+    await store.set("short", b"x", ttl=0.05)
+    await store.set("long", b"y", ttl=30)
+    await asyncio.sleep(0.1)
+    assert await store.get("short") is None
+    assert await store.get("long") == b"y"
+
+
+async def test_counters_increment_and_keep_their_first_expiry(store: Store) -> None:
+    assert await store.incr("hits", ttl=0.2) == 1
+    assert await store.incr("hits", amount=4, ttl=30) == 5
+    await asyncio.sleep(0.3)
+    assert await store.get("hits") is None, "a later incr must not extend the window"
+
+
+async def test_keys_are_listed_by_pattern(store: Store) -> None:
+    await store.set("workers:a", "1")
+    await store.set("workers:b", "1")
+    await store.set("other", "1")
+    assert sorted(await store.keys("workers:*")) == ["workers:a", "workers:b"]
+
+
+async def test_two_clients_of_one_valkey_share_state(leg_base: dict[str, Settings]) -> None:
+    """What one process writes, another reads (the memory store is per process by design)."""
+    require_services()
+    shared = leg_base["services"].store
+    first, second = create_store(shared), create_store(shared)
+    await first.set("shared", "yes")
+    assert await second.get("shared") == b"yes"
+    await first.close()
+    await second.close()
+
+
+async def test_an_unreachable_valkey_fails_fast() -> None:
+    store = ValkeyStore(
+        StoreSettings(url=f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.5)
+    )
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(store.get("x"), 5)
+    await store.close()
+
+
+@contextlib.asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A TCP server that accepts connections and never answers: a hung Valkey."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_hung_valkey_times_out_instead_of_stalling() -> None:
+    async with silent_server() as port:
+        store = ValkeyStore(StoreSettings(url=f"redis://127.0.0.1:{port}/0", socket_timeout=0.3))
+        with pytest.raises(StoreUnavailable):
+            # A generous outer bound: without the socket timeout this would wait forever.
+            await asyncio.wait_for(store.get("x"), 5)
+        await store.close()

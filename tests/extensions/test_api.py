@@ -1,0 +1,48 @@
+"""The plugin API group: app/extensions/api.py and manifest.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.asgi import create_app
+from app.extensions.manifest import discover_plugins
+from app.settings import Settings
+from tests.conftest import client_for, with_app_settings
+
+
+def _plugin(root: Path, folder: str, manifest: str) -> None:
+    (root / folder).mkdir(parents=True)
+    (root / folder / "plugin.toml").write_text(manifest)
+
+
+async def test_plugin_index_lists_installed_plugins(settings: Settings, tmp_path: Path) -> None:
+    _plugin(tmp_path, "hello", '[plugin]\nname = "hello"\nversion = "1.2.0"\ndescription = "Hi"\n')
+    app = create_app(with_app_settings(settings, plugins_dir=tmp_path))
+    async with client_for(app) as client:
+        response = await client.get("/api/plugins")
+    await app.state.engine.dispose()
+    assert response.status_code == 200
+    assert response.json() == {
+        "items": [{"name": "hello", "version": "1.2.0", "description": "Hi"}],
+        "total": 1,
+    }
+
+
+async def test_plugin_index_is_empty_without_plugins(settings: Settings, tmp_path: Path) -> None:
+    app = create_app(with_app_settings(settings, plugins_dir=tmp_path))
+    async with client_for(app) as client:
+        assert (await client.get("/api/plugins")).json() == {"items": [], "total": 0}
+    await app.state.engine.dispose()
+
+
+def test_unreadable_manifests_are_reported_not_listed(tmp_path: Path) -> None:
+    _plugin(tmp_path, "good", '[plugin]\nname = "good"\nversion = "1"\n')
+    _plugin(tmp_path, "broken", "[plugin\nname=")
+    _plugin(tmp_path, "renamed", '[plugin]\nname = "other"\nversion = "1"\n')
+    _plugin(tmp_path, "Bad-Name", '[plugin]\nname = "Bad-Name"\nversion = "1"\n')
+    manifests, problems = discover_plugins(tmp_path)
+    assert [m.name for m in manifests] == ["good"]
+    messages = {p.path.parent.name: p.message for p in problems}
+    assert "not valid TOML" in messages["broken"]
+    assert "must match its folder" in messages["renamed"]
+    assert "a-z" in messages["Bad-Name"]

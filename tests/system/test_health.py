@@ -1,0 +1,101 @@
+"""Health endpoints and the admin dashboard: app/system/api.py and app/system/pages.py."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import datetime
+
+import httpx
+from litestar import Litestar
+
+from app.asgi import create_app
+from app.settings import Settings
+from tests.conftest import client_for, free_port, with_app_settings
+from tests.core.test_store import silent_server
+
+
+async def test_health_reports_service_version_and_uptime(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/health")).json()
+    assert body["status"] == "ok" and body["service"] == "keel"
+    assert body["version"] and body["uptime_seconds"] >= 0
+    assert datetime.fromisoformat(body["timestamp"]).tzinfo is not None
+
+
+async def test_live_answers_without_touching_dependencies(settings: Settings) -> None:
+    broken = replace(settings, db=replace(settings.db, url="sqlite+aiosqlite:////dev/null/x.db"))
+    app = create_app(broken)
+    async with client_for(app) as client:
+        assert (await client.get("/health/live")).json() == {"status": "ok"}
+    await app.state.engine.dispose()
+
+
+async def test_ready_when_database_and_store_answer(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health/ready")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ready" and body["failing"] == []
+    assert {c["status"] for c in body["checks"].values()} == {"ok"}
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def test_ready_names_an_unreachable_store(settings: Settings) -> None:
+    down = replace(
+        settings, store=replace(settings.store, url=f"redis://127.0.0.1:{free_port()}/0")
+    )
+    app = create_app(down)
+    async with client_for(app) as client:
+        response = await client.get("/health/ready")
+    await app.state.engine.dispose()
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["store"]
+    assert response.headers["retry-after"]
+
+
+async def test_ready_answers_in_time_when_the_store_hangs(settings: Settings) -> None:
+    async with silent_server() as port:
+        hung = replace(
+            settings,
+            store=replace(settings.store, url=f"redis://127.0.0.1:{port}/0", socket_timeout=5),
+            health=replace(settings.health, check_timeout=0.3),
+        )
+        app = create_app(hung)
+        async with client_for(app) as client:
+            response = await asyncio.wait_for(client.get("/health/ready"), 4)
+        await app.state.engine.dispose()
+    body = response.json()
+    assert response.status_code == 503 and body["failing"] == ["store"]
+    assert "no answer within" in body["checks"]["store"]["detail"]
+
+
+async def test_admin_dashboard_shows_health_to_a_local_developer(
+    local_client: httpx.AsyncClient, app: Litestar, settings: Settings
+) -> None:
+    async with app.lifespan():  # embedded mode runs the in-process worker
+        await asyncio.sleep(0.05)
+        response = await local_client.get("/admin")
+    assert response.status_code == 200
+    assert "System health" in response.text
+    assert 'data-component="database"' in response.text
+    assert 'data-component="store"' in response.text
+    if settings.embedded:
+        assert "in-process" in response.text
+
+
+async def test_admin_area_is_closed_to_other_machines(client: httpx.AsyncClient) -> None:
+    response = await client.get("/admin")
+    assert response.status_code == 403
+    assert "You do not have access" in response.text
+
+
+async def test_admin_area_is_closed_in_production(settings: Settings) -> None:
+    production = with_app_settings(settings, env="production", secret_key="p" * 40)
+    production = replace(
+        production, store=replace(production.store, url="redis://127.0.0.1:6379/15")
+    )
+    app = create_app(production)
+    async with client_for(app, "127.0.0.1") as client:
+        response = await client.get("/admin")
+    await app.state.engine.dispose()
+    await app.state.store.close()
+    assert response.status_code == 403

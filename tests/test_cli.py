@@ -1,0 +1,176 @@
+"""The `keel` command (app/__main__.py), run as a real subprocess on both legs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.settings import ROOT
+from tests.conftest import free_port, keel_command, leg_environment, run_keel
+
+
+def test_check_passes_on_a_migrated_database(keel_env: dict[str, str]) -> None:
+    result = run_keel("check", env=keel_env)
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK" in result.stdout
+
+
+def test_check_prints_every_problem_and_exits_non_zero(tmp_path: Path) -> None:
+    env = leg_environment("embedded", tmp_path)
+    env.update(
+        APP_ENV="production",
+        DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/keel",
+        VALKEY_URL=f"redis://:topsecret@127.0.0.1:{free_port()}/0",
+    )
+    result = run_keel("check", env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert any("SECRET_KEY" in line for line in lines)
+    assert any("database" in line and "does not answer" in line for line in lines)
+    assert any("store" in line and "does not answer" in line for line in lines)
+    assert "topsecret" not in result.stderr
+    assert all(line.startswith("keel: ") for line in lines)
+
+
+def test_check_reports_a_database_that_was_never_migrated(tmp_path: Path) -> None:
+    env = leg_environment("embedded", tmp_path)
+    result = run_keel("check", env=env)
+    assert result.returncode == 2
+    assert "keel db upgrade" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"APP_ENV": "production", "VALKEY_URL": "redis://127.0.0.1:6379/15"}, "SECRET_KEY"),
+        ({"WEB_CONCURRENCY": "2"}, "needs a shared store"),
+        ({"DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/keel"}, "does not answer"),
+        ({"PORT": "http"}, "PORT='http' is not a whole number"),
+    ],
+)
+def test_serve_refuses_configurations_that_cannot_work(
+    tmp_path: Path, changes: dict[str, str], expected: str
+) -> None:
+    env = {**leg_environment("embedded", tmp_path), **changes}
+    result = run_keel("serve", "--port", str(free_port()), env=env, timeout=30)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_migrations_upgrade_downgrade_and_report_current(leg: str, tmp_path: Path) -> None:
+    env = leg_environment(leg, tmp_path)
+    if leg == "services":
+        import asyncio
+
+        from tests.conftest import _pg_url, _recreate_pg_database
+
+        asyncio.run(asyncio.to_thread(_recreate_pg_database, "keel_cli"))
+        env["DATABASE_URL"] = _pg_url("keel_cli")
+    assert run_keel("db", "upgrade", env=env).returncode == 0
+    current = run_keel("db", "current", env=env)
+    assert "(head)" in current.stdout + current.stderr
+    assert run_keel("db", "downgrade", "base", env=env).returncode == 0
+    after = run_keel("db", "current", env=env)
+    assert "(head)" not in after.stdout + after.stderr
+
+
+def _wait_for(url: str, timeout: float = 30) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer 200 within {timeout}s")
+
+
+def test_serve_answers_ready_and_stops_cleanly_on_sigterm(keel_env: dict[str, str]) -> None:
+    """The smoke test: what `make run` starts, ready within seconds, gone within 10 s of SIGTERM."""
+    port = free_port()
+    process = subprocess.Popen(
+        keel_command("serve", "--port", str(port)),
+        env=keel_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        ready = _wait_for(f"http://127.0.0.1:{port}/health/ready")
+        assert ready.json()["status"] == "ready"
+        home = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert home.status_code == 200 and "<h1>Keel</h1>" in home.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail("keel serve did not stop within 10 s of SIGTERM")
+    output = process.stdout.read() if process.stdout else ""
+    assert process.returncode == 0, output
+    log_lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any(
+        line.get("path") == "/health/ready" and line.get("status") == 200 for line in log_lines
+    )
+
+
+def test_worker_heartbeats_and_exits_0_on_sigterm(keel_env: dict[str, str]) -> None:
+    env = {**keel_env, "WORKER_HEARTBEAT_INTERVAL": "0.2"}
+    process = subprocess.Popen(
+        keel_command("worker", "--concurrency", "2"),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[dict[str, object]] = []
+    assert process.stdout is not None
+    while True:  # read until the worker has announced itself
+        raw = process.stdout.readline()
+        assert raw, "worker exited before starting"
+        if raw.startswith("{"):
+            lines.append(json.loads(raw))
+            if lines[-1]["event"] == "worker started":
+                break
+    if "VALKEY_URL" in env:  # services leg: the heartbeat is visible to other processes
+        import asyncio
+
+        from app.core.store import create_store
+        from app.jobs.worker import list_workers
+        from app.settings import Settings
+
+        store_settings = Settings.from_env(env, env_file=Path("/nonexistent")).store
+
+        async def heartbeats() -> list[dict[str, object]]:
+            store = create_store(store_settings)
+            try:
+                for _ in range(50):
+                    if found := await list_workers(store):
+                        return found
+                    await asyncio.sleep(0.1)
+                return []
+            finally:
+                await store.close()
+
+        workers = asyncio.run(heartbeats())
+        assert [w["pid"] for w in workers] == [process.pid]
+        assert workers[0]["concurrency"] == 2
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+    rest = [json.loads(line) for line in process.stdout.read().splitlines() if line.startswith("{")]
+    events = [line["event"] for line in rest]
+    assert "worker stopping" in events and events[-1] == "worker stopped"
+    assert os.path.exists(ROOT / "app")  # sanity: ran from the checkout
