@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -77,15 +78,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _pg_url(database: str) -> str:
+def pg_url(database: str) -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
 
 
-def _recreate_pg_database(name: str) -> None:
+def recreate_pg_database(name: str) -> None:
+    """Drop and create a PostgreSQL database (in its own thread: the caller may run a loop)."""
+
     async def run() -> None:
         import asyncpg
 
-        dsn = _pg_url("postgres").replace("postgresql+asyncpg", "postgresql")
+        dsn = pg_url("postgres").replace("postgresql+asyncpg", "postgresql")
         connection = await asyncpg.connect(dsn)
         try:
             await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -93,7 +96,8 @@ def _recreate_pg_database(name: str) -> None:
         finally:
             await connection.close()
 
-    asyncio.run(run())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, run()).result()
 
 
 def leg_environment(leg: str, var_dir: Path) -> dict[str, str]:
@@ -104,7 +108,7 @@ def leg_environment(leg: str, var_dir: Path) -> dict[str, str]:
     if leg == "embedded":
         env["DATABASE_URL"] = f"sqlite+aiosqlite:///{var_dir}/keel.db"
     else:
-        env["DATABASE_URL"] = _pg_url(PG_TEST_DB)
+        env["DATABASE_URL"] = pg_url(PG_TEST_DB)
         env["VALKEY_URL"] = VALKEY_TEST_URL
         env["VALKEY_KEY_PREFIX"] = f"keeltest{os.getpid()}:"
     return env
@@ -119,7 +123,7 @@ def leg_base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Settings]:
         if leg == "services":
             if MISSING_SERVICES:
                 continue
-            _recreate_pg_database(PG_TEST_DB)
+            recreate_pg_database(PG_TEST_DB)
         settings = Settings.from_env(leg_environment(leg, var_dir), env_file=Path("/nonexistent"))
         migration_commands(settings.db).upgrade("head")
         prepared[leg] = settings.with_secret()
@@ -155,6 +159,16 @@ async def settings(leg: str, leg_base: dict[str, Settings]) -> AsyncIterator[Set
 
 def with_app_settings(settings: Settings, **changes: object) -> Settings:
     return replace(settings, app=replace(settings.app, **changes))
+
+
+def as_production(settings: Settings) -> Settings:
+    """The same leg in production mode: a strong secret and a Valkey store, as required."""
+    store = (
+        settings.store
+        if not settings.store.is_memory
+        else replace(settings.store, url=VALKEY_TEST_URL, key_prefix=f"keeltest{os.getpid()}:")
+    )
+    return replace(with_app_settings(settings, env="production", secret_key="p" * 48), store=store)
 
 
 @pytest.fixture

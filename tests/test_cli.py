@@ -13,7 +13,14 @@ import httpx
 import pytest
 
 from app.settings import ROOT
-from tests.conftest import free_port, keel_command, leg_environment, run_keel
+from tests.conftest import (
+    free_port,
+    keel_command,
+    leg_environment,
+    pg_url,
+    recreate_pg_database,
+    run_keel,
+)
 
 
 def test_check_passes_on_a_migrated_database(keel_env: dict[str, str]) -> None:
@@ -68,12 +75,8 @@ def test_serve_refuses_configurations_that_cannot_work(
 def test_migrations_upgrade_downgrade_and_report_current(leg: str, tmp_path: Path) -> None:
     env = leg_environment(leg, tmp_path)
     if leg == "services":
-        import asyncio
-
-        from tests.conftest import _pg_url, _recreate_pg_database
-
-        asyncio.run(asyncio.to_thread(_recreate_pg_database, "keel_cli"))
-        env["DATABASE_URL"] = _pg_url("keel_cli")
+        recreate_pg_database("keel_cli")
+        env["DATABASE_URL"] = pg_url("keel_cli")
     assert run_keel("db", "upgrade", env=env).returncode == 0
     current = run_keel("db", "current", env=env)
     assert "(head)" in current.stdout + current.stderr

@@ -8,13 +8,11 @@ CI=true it fails the run. Every test leaves a screenshot of its final page in
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,8 @@ from tests.conftest import (
     free_port,
     keel_command,
     leg_environment,
+    pg_url,
+    recreate_pg_database,
     require_services,
     run_keel,
 )
@@ -44,9 +44,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_BROWSER_DB = "keel_browser"
-PG_BROWSER_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_BROWSER_DB}"
+PG_BROWSER_URL = pg_url(PG_BROWSER_DB)
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -87,24 +86,6 @@ def chromium_executable() -> Path:
             pytest.fail(message + " (CI=true: a missing browser is a failure)", pytrace=False)
         pytest.skip(message)
     return CHROMIUM
-
-
-def _recreate_browser_database() -> None:
-    """Drop and create the browser tests' own database (not the one other tests use)."""
-
-    async def recreate() -> None:
-        import asyncpg
-
-        connection = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{PG_BROWSER_DB}" WITH (FORCE)')
-            await connection.execute(f'CREATE DATABASE "{PG_BROWSER_DB}"')
-        finally:
-            await connection.close()
-
-    # Playwright's sync API may already run an event loop in this thread: use another one.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, recreate()).result()
 
 
 def _remove_store_keys(url: str, prefix: str) -> None:
@@ -163,7 +144,7 @@ def live_server(
     var_dir = tmp_path_factory.mktemp(f"browser-{leg}")
     env = leg_environment(leg, var_dir)
     if leg == "services":
-        _recreate_browser_database()
+        recreate_pg_database(PG_BROWSER_DB)
         env["DATABASE_URL"] = PG_BROWSER_URL
         env["VALKEY_KEY_PREFIX"] = f"keelbrowser{os.getpid()}:"
         env["WEB_CONCURRENCY"] = "2"

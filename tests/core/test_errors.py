@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery
 from app.asgi import create_app
 from app.core.logging import JsonFormatter
 from app.settings import Settings
-from tests.conftest import client_for, with_app_settings
+from tests.conftest import as_production, client_for
 
 
 @get("/api/v1/_test/crash", sync_to_thread=False)
@@ -86,16 +86,7 @@ async def test_a_crash_is_a_500_whose_body_never_carries_the_stack_trace(
     settings: Settings, env: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    app_settings = with_app_settings(settings, env=env, secret_key="k" * 40)
-    if env == "production":
-        app_settings = app_settings.__class__(
-            app=app_settings.app,
-            db=app_settings.db,
-            store=app_settings.store.__class__(url="redis://127.0.0.1:6379/15"),
-            health=app_settings.health,
-            worker=app_settings.worker,
-        )
-    app = create_app(app_settings)
+    app = create_app(as_production(settings) if env == "production" else settings)
     app.register(crashing_api)
     app.register(crashing_page)
     async with client_for(app) as client:

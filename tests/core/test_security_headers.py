@@ -9,7 +9,7 @@ import pytest
 
 from app.asgi import create_app
 from app.settings import Settings
-from tests.conftest import client_for, with_app_settings
+from tests.conftest import as_production, client_for
 
 
 @pytest.mark.parametrize(
@@ -28,15 +28,7 @@ async def test_every_response_has_the_security_headers(
 
 
 async def test_production_adds_hsts(settings: Settings) -> None:
-    production = with_app_settings(settings, env="production", secret_key="s" * 48)
-    production = production.__class__(
-        app=production.app,
-        db=production.db,
-        store=production.store.__class__(url="redis://127.0.0.1:6379/15"),
-        health=production.health,
-        worker=production.worker,
-    )
-    app = create_app(production)
+    app = create_app(as_production(settings))
     async with client_for(app) as client:
         response = await client.get("/health/live")
     await app.state.engine.dispose()

@@ -11,7 +11,7 @@ from litestar import Litestar
 
 from app.asgi import create_app
 from app.settings import Settings
-from tests.conftest import client_for, free_port, with_app_settings
+from tests.conftest import as_production, client_for, free_port
 from tests.core.test_store import silent_server
 
 
@@ -89,11 +89,7 @@ async def test_admin_area_is_closed_to_other_machines(client: httpx.AsyncClient)
 
 
 async def test_admin_area_is_closed_in_production(settings: Settings) -> None:
-    production = with_app_settings(settings, env="production", secret_key="p" * 40)
-    production = replace(
-        production, store=replace(production.store, url="redis://127.0.0.1:6379/15")
-    )
-    app = create_app(production)
+    app = create_app(as_production(settings))
     async with client_for(app, "127.0.0.1") as client:
         response = await client.get("/admin")
     await app.state.engine.dispose()
