@@ -50,7 +50,11 @@ def _is_ip(value: str) -> bool:
 
 
 class RequestContextMiddleware:
-    """Assign the request id and client address, return X-Request-ID, log the outcome."""
+    """Assign the request id and client address, return X-Request-ID, log the outcome.
+
+    HEAD requests are served as GET with the body dropped, so every page and endpoint
+    answers HEAD as load balancers and link checkers expect.
+    """
 
     def __init__(self, app: ASGIApp, trusted_proxies: Networks) -> None:
         self.app = app
@@ -76,6 +80,9 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         status = 500
         started = time.perf_counter()
+        method = scope["method"]
+        if method == "HEAD":  # HEAD is GET without a body (RFC 9110 9.3.2), for every route
+            scope["method"] = "GET"
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -85,6 +92,8 @@ class RequestContextMiddleware:
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
                 ]
+            elif method == "HEAD" and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         try:
@@ -95,7 +104,7 @@ class RequestContextMiddleware:
                 "request",
                 extra={
                     "request_id": request_id,
-                    "method": scope["method"],
+                    "method": method,
                     "path": scope["path"],
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),

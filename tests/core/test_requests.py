@@ -84,3 +84,13 @@ async def test_no_cors_headers_without_configured_origins(app: Litestar) -> None
     async with client_for(app) as client:
         response = await client.get("/api/v1/site", headers={"Origin": "https://app.example"})
     assert "access-control-allow-origin" not in response.headers
+
+
+@pytest.mark.parametrize("path", ["/", "/health/live", "/api/v1/site", "/no-such-page"])
+async def test_head_answers_like_get_without_a_body(client: httpx.AsyncClient, path: str) -> None:
+    get = await client.get(path)
+    head = await client.head(path)
+    assert head.status_code == get.status_code
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == get.headers["content-length"]
