@@ -191,6 +191,135 @@ def current() -> None:
     _migrations().current(verbose=False)
 
 
+@cli.group()
+def users() -> None:
+    """Accounts from the command line (the first admin, role changes, password resets)."""
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+async def _with_session(settings: Settings, work: Callable[..., Any]) -> Any:
+    from app.core.db import create_engine, create_sessionmaker
+
+    engine = create_engine(settings.db)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+@users.command("create")
+@click.option("--email", required=True)
+@click.option("--username", required=True)
+@click.option(
+    "--role", type=click.Choice(["viewer", "editor", "admin"]), default="viewer", show_default=True
+)
+@click.option("--display-name", default="")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_create(
+    email: str, username: str, role: str, display_name: str, password_stdin: bool
+) -> None:
+    """Create an account (the first one is how an admin exists without the /setup page)."""
+    from app.accounts.audit import Actor
+    from app.accounts.models import Role
+    from app.accounts.passwords import PasswordHashing
+    from app.accounts.services import AccountError, NewUser, create_user
+
+    settings = load_settings()
+    password = _read_password(password_stdin)
+    data = NewUser(
+        email=email, username=username, password=password, role=role, display_name=display_name
+    )
+
+    async def work(session: Any) -> Any:
+        hashing = PasswordHashing(1)
+        return await create_user(session, hashing, Actor.system("cli"), Role.admin, data)
+
+    try:
+        user = asyncio.run(_with_session(settings, work))
+    except AccountError as exc:
+        _fail([f"{exc.field + ': ' if exc.field else ''}{exc.message}"])
+        return
+    click.echo(f"created {user.role} {user.username} <{user.email}> ({user.id})")
+
+
+@users.command("list")
+def users_list() -> None:
+    """Every account: role, status, last sign-in."""
+    from sqlalchemy import select
+
+    from app.accounts.models import User
+
+    async def work(session: Any) -> list[Any]:
+        return list((await session.scalars(select(User).order_by(User.created_at))).all())
+
+    for user in asyncio.run(_with_session(load_settings(), work)):
+        status = "active" if user.is_active else "inactive"
+        last = user.last_login_at.isoformat(timespec="minutes") if user.last_login_at else "never"
+        click.echo(
+            f"{user.username:<24} {user.email:<32} {user.role:<7} {status:<8} last sign-in {last}"
+        )
+
+
+async def _user_by_login(session: Any, login: str) -> Any:
+    from app.accounts.services import find_by_login
+
+    user = await find_by_login(session, login)
+    if user is None:
+        _fail([f"no account {login!r}"])
+    return user
+
+
+@users.command("set-role")
+@click.argument("login")
+@click.argument("role", type=click.Choice(["viewer", "editor", "admin"]))
+def users_set_role(login: str, role: str) -> None:
+    """Give the account LOGIN (e-mail or username) another role."""
+    from app.accounts.audit import Actor
+    from app.accounts.models import Role
+    from app.accounts.services import AccountError, update_user
+
+    async def work(session: Any) -> Any:
+        user = await _user_by_login(session, login)
+        return await update_user(session, Actor.system("cli"), Role.admin, user, role=role)
+
+    try:
+        user = asyncio.run(_with_session(load_settings(), work))
+    except AccountError as exc:
+        _fail([exc.message])
+        return
+    click.echo(f"{user.username} is now {user.role}")
+
+
+@users.command("reset-password")
+@click.argument("login")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+def users_reset_password(login: str, password_stdin: bool) -> None:
+    """Set a new password for LOGIN; their sessions and tokens end."""
+    from app.accounts.audit import Actor
+    from app.accounts.passwords import PasswordHashing
+    from app.accounts.services import AccountError, set_password
+
+    settings = load_settings()
+    password = _read_password(password_stdin)
+
+    async def work(session: Any) -> Any:
+        user = await _user_by_login(session, login)
+        return await set_password(session, PasswordHashing(1), Actor.system("cli"), user, password)
+
+    try:
+        user = asyncio.run(_with_session(settings, work))
+    except AccountError as exc:
+        _fail([exc.message])
+        return
+    click.echo(f"password of {user.username} changed; their sessions were ended")
+
+
 @cli.command()
 def check() -> None:
     """Validate configuration and connectivity; print what is wrong and exit non-zero."""

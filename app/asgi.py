@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -22,6 +23,12 @@ from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.plugins.htmx import HTMXRequest
 
 from app import __version__
+from app.accounts.identity import FirstRunMiddleware, IdentityMiddleware
+from app.accounts.passwords import PasswordHashing
+from app.accounts.rate_limit import ApiRateLimitMiddleware
+from app.accounts.sessions import SessionStore
+from app.accounts.throttle import LoginThrottle
+from app.accounts.tokens import AccessTokens, RefreshTokens
 from app.core.db import create_engine, create_sessionmaker, provide_db_session
 from app.core.errors import handle_exception
 from app.core.logging import configure_logging
@@ -43,19 +50,29 @@ def create_app(settings: Settings | None = None) -> Litestar:
         raise ConfigError(problems)
     configure_logging(settings.app.log_level)
     engine = create_engine(settings.db)
+    store = create_store(settings.store)
+    auth = settings.auth
     state = State(
         {
             "settings": settings,
             "engine": engine,
             "sessionmaker": create_sessionmaker(engine),
-            "store": create_store(settings.store),
+            "store": store,
             "started_monotonic": time.monotonic(),
+            "has_users": False,
+            "hashing": PasswordHashing(auth.password_hash_concurrency),
+            "sessions": SessionStore(store, auth),
+            "login_throttle": LoginThrottle(store, auth),
+            "access_tokens": AccessTokens(settings.app.secret_key, auth.access_token_minutes * 60),
+            "refresh_tokens": RefreshTokens(store, auth.refresh_token_days * 86400),
         }
     )
     app = Litestar(
         route_handlers=route_groups(),
         state=state,
         dependencies={"db_session": Provide(provide_db_session)},
+        middleware=[FirstRunMiddleware(), IdentityMiddleware(), ApiRateLimitMiddleware()],
+        csrf_config=_csrf_config(settings),
         lifespan=[_in_process_worker] if settings.embedded else [],
         on_startup=[_tune_gc],
         on_shutdown=[_close_resources],
@@ -66,7 +83,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             allow_origins=list(settings.app.cors_origins),
             allow_credentials=False,
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
         )
         if settings.app.cors_origins
         else None,
@@ -86,6 +109,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         trusted_proxies=settings.app.trusted_proxies,
     )
     return app
+
+
+def _csrf_config(settings: Settings) -> CSRFConfig:
+    """Every unsafe page request needs the token (form field or htmx header). The JSON API
+    is exempt because it never authenticates with cookies."""
+    production = settings.app.is_production
+    return CSRFConfig(
+        secret=settings.app.secret_key,
+        cookie_name="__Host-keel_csrf" if production else "keel_csrf",
+        cookie_secure=production,
+        cookie_samesite="lax",
+        header_name="x-csrf-token",
+        exclude=["^/api/"],
+    )
 
 
 @asynccontextmanager

@@ -12,6 +12,16 @@ from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
+from app.accounts import guards
+from app.accounts.api import ApiKeysController, AuditController, AuthController, UsersController
+from app.accounts.pages import (
+    AccountController,
+    ApiKeysAdminController,
+    AuditAdminController,
+    PasswordResetController,
+    SignInController,
+    UsersAdminController,
+)
 from app.content.pages import PublicPagesController
 from app.core.templating import STATIC_DIR, STATIC_PREFIX
 from app.extensions.api import PluginIndexController
@@ -24,9 +34,35 @@ ONE_YEAR = 365 * 24 * 3600
 def route_groups() -> list[ControllerRouterHandler]:
     """New routers for one app (a Router belongs to the app it is registered with)."""
     return [
-        Router(path="/", route_handlers=[PublicPagesController]),
-        Router(path="/admin", route_handlers=[AdminDashboardController]),
-        Router(path="/api/v1", route_handlers=[ApiIndexController, SiteController]),
+        Router(
+            path="/",
+            route_handlers=[
+                PublicPagesController,
+                SignInController,
+                AccountController,
+                PasswordResetController,
+            ],
+        ),
+        Router(
+            path="/admin",
+            route_handlers=[
+                AdminDashboardController,
+                UsersAdminController,
+                ApiKeysAdminController,
+                AuditAdminController,
+            ],
+        ),
+        Router(
+            path="/api/v1",
+            route_handlers=[
+                ApiIndexController,
+                SiteController,
+                AuthController,
+                UsersController,
+                ApiKeysController,
+                AuditController,
+            ],
+        ),
         Router(path="/api/plugins", route_handlers=[PluginIndexController]),
         HealthController,
         create_static_files_router(
@@ -35,5 +71,6 @@ def route_groups() -> list[ControllerRouterHandler]:
             name="static",
             cache_control=CacheControlHeader(max_age=ONE_YEAR, public=True, immutable=True),
             include_in_schema=False,
+            guards=[guards.public],
         ),
     ]

@@ -115,12 +115,33 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    session_idle_minutes: int = 30
+    """SESSION_IDLE_MINUTES: a browser session ends after this long without a request."""
+    session_max_hours: int = 12
+    """SESSION_MAX_HOURS: a browser session ends this long after sign-in, whatever happens."""
+    access_token_minutes: int = 30
+    """ACCESS_TOKEN_MINUTES: lifetime of an API access token (JWT)."""
+    refresh_token_days: int = 7
+    """REFRESH_TOKEN_DAYS: lifetime of an API refresh token."""
+    login_max_failures: int = 5
+    """LOGIN_MAX_FAILURES: failed sign-ins per account before it is locked for a while."""
+    login_max_failures_per_ip: int = 20
+    """LOGIN_MAX_FAILURES_PER_IP: failed sign-ins per client address per lock-out window."""
+    login_lockout_minutes: int = 15
+    """LOGIN_LOCKOUT_MINUTES: how long a throttled account or address waits."""
+    password_hash_concurrency: int = 2
+    """PASSWORD_HASH_CONCURRENCY: password hashes computed at once per process."""
+
+
+@dataclass(frozen=True)
 class Settings:
     app: AppSettings = field(default_factory=AppSettings)
     db: DatabaseSettings = field(default_factory=DatabaseSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     @property
     def embedded(self) -> bool:
@@ -177,6 +198,16 @@ class Settings:
             shutdown_grace=reader.number("WORKER_SHUTDOWN_GRACE", 30.0),
             heartbeat_interval=reader.number("WORKER_HEARTBEAT_INTERVAL", 5.0),
         )
+        auth = AuthSettings(
+            session_idle_minutes=reader.integer("SESSION_IDLE_MINUTES", 30, minimum=1),
+            session_max_hours=reader.integer("SESSION_MAX_HOURS", 12, minimum=1),
+            access_token_minutes=reader.integer("ACCESS_TOKEN_MINUTES", 30, minimum=1),
+            refresh_token_days=reader.integer("REFRESH_TOKEN_DAYS", 7, minimum=1),
+            login_max_failures=reader.integer("LOGIN_MAX_FAILURES", 5, minimum=1),
+            login_max_failures_per_ip=reader.integer("LOGIN_MAX_FAILURES_PER_IP", 20, minimum=1),
+            login_lockout_minutes=reader.integer("LOGIN_LOCKOUT_MINUTES", 15, minimum=1),
+            password_hash_concurrency=reader.integer("PASSWORD_HASH_CONCURRENCY", 2, minimum=1),
+        )
         if store.url and not store.url.startswith(
             ("valkey://", "valkeys://", "redis://", "rediss://", "unix://")
         ):
@@ -189,7 +220,7 @@ class Settings:
             )
         if reader.problems:
             raise ConfigError(reader.problems)
-        return cls(app=app, db=db, store=store, health=health, worker=worker)
+        return cls(app=app, db=db, store=store, health=health, worker=worker, auth=auth)
 
     def with_secret(self) -> Settings:
         """Fill a missing development SECRET_KEY from var/secret_key, creating it once (0600)."""

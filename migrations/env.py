@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.migrations import compare_type
 from app.core.models import metadata
 
 config = context.config
@@ -18,7 +19,7 @@ def _configure(**kwargs: object) -> None:
         target_metadata=metadata,
         version_table=config.version_table_name,  # type: ignore[attr-defined]
         render_as_batch=True,
-        compare_type=True,
+        compare_type=compare_type,
         user_module_prefix=None,
         **kwargs,
     )

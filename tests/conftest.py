@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,8 +23,9 @@ import pytest
 from litestar import Litestar
 from sqlalchemy import text
 
+from app.accounts.models import User
 from app.asgi import create_app
-from app.core.db import create_engine
+from app.core.db import create_engine, create_sessionmaker
 from app.core.migrations import migration_commands
 from app.core.models import metadata
 from app.settings import ROOT, Settings
@@ -32,7 +34,9 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_ADMIN_URL = os.environ.get(
     "KEEL_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
-PG_TEST_DB = "keel_test"
+RUN_ID = os.getpid()
+"""Databases and key prefixes carry it, so concurrent test runs never share state."""
+PG_TEST_DB = f"keel_test_{RUN_ID}"
 VALKEY_TEST_URL = os.environ.get("KEEL_TEST_VALKEY", "redis://127.0.0.1:6379/15")
 LEGS = ("embedded", "services")
 
@@ -82,7 +86,7 @@ def pg_url(database: str) -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
 
 
-def recreate_pg_database(name: str) -> None:
+def recreate_pg_database(name: str, create: bool = True) -> None:
     """Drop and create a PostgreSQL database (in its own thread: the caller may run a loop)."""
 
     async def run() -> None:
@@ -92,7 +96,8 @@ def recreate_pg_database(name: str) -> None:
         connection = await asyncpg.connect(dsn)
         try:
             await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await connection.execute(f'CREATE DATABASE "{name}"')
+            if create:
+                await connection.execute(f'CREATE DATABASE "{name}"')
         finally:
             await connection.close()
 
@@ -110,13 +115,13 @@ def leg_environment(leg: str, var_dir: Path) -> dict[str, str]:
     else:
         env["DATABASE_URL"] = pg_url(PG_TEST_DB)
         env["VALKEY_URL"] = VALKEY_TEST_URL
-        env["VALKEY_KEY_PREFIX"] = f"keeltest{os.getpid()}:"
+        env["VALKEY_KEY_PREFIX"] = f"keeltest{RUN_ID}:"
     return env
 
 
 @pytest.fixture(scope="session")
-def leg_base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Settings]:
-    """Migrated databases, one per leg, created once per test session."""
+def leg_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Settings]]:
+    """Migrated databases, one per leg, created once per test session and dropped after."""
     prepared: dict[str, Settings] = {}
     for leg in LEGS:
         var_dir = tmp_path_factory.mktemp(f"var-{leg}")
@@ -127,7 +132,9 @@ def leg_base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Settings]:
         settings = Settings.from_env(leg_environment(leg, var_dir), env_file=Path("/nonexistent"))
         migration_commands(settings.db).upgrade("head")
         prepared[leg] = settings.with_secret()
-    return prepared
+    yield prepared
+    if "services" in prepared:
+        recreate_pg_database(PG_TEST_DB, create=False)
 
 
 @pytest.fixture(params=LEGS)
@@ -166,18 +173,84 @@ def as_production(settings: Settings) -> Settings:
     store = (
         settings.store
         if not settings.store.is_memory
-        else replace(settings.store, url=VALKEY_TEST_URL, key_prefix=f"keeltest{os.getpid()}:")
+        else replace(settings.store, url=VALKEY_TEST_URL, key_prefix=f"keeltest{RUN_ID}:")
     )
     return replace(with_app_settings(settings, env="production", secret_key="p" * 48), store=store)
 
 
+PASSWORD = "correct horse battery staple"
+"""Every test account's password."""
+
+
+@pytest.fixture(scope="session")
+def password_hash() -> str:
+    from app.accounts.passwords import hasher
+
+    return hasher.hash(PASSWORD)
+
+
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[Litestar]:
-    """The app without its lifespan (tests that need the in-process worker enter it)."""
+async def accounts(settings: Settings, password_hash: str) -> dict[str, User]:
+    """An installation that is set up: one active account per role (admin, editor, viewer)."""
+    from app.accounts.models import User
+
+    engine = create_engine(settings.db)
+    users = {}
+    async with create_sessionmaker(engine)() as session, session.begin():
+        for role in ("admin", "editor", "viewer"):
+            user = User(
+                email=f"{role}@example.org",
+                username=role,
+                display_name=role.capitalize(),
+                password_hash=password_hash,
+                role=role,
+                is_active=True,
+                failed_login_count=0,
+                auth_version=1,
+            )
+            session.add(user)
+            users[role] = user
+    await engine.dispose()
+    return users
+
+
+@pytest.fixture
+async def fresh_app(settings: Settings) -> AsyncIterator[Litestar]:
+    """The app on an empty database: the first run, before any account exists."""
     application = create_app(settings)
     yield application
     await application.state.engine.dispose()
     await application.state.store.close()
+
+
+@pytest.fixture
+async def app(fresh_app: Litestar, accounts: dict[str, User]) -> Litestar:
+    """The app of a set-up installation (accounts exist), without its lifespan."""
+    return fresh_app
+
+
+@asynccontextmanager
+async def signed_in(
+    app: Litestar, user: User, client_ip: str = "203.0.113.7"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client with a live session for `user` and a CSRF token to send."""
+    from app.accounts.sessions import cookie_name
+
+    session_id = await app.state.sessions.create(
+        user.id, user.auth_version, user.role, client_ip, "pytest"
+    )
+    async with client_for(app, client_ip) as client:
+        client.cookies.set(cookie_name(app.state.settings.app.is_production), session_id)
+        await with_csrf(client)
+        yield client
+
+
+async def with_csrf(client: httpx.AsyncClient, page: str = "/login") -> str:
+    """Fetch a page so the CSRF cookie is set, and send its token as htmx would."""
+    await client.get(page)
+    token = client.cookies.get("keel_csrf") or ""
+    client.headers["X-CSRF-Token"] = token
+    return token
 
 
 def client_for(app: Litestar, client_ip: str = "203.0.113.7") -> httpx.AsyncClient:
@@ -215,10 +288,16 @@ def keel_command(*args: str) -> list[str]:
 
 
 def run_keel(
-    *args: str, env: dict[str, str], timeout: float = 60
+    *args: str, env: dict[str, str], timeout: float = 60, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        keel_command(*args), env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        keel_command(*args),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from app.settings import ROOT
 from tests.conftest import (
+    RUN_ID,
     free_port,
     keel_command,
     leg_environment,
@@ -75,14 +76,19 @@ def test_serve_refuses_configurations_that_cannot_work(
 def test_migrations_upgrade_downgrade_and_report_current(leg: str, tmp_path: Path) -> None:
     env = leg_environment(leg, tmp_path)
     if leg == "services":
-        recreate_pg_database("keel_cli")
-        env["DATABASE_URL"] = pg_url("keel_cli")
-    assert run_keel("db", "upgrade", env=env).returncode == 0
-    current = run_keel("db", "current", env=env)
-    assert "(head)" in current.stdout + current.stderr
-    assert run_keel("db", "downgrade", "base", env=env).returncode == 0
-    after = run_keel("db", "current", env=env)
-    assert "(head)" not in after.stdout + after.stderr
+        database = f"keel_cli_{RUN_ID}"
+        recreate_pg_database(database)
+        env["DATABASE_URL"] = pg_url(database)
+    try:
+        assert run_keel("db", "upgrade", env=env).returncode == 0
+        current = run_keel("db", "current", env=env)
+        assert "(head)" in current.stdout + current.stderr
+        assert run_keel("db", "downgrade", "base", env=env).returncode == 0
+        after = run_keel("db", "current", env=env)
+        assert "(head)" not in after.stdout + after.stderr
+    finally:
+        if leg == "services":
+            recreate_pg_database(database, create=False)
 
 
 def _wait_for(url: str, timeout: float = 30) -> httpx.Response:
@@ -113,7 +119,7 @@ def test_serve_answers_ready_and_stops_cleanly_on_sigterm(keel_env: dict[str, st
         ready = _wait_for(f"http://127.0.0.1:{port}/health/ready")
         assert ready.json()["status"] == "ready"
         home = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
-        assert home.status_code == 200 and "<h1>Keel</h1>" in home.text
+        assert home.status_code == 303 and home.headers["location"] == "/setup"  # first run
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -177,3 +183,74 @@ def test_worker_heartbeats_and_exits_0_on_sigterm(keel_env: dict[str, str]) -> N
     events = [line["event"] for line in rest]
     assert "worker stopping" in events and events[-1] == "worker stopped"
     assert os.path.exists(ROOT / "app")  # sanity: ran from the checkout
+
+
+def test_users_commands_create_list_set_role_and_reset_password(keel_env: dict[str, str]) -> None:
+    created = run_keel(
+        "users",
+        "create",
+        "--role",
+        "admin",
+        "--email",
+        "Root@Example.org",
+        "--username",
+        "root",
+        "--password-stdin",
+        env=keel_env,
+        stdin="violet harbour lantern 42\n",
+    )
+    assert created.returncode == 0, created.stderr
+    assert "created admin root <root@example.org>" in created.stdout
+    weak = run_keel(
+        "users",
+        "create",
+        "--email",
+        "w@example.org",
+        "--username",
+        "weak",
+        "--password-stdin",
+        env=keel_env,
+        stdin="password\n",
+    )
+    assert weak.returncode == 2 and "password: Use at least 12 characters." in weak.stderr
+    duplicate = run_keel(
+        "users",
+        "create",
+        "--email",
+        "root@example.org",
+        "--username",
+        "other",
+        "--password-stdin",
+        env=keel_env,
+        stdin="violet harbour lantern 42\n",
+    )
+    assert duplicate.returncode == 2 and "exists" in duplicate.stderr
+    run_keel(
+        "users",
+        "create",
+        "--email",
+        "e@example.org",
+        "--username",
+        "eddie",
+        "--password-stdin",
+        env=keel_env,
+        stdin="violet harbour lantern 43\n",
+    )
+    assert (
+        run_keel("users", "set-role", "eddie", "editor", env=keel_env).stdout.strip()
+        == "eddie is now editor"
+    )
+    last_admin = run_keel("users", "set-role", "root", "viewer", env=keel_env)
+    assert last_admin.returncode == 2 and "last active admin" in last_admin.stderr
+    reset = run_keel(
+        "users",
+        "reset-password",
+        "e@example.org",
+        "--password-stdin",
+        env=keel_env,
+        stdin="a new and private passphrase\n",
+    )
+    assert reset.returncode == 0 and "sessions were ended" in reset.stdout
+    listing = run_keel("users", "list", env=keel_env).stdout
+    assert "root" in listing and "admin" in listing and "eddie" in listing and "editor" in listing
+    assert run_keel("users", "set-role", "nobody", "editor", env=keel_env).returncode == 2

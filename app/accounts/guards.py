@@ -1,30 +1,52 @@
-"""Route guards. Every route states what it needs.
+"""Route guards: every route states the role it needs.
 
-Accounts and roles arrive with the identity issue; until then the admin area opens only in
-development, and only to a browser on the same machine.
+`requires(Role.x)` lets a caller in when their role is at least `x`; without a signed-in
+caller it answers 401 (pages turn that into a sign-in redirect), with too low a role 403.
+`public` is the explicit "anyone" guard, so a test can check that no route forgot one.
+Guards are coroutines: Litestar runs plain functions in a thread, which costs a hop.
 """
 
 from __future__ import annotations
 
-from ipaddress import ip_address
+from collections.abc import Awaitable, Callable
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import PermissionDeniedException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
 
+from app.accounts.models import Role
 
-def _is_loopback(address: str | None) -> bool:
-    try:
-        return address is not None and ip_address(address).is_loopback
-    except ValueError:
-        return False
+Guard = Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]
 
 
-def local_admin_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """Admin pages: development mode and a loopback client, until sign-in exists."""
-    settings = connection.app.state.settings
-    client_ip = connection.scope.get("state", {}).get("client_ip")
-    if settings.app.is_production or not _is_loopback(client_ip):
-        raise PermissionDeniedException(
-            "The admin area needs an administrator sign-in, which this version does not have yet."
-        )
+def requires(role: Role) -> Guard:
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        user = connection.scope.get("user")
+        if user is None:
+            raise NotAuthorizedException(
+                "Sign in to continue.", headers={"WWW-Authenticate": 'Bearer realm="keel"'}
+            )
+        if not user.has(role):
+            raise PermissionDeniedException(f"This needs the {role.name} role or higher.")
+
+    guard.required_role = role  # type: ignore[attr-defined]
+    guard.__name__ = f"requires_{role.name}"
+    return guard
+
+
+async def public(_: ASGIConnection, __: BaseRouteHandler) -> None:
+    """Anyone, signed in or not."""
+
+
+public.required_role = Role.guest  # type: ignore[attr-defined]
+
+viewer = requires(Role.viewer)
+editor = requires(Role.editor)
+admin = requires(Role.admin)
+
+
+def required_role(handler: BaseRouteHandler) -> Role | None:
+    """The role a route handler's guards demand (None when it declares none)."""
+    guards = [getattr(g, "func", g) for g in handler.resolve_guards()]
+    roles = [g.required_role for g in guards if hasattr(g, "required_role")]
+    return max(roles) if roles else None

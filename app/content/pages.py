@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Controller, Request, Response, get
 from litestar.response import Redirect
 
+from app.accounts import guards
 from app.core.db import DbSession
 from app.core.templating import render, static_url
 from app.system.settings import read_settings
@@ -13,6 +14,7 @@ from app.system.settings import read_settings
 class PublicPagesController(Controller):
     path = "/"
     include_in_schema = False
+    guards = [guards.public]
 
     @get("/", name="public:home")
     async def home(self, request: Request, db_session: DbSession) -> Response[str]:

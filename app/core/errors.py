@@ -11,12 +11,14 @@ import logging
 import uuid
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlencode
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from app.core import db as database
 from app.core.store import StoreUnavailable
+from app.core.templating import render_template
 
 log = logging.getLogger("keel.errors")
 
@@ -34,6 +36,27 @@ class ServiceUnavailable(HTTPException):
         super().__init__(detail=detail, headers={"Retry-After": str(retry_after)})
 
 
+class DomainError(Exception):
+    """A business rule said no. Services raise it; the API answers it as a problem body
+    with `status`, pages catch it and show `message` beside `field`."""
+
+    status = 400
+
+    def __init__(
+        self,
+        message: str,
+        field: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+        if status is not None:
+            self.status = status
+
+
 def is_machine_path(path: str) -> bool:
     return path.startswith(MACHINE_PREFIXES) or path in {"/api", "/health"}
 
@@ -47,6 +70,9 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, 
             if isinstance(item, dict)
         ]
         return 400, "The request is not valid: see `errors`.", dict(exc.headers or {}), errors
+    if isinstance(exc, DomainError):
+        errors = [{"field": exc.field, "message": exc.message}] if exc.field else None
+        return exc.status, exc.message, dict(exc.headers), errors
     if isinstance(exc, ServiceUnavailable) or (
         isinstance(exc, HTTPException) and exc.status_code < 500
     ):
@@ -80,6 +106,8 @@ def handle_exception(request: Request, exc: Exception) -> Response[Any]:
     headers.pop("Content-Type", None)
     headers.pop("content-type", None)
 
+    if status == 401 and not (is_machine_path(request.url.path) or _prefers_json(request)):
+        return _sign_in_redirect(request)
     if is_machine_path(request.url.path) or _prefers_json(request):
         body: dict[str, Any] = {
             "type": "about:blank",
@@ -95,6 +123,15 @@ def handle_exception(request: Request, exc: Exception) -> Response[Any]:
     return _error_page(request, status, title, detail, error_id, headers)
 
 
+def _sign_in_redirect(request: Request) -> Response[Any]:
+    """Pages answer "who are you?" with the sign-in page, coming back here afterwards."""
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    location = f"/login?{urlencode({'next': target})}"
+    if request.headers.get("hx-request"):
+        return Response(b"", status_code=200, headers={"HX-Redirect": location})
+    return Response(b"", status_code=303, headers={"Location": location})
+
+
 def _prefers_json(request: Request) -> bool:
     accept = request.headers.get("accept", "")
     return ("application/json" in accept or PROBLEM_JSON in accept) and "text/html" not in accept
@@ -103,7 +140,6 @@ def _prefers_json(request: Request) -> bool:
 def _error_page(
     request: Request, status: int, title: str, detail: str, error_id: str, headers: dict[str, str]
 ) -> Response[Any]:
-    engine = getattr(request.app, "template_engine", None)
     context = {
         "request": request,
         "status": status,
@@ -112,7 +148,7 @@ def _error_page(
         "error_id": error_id,
     }
     try:
-        html = engine.engine.get_template("errors/error.html").render(context)  # type: ignore[union-attr]
+        html = render_template(request, "errors/error.html", context)
     except Exception:  # the error page itself must never fail
         log.exception("error page failed to render", extra={"error_id": error_id})
         html = (

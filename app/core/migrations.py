@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from advanced_alchemy.alembic.commands import AlembicCommands
 from advanced_alchemy.config import AlembicAsyncConfig, SQLAlchemyAsyncConfig
+from advanced_alchemy.types import GUID
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -41,3 +42,9 @@ async def current_revision(engine: AsyncEngine) -> str | None:
                 sync, opts={"version_table": VERSION_TABLE}
             ).get_current_revision()
         )
+
+
+def compare_type(*args: object) -> bool | None:
+    """Alembic type comparison, minus GUID, which SQLite reports back as NUMERIC."""
+    metadata_type = args[4]
+    return False if isinstance(metadata_type, GUID) else None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from advanced_alchemy.base import metadata_registry
 
+from app.accounts.models import ApiKey, AuditEntry, User
 from app.system.models import SystemSetting
 
 metadata = metadata_registry.get(None)
 
-__all__ = ("SystemSetting", "metadata")
+__all__ = ("ApiKey", "AuditEntry", "SystemSetting", "User", "metadata")

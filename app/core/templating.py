@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,26 @@ from litestar import MediaType, Request
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Response
 from litestar.template import TemplateConfig
+from litestar.utils.scope.state import ScopeState
 
 from app import __version__
+from app.core.pagination import query_string
 from app.settings import ROOT, Settings
 
 TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = ROOT / "static"
 STATIC_PREFIX = "/static"
+
+
+_rendering: ContextVar[Request | None] = ContextVar("rendering_request", default=None)
+
+
+def csrf_token() -> str:
+    """The CSRF token of the request being rendered; works inside imported macros too."""
+    request = _rendering.get()
+    if request is None:
+        return ""
+    return ScopeState.from_scope(request.scope).csrf_token or ""
 
 
 @cache
@@ -41,9 +55,9 @@ def create_template_config(settings: Settings) -> TemplateConfig[JinjaTemplateEn
             static_url=static_url,
             keel_version=__version__,
             production=settings.app.is_production,
+            query_string=query_string,
+            csrf_token=csrf_token,
         )
-        env.trim_blocks = True
-        env.lstrip_blocks = True
 
     return TemplateConfig(
         directory=TEMPLATES_DIR, engine=JinjaTemplateEngine, engine_callback=configure
@@ -54,6 +68,16 @@ def wants_fragment(request: Request) -> bool:
     """An htmx request that swaps part of a page (not a boosted full-page navigation)."""
     htmx = getattr(request, "htmx", None)
     return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+
+
+def render_template(request: Request, template_name: str, context: dict[str, Any]) -> str:
+    """A whole template as a string, with the request's CSRF token available to macros."""
+    engine: JinjaTemplateEngine = request.app.template_engine  # type: ignore[assignment]
+    token = _rendering.set(request)
+    try:
+        return engine.engine.get_template(template_name).render({"request": request, **context})
+    finally:
+        _rendering.reset(token)
 
 
 def render(
@@ -74,10 +98,14 @@ def render(
     engine: JinjaTemplateEngine = request.app.template_engine  # type: ignore[assignment]
     template = engine.engine.get_template(template_name)
     values = {"request": request, **(context or {})}
-    if block and wants_fragment(request) and block in template.blocks:
-        body = "".join(template.blocks[block](template.new_context(values)))
-    else:
-        body = template.render(values)
+    token = _rendering.set(request)
+    try:
+        if block and wants_fragment(request) and block in template.blocks:
+            body = "".join(template.blocks[block](template.new_context(values)))
+        else:
+            body = template.render(values)
+    finally:
+        _rendering.reset(token)
     return Response(
         body,
         status_code=status_code,

@@ -7,12 +7,14 @@ from typing import Any
 from litestar import Controller, get
 from litestar.datastructures import State
 
+from app.accounts import guards
 from app.extensions.manifest import discover_plugins
 
 
 class PluginIndexController(Controller):
     path = "/"
     tags = ["plugins"]
+    guards = [guards.public]
 
     @get("/", name="plugins:index")
     async def list_plugins(self, state: State) -> dict[str, Any]:

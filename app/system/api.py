@@ -10,6 +10,7 @@ from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 
 from app import __version__
+from app.accounts import guards
 from app.core.db import DbSession
 from app.system.services import check_readiness
 from app.system.settings import read_settings
@@ -18,6 +19,7 @@ from app.system.settings import read_settings
 class HealthController(Controller):
     path = "/health"
     tags = ["health"]
+    guards = [guards.public]
 
     @get("/", name="health:summary")
     async def summary(self, state: State) -> dict[str, Any]:
@@ -65,6 +67,7 @@ class SiteController(Controller):
 
     path = "/site"
     tags = ["site"]
+    guards = [guards.public]
 
     @get("/", name="api:site")
     async def site(self, db_session: DbSession) -> dict[str, Any]:
@@ -81,6 +84,7 @@ class SiteController(Controller):
 class ApiIndexController(Controller):
     path = "/"
     tags = ["api"]
+    guards = [guards.public]
 
     @get("/", name="api:index")
     async def index(self) -> dict[str, Any]:

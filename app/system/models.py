@@ -8,7 +8,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
-from sqlalchemy import String, Text
+from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 
@@ -23,4 +23,6 @@ class SystemSetting(DefaultBase):
     updated_at: Mapped[datetime] = mapped_column(
         DateTimeUTC(timezone=True), default=lambda: datetime.now(UTC), nullable=False
     )
-    updated_by: Mapped[UUID | None] = mapped_column(GUID)
+    updated_by: Mapped[UUID | None] = mapped_column(
+        GUID, ForeignKey("users.id", ondelete="SET NULL")
+    )

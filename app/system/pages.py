@@ -10,7 +10,7 @@ from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 
 from app import __version__
-from app.accounts.guards import local_admin_only
+from app.accounts import guards
 from app.core.db import describe_url
 from app.core.templating import render
 from app.jobs.worker import list_workers
@@ -19,7 +19,7 @@ from app.system.services import check_readiness
 
 class AdminDashboardController(Controller):
     path = "/"
-    guards = [local_admin_only]
+    guards = [guards.viewer]
     include_in_schema = False
 
     @get("/", name="admin:dashboard")

@@ -25,6 +25,8 @@ from app.settings import ROOT
 from tests.conftest import (
     IN_CI,
     LEGS,
+    PASSWORD,
+    RUN_ID,
     free_port,
     keel_command,
     leg_environment,
@@ -44,7 +46,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PG_BROWSER_DB = "keel_browser"
+PG_BROWSER_DB = f"keel_browser_{RUN_ID}"
 PG_BROWSER_URL = pg_url(PG_BROWSER_DB)
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -153,6 +155,20 @@ def live_server(
 
     migrated = run_keel("db", "upgrade", env=env)
     assert migrated.returncode == 0, f"keel db upgrade failed:\n{migrated.stdout}{migrated.stderr}"
+    admin = run_keel(
+        "users",
+        "create",
+        "--role",
+        "admin",
+        "--email",
+        "admin@example.org",
+        "--username",
+        "admin",
+        "--password-stdin",
+        env=env,
+        stdin=PASSWORD + "\n",
+    )
+    assert admin.returncode == 0, admin.stderr
 
     port = free_port()
     server = LiveServer(leg, f"http://127.0.0.1:{port}", var_dir / "keel-serve.log")
@@ -172,6 +188,7 @@ def live_server(
         _stop(process)
         if leg == "services":
             _remove_store_keys(env["VALKEY_URL"], env["VALKEY_KEY_PREFIX"])
+            recreate_pg_database(PG_BROWSER_DB, create=False)
 
 
 @pytest.fixture(scope="session")
@@ -228,3 +245,14 @@ def page(
             print(f"screenshot failed: {exc}")
         finally:
             context.close()
+
+
+def sign_in(
+    page: Page, live_server: LiveServer, login: str = "admin", password: str = PASSWORD
+) -> None:
+    """Sign in through the real form, as a person would."""
+    page.goto(live_server.url("/login"))
+    page.fill("#f-login", login)
+    page.fill("#f-password", password)
+    page.click("button[type=submit]")
+    page.wait_for_load_state("networkidle")

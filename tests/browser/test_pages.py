@@ -13,7 +13,7 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import LiveServer
+from tests.browser.conftest import LiveServer, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -83,6 +83,7 @@ def test_health_endpoints_answer_in_the_browser(page: Page, live_server: LiveSer
 
 
 def test_admin_dashboard_refreshes_health_without_reloading(page: Page, live_server: LiveServer):
+    sign_in(page, live_server)
     response = page.goto(live_server.url("/admin"))
 
     assert response is not None and response.status == 200
@@ -112,6 +113,7 @@ def test_admin_dashboard_refreshes_health_without_reloading(page: Page, live_ser
 
 
 def test_navigation_is_boosted_by_htmx(page: Page, live_server: LiveServer):
+    sign_in(page, live_server)
     page.goto(live_server.url("/admin"))
     expect(page.locator("h1")).to_have_text("Dashboard")
     page.evaluate("window.__keel_marker = 'boosted'")

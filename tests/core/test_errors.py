@@ -83,7 +83,7 @@ async def test_wrong_method_keeps_the_allow_header(client: httpx.AsyncClient) ->
 
 @pytest.mark.parametrize("env", ["development", "production"])
 async def test_a_crash_is_a_500_whose_body_never_carries_the_stack_trace(
-    settings: Settings, env: str, caplog: pytest.LogCaptureFixture
+    settings: Settings, accounts: dict, env: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     app = create_app(as_production(settings) if env == "production" else settings)

@@ -6,10 +6,11 @@ import re
 
 import httpx
 import pytest
+from litestar import Litestar
 
 from app.asgi import create_app
 from app.settings import Settings
-from tests.conftest import as_production, client_for
+from tests.conftest import as_production, client_for, signed_in
 
 
 @pytest.mark.parametrize(
@@ -62,10 +63,11 @@ async def test_static_files_have_versioned_urls_and_a_year_of_caching(
     assert js.status_code == 200 and "htmx" in js.text[:200]
 
 
-async def test_a_fragment_request_gets_only_the_block(local_client: httpx.AsyncClient) -> None:
-    full = await local_client.get("/admin")
-    fragment = await local_client.get("/admin", headers={"HX-Request": "true"})
-    boosted = await local_client.get("/admin", headers={"HX-Request": "true", "HX-Boosted": "true"})
+async def test_a_fragment_request_gets_only_the_block(app: Litestar, accounts: dict) -> None:
+    async with signed_in(app, accounts["viewer"]) as client:
+        full = await client.get("/admin")
+        fragment = await client.get("/admin", headers={"HX-Request": "true"})
+        boosted = await client.get("/admin", headers={"HX-Request": "true", "HX-Boosted": "true"})
     assert full.status_code == fragment.status_code == boosted.status_code == 200
     assert "<html" in full.text and "<html" in boosted.text
     assert "<html" not in fragment.text

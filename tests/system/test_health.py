@@ -11,7 +11,7 @@ from litestar import Litestar
 
 from app.asgi import create_app
 from app.settings import Settings
-from tests.conftest import as_production, client_for, free_port
+from tests.conftest import client_for, free_port, signed_in
 from tests.core.test_store import silent_server
 
 
@@ -68,12 +68,13 @@ async def test_ready_answers_in_time_when_the_store_hangs(settings: Settings) ->
     assert "no answer within" in body["checks"]["store"]["detail"]
 
 
-async def test_admin_dashboard_shows_health_to_a_local_developer(
-    local_client: httpx.AsyncClient, app: Litestar, settings: Settings
+async def test_admin_dashboard_shows_health_to_a_signed_in_viewer(
+    app: Litestar, accounts: dict, settings: Settings
 ) -> None:
     async with app.lifespan():  # embedded mode runs the in-process worker
         await asyncio.sleep(0.05)
-        response = await local_client.get("/admin")
+        async with signed_in(app, accounts["viewer"]) as client:
+            response = await client.get("/admin")
     assert response.status_code == 200
     assert "System health" in response.text
     assert 'data-component="database"' in response.text
@@ -82,16 +83,9 @@ async def test_admin_dashboard_shows_health_to_a_local_developer(
         assert "in-process" in response.text
 
 
-async def test_admin_area_is_closed_to_other_machines(client: httpx.AsyncClient) -> None:
-    response = await client.get("/admin")
-    assert response.status_code == 403
-    assert "You do not have access" in response.text
-
-
-async def test_admin_area_is_closed_in_production(settings: Settings) -> None:
-    app = create_app(as_production(settings))
-    async with client_for(app, "127.0.0.1") as client:
-        response = await client.get("/admin")
-    await app.state.engine.dispose()
-    await app.state.store.close()
-    assert response.status_code == 403
+async def test_admin_area_sends_anonymous_visitors_to_sign_in(client: httpx.AsyncClient) -> None:
+    response = await client.get("/admin?tab=1")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=%2Fadmin%3Ftab%3D1"
+    htmx = await client.get("/admin", headers={"HX-Request": "true"})
+    assert htmx.headers["hx-redirect"].startswith("/login?next=")

@@ -70,7 +70,9 @@ async def test_invalid_values_are_refused_and_nothing_is_written(
     assert await count_rows(settings, "system_settings") == 0
 
 
-async def test_a_change_is_seen_by_every_process_at_once(settings: Settings) -> None:
+async def test_a_change_is_seen_by_every_process_at_once(
+    settings: Settings, accounts: dict
+) -> None:
     """Two app instances (as two granian workers would be) share one database."""
     first, second = create_app(settings), create_app(settings)
     async with (

@@ -1,0 +1,64 @@
+"""`/api/v1/api-keys`: list, create and revoke API keys (admins only)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from app.accounts import guards
+from app.accounts.api_keys import create_api_key, list_api_keys, revoke_api_key
+from app.accounts.audit import Actor
+from app.accounts.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
+from app.core.db import DbSession
+from app.core.pagination import PageRequest
+
+
+class ApiKeysController(Controller):
+    path = "/api-keys"
+    tags = ["api-keys"]
+    guards = [guards.admin]
+
+    @get("/", name="api:api_keys:list")
+    async def list_keys(
+        self,
+        db_session: DbSession,
+        page: FromQuery[int | None] = None,
+        per_page: FromQuery[int | None] = None,
+        include_revoked: FromQuery[bool] = False,
+    ) -> dict[str, Any]:
+        """Keys, newest first, without their secrets; revoked ones with `include_revoked`."""
+        found = await list_api_keys(db_session, include_revoked, PageRequest.of(page, per_page))
+        return found.envelope([ApiKeyOut.of(item.key, item.created_by) for item in found.items])
+
+    @post("/", name="api:api_keys:create", status_code=201)
+    async def create_key(
+        self, request: Request, db_session: DbSession, data: JSONBody[ApiKeyCreate]
+    ) -> Response[ApiKeyCreated]:
+        """Create a key. The response holds its `secret`, which is never shown again."""
+        user = request.scope["user"]
+        key, secret = await create_api_key(
+            db_session,
+            Actor.from_connection(request),
+            user.role,
+            user.id,
+            data.name,
+            data.role,
+            data.expires_at,
+        )
+        shown = ApiKeyOut.of(key, user.username)
+        return Response(
+            ApiKeyCreated(**msgspec.structs.asdict(shown), secret=secret),
+            status_code=201,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @delete("/{key_id:uuid}", name="api:api_keys:revoke", status_code=204)
+    async def revoke_key(
+        self, request: Request, db_session: DbSession, key_id: FromPath[UUID]
+    ) -> None:
+        """Revoke a key: it stops working with the next request."""
+        await revoke_api_key(db_session, Actor.from_connection(request), key_id)

@@ -1,0 +1,81 @@
+"""`/api/v1/audit`: the audit log for admin API clients."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, get
+from litestar.params import FromQuery
+
+from app.accounts import guards
+from app.accounts.audit import AuditFilters, list_audit
+from app.accounts.models import AuditEntry
+from app.core.db import DbSession
+from app.core.pagination import PageRequest
+
+DEFAULT_PER_PAGE = 50
+
+
+class AuditEntryOut(msgspec.Struct):
+    id: UUID
+    created_at: datetime
+    user_id: UUID | None
+    actor: str
+    action: str
+    resource_type: str | None
+    resource_id: str | None
+    details: dict[str, Any] | None
+    ip_address: str | None
+    user_agent: str | None
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryOut:
+        return cls(
+            id=entry.id,
+            created_at=entry.created_at,
+            user_id=entry.user_id,
+            actor=entry.actor,
+            action=entry.action,
+            resource_type=entry.resource_type,
+            resource_id=entry.resource_id,
+            details=entry.details,
+            ip_address=entry.ip_address,
+            user_agent=entry.user_agent,
+        )
+
+
+class AuditController(Controller):
+    path = "/audit"
+    tags = ["audit"]
+    guards = [guards.admin]
+
+    @get("/", name="api:audit")
+    async def list_entries(
+        self,
+        db_session: DbSession,
+        user_id: FromQuery[UUID | None] = None,
+        action: FromQuery[str | None] = None,
+        resource_type: FromQuery[str | None] = None,
+        resource_id: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        page: FromQuery[int] = 1,
+        per_page: FromQuery[int] = DEFAULT_PER_PAGE,
+    ) -> dict[str, object]:
+        """Audit entries, newest first. `since` is inclusive, `until` exclusive (ISO 8601,
+        UTC when no offset is given); `per_page` is at most 100."""
+        filters = AuditFilters(
+            user=str(user_id) if user_id else None,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            since=since,
+            until=until,
+        )
+        entries = await list_audit(
+            db_session, filters, PageRequest.of(page, per_page, default=DEFAULT_PER_PAGE)
+        )
+        return entries.envelope([AuditEntryOut.of(entry) for entry in entries.items])

@@ -1,0 +1,93 @@
+"""`/api/v1/auth`: tokens for API clients."""
+
+from __future__ import annotations
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.params import JSONBody
+
+from app.accounts import guards
+from app.accounts.audit import Actor, record
+from app.accounts.schemas import LoginRequest, LogoutRequest, MeOut, RefreshRequest, TokenPair
+from app.accounts.services import authenticate, get_user
+from app.accounts.tokens import InvalidToken, revoke_access_token
+from app.core.db import DbSession
+from app.core.errors import DomainError
+
+
+def _pair(state: State, access: str, refresh: str) -> TokenPair:
+    return TokenPair(access, refresh, "Bearer", state.access_tokens.lifetime)
+
+
+class AuthController(Controller):
+    path = "/auth"
+    tags = ["auth"]
+
+    @post("/login", name="api:auth:login", guards=[guards.public], status_code=200)
+    async def login(
+        self, request: Request, state: State, db_session: DbSession, data: JSONBody[LoginRequest]
+    ) -> TokenPair:
+        """Exchange a login and password for an access token (30 min) and a refresh token."""
+        settings = state.settings.auth
+        try:
+            user = await authenticate(
+                db_session,
+                state.hashing,
+                state.login_throttle,
+                Actor.from_connection(request),
+                data.login,
+                data.password,
+                lockout_minutes=settings.login_lockout_minutes,
+                max_failures=settings.login_max_failures,
+            )
+        except DomainError:
+            await db_session.commit()  # keep the audit entry of the failure
+            raise
+        access = state.access_tokens.issue(user.id, user.role, user.auth_version)
+        refresh = await state.refresh_tokens.issue(user.id, user.auth_version)
+        return _pair(state, access, refresh)
+
+    @post("/refresh", name="api:auth:refresh", guards=[guards.public], status_code=200)
+    async def refresh(
+        self, state: State, db_session: DbSession, data: JSONBody[RefreshRequest]
+    ) -> TokenPair:
+        """Rotate a refresh token: the old one stops working; reusing it revokes its family."""
+        try:
+            record_, new_refresh = await state.refresh_tokens.rotate(data.refresh_token)
+        except InvalidToken as exc:
+            raise DomainError(str(exc), status=401) from None
+        try:
+            user = await get_user(db_session, record_.user_id)  # type: ignore[arg-type]
+        except DomainError:
+            user = None
+        if user is None or not user.is_active or user.auth_version != record_.auth_version:
+            await state.refresh_tokens.revoke_family(record_.family)
+            raise DomainError("The refresh token is no longer valid.", status=401)
+        return _pair(
+            state, state.access_tokens.issue(user.id, user.role, user.auth_version), new_refresh
+        )
+
+    @post("/logout", name="api:auth:logout", guards=[guards.viewer], status_code=204)
+    async def logout(
+        self,
+        request: Request,
+        state: State,
+        db_session: DbSession,
+        data: JSONBody[LogoutRequest | None] = None,
+    ) -> None:
+        """Revoke the access token in use and, when given, the refresh token's whole family."""
+        user = request.scope["user"]
+        if user.token_jti:
+            claims = state.access_tokens.verify(request.headers["authorization"].split(" ", 1)[1])
+            await revoke_access_token(state.store, claims)
+        if data is not None and data.refresh_token:
+            await state.refresh_tokens.revoke(data.refresh_token)
+        record(db_session, Actor.from_connection(request), "auth.logout", "user", user.id)
+
+    @get("/me", name="api:auth:me", guards=[guards.viewer])
+    async def me(self, request: Request) -> MeOut:
+        """The caller as Keel sees them."""
+        user = request.scope["user"]
+        return MeOut(
+            user.id, user.username, user.email, user.display_name, user.role.name, user.via
+        )

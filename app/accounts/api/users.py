@@ -1,0 +1,120 @@
+"""`/api/v1/users`: user management for API clients, under the same rules as the admin pages."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.datastructures import CacheControlHeader, State
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from app.accounts import guards
+from app.accounts.audit import Actor
+from app.accounts.pages.reset import reset_link_url
+from app.accounts.schemas import PasswordResetOut, UserCreate, UserOut, UserPageOut, UserUpdate
+from app.accounts.services import (
+    RESET_LINK_SECONDS,
+    NewUser,
+    create_password_reset,
+    create_user,
+    delete_user,
+    get_user,
+    list_users,
+    update_user,
+)
+from app.core.db import DbSession
+from app.core.pagination import PageRequest
+
+
+class UsersController(Controller):
+    path = "/users"
+    tags = ["users"]
+
+    @get("/", name="api:users:list", guards=[guards.viewer])
+    async def index(
+        self,
+        db_session: DbSession,
+        q: FromQuery[str] = "",
+        role: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+        sort: FromQuery[str] = "username",
+        page: FromQuery[int] = 1,
+        per_page: FromQuery[int] = 20,
+    ) -> UserPageOut:
+        """Users matching `q` (e-mail, username, display name), `role` and `status`
+        (active|inactive), sorted by `sort` (username, email, role, created_at,
+        last_login_at; prefix `-` for descending)."""
+        found = await list_users(db_session, q, role, status, sort, PageRequest.of(page, per_page))
+        return UserPageOut(**found.envelope([UserOut.of(user) for user in found.items]))  # type: ignore[arg-type]
+
+    @get("/{user_id:uuid}", name="api:users:get", guards=[guards.viewer])
+    async def show(self, db_session: DbSession, user_id: FromPath[UUID]) -> UserOut:
+        return UserOut.of(await get_user(db_session, user_id))
+
+    @post("/", name="api:users:create", guards=[guards.editor], status_code=201)
+    async def create(
+        self, request: Request, state: State, db_session: DbSession, data: JSONBody[UserCreate]
+    ) -> UserOut:
+        """Create an account; editors may create viewers and editors, admins anyone."""
+        new_user = NewUser(data.email, data.username, data.password, data.role, data.display_name)
+        user = await create_user(
+            db_session,
+            state.hashing,
+            Actor.from_connection(request),
+            request.scope["user"].role,
+            new_user,
+        )
+        return UserOut.of(user)
+
+    @patch("/{user_id:uuid}", name="api:users:update", guards=[guards.editor])
+    async def update(
+        self,
+        request: Request,
+        db_session: DbSession,
+        user_id: FromPath[UUID],
+        data: JSONBody[UserUpdate],
+    ) -> UserOut:
+        """Change the fields given; `is_active: false` ends the user's sessions and tokens."""
+        user = await update_user(
+            db_session,
+            Actor.from_connection(request),
+            request.scope["user"].role,
+            await get_user(db_session, user_id),
+            email=data.email,
+            username=data.username,
+            display_name=data.display_name,
+            role=data.role,
+            is_active=data.is_active,
+        )
+        return UserOut.of(user)
+
+    @post(
+        "/{user_id:uuid}/password-reset",
+        name="api:users:password_reset",
+        guards=[guards.editor],
+        status_code=200,
+        cache_control=CacheControlHeader(no_store=True),
+    )
+    async def password_reset(
+        self, request: Request, state: State, db_session: DbSession, user_id: FromPath[UUID]
+    ) -> PasswordResetOut:
+        """A one-time link with which the user sets a new password within an hour."""
+        token = await create_password_reset(
+            db_session,
+            state.store,
+            Actor.from_connection(request),
+            request.scope["user"].role,
+            await get_user(db_session, user_id),
+        )
+        return PasswordResetOut(reset_link_url(request, token), RESET_LINK_SECONDS)
+
+    @delete("/{user_id:uuid}", name="api:users:delete", guards=[guards.editor], status_code=204)
+    async def remove(
+        self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
+    ) -> None:
+        await delete_user(
+            db_session,
+            Actor.from_connection(request),
+            request.scope["user"].role,
+            await get_user(db_session, user_id),
+        )

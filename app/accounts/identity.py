@@ -1,0 +1,266 @@
+"""Who is calling: one middleware resolves the session cookie, access token or API key.
+
+The JSON API (`/api/...`) authenticates only with `Authorization: Bearer` (a JWT or an API
+key) or `X-API-Key`, never with cookies, which is why it needs no CSRF token. Pages use
+the session cookie. Headers such as X-User-Id are never read. Every request reloads the
+user, so a role change or deactivation takes effect on the next request.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from litestar.datastructures import Cookie, MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.exceptions import NotAuthorizedException
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from sqlalchemy import select, update
+
+from app.accounts.models import ApiKey, Role, User
+from app.accounts.sessions import SessionStore, cookie_name
+from app.accounts.tokens import (
+    AccessTokens,
+    InvalidToken,
+    access_token_revoked,
+    hash_secret,
+    looks_like_jwt,
+)
+
+log = logging.getLogger("keel.auth")
+UNAUTHENTICATED_PREFIXES = ("/static/", "/health", "/favicon.ico")
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    """The caller of this request. `id` is None for an API key (a service, not a person)."""
+
+    id: UUID | None
+    username: str
+    email: str
+    display_name: str
+    role: Role
+    via: str
+    """`session`, `token` or `api_key`."""
+    session_digest: str | None = None
+    token_jti: str | None = None
+    api_key_id: UUID | None = None
+
+    def has(self, role: Role) -> bool:
+        return self.role >= role
+
+    @property
+    def name(self) -> str:
+        return self.display_name or self.username
+
+
+def _as_current(user: User, via: str, **extra: object) -> CurrentUser:
+    return CurrentUser(
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        display_name=user.display_name,
+        role=user.role_level,
+        via=via,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+class IdentityMiddleware(ASGIMiddleware):
+    """Sets `scope["user"]` to a CurrentUser or None; invalid API credentials are a 401."""
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        scope["user"] = None
+        path = scope["path"]
+        if path.startswith(UNAUTHENTICATED_PREFIXES):
+            await next_app(scope, receive, send)
+            return
+        state = scope["litestar_app"].state
+        headers = MutableScopeHeaders.from_message({"headers": scope["headers"]})  # type: ignore[arg-type, typeddict-item]
+        authorization = headers.get("authorization", "")
+        api_key = headers.get("x-api-key", "")
+        set_cookie: Cookie | None = None
+        if authorization or api_key:
+            scope["user"] = await self._from_credentials(state, authorization, api_key)
+        elif not path.startswith("/api/"):
+            scope["user"], set_cookie = await self._from_session(scope, state)
+        if set_cookie is None:
+            await next_app(scope, receive, send)
+            return
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableScopeHeaders.from_message(message).add(
+                    "set-cookie", set_cookie.to_header(header="")
+                )  # type: ignore[union-attr]
+            await send(message)
+
+        await next_app(scope, receive, send_with_cookie)
+
+    async def _from_credentials(
+        self, state: object, authorization: str, api_key: str
+    ) -> CurrentUser:
+        scheme, _, credential = authorization.partition(" ")
+        if authorization and scheme.lower() != "bearer":
+            raise _unauthorized("Use `Authorization: Bearer <token>`.")
+        secret = api_key or credential.strip()
+        if not secret:
+            raise _unauthorized("The credentials are empty.")
+        if looks_like_jwt(secret) and not api_key:
+            return await self._from_access_token(state, secret)
+        return await self._from_api_key(state, secret)
+
+    async def _from_access_token(self, state: object, token: str) -> CurrentUser:
+        tokens: AccessTokens = state.access_tokens  # type: ignore[attr-defined]
+        try:
+            claims = tokens.verify(token)
+        except InvalidToken as exc:
+            raise _unauthorized(str(exc)) from None
+        if await access_token_revoked(state.store, claims.jti):  # type: ignore[attr-defined]
+            raise _unauthorized("The access token has been revoked.")
+        async with state.sessionmaker() as session:  # type: ignore[attr-defined]
+            user = await session.get(User, claims.user_id)
+        if user is None or not user.is_active or user.auth_version != claims.auth_version:
+            raise _unauthorized("The access token is no longer valid.")
+        return _as_current(user, "token", token_jti=claims.jti)
+
+    async def _from_api_key(self, state: object, secret: str) -> CurrentUser:
+        now = datetime.now(UTC)
+        async with state.sessionmaker() as session:  # type: ignore[attr-defined]
+            key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_secret(secret)))
+            if (
+                key is None
+                or key.revoked_at is not None
+                or (key.expires_at and key.expires_at <= now)
+            ):
+                raise _unauthorized("The API key is not valid.")
+            creator = await session.get(User, key.created_by_id) if key.created_by_id else None
+            if creator is None or not creator.is_active:
+                raise _unauthorized("The API key's owner is no longer active.")
+            if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+                await session.execute(
+                    update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
+                )
+                await session.commit()
+            role = min(Role[key.role], creator.role_level)
+            return CurrentUser(
+                id=None,
+                username=f"api-key:{key.name}",
+                email="",
+                display_name=key.name,
+                role=role,
+                via="api_key",
+                api_key_id=key.id,
+            )
+
+    async def _from_session(
+        self, scope: Scope, state: object
+    ) -> tuple[CurrentUser | None, Cookie | None]:
+        settings = state.settings  # type: ignore[attr-defined]
+        name = cookie_name(settings.app.is_production)
+        session_id = _cookie(scope, name)
+        if not session_id:
+            return None, None
+        sessions: SessionStore = state.sessions  # type: ignore[attr-defined]
+        browser_session = await sessions.load(session_id)
+        user = None
+        if browser_session is not None:
+            async with state.sessionmaker() as session:  # type: ignore[attr-defined]
+                user = await session.get(User, UUID(browser_session.user_id))
+        if (
+            browser_session is None
+            or user is None
+            or not user.is_active
+            or (user.auth_version != browser_session.auth_version)
+        ):
+            if browser_session is not None:
+                await sessions.revoke(session_id)
+            return None, expired_session_cookie(name, settings.app.is_production)
+        if browser_session.role != user.role:
+            new_id = await sessions.rotate(session_id, role=user.role)
+            if new_id:
+                scope.setdefault("state", {})["session_id"] = new_id
+                return _as_current(user, "session", session_digest=_digest(new_id)), session_cookie(
+                    name, new_id, settings
+                )
+        scope.setdefault("state", {})["session_id"] = session_id
+        return _as_current(user, "session", session_digest=browser_session.digest), None
+
+
+def _digest(session_id: str) -> str:
+    from app.accounts.sessions import digest_of
+
+    return digest_of(session_id)
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    for key, value in scope["headers"]:
+        if key == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                cookie_key, _, cookie_value = part.strip().partition("=")
+                if cookie_key == name:
+                    return cookie_value
+    return None
+
+
+def _unauthorized(detail: str) -> NotAuthorizedException:
+    return NotAuthorizedException(
+        detail=detail, headers={"WWW-Authenticate": 'Bearer realm="keel"'}
+    )
+
+
+def session_cookie(name: str, session_id: str, settings: object) -> Cookie:
+    """The session cookie: HttpOnly, SameSite=Lax, Secure in production, no Max-Age."""
+    production = settings.app.is_production  # type: ignore[attr-defined]
+    return Cookie(
+        key=name, value=session_id, path="/", httponly=True, secure=production, samesite="lax"
+    )
+
+
+def expired_session_cookie(name: str, production: bool) -> Cookie:
+    return Cookie(
+        key=name,
+        value="",
+        path="/",
+        httponly=True,
+        secure=production,
+        samesite="lax",
+        max_age=0,
+        expires=0,
+    )
+
+
+FIRST_RUN_OPEN = ("/setup", "/static/", "/health", "/favicon.ico", "/api/", "/schema")
+
+
+class FirstRunMiddleware(ASGIMiddleware):
+    """While no account exists, every page leads to /setup (checked until one exists)."""
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        state = scope["litestar_app"].state
+        if state.has_users or scope["path"].startswith(FIRST_RUN_OPEN):
+            await next_app(scope, receive, send)
+            return
+        from app.accounts.services import users_exist
+
+        async with state.sessionmaker() as session:
+            state.has_users = await users_exist(session)
+        if state.has_users:
+            await next_app(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 303,
+                "headers": [(b"location", b"/setup"), (b"content-length", b"0")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,211 @@
+"""`/account`: a signed-in user's own profile, password and browser sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.params import FromPath, FromQuery
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts import guards
+from app.accounts.audit import Actor, record
+from app.accounts.identity import CurrentUser, expired_session_cookie
+from app.accounts.models import User
+from app.accounts.pages.sign_in import PASSWORDS_DIFFER, Form, redirect, start_session
+from app.accounts.services import AccountError, change_password, get_user, update_user
+from app.accounts.sessions import BrowserSession, cookie_name
+from app.core.db import DbSession
+from app.core.templating import render
+
+SAVED_MESSAGES = {
+    "profile": "Your profile was saved.",
+    "password": "Password changed; other sessions were signed out.",
+    "session": "That session was signed out.",
+}
+"""The confirmation for each `?saved=` flag the POST handlers redirect to."""
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """One signed-in browser as the sessions table shows it."""
+
+    short_id: str
+    ip_address: str | None
+    user_agent: str | None
+    started: datetime
+    last_seen: datetime
+    current: bool
+
+    @classmethod
+    def of(cls, session: BrowserSession, current_digest: str | None) -> SessionRow:
+        return cls(
+            short_id=session.short_id,
+            ip_address=session.ip_address,
+            user_agent=session.user_agent,
+            started=datetime.fromtimestamp(session.created_at, UTC),
+            last_seen=datetime.fromtimestamp(session.last_seen, UTC),
+            current=session.digest == current_digest,
+        )
+
+
+def _me(request: Request) -> CurrentUser:
+    """The signed-in person; an API key is a service and has no account page."""
+    me: CurrentUser = request.scope["user"]
+    if me.id is None:
+        raise PermissionDeniedException("An API key has no account page.")
+    return me
+
+
+def _account_url(request: Request, saved: str | None = None) -> str:
+    url = request.app.route_reverse("accounts:account")
+    return f"{url}?saved={saved}" if saved else url
+
+
+def _signed_out(state: State) -> Response[bytes]:
+    """This browser's session has ended: drop the cookie and go to the sign-in page."""
+    production = state.settings.app.is_production
+    return redirect("/login", expired_session_cookie(cookie_name(production), production))
+
+
+async def _page(
+    request: Request,
+    state: State,
+    user: User,
+    *,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    message: str | None = None,
+    status_code: int = 200,
+) -> Response[str]:
+    """The account page; `form` keeps what the user typed (never a password)."""
+    me = _me(request)
+    sessions = [
+        SessionRow.of(session, me.session_digest)
+        for session in await state.sessions.list_for_user(user.id)
+        if session.auth_version == user.auth_version  # older ones are already dead
+    ]
+    typed = {k: v for k, v in (form or {}).items() if "password" not in k}
+    context = {
+        "account": user,
+        "form": {"display_name": user.display_name, "email": user.email, **typed},
+        "errors": errors or {},
+        "message": message,
+        "sessions": sessions,
+    }
+    return render(request, "accounts/account.html", context, status_code=status_code)
+
+
+async def _discard(db_session: AsyncSession, user: User) -> None:
+    """Undo a refused change, so the request's commit keeps nothing of it."""
+    await db_session.rollback()
+    await db_session.refresh(user)
+
+
+class AccountController(Controller):
+    path = "/account"
+    guards = [guards.viewer]
+    include_in_schema = False
+
+    @get("/", name="accounts:account")
+    async def account(
+        self,
+        request: Request,
+        state: State,
+        db_session: DbSession,
+        saved: FromQuery[str | None] = None,
+    ) -> Response[str]:
+        """Profile, password and sessions of whoever is signed in."""
+        user = await get_user(db_session, _me(request).id)  # type: ignore[arg-type]
+        return await _page(request, state, user, message=SAVED_MESSAGES.get(saved or ""))
+
+    @post("/profile", name="accounts:profile_update")
+    async def profile_update(
+        self, request: Request, state: State, db_session: DbSession, data: Form
+    ) -> Response[Any]:
+        me = _me(request)
+        user = await get_user(db_session, me.id)  # type: ignore[arg-type]
+        try:
+            await update_user(
+                db_session,
+                Actor.from_connection(request),
+                me.role,
+                user,
+                email=data.get("email", ""),
+                display_name=data.get("display_name", ""),
+            )
+        except AccountError as exc:
+            await _discard(db_session, user)
+            errors = {exc.field or "form": exc.message}
+            return await _page(request, state, user, form=data, errors=errors, status_code=400)
+        return redirect(_account_url(request, "profile"))
+
+    @post("/password", name="accounts:password_change")
+    async def password_change(
+        self, request: Request, state: State, db_session: DbSession, data: Form
+    ) -> Response[Any]:
+        """A new password ends every session; this browser gets a fresh one at once."""
+        me = _me(request)
+        user = await get_user(db_session, me.id)  # type: ignore[arg-type]
+        errors: dict[str, str] = {}
+        if data.get("new_password", "") != data.get("new_password_confirm", ""):
+            errors["new_password_confirm"] = PASSWORDS_DIFFER
+        else:
+            try:
+                await change_password(
+                    db_session,
+                    state.hashing,
+                    Actor.from_connection(request),
+                    user,
+                    data.get("current_password", ""),
+                    data.get("new_password", ""),
+                )
+            except AccountError as exc:
+                errors[exc.field or "form"] = exc.message
+        if errors:
+            await _discard(db_session, user)
+            return await _page(request, state, user, errors=errors, status_code=400)
+        await db_session.commit()
+        await state.sessions.revoke_all(user.id)  # dead already (auth_version); tidy the list
+        return await start_session(request, state, user, _account_url(request, "password"))
+
+    @post("/sessions/{short_id:str}/revoke", name="accounts:session_revoke")
+    async def session_revoke(
+        self, request: Request, state: State, db_session: DbSession, short_id: FromPath[str]
+    ) -> Response[bytes]:
+        """End one of the user's own sessions (another browser's, or this one)."""
+        me = _me(request)
+        if not await state.sessions.revoke_by_short_id(me.id, short_id):  # type: ignore[arg-type]
+            raise NotFoundException("No such session; it may have ended already.")
+        record(
+            db_session,
+            Actor.from_connection(request),
+            "auth.session_revoked",
+            "user",
+            me.id,
+            browser_session=short_id,
+        )
+        if me.session_digest and me.session_digest.startswith(short_id):
+            return _signed_out(state)
+        return redirect(_account_url(request, "session"))
+
+    @post("/sign-out-everywhere", name="accounts:sign_out_everywhere")
+    async def sign_out_everywhere(
+        self, request: Request, state: State, db_session: DbSession
+    ) -> Response[bytes]:
+        """End every session of the user, this one included."""
+        me = _me(request)
+        ended = await state.sessions.revoke_all(me.id)  # type: ignore[arg-type]
+        record(
+            db_session,
+            Actor.from_connection(request),
+            "auth.signed_out_everywhere",
+            "user",
+            me.id,
+            sessions=ended,
+        )
+        return _signed_out(state)

@@ -1,0 +1,133 @@
+"""Admin pages for API keys: the list, the create form, the one-time secret, revoking."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, FromQuery
+
+from app.accounts import guards
+from app.accounts.api_keys import (
+    ApiKeyError,
+    create_api_key,
+    get_api_key,
+    key_status,
+    list_api_keys,
+    revoke_api_key,
+)
+from app.accounts.audit import Actor
+from app.accounts.models import ASSIGNABLE_ROLES
+from app.core.db import DbSession
+from app.core.pagination import PageRequest
+from app.core.templating import render
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+NEVER_CACHE = {"Cache-Control": "no-store"}
+
+
+def parse_expiry(value: str) -> datetime | None:
+    """The form's date: the key works through that day (UTC), so it expires at the next midnight.
+
+    Raises ValueError for anything but an empty value or a YYYY-MM-DD date.
+    """
+    value = value.strip()
+    if not value:
+        return None
+    return datetime.combine(date.fromisoformat(value) + timedelta(days=1), time(), tzinfo=UTC)
+
+
+def _form_context(request: Request, form: dict[str, str], errors: dict[str, str]) -> dict[str, Any]:
+    user = request.scope["user"]
+    roles = [role.name for role in ASSIGNABLE_ROLES if role <= user.role]
+    return {"form": form, "errors": errors, "roles": roles, "today": datetime.now(UTC).date()}
+
+
+class ApiKeysAdminController(Controller):
+    path = "/api-keys"
+    guards = [guards.admin]
+    include_in_schema = False
+
+    @get("/", name="admin:api_keys")
+    async def list_keys(
+        self,
+        request: Request,
+        db_session: DbSession,
+        page: FromQuery[int | None] = None,
+        revoked: FromQuery[bool] = False,
+    ) -> Response[str]:
+        """Every key with its status; revoked keys only when asked for."""
+        found = await list_api_keys(db_session, revoked, PageRequest.of(page, None))
+        params = {"revoked": "1" if revoked else None}
+        context = {"keys": found, "params": params, "revoked": revoked}
+        return render(request, "accounts/api_keys/list.html", context, block="results")
+
+    @get("/new", name="admin:api_keys:new")
+    async def new_key(self, request: Request) -> Response[str]:
+        context = _form_context(request, {"role": "viewer"}, {})
+        return render(request, "accounts/api_keys/new.html", context)
+
+    @post("/", name="admin:api_keys:create")
+    async def create_key(
+        self, request: Request, db_session: DbSession, data: Form
+    ) -> Response[str]:
+        """Create the key and show its secret on this response only; it is never stored."""
+        user = request.scope["user"]
+        form = {k: data.get(k, "") for k in ("name", "role", "expires_at")}
+        try:
+            expires_at = parse_expiry(form["expires_at"])
+        except ValueError:
+            errors = {"expires_at": "Enter a date as YYYY-MM-DD, or leave it empty."}
+            return render(
+                request,
+                "accounts/api_keys/new.html",
+                _form_context(request, form, errors),
+                status_code=400,
+            )
+        try:
+            key, secret = await create_api_key(
+                db_session,
+                Actor.from_connection(request),
+                user.role,
+                user.id,
+                form["name"],
+                form["role"],
+                expires_at,
+            )
+        except ApiKeyError as exc:
+            errors = {exc.field or "form": exc.message}
+            return render(
+                request,
+                "accounts/api_keys/new.html",
+                _form_context(request, form, errors),
+                status_code=400,
+            )
+        # Commit before the secret leaves: a secret for a key that was never saved is useless.
+        await db_session.commit()
+        return render(
+            request,
+            "accounts/api_keys/created.html",
+            {"key": key, "secret": secret},
+            headers=NEVER_CACHE,
+        )
+
+    @get("/{key_id:uuid}/revoke", name="admin:api_keys:revoke")
+    async def confirm_revoke(
+        self, request: Request, db_session: DbSession, key_id: FromPath[UUID]
+    ) -> Response[str]:
+        """Ask before revoking: programs using the key stop working at once."""
+        key = await get_api_key(db_session, key_id)
+        return render(
+            request, "accounts/api_keys/revoke.html", {"key": key, "status": key_status(key)}
+        )
+
+    @post("/{key_id:uuid}/revoke", name="admin:api_keys:revoke_submit")
+    async def revoke_key(
+        self, request: Request, db_session: DbSession, key_id: FromPath[UUID]
+    ) -> Response[bytes]:
+        await revoke_api_key(db_session, Actor.from_connection(request), key_id)
+        location = request.app.route_reverse("admin:api_keys")
+        return Response(b"", status_code=303, headers={"Location": location})

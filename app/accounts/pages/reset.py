@@ -1,0 +1,91 @@
+"""`/reset/{token}`: the public page behind a one-time password-reset link."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import CacheControlHeader, State
+from litestar.params import FromPath
+
+from app.accounts import guards
+from app.accounts.audit import Actor
+from app.accounts.pages.sign_in import PASSWORDS_DIFFER, Form, redirect
+from app.accounts.services import (
+    AccountError,
+    PasswordResetInvalid,
+    consume_password_reset,
+    find_password_reset,
+)
+from app.core.db import DbSession
+from app.core.templating import render
+
+TEMPLATE = "accounts/reset.html"
+
+
+def reset_link_url(request: Request, token: str) -> str:
+    """The absolute address of a reset link, on the host the admin or API client used."""
+    path = request.app.route_reverse("accounts:reset", token=token)
+    return str(request.base_url).rstrip("/") + path
+
+
+def _link_invalid(request: Request) -> Response[str]:
+    return render(request, TEMPLATE, {"invalid": True, "errors": {}}, status_code=404)
+
+
+class PasswordResetController(Controller):
+    path = "/reset"
+    include_in_schema = False
+    guards = [guards.public]
+    cache_control = CacheControlHeader(no_store=True)
+
+    @get("/{token:str}", name="accounts:reset")
+    async def reset_form(
+        self, request: Request, state: State, db_session: DbSession, token: FromPath[str]
+    ) -> Response[str]:
+        """Ask for the new password; looking at the link does not use it up."""
+        try:
+            user = await find_password_reset(db_session, state.store, token)
+        except PasswordResetInvalid:
+            return _link_invalid(request)
+        context = {"invalid": False, "token": token, "account": user.username, "errors": {}}
+        return render(request, TEMPLATE, context)
+
+    @post("/{token:str}", name="accounts:reset_submit")
+    async def reset_submit(
+        self,
+        request: Request,
+        state: State,
+        db_session: DbSession,
+        token: FromPath[str],
+        data: Form,
+    ) -> Response[Any]:
+        """Set the new password, use the link up, end the user's sessions, go to sign-in."""
+        try:
+            user = await find_password_reset(db_session, state.store, token)
+        except PasswordResetInvalid:
+            return _link_invalid(request)
+        account = user.username
+        errors: dict[str, str] = {}
+        if data.get("new_password", "") != data.get("new_password_confirm", ""):
+            errors["new_password_confirm"] = PASSWORDS_DIFFER
+        else:
+            try:
+                await consume_password_reset(
+                    db_session,
+                    state.store,
+                    state.hashing,
+                    Actor.from_connection(request),
+                    token,
+                    data.get("new_password", ""),
+                )
+            except PasswordResetInvalid:
+                await db_session.rollback()
+                return _link_invalid(request)
+            except AccountError as exc:
+                await db_session.rollback()
+                errors[exc.field or "form"] = exc.message
+            else:
+                return redirect("/login")
+        context = {"invalid": False, "token": token, "account": account, "errors": errors}
+        return render(request, TEMPLATE, context, status_code=400)

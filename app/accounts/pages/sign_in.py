@@ -1,0 +1,205 @@
+"""Sign-in pages: first-run set-up, sign in, sign out, registration."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import NotFoundException
+from litestar.params import Body, FromQuery
+
+from app.accounts import guards
+from app.accounts.audit import Actor, record
+from app.accounts.identity import expired_session_cookie, session_cookie
+from app.accounts.models import User
+from app.accounts.services import (
+    AccountError,
+    NewUser,
+    authenticate,
+    create_first_admin,
+    register_user,
+    users_exist,
+)
+from app.accounts.sessions import cookie_name
+from app.accounts.throttle import Throttled
+from app.core.db import DbSession
+from app.core.templating import render
+from app.system.settings import read_setting
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+
+
+def safe_next(target: str | None, default: str = "/") -> str:
+    """Only same-site paths: never `//host` or `https://...` (no open redirects)."""
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
+        return target
+    return default
+
+
+def redirect(location: str, cookie: Any = None) -> Response[bytes]:
+    response: Response[bytes] = Response(b"", status_code=303, headers={"Location": location})
+    if cookie is not None:
+        response.set_cookie(cookie)
+    return response
+
+
+async def start_session(
+    request: Request, state: State, user: User, location: str
+) -> Response[bytes]:
+    """Sign `user` in: a fresh session id (any old one is deleted), then go to `location`."""
+    old = request.scope.get("state", {}).get("session_id")
+    if old:
+        await state.sessions.revoke(old)
+    actor = Actor.from_connection(request)
+    session_id = await state.sessions.create(
+        user.id, user.auth_version, user.role, actor.ip_address, actor.user_agent
+    )
+    name = cookie_name(state.settings.app.is_production)
+    return redirect(location, session_cookie(name, session_id, state.settings))
+
+
+PASSWORDS_DIFFER = "The two passwords differ."
+
+
+def account_form(data: dict[str, str]) -> tuple[NewUser, dict[str, str]]:
+    """The account a sign-up form describes, and its errors so far (the confirmation)."""
+    errors = {}
+    if data.get("password", "") != data.get("password_confirm", ""):
+        errors["password_confirm"] = PASSWORDS_DIFFER
+    new_user = NewUser(
+        email=data.get("email", ""),
+        username=data.get("username", ""),
+        password=data.get("password", ""),
+        display_name=data.get("display_name", ""),
+    )
+    return new_user, errors
+
+
+def form_again(
+    request: Request, template: str, data: dict[str, str], errors: dict[str, str]
+) -> Response[str]:
+    """Re-render a form with its errors and the user's input, passwords left out."""
+    form = {k: v for k, v in data.items() if "password" not in k}
+    return render(request, template, {"form": form, "errors": errors}, status_code=400)
+
+
+class SignInController(Controller):
+    path = "/"
+    include_in_schema = False
+    guards = [guards.public]
+
+    @get("/setup", name="accounts:setup")
+    async def setup_form(self, request: Request, db_session: DbSession) -> Response[str]:
+        """The first run's page; it disappears once an account exists."""
+        if await users_exist(db_session):
+            raise NotFoundException()
+        return render(request, "accounts/setup.html", {"form": {}, "errors": {}})
+
+    @post("/setup", name="accounts:setup_submit")
+    async def setup_submit(
+        self, request: Request, state: State, db_session: DbSession, data: Form
+    ) -> Response[Any]:
+        if await users_exist(db_session):
+            raise NotFoundException()
+        new_user, errors = account_form(data)
+        if not errors:
+            try:
+                user = await create_first_admin(
+                    db_session, state.hashing, Actor.from_connection(request), new_user
+                )
+            except AccountError as exc:
+                if exc.status == 409:
+                    return redirect("/login")
+                errors[exc.field or "form"] = exc.message
+            else:
+                await db_session.commit()
+                state.has_users = True
+                return await start_session(request, state, user, "/admin")
+        return form_again(request, "accounts/setup.html", data, errors)
+
+    @get("/login", name="accounts:login")
+    async def login_form(
+        self, request: Request, next: FromQuery[str | None] = None
+    ) -> Response[Any]:
+        if request.scope.get("user") is not None:
+            return redirect(safe_next(next))
+        return render(
+            request, "accounts/login.html", {"form": {}, "error": None, "next": safe_next(next, "")}
+        )
+
+    @post("/login", name="accounts:login_submit")
+    async def login_submit(
+        self, request: Request, state: State, db_session: DbSession, data: Form
+    ) -> Response[Any]:
+        login = data.get("login", "")
+        target = safe_next(data.get("next"), "")
+        settings = state.settings.auth
+        try:
+            user = await authenticate(
+                db_session,
+                state.hashing,
+                state.login_throttle,
+                Actor.from_connection(request),
+                login,
+                data.get("password", ""),
+                lockout_minutes=settings.login_lockout_minutes,
+                max_failures=settings.login_max_failures,
+            )
+        except (AccountError, Throttled) as exc:
+            await db_session.commit()  # the failure is audited even though sign-in failed
+            status = 429 if isinstance(exc, Throttled) else 400
+            headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Throttled) else None
+            return render(
+                request,
+                "accounts/login.html",
+                {"form": {"login": login}, "error": exc.message, "next": target},
+                status_code=status,
+                headers=headers,
+            )
+        await db_session.commit()
+        default = "/admin" if user.role_level.value >= 1 else "/"
+        return await start_session(request, state, user, target or default)
+
+    @post("/logout", name="accounts:logout")
+    async def logout(
+        self, request: Request, state: State, db_session: DbSession
+    ) -> Response[bytes]:
+        session_id = request.scope.get("state", {}).get("session_id")
+        if session_id:
+            await state.sessions.revoke(session_id)
+            record(
+                db_session,
+                Actor.from_connection(request),
+                "auth.logout",
+                "user",
+                getattr(request.scope.get("user"), "id", None),
+            )
+        name = cookie_name(state.settings.app.is_production)
+        return redirect("/", expired_session_cookie(name, state.settings.app.is_production))
+
+    @get("/register", name="accounts:register")
+    async def register_form(self, request: Request, db_session: DbSession) -> Response[str]:
+        if not await read_setting(db_session, "registration_open"):
+            raise NotFoundException()
+        return render(request, "accounts/register.html", {"form": {}, "errors": {}})
+
+    @post("/register", name="accounts:register_submit")
+    async def register_submit(
+        self, request: Request, state: State, db_session: DbSession, data: Form
+    ) -> Response[Any]:
+        if not await read_setting(db_session, "registration_open"):
+            raise NotFoundException()
+        new_user, errors = account_form(data)
+        if not errors:
+            try:
+                user = await register_user(
+                    db_session, state.hashing, Actor.from_connection(request), new_user
+                )
+            except AccountError as exc:
+                errors[exc.field or "form"] = exc.message
+            else:
+                await db_session.commit()
+                return await start_session(request, state, user, "/")
+        return form_again(request, "accounts/register.html", data, errors)

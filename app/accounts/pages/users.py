@@ -1,0 +1,278 @@
+"""`/admin/users`: user management pages. Viewers read; editors and admins change.
+
+Every rule (who may manage whom, the last active admin) lives in the services; these
+handlers parse the form, call one service and answer a redirect or the form again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import CacheControlHeader, State
+from litestar.params import FromPath, FromQuery
+
+from app.accounts import guards
+from app.accounts.audit import Actor
+from app.accounts.models import ASSIGNABLE_ROLES, Role, User
+from app.accounts.pages.reset import reset_link_url
+from app.accounts.pages.sign_in import Form, account_form, redirect
+from app.accounts.services import (
+    RESET_LINK_SECONDS,
+    USER_STATUSES,
+    AccountError,
+    can_manage,
+    create_password_reset,
+    create_user,
+    delete_user,
+    get_user,
+    list_users,
+    update_user,
+)
+from app.core.db import DbSession
+from app.core.pagination import PageRequest, query_string
+from app.core.templating import render
+
+PER_PAGE = 25
+DEFAULT_SORT = "username"
+SORT_COLUMNS = (
+    ("username", "Username"),
+    ("email", "E-mail"),
+    ("role", "Role"),
+    ("created_at", "Created"),
+    ("last_login_at", "Last sign-in"),
+)
+NOTICES = {
+    "created": "The account was created.",
+    "saved": "Your changes were saved.",
+    "deactivated": "The account was deactivated and its sessions ended.",
+    "reactivated": "The account was reactivated.",
+    "deleted": "The account was deleted.",
+}
+FORM_TEMPLATE = "accounts/users/form.html"
+
+
+def _caller_role(request: Request) -> Role:
+    return request.scope["user"].role
+
+
+def _edit_url(request: Request, user_id: FromPath[UUID], notice: str | None = None) -> str:
+    url = request.app.route_reverse("admin:user_edit", user_id=user_id)
+    return f"{url}?notice={notice}" if notice else url
+
+
+def _user_values(user: User) -> dict[str, str]:
+    return {
+        "email": user.email,
+        "username": user.username,
+        "display_name": user.display_name,
+        "role": user.role,
+    }
+
+
+def _user_page(
+    request: Request,
+    user: User | None,
+    data: dict[str, str],
+    errors: dict[str, str],
+    *,
+    status_code: int = 200,
+    notice: str | None = None,
+) -> Response[str]:
+    """The new-user form (`user` None) or one user's page: a form for those who may change
+    the account, its facts for everyone else. Passwords are never sent back."""
+    caller = request.scope["user"]
+    may_change = caller.role >= Role.editor and (
+        user is None or caller.id == user.id or can_manage(caller.role, user.role_level)
+    )
+    context = {
+        "user": user,
+        "form": {k: v for k, v in data.items() if "password" not in k},
+        "errors": errors,
+        "roles": [role.name for role in ASSIGNABLE_ROLES if role <= caller.role],
+        "may_change": may_change,
+        "is_self": user is not None and caller.id == user.id,
+        "notice": NOTICES.get(notice or ""),
+    }
+    return render(request, FORM_TEMPLATE, context, status_code=status_code)
+
+
+def _form_status(exc: AccountError) -> int:
+    """A field's mistake is a 400; a conflict about the whole account keeps its status."""
+    return 400 if exc.field else exc.status
+
+
+class UsersAdminController(Controller):
+    path = "/users"
+    include_in_schema = False
+
+    @get("/", name="admin:users", guards=[guards.viewer])
+    async def index(
+        self,
+        request: Request,
+        db_session: DbSession,
+        q: FromQuery[str] = "",
+        role: FromQuery[str] = "",
+        status: FromQuery[str] = "",
+        sort: FromQuery[str] = DEFAULT_SORT,
+        page: FromQuery[int] = 1,
+        notice: FromQuery[str | None] = None,
+    ) -> Response[str]:
+        """The list; htmx requests (filters, sorting, pages) get only the results block."""
+        params = {
+            "q": q,
+            "role": role,
+            "status": status,
+            "sort": "" if sort == DEFAULT_SORT else sort,
+        }
+        found, error = None, None
+        try:
+            found = await list_users(
+                db_session, q, role or None, status or None, sort, PageRequest.of(page, PER_PAGE)
+            )
+        except AccountError as exc:  # only a hand-made URL gets here: the form offers valid values
+            error = exc.message
+        context = {
+            "page": found,
+            "error": error,
+            "params": params,
+            "sort": sort,
+            "columns": SORT_COLUMNS,
+            "roles": [r.name for r in ASSIGNABLE_ROLES],
+            "statuses": USER_STATUSES,
+            "notice": NOTICES.get(notice or ""),
+        }
+        # htmx would push the form's empty fields too; the clean URL says the same
+        shown = {**params, "page": found.page if found and found.page > 1 else None}
+        push = {"HX-Push-Url": request.url.path + query_string(shown).rstrip("?")}
+        return render(
+            request,
+            "accounts/users/list.html",
+            context,
+            block="results",
+            status_code=400 if error else 200,
+            headers=push if request.htmx else None,
+        )
+
+    @get("/new", name="admin:user_new", guards=[guards.editor])
+    async def new(self, request: Request) -> Response[str]:
+        return _user_page(request, None, {"role": Role.viewer.name}, {})
+
+    @post("/", name="admin:user_create", guards=[guards.editor])
+    async def create(
+        self, request: Request, state: State, db_session: DbSession, data: Form
+    ) -> Response[Any]:
+        new_user, errors = account_form(data)
+        new_user.role = data.get("role", Role.viewer.name)
+        if not errors:
+            try:
+                user = await create_user(
+                    db_session,
+                    state.hashing,
+                    Actor.from_connection(request),
+                    _caller_role(request),
+                    new_user,
+                )
+            except AccountError as exc:
+                if exc.status in (403, 404):
+                    raise
+                await db_session.rollback()
+                errors[exc.field or "form"] = exc.message
+            else:
+                return redirect(_edit_url(request, user.id, "created"))
+        return _user_page(request, None, data, errors, status_code=400)
+
+    @get("/{user_id:uuid}", name="admin:user_edit", guards=[guards.viewer])
+    async def edit(
+        self,
+        request: Request,
+        db_session: DbSession,
+        user_id: FromPath[UUID],
+        notice: FromQuery[str | None] = None,
+    ) -> Response[str]:
+        user = await get_user(db_session, user_id)
+        return _user_page(request, user, _user_values(user), {}, notice=notice)
+
+    @post("/{user_id:uuid}", name="admin:user_update", guards=[guards.editor])
+    async def update(
+        self, request: Request, db_session: DbSession, user_id: FromPath[UUID], data: Form
+    ) -> Response[Any]:
+        """E-mail, username, display name and role (changing the role is part of editing)."""
+        try:
+            await update_user(
+                db_session,
+                Actor.from_connection(request),
+                _caller_role(request),
+                await get_user(db_session, user_id),
+                email=data.get("email"),
+                username=data.get("username"),
+                display_name=data.get("display_name"),
+                role=data.get("role") or None,
+            )
+        except AccountError as exc:
+            if exc.status in (403, 404):
+                raise
+            await db_session.rollback()  # update_user may have changed some fields already
+            user = await get_user(db_session, user_id)
+            errors = {exc.field or "form": exc.message}
+            return _user_page(request, user, data, errors, status_code=_form_status(exc))
+        return redirect(_edit_url(request, user_id, "saved"))
+
+    @post("/{user_id:uuid}/deactivate", name="admin:user_deactivate", guards=[guards.editor])
+    async def deactivate(
+        self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
+    ) -> Response[bytes]:
+        """Deactivating ends every session and token of the user at once."""
+        user = await get_user(db_session, user_id)
+        actor = Actor.from_connection(request)
+        await update_user(db_session, actor, _caller_role(request), user, is_active=False)
+        return redirect(_edit_url(request, user_id, "deactivated"))
+
+    @post("/{user_id:uuid}/reactivate", name="admin:user_reactivate", guards=[guards.editor])
+    async def reactivate(
+        self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
+    ) -> Response[bytes]:
+        user = await get_user(db_session, user_id)
+        actor = Actor.from_connection(request)
+        await update_user(db_session, actor, _caller_role(request), user, is_active=True)
+        return redirect(_edit_url(request, user_id, "reactivated"))
+
+    @post(
+        "/{user_id:uuid}/reset-link",
+        name="admin:user_reset_link",
+        guards=[guards.editor],
+        cache_control=CacheControlHeader(no_store=True),
+    )
+    async def reset_link(
+        self, request: Request, state: State, db_session: DbSession, user_id: FromPath[UUID]
+    ) -> Response[str]:
+        """Show a new one-time reset link, once: Keel keeps only its hash, so this page
+        is rendered directly instead of redirecting to it."""
+        user = await get_user(db_session, user_id)
+        token = await create_password_reset(
+            db_session, state.store, Actor.from_connection(request), _caller_role(request), user
+        )
+        context = {
+            "user": user,
+            "reset_url": reset_link_url(request, token),
+            "expires_minutes": RESET_LINK_SECONDS // 60,
+        }
+        return render(request, "accounts/users/reset_link.html", context)
+
+    @get("/{user_id:uuid}/delete", name="admin:user_delete_confirm", guards=[guards.editor])
+    async def delete_confirm(
+        self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
+    ) -> Response[str]:
+        user = await get_user(db_session, user_id)
+        if not can_manage(_caller_role(request), user.role_level):
+            raise AccountError("You cannot delete this account.", None, 403)
+        return render(request, "accounts/users/confirm_delete.html", {"user": user})
+
+    @post("/{user_id:uuid}/delete", name="admin:user_delete", guards=[guards.editor])
+    async def delete(
+        self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
+    ) -> Response[bytes]:
+        user = await get_user(db_session, user_id)
+        await delete_user(db_session, Actor.from_connection(request), _caller_role(request), user)
+        return redirect(request.app.route_reverse("admin:users") + "?notice=deleted")

@@ -1,0 +1,62 @@
+"""One way to page through lists, for pages and the API alike."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+from urllib.parse import urlencode
+
+T = TypeVar("T")
+MAX_PER_PAGE = 100
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    page: int = 1
+    per_page: int = 20
+
+    @classmethod
+    def of(cls, page: int | None, per_page: int | None, default: int = 20) -> PageRequest:
+        """Clamp what a client asked for to sane bounds."""
+        return cls(max(page or 1, 1), min(max(per_page or default, 1), MAX_PER_PAGE))
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.per_page
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max((self.total + self.per_page - 1) // self.per_page, 1)
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+    def envelope(self, items: Sequence[object]) -> dict[str, object]:
+        """The API's list body: the items plus where they sit in the whole."""
+        return {
+            "items": list(items),
+            "total": self.total,
+            "page": self.page,
+            "per_page": self.per_page,
+        }
+
+
+def query_string(params: dict[str, object], **changes: object) -> str:
+    """`?a=1&b=2` from the current filters with some changed; empty values are dropped."""
+    merged = {**params, **changes}
+    kept = {k: v for k, v in merged.items() if v not in (None, "", False)}
+    return "?" + urlencode(kept) if kept else "?"

@@ -1,0 +1,232 @@
+"""Does a burst of logins stall the event loop? Logins/s and /health/live latency under load.
+
+Starts `keel serve` in embedded mode (a temporary VAR_DIR, migrated, one account) on a free
+port of 127.0.0.1, runs 20 concurrent `POST /api/v1/auth/login` loops for ~10 s and, in
+a thread of its own, samples `GET /health/live` every 10 ms. Password hashing runs off the
+event loop, so the liveness probe should stay fast: the target is p99 < 50 ms. Exits 1
+when the target is missed or the server does not come up. Stops the server with SIGTERM.
+
+    .venv/bin/python bench/login_concurrency.py [--seconds 10] [--concurrency 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+LOGIN = "bench"
+PASSWORD = "a long benchmark passphrase 42"  # noqa: S105 (a throwaway account)
+TARGET_P99_MS = 50.0
+SAMPLE_EVERY = 0.010
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def keel(*args: str) -> list[str]:
+    return [sys.executable, "-m", "app", *args]
+
+
+def embedded_environment(var_dir: Path, port: int) -> dict[str, str]:
+    """Embedded mode: SQLite in `var_dir` and the in-process store, whatever the shell has."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "VALKEY_", "DB_"))}
+    env.pop("SECRET_KEY", None)
+    env.update(
+        VAR_DIR=str(var_dir),
+        DATABASE_URL=f"sqlite+aiosqlite:///{var_dir}/keel.db",
+        APP_ENV="development",
+        LOG_LEVEL="WARNING",  # one log line per request would measure the terminal
+        HOST=HOST,
+        PORT=str(port),
+        WEB_CONCURRENCY="1",
+    )
+    return env
+
+
+def prepare(env: dict[str, str]) -> None:
+    """Migrate, create the account, and lift the API rate limit so it does not cap logins."""
+    subprocess.run(keel("db", "upgrade"), env=env, cwd=ROOT, check=True, capture_output=True)  # noqa: S603
+    subprocess.run(  # noqa: S603
+        keel(
+            "users",
+            "create",
+            "--email",
+            "bench@example.org",
+            "--username",
+            LOGIN,
+            "--password-stdin",
+        ),
+        env=env,
+        cwd=ROOT,
+        input=PASSWORD + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    script = (
+        "import asyncio\n"
+        "from pathlib import Path\n"
+        "from app.core.db import create_engine, create_sessionmaker\n"
+        "from app.settings import Settings\n"
+        "from app.system.settings import write_setting\n"
+        "async def main():\n"
+        "    settings = Settings.from_env()\n"
+        "    engine = create_engine(settings.db)\n"
+        "    async with create_sessionmaker(engine)() as session, session.begin():\n"
+        "        await write_setting(session, 'api_rate_limit_per_minute', 1_000_000)\n"
+        "    await engine.dispose()\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run(  # noqa: S603
+        [sys.executable, "-c", script], env=env, cwd=ROOT, check=True, capture_output=True
+    )
+
+
+def wait_until_live(base: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"keel serve exited with {server.returncode}")
+        try:
+            if httpx.get(f"{base}/health/live", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"keel serve did not answer within {START_TIMEOUT:.0f} s")
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    if server.poll() is not None:
+        return
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(5)
+
+
+def sample_liveness(
+    base: str, stop_at: float, latencies: list[float], errors: Counter[str]
+) -> None:
+    """In its own thread, so the login loops' client work cannot delay a sample."""
+    with httpx.Client(base_url=base, timeout=5) as client:
+        next_at = time.monotonic()
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            try:
+                response = client.get("/health/live")
+                if response.status_code != 200:
+                    errors[str(response.status_code)] += 1
+                else:
+                    latencies.append((time.perf_counter() - started) * 1000)
+            except httpx.HTTPError as exc:
+                errors[type(exc).__name__] += 1
+            next_at += SAMPLE_EVERY
+            time.sleep(max(next_at - time.monotonic(), 0))
+
+
+async def login_loops(base: str, concurrency: int, stop_at: float) -> Counter[str]:
+    statuses: Counter[str] = Counter()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=10, limits=limits) as client:
+
+        async def loop() -> None:
+            while time.monotonic() < stop_at:
+                try:
+                    response = await client.post(
+                        "/api/v1/auth/login", json={"login": LOGIN, "password": PASSWORD}
+                    )
+                    statuses[str(response.status_code)] += 1
+                except httpx.HTTPError as exc:
+                    statuses[type(exc).__name__] += 1
+
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return statuses
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=20)
+    args = parser.parse_args()
+    seconds = min(max(args.seconds, 1.0), 120.0)
+
+    with tempfile.TemporaryDirectory(prefix="keel-bench-") as var_dir:
+        port = free_port()
+        base = f"http://{HOST}:{port}"
+        env = embedded_environment(Path(var_dir), port)
+        prepare(env)
+        log_path = Path(var_dir) / "serve.log"
+        with log_path.open("wb") as log:
+            server = subprocess.Popen(  # noqa: S603 (our interpreter, fixed arguments)
+                keel("serve", "--host", HOST, "--port", str(port), "--workers", "1"),
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                wait_until_live(base, server)
+                latencies: list[float] = []
+                sample_errors: Counter[str] = Counter()
+                started = time.monotonic()
+                stop_at = started + seconds
+                sampler = threading.Thread(
+                    target=sample_liveness, args=(base, stop_at, latencies, sample_errors)
+                )
+                sampler.start()
+                statuses = asyncio.run(login_loops(base, args.concurrency, stop_at))
+                sampler.join(seconds + 10)
+                elapsed = time.monotonic() - started
+            except Exception:
+                print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+                raise
+            finally:
+                stop(server)
+
+    logins = statuses.get("200", 0)
+    print(f"keel serve (embedded, 1 worker) · {args.concurrency} login loops · {elapsed:.1f} s")
+    print(f"logins:       {logins} ok, {logins / elapsed:.1f}/s; statuses {dict(statuses)}")
+    if not latencies:
+        print("/health/live: no successful samples", sample_errors)
+        return 1
+    p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
+    print(
+        f"/health/live: {len(latencies)} samples, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+        f"max {max(latencies):.1f} ms; errors {dict(sample_errors) or 'none'}"
+    )
+    met = p99 < TARGET_P99_MS and not sample_errors
+    print(f"target p99 < {TARGET_P99_MS:.0f} ms: {'met' if met else 'MISSED'}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

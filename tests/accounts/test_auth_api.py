@@ -1,0 +1,280 @@
+"""`/api/v1/auth`: access and refresh tokens, and the attacks they must resist."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+
+import httpx
+import jwt
+import pytest
+from litestar import Litestar
+
+from app.accounts.models import User
+from app.accounts.tokens import ALGORITHM, AUDIENCE, ISSUER
+from app.core.db import create_engine, create_sessionmaker
+from app.settings import Settings
+from tests.conftest import PASSWORD
+
+# The attack tokens below are signed with deliberately poor keys.
+pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+
+
+async def _login(client: httpx.AsyncClient, login: str = "editor") -> dict:
+    response = await client.post("/api/v1/auth/login", json={"login": login, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _forge(app: Litestar, user: User, **changes: object) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": str(user.id),
+        "role": user.role,
+        "ver": 1,
+        "jti": uuid.uuid4().hex,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+    }
+    claims.update(changes)
+    claims = {k: v for k, v in claims.items() if v is not None}
+    return jwt.encode(claims, app.state.access_tokens.key, algorithm=ALGORITHM)
+
+
+async def test_login_returns_an_access_and_a_refresh_token(
+    client: httpx.AsyncClient, app: Litestar
+) -> None:
+    body = await _login(client)
+    assert set(body) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 30 * 60
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert {"iss", "aud", "sub", "role", "jti", "iat", "exp"} <= set(claims)
+    assert claims["role"] == "editor" and claims["exp"] - claims["iat"] == 30 * 60
+    me = await client.get("/api/v1/auth/me", headers=_bearer(body["access_token"]))
+    assert me.status_code == 200
+    assert me.json()["username"] == "editor" and me.json()["via"] == "token"
+
+
+async def test_a_wrong_password_is_401_with_a_problem_body(
+    client: httpx.AsyncClient, accounts: dict
+) -> None:
+    response = await client.post(
+        "/api/v1/auth/login", json={"login": "editor", "password": "nope nope nope"}
+    )
+    unknown = await client.post(
+        "/api/v1/auth/login", json={"login": "ghost", "password": "nope nope nope"}
+    )
+    assert response.status_code == unknown.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["detail"] == unknown.json()["detail"]
+
+
+async def test_a_malformed_login_body_is_400(client: httpx.AsyncClient, accounts: dict) -> None:
+    response = await client.post("/api/v1/auth/login", json={"login": "editor"})
+    assert response.status_code == 400
+    assert response.json()["errors"]
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(
+    client: httpx.AsyncClient, app: Litestar
+) -> None:
+    first = await _login(client)
+    second = (
+        await client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    ).json()
+    assert second["refresh_token"] != first["refresh_token"]
+    assert (
+        await client.get("/api/v1/auth/me", headers=_bearer(second["access_token"]))
+    ).status_code == 200
+    reused = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
+    )
+    assert reused.status_code == 401
+    assert "already used" in reused.json()["detail"]
+    # the thief's reuse also kills the legitimate holder's newer token
+    latest = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]}
+    )
+    assert latest.status_code == 401
+
+
+async def test_logout_revokes_the_access_token_and_the_refresh_family(
+    client: httpx.AsyncClient, app: Litestar
+) -> None:
+    tokens = await _login(client)
+    headers = _bearer(tokens["access_token"])
+    out = await client.post(
+        "/api/v1/auth/logout", headers=headers, json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert out.status_code == 204
+    assert (await client.get("/api/v1/auth/me", headers=headers)).status_code == 401
+    refresh = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert refresh.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "alg_none",
+        "wrong_key",
+        "expired",
+        "not_yet_valid",
+        "wrong_audience",
+        "wrong_issuer",
+        "missing_jti",
+        "missing_exp",
+        "kid_header",
+        "jku_header",
+        "hs_with_public_key_confusion",
+    ],
+)
+async def test_tampered_or_invalid_tokens_are_401(
+    client: httpx.AsyncClient, app: Litestar, accounts: dict, attack: str
+) -> None:
+    user = accounts["admin"]
+    now = int(time.time())
+    if attack == "alg_none":
+        header = base64.urlsafe_b64encode(
+            json.dumps({"alg": "none", "typ": "JWT"}).encode()
+        ).rstrip(b"=")
+        payload = base64.urlsafe_b64encode(
+            json.dumps(
+                {
+                    "iss": ISSUER,
+                    "aud": AUDIENCE,
+                    "sub": str(user.id),
+                    "role": "admin",
+                    "jti": "x",
+                    "iat": now,
+                    "exp": now + 600,
+                    "ver": 1,
+                }
+            ).encode()
+        ).rstrip(b"=")
+        token = f"{header.decode()}.{payload.decode()}."
+    elif attack == "wrong_key":
+        token = jwt.encode(
+            {
+                "iss": ISSUER,
+                "aud": AUDIENCE,
+                "sub": str(user.id),
+                "jti": "x",
+                "iat": now,
+                "exp": now + 600,
+                "ver": 1,
+            },
+            "x" * 64,
+            algorithm="HS256",
+        )
+    elif attack == "expired":
+        token = _forge(app, user, iat=now - 7200, nbf=now - 7200, exp=now - 3600)
+    elif attack == "not_yet_valid":
+        token = _forge(app, user, iat=now + 3600, nbf=now + 3600, exp=now + 7200)
+    elif attack == "wrong_audience":
+        token = _forge(app, user, aud="someone-else")
+    elif attack == "wrong_issuer":
+        token = _forge(app, user, iss="evil")
+    elif attack == "missing_jti":
+        token = _forge(app, user, jti=None)
+    elif attack == "missing_exp":
+        token = _forge(app, user, exp=None)
+    elif attack in ("kid_header", "jku_header"):
+        extra = (
+            {"kid": "../../dev/null"}
+            if attack == "kid_header"
+            else {"jku": "https://evil.example/keys"}
+        )
+        token = jwt.encode(
+            {
+                "iss": ISSUER,
+                "aud": AUDIENCE,
+                "sub": str(user.id),
+                "jti": "x",
+                "ver": 1,
+                "iat": now,
+                "exp": now + 600,
+            },
+            "attacker-key",
+            algorithm="HS256",
+            headers=extra,
+        )
+    else:  # HS512 signed with the real key: the algorithm is pinned, so still refused
+        token = jwt.encode(
+            {
+                "iss": ISSUER,
+                "aud": AUDIENCE,
+                "sub": str(user.id),
+                "jti": "x",
+                "ver": 1,
+                "iat": now,
+                "exp": now + 600,
+            },
+            app.state.access_tokens.key,
+            algorithm="HS512",
+        )
+    response = await client.get("/api/v1/auth/me", headers=_bearer(token))
+    assert response.status_code == 401, attack
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_a_correctly_forged_token_is_accepted_so_the_attack_tests_mean_something(
+    client: httpx.AsyncClient, app: Litestar, accounts: dict
+) -> None:
+    response = await client.get("/api/v1/auth/me", headers=_bearer(_forge(app, accounts["admin"])))
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("change", ["deactivate", "demote"])
+async def test_deactivation_and_role_changes_apply_before_token_expiry(
+    client: httpx.AsyncClient, app: Litestar, settings: Settings, change: str
+) -> None:
+    tokens = await _login(client, "editor")
+    headers = _bearer(tokens["access_token"])
+    engine = create_engine(settings.db)
+    async with create_sessionmaker(engine)() as session, session.begin():
+        from sqlalchemy import select
+
+        user = await session.scalar(select(User).where(User.username == "editor"))
+        if change == "deactivate":
+            user.is_active = False
+        else:
+            user.role = "viewer"
+    await engine.dispose()
+    me = await client.get("/api/v1/auth/me", headers=headers)
+    if change == "deactivate":
+        assert me.status_code == 401
+        refresh = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+        )
+        assert refresh.status_code == 401
+    else:
+        assert me.status_code == 200 and me.json()["role"] == "viewer"
+
+
+async def test_api_ignores_session_cookies(app: Litestar, accounts: dict) -> None:
+    from tests.conftest import signed_in
+
+    async with signed_in(app, accounts["admin"]) as browser:
+        assert (await browser.get("/admin")).status_code == 200
+        assert (await browser.get("/api/v1/auth/me")).status_code == 401
+
+
+async def test_unknown_authorization_schemes_are_refused(
+    client: httpx.AsyncClient, accounts: dict
+) -> None:
+    response = await client.get(
+        "/api/v1/auth/me", headers={"Authorization": "Basic YWRtaW46YWRtaW4="}
+    )
+    assert response.status_code == 401

@@ -1,0 +1,261 @@
+"""The per-identity API rate limit: app/accounts/rate_limit.py (both storage legs)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from ipaddress import ip_network
+
+import httpx
+import pytest
+from litestar import Litestar
+
+from app.accounts import rate_limit
+from app.accounts.api_keys import create_api_key
+from app.accounts.audit import Actor
+from app.accounts.models import Role, User
+from app.accounts.throttle import store_failures
+from app.asgi import create_app
+from app.settings import Settings
+from app.system.settings import write_setting
+from tests.conftest import client_for, free_port, with_app_settings
+from tests.core.test_store import silent_server
+
+LIMIT = 3
+
+
+def bearer(app: Litestar, user: User) -> dict[str, str]:
+    token = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def set_limit(app: Litestar, value: int) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await write_setting(session, "api_rate_limit_per_minute", value)
+
+
+async def fresh_window() -> None:
+    """Start a test early in a minute, so the fixed window cannot roll over in the middle."""
+    left = 60 - time.time() % 60
+    if left < 5:
+        await asyncio.sleep(left + 0.05)
+
+
+@asynccontextmanager
+async def app_with(settings: Settings) -> AsyncIterator[Litestar]:
+    application = create_app(settings)
+    try:
+        yield application
+    finally:
+        await application.state.engine.dispose()
+        await application.state.store.close()
+
+
+async def spend(client: httpx.AsyncClient, times: int, **kwargs: object) -> list[httpx.Response]:
+    return [await client.get("/api/v1/auth/me", **kwargs) for _ in range(times)]  # type: ignore[arg-type]
+
+
+async def test_the_request_over_the_limit_is_a_429_with_retry_after(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    await set_limit(app, LIMIT)
+    await fresh_window()
+    async with client_for(app) as client:
+        allowed = await spend(client, LIMIT, headers=bearer(app, accounts["admin"]))
+        refused = await client.get("/api/v1/auth/me", headers=bearer(app, accounts["admin"]))
+
+    assert [r.status_code for r in allowed] == [200] * LIMIT
+    assert [r.headers["ratelimit-remaining"] for r in allowed] == ["2", "1", "0"]
+    assert {r.headers["ratelimit-limit"] for r in allowed} == {"3"}
+    assert refused.status_code == 429
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    body = refused.json()
+    assert body["status"] == 429 and body["error_id"] and "3 per minute" in body["detail"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["ratelimit-limit"] == "3"
+    assert refused.headers["ratelimit-remaining"] == "0"
+    assert refused.headers["ratelimit-reset"] == refused.headers["retry-after"]
+
+
+async def test_every_api_response_carries_the_rate_limit_headers(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    await fresh_window()
+    async with client_for(app) as client:
+        site = await client.get("/api/v1/site")
+        anonymous = await client.get("/api/v1/auth/me")
+        page = await client.get("/login")
+        health = await client.get("/health/live")
+    for response in (site, anonymous):
+        assert response.headers["ratelimit-limit"] == "600", "the default limit"
+        assert int(response.headers["ratelimit-remaining"]) < 600
+        assert 1 <= int(response.headers["ratelimit-reset"]) <= 60
+    assert anonymous.status_code == 401
+    assert "ratelimit-limit" not in page.headers, "pages are not API requests"
+    assert "ratelimit-limit" not in health.headers
+
+
+async def test_pages_are_not_counted(app: Litestar, accounts: dict[str, User]) -> None:
+    await set_limit(app, LIMIT)
+    await fresh_window()
+    async with client_for(app) as client:
+        pages = [await client.get("/login") for _ in range(LIMIT + 2)]
+        api = await client.get("/api/v1/site")
+    assert {r.status_code for r in pages} == {200}
+    assert api.headers["ratelimit-remaining"] == str(LIMIT - 1)
+
+
+async def test_two_identities_have_separate_budgets(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    await set_limit(app, LIMIT)
+    async with app.state.sessionmaker() as session, session.begin():
+        admin = accounts["admin"]
+        _, secret = await create_api_key(
+            session, Actor(admin.id, admin.username), Role.admin, admin.id, "ci", "viewer", None
+        )
+    await fresh_window()
+    async with client_for(app) as client:
+        admin_spent = await spend(client, LIMIT + 1, headers=bearer(app, admin))
+        editor = await client.get("/api/v1/auth/me", headers=bearer(app, accounts["editor"]))
+        key = await client.get("/api/v1/auth/me", headers={"X-API-Key": secret})
+
+    assert admin_spent[-1].status_code == 429
+    assert editor.status_code == 200 and editor.headers["ratelimit-remaining"] == "2"
+    assert key.status_code == 200, "a key has its own budget, apart from its creator's"
+    assert key.headers["ratelimit-remaining"] == "2"
+
+
+async def test_anonymous_callers_are_counted_by_client_address(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    await set_limit(app, LIMIT)
+    await fresh_window()
+    async with client_for(app, "198.51.100.1") as first, client_for(app, "198.51.100.2") as second:
+        spent = [await first.get("/api/v1/site") for _ in range(LIMIT + 1)]
+        forged = await first.get("/api/v1/site", headers={"X-Forwarded-For": "192.0.2.99"})
+        other = await second.get("/api/v1/site")
+    assert [r.status_code for r in spent] == [200] * LIMIT + [429]
+    assert forged.status_code == 429, "X-Forwarded-For from an untrusted peer changes nothing"
+    assert other.status_code == 200 and other.headers["ratelimit-remaining"] == "2"
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_is_counted(
+    settings: Settings, accounts: dict[str, User]
+) -> None:
+    proxied = with_app_settings(settings, trusted_proxies=(ip_network("10.0.0.0/8"),))
+    async with app_with(proxied) as app:
+        await set_limit(app, LIMIT)
+        await fresh_window()
+        async with client_for(app, "10.0.0.5") as proxy:
+            one = [
+                await proxy.get("/api/v1/site", headers={"X-Forwarded-For": "198.51.100.1"})
+                for _ in range(LIMIT + 1)
+            ]
+            two = await proxy.get("/api/v1/site", headers={"X-Forwarded-For": "198.51.100.2"})
+    assert [r.status_code for r in one] == [200] * LIMIT + [429]
+    assert two.status_code == 200
+
+
+async def test_a_changed_limit_is_picked_up_within_seconds(
+    app: Litestar, accounts: dict[str, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limit is cached per process, so the API costs no settings query per request."""
+    monkeypatch.setattr(rate_limit, "LIMIT_REFRESH_SECONDS", 0.3)
+    await set_limit(app, LIMIT)
+    await fresh_window()
+    async with client_for(app) as client:
+        before = await client.get("/api/v1/site")
+        await set_limit(app, 50)
+        cached = await client.get("/api/v1/site")
+        await asyncio.sleep(0.4)
+        after = await client.get("/api/v1/site")
+    assert before.headers["ratelimit-limit"] == "3"
+    assert cached.headers["ratelimit-limit"] == "3"
+    assert after.headers["ratelimit-limit"] == "50"
+
+
+@pytest.mark.parametrize("leg", ["services"], indirect=True)
+async def test_processes_share_one_budget(settings: Settings, accounts: dict[str, User]) -> None:
+    """Two app instances, as two granian workers would be, count against one Valkey."""
+    async with app_with(settings) as first, app_with(settings) as second:
+        await set_limit(first, LIMIT)
+        await fresh_window()
+        headers = bearer(first, accounts["viewer"])
+        async with client_for(first) as one, client_for(second) as two:
+            statuses = [
+                (await client.get("/api/v1/auth/me", headers=headers)).status_code
+                for client in (one, two, one, two)
+            ]
+    assert statuses == [200, 200, 200, 429]
+
+
+async def _api_key(app: Litestar, admin: User) -> str:
+    async with app.state.sessionmaker() as session, session.begin():
+        _, secret = await create_api_key(
+            session, Actor(admin.id, admin.username), Role.admin, admin.id, "ci", "viewer", None
+        )
+    return secret
+
+
+@pytest.mark.parametrize("leg", ["services"], indirect=True)
+async def test_an_unreachable_valkey_lets_api_requests_through(
+    settings: Settings, accounts: dict[str, User]
+) -> None:
+    down = replace(
+        settings, store=replace(settings.store, url=f"redis://127.0.0.1:{free_port()}/0")
+    )
+    failures_before = store_failures["rate_limit"]
+    async with app_with(down) as app:
+        secret = await _api_key(app, accounts["admin"])
+        async with client_for(app) as client:
+            started = time.monotonic()
+            with_key = await client.get("/api/v1/auth/me", headers={"X-API-Key": secret})
+            anonymous = await client.get("/api/v1/site")
+            elapsed = time.monotonic() - started
+    assert with_key.status_code == 200 and with_key.json()["via"] == "api_key"
+    assert anonymous.status_code == 200
+    assert with_key.headers["ratelimit-remaining"] == with_key.headers["ratelimit-limit"]
+    assert store_failures["rate_limit"] >= failures_before + 2
+    assert elapsed < 3, "failing open must not wait on the store"
+
+
+@pytest.mark.parametrize("leg", ["services"], indirect=True)
+async def test_a_hung_valkey_lets_api_requests_through_after_its_timeout(
+    settings: Settings, accounts: dict[str, User]
+) -> None:
+    async with silent_server() as port:
+        hung = replace(
+            settings,
+            store=replace(settings.store, url=f"redis://127.0.0.1:{port}/0", socket_timeout=0.3),
+        )
+        failures_before = store_failures["rate_limit"]
+        async with app_with(hung) as app:
+            secret = await _api_key(app, accounts["admin"])
+            async with client_for(app) as client:
+                started = time.monotonic()
+                response = await client.get("/api/v1/auth/me", headers={"X-API-Key": secret})
+                elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert store_failures["rate_limit"] == failures_before + 1
+    assert elapsed < 2, "bounded by the store's socket timeout"
+
+
+async def test_any_other_store_error_also_lets_requests_through(
+    app: Litestar, accounts: dict[str, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misconfigured store (wrong password, read-only replica) is a warning, not a 500."""
+
+    async def broken_incr(*_: object, **__: object) -> int:
+        raise RuntimeError("NOAUTH Authentication required.")
+
+    monkeypatch.setattr(app.state.store, "incr", broken_incr)
+    failures_before = store_failures["rate_limit"]
+    async with client_for(app) as client:
+        response = await client.get("/api/v1/site")
+    assert response.status_code == 200
+    assert response.headers["ratelimit-remaining"] == response.headers["ratelimit-limit"]
+    assert store_failures["rate_limit"] == failures_before + 1

@@ -1,0 +1,277 @@
+"""`/api/v1/users`: app/accounts/api/users.py (both storage legs)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import httpx
+from litestar import Litestar
+
+from app.accounts.api_keys import create_api_key
+from app.accounts.audit import Actor
+from app.accounts.models import Role, User
+from app.settings import Settings
+from tests.accounts.test_users_pages import add_user, audit_actions, reload, user_count
+from tests.conftest import client_for, count_rows, signed_in
+
+PROBLEM = "application/problem+json"
+NEW_PASSWORD = "a long and unusual passphrase"
+
+
+@asynccontextmanager
+async def api_as(app: Litestar, user: User) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client holding an access token for `user`."""
+    token = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
+    async with client_for(app) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield client
+
+
+def new_user(**changes: str) -> dict[str, str]:
+    body = {
+        "email": "newcomer@example.org",
+        "username": "newcomer",
+        "password": NEW_PASSWORD,
+        "role": "viewer",
+        "display_name": "New Comer",
+    }
+    return {**body, **changes}
+
+
+def usernames(body: dict) -> list[str]:
+    return [item["username"] for item in body["items"]]
+
+
+def assert_problem(response: httpx.Response, status: int, field: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == status and body["detail"] and body["instance"]
+    if field is not None:
+        assert body["errors"][0]["field"] == field
+    return body
+
+
+async def test_anonymous_callers_get_a_401_problem(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/api/v1/users"), 401)
+
+
+async def test_the_list_is_a_paginated_envelope(app: Litestar, accounts: dict) -> None:
+    async with api_as(app, accounts["viewer"]) as client:
+        first = await client.get("/api/v1/users", params={"per_page": 2})
+        second = await client.get("/api/v1/users", params={"per_page": 2, "page": 2})
+        clamped = await client.get("/api/v1/users", params={"per_page": 1000, "page": 0})
+    assert first.status_code == 200
+    body = first.json()
+    assert set(body) == {"items", "total", "page", "per_page"}
+    assert (body["total"], body["page"], body["per_page"]) == (3, 1, 2)
+    assert usernames(body) == ["admin", "editor"]
+    assert usernames(second.json()) == ["viewer"]
+    assert (clamped.json()["page"], clamped.json()["per_page"]) == (1, 100)
+    item = body["items"][0]
+    assert set(item) == {
+        "id",
+        "email",
+        "username",
+        "display_name",
+        "role",
+        "is_active",
+        "created_at",
+        "last_login_at",
+    }
+    assert "password_hash" not in first.text
+
+
+async def test_the_list_filters_searches_and_sorts(app: Litestar, accounts: dict) -> None:
+    await add_user(app, "grace", email="grace@navy.example", display_name="Grace Hopper")
+    await add_user(app, "retired", role="editor", is_active=False)
+    await add_user(app, "early", last_login_at=datetime(2024, 1, 1, tzinfo=UTC))
+    await add_user(app, "late", last_login_at=datetime(2024, 6, 1, tzinfo=UTC))
+    async with api_as(app, accounts["viewer"]) as client:
+        search = await client.get("/api/v1/users", params={"q": "hopper"})
+        editors = await client.get("/api/v1/users", params={"role": "editor", "sort": "-username"})
+        inactive = await client.get("/api/v1/users", params={"status": "inactive"})
+        by_email = await client.get("/api/v1/users", params={"sort": "-email"})
+        by_login = await client.get("/api/v1/users", params={"sort": "-last_login_at"})
+        by_login_asc = await client.get("/api/v1/users", params={"sort": "last_login_at"})
+    assert usernames(search.json()) == ["grace"]
+    assert usernames(editors.json()) == ["retired", "editor"]
+    assert usernames(inactive.json()) == ["retired"]
+    assert usernames(by_email.json())[:2] == ["viewer", "retired"]
+    # never signed in sorts last either way, on SQLite and PostgreSQL alike
+    assert usernames(by_login.json())[:3] == ["late", "early", "admin"]
+    assert usernames(by_login_asc.json())[:3] == ["early", "late", "admin"]
+
+
+async def test_a_bad_filter_is_a_problem_naming_the_field(app: Litestar, accounts: dict) -> None:
+    async with api_as(app, accounts["viewer"]) as client:
+        sort = await client.get("/api/v1/users", params={"sort": "password_hash"})
+        role = await client.get("/api/v1/users", params={"role": "owner"})
+        status = await client.get("/api/v1/users", params={"status": "asleep"})
+        page = await client.get("/api/v1/users", params={"page": "two"})
+    assert_problem(sort, 400, "sort")
+    assert_problem(role, 400, "role")
+    assert_problem(status, 400, "status")
+    assert_problem(page, 400, "page")
+
+
+async def test_one_user_by_id_and_a_404_problem_for_an_unknown_one(
+    app: Litestar, accounts: dict
+) -> None:
+    async with api_as(app, accounts["viewer"]) as client:
+        found = await client.get(f"/api/v1/users/{accounts['editor'].id}")
+        missing = await client.get("/api/v1/users/00000000-0000-0000-0000-000000000000")
+    assert found.status_code == 200 and found.json()["email"] == "editor@example.org"
+    assert_problem(missing, 404)
+
+
+async def test_an_editor_creates_a_viewer_with_201_and_an_audit_entry(
+    app: Litestar, accounts: dict
+) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        response = await client.post("/api/v1/users", json=new_user(role="editor"))
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["username"], body["role"], body["is_active"]) == ("newcomer", "editor", True)
+    assert "password" not in response.text
+    assert "user.created" in await audit_actions(app)
+
+
+async def test_create_errors_are_problems_and_write_nothing(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    users, audits = await user_count(app), await count_rows(settings, "audit_log")
+    async with api_as(app, accounts["admin"]) as client:
+        duplicate = await client.post("/api/v1/users", json=new_user(email="Viewer@example.org"))
+        common = await client.post("/api/v1/users", json=new_user(password="password1234"))
+        username = await client.post("/api/v1/users", json=new_user(username="-x"))
+        role = await client.post("/api/v1/users", json=new_user(role="owner"))
+        missing = await client.post("/api/v1/users", json={"email": "a@example.org"})
+    assert_problem(duplicate, 409, "email")
+    assert "common passwords" in assert_problem(common, 400, "password")["detail"]
+    assert_problem(username, 400, "username")
+    assert_problem(role, 400, "role")
+    assert_problem(missing, 400)
+    assert await user_count(app) == users
+    assert await count_rows(settings, "audit_log") == audits
+
+
+async def test_an_editor_cannot_create_promote_edit_reset_or_delete_an_admin(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    admin, viewer = accounts["admin"].id, accounts["viewer"].id
+    before = await count_rows(settings, "audit_log")
+    async with api_as(app, accounts["editor"]) as client:
+        answers = [
+            await client.post("/api/v1/users", json=new_user(role="admin")),
+            await client.patch(f"/api/v1/users/{viewer}", json={"role": "admin"}),
+            await client.patch(f"/api/v1/users/{admin}", json={"display_name": "X"}),
+            await client.patch(f"/api/v1/users/{admin}", json={"is_active": False}),
+            await client.post(f"/api/v1/users/{admin}/password-reset"),
+            await client.delete(f"/api/v1/users/{admin}"),
+        ]
+    for answer in answers:
+        assert_problem(answer, 403)
+    assert (await reload(app, viewer)).role == "viewer"  # type: ignore[union-attr]
+    assert await count_rows(settings, "audit_log") == before
+
+
+async def test_viewers_read_but_cannot_change(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    editor = accounts["editor"].id
+    async with api_as(app, accounts["viewer"]) as client:
+        answers = [
+            await client.post("/api/v1/users", json=new_user()),
+            await client.patch(f"/api/v1/users/{editor}", json={"display_name": "X"}),
+            await client.post(f"/api/v1/users/{editor}/password-reset"),
+            await client.delete(f"/api/v1/users/{editor}"),
+        ]
+    for answer in answers:
+        assert_problem(answer, 403)
+    assert await count_rows(settings, "audit_log") == 0
+
+
+async def test_patch_changes_only_the_fields_given_and_is_audited(
+    app: Litestar, accounts: dict
+) -> None:
+    viewer = accounts["viewer"]
+    async with api_as(app, accounts["editor"]) as client:
+        response = await client.patch(
+            f"/api/v1/users/{viewer.id}", json={"display_name": "Vera", "role": "editor"}
+        )
+        bad = await client.patch(f"/api/v1/users/{viewer.id}", json={"email": "nope"})
+        taken = await client.patch(f"/api/v1/users/{viewer.id}", json={"username": "Admin"})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["display_name"], body["role"], body["email"]) == (
+        "Vera",
+        "editor",
+        "viewer@example.org",
+    )
+    assert_problem(bad, 400, "email")
+    assert_problem(taken, 409, "username")
+    assert (await audit_actions(app)).count("user.updated") == 1
+
+
+async def test_the_last_active_admin_cannot_be_demoted_deactivated_or_deleted(
+    app: Litestar, accounts: dict
+) -> None:
+    admin = accounts["admin"]
+    async with app.state.sessionmaker() as session, session.begin():
+        _, secret = await create_api_key(
+            session, Actor.system(), Role.admin, admin.id, "ops", "admin", None
+        )
+    async with client_for(app) as client:
+        client.headers["X-API-Key"] = secret  # another admin-level caller than the admin
+        demote = await client.patch(f"/api/v1/users/{admin.id}", json={"role": "editor"})
+        deactivate = await client.patch(f"/api/v1/users/{admin.id}", json={"is_active": False})
+        delete = await client.delete(f"/api/v1/users/{admin.id}")
+    for answer in (demote, deactivate, delete):
+        assert "last active admin" in assert_problem(answer, 409)["detail"]
+    second = await add_user(app, "deputy", role="admin")
+    async with api_as(app, admin) as client:  # with a second admin the demotion is allowed
+        assert (await client.patch(f"/api/v1/users/{second.id}", json={"role": "editor"})).json()[
+            "role"
+        ] == "editor"
+        assert_problem(await client.delete(f"/api/v1/users/{admin.id}"), 409)  # not yourself
+    user = await reload(app, admin.id)
+    assert user is not None and user.role == "admin" and user.is_active
+
+
+async def test_deactivation_ends_the_users_sessions_and_tokens(
+    app: Litestar, accounts: dict
+) -> None:
+    viewer = accounts["viewer"]
+    async with signed_in(app, viewer) as browser, api_as(app, viewer) as own_api:
+        assert (await browser.get("/admin")).status_code == 200
+        assert (await own_api.get("/api/v1/users")).status_code == 200
+        async with api_as(app, accounts["editor"]) as client:
+            response = await client.patch(f"/api/v1/users/{viewer.id}", json={"is_active": False})
+        assert response.status_code == 200 and response.json()["is_active"] is False
+        assert (await browser.get("/admin")).status_code == 303  # anonymous now
+        assert_problem(await own_api.get("/api/v1/users"), 401)
+
+
+async def test_delete_answers_204_and_is_audited(app: Litestar, accounts: dict) -> None:
+    viewer = accounts["viewer"]
+    async with api_as(app, accounts["editor"]) as client:
+        response = await client.delete(f"/api/v1/users/{viewer.id}")
+        again = await client.delete(f"/api/v1/users/{viewer.id}")
+    assert response.status_code == 204 and response.content == b""
+    assert_problem(again, 404)
+    assert await reload(app, viewer.id) is None
+    assert "user.deleted" in await audit_actions(app)
+
+
+async def test_a_password_reset_returns_a_one_time_url(app: Litestar, accounts: dict) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        response = await client.post(f"/api/v1/users/{accounts['viewer'].id}/password-reset")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert body["expires_in"] == 3600
+    assert body["reset_url"].startswith("http://testserver/reset/")
+    assert "user.password_reset_link_created" in await audit_actions(app)
