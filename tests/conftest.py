@@ -229,6 +229,12 @@ async def app(fresh_app: Litestar, accounts: dict[str, User]) -> Litestar:
     return fresh_app
 
 
+async def fresh(app: Litestar, user: User) -> User:
+    """`user` as the database has it now (role and auth_version may have changed)."""
+    async with app.state.sessionmaker() as session:
+        return await session.get(User, user.id) or user
+
+
 @asynccontextmanager
 async def signed_in(
     app: Litestar, user: User, client_ip: str = "203.0.113.7"
@@ -236,6 +242,7 @@ async def signed_in(
     """A browser-like client with a live session for `user` and a CSRF token to send."""
     from app.accounts.sessions import cookie_name
 
+    user = await fresh(app, user)
     session_id = await app.state.sessions.create(
         user.id, user.auth_version, user.role, client_ip, "pytest"
     )

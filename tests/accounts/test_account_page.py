@@ -256,6 +256,21 @@ async def test_sign_out_everywhere_ends_every_session(
     assert await app.state.sessions.list_for_user(viewer.id) == []
 
 
+async def test_sign_out_everywhere_also_ends_api_tokens(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    async with client_for(app) as api:
+        login = {"login": "viewer", "password": PASSWORD}
+        tokens = (await api.post("/api/v1/auth/login", json=login)).json()
+        bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+        assert (await api.get("/api/v1/auth/me", headers=bearer)).status_code == 200
+        async with signed_in(app, accounts["viewer"]) as browser:
+            await browser.post("/account/sign-out-everywhere")
+        assert (await api.get("/api/v1/auth/me", headers=bearer)).status_code == 401
+        refresh = {"refresh_token": tokens["refresh_token"]}
+        assert (await api.post("/api/v1/auth/refresh", json=refresh)).status_code == 401
+
+
 async def test_posts_without_the_csrf_token_are_refused_and_change_nothing(
     app: Litestar, accounts: dict[str, User]
 ) -> None:

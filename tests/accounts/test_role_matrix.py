@@ -15,7 +15,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from app.accounts.guards import required_role
 from app.accounts.models import Role
-from tests.conftest import client_for, signed_in, with_csrf
+from tests.conftest import client_for, fresh, signed_in, with_csrf
 
 UNGUARDED_BY_DESIGN = ("/schema",)
 """The OpenAPI document is public documentation of the API itself."""
@@ -60,7 +60,7 @@ async def test_every_route_answers_every_role_as_its_guard_says(
                     await with_csrf(client)
                     response = await client.request(method, path)
             elif path.startswith("/api/"):  # the API takes tokens, never cookies
-                user = accounts[role]
+                user = await fresh(app, accounts[role])
                 token = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
                 async with client_for(app) as client:
                     headers = {"Authorization": f"Bearer {token}"}

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PG_BROWSER_DB = f"keel_browser_{RUN_ID}"
-PG_BROWSER_URL = pg_url(PG_BROWSER_DB)
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -133,42 +132,45 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=STOP_TIMEOUT)
 
 
-@pytest.fixture(scope="session", params=LEGS)
-def live_server(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    chromium_executable: Path,
+@contextmanager
+def serve_keel(
+    leg: str, tmp_path_factory: pytest.TempPathFactory, name: str, with_admin: bool
 ) -> Iterator[LiveServer]:
-    """`keel serve` on a free loopback port, migrated and ready, for one storage leg."""
-    leg: str = request.param
+    """`keel serve` on a free loopback port, migrated and ready, for one storage leg.
+
+    `name` keeps its database and store keys apart from other servers of the session;
+    `with_admin` creates the `admin` account first (else the server is on its first run).
+    """
     if leg == "services":
         require_services()
-    var_dir = tmp_path_factory.mktemp(f"browser-{leg}")
+    var_dir = tmp_path_factory.mktemp(f"{name}-{leg}")
     env = leg_environment(leg, var_dir)
+    database = f"keel_{name}_{RUN_ID}"
     if leg == "services":
-        recreate_pg_database(PG_BROWSER_DB)
-        env["DATABASE_URL"] = PG_BROWSER_URL
-        env["VALKEY_KEY_PREFIX"] = f"keelbrowser{os.getpid()}:"
+        recreate_pg_database(database)
+        env["DATABASE_URL"] = pg_url(database)
+        env["VALKEY_KEY_PREFIX"] = f"keel{name}{RUN_ID}:"
         env["WEB_CONCURRENCY"] = "2"
     else:
         env["WEB_CONCURRENCY"] = "1"
 
     migrated = run_keel("db", "upgrade", env=env)
     assert migrated.returncode == 0, f"keel db upgrade failed:\n{migrated.stdout}{migrated.stderr}"
-    admin = run_keel(
-        "users",
-        "create",
-        "--role",
-        "admin",
-        "--email",
-        "admin@example.org",
-        "--username",
-        "admin",
-        "--password-stdin",
-        env=env,
-        stdin=PASSWORD + "\n",
-    )
-    assert admin.returncode == 0, admin.stderr
+    if with_admin:
+        admin = run_keel(
+            "users",
+            "create",
+            "--role",
+            "admin",
+            "--email",
+            "admin@example.org",
+            "--username",
+            "admin",
+            "--password-stdin",
+            env=env,
+            stdin=PASSWORD + "\n",
+        )
+        assert admin.returncode == 0, admin.stderr
 
     port = free_port()
     server = LiveServer(leg, f"http://127.0.0.1:{port}", var_dir / "keel-serve.log")
@@ -188,7 +190,18 @@ def live_server(
         _stop(process)
         if leg == "services":
             _remove_store_keys(env["VALKEY_URL"], env["VALKEY_KEY_PREFIX"])
-            recreate_pg_database(PG_BROWSER_DB, create=False)
+            recreate_pg_database(database, create=False)
+
+
+@pytest.fixture(scope="session", params=LEGS)
+def live_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    chromium_executable: Path,
+) -> Iterator[LiveServer]:
+    """A set-up installation (an `admin` account exists) for one storage leg."""
+    with serve_keel(request.param, tmp_path_factory, "browser", with_admin=True) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from litestar.params import JSONBody
 from app.accounts import guards
 from app.accounts.audit import Actor, record
 from app.accounts.schemas import LoginRequest, LogoutRequest, MeOut, RefreshRequest, TokenPair
-from app.accounts.services import authenticate, get_user
+from app.accounts.services import get_user, sign_in_with_password
 from app.accounts.tokens import InvalidToken, revoke_access_token
 from app.core.db import DbSession
 from app.core.errors import DomainError
@@ -28,21 +28,9 @@ class AuthController(Controller):
         self, request: Request, state: State, db_session: DbSession, data: JSONBody[LoginRequest]
     ) -> TokenPair:
         """Exchange a login and password for an access token (30 min) and a refresh token."""
-        settings = state.settings.auth
-        try:
-            user = await authenticate(
-                db_session,
-                state.hashing,
-                state.login_throttle,
-                Actor.from_connection(request),
-                data.login,
-                data.password,
-                lockout_minutes=settings.login_lockout_minutes,
-                max_failures=settings.login_max_failures,
-            )
-        except DomainError:
-            await db_session.commit()  # keep the audit entry of the failure
-            raise
+        user = await sign_in_with_password(
+            db_session, state, Actor.from_connection(request), data.login, data.password
+        )
         access = state.access_tokens.issue(user.id, user.role, user.auth_version)
         refresh = await state.refresh_tokens.issue(user.id, user.auth_version)
         return _pair(state, access, refresh)

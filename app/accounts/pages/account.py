@@ -197,8 +197,10 @@ class AccountController(Controller):
     async def sign_out_everywhere(
         self, request: Request, state: State, db_session: DbSession
     ) -> Response[bytes]:
-        """End every session of the user, this one included."""
+        """End every session and API token of the user, this one included."""
         me = _me(request)
+        user = await get_user(db_session, me.id)  # type: ignore[arg-type]
+        user.auth_version += 1  # access and refresh tokens carry the version: all now fail
         ended = await state.sessions.revoke_all(me.id)  # type: ignore[arg-type]
         record(
             db_session,

@@ -17,9 +17,9 @@ from app.accounts.models import User
 from app.accounts.services import (
     AccountError,
     NewUser,
-    authenticate,
     create_first_admin,
     register_user,
+    sign_in_with_password,
     users_exist,
 )
 from app.accounts.sessions import cookie_name
@@ -135,20 +135,11 @@ class SignInController(Controller):
     ) -> Response[Any]:
         login = data.get("login", "")
         target = safe_next(data.get("next"), "")
-        settings = state.settings.auth
         try:
-            user = await authenticate(
-                db_session,
-                state.hashing,
-                state.login_throttle,
-                Actor.from_connection(request),
-                login,
-                data.get("password", ""),
-                lockout_minutes=settings.login_lockout_minutes,
-                max_failures=settings.login_max_failures,
+            user = await sign_in_with_password(
+                db_session, state, Actor.from_connection(request), login, data.get("password", "")
             )
         except (AccountError, Throttled) as exc:
-            await db_session.commit()  # the failure is audited even though sign-in failed
             status = 429 if isinstance(exc, Throttled) else 400
             headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Throttled) else None
             return render(

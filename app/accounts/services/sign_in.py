@@ -1,0 +1,133 @@
+"""The first run's admin and signing in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.audit import Actor, record
+from app.accounts.models import Role, User
+from app.accounts.passwords import PasswordHashing
+from app.accounts.services.users import (
+    AccountError,
+    NewUser,
+    find_by_login,
+    insert_user,
+    users_exist,
+    validate_new_user,
+)
+from app.accounts.throttle import LoginThrottle, Throttled
+from app.core.errors import DomainError
+from app.system.models import SystemSetting
+
+SETUP_MARKER = "_setup_completed"
+
+
+class LoginFailed(AccountError):
+    """The one message for an unknown user, a wrong password and an inactive account."""
+
+    def __init__(self) -> None:
+        super().__init__("The e-mail/username or password is not right.", None, 401)
+
+
+async def create_first_admin(
+    session: AsyncSession, hashing: PasswordHashing, actor: Actor, data: NewUser
+) -> User:
+    """The first run's admin. Race-safe: the setup marker row can be inserted only once."""
+    data = validate_new_user(
+        NewUser(data.email, data.username, data.password, Role.admin.name, data.display_name)
+    )
+    if await users_exist(session):
+        raise AccountError("Keel is already set up.", None, 409)
+    session.add(SystemSetting(key=SETUP_MARKER, value=True, updated_at=datetime.now(UTC)))
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()  # a concurrent set-up won the race
+        raise AccountError("Keel is already set up.", None, 409) from None
+    user = await insert_user(session, hashing, data)
+    record(
+        session,
+        Actor(user.id, user.username, actor.ip_address, actor.user_agent),
+        "setup.completed",
+        "user",
+        user.id,
+        email=user.email,
+    )
+    return user
+
+
+async def authenticate(
+    session: AsyncSession,
+    hashing: PasswordHashing,
+    throttle: LoginThrottle,
+    actor: Actor,
+    login: str,
+    password: str,
+    *,
+    lockout_minutes: int,
+    max_failures: int,
+) -> User:
+    """The user for `login` and `password`, or LoginFailed / Throttled. Audits both outcomes."""
+    login = login.strip()[:320]
+    try:
+        await throttle.check(login, actor.ip_address)
+    except Throttled:
+        record(session, actor, "auth.login_throttled", "user", None, login=login)
+        raise
+    user = await find_by_login(session, login)
+    now = datetime.now(UTC)
+    locked = user is not None and user.locked_until is not None and user.locked_until > now
+    valid = await hashing.verify(user.password_hash if user else None, password[:1024])
+    if user is None or not valid or not user.is_active or locked:
+        await throttle.record_failure(login, actor.ip_address)
+        if user is not None and not valid:
+            user.failed_login_count += 1
+            if user.failed_login_count >= max_failures:
+                user.locked_until = now + timedelta(minutes=lockout_minutes)
+        record(session, actor, "auth.login_failed", "user", user.id if user else None, login=login)
+        if locked:
+            raise Throttled(
+                int((user.locked_until - now).total_seconds()) + 1,  # type: ignore[union-attr]
+                "Too many failed sign-ins for this account. Try again later.",
+            )
+        raise LoginFailed
+    if hashing.needs_rehash(user.password_hash):
+        user.password_hash = await hashing.hash(password)
+    user.failed_login_count = 0
+    user.locked_until = None
+    user.last_login_at = now
+    await throttle.reset(login)
+    record(
+        session,
+        Actor(user.id, user.username, actor.ip_address, actor.user_agent),
+        "auth.login",
+        "user",
+        user.id,
+    )
+    return user
+
+
+async def sign_in_with_password(
+    session: AsyncSession, state: Any, actor: Actor, login: str, password: str
+) -> User:
+    """`authenticate` with the app's hashing, throttle and limits; a failure is committed
+    (its audit entry and counters survive) before the error is raised."""
+    settings = state.settings.auth
+    try:
+        return await authenticate(
+            session,
+            state.hashing,
+            state.login_throttle,
+            actor,
+            login,
+            password,
+            lockout_minutes=settings.login_lockout_minutes,
+            max_failures=settings.login_max_failures,
+        )
+    except DomainError:
+        await session.commit()
+        raise
