@@ -278,3 +278,31 @@ async def test_unknown_authorization_schemes_are_refused(
         "/api/v1/auth/me", headers={"Authorization": "Basic YWRtaW46YWRtaW4="}
     )
     assert response.status_code == 401
+
+
+async def test_login_throttling_holds_when_valkey_is_down(leg_base: dict) -> None:
+    """The store is unreachable: failed logins are still counted (per process) and refused."""
+    from dataclasses import replace
+
+    from app.asgi import create_app
+    from tests.conftest import client_for, free_port, require_services
+
+    require_services()
+    settings = leg_base["services"]
+    down = replace(
+        settings, store=replace(settings.store, url=f"redis://127.0.0.1:{free_port()}/0")
+    )
+    app = create_app(down)
+    try:
+        async with client_for(app) as client:
+            statuses = []
+            for _ in range(settings.auth.login_max_failures + 1):
+                response = await client.post(
+                    "/api/v1/auth/login", json={"login": "nobody", "password": "wrong password!!"}
+                )
+                statuses.append(response.status_code)
+        assert statuses[:-1] == [401] * settings.auth.login_max_failures
+        assert statuses[-1] == 429
+    finally:
+        await app.state.engine.dispose()
+        await app.state.store.close()

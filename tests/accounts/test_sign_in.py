@@ -283,3 +283,32 @@ async def test_forged_identity_headers_are_ignored(
     api = await client.get("/api/v1/auth/me", headers=forged)
     assert api.status_code == 401
     assert api.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_production_session_cookie_is_host_prefixed_and_secure(
+    settings: Settings, accounts: dict
+) -> None:
+    from app.asgi import create_app
+    from tests.conftest import as_production
+
+    app = create_app(as_production(settings))
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50123))
+    try:  # Secure cookies travel over https only
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+            await client.get("/login")
+            token = client.cookies.get("__Host-keel_csrf")
+            assert token, "the CSRF cookie is __Host- prefixed in production too"
+            response = await client.post(
+                "/login",
+                data={"login": "viewer", "password": PASSWORD},
+                headers={"X-CSRF-Token": token},
+            )
+        assert response.status_code == 303
+        cookie = response.headers["set-cookie"]
+        assert cookie.startswith("__Host-keel_session=")
+        lowered = cookie.lower()
+        assert "secure" in lowered and "httponly" in lowered and "path=/" in lowered
+        assert "domain=" not in lowered
+    finally:
+        await app.state.engine.dispose()
+        await app.state.store.close()
