@@ -5,8 +5,20 @@ from __future__ import annotations
 from advanced_alchemy.base import metadata_registry
 
 from app.accounts.models import ApiKey, AuditEntry, User
+from app.content.models import Entry, Media, Revision, Tag, entry_tags
 from app.system.models import SystemSetting
 
 metadata = metadata_registry.get(None)
 
-__all__ = ("ApiKey", "AuditEntry", "SystemSetting", "User", "metadata")
+__all__ = (
+    "ApiKey",
+    "AuditEntry",
+    "Entry",
+    "Media",
+    "Revision",
+    "SystemSetting",
+    "Tag",
+    "User",
+    "entry_tags",
+    "metadata",
+)

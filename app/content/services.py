@@ -1,0 +1,361 @@
+"""Every rule about content: saving with revisions, publishing, visibility, queries.
+
+An entry is public when it is published or scheduled and its publish time has come; that
+filter runs in every public query, so a scheduled post appears on time with nobody acting
+and never early. Bodies are rendered and sanitized here, at save time.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.audit import Actor, record
+from app.content.markdown import plain_text, render_markdown
+from app.content.models import Entry, Kind, Revision, Status, Tag
+from app.core.errors import DomainError
+from app.core.pagination import Page, PageRequest
+
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+RESERVED_PAGE_SLUGS = {
+    "admin",
+    "api",
+    "blog",
+    "tags",
+    "search",
+    "static",
+    "media",
+    "health",
+    "schema",
+    "login",
+    "logout",
+    "register",
+    "setup",
+    "account",
+    "reset",
+    "feed.xml",
+    "sitemap.xml",
+    "robots.txt",
+    "favicon.ico",
+    "p",
+}
+
+
+class ContentError(DomainError):
+    """A rule about content said no."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def slugify(text: str) -> str:
+    """`Hello, World!` → `hello-world` (accents folded, at most 120 characters)."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")
+    return slug[:120].rstrip("-") or "untitled"
+
+
+def is_public() -> ColumnElement[bool]:
+    """The visitor's filter: published or scheduled, and the publish time has come."""
+    return and_(
+        Entry.status.in_((Status.published.value, Status.scheduled.value)),
+        Entry.published_at.is_not(None),
+        Entry.published_at <= now(),
+    )
+
+
+def visible_to_public(entry: Entry) -> bool:
+    return (
+        entry.status in (Status.published.value, Status.scheduled.value)
+        and entry.published_at is not None
+        and entry.published_at <= now()
+    )
+
+
+@dataclass
+class EntryInput:
+    """What an editor submits; every field is validated by `save_entry`."""
+
+    kind: str = Kind.post.value
+    title: str = ""
+    slug: str = ""
+    body_markdown: str = ""
+    excerpt: str = ""
+    meta_description: str = ""
+    tags: list[str] = field(default_factory=list)
+    nav_order: int | None = None
+
+
+def _validated(data: EntryInput) -> EntryInput:
+    if data.kind not in (Kind.page.value, Kind.post.value):
+        raise ContentError("Choose page or post.", "kind")
+    title = data.title.strip()
+    if not title:
+        raise ContentError("Give it a title.", "title")
+    if len(title) > 200:
+        raise ContentError("Use at most 200 characters.", "title")
+    slug = data.slug.strip().lower() or slugify(title)
+    if not SLUG.match(slug) or len(slug) > 120:
+        raise ContentError("Use lowercase letters, digits and single dashes.", "slug")
+    if data.kind == Kind.page.value and slug in RESERVED_PAGE_SLUGS:
+        raise ContentError("This address is used by the site itself; choose another.", "slug")
+    if len(data.body_markdown) > 200_000:
+        raise ContentError("The text is too long (200,000 characters at most).", "body_markdown")
+    tags = []
+    for raw in data.tags:
+        name = raw.strip()
+        if name and name.lower() not in {t.lower() for t in tags}:
+            if len(name) > 64:
+                raise ContentError("Tags are at most 64 characters.", "tags")
+            tags.append(name)
+    return EntryInput(
+        kind=data.kind,
+        title=title,
+        slug=slug,
+        body_markdown=data.body_markdown,
+        excerpt=data.excerpt.strip()[:500],
+        meta_description=data.meta_description.strip()[:300],
+        tags=tags[:20],
+        nav_order=data.nav_order if data.kind == Kind.page.value else None,
+    )
+
+
+async def _tags(session: AsyncSession, names: list[str]) -> list[Tag]:
+    found = []
+    for name in names:
+        slug = slugify(name)
+        tag = await session.scalar(select(Tag).where(Tag.slug == slug))
+        if tag is None:
+            tag = Tag(name=name, slug=slug)
+            session.add(tag)
+        found.append(tag)
+    return found
+
+
+async def _ensure_free_slug(
+    session: AsyncSession, kind: str, slug: str, exclude: UUID | None
+) -> None:
+    query = select(Entry.id).where(Entry.kind == kind, Entry.slug == slug)
+    if exclude is not None:
+        query = query.where(Entry.id != exclude)
+    if await session.scalar(query) is not None:
+        raise ContentError(f"Another {kind} already uses this address.", "slug", status=409)
+
+
+async def save_entry(
+    session: AsyncSession, actor: Actor, data: EntryInput, entry: Entry | None = None
+) -> Entry:
+    """Create or update an entry; every save keeps a revision and an audit entry."""
+    data = _validated(data)
+    await _ensure_free_slug(session, data.kind, data.slug, entry.id if entry else None)
+    creating = entry is None
+    if entry is None:
+        entry = Entry(
+            kind=data.kind, status=Status.draft.value, author_id=actor.user_id, view_count=0
+        )
+        session.add(entry)
+    entry.title = data.title
+    entry.slug = data.slug
+    entry.body_markdown = data.body_markdown
+    entry.body_html = render_markdown(data.body_markdown)
+    entry.excerpt = data.excerpt or plain_text(entry.body_html, 300)
+    entry.meta_description = data.meta_description or plain_text(entry.body_html, 160)
+    entry.tags = await _tags(session, data.tags)
+    entry.nav_order = data.nav_order
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise ContentError(
+            f"Another {data.kind} already uses this address.", "slug", status=409
+        ) from None
+    session.add(
+        Revision(
+            entry_id=entry.id,
+            author_id=actor.user_id,
+            author_name=actor.name,
+            title=entry.title,
+            body_markdown=entry.body_markdown,
+            created_at=now(),
+        )
+    )
+    record(
+        session,
+        actor,
+        "content.created" if creating else "content.updated",
+        entry.kind,
+        entry.id,
+        title=entry.title,
+        slug=entry.slug,
+    )
+    return entry
+
+
+async def publish_entry(
+    session: AsyncSession, actor: Actor, entry: Entry, at: datetime | None = None
+) -> Entry:
+    """Publish now, or schedule for `at` (a future time): public from then on, not before."""
+    moment = at or now()
+    if moment.tzinfo is None:
+        raise ContentError("Give the publish time with its time zone.", "published_at")
+    scheduled = moment > now()
+    entry.status = Status.scheduled.value if scheduled else Status.published.value
+    entry.published_at = moment
+    record(
+        session,
+        actor,
+        "content.scheduled" if scheduled else "content.published",
+        entry.kind,
+        entry.id,
+        published_at=moment.isoformat(),
+    )
+    return entry
+
+
+async def unpublish_entry(session: AsyncSession, actor: Actor, entry: Entry) -> Entry:
+    """Back to draft: invisible to visitors at once."""
+    entry.status = Status.draft.value
+    record(session, actor, "content.unpublished", entry.kind, entry.id)
+    return entry
+
+
+async def archive_entry(session: AsyncSession, actor: Actor, entry: Entry) -> Entry:
+    entry.status = Status.archived.value
+    record(session, actor, "content.archived", entry.kind, entry.id)
+    return entry
+
+
+async def delete_entry(session: AsyncSession, actor: Actor, entry: Entry) -> None:
+    record(
+        session, actor, "content.deleted", entry.kind, entry.id, title=entry.title, slug=entry.slug
+    )
+    await session.delete(entry)
+
+
+async def get_entry(session: AsyncSession, entry_id: UUID) -> Entry:
+    entry = await session.get(Entry, entry_id)
+    if entry is None:
+        raise ContentError("No such entry.", status=404)
+    return entry
+
+
+async def get_public_entry(session: AsyncSession, kind: str, slug: str) -> Entry | None:
+    return await session.scalar(
+        select(Entry).where(Entry.kind == kind, Entry.slug == slug, is_public())
+    )
+
+
+async def get_entry_by_slug(session: AsyncSession, kind: str, slug: str) -> Entry | None:
+    """Any status (for editors' previews)."""
+    return await session.scalar(select(Entry).where(Entry.kind == kind, Entry.slug == slug))
+
+
+async def _paged(session: AsyncSession, query: Any, page: PageRequest) -> Page[Entry]:
+    total = int(
+        await session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    )
+    items = list((await session.scalars(query.offset(page.offset).limit(page.per_page))).all())
+    return Page(items, total, page.page, page.per_page)
+
+
+async def list_public_posts(
+    session: AsyncSession, page: PageRequest, tag_slug: str | None = None
+) -> Page[Entry]:
+    query = select(Entry).where(Entry.kind == Kind.post.value, is_public())
+    if tag_slug:
+        query = query.where(Entry.tags.any(Tag.slug == tag_slug))
+    return await _paged(session, query.order_by(Entry.published_at.desc(), Entry.id), page)
+
+
+async def nav_pages(session: AsyncSession) -> list[Entry]:
+    """Public pages that belong in the site menu, in menu order."""
+    query = (
+        select(Entry)
+        .where(Entry.kind == Kind.page.value, Entry.nav_order.is_not(None), is_public())
+        .order_by(Entry.nav_order, Entry.title)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def search_public(session: AsyncSession, q: str, page: PageRequest) -> Page[Entry]:
+    """Full-text search on PostgreSQL; every word must appear (case-insensitive) on SQLite."""
+    q = q.strip()[:200]
+    query = select(Entry).where(is_public())
+    if session.get_bind().dialect.name == "postgresql":
+        document = func.to_tsvector("simple", Entry.title + " " + Entry.body_markdown)
+        terms = func.websearch_to_tsquery("simple", q)
+        query = query.where(document.op("@@")(terms)).order_by(func.ts_rank(document, terms).desc())
+    else:
+        for word in q.split()[:10]:
+            pattern = f"%{word.replace('%', '').replace('_', '')}%"
+            query = query.where(or_(Entry.title.ilike(pattern), Entry.body_markdown.ilike(pattern)))
+        query = query.order_by(Entry.published_at.desc())
+    return await _paged(session, query, page)
+
+
+@dataclass(frozen=True)
+class EntryFilters:
+    kind: str | None = None
+    status: str | None = None
+    author_id: UUID | None = None
+    tag: str | None = None
+    q: str | None = None
+
+
+async def list_entries(
+    session: AsyncSession, filters: EntryFilters, page: PageRequest
+) -> Page[Entry]:
+    """The admin list: every status, newest change first."""
+    query = select(Entry)
+    if filters.kind:
+        query = query.where(Entry.kind == filters.kind)
+    if filters.status:
+        query = query.where(Entry.status == filters.status)
+    if filters.author_id:
+        query = query.where(Entry.author_id == filters.author_id)
+    if filters.tag:
+        query = query.where(Entry.tags.any(Tag.slug == slugify(filters.tag)))
+    if filters.q:
+        pattern = f"%{filters.q.strip()}%"
+        query = query.where(or_(Entry.title.ilike(pattern), Entry.slug.ilike(pattern)))
+    return await _paged(session, query.order_by(Entry.updated_at.desc(), Entry.id), page)
+
+
+async def list_revisions(session: AsyncSession, entry_id: UUID) -> list[Revision]:
+    query = (
+        select(Revision).where(Revision.entry_id == entry_id).order_by(Revision.created_at.desc())
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def restore_revision(
+    session: AsyncSession, actor: Actor, entry: Entry, revision_id: UUID
+) -> Entry:
+    """Put a revision's text back (itself a save, so it leaves a new revision)."""
+    revision = await session.get(Revision, revision_id)
+    if revision is None or revision.entry_id != entry.id:
+        raise ContentError("No such revision of this entry.", status=404)
+    data = EntryInput(
+        kind=entry.kind,
+        title=revision.title,
+        slug=entry.slug,
+        body_markdown=revision.body_markdown,
+        excerpt="",
+        meta_description=entry.meta_description,
+        tags=[t.name for t in entry.tags],
+        nav_order=entry.nav_order,
+    )
+    entry = await save_entry(session, actor, data, entry)
+    record(
+        session, actor, "content.revision_restored", entry.kind, entry.id, revision=str(revision_id)
+    )
+    return entry
