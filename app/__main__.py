@@ -132,12 +132,17 @@ def worker(concurrency: int | None, queues: str) -> None:
     configure_logging(settings.app.log_level)
 
     async def run() -> None:
+        from app.core.db import create_engine, create_sessionmaker
+        from app.jobs.worker import housekeeping
+
         store = create_store(settings.store)
+        engine = create_engine(settings.db)
         process = Worker(
             settings.worker,
             store,
             queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
             concurrency=concurrency,
+            periodic=housekeeping(create_sessionmaker(engine), store),
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -146,6 +151,7 @@ def worker(concurrency: int | None, queues: str) -> None:
             await process.run()
         finally:
             await store.close()
+            await engine.dispose()
 
     asyncio.run(run())
 

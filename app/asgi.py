@@ -29,6 +29,8 @@ from app.accounts.rate_limit import ApiRateLimitMiddleware
 from app.accounts.sessions import SessionStore
 from app.accounts.throttle import LoginThrottle
 from app.accounts.tokens import AccessTokens, RefreshTokens
+from app.content.cache import PageCache, PublicPageCacheMiddleware
+from app.content.services import next_scheduled_publication
 from app.core.db import create_engine, create_sessionmaker, provide_db_session
 from app.core.errors import handle_exception
 from app.core.logging import configure_logging
@@ -36,7 +38,7 @@ from app.core.requests import RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.store import create_store
 from app.core.templating import create_template_config
-from app.jobs.worker import Worker
+from app.jobs.worker import Worker, housekeeping
 from app.routes import route_groups
 from app.settings import ConfigError, Settings
 
@@ -52,11 +54,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
     engine = create_engine(settings.db)
     store = create_store(settings.store)
     auth = settings.auth
+    sessionmaker = create_sessionmaker(engine)
+    page_cache = PageCache(
+        store,
+        settings.app.cache_ttl,
+        next_publication=lambda: next_scheduled_publication(sessionmaker),
+    )
     state = State(
         {
             "settings": settings,
             "engine": engine,
-            "sessionmaker": create_sessionmaker(engine),
+            "sessionmaker": sessionmaker,
             "store": store,
             "started_monotonic": time.monotonic(),
             "has_users": False,
@@ -65,16 +73,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "login_throttle": LoginThrottle(store, auth),
             "access_tokens": AccessTokens(settings.app.secret_key, auth.access_token_minutes * 60),
             "refresh_tokens": RefreshTokens(store, auth.refresh_token_days * 86400),
+            "page_cache": page_cache,
+            "after_commit": [page_cache.after_commit],
         }
     )
     app = Litestar(
         route_handlers=route_groups(),
         state=state,
         dependencies={"db_session": Provide(provide_db_session)},
-        middleware=[FirstRunMiddleware(), IdentityMiddleware(), ApiRateLimitMiddleware()],
+        middleware=[
+            PublicPageCacheMiddleware,
+            FirstRunMiddleware(),
+            IdentityMiddleware(),
+            ApiRateLimitMiddleware(),
+        ],
         csrf_config=_csrf_config(settings),
         lifespan=[_in_process_worker] if settings.embedded else [],
-        on_startup=[_tune_gc],
+        on_startup=[_start_page_cache, _tune_gc],
         on_shutdown=[_close_resources],
         template_config=create_template_config(settings),
         request_class=HTMXRequest,
@@ -128,7 +143,12 @@ def _csrf_config(settings: Settings) -> CSRFConfig:
 @asynccontextmanager
 async def _in_process_worker(app: Litestar) -> AsyncGenerator[None, None]:
     """Embedded mode: one `keel serve` is the whole system, so it runs the worker too."""
-    worker = Worker(app.state.settings.worker, app.state.store, mode="in-process")
+    worker = Worker(
+        app.state.settings.worker,
+        app.state.store,
+        mode="in-process",
+        periodic=housekeeping(app.state.sessionmaker, app.state.store),
+    )
     task = asyncio.create_task(worker.run())
     try:
         yield
@@ -143,6 +163,11 @@ def _tune_gc() -> None:
     gc.freeze()
 
 
+async def _start_page_cache(app: Litestar) -> None:
+    await app.state.page_cache.start()
+
+
 async def _close_resources(app: Litestar) -> None:
+    await app.state.page_cache.stop()
     await app.state.engine.dispose()
     await app.state.store.close()

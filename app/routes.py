@@ -22,6 +22,10 @@ from app.accounts.pages import (
     SignInController,
     UsersAdminController,
 )
+from app.content.admin import ContentAdminController
+from app.content.api import ContentController
+from app.content.media_api import MediaController
+from app.content.media_pages import MediaAdminController, MediaFilesController
 from app.content.pages import PublicPagesController
 from app.core.templating import STATIC_DIR, STATIC_PREFIX
 from app.extensions.api import PluginIndexController
@@ -41,6 +45,7 @@ def route_groups() -> list[ControllerRouterHandler]:
                 SignInController,
                 AccountController,
                 PasswordResetController,
+                MediaFilesController,
             ],
         ),
         Router(
@@ -50,6 +55,8 @@ def route_groups() -> list[ControllerRouterHandler]:
                 UsersAdminController,
                 ApiKeysAdminController,
                 AuditAdminController,
+                MediaAdminController,
+                ContentAdminController,
             ],
         ),
         Router(
@@ -61,6 +68,8 @@ def route_groups() -> list[ControllerRouterHandler]:
                 UsersController,
                 ApiKeysController,
                 AuditController,
+                MediaController,
+                ContentController,
             ],
         ),
         Router(path="/api/plugins", route_handlers=[PluginIndexController]),

@@ -52,6 +52,10 @@ class AppSettings:
     """VAR_DIR: writable state for embedded mode (SQLite file, generated secret)."""
     plugins_dir: Path = ROOT / "plugins"
     """PLUGINS_DIR: where plugin folders (each with a plugin.toml) are found."""
+    cache_ttl: int = 300
+    """CACHE_TTL_SECONDS: how long anonymous public pages stay cached (0 turns it off)."""
+    media_dir: Path = ROOT / "var" / "media"
+    """MEDIA_DIR: where uploaded media files are stored (default `<VAR_DIR>/media`)."""
 
     @property
     def is_production(self) -> bool:
@@ -175,6 +179,8 @@ class Settings:
             trusted_proxies=reader.networks("TRUSTED_PROXIES"),
             var_dir=var_dir,
             plugins_dir=Path(reader.text("PLUGINS_DIR", str(ROOT / "plugins"))),
+            cache_ttl=reader.integer("CACHE_TTL_SECONDS", 300, minimum=0),
+            media_dir=_under_root(Path(reader.text("MEDIA_DIR", str(var_dir / "media")))),
         )
         db = DatabaseSettings(
             url=_sqlite_url_under_root(reader.text("DATABASE_URL", DatabaseSettings.url)),
@@ -251,6 +257,11 @@ class Settings:
         if self.app.is_production and self.store.is_memory:
             problems.append("VALKEY_URL must be set in production (sessions and limits are shared)")
         return problems
+
+
+def _under_root(path: Path) -> Path:
+    """A relative path means one under the checkout, wherever Keel was started from."""
+    return path if path.is_absolute() else ROOT / path
 
 
 def _sqlite_url_under_root(url: str) -> str:

@@ -30,7 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 LOGIN = "bench"
-PASSWORD = "a long benchmark passphrase 42"  # noqa: S105 (a throwaway account)
+PASSWORD = "a long benchmark passphrase 42"
 TARGET_P99_MS = 50.0
 SAMPLE_EVERY = 0.010
 START_TIMEOUT = 30.0
@@ -65,8 +65,8 @@ def embedded_environment(var_dir: Path, port: int) -> dict[str, str]:
 
 def prepare(env: dict[str, str]) -> None:
     """Migrate, create the account, and lift the API rate limit so it does not cap logins."""
-    subprocess.run(keel("db", "upgrade"), env=env, cwd=ROOT, check=True, capture_output=True)  # noqa: S603
-    subprocess.run(  # noqa: S603
+    subprocess.run(keel("db", "upgrade"), env=env, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
         keel(
             "users",
             "create",
@@ -98,7 +98,7 @@ def prepare(env: dict[str, str]) -> None:
         "    await engine.dispose()\n"
         "asyncio.run(main())\n"
     )
-    subprocess.run(  # noqa: S603
+    subprocess.run(
         [sys.executable, "-c", script], env=env, cwd=ROOT, check=True, capture_output=True
     )
 
@@ -186,7 +186,7 @@ def main() -> int:
         prepare(env)
         log_path = Path(var_dir) / "serve.log"
         with log_path.open("wb") as log:
-            server = subprocess.Popen(  # noqa: S603 (our interpreter, fixed arguments)
+            server = subprocess.Popen(
                 keel("serve", "--host", HOST, "--port", str(port), "--workers", "1"),
                 env=env,
                 cwd=ROOT,

@@ -144,17 +144,14 @@ def leg(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-async def settings(leg: str, leg_base: dict[str, Settings]) -> AsyncIterator[Settings]:
-    """Settings for one test on its leg; tables are emptied and store keys removed after it."""
-    settings = leg_base[leg]
-    yield settings
+async def empty_storage(settings: Settings) -> None:
+    """Delete every row and every store key a test left behind."""
     engine = create_engine(settings.db)
     async with engine.begin() as connection:
         for table in reversed(metadata.sorted_tables):
             await connection.execute(table.delete())
     await engine.dispose()
-    if leg == "services":
+    if not settings.store.is_memory:
         from valkey.asyncio import Valkey
 
         client = Valkey.from_url(settings.store.url)
@@ -162,6 +159,21 @@ async def settings(leg: str, leg_base: dict[str, Settings]) -> AsyncIterator[Set
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+@pytest.fixture
+async def settings(leg: str, leg_base: dict[str, Settings]) -> AsyncIterator[Settings]:
+    """Settings for one test on its leg; tables are emptied and store keys removed after it."""
+    yield leg_base[leg]
+    await empty_storage(leg_base[leg])
+
+
+@pytest.fixture
+async def services_settings(leg_base: dict[str, Settings]) -> AsyncIterator[Settings]:
+    """The services leg only, for what needs two processes sharing PostgreSQL and Valkey."""
+    require_services()
+    yield leg_base["services"]
+    await empty_storage(leg_base["services"])
 
 
 def with_app_settings(settings: Settings, **changes: object) -> Settings:
@@ -189,11 +201,8 @@ def password_hash() -> str:
     return hasher.hash(PASSWORD)
 
 
-@pytest.fixture
-async def accounts(settings: Settings, password_hash: str) -> dict[str, User]:
-    """An installation that is set up: one active account per role (admin, editor, viewer)."""
-    from app.accounts.models import User
-
+async def create_accounts(settings: Settings, password_hash: str) -> dict[str, User]:
+    """One active account per role (admin, editor, viewer), password PASSWORD."""
     engine = create_engine(settings.db)
     users = {}
     async with create_sessionmaker(engine)() as session, session.begin():
@@ -212,6 +221,17 @@ async def accounts(settings: Settings, password_hash: str) -> dict[str, User]:
             users[role] = user
     await engine.dispose()
     return users
+
+
+@pytest.fixture
+async def accounts(settings: Settings, password_hash: str) -> dict[str, User]:
+    """An installation that is set up: one active account per role."""
+    return await create_accounts(settings, password_hash)
+
+
+@pytest.fixture
+async def services_accounts(services_settings: Settings, password_hash: str) -> dict[str, User]:
+    return await create_accounts(services_settings, password_hash)
 
 
 @pytest.fixture

@@ -1,14 +1,88 @@
-"""Public pages, rendered on the server."""
+"""Public pages, rendered on the server: home, pages, blog, tags, search, feed, sitemap.
+
+Visibility is decided in app/content/services.py; here we only ask it. An editor may
+preview an entry that is not public with `?preview=1`; everyone else gets the 404 page.
+"""
 
 from __future__ import annotations
 
-from litestar import Controller, Request, Response, get
+import logging
+from typing import Any
+
+from litestar import Controller, MediaType, Request, Response, get
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 
 from app.accounts import guards
+from app.accounts.models import Role
+from app.content import feeds
+from app.content.cache import VIEW_HEADER
+from app.content.models import Entry, Kind
+from app.content.services import (
+    author_names,
+    get_entry_for_reader,
+    get_tag,
+    list_public_entries,
+    list_public_posts,
+    nav_pages,
+    search_public,
+    visible_to_public,
+)
 from app.core.db import DbSession
+from app.core.pagination import PageRequest
 from app.core.templating import render, static_url
 from app.system.settings import read_settings
+
+log = logging.getLogger("keel.content")
+
+HOME_POSTS = 5
+BLOG_PER_PAGE = 10
+SEARCH_PER_PAGE = 10
+FEED_POSTS = 20
+PREVIEW_HEADERS = {"Cache-Control": "private, no-store"}
+PUBLIC_CACHE = {"public_cache": True}
+"""Anonymous GETs of these routes are served from the page cache (app/content/cache.py)."""
+
+
+async def public_context(db_session: DbSession, **values: Any) -> dict[str, Any]:
+    """What every public page needs: the site settings and the menu pages."""
+    return {"site": await read_settings(db_session), "nav": await nav_pages(db_session), **values}
+
+
+def entry_url(request: Request, entry: Entry) -> str:
+    """The absolute address of a page or post, from the request's base URL."""
+    name = "public:post" if entry.kind == Kind.post.value else "public:page"
+    return request.url_for(name, slug=entry.slug)
+
+
+def _may_preview(request: Request, preview: bool) -> bool:
+    user = request.scope.get("user")
+    return preview and user is not None and user.has(Role.editor)
+
+
+async def _entry_page(
+    request: Request, db_session: DbSession, kind: str, slug: str, preview: bool, template: str
+) -> Response[str]:
+    previewing = _may_preview(request, preview)
+    entry = await get_entry_for_reader(db_session, kind, slug, may_preview=previewing)
+    if entry is None:
+        raise NotFoundException("No such page.")
+    if previewing:
+        is_public = visible_to_public(entry)
+        headers = PREVIEW_HEADERS
+    else:
+        is_public = True
+        headers = {VIEW_HEADER.decode(): str(entry.id)}  # counted by the page cache layer
+    authors = await author_names(db_session, [entry])
+    context = await public_context(
+        db_session,
+        entry=entry,
+        author=authors.get(entry.author_id, ""),
+        preview_banner=not is_public,
+        canonical_url=entry_url(request, entry),
+    )
+    return render(request, template, context, headers=headers)
 
 
 class PublicPagesController(Controller):
@@ -16,13 +90,110 @@ class PublicPagesController(Controller):
     include_in_schema = False
     guards = [guards.public]
 
-    @get("/", name="public:home")
+    @get("/", name="public:home", opt=PUBLIC_CACHE)
     async def home(self, request: Request, db_session: DbSession) -> Response[str]:
-        """The home page: the site's title and introduction from the runtime settings."""
-        values = await read_settings(db_session)
-        return render(request, "content/home.html", {"site": values})
+        """The home page: the site's title and introduction, then the latest posts."""
+        posts = await list_public_posts(db_session, PageRequest(1, HOME_POSTS))
+        context = await public_context(db_session, posts=posts.items)
+        return render(request, "content/home.html", context)
+
+    @get("/blog", name="public:blog", opt=PUBLIC_CACHE)
+    async def blog(
+        self, request: Request, db_session: DbSession, page: FromQuery[int] = 1
+    ) -> Response[str]:
+        """Every public post, newest first, ten to a page."""
+        posts = await list_public_posts(db_session, PageRequest.of(page, BLOG_PER_PAGE))
+        context = await public_context(db_session, posts=posts, params={})
+        return render(request, "content/blog.html", context, block="results")
+
+    @get("/blog/{slug:str}", name="public:post", opt=PUBLIC_CACHE)
+    async def post(
+        self,
+        request: Request,
+        db_session: DbSession,
+        slug: FromPath[str],
+        preview: FromQuery[bool] = False,
+    ) -> Response[str]:
+        return await _entry_page(
+            request, db_session, Kind.post.value, slug, preview, "content/post.html"
+        )
+
+    @get("/tags/{slug:str}", name="public:tag", opt=PUBLIC_CACHE)
+    async def tag(
+        self, request: Request, db_session: DbSession, slug: FromPath[str], page: FromQuery[int] = 1
+    ) -> Response[str]:
+        """The public posts that carry one tag."""
+        found = await get_tag(db_session, slug)
+        if found is None:
+            raise NotFoundException("No such tag.")
+        posts = await list_public_posts(db_session, PageRequest.of(page, BLOG_PER_PAGE), slug)
+        context = await public_context(db_session, tag=found, posts=posts, params={})
+        return render(request, "content/tag.html", context, block="results")
+
+    @get("/search", name="public:search", opt=PUBLIC_CACHE)
+    async def search(
+        self,
+        request: Request,
+        db_session: DbSession,
+        q: FromQuery[str] = "",
+        page: FromQuery[int] = 1,
+    ) -> Response[str]:
+        """Full-text search over public pages and posts."""
+        q = q.strip()[:200]
+        results = (
+            await search_public(db_session, q, PageRequest.of(page, SEARCH_PER_PAGE)) if q else None
+        )
+        context = await public_context(db_session, q=q, results=results, params={"q": q})
+        return render(request, "content/search.html", context, block="results")
+
+    @get("/feed.xml", name="public:feed", opt=PUBLIC_CACHE)
+    async def feed(self, request: Request, db_session: DbSession) -> Response[bytes]:
+        """The latest posts as an Atom 1.0 feed."""
+        site = await read_settings(db_session)
+        posts = (await list_public_posts(db_session, PageRequest(1, FEED_POSTS))).items
+        body = feeds.atom_feed(
+            title=site["site_title"],
+            subtitle=site["site_intro"],
+            home_url=request.url_for("public:home"),
+            feed_url=request.url_for("public:feed"),
+            posts=posts,
+            post_url=lambda entry: entry_url(request, entry),
+            authors=await author_names(db_session, list(posts)),
+        )
+        return Response(body, media_type="application/atom+xml; charset=utf-8")
+
+    @get("/sitemap.xml", name="public:sitemap", opt=PUBLIC_CACHE)
+    async def sitemap(self, request: Request, db_session: DbSession) -> Response[bytes]:
+        """Every public address, for search engines."""
+        entries = await list_public_entries(db_session)
+        newest = max((e.updated_at for e in entries), default=None)
+        urls = [
+            (request.url_for("public:home"), newest),
+            (request.url_for("public:blog"), newest),
+            *((entry_url(request, e), e.updated_at) for e in entries),
+        ]
+        return Response(feeds.sitemap(urls), media_type="application/xml; charset=utf-8")
+
+    @get("/robots.txt", name="public:robots", opt=PUBLIC_CACHE)
+    async def robots(self, request: Request) -> Response[str]:
+        return Response(
+            feeds.robots_txt(request.url_for("public:sitemap")), media_type=MediaType.TEXT
+        )
 
     @get("/favicon.ico", name="public:favicon")
     async def favicon(self) -> Redirect:
         """Browsers and feed readers ask for /favicon.ico whatever the page says."""
         return Redirect(static_url("img/favicon.svg"), status_code=301)
+
+    @get("/{slug:str}", name="public:page", opt=PUBLIC_CACHE)
+    async def page(
+        self,
+        request: Request,
+        db_session: DbSession,
+        slug: FromPath[str],
+        preview: FromQuery[bool] = False,
+    ) -> Response[str]:
+        """A page at the root of the site (`/about`); the site's own paths always win."""
+        return await _entry_page(
+            request, db_session, Kind.page.value, slug, preview, "content/page.html"
+        )

@@ -14,15 +14,18 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.audit import Actor, record
+from app.accounts.models import User
+from app.content.cache import VIEWS_PREFIX, mark_public_change
 from app.content.markdown import plain_text, render_markdown
 from app.content.models import Entry, Kind, Revision, Status, Tag
 from app.core.errors import DomainError
 from app.core.pagination import Page, PageRequest
+from app.core.store import Store
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 RESERVED_PAGE_SLUGS = {
@@ -158,10 +161,14 @@ async def save_entry(
     data = _validated(data)
     await _ensure_free_slug(session, data.kind, data.slug, entry.id if entry else None)
     creating = entry is None
+    # Tags first: the queries autoflush, and a new entry must not be flushed before its
+    # collection is set (setting it on a flushed entry would lazy-load, which async forbids).
+    tags = await _tags(session, data.tags)
     if entry is None:
         entry = Entry(
             kind=data.kind, status=Status.draft.value, author_id=actor.user_id, view_count=0
         )
+        entry.tags = tags
         session.add(entry)
     entry.title = data.title
     entry.slug = data.slug
@@ -169,7 +176,7 @@ async def save_entry(
     entry.body_html = render_markdown(data.body_markdown)
     entry.excerpt = data.excerpt or plain_text(entry.body_html, 300)
     entry.meta_description = data.meta_description or plain_text(entry.body_html, 160)
-    entry.tags = await _tags(session, data.tags)
+    entry.tags = tags
     entry.nav_order = data.nav_order
     try:
         await session.flush()
@@ -188,6 +195,7 @@ async def save_entry(
             created_at=now(),
         )
     )
+    mark_public_change(session)
     record(
         session,
         actor,
@@ -209,6 +217,7 @@ async def publish_entry(
         raise ContentError("Give the publish time with its time zone.", "published_at")
     scheduled = moment > now()
     entry.status = Status.scheduled.value if scheduled else Status.published.value
+    mark_public_change(session)
     entry.published_at = moment
     record(
         session,
@@ -224,17 +233,20 @@ async def publish_entry(
 async def unpublish_entry(session: AsyncSession, actor: Actor, entry: Entry) -> Entry:
     """Back to draft: invisible to visitors at once."""
     entry.status = Status.draft.value
+    mark_public_change(session)
     record(session, actor, "content.unpublished", entry.kind, entry.id)
     return entry
 
 
 async def archive_entry(session: AsyncSession, actor: Actor, entry: Entry) -> Entry:
     entry.status = Status.archived.value
+    mark_public_change(session)
     record(session, actor, "content.archived", entry.kind, entry.id)
     return entry
 
 
 async def delete_entry(session: AsyncSession, actor: Actor, entry: Entry) -> None:
+    mark_public_change(session)
     record(
         session, actor, "content.deleted", entry.kind, entry.id, title=entry.title, slug=entry.slug
     )
@@ -302,6 +314,37 @@ async def search_public(session: AsyncSession, q: str, page: PageRequest) -> Pag
     return await _paged(session, query, page)
 
 
+async def get_entry_for_reader(
+    session: AsyncSession, kind: str, slug: str, *, may_preview: bool
+) -> Entry | None:
+    """What a reader sees at an entry's address: a public entry, or (for an editor's
+    preview) the entry in any status. None means "not found" for everyone else."""
+    if may_preview:
+        return await get_entry_by_slug(session, kind, slug)
+    return await get_public_entry(session, kind, slug)
+
+
+async def get_tag(session: AsyncSession, slug: str) -> Tag | None:
+    return await session.scalar(select(Tag).where(Tag.slug == slug))
+
+
+async def list_public_entries(session: AsyncSession) -> list[Entry]:
+    """Every public page and post (for the sitemap), newest first."""
+    query = select(Entry).where(is_public()).order_by(Entry.published_at.desc(), Entry.id)
+    return list((await session.scalars(query)).all())
+
+
+async def author_names(session: AsyncSession, entries: list[Entry]) -> dict[UUID | None, str]:
+    """Each author's display name (or username), by user id, in one query."""
+    ids = {entry.author_id for entry in entries if entry.author_id is not None}
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(User.id, User.display_name, User.username).where(User.id.in_(ids))
+    )
+    return {user_id: display or username for user_id, display, username in rows}
+
+
 @dataclass(frozen=True)
 class EntryFilters:
     kind: str | None = None
@@ -309,13 +352,21 @@ class EntryFilters:
     author_id: UUID | None = None
     tag: str | None = None
     q: str | None = None
+    public_only: bool = False
+    """Only what a visitor may see (the API's answer to anonymous callers and viewers)."""
 
 
 async def list_entries(
     session: AsyncSession, filters: EntryFilters, page: PageRequest
 ) -> Page[Entry]:
     """The admin list: every status, newest change first."""
+    if filters.kind and filters.kind not in (Kind.page.value, Kind.post.value):
+        raise ContentError("Choose page or post.", "kind")
+    if filters.status and filters.status not in {s.value for s in Status}:
+        raise ContentError("Choose draft, scheduled, published or archived.", "status")
     query = select(Entry)
+    if filters.public_only:
+        query = query.where(is_public())
     if filters.kind:
         query = query.where(Entry.kind == filters.kind)
     if filters.status:
@@ -337,13 +388,18 @@ async def list_revisions(session: AsyncSession, entry_id: UUID) -> list[Revision
     return list((await session.scalars(query)).all())
 
 
+async def get_revision(session: AsyncSession, entry: Entry, revision_id: UUID) -> Revision:
+    revision = await session.get(Revision, revision_id)
+    if revision is None or revision.entry_id != entry.id:
+        raise ContentError("No such revision of this entry.", status=404)
+    return revision
+
+
 async def restore_revision(
     session: AsyncSession, actor: Actor, entry: Entry, revision_id: UUID
 ) -> Entry:
     """Put a revision's text back (itself a save, so it leaves a new revision)."""
-    revision = await session.get(Revision, revision_id)
-    if revision is None or revision.entry_id != entry.id:
-        raise ContentError("No such revision of this entry.", status=404)
+    revision = await get_revision(session, entry, revision_id)
     data = EntryInput(
         kind=entry.kind,
         title=revision.title,
@@ -359,3 +415,36 @@ async def restore_revision(
         session, actor, "content.revision_restored", entry.kind, entry.id, revision=str(revision_id)
     )
     return entry
+
+
+async def flush_view_counts(sessionmaker: Any, store: Store) -> int:
+    """Move counted views from the store into `entries.view_count`; returns views moved.
+
+    Each counter is taken (read and deleted) atomically, so several workers never count a
+    view twice, and views counted meanwhile wait for the next round.
+    """
+    moved = 0
+    for key in await store.keys(f"{VIEWS_PREFIX}*"):
+        raw = await store.take(key)
+        if not raw:
+            continue
+        views = int(raw)
+        async with sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Entry)
+                .where(Entry.id == UUID(key.removeprefix(VIEWS_PREFIX)))
+                .values(view_count=Entry.view_count + views)
+            )
+        moved += views
+    return moved
+
+
+async def next_scheduled_publication(sessionmaker: Any) -> float | None:
+    """When the next scheduled entry becomes public (epoch seconds), if any."""
+    async with sessionmaker() as session:
+        moment = await session.scalar(
+            select(func.min(Entry.published_at)).where(
+                Entry.status == Status.scheduled.value, Entry.published_at > now()
+            )
+        )
+    return moment.timestamp() if moment is not None else None

@@ -97,6 +97,8 @@ async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]
             except BaseException:
                 await session.rollback()  # a failed COMMIT can leave the transaction open
                 raise
+        for hook in getattr(state, "after_commit", ()):
+            await hook(session)
     finally:
         await session.close()
 

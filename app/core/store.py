@@ -7,8 +7,10 @@ generations, worker heartbeats) goes through this one small interface.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import time
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from valkey.asyncio import Valkey
@@ -37,6 +39,9 @@ class Store(Protocol):
     async def keys(self, pattern: str) -> list[str]: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
+    async def take(self, key: str) -> bytes | None: ...
+    async def publish(self, channel: str, message: str) -> None: ...
+    def listen(self, channel: str) -> AsyncIterator[bytes]: ...
 
 
 class MemoryStore:
@@ -47,6 +52,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, float | None]] = {}
         self._lock = asyncio.Lock()
+        self._subscribers: dict[str, set[asyncio.Queue[bytes]]] = {}
 
     def _live(self, key: str) -> bytes | None:
         entry = self._data.get(key)
@@ -88,6 +94,25 @@ class MemoryStore:
 
     async def close(self) -> None:
         self._data.clear()
+
+    async def take(self, key: str) -> bytes | None:
+        """Read and delete in one step."""
+        value = self._live(key)
+        self._data.pop(key, None)
+        return value
+
+    async def publish(self, channel: str, message: str) -> None:
+        for queue in self._subscribers.get(channel, set()):
+            queue.put_nowait(message.encode())
+
+    async def listen(self, channel: str) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._subscribers.setdefault(channel, set()).add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers[channel].discard(queue)
 
 
 class ValkeyStore:
@@ -137,6 +162,26 @@ class ValkeyStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    async def take(self, key: str) -> bytes | None:
+        """Read and delete in one step (GETDEL), so concurrent takers never both get it."""
+        return await self.client.getdel(self._key(key))
+
+    async def publish(self, channel: str, message: str) -> None:
+        await self.client.publish(self._key(channel), message)
+
+    async def listen(self, channel: str) -> AsyncIterator[bytes]:
+        """Messages on `channel` until cancelled; raises StoreUnavailable when cut off."""
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._key(channel))
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message.get("type") == "message":
+                    yield message["data"]
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
 
 
 def create_store(settings: StoreSettings) -> Store:

@@ -112,3 +112,26 @@ def render(
         media_type=MediaType.HTML,
         headers={"Vary": "HX-Request", **(headers or {})},
     )
+
+
+def render_list(
+    request: Request,
+    template_name: str,
+    context: dict[str, Any],
+    *,
+    params: dict[str, Any],
+    page: int | None,
+    invalid: bool = False,
+) -> Response[str]:
+    """A filterable list page: its `results` block answers htmx, and the address bar shows
+    only the filters actually set (htmx would push the form's empty fields too)."""
+    shown = {**params, "page": page if page and page > 1 else None}
+    push = {"HX-Push-Url": request.url.path + query_string(shown).rstrip("?")}
+    return render(
+        request,
+        template_name,
+        context,
+        block="results",
+        status_code=400 if invalid else 200,
+        headers=push if wants_fragment(request) else None,
+    )

@@ -15,13 +15,23 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from app.core.store import Store, StoreUnavailable
 from app.settings import WorkerSettings
 
 log = logging.getLogger("keel.worker")
+
+
+@dataclass(frozen=True)
+class PeriodicTask:
+    name: str
+    every_seconds: float
+    run: Callable[[], Awaitable[None]]
+
+
 HEARTBEAT_PREFIX = "workers:"
 
 
@@ -34,6 +44,7 @@ class Worker:
         queues: tuple[str, ...] = ("default",),
         concurrency: int | None = None,
         mode: str = "process",
+        periodic: tuple[PeriodicTask, ...] = (),
     ) -> None:
         self.settings = settings
         self.store = store
@@ -45,6 +56,8 @@ class Worker:
         self.running: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(self.concurrency)
         self._stopping = asyncio.Event()
+        self.periodic = periodic
+        self._last_run: dict[str, float] = {}
 
     @property
     def stopping(self) -> bool:
@@ -108,12 +121,24 @@ class Worker:
         )
         while not self.stopping:
             await self.heartbeat()
+            await self._run_due_periodic_tasks()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.heartbeat_interval)
         await self._drain()
         with contextlib.suppress(*StoreUnavailable):
             await self.store.delete(HEARTBEAT_PREFIX + self.id)
         log.info("worker stopped", extra={"worker_id": self.id})
+
+    async def _run_due_periodic_tasks(self) -> None:
+        """Small housekeeping that must happen regularly (the job scheduler comes later)."""
+        now = time.monotonic()
+        for task in self.periodic:
+            if now - self._last_run.get(task.name, 0.0) >= task.every_seconds:
+                self._last_run[task.name] = now
+                try:
+                    await task.run()
+                except Exception:  # a failed round is retried at the next interval
+                    log.exception("periodic task failed", extra={"task": task.name})
 
     async def _drain(self) -> None:
         if not self.running:
@@ -138,3 +163,13 @@ async def list_workers(store: Store) -> list[dict[str, Any]]:
         if raw:
             workers.append(json.loads(raw))
     return sorted(workers, key=lambda w: w["started_at"], reverse=True)
+
+
+def housekeeping(sessionmaker: Any, store: Store) -> tuple[PeriodicTask, ...]:
+    """The periodic tasks every worker runs."""
+    from app.content.services import flush_view_counts
+
+    async def views() -> None:
+        await flush_view_counts(sessionmaker, store)
+
+    return (PeriodicTask("flush-view-counts", 30.0, views),)

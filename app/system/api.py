@@ -54,6 +54,8 @@ class HealthController(Controller):
                 }
                 for c in readiness.components
             },
+            # The page cache never makes Keel unready: without it pages are served uncached.
+            "cache": {"status": "degraded" if state.page_cache.degraded else "ok"},
         }
         if readiness.ready:
             return Response(body, headers={"Cache-Control": "no-store"})

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.content.cache import mark_public_change
 from app.system.models import SystemSetting
 
 Validator = Callable[[Any], str | None]
@@ -154,6 +155,17 @@ JOB_RETENTION_DAYS = define(
     )
 )
 
+UPLOAD_MAX_BYTES = define(
+    SettingDefinition(
+        "upload_max_bytes",
+        int,
+        10 * 1024 * 1024,
+        "Largest media file (image or PDF) that may be uploaded, in bytes.",
+        minimum=1024,
+        maximum=200 * 1024 * 1024,
+    )
+)
+
 
 def definition_of(name: str) -> SettingDefinition:
     try:
@@ -193,4 +205,5 @@ async def write_setting(
         set_={"value": value, "updated_at": now, "updated_by": updated_by},
     )
     await session.execute(statement)
+    mark_public_change(session)  # the site title, intro, ... appear on public pages
     return value

@@ -187,3 +187,29 @@ async def test_invalid_input_names_the_field(app: Litestar, accounts: dict) -> N
             with pytest.raises(ContentError) as error:
                 await save_entry(session, actor, data)
             assert error.value.field == field
+
+
+async def test_views_are_counted_in_the_store_and_moved_to_the_entry_once(
+    app: Litestar, accounts: dict
+) -> None:
+    import asyncio
+
+    from app.content.services import flush_view_counts, get_entry
+
+    actor = await _editor(app, accounts)
+    async with app.state.sessionmaker() as session, session.begin():
+        entry = await save_entry(session, actor, EntryInput(title="Popular"))
+    cache = app.state.page_cache
+    for _ in range(7):
+        cache.count_view(str(entry.id))
+    await cache.flush_views()  # from the process to the store, in one increment
+    moved = await asyncio.gather(
+        flush_view_counts(app.state.sessionmaker, app.state.store),
+        flush_view_counts(app.state.sessionmaker, app.state.store),
+    )
+    assert sum(moved) == 7  # two workers flushing at once never count a view twice
+    cache.count_view(str(entry.id))
+    await cache.flush_views()
+    assert await flush_view_counts(app.state.sessionmaker, app.state.store) == 1
+    async with app.state.sessionmaker() as session:
+        assert (await get_entry(session, entry.id)).view_count == 8

@@ -26,8 +26,8 @@ from app.accounts.audit import (
 )
 from app.accounts.models import AuditEntry
 from app.core.db import DbSession
-from app.core.pagination import PageRequest, query_string
-from app.core.templating import render
+from app.core.pagination import PageRequest
+from app.core.templating import render_list
 
 PER_PAGE = 50
 CSV_COLUMNS = (
@@ -132,20 +132,13 @@ class AuditAdminController(Controller):
             "entries": entries,
             "actions": await audit_actions(db_session),
         }
-        # htmx would push the form's empty fields too; the clean URL says the same
-        shown = {**params, "page": entries.page if entries and entries.page > 1 else None}
-        push = (
-            {"HX-Push-Url": request.url.path + query_string(shown).rstrip("?")}
-            if request.htmx
-            else None
-        )
-        return render(
+        return render_list(
             request,
             "accounts/audit.html",
             context,
-            block="results",
-            status_code=400 if errors else 200,
-            headers=push,
+            params=params,
+            page=entries.page if entries else None,
+            invalid=bool(errors),
         )
 
     @get("/export", name="admin:audit_export")

@@ -31,8 +31,8 @@ from app.accounts.services import (
     update_user,
 )
 from app.core.db import DbSession
-from app.core.pagination import PageRequest, query_string
-from app.core.templating import render
+from app.core.pagination import PageRequest
+from app.core.templating import render, render_list
 
 PER_PAGE = 25
 DEFAULT_SORT = "username"
@@ -143,16 +143,13 @@ class UsersAdminController(Controller):
             "statuses": USER_STATUSES,
             "notice": NOTICES.get(notice or ""),
         }
-        # htmx would push the form's empty fields too; the clean URL says the same
-        shown = {**params, "page": found.page if found and found.page > 1 else None}
-        push = {"HX-Push-Url": request.url.path + query_string(shown).rstrip("?")}
-        return render(
+        return render_list(
             request,
             "accounts/users/list.html",
             context,
-            block="results",
-            status_code=400 if error else 200,
-            headers=push if request.htmx else None,
+            params=params,
+            page=found.page if found else None,
+            invalid=bool(error),
         )
 
     @get("/new", name="admin:user_new", guards=[guards.editor])

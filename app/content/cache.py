@@ -1,0 +1,352 @@
+"""The public page cache: an in-process level in front of the store, kept coherent by a
+generation number that every process learns about through the store's pub/sub.
+
+Anonymous GET responses of routes marked `opt={"public_cache": True}` are cached under
+`page:<generation>:<path>?<query>`. Any change visitors could see calls `invalidate()`:
+it increments the generation in the store and publishes it, so every replica drops its
+in-process entries at once. If a message is missed, each process re-reads the generation
+at most every `REVALIDATE_SECONDS` (the bounded staleness). A hit costs no store round
+trip. When the store fails, pages are served uncached and `degraded` is set for
+/health/ready; nothing raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.store import Store, StoreUnavailable
+
+log = logging.getLogger("keel.cache")
+GENERATION_KEY = "cache:generation"
+CHANNEL = "cache:invalidate"
+REVALIDATE_SECONDS = 2.0
+LOCAL_ENTRIES = 2048
+CACHEABLE_HEADERS = {b"content-type", b"vary", b"content-language", b"link"}
+
+
+VIEW_HEADER = b"x-keel-view"
+"""Set by a handler to the id of the entry a page shows; the cache counts and strips it."""
+VIEWS_PREFIX = "views:"
+VIEW_FLUSH_SECONDS = 2.0
+
+
+@dataclass
+class CachedPage:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    etag: bytes
+    expires: float
+    view: str | None = None
+
+
+class PageCache:
+    def __init__(
+        self,
+        store: Store,
+        ttl: float,
+        next_publication: Callable[[], Awaitable[float | None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.next_publication = next_publication
+        """When the next scheduled entry becomes public (epoch seconds): no cached page
+        may outlive that moment, or a scheduled post would appear late."""
+        self.generation = 0
+        self.checked_at = 0.0
+        self.degraded = False
+        self.local: OrderedDict[str, CachedPage] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+        self.views: Counter[str] = Counter()
+        self._listener: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- coherence ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Learn the generation and follow invalidations pushed by other processes."""
+        await self.current_generation(force=True)
+        self._listener = asyncio.create_task(self._follow())
+        self._flusher = asyncio.create_task(self._flush_views_regularly())
+
+    async def stop(self) -> None:
+        for task in (self._listener, self._flusher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self.flush_views()
+
+    # -- page views ----------------------------------------------------------------------
+    def count_view(self, entry_id: str) -> None:
+        """Counted in the process; moved to the store in batches, never per request."""
+        self.views[entry_id] += 1
+
+    async def flush_views(self) -> None:
+        pending, self.views = self.views, Counter()
+        for entry_id, count in pending.items():
+            try:
+                await self.store.incr(VIEWS_PREFIX + entry_id, count)
+            except StoreUnavailable:
+                self.views[entry_id] += count  # kept for the next round
+                self.degraded = True
+
+    async def _flush_views_regularly(self) -> None:
+        while True:
+            await asyncio.sleep(VIEW_FLUSH_SECONDS)
+            await self.flush_views()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async for raw in self.store.listen(CHANNEL):
+                    self._adopt(int(raw))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # store gone: the revalidation interval covers us
+                self.degraded = True
+                log.warning("cache invalidation channel lost", extra={"error": repr(exc)})
+                await asyncio.sleep(1.0)
+
+    def _adopt(self, generation: int) -> None:
+        if generation != self.generation:
+            self.generation = generation
+            self.local.clear()
+        self.checked_at = time.monotonic()
+
+    async def current_generation(self, force: bool = False) -> int | None:
+        """The generation, re-read from the store at most every REVALIDATE_SECONDS."""
+        if not force and time.monotonic() - self.checked_at < REVALIDATE_SECONDS:
+            return self.generation
+        try:
+            raw = await self.store.get(GENERATION_KEY)
+        except StoreUnavailable:
+            self.degraded = True
+            return None
+        self.degraded = False
+        self._adopt(int(raw or 0))
+        return self.generation
+
+    async def after_commit(self, session: object) -> None:
+        """The database session provider's hook: invalidate when the commit changed pages."""
+        info = session.info  # type: ignore[attr-defined]
+        if info.pop(PUBLIC_CHANGE, False):
+            await self.invalidate()
+
+    async def invalidate(self) -> None:
+        """Everything cached is stale now, on every replica."""
+        self.local.clear()
+        try:
+            generation = await self.store.incr(GENERATION_KEY)
+            await self.store.publish(CHANNEL, str(generation))
+            self._adopt(generation)
+        except StoreUnavailable as exc:
+            self.degraded = True
+            log.warning("cache invalidation not stored", extra={"error": repr(exc)})
+
+    # -- entries -----------------------------------------------------------------------
+    async def get(self, key: str) -> CachedPage | None:
+        generation = await self.current_generation()
+        if generation is None:
+            return None
+        full = f"{generation}:{key}"
+        page = self.local.get(full)
+        now = time.time()
+        if page is not None and page.expires > now:
+            self.local.move_to_end(full)
+            self.hits += 1
+            return page
+        try:
+            raw = await self.store.get("page:" + full)
+        except StoreUnavailable:
+            self.degraded = True
+            return None
+        if raw is None:
+            self.misses += 1
+            return None
+        page = _decode(raw)
+        if page.expires <= now:
+            self.misses += 1
+            return None
+        self._remember(full, page)
+        self.hits += 1
+        return page
+
+    async def put(self, key: str, page: CachedPage) -> None:
+        generation = await self.current_generation()
+        if generation is None:
+            return
+        if self.next_publication is not None:
+            moment = await self.next_publication()
+            if moment is not None:
+                page.expires = min(page.expires, moment)
+        if page.expires <= time.time():
+            return
+        full = f"{generation}:{key}"
+        self._remember(full, page)
+        try:
+            ttl = max(page.expires - time.time(), 0.001)
+            await self.store.set("page:" + full, _encode(page), ttl=ttl)
+        except StoreUnavailable:
+            self.degraded = True
+
+    def _remember(self, key: str, page: CachedPage) -> None:
+        self.local[key] = page
+        self.local.move_to_end(key)
+        while len(self.local) > LOCAL_ENTRIES:
+            self.local.popitem(last=False)
+
+
+def _encode(page: CachedPage) -> bytes:
+    head = {
+        "status": page.status,
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in page.headers],
+        "etag": page.etag.decode(),
+        "expires": page.expires,
+        "view": page.view,
+    }
+    return json.dumps(head).encode() + b"\n" + page.body
+
+
+def _decode(raw: bytes) -> CachedPage:
+    head, _, body = raw.partition(b"\n")
+    meta = json.loads(head)
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in meta["headers"]]
+    return CachedPage(
+        meta["status"], headers, body, meta["etag"].encode(), meta["expires"], meta.get("view")
+    )
+
+
+PUBLIC_CHANGE = "public_content_changed"
+
+
+def mark_public_change(session: object) -> None:
+    """Note on a database session that visitors will see something new once it commits;
+    the request's session provider then invalidates the page cache after the COMMIT."""
+    session.info[PUBLIC_CHANGE] = True  # type: ignore[attr-defined]
+
+
+def _is_anonymous(scope: Scope) -> bool:
+    for key, value in scope["headers"]:
+        if key in (b"authorization", b"x-api-key"):
+            return False
+        if key == b"cookie" and b"keel_session=" in value:
+            return False
+    return True
+
+
+class PublicPageCacheMiddleware:
+    """On routes marked `public_cache`: serve anonymous GETs from the PageCache (ETag, 304)
+    and count entry views for every visitor."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = scope.get("route_handler")
+        cache: PageCache | None = getattr(scope["litestar_app"].state, "page_cache", None)
+        if cache is None or handler is None or not handler.opt.get("public_cache"):
+            await self.app(scope, receive, send)
+            return
+        cacheable = cache.ttl > 0 and scope["method"] in ("GET", "HEAD") and _is_anonymous(scope)
+        if not cacheable:
+            await self.app(scope, receive, _counting_views(send, cache))
+            return
+        query = scope["query_string"].decode("latin-1")
+        key = scope["path"] + ("?" + query if query else "") + _variant(scope)
+        page = await cache.get(key)
+        if page is not None:
+            if page.view:
+                cache.count_view(page.view)
+            await _send_page(scope, send, page, b"hit")
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        if start is None:
+            return
+        view = _pop_view(start)
+        if view:
+            cache.count_view(view)
+        # The CSRF middleware hands every cookie-less visitor a token cookie; a shared page
+        # must not carry one (visitors get theirs on the first page with a form).
+        headers = [
+            (k, v)
+            for k, v in start.get("headers", [])
+            if not (k == b"set-cookie" and b"keel_csrf=" in v)
+        ]
+        body = b"".join(chunks)
+        private = any(
+            k == b"cache-control" and (b"private" in v or b"no-store" in v) for k, v in headers
+        )
+        if start["status"] != 200 or private or any(k == b"set-cookie" for k, _ in headers):
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+            return
+        kept = [(k, v) for k, v in headers if k.lower() in CACHEABLE_HEADERS]
+        etag = b'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
+        page = CachedPage(200, kept, body, etag, time.time() + cache.ttl, view)
+        if scope["method"] == "GET":
+            await cache.put(key, page)
+        await _send_page(scope, send, page, b"miss")
+
+
+def _variant(scope: Scope) -> str:
+    """Pages answer htmx fragment requests with a block of themselves (Vary: HX-Request)."""
+    headers = dict(scope["headers"])
+    if b"hx-request" in headers and b"hx-boosted" not in headers:
+        return "#fragment"
+    return ""
+
+
+def _pop_view(start: Message) -> str | None:
+    """Take the view header off a response start message; returns the entry id."""
+    view = None
+    kept = []
+    for key, value in start.get("headers", []):
+        if key == VIEW_HEADER:
+            view = value.decode("latin-1")
+        else:
+            kept.append((key, value))
+    start["headers"] = kept
+    return view
+
+
+def _counting_views(send: Send, cache: PageCache) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start" and (view := _pop_view(message)):
+            cache.count_view(view)
+        await send(message)
+
+    return wrapped
+
+
+async def _send_page(scope: Scope, send: Send, page: CachedPage, outcome: bytes) -> None:
+    if_none_match = next((v for k, v in scope["headers"] if k == b"if-none-match"), None)
+    headers = [*page.headers, (b"etag", page.etag), (b"x-cache", outcome)]
+    if if_none_match is not None and page.etag in [t.strip() for t in if_none_match.split(b",")]:
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers.append((b"content-length", str(len(page.body)).encode()))
+    await send({"type": "http.response.start", "status": page.status, "headers": headers})
+    body = b"" if scope["method"] == "HEAD" else page.body
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,208 @@
+"""Media pages: `/media/<name>` serves stored files to everyone; `/admin/media` is the library
+(viewers read, editors upload and delete). The rules live in `app.content.media`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+from uuid import UUID
+
+import anyio
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State, UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import NotFoundException
+from litestar.params import Body, FromPath, FromQuery
+from litestar.response import File
+
+from app.accounts import guards
+from app.accounts.audit import Actor
+from app.accounts.models import Role
+from app.content.media import (
+    HARD_MAX_BYTES,
+    MediaError,
+    delete_media,
+    find_stored,
+    get_media,
+    human_size,
+    is_image,
+    list_media,
+    markdown_reference,
+    media_url,
+    store_upload,
+    stored_path,
+)
+from app.core.db import DbSession
+from app.core.pagination import PageRequest
+from app.core.templating import render
+from app.system.settings import read_setting
+
+PER_PAGE = 24
+ONE_YEAR = 365 * 24 * 3600
+MultipartForm = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
+KINDS = (("", "Images and PDFs"), ("image", "Images"), ("pdf", "PDFs"))
+NOTICES = {
+    "uploaded": "The file was uploaded.",
+    "deleted": "The file was deleted.",
+}
+
+
+def media_dir(state: State) -> Path:
+    return state.settings.app.media_dir
+
+
+def content_disposition(name: str) -> str:
+    """`inline` with the display name: plain ASCII in `filename`, the exact name in
+    `filename*` (RFC 6266) when they differ."""
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
+    value = f'inline; filename="{fallback}"'
+    if fallback != name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value
+
+
+class MediaFilesController(Controller):
+    path = "/media"
+    include_in_schema = False
+    guards = [guards.public]
+
+    @get("/{name:str}", name="media:file")
+    async def serve(self, state: State, db_session: DbSession, name: FromPath[str]) -> File:
+        """A stored file with its checked type. Names are random and never reused, so
+        caches may keep it for a year; anything but a stored name is a 404."""
+        media = await find_stored(db_session, name)
+        if media is None:
+            raise NotFoundException("No such media file.")
+        path = stored_path(media_dir(state), media)
+        if not await anyio.Path(path).is_file():
+            raise NotFoundException("No such media file.")
+        return File(
+            path,
+            media_type=media.content_type,
+            headers={
+                "Content-Disposition": content_disposition(media.original_name),
+                "Cache-Control": f"public, max-age={ONE_YEAR}, immutable",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+
+def _library_context(
+    request: Request, found: Any, params: dict[str, Any], max_bytes: int
+) -> dict[str, Any]:
+    return {
+        "page": found,
+        "params": params,
+        "may_change": request.scope["user"].role >= Role.editor,
+        "max_size": human_size(max_bytes),
+        "markdown_reference": markdown_reference,
+        "media_url": media_url,
+        "is_image": is_image,
+        "human_size": human_size,
+    }
+
+
+class MediaAdminController(Controller):
+    path = "/media"
+    include_in_schema = False
+
+    async def _library(
+        self,
+        request: Request,
+        db_session: DbSession,
+        params: dict[str, Any],
+        *,
+        form: dict[str, str] | None = None,
+        errors: dict[str, str] | None = None,
+        notice: str | None = None,
+        status_code: int = 200,
+    ) -> Response[str]:
+        page = PageRequest.of(params.get("page"), PER_PAGE, default=PER_PAGE)
+        try:
+            found = await list_media(db_session, params.get("q"), params.get("kind"), page)
+        except MediaError:  # only a hand-made URL gets here: the form offers valid kinds
+            params = {**params, "kind": ""}
+            found = await list_media(db_session, params.get("q"), None, page)
+        max_bytes = await read_setting(db_session, "upload_max_bytes")
+        context = _library_context(request, found, params, max_bytes)
+        context.update(
+            form=form or {}, errors=errors or {}, notice=NOTICES.get(notice or ""), kinds=KINDS
+        )
+        return render(
+            request, "content/media/list.html", context, block="results", status_code=status_code
+        )
+
+    @get("/", name="admin:media", guards=[guards.viewer])
+    async def index(
+        self,
+        request: Request,
+        db_session: DbSession,
+        q: FromQuery[str] = "",
+        kind: FromQuery[str] = "",
+        page: FromQuery[int] = 1,
+        notice: FromQuery[str | None] = None,
+    ) -> Response[str]:
+        """The library, newest first; htmx searches and pages get only the results block."""
+        params = {"q": q, "kind": kind, "page": page if page > 1 else None}
+        return await self._library(request, db_session, params, notice=notice)
+
+    @post(
+        "/",
+        name="admin:media:upload",
+        guards=[guards.editor],
+        request_max_body_size=HARD_MAX_BYTES + 1024 * 1024,
+    )
+    async def upload(
+        self, request: Request, state: State, db_session: DbSession, data: MultipartForm
+    ) -> Response[Any]:
+        """Store one file, then back to the library; a refused file shows the form again."""
+        upload = data.get("file")
+        alt_text = data.get("alt_text") if isinstance(data.get("alt_text"), str) else ""
+        form = {"alt_text": alt_text}
+        try:
+            if not isinstance(upload, UploadFile) or not upload.filename:
+                raise MediaError("Choose a file to upload.", "file")
+            await store_upload(
+                db_session,
+                Actor.from_connection(request),
+                media_dir(state),
+                await read_setting(db_session, "upload_max_bytes"),
+                upload.filename,
+                upload,
+                alt_text,
+            )
+        except MediaError as exc:
+            await db_session.rollback()
+            params = {"q": "", "kind": "", "page": None}
+            errors = {exc.field or "form": exc.message}
+            return await self._library(
+                request, db_session, params, form=form, errors=errors, status_code=400
+            )
+        finally:
+            if isinstance(upload, UploadFile):
+                await upload.close()
+        location = request.app.route_reverse("admin:media") + "?notice=uploaded"
+        return Response(b"", status_code=303, headers={"Location": location})
+
+    @get("/{media_id:uuid}/delete", name="admin:media:delete", guards=[guards.editor])
+    async def confirm_delete(
+        self, request: Request, db_session: DbSession, media_id: FromPath[UUID]
+    ) -> Response[str]:
+        """Ask first: entries that reference the file show a broken image or link after."""
+        media = await get_media(db_session, media_id)
+        context = {
+            "media": media,
+            "url": media_url(media),
+            "is_image": is_image(media),
+            "reference": markdown_reference(media),
+        }
+        return render(request, "content/media/delete.html", context)
+
+    @post("/{media_id:uuid}/delete", name="admin:media:delete_submit", guards=[guards.editor])
+    async def delete(
+        self, request: Request, state: State, db_session: DbSession, media_id: FromPath[UUID]
+    ) -> Response[bytes]:
+        await delete_media(db_session, Actor.from_connection(request), media_dir(state), media_id)
+        location = request.app.route_reverse("admin:media") + "?notice=deleted"
+        return Response(b"", status_code=303, headers={"Location": location})

@@ -1,0 +1,123 @@
+"""Request and response shapes of the content API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+from app.content.models import Entry, Kind, Revision
+
+
+def public_path(entry: Entry) -> str:
+    """Where visitors read an entry: `/blog/<slug>` for posts, `/<slug>` for pages."""
+    return f"/blog/{entry.slug}" if entry.kind == Kind.post.value else f"/{entry.slug}"
+
+
+class EntryOut(msgspec.Struct):
+    id: UUID
+    kind: str
+    title: str
+    slug: str
+    status: str
+    """`draft`, `scheduled`, `published` or `archived`."""
+    published_at: datetime | None
+    excerpt: str
+    meta_description: str
+    tags: list[str]
+    nav_order: int | None
+    author_id: UUID | None
+    body_markdown: str
+    body_html: str
+    """Rendered and sanitized when the entry was saved."""
+    view_count: int
+    created_at: datetime
+    updated_at: datetime
+    url: str
+    """The public address (it answers only once the entry is public)."""
+
+    @classmethod
+    def of(cls, entry: Entry) -> EntryOut:
+        return cls(
+            id=entry.id,
+            kind=entry.kind,
+            title=entry.title,
+            slug=entry.slug,
+            status=entry.status,
+            published_at=entry.published_at,
+            excerpt=entry.excerpt,
+            meta_description=entry.meta_description,
+            tags=[tag.name for tag in entry.tags],
+            nav_order=entry.nav_order,
+            author_id=entry.author_id,
+            body_markdown=entry.body_markdown,
+            body_html=entry.body_html,
+            view_count=entry.view_count or 0,
+            created_at=entry.created_at,
+            updated_at=entry.updated_at,
+            url=public_path(entry),
+        )
+
+
+class EntryPageOut(msgspec.Struct):
+    """One page of entries (`Page.envelope`)."""
+
+    items: list[EntryOut]
+    total: int
+    page: int
+    per_page: int
+
+
+class EntryCreate(msgspec.Struct):
+    title: str
+    kind: str = Kind.post.value
+    """`post` or `page`."""
+    slug: str = ""
+    """Lowercase letters, digits and dashes; made from the title when empty."""
+    body_markdown: str = ""
+    excerpt: str = ""
+    meta_description: str = ""
+    tags: list[str] = msgspec.field(default_factory=list)
+    nav_order: int | None = None
+    """Pages only: its place in the site menu."""
+
+
+class EntryUpdate(msgspec.Struct):
+    """Only the fields given change; the kind never does."""
+
+    title: str | None = None
+    slug: str | None = None
+    body_markdown: str | None = None
+    excerpt: str | None = None
+    meta_description: str | None = None
+    tags: list[str] | None = None
+    nav_order: int | msgspec.UnsetType | None = msgspec.UNSET
+    """Pages only; `null` takes the page out of the site menu."""
+
+
+class PublishIn(msgspec.Struct):
+    published_at: datetime | None = None
+    """With its offset; a future time schedules the entry. Now when absent."""
+
+
+class RevisionOut(msgspec.Struct):
+    id: UUID
+    entry_id: UUID
+    author_id: UUID | None
+    author_name: str
+    title: str
+    body_markdown: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, revision: Revision) -> RevisionOut:
+        return cls(
+            id=revision.id,
+            entry_id=revision.entry_id,
+            author_id=revision.author_id,
+            author_name=revision.author_name,
+            title=revision.title,
+            body_markdown=revision.body_markdown,
+            created_at=revision.created_at,
+        )

@@ -1,0 +1,272 @@
+"""Public pages and the content API under load, next to the machine's ceiling, in one run.
+
+Starts, on 127.0.0.1 only:
+  * a raw ASGI hello-world on granian (one worker): the ceiling;
+  * Keel with one granian worker on PostgreSQL + Valkey, with seeded posts (cache on);
+  * the same Keel with CACHE_TTL_SECONDS=0 (every post page rendered).
+Then drives each with `wrk` (Debian's package) at 64 and at 8 connections for a bounded
+time and prints requests/s, p50 and p99 for: the cached anonymous post page, the uncached
+post page and the authenticated JSON content list (20 entries), each as a ratio to the
+ceiling. Targets (2 cores): cached ≥ 0.30 of the ceiling; uncached ≥ 0.03 with p99 < 100 ms;
+JSON list ≥ 0.035 with p99 < 100 ms; all three p99 < 20 ms at 8 connections.
+
+    .venv/bin/python bench/content_load.py [--seconds 10]
+Needs PostgreSQL on 127.0.0.1:5432 (user postgres), Valkey/Redis on 127.0.0.1:6379, wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+DATABASE = "keel_bench"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PASSWORD = "a long benchmark passphrase 42"
+POSTS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def environment(var_dir: Path, cache_ttl: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "VALKEY_", "DB_"))}
+    env.update(
+        VAR_DIR=str(var_dir),
+        DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DATABASE}",
+        VALKEY_URL="redis://127.0.0.1:6379/14",
+        VALKEY_KEY_PREFIX=f"keelbench{os.getpid()}:",
+        APP_ENV="development",
+        LOG_LEVEL="WARNING",
+        CACHE_TTL_SECONDS=str(cache_ttl),
+        WEB_CONCURRENCY="1",
+        DB_POOL_SIZE="20",
+    )
+    return env
+
+
+def run(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> None:
+    done = subprocess.run(cmd, env=env, cwd=ROOT, input=stdin, text=True, capture_output=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
+
+
+async def recreate_database() -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(PG_ADMIN)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await connection.close()
+
+
+async def seed(env: dict[str, str]) -> str:
+    """Create POSTS published posts of ~2.5 KB; returns one slug to load."""
+    os.environ.update({k: env[k] for k in ("DATABASE_URL", "VALKEY_URL", "VAR_DIR")})
+    from app.accounts.audit import Actor
+    from app.content.services import EntryInput, publish_entry, save_entry
+    from app.core.db import create_engine, create_sessionmaker
+    from app.settings import Settings
+
+    settings = Settings.from_env(env, env_file=Path("/nonexistent"))
+    engine = create_engine(settings.db)
+    paragraph = "Keel keeps every capability and drops the network hops. " * 8
+    async with create_sessionmaker(engine)() as session, session.begin():
+        actor = Actor(None, "bench")
+        for i in range(POSTS):
+            body = f"# Post {i}\n\n" + "\n\n".join(paragraph for _ in range(5))
+            entry = await save_entry(
+                session,
+                actor,
+                EntryInput(title=f"Benchmark post {i}", body_markdown=body, tags=["bench"]),
+            )
+            await publish_entry(session, actor, entry)
+    await engine.dispose()
+    return "benchmark-post-7"
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    base: str
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start(name: str, command: list[str], env: dict[str, str], port: int, probe: str) -> Server:
+    process = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://{HOST}:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + probe, timeout=1).status_code == 200:
+                return Server(name, process, base)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    sys.exit(f"{name} did not start")
+
+
+@dataclass
+class Figures:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, connections: int, seconds: int, headers: dict[str, str] | None = None) -> Figures:
+    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
+    for key, value in (headers or {}).items():
+        command += ["-H", f"{key}: {value}"]
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non_2xx:
+        sys.exit(f"{url}: {non_2xx.group(1)} error responses under load")
+    return Figures(rps, p50, p99)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+    asyncio.run(recreate_database())
+    var_dir = Path(tempfile.mkdtemp(prefix="keel-bench-"))
+    env = environment(var_dir, cache_ttl=300)
+    run([sys.executable, "-m", "app", "db", "upgrade"], env)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "users",
+            "create",
+            "--role",
+            "editor",
+            "--email",
+            "bench@example.org",
+            "--username",
+            "bench",
+            "--password-stdin",
+        ],
+        env,
+        stdin=PASSWORD + "\n",
+    )
+    slug = asyncio.run(seed(env))
+    servers: list[Server] = []
+    try:
+        hello_port, cached_port, uncached_port = free_port(), free_port(), free_port()
+        servers.append(
+            start(
+                "ceiling",
+                [
+                    sys.executable,
+                    "-m",
+                    "granian",
+                    "--interface",
+                    "asgi",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(hello_port),
+                    "--workers",
+                    "1",
+                    "--no-ws",
+                    "bench.hello_asgi:app",
+                ],
+                env,
+                hello_port,
+                "/",
+            )
+        )
+        servers.append(
+            start(
+                "keel",
+                [sys.executable, "-m", "app", "serve", "--port", str(cached_port)],
+                env,
+                cached_port,
+                "/health/ready",
+            )
+        )
+        uncached_env = {
+            **environment(var_dir, cache_ttl=0),
+            "VALKEY_KEY_PREFIX": env["VALKEY_KEY_PREFIX"],
+        }
+        servers.append(
+            start(
+                "keel-uncached",
+                [sys.executable, "-m", "app", "serve", "--port", str(uncached_port)],
+                uncached_env,
+                uncached_port,
+                "/health/ready",
+            )
+        )
+        ceiling_base, cached_base, uncached_base = (s.base for s in servers)
+        token = httpx.post(
+            f"{cached_base}/api/v1/auth/login", json={"login": "bench", "password": PASSWORD}
+        ).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        httpx.get(f"{cached_base}/blog/{slug}")  # warm the cache
+        cases = [
+            ("ceiling (hello world)", f"{ceiling_base}/", None),
+            ("cached post page", f"{cached_base}/blog/{slug}", None),
+            ("uncached post page", f"{uncached_base}/blog/{slug}", None),
+            ("JSON content list (20)", f"{cached_base}/api/v1/content?per_page=20", auth),
+        ]
+        print(f"{'case':<26}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}")
+        ceiling = 0.0
+        for connections in (64, 8):
+            for name, url, headers in cases:
+                figures = wrk(url, connections, args.seconds, headers)
+                if name.startswith("ceiling") and connections == 64:
+                    ceiling = figures.rps
+                ratio = figures.rps / ceiling if ceiling else 0.0
+                print(
+                    f"{name:<26}{connections:>6}{figures.rps:>10.0f}{figures.p50_ms:>9.2f}"
+                    f"{figures.p99_ms:>9.2f}{ratio:>8.3f}"
+                )
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""The machine's ceiling: the smallest ASGI app granian can serve (plain text, no framework)."""
+
+BODY = b"Hello, world!"
+START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(BODY)).encode())],
+}
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send(START)
+    await send({"type": "http.response.body", "body": BODY})

@@ -1,0 +1,329 @@
+"""`/admin/content`: app/content/admin.py (both storage legs)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import httpx
+import pytest
+from litestar import Litestar
+from sqlalchemy import select
+
+from app.accounts.models import AuditEntry
+from app.content.models import Entry, Revision
+from app.settings import Settings
+from tests.conftest import count_rows, signed_in
+from tests.content.test_api import XSS_PAYLOADS, assert_sanitized, public_slugs, set_published_at
+
+
+def entry_form(**changes: str) -> dict[str, str]:
+    form = {
+        "kind": "post",
+        "title": "Hello world",
+        "slug": "",
+        "body_markdown": "First line\nSecond line\n",
+        "excerpt": "",
+        "meta_description": "",
+        "tags": "news, notes",
+        "nav_order": "",
+    }
+    return {**form, **changes}
+
+
+def listed(html: str) -> list[str]:
+    """Slugs in the results table, in order."""
+    return re.findall(r'<tr data-entry="([^"]+)">', html)
+
+
+async def create(client: httpx.AsyncClient, **changes: str) -> UUID:
+    response = await client.post("/admin/content", data=entry_form(**changes))
+    assert response.status_code == 303, response.text
+    location = response.headers["location"]
+    assert location.endswith("?notice=created")
+    return UUID(location.split("/")[-1].split("?")[0])
+
+
+async def load(app: Litestar, entry_id: UUID) -> Entry | None:
+    async with app.state.sessionmaker() as session:
+        return await session.get(Entry, entry_id)
+
+
+async def revisions(app: Litestar, entry_id: UUID) -> list[Revision]:
+    async with app.state.sessionmaker() as session:
+        query = select(Revision).where(Revision.entry_id == entry_id)
+        return list(await session.scalars(query.order_by(Revision.created_at)))
+
+
+async def audit_actions(app: Litestar) -> list[str]:
+    async with app.state.sessionmaker() as session:
+        query = select(AuditEntry.action).order_by(AuditEntry.created_at)
+        return list((await session.scalars(query)).all())
+
+
+# Reading --------------------------------------------------------------------------------
+
+
+async def test_anonymous_visitors_are_sent_to_sign_in(client: httpx.AsyncClient) -> None:
+    response = await client.get("/admin/content")
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/login?next=")
+
+
+async def test_a_viewer_reads_the_list_and_an_entry_but_cannot_change(
+    app: Litestar, accounts: dict
+) -> None:
+    async with signed_in(app, accounts["editor"]) as editor:
+        entry_id = await create(editor)
+    async with signed_in(app, accounts["viewer"]) as viewer:
+        page = await viewer.get("/admin/content")
+        entry = await viewer.get(f"/admin/content/{entry_id}")
+        history = await viewer.get(f"/admin/content/{entry_id}/revisions")
+        new = await viewer.get("/admin/content/new")
+        create_ = await viewer.post("/admin/content", data=entry_form(title="Nope"))
+        update = await viewer.post(f"/admin/content/{entry_id}", data=entry_form(title="Nope"))
+        publish = await viewer.post(f"/admin/content/{entry_id}/publish", data={})
+        delete = await viewer.post(f"/admin/content/{entry_id}/delete")
+        preview = await viewer.post("/admin/content/preview", data={"body_markdown": "x"})
+    assert page.status_code == 200
+    assert listed(page.text) == ["hello-world"]
+    assert '<a href="/admin/content" aria-current="page">Content</a>' in page.text
+    assert "New post" not in page.text
+    assert entry.status_code == 200
+    assert "You can read this post but not change it." in entry.text
+    assert "<textarea" not in entry.text
+    assert history.status_code == 200
+    assert [r.status_code for r in (new, create_, update, publish, delete, preview)] == [403] * 6
+    assert (await load(app, entry_id)).title == "Hello world"  # type: ignore[union-attr]
+
+
+async def test_list_filters_search_and_pagination(app: Litestar, accounts: dict) -> None:
+    async with signed_in(app, accounts["editor"]) as editor:
+        for number in range(27):
+            await create(editor, title=f"Post {number:02d}", tags="odd" if number % 2 else "even")
+        page_id = await create(editor, kind="page", title="Colophon", tags="")
+        await editor.post(f"/admin/content/{page_id}/publish", data={})
+    async with signed_in(app, accounts["admin"]) as admin:
+        await create(admin, title="Admin note", tags="")
+    async with signed_in(app, accounts["viewer"]) as client:
+        pages = await client.get("/admin/content", params={"kind": "page"})
+        published = await client.get("/admin/content", params={"status": "published"})
+        by_admin = await client.get("/admin/content", params={"author": str(accounts["admin"].id)})
+        odd = await client.get("/admin/content", params={"tag": "odd", "q": "post 1"})
+        first = await client.get("/admin/content")
+        second = await client.get("/admin/content", params={"page": 2})
+        bad = await client.get("/admin/content", params={"kind": "video"})
+        bad_author = await client.get("/admin/content", params={"author": "someone"})
+        fragment = await client.get(
+            "/admin/content?q=colophon&kind=&status=&author=&tag=",
+            headers={"HX-Request": "true"},
+        )
+    assert listed(pages.text) == ["colophon"]
+    assert listed(published.text) == ["colophon"]
+    assert listed(by_admin.text) == ["admin-note"]
+    assert sorted(listed(odd.text)) == [f"post-{n}" for n in (11, 13, 15, 17, 19)]
+    assert len(listed(first.text)) == 25 and len(listed(second.text)) == 4
+    assert "Page 1 of 2 · 29 in all" in first.text
+    assert bad.status_code == 400 and "Choose page or post." in bad.text
+    assert bad_author.status_code == 400
+    assert listed(fragment.text) == ["colophon"]
+    assert "admin-nav" not in fragment.text
+    assert fragment.headers["hx-push-url"] == "/admin/content?q=colophon"
+
+
+# Editing --------------------------------------------------------------------------------
+
+
+async def test_an_editor_creates_a_draft_with_a_generated_slug_and_a_revision(
+    app: Litestar, accounts: dict
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        entry_id = await create(client, title="Héllo, Wörld!")
+        page = await client.get(f"/admin/content/{entry_id}?notice=created")
+    entry = await load(app, entry_id)
+    assert entry is not None
+    assert (entry.slug, entry.status, entry.kind) == ("hello-world", "draft", "post")
+    assert [tag.name for tag in entry.tags] == ["news", "notes"]
+    assert entry.author_id == accounts["editor"].id
+    assert len(await revisions(app, entry_id)) == 1
+    assert "The draft was created." in page.text
+    assert 'href="/blog/hello-world?preview=1"' in page.text
+    assert "Views" in page.text and "Editor" in page.text  # author's name
+    assert 'hx-post="/admin/content/preview"' in page.text
+    assert 'hx-trigger="keyup changed delay:400ms"' in page.text
+    assert 'hx-target="#preview"' in page.text
+
+
+@pytest.mark.parametrize("payload", XSS_PAYLOADS)
+async def test_the_editor_stores_sanitized_html(
+    app: Litestar, accounts: dict, payload: str
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        entry_id = await create(client, body_markdown=f"Intro\n\n{payload}\n")
+        page = await client.get(f"/admin/content/{entry_id}")
+    entry = await load(app, entry_id)
+    assert entry is not None
+    assert_sanitized(entry.body_html)
+    preview = page.text.split('id="preview"', 1)[1].split("</div>", 1)[0]
+    assert_sanitized(preview)
+
+
+async def test_the_live_preview_returns_sanitized_html(app: Litestar, accounts: dict) -> None:
+    source = "# Title\n\n" + "\n\n".join(XSS_PAYLOADS)
+    async with signed_in(app, accounts["editor"]) as client:
+        response = await client.post(
+            "/admin/content/preview", data={"body_markdown": source}, headers={"HX-Request": "true"}
+        )
+        without_csrf = await client.post(
+            "/admin/content/preview",
+            data={"body_markdown": "x"},
+            headers={"X-CSRF-Token": ""},
+        )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.text.startswith("<h1>Title</h1>")
+    assert "<html" not in response.text
+    assert_sanitized(response.text)
+    assert without_csrf.status_code == 403
+
+
+async def test_a_duplicate_slug_is_refused_per_kind_with_the_form_kept(
+    app: Litestar, accounts: dict
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        await create(client, title="About")
+        duplicate = await client.post("/admin/content", data=entry_form(title="About"))
+        as_page = await client.post("/admin/content", data=entry_form(title="About", kind="page"))
+    assert duplicate.status_code == 400
+    assert "Another post already uses this address." in duplicate.text
+    assert 'aria-describedby="e-slug"' in duplicate.text
+    assert 'value="About"' in duplicate.text  # the input is kept
+    assert as_page.status_code == 303
+    assert await count_rows_of(app) == 2
+
+
+async def count_rows_of(app: Litestar) -> int:
+    async with app.state.sessionmaker() as session:
+        return len(list(await session.scalars(select(Entry.id))))
+
+
+async def test_saving_keeps_a_revision_each_time_and_errors_keep_the_input(
+    app: Litestar, accounts: dict
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        entry_id = await create(client)
+        saved = await client.post(
+            f"/admin/content/{entry_id}", data=entry_form(body_markdown="Changed text")
+        )
+        refused = await client.post(
+            f"/admin/content/{entry_id}", data=entry_form(title="", body_markdown="Unsaved")
+        )
+        bad_order = await client.post(
+            f"/admin/content/{entry_id}", data=entry_form(nav_order="first")
+        )
+    assert saved.status_code == 303
+    assert saved.headers["location"].endswith("?notice=saved")
+    assert refused.status_code == 400
+    assert "Give it a title." in refused.text and "Unsaved" in refused.text
+    assert bad_order.status_code == 400
+    assert [r.body_markdown for r in await revisions(app, entry_id)] == [
+        "First line\nSecond line\n",
+        "Changed text",
+    ]
+
+
+async def test_compare_shows_a_line_diff_and_restore_brings_the_text_back(
+    app: Litestar, accounts: dict
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        entry_id = await create(client, body_markdown="keep\nold line\n")
+        await client.post(
+            f"/admin/content/{entry_id}", data=entry_form(body_markdown="keep\nnew line\n")
+        )
+        first = (await revisions(app, entry_id))[0]
+        history = await client.get(f"/admin/content/{entry_id}/revisions")
+        compare = await client.get(f"/admin/content/{entry_id}/revisions/{first.id}")
+        restore = await client.post(f"/admin/content/{entry_id}/revisions/{first.id}/restore")
+        missing = await client.get(
+            f"/admin/content/{entry_id}/revisions/00000000-0000-0000-0000-000000000001"
+        )
+    assert history.status_code == 200
+    assert history.text.count("data-revision=") == 2
+    assert compare.status_code == 200
+    assert re.search(r'<tr class="diff-removed">.*?old line', compare.text, re.S)
+    assert re.search(r'<tr class="diff-added">.*?new line', compare.text, re.S)
+    assert re.search(r'<tr class="diff-same">.*?keep', compare.text, re.S)
+    assert restore.status_code == 303
+    assert restore.headers["location"].endswith("?notice=restored")
+    entry = await load(app, entry_id)
+    assert entry is not None and entry.body_markdown == "keep\nold line\n"
+    assert len(await revisions(app, entry_id)) == 3
+    assert "content.revision_restored" in await audit_actions(app)
+    assert missing.status_code == 404
+
+
+# Publishing -----------------------------------------------------------------------------
+
+
+async def test_publish_schedule_unpublish_and_archive_change_what_the_api_shows(
+    app: Litestar, accounts: dict
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        now_id = await create(client, title="Now")
+        later_id = await create(client, title="Later")
+        published = await client.post(f"/admin/content/{now_id}/publish", data={})
+        tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+        scheduled = await client.post(
+            f"/admin/content/{later_id}/publish", data={"published_at": tomorrow}
+        )
+        bad_time = await client.post(
+            f"/admin/content/{later_id}/publish", data={"published_at": "soon"}
+        )
+        assert published.headers["location"].endswith("?notice=published")
+        assert scheduled.headers["location"].endswith("?notice=scheduled")
+        assert bad_time.status_code == 400 and "YYYY-MM-DD" in bad_time.text
+        later = await load(app, later_id)
+        assert later is not None and later.status == "scheduled"
+        assert later.published_at is not None
+        assert later.published_at.strftime("%Y-%m-%dT%H:%M") == tomorrow  # read as UTC
+        assert await public_slugs(app) == ["now"]
+
+        await set_published_at(app, str(later_id), datetime.now(UTC) - timedelta(minutes=1))
+        assert await public_slugs(app) == ["later", "now"]
+        page = await client.get(f"/admin/content/{later_id}")
+        assert 'href="/blog/later"' in page.text  # public now: no preview flag
+
+        unpublished = await client.post(f"/admin/content/{now_id}/unpublish")
+        assert unpublished.headers["location"].endswith("?notice=unpublished")
+        assert await public_slugs(app) == ["later"]
+        archived = await client.post(f"/admin/content/{later_id}/archive")
+        assert archived.headers["location"].endswith("?notice=archived")
+        assert await public_slugs(app) == []
+    assert (await load(app, later_id)).status == "archived"  # type: ignore[union-attr]
+
+
+async def test_delete_asks_for_confirmation_and_audits(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        entry_id = await create(client)
+        confirm = await client.get(f"/admin/content/{entry_id}/delete")
+        assert await count_rows(settings, "entries") == 1  # asking deletes nothing
+        deleted = await client.post(f"/admin/content/{entry_id}/delete")
+        listing = await client.get(deleted.headers["location"])
+    assert confirm.status_code == 200
+    assert "Delete “Hello world”?" in confirm.text
+    assert f'action="/admin/content/{entry_id}/delete"' in confirm.text
+    assert deleted.status_code == 303
+    assert "The entry was deleted." in listing.text
+    assert await count_rows(settings, "entries") == 0
+    assert "content.deleted" in await audit_actions(app)
+
+
+async def test_posts_without_csrf_are_refused(app: Litestar, accounts: dict) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        client.headers.pop("X-CSRF-Token")
+        response = await client.post("/admin/content", data=entry_form())
+    assert response.status_code == 403
+    assert await count_rows_of(app) == 0

@@ -1,0 +1,346 @@
+"""`/api/v1/content`: app/content/api.py (both storage legs)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from uuid import UUID
+
+import httpx
+import pytest
+from litestar import Litestar
+from sqlalchemy import select, update
+
+from app.accounts.models import AuditEntry
+from app.content.models import Entry, Revision
+from app.settings import Settings
+from tests.accounts.test_users_api import api_as, assert_problem
+from tests.conftest import count_rows
+
+XSS_PAYLOADS = (
+    "<script>alert(1)</script>",
+    '<img src=x onerror="alert(1)">',
+    "[click](javascript:alert(1))",
+    "![pic](javascript:alert(1))",
+    '<a href="javascript:alert(1)">raw link</a>',
+    "<svg onload=alert(1)>",
+    "<svg><script>alert(1)</script></svg>",
+    '<iframe src="https://evil.example"></iframe>',
+    "[data](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+    "![data](data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9YWxlcnQoMSk+)",
+)
+DANGEROUS_TAGS = {"script", "svg", "iframe", "object", "embed", "style", "math"}
+
+
+class _Elements(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.found.append((tag, attrs))
+
+
+def assert_sanitized(html: str) -> None:
+    """No element that runs script: no script/svg/iframe, no on* handler, no javascript: or
+    data: URL. Escaped source text (`&lt;script&gt;` shown as text) is harmless."""
+    parser = _Elements()
+    parser.feed(html)
+    for tag, attrs in parser.found:
+        assert tag not in DANGEROUS_TAGS, html
+        for name, value in attrs:
+            assert not name.startswith("on"), html
+            url = (value or "").strip().lower()
+            assert not url.startswith(("javascript:", "data:", "vbscript:")), html
+    assert "<script" not in html.lower() and "<iframe" not in html.lower()
+
+
+async def create(client: httpx.AsyncClient, **fields: object) -> dict:
+    body = {"title": "Hello world", **fields}
+    response = await client.post("/api/v1/content", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def set_published_at(app: Litestar, entry_id: str, moment: datetime) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Entry).where(Entry.id == UUID(entry_id)).values(published_at=moment)
+        )
+
+
+async def public_slugs(app: Litestar) -> list[str]:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as anonymous:
+        response = await anonymous.get("/api/v1/content")
+    assert response.status_code == 200
+    return sorted(item["slug"] for item in response.json()["items"])
+
+
+# Writing --------------------------------------------------------------------------------
+
+
+async def test_an_editor_creates_a_draft_with_a_generated_slug(
+    app: Litestar, accounts: dict
+) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        body = await create(
+            client, title="Héllo, World!", body_markdown="Some *text*.", tags=["News", " news "]
+        )
+    assert body["slug"] == "hello-world"
+    assert body["status"] == "draft"
+    assert body["kind"] == "post"
+    assert body["url"] == "/blog/hello-world"
+    assert body["body_html"] == "<p>Some <em>text</em>.</p>\n"
+    assert body["tags"] == ["News"]
+    assert body["author_id"] == str(accounts["editor"].id)
+    assert body["view_count"] == 0
+    assert set(body) == {
+        "id",
+        "kind",
+        "title",
+        "slug",
+        "status",
+        "published_at",
+        "excerpt",
+        "meta_description",
+        "tags",
+        "nav_order",
+        "author_id",
+        "body_markdown",
+        "body_html",
+        "view_count",
+        "created_at",
+        "updated_at",
+        "url",
+    }
+
+
+@pytest.mark.parametrize("payload", XSS_PAYLOADS)
+async def test_stored_html_is_sanitized(app: Litestar, accounts: dict, payload: str) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        body = await create(client, body_markdown=f"Before\n\n{payload}\n\nAfter")
+        fetched = await client.get(f"/api/v1/content/{body['id']}")
+    assert_sanitized(body["body_html"])
+    assert_sanitized(fetched.json()["body_html"])
+    async with app.state.sessionmaker() as session:
+        stored = await session.get(Entry, UUID(body["id"]))
+        assert stored is not None
+        assert_sanitized(stored.body_html)
+        assert stored.body_markdown.endswith(f"{payload}\n\nAfter")  # the source is kept as typed
+
+
+async def test_a_duplicate_slug_is_a_409_per_kind(app: Litestar, accounts: dict) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        await create(client, title="About")
+        duplicate = await client.post("/api/v1/content", json={"title": "About"})
+        as_page = await client.post("/api/v1/content", json={"title": "About", "kind": "page"})
+    assert_problem(duplicate, 409, "slug")
+    assert as_page.status_code == 201
+    assert as_page.json()["url"] == "/about"
+
+
+async def test_invalid_input_is_a_problem_with_the_field(app: Litestar, accounts: dict) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        no_title = await client.post("/api/v1/content", json={"title": "  "})
+        bad_slug = await client.post("/api/v1/content", json={"title": "x", "slug": "Not OK"})
+        reserved = await client.post(
+            "/api/v1/content", json={"title": "x", "slug": "admin", "kind": "page"}
+        )
+        bad_kind = await client.post("/api/v1/content", json={"title": "x", "kind": "video"})
+        bad_type = await client.post("/api/v1/content", json={"title": 5})
+    assert_problem(no_title, 400, "title")
+    assert_problem(bad_slug, 400, "slug")
+    assert_problem(reserved, 400, "slug")
+    assert_problem(bad_kind, 400, "kind")
+    assert assert_problem(bad_type, 400)["errors"]
+
+
+async def test_every_save_adds_a_revision(app: Litestar, accounts: dict) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        body = await create(client, body_markdown="one")
+        patched = await client.patch(
+            f"/api/v1/content/{body['id']}", json={"body_markdown": "two", "tags": ["a"]}
+        )
+        revisions = await client.get(f"/api/v1/content/{body['id']}/revisions")
+    assert patched.status_code == 200
+    assert patched.json()["body_markdown"] == "two"
+    assert patched.json()["title"] == "Hello world"  # fields not given stay
+    assert patched.json()["tags"] == ["a"]
+    assert [r["body_markdown"] for r in revisions.json()] == ["two", "one"]
+    assert revisions.json()[0]["author_name"] == "editor"
+
+
+async def test_patch_keeps_the_slug_unique(app: Litestar, accounts: dict) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        await create(client, title="First")
+        second = await create(client, title="Second")
+        response = await client.patch(f"/api/v1/content/{second['id']}", json={"slug": "first"})
+    assert_problem(response, 409, "slug")
+
+
+async def test_delete_removes_the_entry_and_audits(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        body = await create(client)
+        response = await client.delete(f"/api/v1/content/{body['id']}")
+        again = await client.get(f"/api/v1/content/{body['id']}")
+    assert response.status_code == 204
+    assert_problem(again, 404)
+    assert await count_rows(settings, "entries") == 0
+    assert await count_rows(settings, "revisions") == 0
+    async with app.state.sessionmaker() as session:
+        actions = list(await session.scalars(select(AuditEntry.action)))
+    assert "content.deleted" in actions
+
+
+# Publishing and visibility --------------------------------------------------------------
+
+
+async def test_publishing_schedules_and_unpublishing_change_what_anonymous_callers_see(
+    app: Litestar, accounts: dict
+) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        now_post = await create(client, title="Now")
+        later = await create(client, title="Later")
+        await create(client, title="Draft")
+        assert await public_slugs(app) == []
+
+        published = await client.post(f"/api/v1/content/{now_post['id']}/publish")
+        assert published.status_code == 200
+        assert published.json()["status"] == "published"
+        tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        scheduled = await client.post(
+            f"/api/v1/content/{later['id']}/publish", json={"published_at": tomorrow}
+        )
+        assert scheduled.json()["status"] == "scheduled"
+        assert await public_slugs(app) == ["now"]
+
+        await set_published_at(app, later["id"], datetime.now(UTC) - timedelta(minutes=1))
+        assert await public_slugs(app) == ["later", "now"]
+
+        unpublished = await client.post(f"/api/v1/content/{now_post['id']}/unpublish")
+        assert unpublished.json()["status"] == "draft"
+        assert await public_slugs(app) == ["later"]
+        everything = await client.get("/api/v1/content")
+    assert everything.json()["total"] == 3  # editors see every status
+
+
+async def test_a_publish_time_without_offset_is_refused(app: Litestar, accounts: dict) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        body = await create(client)
+        response = await client.post(
+            f"/api/v1/content/{body['id']}/publish", json={"published_at": "2030-01-01T10:00:00"}
+        )
+    assert_problem(response, 400, "published_at")
+
+
+async def test_anonymous_callers_and_viewers_see_only_public_entries(
+    app: Litestar, accounts: dict, client: httpx.AsyncClient
+) -> None:
+    async with api_as(app, accounts["editor"]) as editor:
+        draft = await create(editor, title="Secret")
+        public = await create(editor, title="Open")
+        await editor.post(f"/api/v1/content/{public['id']}/publish")
+    hidden = await client.get(f"/api/v1/content/{draft['id']}")
+    shown = await client.get(f"/api/v1/content/{public['id']}")
+    revisions = await client.get(f"/api/v1/content/{public['id']}/revisions")
+    async with api_as(app, accounts["viewer"]) as viewer:
+        as_viewer = await viewer.get("/api/v1/content", params={"status": "draft"})
+        viewer_hidden = await viewer.get(f"/api/v1/content/{draft['id']}")
+    assert_problem(hidden, 404)
+    assert shown.status_code == 200 and shown.json()["title"] == "Open"
+    assert_problem(revisions, 401)
+    assert as_viewer.json()["items"] == []
+    assert_problem(viewer_hidden, 404)
+
+
+async def test_anonymous_writes_are_401_and_viewer_writes_403(
+    app: Litestar, accounts: dict, client: httpx.AsyncClient
+) -> None:
+    async with api_as(app, accounts["editor"]) as editor:
+        entry = await create(editor)
+    url = f"/api/v1/content/{entry['id']}"
+    assert_problem(await client.post("/api/v1/content", json={"title": "x"}), 401)
+    assert_problem(await client.patch(url, json={"title": "x"}), 401)
+    assert_problem(await client.delete(url), 401)
+    assert_problem(await client.post(f"{url}/publish"), 401)
+    assert_problem(await client.post(f"{url}/unpublish"), 401)
+    async with api_as(app, accounts["viewer"]) as viewer:
+        assert_problem(await viewer.post("/api/v1/content", json={"title": "x"}), 403)
+        assert_problem(await viewer.post(f"{url}/publish"), 403)
+
+
+async def test_unknown_entries_are_404(app: Litestar, accounts: dict) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        missing = "00000000-0000-0000-0000-000000000001"
+        assert_problem(await client.get(f"/api/v1/content/{missing}"), 404)
+        assert_problem(await client.patch(f"/api/v1/content/{missing}", json={}), 404)
+        assert_problem(await client.post(f"/api/v1/content/{missing}/publish"), 404)
+
+
+# Lists ----------------------------------------------------------------------------------
+
+
+async def test_filters_and_pagination(app: Litestar, accounts: dict) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        for number in range(5):
+            await create(
+                client, title=f"Post {number}", tags=["even" if number % 2 == 0 else "odd"]
+            )
+        page = await create(client, title="Colophon", kind="page")
+        await client.post(f"/api/v1/content/{page['id']}/publish")
+        async with api_as(app, accounts["admin"]) as admin:
+            await create(admin, title="Admin note")
+
+        def slugs(response: httpx.Response) -> list[str]:
+            assert response.status_code == 200, response.text
+            return sorted(item["slug"] for item in response.json()["items"])
+
+        pages = await client.get("/api/v1/content", params={"kind": "page"})
+        published = await client.get("/api/v1/content", params={"status": "published"})
+        by_admin = await client.get(
+            "/api/v1/content", params={"author_id": str(accounts["admin"].id)}
+        )
+        even = await client.get("/api/v1/content", params={"tag": "even"})
+        search = await client.get("/api/v1/content", params={"q": "POST 3"})
+        first = await client.get("/api/v1/content", params={"per_page": 4})
+        second = await client.get("/api/v1/content", params={"per_page": 4, "page": 2})
+        bad_kind = await client.get("/api/v1/content", params={"kind": "video"})
+        bad_status = await client.get("/api/v1/content", params={"status": "gone"})
+    assert slugs(pages) == ["colophon"]
+    assert slugs(published) == ["colophon"]
+    assert slugs(by_admin) == ["admin-note"]
+    assert slugs(even) == ["post-0", "post-2", "post-4"]
+    assert slugs(search) == ["post-3"]
+    body = first.json()
+    assert (body["total"], body["page"], body["per_page"], len(body["items"])) == (7, 1, 4, 4)
+    assert len(second.json()["items"]) == 3
+    assert not {i["id"] for i in body["items"]} & {i["id"] for i in second.json()["items"]}
+    assert_problem(bad_kind, 400, "kind")
+    assert_problem(bad_status, 400, "status")
+
+
+async def test_revisions_follow_the_entrys_visibility(app: Litestar, accounts: dict) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        entry = await create(client)
+    async with api_as(app, accounts["viewer"]) as viewer:
+        response = await viewer.get(f"/api/v1/content/{entry['id']}/revisions")
+    assert_problem(response, 404)
+    async with app.state.sessionmaker() as session:
+        assert len(list(await session.scalars(select(Revision)))) == 1
+
+
+async def test_patch_leaves_the_menu_position_unless_given(app: Litestar, accounts: dict) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        page = await create(client, title="Contact", kind="page", nav_order=3)
+        url = f"/api/v1/content/{page['id']}"
+        kept = await client.patch(url, json={"title": "Contact us"})
+        removed = await client.patch(url, json={"nav_order": None})
+        post = await create(client, title="A post", nav_order=1)
+    assert page["nav_order"] == 3
+    assert kept.json()["nav_order"] == 3 and kept.json()["slug"] == "contact"
+    assert removed.json()["nav_order"] is None
+    assert post["nav_order"] is None  # only pages sit in the menu

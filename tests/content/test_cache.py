@@ -1,0 +1,119 @@
+"""The public page cache: app/content/cache.py (both legs; cross-process on Valkey)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import replace
+
+import pytest
+from litestar import Litestar, get
+
+from app.asgi import create_app
+from app.settings import Settings
+from app.system.settings import write_setting
+from tests.conftest import client_for, free_port, signed_in
+
+counter = itertools.count()
+
+
+@get("/_test/cached", opt={"public_cache": True}, sync_to_thread=False, media_type="text/html")
+def cached_page() -> str:
+    return f"<p>render {next(counter)}</p>"
+
+
+@get("/_test/uncached", sync_to_thread=False, media_type="text/html")
+def uncached_page() -> str:
+    return f"<p>render {next(counter)}</p>"
+
+
+async def _app(settings: Settings) -> Litestar:
+    app = create_app(settings)
+    app.register(cached_page)
+    app.register(uncached_page)
+    return app
+
+
+async def test_anonymous_pages_are_served_from_the_cache_with_etags(
+    settings: Settings, accounts: dict
+) -> None:
+    app = await _app(settings)
+    async with app.lifespan(), client_for(app) as client:
+        first = await client.get("/_test/cached")
+        second = await client.get("/_test/cached")
+        assert first.headers["x-cache"] == "miss" and second.headers["x-cache"] == "hit"
+        assert first.text == second.text
+        etag = second.headers["etag"]
+        assert etag == first.headers["etag"]
+        not_modified = await client.get("/_test/cached", headers={"If-None-Match": etag})
+        assert not_modified.status_code == 304 and not_modified.content == b""
+        other_query = await client.get("/_test/cached?page=2")
+        assert other_query.headers["x-cache"] == "miss"
+        plain = await client.get("/_test/uncached")
+        assert "x-cache" not in plain.headers
+
+
+async def test_signed_in_visitors_bypass_the_cache(settings: Settings, accounts: dict) -> None:
+    app = await _app(settings)
+    async with app.lifespan(), signed_in(app, accounts["viewer"]) as browser:
+        first = await browser.get("/_test/cached")
+        second = await browser.get("/_test/cached")
+    assert "x-cache" not in first.headers and first.text != second.text
+
+
+async def test_a_setting_change_invalidates_after_commit(
+    settings: Settings, accounts: dict
+) -> None:
+    app = await _app(settings)
+    async with app.lifespan(), client_for(app) as client:
+        await client.get("/_test/cached")
+        assert (await client.get("/_test/cached")).headers["x-cache"] == "hit"
+        async with app.state.sessionmaker() as session, session.begin():
+            await write_setting(session, "site_title", "Renamed")
+        await app.state.page_cache.after_commit(session)
+        assert (await client.get("/_test/cached")).headers["x-cache"] == "miss"
+
+
+async def test_an_invalidation_reaches_every_process_at_once(
+    services_settings: Settings, services_accounts: dict
+) -> None:
+    """Two app processes sharing one Valkey: a change on one empties the other's cache."""
+    settings = services_settings
+    first, second = await _app(settings), await _app(settings)
+    async with first.lifespan(), second.lifespan(), client_for(second) as b:
+        await b.get("/_test/cached")
+        assert (await b.get("/_test/cached")).headers["x-cache"] == "hit"
+        await first.state.page_cache.invalidate()
+        for _ in range(50):  # pushed through pub/sub: well under the 2 s fallback
+            if second.state.page_cache.generation == first.state.page_cache.generation:
+                break
+            await asyncio.sleep(0.02)
+        assert second.state.page_cache.generation == first.state.page_cache.generation
+        assert (await b.get("/_test/cached")).headers["x-cache"] == "miss"
+
+
+async def test_pages_are_served_uncached_when_valkey_is_down(
+    services_settings: Settings, services_accounts: dict
+) -> None:
+    settings = services_settings
+    down = replace(
+        settings, store=replace(settings.store, url=f"redis://127.0.0.1:{free_port()}/0")
+    )
+    app = await _app(down)
+    async with client_for(app) as client:
+        responses = [await client.get("/_test/cached") for _ in range(2)]
+    await app.state.engine.dispose()
+    assert all(r.status_code == 200 for r in responses)
+    assert responses[0].text != responses[1].text  # rendered each time
+    assert app.state.page_cache.degraded
+    async with client_for(app) as client:
+        ready = (await client.get("/health/ready")).json()
+    assert ready["cache"] == {"status": "degraded"}
+
+
+@pytest.mark.parametrize("ttl", [0])
+async def test_a_zero_ttl_turns_the_cache_off(settings: Settings, accounts: dict, ttl: int) -> None:
+    app = await _app(replace(settings, app=replace(settings.app, cache_ttl=ttl)))
+    async with app.lifespan(), client_for(app) as client:
+        response = await client.get("/_test/cached")
+    assert "x-cache" not in response.headers

@@ -1,0 +1,458 @@
+"""The media library: app/content/media.py, its pages and its API (both storage legs)."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from PIL import Image
+from sqlalchemy import select
+
+from app.accounts.audit import Actor
+from app.accounts.models import AuditEntry, User
+from app.asgi import create_app
+from app.content.media import display_name, store_upload
+from app.content.models import Media
+from app.settings import ROOT, Settings
+from app.system.settings import write_setting
+from tests.conftest import client_for, count_rows, signed_in, with_app_settings
+
+STORED = re.compile(r"^[0-9a-f]{32}\.(png|jpg|gif|webp|pdf)$")
+LONG_CACHE = "public, max-age=31536000, immutable"
+PDF_BYTES = b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n"
+EXECUTABLE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + b"\x00" * 200
+HTML = b"<!doctype html><html><body><script>alert(1)</script></body></html>"
+SVG = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+    b"<script>alert(1)</script></svg>"
+)
+
+
+def image_bytes(format: str, size: tuple[int, int] = (40, 30), mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, "white" if mode != "1" else 1).save(buffer, format=format)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def media_dir(tmp_path: Path) -> Path:
+    return tmp_path / "media"
+
+
+@pytest.fixture
+async def app(
+    settings: Settings, accounts: dict[str, User], media_dir: Path
+) -> AsyncIterator[Litestar]:
+    """The set-up app, storing media in this test's own directory."""
+    application = create_app(with_app_settings(settings, media_dir=media_dir))
+    yield application
+    await application.state.engine.dispose()
+    await application.state.store.close()
+
+
+def bearer(app: Litestar, user: User) -> dict[str, str]:
+    token = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def api_upload(
+    app: Litestar,
+    user: User,
+    name: str,
+    content: bytes,
+    claimed_type: str = "application/octet-stream",
+    alt_text: str = "",
+) -> httpx.Response:
+    async with client_for(app) as client:
+        return await client.post(
+            "/api/v1/media",
+            files={"file": (name, content, claimed_type)},
+            data={"alt_text": alt_text},
+            headers=bearer(app, user),
+        )
+
+
+async def page_upload(
+    app: Litestar,
+    user: User,
+    name: str,
+    content: bytes,
+    claimed_type: str = "application/octet-stream",
+    alt_text: str = "",
+) -> httpx.Response:
+    async with signed_in(app, user) as client:
+        return await client.post(
+            "/admin/media",
+            files={"file": (name, content, claimed_type)},
+            data={"alt_text": alt_text},
+        )
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+async def stored_media(app: Litestar) -> list[Media]:
+    async with app.state.sessionmaker() as session:
+        return list((await session.scalars(select(Media))).all())
+
+
+async def set_upload_limit(app: Litestar, limit: int) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await write_setting(session, "upload_max_bytes", limit)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "content_type", "size"),
+    [
+        ("photo.png", image_bytes("PNG", (40, 30)), "image/png", (40, 30)),
+        ("holiday.jpeg", image_bytes("JPEG", (64, 48)), "image/jpeg", (64, 48)),
+        ("anim.gif", image_bytes("GIF", (8, 9)), "image/gif", (8, 9)),
+        ("pic.webp", image_bytes("WEBP", (12, 10)), "image/webp", (12, 10)),
+        ("Annual report.pdf", PDF_BYTES, "application/pdf", None),
+    ],
+)
+async def test_an_upload_is_stored_and_served_with_its_type_nosniff_and_a_long_cache(
+    app: Litestar,
+    accounts: dict[str, User],
+    media_dir: Path,
+    name: str,
+    content: bytes,
+    content_type: str,
+    size: tuple[int, int] | None,
+) -> None:
+    response = await api_upload(app, accounts["editor"], name, content, alt_text="A picture")
+
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["content_type"] == content_type
+    assert body["size"] == len(content)
+    assert (body["width"], body["height"]) == (size or (None, None))
+    stored_name = body["url"].removeprefix("/media/")
+    assert STORED.fullmatch(stored_name)
+    assert files_in(media_dir) == [stored_name]
+    assert (media_dir / stored_name).read_bytes() == content
+    if size:
+        assert body["markdown"] == f"![A picture](/media/{stored_name})"
+    else:
+        assert body["markdown"] == f"[{name}](/media/{stored_name})"
+
+    async with client_for(app) as client:  # anyone may fetch a stored file
+        served = await client.get(body["url"])
+    assert served.status_code == 200
+    assert served.content == content
+    assert served.headers["content-type"] == content_type
+    assert served.headers["x-content-type-options"] == "nosniff"
+    assert served.headers["cache-control"] == LONG_CACHE
+    if content_type == "application/pdf":
+        assert served.headers["content-disposition"] == f'inline; filename="{name}"'
+
+    async with app.state.sessionmaker() as session:
+        [entry] = await session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "media.uploaded")
+        )
+    assert entry.resource_id == body["id"] and entry.actor == "editor"
+
+
+async def test_an_editor_uploads_on_the_page_and_the_library_shows_the_markdown_reference(
+    app: Litestar, accounts: dict[str, User], media_dir: Path
+) -> None:
+    png = image_bytes("PNG", (20, 10))
+    async with signed_in(app, accounts["editor"]) as client:
+        uploaded = await client.post(
+            "/admin/media",
+            files={"file": ("logo.png", png, "image/png")},
+            data={"alt_text": "The [Keel] logo"},
+        )
+        assert uploaded.status_code == 303
+        library = await client.get(uploaded.headers["location"])
+
+    [media] = await stored_media(app)
+    assert (media.width, media.height, media.alt_text) == (20, 10, "The [Keel] logo")
+    assert media.uploaded_by_id == accounts["editor"].id
+    assert library.status_code == 200
+    assert "The file was uploaded." in library.text
+    reference = f"![The \\[Keel\\] logo](/media/{media.stored_name})"
+    assert f'value="{reference}"' in library.text
+    assert f'src="/media/{media.stored_name}"' in library.text
+    assert "logo.png" in library.text and "20\N{MULTIPLICATION SIGN}10" in library.text
+
+
+async def test_a_viewer_sees_the_library_and_searches_it_but_gets_no_upload_form(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    for name in ("cat.png", "dog.png"):
+        await api_upload(app, accounts["editor"], name, image_bytes("PNG"))
+    await api_upload(app, accounts["editor"], "menu.pdf", PDF_BYTES)
+
+    async with signed_in(app, accounts["viewer"]) as client:
+        everything = await client.get("/admin/media")
+        cats = await client.get("/admin/media?q=CAT")
+        pdfs = await client.get("/admin/media?kind=pdf")
+    async with client_for(app) as client:
+        listed = await client.get("/api/v1/media?q=dog", headers=bearer(app, accounts["viewer"]))
+
+    assert everything.status_code == 200
+    assert 'enctype="multipart/form-data"' not in everything.text
+    assert all(name in everything.text for name in ("cat.png", "dog.png", "menu.pdf"))
+    assert "cat.png" in cats.text and "dog.png" not in cats.text
+    assert "menu.pdf" in pdfs.text and "cat.png" not in pdfs.text
+    assert listed.status_code == 200
+    assert [item["original_name"] for item in listed.json()["items"]] == ["dog.png"]
+    assert listed.json()["total"] == 1
+
+
+REFUSED = [
+    pytest.param("photo.png", EXECUTABLE, "image/png", "Only PNG, JPEG", id="renamed-executable"),
+    pytest.param("x.pdf", HTML, "application/pdf", "Only PNG, JPEG", id="html-named-pdf"),
+    pytest.param("drawing.svg", SVG, "image/svg+xml", "Only PNG, JPEG", id="svg"),
+    pytest.param("broken.png", image_bytes("PNG")[:40], "image/png", "damaged", id="truncated-png"),
+    pytest.param("empty.png", b"", "image/png", "empty", id="empty"),
+]
+
+
+@pytest.mark.parametrize("via", ["api", "page"])
+@pytest.mark.parametrize(("name", "content", "claimed_type", "message"), REFUSED)
+async def test_a_file_that_is_not_an_accepted_image_or_pdf_is_refused_and_leaves_nothing(
+    app: Litestar,
+    accounts: dict[str, User],
+    settings: Settings,
+    media_dir: Path,
+    via: str,
+    name: str,
+    content: bytes,
+    claimed_type: str,
+    message: str,
+) -> None:
+    upload = api_upload if via == "api" else page_upload
+    response = await upload(app, accounts["editor"], name, content, claimed_type)
+
+    assert response.status_code == 400, response.text
+    if via == "api":
+        assert message in response.json()["detail"]
+    else:
+        assert message in response.text
+        assert 'id="e-file"' in response.text
+    assert files_in(media_dir) == []
+    assert await count_rows(settings, "media") == 0
+    assert await count_rows(settings, "audit_log") == 0
+
+
+@pytest.mark.parametrize("via", ["api", "page"])
+async def test_a_file_over_the_upload_limit_is_refused_naming_the_limit(
+    app: Litestar, accounts: dict[str, User], settings: Settings, media_dir: Path, via: str
+) -> None:
+    await set_upload_limit(app, 2048)
+    big = image_bytes("PNG", (300, 300), mode="RGB")  # noise-free but still > 2 KiB
+    big = big if len(big) > 2048 else big + b"\x00" * 4096
+    upload = api_upload if via == "api" else page_upload
+
+    response = await upload(app, accounts["editor"], "big.png", big, "image/png")
+    small = await upload(app, accounts["editor"], "small.png", image_bytes("PNG", (4, 4)))
+
+    assert response.status_code == 400
+    assert "upload limit of 2 KiB" in response.text
+    assert small.status_code in (201, 303)
+    assert len(files_in(media_dir)) == 1
+    assert await count_rows(settings, "media") == 1
+
+
+async def test_an_image_over_forty_megapixels_is_refused(
+    app: Litestar, accounts: dict[str, User], settings: Settings, media_dir: Path
+) -> None:
+    huge = image_bytes("PNG", (8000, 5001), mode="1")
+
+    response = await api_upload(app, accounts["editor"], "huge.png", huge, "image/png")
+
+    assert response.status_code == 400
+    assert "40 megapixels" in response.json()["detail"]
+    assert files_in(media_dir) == []
+    assert await count_rows(settings, "media") == 0
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ("../../evil.png", "evil.png"),
+        ("C:\\x\\y.png", "y.png"),
+        ("/etc/passwd.png", "passwd.png"),
+        ("..", "upload"),
+        ("a" * 300 + ".png", "a" * 251 + ".png"),
+    ],
+)
+async def test_a_path_in_the_file_name_is_dropped_and_nothing_is_written_outside(
+    app: Litestar,
+    accounts: dict[str, User],
+    tmp_path: Path,
+    media_dir: Path,
+    given: str,
+    shown: str,
+) -> None:
+    response = await api_upload(app, accounts["editor"], given, image_bytes("PNG"), "image/png")
+
+    assert response.status_code == 201, response.text
+    assert response.json()["original_name"] == shown
+    [media] = await stored_media(app)
+    assert media.original_name == shown
+    assert files_in(media_dir) == [media.stored_name]
+    assert files_in(tmp_path) == ["media"]
+
+
+def test_display_names_keep_only_the_last_part_without_control_characters() -> None:
+    assert display_name("dir/sub\\report\r\n.pdf") == "report.pdf"
+    assert display_name("  ") == "upload"
+    assert display_name(None) == "upload"
+    assert len(display_name("é" * 400)) == 255
+
+
+@pytest.mark.parametrize("via", ["api", "page"])
+async def test_viewers_cannot_upload(
+    app: Litestar, accounts: dict[str, User], settings: Settings, media_dir: Path, via: str
+) -> None:
+    upload = api_upload if via == "api" else page_upload
+
+    response = await upload(app, accounts["viewer"], "photo.png", image_bytes("PNG"))
+
+    assert response.status_code == 403
+    assert files_in(media_dir) == []
+    assert await count_rows(settings, "media") == 0
+
+
+async def test_deleting_through_the_api_removes_the_file_and_the_row(
+    app: Litestar, accounts: dict[str, User], settings: Settings, media_dir: Path
+) -> None:
+    created = (await api_upload(app, accounts["editor"], "a.png", image_bytes("PNG"))).json()
+    async with client_for(app) as client:
+        refused = await client.delete(
+            f"/api/v1/media/{created['id']}", headers=bearer(app, accounts["viewer"])
+        )
+        deleted = await client.delete(
+            f"/api/v1/media/{created['id']}", headers=bearer(app, accounts["editor"])
+        )
+        again = await client.delete(
+            f"/api/v1/media/{created['id']}", headers=bearer(app, accounts["editor"])
+        )
+        served = await client.get(created["url"])
+
+    assert refused.status_code == 403
+    assert deleted.status_code == 204
+    assert again.status_code == 404
+    assert served.status_code == 404
+    assert files_in(media_dir) == []
+    assert await count_rows(settings, "media") == 0
+
+
+async def test_deleting_on_the_page_asks_first_then_removes_the_file_and_the_row(
+    app: Litestar, accounts: dict[str, User], settings: Settings, media_dir: Path
+) -> None:
+    created = (await api_upload(app, accounts["editor"], "menu.pdf", PDF_BYTES)).json()
+    async with signed_in(app, accounts["editor"]) as client:
+        confirm = await client.get(f"/admin/media/{created['id']}/delete")
+        assert files_in(media_dir) != []
+        deleted = await client.post(f"/admin/media/{created['id']}/delete")
+        library = await client.get(deleted.headers["location"])
+
+    assert confirm.status_code == 200 and "Delete “menu.pdf”?" in confirm.text
+    assert deleted.status_code == 303
+    assert "The file was deleted." in library.text
+    assert files_in(media_dir) == []
+    assert await count_rows(settings, "media") == 0
+    async with app.state.sessionmaker() as session:
+        actions = list(await session.scalars(select(AuditEntry.action)))
+    assert sorted(actions) == ["media.deleted", "media.uploaded"]
+
+
+async def test_a_file_stored_in_a_transaction_that_rolls_back_is_removed(
+    app: Litestar, accounts: dict[str, User], media_dir: Path
+) -> None:
+    async with app.state.sessionmaker() as session:
+        await store_upload(
+            session, Actor.system(), media_dir, 1024 * 1024, "a.png", image_bytes("PNG")
+        )
+        assert len(files_in(media_dir)) == 1
+        await session.rollback()
+
+    assert files_in(media_dir) == []
+    assert await stored_media(app) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/media/made-up",
+        "/media/..%2F..%2Fetc%2Fpasswd",
+        "/media/%2e%2e%2fkeel.db",
+        "/media/" + "0" * 32 + ".png",
+        "/media/" + "A" * 32 + ".png",
+        "/media/" + "0" * 32 + ".svg",
+        "/media/.upload-x.part",
+    ],
+)
+async def test_a_name_that_is_not_a_stored_file_is_a_404(
+    app: Litestar, client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path)
+
+    assert response.status_code == 404
+
+
+async def test_a_stored_name_in_other_case_or_with_a_path_is_a_404(
+    app: Litestar, accounts: dict[str, User], client: httpx.AsyncClient
+) -> None:
+    created = (await api_upload(app, accounts["editor"], "a.png", image_bytes("PNG"))).json()
+    name = created["url"].removeprefix("/media/")
+    responses: list[Any] = [
+        await client.get(f"/media/{name.upper()}"),
+        await client.get(f"/media/..%2Fmedia%2F{name}"),
+    ]
+
+    assert [r.status_code for r in responses] == [404, 404]
+    assert (await client.get(created["url"])).status_code == 200
+
+
+async def test_a_browser_form_with_the_csrf_field_uploads(
+    app: Litestar, accounts: dict[str, User], media_dir: Path
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        token = client.headers.pop("X-CSRF-Token")
+        without = await client.post(
+            "/admin/media", files={"file": ("a.png", image_bytes("PNG"), "image/png")}
+        )
+        uploaded = await client.post(
+            "/admin/media",
+            files={"file": ("a.png", image_bytes("PNG"), "image/png")},
+            data={"_csrf_token": token, "alt_text": "A"},
+        )
+
+    assert without.status_code == 403
+    assert uploaded.status_code == 303
+    [media] = await stored_media(app)
+    assert files_in(media_dir) == [media.stored_name]
+
+
+async def test_a_file_above_the_frameworks_default_body_limit_uploads_within_the_setting(
+    app: Litestar, accounts: dict[str, User], media_dir: Path
+) -> None:
+    await set_upload_limit(app, 12 * 1024 * 1024)
+    pdf = PDF_BYTES + b"%" * (11 * 1024 * 1024)
+
+    response = await api_upload(app, accounts["editor"], "big.pdf", pdf, "application/pdf")
+
+    assert response.status_code == 201, response.text
+    assert response.json()["size"] == len(pdf)
+    assert (media_dir / response.json()["url"].removeprefix("/media/")).stat().st_size == len(pdf)
+
+
+def test_media_dir_defaults_under_var_dir_and_a_relative_one_is_under_the_checkout() -> None:
+    nowhere = Path("/nonexistent")
+    default = Settings.from_env({"VAR_DIR": "/srv/keel"}, env_file=nowhere)
+    relative = Settings.from_env({"MEDIA_DIR": "uploads"}, env_file=nowhere)
+
+    assert default.app.media_dir == Path("/srv/keel/media")
+    assert relative.app.media_dir == ROOT / "uploads"
