@@ -17,6 +17,7 @@ from app.accounts import guards
 from app.accounts.audit import Actor
 from app.accounts.models import Role
 from app.content.models import Entry
+from app.content.pages import PUBLIC_CACHE
 from app.content.schemas import (
     EntryCreate,
     EntryOut,
@@ -66,7 +67,7 @@ class ContentController(Controller):
     path = "/content"
     tags = ["content"]
 
-    @get("/", name="api:content:list", guards=[guards.public])
+    @get("/", name="api:content:list", guards=[guards.public], opt=PUBLIC_CACHE)
     async def index(
         self,
         request: Request,
@@ -92,7 +93,7 @@ class ContentController(Controller):
         found = await list_entries(db_session, filters, PageRequest.of(page, per_page))
         return EntryPageOut(**found.envelope([EntryOut.of(entry) for entry in found.items]))  # type: ignore[arg-type]
 
-    @get("/{entry_id:uuid}", name="api:content:get", guards=[guards.public])
+    @get("/{entry_id:uuid}", name="api:content:get", guards=[guards.public], opt=PUBLIC_CACHE)
     async def show(
         self, request: Request, db_session: DbSession, entry_id: FromPath[UUID]
     ) -> EntryOut:

@@ -117,3 +117,35 @@ async def test_a_zero_ttl_turns_the_cache_off(settings: Settings, accounts: dict
     async with app.lifespan(), client_for(app) as client:
         response = await client.get("/_test/cached")
     assert "x-cache" not in response.headers
+
+
+async def test_public_api_reads_are_cached_for_anonymous_clients_only(
+    app: Litestar, accounts: dict
+) -> None:
+    from app.accounts.audit import Actor
+    from app.content.services import EntryInput, publish_entry, save_entry
+
+    editor = accounts["editor"]
+    async with app.state.sessionmaker() as session, session.begin():
+        entry = await save_entry(
+            session, Actor(editor.id, "editor"), EntryInput(title="Cached API")
+        )
+        await publish_entry(session, Actor(editor.id, "editor"), entry)
+    token = app.state.access_tokens.issue(editor.id, editor.role, editor.auth_version)
+    async with app.lifespan(), client_for(app) as client:
+        first = await client.get("/api/v1/content")
+        second = await client.get("/api/v1/content")
+        assert first.headers["x-cache"] == "miss" and second.headers["x-cache"] == "hit"
+        assert second.json()["items"][0]["title"] == "Cached API"
+        signed = await client.get("/api/v1/content", headers={"Authorization": f"Bearer {token}"})
+        assert "x-cache" not in signed.headers
+        # a change through the API invalidates after its commit
+        patched = await client.patch(
+            f"/api/v1/content/{entry.id}",
+            json={"title": "Renamed API"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert patched.status_code == 200
+        third = await client.get("/api/v1/content")
+        assert third.headers["x-cache"] == "miss"
+        assert third.json()["items"][0]["title"] == "Renamed API"
