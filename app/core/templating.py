@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from contextvars import ContextVar
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment
@@ -36,16 +35,20 @@ def csrf_token() -> str:
 
 
 @cache
-def _file_hash(path: Path, _mtime: float) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-
-
-def static_url(asset: str) -> str:
-    """`/static/<asset>?v=<content hash>`: safe to cache for a year, changes when the file does."""
+def _versioned(asset: str) -> str:
     path = (STATIC_DIR / asset).resolve()
     if not path.is_file() or STATIC_DIR.resolve() not in path.parents:
         raise FileNotFoundError(f"no static asset {asset!r}")
-    return f"{STATIC_PREFIX}/{asset}?v={_file_hash(path, path.stat().st_mtime)}"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return f"{STATIC_PREFIX}/{asset}?v={digest}"
+
+
+def static_url(asset: str) -> str:
+    """`/static/<asset>?v=<content hash>`: safe to cache for a year, changes when the file does.
+
+    Hashed once per process (static files ship with a release); a restart picks up edits.
+    """
+    return _versioned(asset)
 
 
 def create_template_config(settings: Settings) -> TemplateConfig[JinjaTemplateEngine]:
