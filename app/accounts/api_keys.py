@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.audit import Actor, record
 from app.accounts.models import ASSIGNABLE_ROLES, ApiKey, Role, User
 from app.accounts.tokens import new_api_key
 from app.core.errors import DomainError
-from app.core.pagination import Page, PageRequest
+from app.core.pagination import Page, PageRequest, paginate
 
 NAME_MAX_LENGTH = 120
 
@@ -123,20 +123,15 @@ async def list_api_keys(
 ) -> Page[ListedApiKey]:
     """Keys, newest first; revoked ones only when asked for."""
     conditions = [] if include_revoked else [ApiKey.revoked_at.is_(None)]
-    total = await session.scalar(select(func.count()).select_from(ApiKey).where(*conditions))
-    rows = (
-        await session.execute(
-            select(ApiKey, User.username)
-            .outerjoin(User, User.id == ApiKey.created_by_id)
-            .where(*conditions)
-            .order_by(ApiKey.created_at.desc(), ApiKey.id)
-            .offset(page.offset)
-            .limit(page.per_page)
-        )
-    ).all()
+    statement = (
+        select(ApiKey, User.username)
+        .outerjoin(User, User.id == ApiKey.created_by_id)
+        .where(*conditions)
+        .order_by(ApiKey.created_at.desc(), ApiKey.id)
+    )
+    found = await paginate(session, statement, page, rows=True)
     now = datetime.now(UTC)
-    items = [ListedApiKey(key, username, key_status(key, now)) for key, username in rows]
-    return Page(items, int(total or 0), page.page, page.per_page)
+    return found.map(lambda row: ListedApiKey(row[0], row[1], key_status(row[0], now)))
 
 
 async def get_api_key(session: AsyncSession, key_id: UUID) -> ApiKey:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import AuditEntry, User
 from app.core.errors import DomainError
-from app.core.pagination import Page, PageRequest
+from app.core.pagination import Page, PageRequest, paginate
 
 EXPORT_LIMIT = 100_000
 
@@ -150,15 +150,8 @@ async def list_audit(
 ) -> Page[AuditEntry]:
     """One page of the matching entries, newest first."""
     conditions = _conditions(filters)
-    total = await session.scalar(select(func.count()).select_from(AuditEntry).where(*conditions))
-    items = await session.scalars(
-        select(AuditEntry)
-        .where(*conditions)
-        .order_by(*NEWEST_FIRST)
-        .offset(page.offset)
-        .limit(page.per_page)
-    )
-    return Page(list(items), int(total or 0), page.page, page.per_page)
+    statement = select(AuditEntry).where(*conditions).order_by(*NEWEST_FIRST)
+    return await paginate(session, statement, page)
 
 
 async def iter_audit(

@@ -21,7 +21,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy import select, update
 
 from app.accounts.models import ApiKey, Role, User
-from app.accounts.sessions import SessionStore, cookie_name
+from app.accounts.sessions import SessionStore, cookie_name, digest_of
 from app.accounts.tokens import (
     AccessTokens,
     InvalidToken,
@@ -186,17 +186,11 @@ class IdentityMiddleware(ASGIMiddleware):
             new_id = await sessions.rotate(session_id, role=user.role)
             if new_id:
                 scope.setdefault("state", {})["session_id"] = new_id
-                return _as_current(user, "session", session_digest=_digest(new_id)), session_cookie(
-                    name, new_id, settings
-                )
+                return _as_current(
+                    user, "session", session_digest=digest_of(new_id)
+                ), session_cookie(name, new_id, settings)
         scope.setdefault("state", {})["session_id"] = session_id
         return _as_current(user, "session", session_digest=browser_session.digest), None
-
-
-def _digest(session_id: str) -> str:
-    from app.accounts.sessions import digest_of
-
-    return digest_of(session_id)
 
 
 def _cookie(scope: Scope, name: str) -> str | None:

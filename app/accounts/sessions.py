@@ -29,7 +29,8 @@ def cookie_name(production: bool) -> str:
     return "__Host-keel_session" if production else "keel_session"
 
 
-def _digest(session_id: str) -> str:
+def digest_of(session_id: str) -> str:
+    """The store key part for a session id (the id itself is never stored)."""
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
@@ -70,7 +71,7 @@ class SessionStore:
         session = BrowserSession(
             str(user_id), auth_version, role, now, now, ip_address, (user_agent or "")[:300] or None
         )
-        session.digest = _digest(session_id)
+        session.digest = digest_of(session_id)
         await self._save(session)
         return session_id
 
@@ -78,7 +79,7 @@ class SessionStore:
         """The live session for a cookie value, refreshed for its idle timeout; else None."""
         if not session_id or len(session_id) > 128:
             return None
-        digest = _digest(session_id)
+        digest = digest_of(session_id)
         raw = await self.store.get(SESSION_PREFIX + digest)
         if raw is None:
             return None
@@ -102,14 +103,14 @@ class SessionStore:
             return None
         await self._delete(session)
         new_id = secrets.token_urlsafe(32)
-        session.digest = _digest(new_id)
+        session.digest = digest_of(new_id)
         if role is not None:
             session.role = role
         await self._save(session)
         return new_id
 
     async def revoke(self, session_id: str) -> None:
-        raw = await self.store.get(SESSION_PREFIX + _digest(session_id))
+        raw = await self.store.get(SESSION_PREFIX + digest_of(session_id))
         if raw is not None:
             await self._delete(BrowserSession(**json.loads(raw)))
 
@@ -152,7 +153,3 @@ class SessionStore:
             SESSION_PREFIX + session.digest,
             f"{USER_INDEX_PREFIX}{session.user_id}:{session.digest}",
         )
-
-
-def digest_of(session_id: str) -> str:
-    return _digest(session_id)

@@ -18,7 +18,6 @@ from litestar.params import FromPath, FromQuery
 from app.accounts import guards
 from app.accounts.audit import Actor
 from app.accounts.models import Role
-from app.accounts.pages.sign_in import Form, redirect
 from app.accounts.services import list_users
 from app.content.markdown import render_markdown
 from app.content.models import Entry, Kind, Status
@@ -41,7 +40,7 @@ from app.content.services import (
 )
 from app.core.db import DbSession
 from app.core.pagination import PageRequest
-from app.core.templating import render, render_list
+from app.core.templating import Form, redirect, render, render_list
 
 PER_PAGE = 25
 NOTICES = {

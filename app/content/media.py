@@ -33,7 +33,7 @@ from app.accounts.audit import Actor, record
 from app.accounts.models import User
 from app.content.models import Media
 from app.core.errors import DomainError
-from app.core.pagination import Page, PageRequest
+from app.core.pagination import Page, PageRequest, paginate
 from app.system.settings import UPLOAD_MAX_BYTES
 
 HARD_MAX_BYTES: int = UPLOAD_MAX_BYTES.maximum or 200 * 1024 * 1024
@@ -341,19 +341,14 @@ async def list_media(
         conditions.append(Media.content_type == PDF.content_type)
     elif kind:
         raise MediaError("Choose images or PDFs.", "kind")
-    total = await session.scalar(select(func.count()).select_from(Media).where(*conditions))
-    rows = (
-        await session.execute(
-            select(Media, User.username)
-            .outerjoin(User, User.id == Media.uploaded_by_id)
-            .where(*conditions)
-            .order_by(Media.created_at.desc(), Media.id)
-            .offset(page.offset)
-            .limit(page.per_page)
-        )
-    ).all()
-    items = [ListedMedia(media, username) for media, username in rows]
-    return Page(items, int(total or 0), page.page, page.per_page)
+    statement = (
+        select(Media, User.username)
+        .outerjoin(User, User.id == Media.uploaded_by_id)
+        .where(*conditions)
+        .order_by(Media.created_at.desc(), Media.id)
+    )
+    found = await paginate(session, statement, page, rows=True)
+    return found.map(lambda row: ListedMedia(row[0], row[1]))
 
 
 # Files follow their rows: a session remembers which files to remove when its

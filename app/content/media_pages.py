@@ -35,7 +35,7 @@ from app.content.media import (
 )
 from app.core.db import DbSession
 from app.core.pagination import PageRequest
-from app.core.templating import render
+from app.core.templating import redirect, render
 from app.system.settings import read_setting
 
 PER_PAGE = 24
@@ -183,7 +183,7 @@ class MediaAdminController(Controller):
             if isinstance(upload, UploadFile):
                 await upload.close()
         location = request.app.route_reverse("admin:media") + "?notice=uploaded"
-        return Response(b"", status_code=303, headers={"Location": location})
+        return redirect(location)
 
     @get("/{media_id:uuid}/delete", name="admin:media:delete", guards=[guards.editor])
     async def confirm_delete(
@@ -205,4 +205,4 @@ class MediaAdminController(Controller):
     ) -> Response[bytes]:
         await delete_media(db_session, Actor.from_connection(request), media_dir(state), media_id)
         location = request.app.route_reverse("admin:media") + "?notice=deleted"
-        return Response(b"", status_code=303, headers={"Location": location})
+        return redirect(location)

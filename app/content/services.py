@@ -24,7 +24,7 @@ from app.content.cache import VIEWS_PREFIX, mark_public_change
 from app.content.markdown import plain_text, render_markdown
 from app.content.models import Entry, Kind, Revision, Status, Tag
 from app.core.errors import DomainError
-from app.core.pagination import Page, PageRequest
+from app.core.pagination import Page, PageRequest, paginate
 from app.core.store import Store
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -271,21 +271,13 @@ async def get_entry_by_slug(session: AsyncSession, kind: str, slug: str) -> Entr
     return await session.scalar(select(Entry).where(Entry.kind == kind, Entry.slug == slug))
 
 
-async def _paged(session: AsyncSession, query: Any, page: PageRequest) -> Page[Entry]:
-    total = int(
-        await session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
-    )
-    items = list((await session.scalars(query.offset(page.offset).limit(page.per_page))).all())
-    return Page(items, total, page.page, page.per_page)
-
-
 async def list_public_posts(
     session: AsyncSession, page: PageRequest, tag_slug: str | None = None
 ) -> Page[Entry]:
     query = select(Entry).where(Entry.kind == Kind.post.value, is_public())
     if tag_slug:
         query = query.where(Entry.tags.any(Tag.slug == tag_slug))
-    return await _paged(session, query.order_by(Entry.published_at.desc(), Entry.id), page)
+    return await paginate(session, query.order_by(Entry.published_at.desc(), Entry.id), page)
 
 
 async def nav_pages(session: AsyncSession) -> list[Entry]:
@@ -311,7 +303,7 @@ async def search_public(session: AsyncSession, q: str, page: PageRequest) -> Pag
             pattern = f"%{word.replace('%', '').replace('_', '')}%"
             query = query.where(or_(Entry.title.ilike(pattern), Entry.body_markdown.ilike(pattern)))
         query = query.order_by(Entry.published_at.desc())
-    return await _paged(session, query, page)
+    return await paginate(session, query, page)
 
 
 async def get_entry_for_reader(
@@ -378,7 +370,7 @@ async def list_entries(
     if filters.q:
         pattern = f"%{filters.q.strip()}%"
         query = query.where(or_(Entry.title.ilike(pattern), Entry.slug.ilike(pattern)))
-    return await _paged(session, query.order_by(Entry.updated_at.desc(), Entry.id), page)
+    return await paginate(session, query.order_by(Entry.updated_at.desc(), Entry.id), page)
 
 
 async def list_revisions(session: AsyncSession, entry_id: UUID) -> list[Revision]:

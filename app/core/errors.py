@@ -18,7 +18,7 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from app.core import db as database
 from app.core.store import StoreUnavailable
-from app.core.templating import render_template
+from app.core.templating import redirect, render_template
 
 log = logging.getLogger("keel.errors")
 
@@ -129,7 +129,7 @@ def _sign_in_redirect(request: Request) -> Response[Any]:
     location = f"/login?{urlencode({'next': target})}"
     if request.headers.get("hx-request"):
         return Response(b"", status_code=200, headers={"HX-Redirect": location})
-    return Response(b"", status_code=303, headers={"Location": location})
+    return redirect(location)
 
 
 def _prefers_json(request: Request) -> bool:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
 
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 T = TypeVar("T")
+U = TypeVar("U")
 MAX_PER_PAGE = 100
 
 
@@ -45,6 +49,10 @@ class Page(Generic[T]):
     def has_next(self) -> bool:
         return self.page < self.pages
 
+    def map(self, convert: Callable[[T], U]) -> Page[U]:
+        """The same page with every item converted."""
+        return Page([convert(item) for item in self.items], self.total, self.page, self.per_page)
+
     def envelope(self, items: Sequence[object]) -> dict[str, object]:
         """The API's list body: the items plus where they sit in the whole."""
         return {
@@ -53,6 +61,21 @@ class Page(Generic[T]):
             "page": self.page,
             "per_page": self.per_page,
         }
+
+
+async def paginate(
+    session: AsyncSession, statement: Select[Any], page: PageRequest, *, rows: bool = False
+) -> Page[Any]:
+    """One page of `statement`'s results and the count of them all.
+
+    With `rows=True` the items are result rows (for statements that select several things),
+    else the first column's values.
+    """
+    count = select(func.count()).select_from(statement.order_by(None).subquery())
+    total = int(await session.scalar(count) or 0)
+    result = await session.execute(statement.offset(page.offset).limit(page.per_page))
+    items = list(result.all() if rows else result.scalars().all())
+    return Page(items, total, page.page, page.per_page)
 
 
 def query_string(params: dict[str, object], **changes: object) -> str:

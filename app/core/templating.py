@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 from contextvars import ContextVar
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
 from jinja2 import Environment
 from litestar import MediaType, Request
+from litestar.datastructures import Cookie
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Response
 from litestar.template import TemplateConfig
@@ -65,6 +68,18 @@ def create_template_config(settings: Settings) -> TemplateConfig[JinjaTemplateEn
     return TemplateConfig(
         directory=TEMPLATES_DIR, engine=JinjaTemplateEngine, engine_callback=configure
     )
+
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+"""A handler's `data` annotation for an HTML form post."""
+
+
+def redirect(location: str, cookie: Cookie | None = None) -> Response[bytes]:
+    """303 See Other: after a form POST, the browser loads `location` with a GET."""
+    response: Response[bytes] = Response(b"", status_code=303, headers={"Location": location})
+    if cookie is not None:
+        response.set_cookie(cookie)
+    return response
 
 
 def wants_fragment(request: Request) -> bool:

@@ -16,11 +16,11 @@ from app.accounts import guards
 from app.accounts.audit import Actor, record
 from app.accounts.identity import CurrentUser, expired_session_cookie
 from app.accounts.models import User
-from app.accounts.pages.sign_in import PASSWORDS_DIFFER, Form, redirect, start_session
+from app.accounts.pages.sign_in import PASSWORDS_DIFFER, start_session
 from app.accounts.services import AccountError, change_password, get_user, update_user
 from app.accounts.sessions import BrowserSession, cookie_name
 from app.core.db import DbSession
-from app.core.templating import render
+from app.core.templating import Form, redirect, render
 
 SAVED_MESSAGES = {
     "profile": "Your profile was saved.",

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath, FromQuery
+from litestar.params import FromPath, FromQuery
 
 from app.accounts import guards
 from app.accounts.api_keys import (
@@ -23,9 +22,8 @@ from app.accounts.audit import Actor
 from app.accounts.models import ASSIGNABLE_ROLES
 from app.core.db import DbSession
 from app.core.pagination import PageRequest
-from app.core.templating import render
+from app.core.templating import Form, redirect, render
 
-Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 NEVER_CACHE = {"Cache-Control": "no-store"}
 
 
@@ -130,4 +128,4 @@ class ApiKeysAdminController(Controller):
     ) -> Response[bytes]:
         await revoke_api_key(db_session, Actor.from_connection(request), key_id)
         location = request.app.route_reverse("admin:api_keys")
-        return Response(b"", status_code=303, headers={"Location": location})
+        return redirect(location)

@@ -10,7 +10,7 @@ from litestar.params import FromPath
 
 from app.accounts import guards
 from app.accounts.audit import Actor
-from app.accounts.pages.sign_in import PASSWORDS_DIFFER, Form, redirect
+from app.accounts.pages.sign_in import PASSWORDS_DIFFER
 from app.accounts.services import (
     AccountError,
     PasswordResetInvalid,
@@ -18,7 +18,7 @@ from app.accounts.services import (
     find_password_reset,
 )
 from app.core.db import DbSession
-from app.core.templating import render
+from app.core.templating import Form, redirect, render
 
 TEMPLATE = "accounts/reset.html"
 

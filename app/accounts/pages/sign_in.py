@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
-from litestar.params import Body, FromQuery
+from litestar.params import FromQuery
 
 from app.accounts import guards
 from app.accounts.audit import Actor, record
@@ -25,10 +24,8 @@ from app.accounts.services import (
 from app.accounts.sessions import cookie_name
 from app.accounts.throttle import Throttled
 from app.core.db import DbSession
-from app.core.templating import render
+from app.core.templating import Form, redirect, render
 from app.system.settings import read_setting
-
-Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
 
 def safe_next(target: str | None, default: str = "/") -> str:
@@ -36,13 +33,6 @@ def safe_next(target: str | None, default: str = "/") -> str:
     if target and target.startswith("/") and not target.startswith(("//", "/\\")):
         return target
     return default
-
-
-def redirect(location: str, cookie: Any = None) -> Response[bytes]:
-    response: Response[bytes] = Response(b"", status_code=303, headers={"Location": location})
-    if cookie is not None:
-        response.set_cookie(cookie)
-    return response
 
 
 async def start_session(

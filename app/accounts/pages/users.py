@@ -17,7 +17,7 @@ from app.accounts import guards
 from app.accounts.audit import Actor
 from app.accounts.models import ASSIGNABLE_ROLES, Role, User
 from app.accounts.pages.reset import reset_link_url
-from app.accounts.pages.sign_in import Form, account_form, redirect
+from app.accounts.pages.sign_in import account_form
 from app.accounts.services import (
     RESET_LINK_SECONDS,
     USER_STATUSES,
@@ -32,7 +32,7 @@ from app.accounts.services import (
 )
 from app.core.db import DbSession
 from app.core.pagination import PageRequest
-from app.core.templating import render, render_list
+from app.core.templating import Form, redirect, render, render_list
 
 PER_PAGE = 25
 DEFAULT_SORT = "username"

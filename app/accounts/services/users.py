@@ -15,7 +15,7 @@ from app.accounts.audit import Actor, record
 from app.accounts.models import ASSIGNABLE_ROLES, Role, User
 from app.accounts.passwords import PasswordHashing, PasswordRuleError, check_password_rules
 from app.core.errors import DomainError
-from app.core.pagination import Page, PageRequest
+from app.core.pagination import Page, PageRequest, paginate
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -289,10 +289,6 @@ async def list_users(
         raise AccountError(f"Sort by one of: {', '.join(USER_SORTS)}.", "sort")
     column = USER_SORTS[key]
     order = column.desc() if (sort or "").startswith("-") else column.asc()
-    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    items = await session.scalars(
-        query.order_by(order.nulls_last(), func.lower(User.username))
-        .offset(page.offset)
-        .limit(page.per_page)
+    return await paginate(
+        session, query.order_by(order.nulls_last(), func.lower(User.username)), page
     )
-    return Page(list(items), int(total), page.page, page.per_page)
