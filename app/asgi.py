@@ -34,6 +34,7 @@ from app.content.services import next_scheduled_publication
 from app.core.db import create_engine, create_sessionmaker, provide_db_session
 from app.core.errors import handle_exception
 from app.core.logging import configure_logging
+from app.core.reads import Reads
 from app.core.requests import RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.store import create_store
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": settings,
             "engine": engine,
             "sessionmaker": sessionmaker,
+            "reads": Reads(engine, settings.db),
             "store": store,
             "started_monotonic": time.monotonic(),
             "has_users": False,
@@ -169,5 +171,6 @@ async def _start_page_cache(app: Litestar) -> None:
 
 async def _close_resources(app: Litestar) -> None:
     await app.state.page_cache.stop()
+    await app.state.reads.close()
     await app.state.engine.dispose()
     await app.state.store.close()

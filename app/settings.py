@@ -68,6 +68,9 @@ class DatabaseSettings:
     """DATABASE_URL: SQLAlchemy URL; `postgresql+asyncpg://...` in production."""
     pool_size: int = 10
     """DB_POOL_SIZE: connections kept open per process (PostgreSQL)."""
+    read_pool_size: int = 10
+    """DB_READ_POOL_SIZE: PostgreSQL connections per process for the hot public reads, which
+    run on asyncpg directly (app/core/reads.py) beside the SQLAlchemy pool."""
     max_overflow: int = 10
     """DB_MAX_OVERFLOW: extra connections allowed under load (PostgreSQL)."""
     pool_timeout: float = 5.0
@@ -185,6 +188,7 @@ class Settings:
         db = DatabaseSettings(
             url=_sqlite_url_under_root(reader.text("DATABASE_URL", DatabaseSettings.url)),
             pool_size=reader.integer("DB_POOL_SIZE", 10, minimum=1),
+            read_pool_size=reader.integer("DB_READ_POOL_SIZE", 10, minimum=1),
             max_overflow=reader.integer("DB_MAX_OVERFLOW", 10, minimum=0),
             pool_timeout=reader.number("DB_POOL_TIMEOUT", 5.0),
             pool_recycle=reader.integer("DB_POOL_RECYCLE", 1800, minimum=1),

@@ -3,7 +3,8 @@
 The JSON API (`/api/...`) authenticates only with `Authorization: Bearer` (a JWT or an API
 key) or `X-API-Key`, never with cookies, which is why it needs no CSRF token. Pages use
 the session cookie. Headers such as X-User-Id are never read. Every request reloads the
-user, so a role change or deactivation takes effect on the next request.
+user (one query, app/core/reads.py), so a role change or deactivation takes effect on
+the next request.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from app.accounts.models import ApiKey, Role, User
 from app.accounts.sessions import SessionStore, cookie_name, digest_of
@@ -29,6 +30,7 @@ from app.accounts.tokens import (
     hash_secret,
     looks_like_jwt,
 )
+from app.core.reads import ReadQuery
 
 log = logging.getLogger("keel.auth")
 UNAUTHENTICATED_PREFIXES = ("/static/", "/health", "/favicon.ico")
@@ -58,13 +60,44 @@ class CurrentUser:
         return self.display_name or self.username
 
 
-def _as_current(user: User, via: str, **extra: object) -> CurrentUser:
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    """The columns of a user that identify a caller, read without the ORM on every request."""
+
+    id: UUID
+    username: str
+    email: str
+    display_name: str
+    role: str
+    is_active: bool
+    auth_version: int
+
+
+CALLER = ReadQuery(
+    select(
+        User.id,
+        User.username,
+        User.email,
+        User.display_name,
+        User.role,
+        User.is_active,
+        User.auth_version,
+    ).where(User.id == bindparam("user_id"))
+)
+
+
+async def _load_caller(state: object, user_id: UUID) -> _Caller | None:
+    row = await state.reads.one(CALLER, user_id=user_id)  # type: ignore[attr-defined]
+    return _Caller(**row) if row is not None else None
+
+
+def _as_current(user: _Caller, via: str, **extra: object) -> CurrentUser:
     return CurrentUser(
         id=user.id,
         username=user.username,
         email=user.email,
         display_name=user.display_name,
-        role=user.role_level,
+        role=Role[user.role],
         via=via,
         **extra,  # type: ignore[arg-type]
     )
@@ -124,8 +157,7 @@ class IdentityMiddleware(ASGIMiddleware):
             raise _unauthorized(str(exc)) from None
         if await access_token_revoked(state.store, claims.jti):  # type: ignore[attr-defined]
             raise _unauthorized("The access token has been revoked.")
-        async with state.sessionmaker() as session:  # type: ignore[attr-defined]
-            user = await session.get(User, claims.user_id)
+        user = await _load_caller(state, claims.user_id)
         if user is None or not user.is_active or user.auth_version != claims.auth_version:
             raise _unauthorized("The access token is no longer valid.")
         return _as_current(user, "token", token_jti=claims.jti)
@@ -171,8 +203,7 @@ class IdentityMiddleware(ASGIMiddleware):
         browser_session = await sessions.load(session_id)
         user = None
         if browser_session is not None:
-            async with state.sessionmaker() as session:  # type: ignore[attr-defined]
-                user = await session.get(User, UUID(browser_session.user_id))
+            user = await _load_caller(state, UUID(browser_session.user_id))
         if (
             browser_session is None
             or user is None

@@ -18,6 +18,7 @@ from app.accounts.audit import Actor
 from app.accounts.models import Role
 from app.content.models import Entry
 from app.content.pages import PUBLIC_CACHE
+from app.content.reads import list_entries as read_entries
 from app.content.schemas import (
     EntryCreate,
     EntryOut,
@@ -32,7 +33,6 @@ from app.content.services import (
     EntryInput,
     delete_entry,
     get_entry,
-    list_entries,
     list_revisions,
     publish_entry,
     save_entry,
@@ -71,7 +71,6 @@ class ContentController(Controller):
     async def index(
         self,
         request: Request,
-        db_session: DbSession,
         kind: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
         author_id: FromQuery[UUID | None] = None,
@@ -90,7 +89,7 @@ class ContentController(Controller):
             q=q or None,
             public_only=not _sees_everything(request),
         )
-        found = await list_entries(db_session, filters, PageRequest.of(page, per_page))
+        found = await read_entries(request.app.state.reads, filters, PageRequest.of(page, per_page))
         return EntryPageOut(**found.envelope([EntryOut.of(entry) for entry in found.items]))  # type: ignore[arg-type]
 
     @get("/{entry_id:uuid}", name="api:content:get", guards=[guards.public], opt=PUBLIC_CACHE)

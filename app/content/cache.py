@@ -17,10 +17,12 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,6 +33,8 @@ GENERATION_KEY = "cache:generation"
 CHANNEL = "cache:invalidate"
 REVALIDATE_SECONDS = 2.0
 LOCAL_ENTRIES = 2048
+MEMO_SECONDS = 60.0
+T = TypeVar("T")
 CACHEABLE_HEADERS = {b"content-type", b"vary", b"content-language", b"link"}
 
 
@@ -66,6 +70,10 @@ class PageCache:
         self.checked_at = 0.0
         self.degraded = False
         self.local: OrderedDict[str, CachedPage] = OrderedDict()
+        self.memo: dict[str, tuple[int, float, Any]] = {}
+        """Values derived from public content (site settings, the menu): generation, expiry
+        and value, dropped with the generation like the pages."""
+        self._publication: tuple[int, float | None] | None = None
         self.hits = 0
         self.misses = 0
         self.views: Counter[str] = Counter()
@@ -121,7 +129,7 @@ class PageCache:
     def _adopt(self, generation: int) -> None:
         if generation != self.generation:
             self.generation = generation
-            self.local.clear()
+            self._forget()
         self.checked_at = time.monotonic()
 
     async def current_generation(self, force: bool = False) -> int | None:
@@ -145,7 +153,7 @@ class PageCache:
 
     async def invalidate(self) -> None:
         """Everything cached is stale now, on every replica."""
-        self.local.clear()
+        self._forget()
         try:
             generation = await self.store.incr(GENERATION_KEY)
             await self.store.publish(CHANNEL, str(generation))
@@ -153,6 +161,37 @@ class PageCache:
         except StoreUnavailable as exc:
             self.degraded = True
             log.warning("cache invalidation not stored", extra={"error": repr(exc)})
+
+    def _forget(self) -> None:
+        self.local.clear()
+        self.memo.clear()
+        self._publication = None
+
+    async def publication_bound(self) -> float | None:
+        """When the next scheduled entry becomes public (epoch seconds): nothing cached may
+        outlive it. Asked once per generation, and again once that moment has passed."""
+        if self.next_publication is None:
+            return None
+        held = self._publication
+        if held is None or held[0] != self.generation or (held[1] or math.inf) <= time.time():
+            held = (self.generation, await self.next_publication())
+            self._publication = held
+        return held[1]
+
+    async def remember(self, name: str, load: Callable[[], Awaitable[T]]) -> T:
+        """`load()`'s value, kept in the process under the current generation (so any public
+        change, on any replica, drops it) for at most MEMO_SECONDS and never past the next
+        scheduled publication. Without the store's generation nothing is kept."""
+        generation = await self.current_generation()
+        held = self.memo.get(name)
+        if held is not None and held[0] == generation and held[1] > time.time():
+            return held[2]  # type: ignore[no-any-return]
+        value = await load()
+        if generation is not None:
+            expires = time.time() + MEMO_SECONDS
+            moment = await self.publication_bound()
+            self.memo[name] = (generation, min(expires, moment or expires), value)
+        return value
 
     # -- entries -----------------------------------------------------------------------
     async def get(self, key: str) -> CachedPage | None:
@@ -186,10 +225,9 @@ class PageCache:
         generation = await self.current_generation()
         if generation is None:
             return
-        if self.next_publication is not None:
-            moment = await self.next_publication()
-            if moment is not None:
-                page.expires = min(page.expires, moment)
+        moment = await self.publication_bound()
+        if moment is not None:
+            page.expires = min(page.expires, moment)
         if page.expires <= time.time():
             return
         full = f"{generation}:{key}"

@@ -19,20 +19,19 @@ from app.accounts.models import Role
 from app.content import feeds
 from app.content.cache import VIEW_HEADER
 from app.content.models import Entry, Kind
+from app.content.reads import EntryView, entry_for_reader, nav_pages
 from app.content.services import (
     author_names,
-    get_entry_for_reader,
     get_tag,
     list_public_entries,
     list_public_posts,
-    nav_pages,
     search_public,
     visible_to_public,
 )
 from app.core.db import DbSession
 from app.core.pagination import PageRequest
 from app.core.templating import render, static_url
-from app.system.settings import read_settings
+from app.system.settings import read_settings_from
 
 log = logging.getLogger("keel.content")
 
@@ -45,12 +44,23 @@ PUBLIC_CACHE = {"public_cache": True}
 """Anonymous GETs of these routes are served from the page cache (app/content/cache.py)."""
 
 
-async def public_context(db_session: DbSession, **values: Any) -> dict[str, Any]:
+async def site_and_menu(request: Request) -> tuple[dict[str, Any], list[Any]]:
+    """The site settings and the menu pages, kept in the process until a public change."""
+    state = request.app.state
+
+    async def load() -> tuple[dict[str, Any], list[Any]]:
+        return await read_settings_from(state.reads), await nav_pages(state.reads)
+
+    return await state.page_cache.remember("site_and_menu", load)
+
+
+async def public_context(request: Request, **values: Any) -> dict[str, Any]:
     """What every public page needs: the site settings and the menu pages."""
-    return {"site": await read_settings(db_session), "nav": await nav_pages(db_session), **values}
+    site, nav = await site_and_menu(request)
+    return {"site": site, "nav": nav, **values}
 
 
-def entry_url(request: Request, entry: Entry) -> str:
+def entry_url(request: Request, entry: Entry | EntryView) -> str:
     """The absolute address of a page or post, from the request's base URL."""
     name = "public:post" if entry.kind == Kind.post.value else "public:page"
     return request.url_for(name, slug=entry.slug)
@@ -62,10 +72,11 @@ def _may_preview(request: Request, preview: bool) -> bool:
 
 
 async def _entry_page(
-    request: Request, db_session: DbSession, kind: str, slug: str, preview: bool, template: str
+    request: Request, kind: str, slug: str, preview: bool, template: str
 ) -> Response[str]:
     previewing = _may_preview(request, preview)
-    entry = await get_entry_for_reader(db_session, kind, slug, may_preview=previewing)
+    reads = request.app.state.reads
+    entry = await entry_for_reader(reads, kind, slug, may_preview=previewing)
     if entry is None:
         raise NotFoundException("No such page.")
     if previewing:
@@ -74,11 +85,10 @@ async def _entry_page(
     else:
         is_public = True
         headers = {VIEW_HEADER.decode(): str(entry.id)}  # counted by the page cache layer
-    authors = await author_names(db_session, [entry])
     context = await public_context(
-        db_session,
+        request,
         entry=entry,
-        author=authors.get(entry.author_id, ""),
+        author=entry.author_name,
         preview_banner=not is_public,
         canonical_url=entry_url(request, entry),
     )
@@ -94,7 +104,7 @@ class PublicPagesController(Controller):
     async def home(self, request: Request, db_session: DbSession) -> Response[str]:
         """The home page: the site's title and introduction, then the latest posts."""
         posts = await list_public_posts(db_session, PageRequest(1, HOME_POSTS))
-        context = await public_context(db_session, posts=posts.items)
+        context = await public_context(request, posts=posts.items)
         return render(request, "content/home.html", context)
 
     @get("/blog", name="public:blog", opt=PUBLIC_CACHE)
@@ -103,20 +113,17 @@ class PublicPagesController(Controller):
     ) -> Response[str]:
         """Every public post, newest first, ten to a page."""
         posts = await list_public_posts(db_session, PageRequest.of(page, BLOG_PER_PAGE))
-        context = await public_context(db_session, posts=posts, params={})
+        context = await public_context(request, posts=posts, params={})
         return render(request, "content/blog.html", context, block="results")
 
     @get("/blog/{slug:str}", name="public:post", opt=PUBLIC_CACHE)
     async def post(
         self,
         request: Request,
-        db_session: DbSession,
         slug: FromPath[str],
         preview: FromQuery[bool] = False,
     ) -> Response[str]:
-        return await _entry_page(
-            request, db_session, Kind.post.value, slug, preview, "content/post.html"
-        )
+        return await _entry_page(request, Kind.post.value, slug, preview, "content/post.html")
 
     @get("/tags/{slug:str}", name="public:tag", opt=PUBLIC_CACHE)
     async def tag(
@@ -127,7 +134,7 @@ class PublicPagesController(Controller):
         if found is None:
             raise NotFoundException("No such tag.")
         posts = await list_public_posts(db_session, PageRequest.of(page, BLOG_PER_PAGE), slug)
-        context = await public_context(db_session, tag=found, posts=posts, params={})
+        context = await public_context(request, tag=found, posts=posts, params={})
         return render(request, "content/tag.html", context, block="results")
 
     @get("/search", name="public:search", opt=PUBLIC_CACHE)
@@ -143,13 +150,13 @@ class PublicPagesController(Controller):
         results = (
             await search_public(db_session, q, PageRequest.of(page, SEARCH_PER_PAGE)) if q else None
         )
-        context = await public_context(db_session, q=q, results=results, params={"q": q})
+        context = await public_context(request, q=q, results=results, params={"q": q})
         return render(request, "content/search.html", context, block="results")
 
     @get("/feed.xml", name="public:feed", opt=PUBLIC_CACHE)
     async def feed(self, request: Request, db_session: DbSession) -> Response[bytes]:
         """The latest posts as an Atom 1.0 feed."""
-        site = await read_settings(db_session)
+        site, _ = await site_and_menu(request)
         posts = (await list_public_posts(db_session, PageRequest(1, FEED_POSTS))).items
         body = feeds.atom_feed(
             title=site["site_title"],
@@ -189,11 +196,8 @@ class PublicPagesController(Controller):
     async def page(
         self,
         request: Request,
-        db_session: DbSession,
         slug: FromPath[str],
         preview: FromQuery[bool] = False,
     ) -> Response[str]:
         """A page at the root of the site (`/about`); the site's own paths always win."""
-        return await _entry_page(
-            request, db_session, Kind.page.value, slug, preview, "content/page.html"
-        )
+        return await _entry_page(request, Kind.page.value, slug, preview, "content/page.html")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import msgspec
 
 from app.content.models import Entry, Kind, Revision
 
+if TYPE_CHECKING:
+    from app.content.reads import EntryView
 
-def public_path(entry: Entry) -> str:
+
+def public_path(entry: Entry | EntryView) -> str:
     """Where visitors read an entry: `/blog/<slug>` for posts, `/<slug>` for pages."""
     return f"/blog/{entry.slug}" if entry.kind == Kind.post.value else f"/{entry.slug}"
 
@@ -38,7 +42,7 @@ class EntryOut(msgspec.Struct):
     """The public address (it answers only once the entry is public)."""
 
     @classmethod
-    def of(cls, entry: Entry) -> EntryOut:
+    def of(cls, entry: Entry | EntryView) -> EntryOut:
         return cls(
             id=entry.id,
             kind=entry.kind,

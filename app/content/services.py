@@ -11,7 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
@@ -26,6 +26,9 @@ from app.content.models import Entry, Kind, Revision, Status, Tag
 from app.core.errors import DomainError
 from app.core.pagination import Page, PageRequest, paginate
 from app.core.store import Store
+
+if TYPE_CHECKING:
+    from app.content.reads import EntryView
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 RESERVED_PAGE_SLUGS = {
@@ -67,16 +70,17 @@ def slugify(text: str) -> str:
     return slug[:120].rstrip("-") or "untitled"
 
 
-def is_public() -> ColumnElement[bool]:
-    """The visitor's filter: published or scheduled, and the publish time has come."""
+def is_public(moment: datetime | ColumnElement[datetime] | None = None) -> ColumnElement[bool]:
+    """The visitor's filter: published or scheduled, and the publish time (`moment`, by
+    default now) has come."""
     return and_(
-        Entry.status.in_((Status.published.value, Status.scheduled.value)),
+        or_(Entry.status == Status.published.value, Entry.status == Status.scheduled.value),
         Entry.published_at.is_not(None),
-        Entry.published_at <= now(),
+        Entry.published_at <= (now() if moment is None else moment),
     )
 
 
-def visible_to_public(entry: Entry) -> bool:
+def visible_to_public(entry: Entry | EntryView) -> bool:
     return (
         entry.status in (Status.published.value, Status.scheduled.value)
         and entry.published_at is not None
@@ -119,6 +123,8 @@ def _validated(data: EntryInput) -> EntryInput:
         if name and name.lower() not in {t.lower() for t in tags}:
             if len(name) > 64:
                 raise ContentError("Tags are at most 64 characters.", "tags")
+            if any(unicodedata.category(char) == "Cc" for char in name):
+                raise ContentError("Tags cannot contain control characters.", "tags")
             tags.append(name)
     return EntryInput(
         kind=data.kind,
@@ -348,14 +354,18 @@ class EntryFilters:
     """Only what a visitor may see (the API's answer to anonymous callers and viewers)."""
 
 
-async def list_entries(
-    session: AsyncSession, filters: EntryFilters, page: PageRequest
-) -> Page[Entry]:
-    """The admin list: every status, newest change first."""
+def check_filters(filters: EntryFilters) -> None:
     if filters.kind and filters.kind not in (Kind.page.value, Kind.post.value):
         raise ContentError("Choose page or post.", "kind")
     if filters.status and filters.status not in {s.value for s in Status}:
         raise ContentError("Choose draft, scheduled, published or archived.", "status")
+
+
+async def list_entries(
+    session: AsyncSession, filters: EntryFilters, page: PageRequest
+) -> Page[Entry]:
+    """The admin list: every status, newest change first."""
+    check_filters(filters)
     query = select(Entry)
     if filters.public_only:
         query = query.where(is_public())

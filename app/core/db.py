@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from sqlalchemy import event, text
@@ -133,7 +134,9 @@ def is_unavailable(exc: BaseException) -> bool:
             lost = sqlstate is None and ("connect" in message or "closed" in message)
             return lost or any(text in message for text in _SQLITE_UNAVAILABLE)
         return False
-    return isinstance(exc, ConnectionError | TimeoutError | OSError)
+    if isinstance(exc, asyncpg.PostgresError):  # raised directly by app/core/reads.py
+        return str(getattr(exc, "sqlstate", "")).startswith(_UNAVAILABLE_SQLSTATES)
+    return isinstance(exc, ConnectionError | TimeoutError | OSError | asyncpg.InterfaceError)
 
 
 def describe_url(url: str) -> str:

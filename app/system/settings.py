@@ -1,13 +1,14 @@
 """The typed registry of runtime settings and the functions every domain reads them with.
 
 Values live in the `system_settings` table and are read from it on every call, so a change
-made by one process is seen by every other at once. A setting that was never written
+made by one process is seen by every other at once (public pages keep them in the process
+under the page cache's generation, which every write bumps). A setting that was never written
 has its registered default.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.content.cache import mark_public_change
+from app.core.reads import ReadQuery, Reads
 from app.system.models import SystemSetting
 
 Validator = Callable[[Any], str | None]
@@ -181,9 +183,21 @@ async def read_setting(session: AsyncSession, name: str) -> Any:
     return definition.default if stored is None else stored
 
 
+_ALL = select(SystemSetting.key, SystemSetting.value)
+ALL_SETTINGS = ReadQuery(_ALL)
+
+
 async def read_settings(session: AsyncSession) -> dict[str, Any]:
     """Every registered setting with its current value, in one query."""
-    rows = (await session.execute(select(SystemSetting.key, SystemSetting.value))).all()
+    return _with_defaults((await session.execute(_ALL)).all())
+
+
+async def read_settings_from(reads: Reads) -> dict[str, Any]:
+    """The same, for the hot read paths (app/core/reads.py)."""
+    return _with_defaults((row["key"], row["value"]) for row in await reads.all(ALL_SETTINGS))
+
+
+def _with_defaults(rows: Iterable[Any]) -> dict[str, Any]:
     stored = {key: value for key, value in rows}
     return {name: stored.get(name, d.default) for name, d in REGISTRY.items()}
 
