@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -38,6 +39,7 @@ from app.core.requests import RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.store import create_store
 from app.core.templating import create_template_config
+from app.jobs.queue import wake_workers
 from app.jobs.worker import Worker, housekeeping
 from app.routes import route_groups
 from app.settings import ConfigError, Settings
@@ -74,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "access_tokens": AccessTokens(settings.app.secret_key, auth.access_token_minutes * 60),
             "refresh_tokens": RefreshTokens(store, auth.refresh_token_days * 86400),
             "page_cache": page_cache,
-            "after_commit": [page_cache.after_commit],
+            "after_commit": [page_cache.after_commit, partial(wake_workers, store)],
         }
     )
     app = Litestar(
@@ -144,8 +146,9 @@ def _csrf_config(settings: Settings) -> CSRFConfig:
 async def _in_process_worker(app: Litestar) -> AsyncGenerator[None, None]:
     """Embedded mode: one `keel serve` is the whole system, so it runs the worker too."""
     worker = Worker(
-        app.state.settings.worker,
+        app.state.settings,
         app.state.store,
+        app.state.sessionmaker,
         mode="in-process",
         periodic=housekeeping(app.state.sessionmaker, app.state.store),
     )

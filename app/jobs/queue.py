@@ -1,0 +1,431 @@
+"""The durable queue: enqueue inside the caller's transaction, claim with a lease, finish
+with the lease token, retry with backoff, reap expired leases.
+
+PostgreSQL claims with `SELECT ... FOR UPDATE SKIP LOCKED` and takes every time from its
+own clock (`now()`); SQLite (one machine, one writer at a time) claims with one atomic
+UPDATE and takes the time from the machine clock, which is then the database's clock too.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import ColumnElement, String, case, cast, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import DomainError
+from app.core.store import Store, StoreUnavailable
+from app.jobs.models import UNFINISHED_SQL, Job, JobStatus
+from app.jobs.registry import JobCancelled, job_type
+
+WAKE_CHANNEL = "jobs:wake"
+"""Store pub/sub channel: the message is the queue that has new work."""
+WAKE_KEY = "keel.jobs.wake"
+"""`session.info` key: queues that got jobs in the session's transaction."""
+CLAIM_BATCH = 10
+MAX_BACKOFF_SECONDS = 3600.0
+LEASE_LOST_ERROR = "lease expired: the worker stopped renewing it"
+
+jobs = Job.__table__
+c = jobs.c
+
+
+class LeaseLost(Exception):
+    """The job's lease belongs to another claim now (expired and reclaimed, or cancelled)."""
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job this worker holds the lease of."""
+
+    id: int
+    type: str
+    queue: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    lease_token: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run of a claimed job ended; written in batches by `record_outcomes`."""
+
+    id: int
+    lease_token: str
+    status: JobStatus
+    result: Any = None
+    error: str | None = None
+    retry_in: float = 0.0
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _now(postgres: bool) -> Any:
+    """The database clock on PostgreSQL; the machine clock (shared by all) on SQLite."""
+    return func.now() if postgres else datetime.now(UTC)
+
+
+def _later(postgres: bool, seconds: float) -> Any:
+    if postgres:
+        return func.now() + func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+async def enqueue(
+    session: AsyncSession,
+    type: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    priority: int = 0,
+    delay: float = 0.0,
+    unique_key: str | None = None,
+    created_by: UUID | None = None,
+    max_attempts: int | None = None,
+) -> int:
+    """Add a job in the caller's transaction (no commit): it exists exactly when the
+    caller's change commits. Returns its id; with a `unique_key` that an unfinished job
+    already holds, returns that job's id and adds nothing. Raises JobInputError for an
+    unknown type or a payload that does not fit it."""
+    kind = job_type(type)
+    postgres = is_postgres(session)
+    now = _now(postgres)
+    values = {
+        "type": kind.name,
+        "queue": queue or kind.queue,
+        "payload": kind.validate(payload),
+        "status": JobStatus.queued.value,
+        "priority": priority,
+        "run_at": _later(postgres, delay) if delay > 0 else now,
+        "attempts": 0,
+        "max_attempts": max_attempts or kind.max_attempts,
+        "progress": 0,
+        "progress_message": "",
+        "unique_key": unique_key,
+        "created_by_id": created_by,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if unique_key is None:
+        job_id = await session.scalar(insert(jobs).values(values).returning(c.id))
+    else:
+        statement = (pg_insert if postgres else sqlite_insert)(jobs).values(values)
+        statement = statement.on_conflict_do_nothing(
+            index_elements=["unique_key"],
+            index_where=text(UNFINISHED_SQL + " AND unique_key IS NOT NULL"),
+        )
+        job_id = await session.scalar(statement.returning(c.id))
+        if job_id is None:
+            job_id = await session.scalar(
+                select(c.id).where(c.unique_key == unique_key, text(UNFINISHED_SQL))
+            )
+    session.info.setdefault(WAKE_KEY, set()).add(values["queue"])
+    return int(job_id)  # type: ignore[arg-type]
+
+
+async def wake_workers(store: Store, session: AsyncSession) -> None:
+    """After a commit: tell idle workers which queues got new jobs (polling covers a miss)."""
+    queues = session.info.pop(WAKE_KEY, None)
+    for queue in queues or ():
+        try:
+            await store.publish(WAKE_CHANNEL, queue)
+        except StoreUnavailable:
+            return
+
+
+def _token(postgres: bool) -> Any:
+    if postgres:
+        return cast(func.gen_random_uuid(), String)
+    return func.lower(func.hex(func.randomblob(16)))
+
+
+def _in_queues(queues: Sequence[str]) -> ColumnElement[bool]:
+    # One queue (the usual case) compares with `=` so the claim index serves it in order.
+    return c.queue == queues[0] if len(queues) == 1 else c.queue.in_(queues)
+
+
+async def claim_jobs(
+    session: AsyncSession,
+    owner: str,
+    queues: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+) -> list[ClaimedJob]:
+    """Take up to `limit` due jobs, lowest priority value first, each with a fresh lease token.
+    The caller commits. Concurrent claimers never get the same job."""
+    postgres = is_postgres(session)
+    now = _now(postgres)
+    due = (
+        select(c.id)
+        .where(c.status == JobStatus.queued.value, _in_queues(queues), c.run_at <= now)
+        .order_by(c.priority, c.run_at, c.id)
+        .limit(limit)
+    )
+    changes = {
+        "status": JobStatus.running.value,
+        "attempts": c.attempts + 1,
+        "lease_owner": owner,
+        "lease_token": _token(postgres),
+        "lease_expires_at": _later(postgres, lease_seconds),
+        "started_at": now,
+        "updated_at": now,
+        "progress": 0,
+        "progress_message": "",
+    }
+    if postgres:
+        chosen = due.with_for_update(skip_locked=True).cte("chosen")
+        statement = update(jobs).where(c.id == chosen.c.id)
+    else:
+        statement = update(jobs).where(c.id.in_(due.scalar_subquery()))
+    returned = (c.id, c.type, c.queue, c.payload, c.attempts, c.max_attempts, c.lease_token)
+    rows = await session.execute(statement.values(changes).returning(*returned))
+    return [ClaimedJob(*row) for row in rows]
+
+
+def retry_delay(attempt: int, base: float) -> float:
+    """Exponential backoff with jitter: about base, 2*base, 4*base, ... (x0.5 to x1.5)."""
+    return min(base * 2 ** max(attempt - 1, 0), MAX_BACKOFF_SECONDS) * (0.5 + random.random())  # noqa: S311 (jitter, not a secret)
+
+
+def failure_outcome(job: ClaimedJob, error: str, base_backoff: float) -> Outcome:
+    """A retry in a while, or `dead` once every attempt is spent."""
+    if job.attempts >= job.max_attempts:
+        return Outcome(job.id, job.lease_token, JobStatus.dead, error=error)
+    delay = retry_delay(job.attempts, base_backoff)
+    return Outcome(job.id, job.lease_token, JobStatus.queued, error=error, retry_in=delay)
+
+
+_RECORD_PG = text(
+    """
+    UPDATE jobs AS j SET
+        status = o.status,
+        result = CASE WHEN o.status = 'succeeded' THEN CAST(o.result AS jsonb) ELSE j.result END,
+        last_error = COALESCE(o.error, j.last_error),
+        progress = CASE WHEN o.status = 'succeeded' THEN 100 ELSE j.progress END,
+        run_at = CASE WHEN o.status = 'queued'
+            THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
+        finished_at = CASE WHEN o.status = 'queued' THEN NULL ELSE now() END,
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:tokens AS text[]), CAST(:statuses AS text[]),
+        CAST(:results AS text[]), CAST(:errors AS text[]), CAST(:delays AS float8[])
+    ) AS o(id, token, status, result, error, delay)
+    WHERE j.id = o.id AND j.lease_token = o.token AND j.status = 'running'
+    RETURNING j.id
+    """
+)
+
+
+async def record_outcomes(session: AsyncSession, outcomes: Sequence[Outcome]) -> set[int]:
+    """Write how claimed jobs ended, in one statement on PostgreSQL. Only runs that still
+    hold their lease are written; the ids returned are those (the rest lost their lease)."""
+    if not outcomes:
+        return set()
+    if is_postgres(session):
+        rows = await session.execute(
+            _RECORD_PG,
+            {
+                "ids": [o.id for o in outcomes],
+                "tokens": [o.lease_token for o in outcomes],
+                "statuses": [o.status.value for o in outcomes],
+                "results": [None if o.result is None else json.dumps(o.result) for o in outcomes],
+                "errors": [o.error for o in outcomes],
+                "delays": [o.retry_in for o in outcomes],
+            },
+        )
+        return {row[0] for row in rows}
+    written = set()
+    for outcome in outcomes:
+        now = datetime.now(UTC)
+        changes: dict[str, Any] = {
+            "status": outcome.status.value,
+            "lease_token": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+            "finished_at": None if outcome.status == JobStatus.queued else now,
+        }
+        if outcome.status == JobStatus.succeeded:
+            changes.update(result=outcome.result, progress=100)
+        if outcome.error is not None:
+            changes["last_error"] = outcome.error
+        if outcome.status == JobStatus.queued:
+            changes["run_at"] = now + timedelta(seconds=outcome.retry_in)
+        result = await session.execute(
+            update(jobs)
+            .where(
+                c.id == outcome.id,
+                c.lease_token == outcome.lease_token,
+                c.status == JobStatus.running.value,
+            )
+            .values(changes)
+        )
+        if result.rowcount:
+            written.add(outcome.id)
+    return written
+
+
+async def report_progress(
+    session: AsyncSession,
+    job_id: int,
+    lease_token: str,
+    percent: int,
+    message: str,
+    lease_seconds: float,
+) -> None:
+    """Store progress and renew the lease; JobCancelled when the run no longer holds it."""
+    postgres = is_postgres(session)
+    result = await session.execute(
+        update(jobs)
+        .where(c.id == job_id, c.lease_token == lease_token, c.status == JobStatus.running.value)
+        .values(
+            progress=percent,
+            progress_message=message,
+            lease_expires_at=_later(postgres, lease_seconds),
+            updated_at=_now(postgres),
+        )
+    )
+    if not result.rowcount:
+        raise JobCancelled(f"job {job_id} was cancelled or its lease was lost")
+
+
+async def renew_leases(
+    session: AsyncSession, tokens: Iterable[str], lease_seconds: float
+) -> set[str]:
+    """Extend the leases this worker still holds; returns the tokens that are still valid."""
+    tokens = list(tokens)
+    if not tokens:
+        return set()
+    postgres = is_postgres(session)
+    rows = await session.execute(
+        update(jobs)
+        .where(c.lease_token.in_(tokens), c.status == JobStatus.running.value)
+        .values(lease_expires_at=_later(postgres, lease_seconds))
+        .returning(c.lease_token)
+    )
+    return {row[0] for row in rows}
+
+
+async def release_jobs(session: AsyncSession, tokens: Iterable[str]) -> int:
+    """Give unfinished jobs back to the queue at shutdown; the attempt does not count."""
+    tokens = list(tokens)
+    if not tokens:
+        return 0
+    postgres = is_postgres(session)
+    result = await session.execute(
+        update(jobs)
+        .where(c.lease_token.in_(tokens), c.status == JobStatus.running.value)
+        .values(
+            status=JobStatus.queued.value,
+            attempts=(func.greatest if postgres else func.max)(c.attempts - 1, 0),
+            lease_token=None,
+            lease_expires_at=None,
+            run_at=_now(postgres),
+            updated_at=_now(postgres),
+        )
+    )
+    return int(result.rowcount or 0)
+
+
+async def reap_expired_leases(session: AsyncSession) -> list[int]:
+    """Queue again the jobs whose worker stopped renewing its lease (or `dead` when no
+    attempt is left). Any worker may run this; each expired job is reaped once."""
+    postgres = is_postgres(session)
+    now = _now(postgres)
+    spent = c.attempts >= c.max_attempts
+    rows = await session.execute(
+        update(jobs)
+        .where(c.status == JobStatus.running.value, c.lease_expires_at < now)
+        .values(
+            status=case((spent, JobStatus.dead.value), else_=JobStatus.queued.value),
+            finished_at=case((spent, now), else_=None),
+            last_error=LEASE_LOST_ERROR,
+            lease_token=None,
+            lease_expires_at=None,
+            run_at=now,
+            updated_at=now,
+        )
+        .returning(c.id)
+    )
+    return [row[0] for row in rows]
+
+
+class JobStateError(DomainError):
+    """The job is not in a state that allows what was asked (cancel a finished job, ...)."""
+
+    status = 409
+
+
+async def cancel_job(session: AsyncSession, job_id: int) -> Job:
+    """Cancel a queued job at once; a running one gives up its lease now and its handler
+    stops at its next progress report (nothing it returns afterwards is kept)."""
+    postgres = is_postgres(session)
+    now = _now(postgres)
+    row = await session.execute(
+        update(jobs)
+        .where(c.id == job_id, c.status.in_([JobStatus.queued.value, JobStatus.running.value]))
+        .values(
+            status=JobStatus.cancelled.value,
+            lease_token=None,
+            lease_expires_at=None,
+            finished_at=now,
+            updated_at=now,
+        )
+        .returning(c.id)
+    )
+    if row.first() is None:
+        raise JobStateError("Only a queued or running job can be cancelled.")
+    return await _fresh(session, job_id)
+
+
+RETRYABLE = (JobStatus.failed.value, JobStatus.dead.value, JobStatus.cancelled.value)
+
+
+async def retry_job(session: AsyncSession, job_id: int) -> Job:
+    """Queue a failed, dead or cancelled job again with a full set of attempts."""
+    postgres = is_postgres(session)
+    now = _now(postgres)
+    try:
+        async with session.begin_nested():
+            row = await session.execute(
+                update(jobs)
+                .where(c.id == job_id, c.status.in_(RETRYABLE))
+                .values(
+                    status=JobStatus.queued.value,
+                    attempts=0,
+                    run_at=now,
+                    progress=0,
+                    progress_message="",
+                    result=None,
+                    finished_at=None,
+                    started_at=None,
+                    updated_at=now,
+                )
+                .returning(c.id, c.queue)
+            )
+            found = row.first()
+    except IntegrityError:
+        raise JobStateError("Another run of this job is already queued or running.") from None
+    if found is None:
+        raise JobStateError("Only a failed, dead or cancelled job can be retried.")
+    session.info.setdefault(WAKE_KEY, set()).add(found.queue)
+    return await _fresh(session, job_id)
+
+
+async def _fresh(session: AsyncSession, job_id: int) -> Job:
+    job = await session.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    return job
