@@ -40,6 +40,7 @@ from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.store import create_store
 from app.core.templating import create_template_config
 from app.jobs.queue import wake_workers
+from app.jobs.registry import load_job_modules
 from app.jobs.worker import Worker, housekeeping
 from app.routes import route_groups
 from app.settings import ConfigError, Settings
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if problems := settings.startup_problems():
         raise ConfigError(problems)
     configure_logging(settings.app.log_level)
+    load_job_modules(settings.worker.job_modules)
     engine = create_engine(settings.db)
     store = create_store(settings.store)
     auth = settings.auth

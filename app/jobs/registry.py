@@ -124,6 +124,7 @@ def job_handler(
 
 
 def job_type(name: str) -> JobType:
+    load_job_modules()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -131,11 +132,12 @@ def job_type(name: str) -> JobType:
 
 
 def job_types() -> list[JobType]:
+    load_job_modules()
     return sorted(_REGISTRY.values(), key=lambda t: t.name)
 
 
 def load_job_modules(extra: tuple[str, ...] = ()) -> None:
-    """Import every module that declares handlers (idempotent)."""
+    """Import every module that declares handlers (idempotent; Keel's own always)."""
     for module in (*BUILTIN_MODULES, *extra):
         importlib.import_module(module)
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.jobs.models import JobSchedule
 from app.jobs.queue import enqueue, is_postgres
+from app.jobs.registry import load_job_modules
 
 SCHEDULE_CHECK_SECONDS = 1.0
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -67,6 +68,7 @@ def schedule(
 
 
 def schedules() -> list[Schedule]:
+    load_job_modules()
     return list(_SCHEDULES.values())
 
 
