@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Role
 from app.core.errors import DomainError
 from app.core.store import Store
+from app.settings import Settings
 
 P = TypeVar("P")
 
@@ -134,6 +135,11 @@ def job_type(name: str) -> JobType:
 def job_types() -> list[JobType]:
     load_job_modules()
     return sorted(_REGISTRY.values(), key=lambda t: t.name)
+
+
+def files_dir(settings: Settings) -> Path:
+    """Where result files live: `<VAR_DIR>/job-files/<job id>/`; app and workers share it."""
+    return settings.app.var_dir / "job-files"
 
 
 def load_job_modules(extra: tuple[str, ...] = ()) -> None:

@@ -33,6 +33,7 @@ from app.jobs.registry import (
     JobContext,
     JobFailed,
     JobInputError,
+    files_dir,
     job_type,
     load_job_modules,
 )
@@ -74,7 +75,7 @@ class Worker:
         self.mode = mode
         self.periodic = periodic
         self.run_schedules = schedules
-        self.files_dir = settings.app.var_dir / "job-files"
+        self.files_dir = files_dir(settings)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.started_at = time.time()
         self.processed = 0
