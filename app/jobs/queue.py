@@ -16,11 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, String, case, cast, func, insert, select, text, update
+from advanced_alchemy.types import JsonB
+from sqlalchemy import case, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.errors import DomainError
 from app.core.store import Store, StoreUnavailable
@@ -68,8 +69,13 @@ class Outcome:
     retry_in: float = 0.0
 
 
-def is_postgres(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+Executor = AsyncSession | AsyncConnection
+"""Queue statements run in a caller's session, or on a worker's own autocommit connection."""
+
+
+def is_postgres(executor: Executor) -> bool:
+    bind = executor.get_bind() if isinstance(executor, AsyncSession) else executor
+    return bind.dialect.name == "postgresql"
 
 
 def _now(postgres: bool) -> Any:
@@ -145,31 +151,60 @@ async def wake_workers(store: Store, session: AsyncSession) -> None:
             return
 
 
-def _token(postgres: bool) -> Any:
-    if postgres:
-        return cast(func.gen_random_uuid(), String)
-    return func.lower(func.hex(func.randomblob(16)))
-
-
-def _in_queues(queues: Sequence[str]) -> ColumnElement[bool]:
-    # One queue (the usual case) compares with `=` so the claim index serves it in order.
-    return c.queue == queues[0] if len(queues) == 1 else c.queue.in_(queues)
+_CLAIM_PG = """
+    WITH chosen AS (
+        SELECT id FROM jobs
+        WHERE status = 'queued' AND {queues} AND run_at <= now()
+        ORDER BY priority, run_at, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE jobs SET
+        status = 'running',
+        attempts = jobs.attempts + 1,
+        lease_owner = :owner,
+        lease_token = CAST(gen_random_uuid() AS text),
+        lease_expires_at = now() + make_interval(secs => :lease),
+        started_at = now(),
+        updated_at = now(),
+        progress = 0,
+        progress_message = ''
+    FROM chosen WHERE jobs.id = chosen.id
+    RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempts, jobs.max_attempts,
+        jobs.lease_token
+"""
+_CLAIM_ONE_QUEUE = text(_CLAIM_PG.format(queues="queue = :queue")).columns(payload=JsonB)
+_CLAIM_QUEUES = text(_CLAIM_PG.format(queues="queue = ANY(:queues)")).columns(payload=JsonB)
+"""Plain SQL on PostgreSQL: the claim runs thousands of times a second, and one queue (the
+usual case) compares with `=` so the claim index serves the rows in order."""
 
 
 async def claim_jobs(
-    session: AsyncSession,
+    executor: Executor,
     owner: str,
     queues: Sequence[str],
     limit: int,
     lease_seconds: float,
 ) -> list[ClaimedJob]:
     """Take up to `limit` due jobs, lowest priority value first, each with a fresh lease token.
-    The caller commits. Concurrent claimers never get the same job."""
-    postgres = is_postgres(session)
-    now = _now(postgres)
+    One statement: atomic on its own or inside the caller's transaction. Concurrent
+    claimers never get the same job."""
+    if is_postgres(executor):
+        many = len(queues) > 1
+        rows = await executor.execute(
+            _CLAIM_QUEUES if many else _CLAIM_ONE_QUEUE,
+            {
+                "limit": limit,
+                "owner": owner,
+                "lease": lease_seconds,
+                **({"queues": list(queues)} if many else {"queue": queues[0]}),
+            },
+        )
+        return [ClaimedJob(*row) for row in rows]
+    now = datetime.now(UTC)
     due = (
         select(c.id)
-        .where(c.status == JobStatus.queued.value, _in_queues(queues), c.run_at <= now)
+        .where(c.status == JobStatus.queued.value, c.queue.in_(queues), c.run_at <= now)
         .order_by(c.priority, c.run_at, c.id)
         .limit(limit)
     )
@@ -177,20 +212,16 @@ async def claim_jobs(
         "status": JobStatus.running.value,
         "attempts": c.attempts + 1,
         "lease_owner": owner,
-        "lease_token": _token(postgres),
-        "lease_expires_at": _later(postgres, lease_seconds),
+        "lease_token": func.lower(func.hex(func.randomblob(16))),
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
         "started_at": now,
         "updated_at": now,
         "progress": 0,
         "progress_message": "",
     }
-    if postgres:
-        chosen = due.with_for_update(skip_locked=True).cte("chosen")
-        statement = update(jobs).where(c.id == chosen.c.id)
-    else:
-        statement = update(jobs).where(c.id.in_(due.scalar_subquery()))
     returned = (c.id, c.type, c.queue, c.payload, c.attempts, c.max_attempts, c.lease_token)
-    rows = await session.execute(statement.values(changes).returning(*returned))
+    statement = update(jobs).where(c.id.in_(due.scalar_subquery())).values(changes)
+    rows = await executor.execute(statement.returning(*returned))
     return [ClaimedJob(*row) for row in rows]
 
 
@@ -230,7 +261,7 @@ _RECORD_PG = text(
 )
 
 
-async def record_outcomes(session: AsyncSession, outcomes: Sequence[Outcome]) -> set[int]:
+async def record_outcomes(session: Executor, outcomes: Sequence[Outcome]) -> set[int]:
     """Write how claimed jobs ended, in one statement on PostgreSQL. Only runs that still
     hold their lease are written; the ids returned are those (the rest lost their lease)."""
     if not outcomes:

@@ -30,6 +30,7 @@ Declaring a job type (the whole API another domain needs)::
 from __future__ import annotations
 
 import importlib
+import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,8 @@ class JobContext(Generic[P]):
         """Store a result file the requester can download (one per job is shown)."""
         safe = Path(name).name or "result"
         directory = self.files_dir / str(self.job_id)
+        if not self.files:  # an earlier attempt's files (or a reused id's) are not this run's
+            shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / safe
         path.write_bytes(data.encode() if isinstance(data, str) else data)

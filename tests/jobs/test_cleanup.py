@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import select, update
@@ -31,6 +32,7 @@ async def test_cleanup_removes_what_outlived_retention_and_keeps_the_rest(
     settings: Settings, sessionmaker: Sessions
 ) -> None:
     files = settings.app.var_dir / "job-files"
+    shutil.rmtree(files, ignore_errors=True)  # other tests' results share the var dir
     async with sessionmaker() as session, session.begin():
         old = await _finished_job(session, JobStatus.succeeded, NOW - timedelta(days=31))
         old_dead = await _finished_job(session, JobStatus.dead, NOW - timedelta(days=40))

@@ -148,8 +148,10 @@ def test_two_workers_run_500_jobs_each_exactly_once(
 ) -> None:
     runs = tmp_path / "runs"
     ids = run(_enqueue_many(worker_env, 500, {"path": str(runs)}))
-    first = workers.start("--concurrency", "8")
-    second = workers.start("--concurrency", "8")
+    # A lease long enough that only a bug, not SQLite's single writer being busy, runs a job
+    # twice here; lease expiry has its own test above.
+    first = workers.start("--concurrency", "8", WORKER_LEASE_SECONDS="10")
+    second = workers.start("--concurrency", "8", WORKER_LEASE_SECONDS="10")
     wait_until(lambda: len(lines(runs)) >= 1000, 60, "500 jobs to finish")
     for process in (first, second):
         process.send_signal(signal.SIGTERM)
