@@ -4,13 +4,15 @@ the history (they must not slow the claim: the claim index covers queued rows on
 
 Phases, on 127.0.0.1 only, in a fresh database `keel_bench_jobs`:
   1. seed 100,000 finished jobs;
-  2. one producer enqueues 20,000 no-op jobs, one transaction each (sequentially, then
-     from 8 concurrent connections), no worker running: enqueues/s;
+  2. one producer enqueues 20,000 no-op jobs, no worker running: 2,000 one transaction
+     each, half from 8 concurrent connections one transaction each, the rest with
+     `enqueue_many` 100 per transaction: enqueues/s of each way;
   3. two `keel worker --concurrency 32` processes drain the 20,000: jobs/s, from the first
      start to the last finish as the database recorded them;
   4. idle: 200 jobs enqueued one at a time, 20 ms apart: enqueue→start p50/p99;
-  5. under a backlog: 20,000 jobs enqueued by 8 connections while the workers run:
-     enqueue→start p50/p99 and jobs/s.
+  5. under a backlog: 20,000 jobs enqueued with `enqueue_many` while the workers run, and
+     meanwhile an urgent job (priority -10) every 20 ms: jobs/s, enqueue→start p50/p99
+     of the urgent jobs, and how long the backlog waited.
 Targets (2 cores): ≥ 5,000 jobs/s with two workers, ≥ 2,500 enqueues/s from one producer,
 p50 enqueue→start < 50 ms idle.
 
@@ -38,6 +40,7 @@ DATABASE = "keel_bench_jobs"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 HISTORY = 100_000
 PRODUCERS = 8
+URGENT = -10
 
 
 @job_handler("bench.noop", timeout=30, max_attempts=1)
@@ -115,13 +118,24 @@ class Bench:
         )
         await self.sql("ANALYZE jobs")
 
-    async def enqueue_one(self) -> None:
+    async def enqueue_one(self, priority: int = 0) -> None:
         from app.jobs.queue import enqueue, wake_workers
 
         async with self.sessionmaker() as session:
             async with session.begin():
-                await enqueue(session, "bench.noop")
+                await enqueue(session, "bench.noop", priority=priority)
             await wake_workers(self.store, session)
+
+    async def enqueue_batches(self, count: int, size: int = 100) -> float:
+        from app.jobs.queue import enqueue_many, wake_workers
+
+        started = time.perf_counter()
+        for _ in range(count // size):
+            async with self.sessionmaker() as session:
+                async with session.begin():
+                    await enqueue_many(session, "bench.noop", [{}] * size)
+                await wake_workers(self.store, session)
+        return (count // size * size) / (time.perf_counter() - started)
 
     async def enqueue_sequentially(self, count: int) -> float:
         started = time.perf_counter()
@@ -137,6 +151,14 @@ class Bench:
         started = time.perf_counter()
         await asyncio.gather(*(producer(count // PRODUCERS) for _ in range(PRODUCERS)))
         return (count // PRODUCERS * PRODUCERS) / (time.perf_counter() - started)
+
+    async def probe_until_drained(self) -> None:
+        """Enqueue an urgent job every 20 ms while the backlog lasts."""
+        await asyncio.sleep(0.1)
+        while await self.sql("SELECT count(*) FROM jobs WHERE status = 'queued'"):
+            await self.enqueue_one(priority=URGENT)
+            await asyncio.sleep(0.02)
+        await self.wait_until_drained()
 
     def start_workers(self, count: int = 2) -> None:
         for _ in range(count):
@@ -169,7 +191,9 @@ class Bench:
         while len(await list_workers(self.store)) < count:
             await asyncio.sleep(0.1)
 
-    async def run_figures(self, since_id: int) -> tuple[float, list[float]]:
+    async def run_figures(
+        self, since_id: int, priority: int | None = None
+    ) -> tuple[float, list[float]]:
         """jobs/s (first start to last finish) and enqueue→start latencies (ms) since an id."""
         from sqlalchemy import text
 
@@ -179,9 +203,10 @@ class Bench:
                     text(
                         "SELECT EXTRACT(EPOCH FROM started_at - created_at) * 1000, "
                         "EXTRACT(EPOCH FROM max(finished_at) OVER () - min(started_at) OVER ()) "
-                        "FROM jobs WHERE id > :since AND status = 'succeeded'"
+                        "FROM jobs WHERE id > :since AND status = 'succeeded' "
+                        "AND (CAST(:priority AS int) IS NULL OR priority = :priority)"
                     ),
-                    {"since": since_id},
+                    {"since": since_id, "priority": priority},
                 )
             ).all()
         latencies = [float(row[0]) for row in rows]
@@ -205,11 +230,13 @@ async def main(jobs: int) -> None:
             print(f"history: {HISTORY:,} finished jobs")
 
             mark = await bench.last_id()
-            sequential = await bench.enqueue_sequentially(jobs // 2)
-            concurrent = await bench.enqueue_concurrently(jobs - jobs // 2)
+            sequential = await bench.enqueue_sequentially(2_000)
+            concurrent = await bench.enqueue_concurrently(jobs // 2)
+            batched = await bench.enqueue_batches(jobs - jobs // 2 - 2_000)
             print(
-                f"enqueue, one producer, one transaction per job: {sequential:,.0f}/s sequential, "
-                f"{concurrent:,.0f}/s from {PRODUCERS} connections"
+                f"enqueue, one producer: {sequential:,.0f}/s one transaction per job, "
+                f"{concurrent:,.0f}/s one transaction per job from {PRODUCERS} connections, "
+                f"{batched:,.0f}/s with enqueue_many (100 per transaction)"
             )
 
             bench.start_workers(2)
@@ -230,14 +257,18 @@ async def main(jobs: int) -> None:
             )
 
             mark = await bench.last_id()
-            produced = await bench.enqueue_concurrently(jobs)
-            await bench.wait_until_drained()
-            rate, busy = await bench.run_figures(mark)
+            probing = asyncio.create_task(bench.probe_until_drained())
+            produced = await bench.enqueue_batches(jobs)
+            await probing
+            rate, waits = await bench.run_figures(mark, priority=0)
+            _, urgent = await bench.run_figures(mark, priority=URGENT)
             print(
-                f"under a backlog ({jobs:,} jobs enqueued at {produced:,.0f}/s while two "
-                f"workers run): {rate:,.0f} jobs/s, enqueue→start p50 "
-                f"{percentile(busy, 0.5):.1f} ms, p99 {percentile(busy, 0.99):.1f} ms, "
-                f"mean {statistics.fmean(busy):.1f} ms"
+                f"under a backlog ({jobs:,} jobs enqueued at {produced:,.0f}/s with enqueue_many "
+                f"while two workers run): {rate:,.0f} jobs/s; enqueue→start of an urgent job "
+                f"(priority {URGENT}) p50 {percentile(urgent, 0.5):.1f} ms, "
+                f"p99 {percentile(urgent, 0.99):.1f} ms ({len(urgent)} jobs); "
+                f"queue wait of the backlog p50 {percentile(waits, 0.5):.0f} ms, "
+                f"p99 {percentile(waits, 0.99):.0f} ms"
             )
         finally:
             bench.stop_workers()

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.types import JsonB
-from sqlalchemy import case, func, insert, select, text, update
+from sqlalchemy import ColumnElement, case, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.core.errors import DomainError
 from app.core.store import Store, StoreUnavailable
 from app.jobs.models import UNFINISHED_SQL, Job, JobStatus
-from app.jobs.registry import JobCancelled, job_type
+from app.jobs.registry import JobCancelled, JobType, job_type
 
 WAKE_CHANNEL = "jobs:wake"
 """Store pub/sub channel: the message is the queue that has new work."""
@@ -89,6 +89,39 @@ def _later(postgres: bool, seconds: float) -> Any:
     return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
+@dataclass(frozen=True)
+class JobOptions:
+    """How a job is queued, beside its type and payload (see `enqueue`)."""
+
+    queue: str | None = None
+    priority: int = 0
+    delay: float = 0.0
+    created_by: UUID | None = None
+    max_attempts: int | None = None
+
+
+def _job_row(
+    postgres: bool, kind: JobType, payload: Any, options: JobOptions, unique_key: str | None
+) -> dict[str, Any]:
+    now = _now(postgres)
+    return {
+        "type": kind.name,
+        "queue": options.queue or kind.queue,
+        "payload": kind.validate(payload),
+        "status": JobStatus.queued.value,
+        "priority": options.priority,
+        "run_at": _later(postgres, options.delay) if options.delay > 0 else now,
+        "attempts": 0,
+        "max_attempts": options.max_attempts or kind.max_attempts,
+        "progress": 0,
+        "progress_message": "",
+        "unique_key": unique_key,
+        "created_by_id": options.created_by,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 async def enqueue(
     session: AsyncSession,
     type: str,
@@ -105,25 +138,9 @@ async def enqueue(
     caller's change commits. Returns its id; with a `unique_key` that an unfinished job
     already holds, returns that job's id and adds nothing. Raises JobInputError for an
     unknown type or a payload that does not fit it."""
-    kind = job_type(type)
     postgres = is_postgres(session)
-    now = _now(postgres)
-    values = {
-        "type": kind.name,
-        "queue": queue or kind.queue,
-        "payload": kind.validate(payload),
-        "status": JobStatus.queued.value,
-        "priority": priority,
-        "run_at": _later(postgres, delay) if delay > 0 else now,
-        "attempts": 0,
-        "max_attempts": max_attempts or kind.max_attempts,
-        "progress": 0,
-        "progress_message": "",
-        "unique_key": unique_key,
-        "created_by_id": created_by,
-        "created_at": now,
-        "updated_at": now,
-    }
+    options = JobOptions(queue, priority, delay, created_by, max_attempts)
+    values = _job_row(postgres, job_type(type), payload, options, unique_key)
     if unique_key is None:
         job_id = await session.scalar(insert(jobs).values(values).returning(c.id))
     else:
@@ -139,6 +156,55 @@ async def enqueue(
             )
     session.info.setdefault(WAKE_KEY, set()).add(values["queue"])
     return int(job_id)  # type: ignore[arg-type]
+
+
+async def enqueue_many(
+    session: AsyncSession,
+    type: str,
+    payloads: Sequence[dict[str, Any] | None],
+    options: JobOptions | None = None,
+) -> list[int]:
+    """Add many jobs of one type with one INSERT in the caller's transaction (the same
+    rules as `enqueue`, without unique keys): a service that fans work out, say one
+    notification per user, pays one round trip instead of one per job."""
+    if not payloads:
+        return []
+    kind = job_type(type)
+    options = options or JobOptions()
+    queue = options.queue or kind.queue
+    if is_postgres(session):
+        ids = await session.scalars(
+            _ENQUEUE_MANY_PG,
+            {
+                "type": kind.name,
+                "queue": queue,
+                "priority": options.priority,
+                "delay": options.delay,
+                "max_attempts": options.max_attempts or kind.max_attempts,
+                "created_by": options.created_by,
+                "payloads": [json.dumps(kind.validate(p)) for p in payloads],
+            },
+        )
+    else:
+        rows = [_job_row(False, kind, p, options, None) for p in payloads]
+        ids = await session.scalars(insert(jobs).values(rows).returning(c.id))
+    session.info.setdefault(WAKE_KEY, set()).add(queue)
+    return list(ids)
+
+
+_ENQUEUE_MANY_PG = text(
+    """
+    INSERT INTO jobs (type, queue, payload, status, priority, run_at, attempts, max_attempts,
+        progress, progress_message, created_by_id, created_at, updated_at)
+    SELECT :type, :queue, CAST(p AS jsonb), 'queued', :priority,
+        now() + make_interval(secs => :delay), 0, :max_attempts, 0, '',
+        CAST(:created_by AS uuid), now(), now()
+    FROM unnest(CAST(:payloads AS text[])) WITH ORDINALITY AS rows(p, n)
+    ORDER BY n
+    RETURNING id
+    """
+)
+"""Plain SQL on PostgreSQL: one statement whatever the number of jobs, no per-row building."""
 
 
 async def wake_workers(store: Store, session: AsyncSession) -> None:
@@ -255,7 +321,7 @@ _RECORD_PG = text(
         CAST(:ids AS bigint[]), CAST(:tokens AS text[]), CAST(:statuses AS text[]),
         CAST(:results AS text[]), CAST(:errors AS text[]), CAST(:delays AS float8[])
     ) AS o(id, token, status, result, error, delay)
-    WHERE j.id = o.id AND j.lease_token = o.token AND j.status = 'running'
+    WHERE j.id = o.id AND j.lease_token = o.token
     RETURNING j.id
     """
 )
@@ -263,7 +329,12 @@ _RECORD_PG = text(
 
 async def record_outcomes(session: Executor, outcomes: Sequence[Outcome]) -> set[int]:
     """Write how claimed jobs ended, in one statement on PostgreSQL. Only runs that still
-    hold their lease are written; the ids returned are those (the rest lost their lease)."""
+    hold their lease are written; the ids returned are those (the rest lost their lease).
+
+    A lease token is cleared whenever a job leaves `running` (finish, cancel, reap,
+    release), so matching id and token is the whole check, and the primary key finds
+    the rows (a status condition tempts the planner into the lease index, whose dead
+    entries pile up between vacuums)."""
     if not outcomes:
         return set()
     if is_postgres(session):
@@ -333,32 +404,37 @@ async def report_progress(
         raise JobCancelled(f"job {job_id} was cancelled or its lease was lost")
 
 
+def _held(leases: Mapping[str, int]) -> ColumnElement[bool]:
+    """The rows of these leases (token -> job id), found by primary key."""
+    return c.id.in_(list(leases.values())) & c.lease_token.in_(list(leases))
+
+
 async def renew_leases(
-    session: AsyncSession, tokens: Iterable[str], lease_seconds: float
+    session: AsyncSession, leases: Mapping[str, int], lease_seconds: float
 ) -> set[str]:
-    """Extend the leases this worker still holds; returns the tokens that are still valid."""
-    tokens = list(tokens)
-    if not tokens:
+    """Extend the leases (token -> job id) this worker still holds; returns the tokens
+    that are still valid."""
+    if not leases:
         return set()
     postgres = is_postgres(session)
     rows = await session.execute(
         update(jobs)
-        .where(c.lease_token.in_(tokens), c.status == JobStatus.running.value)
+        .where(_held(leases))
         .values(lease_expires_at=_later(postgres, lease_seconds))
         .returning(c.lease_token)
     )
     return {row[0] for row in rows}
 
 
-async def release_jobs(session: AsyncSession, tokens: Iterable[str]) -> int:
-    """Give unfinished jobs back to the queue at shutdown; the attempt does not count."""
-    tokens = list(tokens)
-    if not tokens:
+async def release_jobs(session: AsyncSession, leases: Mapping[str, int]) -> int:
+    """Give unfinished jobs (token -> job id) back to the queue at shutdown; the attempt
+    does not count."""
+    if not leases:
         return 0
     postgres = is_postgres(session)
     result = await session.execute(
         update(jobs)
-        .where(c.lease_token.in_(tokens), c.status == JobStatus.running.value)
+        .where(_held(leases))
         .values(
             status=JobStatus.queued.value,
             attempts=(func.greatest if postgres else func.max)(c.attempts - 1, 0),

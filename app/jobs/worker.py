@@ -335,11 +335,12 @@ class Worker:
                 log.warning("lease upkeep failed", extra={"error": repr(exc)})
 
     async def renew_leases(self) -> None:
-        held = set(self._held)
-        if not held:
+        leases = {token: job.id for token, job in self._held.items()}
+        if not leases:
             return
         async with self._own_rows, self.sessionmaker() as session, session.begin():
-            kept = await queue.renew_leases(session, held, self.config.lease_seconds)
+            kept = await queue.renew_leases(session, leases, self.config.lease_seconds)
+        held = set(leases)
         lost = held - kept - {o.lease_token for o in self._outcomes}
         lost &= set(self._held)  # outcomes written meanwhile are not lost
         if not lost:
@@ -367,12 +368,12 @@ class Worker:
             await asyncio.gather(*still_running, return_exceptions=True)
 
     async def _release_held(self) -> None:
-        tokens = set(self._held) - self._lost
-        if not tokens:
+        leases = {t: job.id for t, job in self._held.items() if t not in self._lost}
+        if not leases:
             return
         try:
             async with self.sessionmaker() as session, session.begin():
-                released = await queue.release_jobs(session, tokens)
+                released = await queue.release_jobs(session, leases)
             log.info("released jobs to the queue", extra={"released": released})
         except Exception as exc:
             log.warning("releasing jobs failed", extra={"error": repr(exc)})

@@ -186,3 +186,20 @@ async def test_result_files_are_listed_in_the_result(
     }
     path = settings.app.var_dir / "job-files" / str(job_id) / "numbers.csv"
     assert path.read_text() == "n\n1\n2\n"
+
+
+async def test_enqueue_many_adds_validated_jobs_in_one_statement_of_the_transaction(
+    sessionmaker: Sessions, tmp_path: Path
+) -> None:
+    payloads = [{"path": str(tmp_path / f"runs-{n}")} for n in range(3)]
+    async with sessionmaker() as session, session.begin():
+        ids = await queue.enqueue_many(
+            session, "test.record", payloads, queue.JobOptions(priority=-2)
+        )
+        with pytest.raises(JobInputError):
+            await queue.enqueue_many(session, "test.record", [{"sleep": 1}])
+    async with sessionmaker() as session:
+        jobs = list(await session.scalars(select(Job).order_by(Job.id)))
+    assert [job.id for job in jobs] == ids and len(ids) == 3
+    assert [job.payload for job in jobs] == payloads
+    assert {(job.priority, job.status, job.max_attempts) for job in jobs} == {(-2, "queued", 3)}
