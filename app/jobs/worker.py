@@ -136,6 +136,7 @@ class Worker:
             log.info("worker stopping", extra={"worker_id": self.id, "running": len(self.running)})
             self._stopping.set()
             self._wake.set()
+            self._slot_free.set()  # a claim loop waiting for a slot must see the stop too
 
     def wake(self) -> None:
         self._wake.set()
@@ -182,7 +183,8 @@ class Worker:
             free = self.concurrency - len(self.running)
             if free <= 0:
                 self._slot_free.clear()
-                await self._slot_free.wait()
+                if not self.stopping:
+                    await self._slot_free.wait()
                 continue
             wanted = min(free, queue.CLAIM_BATCH)
             self._wake.clear()
@@ -254,12 +256,15 @@ class Worker:
             store=self.store,
             report=lambda percent, message: self._report(job, percent, message),
         )
+        deadline = asyncio.timeout(kind.timeout)
         try:
-            async with asyncio.timeout(kind.timeout):
+            async with deadline:
                 returned = await kind.run(context)
         except JobCancelled:
             return None
-        except TimeoutError:
+        except TimeoutError as exc:
+            if not deadline.expired():  # the handler's own timeout, an ordinary failure
+                return queue.failure_outcome(job, f"TimeoutError: {exc}"[:2000], base)
             return queue.failure_outcome(job, f"timed out after {kind.timeout:g} s", base)
         except JobFailed as exc:
             return Outcome(job.id, job.lease_token, JobStatus.failed, error=str(exc) or "failed")
