@@ -87,6 +87,7 @@ class JobsAdminController(Controller):
             "form": form or {"payload": "{}", "priority": "0"},
             "errors": errors or {},
             "workers": await list_workers(state.store),
+            "queues": await services.queue_figures(db_session),
             "finished": FINISHED,
             "now": time.time(),
         }

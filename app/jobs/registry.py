@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Role
 from app.core.errors import DomainError
 from app.core.store import Store
-from app.settings import Settings
+from app.settings import ConfigError, Settings
 
 P = TypeVar("P")
 
@@ -146,7 +146,10 @@ def files_dir(settings: Settings) -> Path:
 def load_job_modules(extra: tuple[str, ...] = ()) -> None:
     """Import every module that declares handlers (idempotent; Keel's own always)."""
     for module in (*BUILTIN_MODULES, *extra):
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError([f"JOB_MODULES: cannot import {module!r} ({exc})"]) from exc
 
 
 @dataclass

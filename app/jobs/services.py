@@ -9,10 +9,11 @@ only admins may touch other people's jobs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.audit import Actor, record
@@ -119,6 +120,51 @@ async def retry_job(session: AsyncSession, actor: Actor, user: CurrentUser, job_
     job = await queue.retry_job(session, job.id)
     record(session, actor, "job.retry", "job", job_id, type=job.type)
     return job
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    queue: str
+    waiting: int
+    """Queued and due now."""
+    scheduled: int
+    """Queued for later (delayed jobs and retries waiting for their backoff)."""
+    running: int
+    oldest_wait_seconds: float | None
+    """How long the oldest due job has waited."""
+
+
+async def queue_figures(session: AsyncSession) -> list[QueueFigures]:
+    """Depth of every queue that has unfinished jobs (counts only: anyone may see them)."""
+    now = datetime.now(UTC)
+    due = (Job.run_at <= now).label("due")
+    rows = await session.execute(
+        select(Job.queue, Job.status, due, func.count(), func.min(Job.run_at))
+        .where(Job.status.in_([JobStatus.queued.value, JobStatus.running.value]))
+        .group_by(Job.queue, Job.status, due)
+    )
+    figures: dict[str, dict[str, Any]] = {}
+    for queue_name, status, due, count, oldest in rows:
+        entry = figures.setdefault(
+            queue_name, {"waiting": 0, "scheduled": 0, "running": 0, "oldest": None}
+        )
+        if status == JobStatus.running.value:
+            entry["running"] += count
+        elif due:
+            entry["waiting"] += count
+            entry["oldest"] = oldest
+        else:
+            entry["scheduled"] += count
+    return [
+        QueueFigures(
+            name,
+            e["waiting"],
+            e["scheduled"],
+            e["running"],
+            (now - e["oldest"]).total_seconds() if e["oldest"] else None,
+        )
+        for name, e in sorted(figures.items())
+    ]
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ async def test_the_list_shows_jobs_their_progress_and_live_workers(
         assert f'data-job="{job_id}"' in page.text and "test.file" in page.text
         assert 'hx-trigger="every 2s"' in page.text  # the results refresh themselves
         assert 'data-worker="host:1:abc"' in page.text and "1 / 4" in page.text
+        assert '<tr data-queue="default"><td>default</td><td data-waiting>1</td>' in page.text
         poll = await browser.get(
             "/admin/jobs", headers={"HX-Request": "true", "HX-Trigger": "results"}
         )

@@ -203,3 +203,11 @@ async def test_enqueue_many_adds_validated_jobs_in_one_statement_of_the_transact
     assert [job.id for job in jobs] == ids and len(ids) == 3
     assert [job.payload for job in jobs] == payloads
     assert {(job.priority, job.status, job.max_attempts) for job in jobs} == {(-2, "queued", 3)}
+
+
+def test_a_job_module_that_cannot_be_imported_is_a_configuration_problem() -> None:
+    from app.jobs.registry import load_job_modules
+    from app.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="JOB_MODULES: cannot import 'no_such_module'"):
+        load_job_modules(("no_such_module",))
