@@ -298,6 +298,7 @@ def retry_delay(attempt: int, base: float) -> float:
 
 def failure_outcome(job: ClaimedJob, error: str, base_backoff: float) -> Outcome:
     """A retry in a while, or `dead` once every attempt is spent."""
+    error = error.replace("\x00", "")
     if job.attempts >= job.max_attempts:
         return Outcome(job.id, job.lease_token, JobStatus.dead, error=error)
     delay = retry_delay(job.attempts, base_backoff)

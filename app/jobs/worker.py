@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.core.db import is_unavailable
 from app.core.store import Store, StoreUnavailable
 from app.jobs import queue
 from app.jobs.models import JobStatus
@@ -51,6 +52,12 @@ class PeriodicTask:
 
 
 HEARTBEAT_PREFIX = "workers:"
+
+
+def storable(value: Any) -> Any:
+    """`value` as JSON PostgreSQL accepts (no NUL characters); TypeError when it is not JSON."""
+    text = json.dumps(value)
+    return json.loads(text.replace("\\u0000", "")) if "\\u0000" in text else value
 
 
 class QueueLine:
@@ -279,6 +286,11 @@ class Worker:
         if context.files:
             result = returned if isinstance(returned, dict) else {"value": returned}
             result = {**result, "files": context.files}
+        try:
+            result = storable(result)
+        except (TypeError, ValueError) as exc:
+            error = f"the handler's result cannot be stored as JSON: {exc}"
+            return Outcome(job.id, job.lease_token, JobStatus.failed, error=error[:2000])
         return Outcome(job.id, job.lease_token, JobStatus.succeeded, result=result)
 
     async def _report(self, job: ClaimedJob, percent: int, message: str) -> None:
@@ -309,11 +321,14 @@ class Worker:
             return
         batch, self._outcomes = self._outcomes, []
         try:
-            async with self._own_rows:
-                written = await queue.record_outcomes(await self._outcome_line.open(), batch)
-        except BaseException:
-            self._outcomes[:0] = batch  # written next time (the leases are still ours)
-            await self._outcome_line.close()
+            try:
+                written = await self._record(batch)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise
+                written = await self._record_one_by_one(batch)
+        except BaseException:  # down, or cancelled at shutdown: written by the next call
+            self._outcomes[:0] = [o for o in batch if o.lease_token in self._held]
             raise
         for outcome in batch:
             self._held.pop(outcome.lease_token, None)
@@ -323,6 +338,31 @@ class Worker:
                     extra={"job_id": outcome.id, "status": outcome.status.value},
                 )
         self.processed += len(written)
+
+    async def _record(self, batch: list[Outcome]) -> set[int]:
+        try:
+            async with self._own_rows:
+                return await queue.record_outcomes(await self._outcome_line.open(), batch)
+        except BaseException:
+            await self._outcome_line.close()
+            raise
+
+    async def _record_one_by_one(self, batch: list[Outcome]) -> set[int]:
+        """A batch the database refused (not for being down): write each outcome alone, and
+        one that cannot be stored as the job's failure, so no bad outcome blocks the rest."""
+        written: set[int] = set()
+        for outcome in batch:
+            try:
+                written |= await self._record([outcome])
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise
+                log.warning("job outcome refused", extra={"job_id": outcome.id, "error": repr(exc)})
+                error = f"the outcome could not be stored: {type(exc).__name__}"
+                failed = Outcome(outcome.id, outcome.lease_token, JobStatus.failed, error=error)
+                written |= await self._record([failed])
+            self._held.pop(outcome.lease_token, None)
+        return written
 
     async def _lease_loop(self) -> None:
         """Renew what this worker holds and requeue jobs of workers that died."""

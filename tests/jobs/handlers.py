@@ -62,3 +62,11 @@ async def file(ctx: JobContext[dict[str, object]]) -> dict[str, int]:
     """Attach a small CSV result."""
     ctx.attach("numbers.csv", "n\n1\n2\n", "text/csv")
     return {"rows": 2}
+
+
+@job_handler("test.odd_result")
+async def odd_result(ctx: JobContext[dict[str, object]]) -> object:
+    """Return a result PostgreSQL's JSON refuses (a NUL character) or no JSON at all."""
+    if ctx.payload.get("kind") == "nul":
+        return {"text": "before\x00after"}
+    return {"when": object()}

@@ -211,3 +211,17 @@ def test_a_job_module_that_cannot_be_imported_is_a_configuration_problem() -> No
 
     with pytest.raises(ConfigError, match="JOB_MODULES: cannot import 'no_such_module'"):
         load_job_modules(("no_such_module",))
+
+
+async def test_results_that_cannot_be_stored_as_they_are_never_block_the_worker(
+    settings: Settings, sessionmaker: Sessions
+) -> None:
+    nul = await _enqueue(sessionmaker, "test.odd_result", {"kind": "nul"})
+    not_json = await _enqueue(sessionmaker, "test.odd_result", {"kind": "object"})
+    after = await _enqueue(sessionmaker, "test.file")
+    async with running_worker(settings, sessionmaker):
+        stripped = await wait_for_status(sessionmaker, nul, {"succeeded", "failed", "dead"})
+        refused = await wait_for_status(sessionmaker, not_json, {"succeeded", "failed", "dead"})
+        await wait_for_status(sessionmaker, after, {"succeeded"})
+    assert stripped.status == "succeeded" and stripped.result == {"text": "beforeafter"}
+    assert refused.status == "failed" and "cannot be stored as JSON" in (refused.last_error or "")
