@@ -110,17 +110,20 @@ def test_a_job_whose_worker_is_killed_runs_exactly_once_more_after_its_lease_exp
 ) -> None:
     runs = tmp_path / "runs"
     (job_id,) = run(_enqueue_many(worker_env, 1, {"path": str(runs), "sleep": 2, "steps": 4}))
-    doomed = workers.start()
+    survivors = {workers.start().pid: None, workers.start().pid: None}
     wait_until(lambda: lines(runs) == [f"start {job_id} 1"], 15, "the first run to start")
+    (running,) = run(_jobs(worker_env))
+    doomed = next(p for p in workers.processes if f":{p.pid}:" in (running.lease_owner or ""))
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
-    workers.start()
+    survivors.pop(doomed.pid)
     wait_until(lambda: f"done {job_id}" in lines(runs), 20, "the second run to finish")
     time.sleep(1.0)  # a third run, if there were one, would have started by now
     assert lines(runs) == [f"start {job_id} 1", f"start {job_id} 2", f"done {job_id}"]
     (job,) = run(_jobs(worker_env))
     assert job.status == "succeeded" and job.attempts == 2
     assert job.last_error == "lease expired: the worker stopped renewing it"
+    assert f":{next(iter(survivors))}:" in (job.lease_owner or "")
 
 
 def test_sigterm_finishes_short_jobs_within_the_grace_period_releases_the_rest_and_exits_0(
