@@ -7,7 +7,8 @@ Phases, on 127.0.0.1 only, in a fresh database `keel_bench_jobs`:
   2. one producer enqueues 20,000 no-op jobs, no worker running: 2,000 one transaction
      each, half from 8 concurrent connections one transaction each, the rest with
      `enqueue_many` 100 per transaction: enqueues/s of each way;
-  3. two `keel worker --concurrency 32` processes drain the 20,000: jobs/s, from the first
+  3. the claim query's plan (which index, how long) with all of that in the table;
+     two `keel worker --concurrency 32` processes drain the 20,000: jobs/s, from the first
      start to the last finish as the database recorded them;
   4. idle: 200 jobs enqueued one at a time, 20 ms apart: enqueue→start p50/p99;
   5. under a backlog: 20,000 jobs enqueued with `enqueue_many` while the workers run, and
@@ -117,6 +118,27 @@ class Bench:
             """
         )
         await self.sql("ANALYZE jobs")
+
+    async def claim_plan(self) -> str:
+        """How the claim's row choice runs with the history and the queued jobs in place."""
+        from sqlalchemy import text
+
+        async with self.sessionmaker() as session, session.begin():
+            plan = (
+                await session.execute(
+                    text(
+                        "EXPLAIN (ANALYZE, FORMAT JSON) SELECT id FROM jobs "
+                        "WHERE status = 'queued' AND queue = 'default' AND run_at <= now() "
+                        "ORDER BY priority, run_at, id LIMIT 10 FOR UPDATE SKIP LOCKED"
+                    )
+                )
+            ).scalar_one()
+            await session.rollback()
+        top = plan[0]
+        node = top["Plan"]
+        while "Plans" in node and "Index Name" not in node:
+            node = node["Plans"][0]
+        return f"{node.get('Index Name', node['Node Type'])}, {top['Execution Time']:.2f} ms"
 
     async def enqueue_one(self, priority: int = 0) -> None:
         from app.jobs.queue import enqueue, wake_workers
@@ -239,6 +261,7 @@ async def main(jobs: int) -> None:
                 f"{batched:,.0f}/s with enqueue_many (100 per transaction)"
             )
 
+            print(f"claim query with history and {jobs:,} queued: {await bench.claim_plan()}")
             bench.start_workers(2)
             await bench.wait_until_drained()
             rate, _ = await bench.run_figures(mark)
