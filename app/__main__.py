@@ -137,12 +137,14 @@ def worker(concurrency: int | None, queues: str) -> None:
 
         store = create_store(settings.store)
         engine = create_engine(settings.db)
+        sessionmaker = create_sessionmaker(engine)
         process = Worker(
-            settings.worker,
+            settings,
             store,
-            queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
+            sessionmaker,
+            queues=tuple(q.strip() for q in queues.split(",") if q.strip()) or ("default",),
             concurrency=concurrency,
-            periodic=housekeeping(create_sessionmaker(engine), store),
+            periodic=housekeeping(sessionmaker, store),
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -39,6 +40,8 @@ from app.core.requests import RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.store import create_store
 from app.core.templating import create_template_config
+from app.jobs.queue import wake_workers
+from app.jobs.registry import load_job_modules
 from app.jobs.worker import Worker, housekeeping
 from app.routes import route_groups
 from app.settings import ConfigError, Settings
@@ -52,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if problems := settings.startup_problems():
         raise ConfigError(problems)
     configure_logging(settings.app.log_level)
+    load_job_modules(settings.worker.job_modules)
     engine = create_engine(settings.db)
     store = create_store(settings.store)
     auth = settings.auth
@@ -76,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "access_tokens": AccessTokens(settings.app.secret_key, auth.access_token_minutes * 60),
             "refresh_tokens": RefreshTokens(store, auth.refresh_token_days * 86400),
             "page_cache": page_cache,
-            "after_commit": [page_cache.after_commit],
+            "after_commit": [page_cache.after_commit, partial(wake_workers, store)],
         }
     )
     app = Litestar(
@@ -146,8 +150,9 @@ def _csrf_config(settings: Settings) -> CSRFConfig:
 async def _in_process_worker(app: Litestar) -> AsyncGenerator[None, None]:
     """Embedded mode: one `keel serve` is the whole system, so it runs the worker too."""
     worker = Worker(
-        app.state.settings.worker,
+        app.state.settings,
         app.state.store,
+        app.state.sessionmaker,
         mode="in-process",
         periodic=housekeeping(app.state.sessionmaker, app.state.store),
     )

@@ -29,6 +29,8 @@ from app.content.media_pages import MediaAdminController, MediaFilesController
 from app.content.pages import PublicPagesController
 from app.core.templating import STATIC_DIR, STATIC_PREFIX
 from app.extensions.api import PluginIndexController
+from app.jobs.api import JobsController
+from app.jobs.pages import JobsAdminController
 from app.system.api import ApiIndexController, HealthController, SiteController
 from app.system.pages import AdminDashboardController
 
@@ -57,6 +59,7 @@ def route_groups() -> list[ControllerRouterHandler]:
                 AuditAdminController,
                 MediaAdminController,
                 ContentAdminController,
+                JobsAdminController,
             ],
         ),
         Router(
@@ -70,6 +73,7 @@ def route_groups() -> list[ControllerRouterHandler]:
                 AuditController,
                 MediaController,
                 ContentController,
+                JobsController,
             ],
         ),
         Router(path="/api/plugins", route_handlers=[PluginIndexController]),

@@ -7,6 +7,7 @@ the database behind `app.system.settings`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Mapping
@@ -119,6 +120,16 @@ class WorkerSettings:
     """WORKER_SHUTDOWN_GRACE: seconds running jobs get to finish after SIGTERM."""
     heartbeat_interval: float = 5.0
     """WORKER_HEARTBEAT_INTERVAL: seconds between heartbeats."""
+    lease_seconds: float = 30.0
+    """WORKER_LEASE_SECONDS: how long a claimed job stays a worker's without renewal; a job
+    whose worker died runs again this long after its last renewal."""
+    poll_interval: float = 2.0
+    """WORKER_POLL_INTERVAL: seconds an idle worker waits for a wake-up before it looks
+    for due jobs anyway (retries, delayed jobs, a missed wake-up)."""
+    retry_backoff: float = 10.0
+    """WORKER_RETRY_BACKOFF: seconds before the first retry; doubles per attempt, with jitter."""
+    job_modules: tuple[str, ...] = ()
+    """JOB_MODULES: comma-separated extra modules that declare job handlers (imported at start)."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +218,10 @@ class Settings:
             concurrency=reader.integer("WORKER_CONCURRENCY", 4, minimum=1),
             shutdown_grace=reader.number("WORKER_SHUTDOWN_GRACE", 30.0),
             heartbeat_interval=reader.number("WORKER_HEARTBEAT_INTERVAL", 5.0),
+            lease_seconds=reader.number("WORKER_LEASE_SECONDS", 30.0),
+            poll_interval=reader.number("WORKER_POLL_INTERVAL", 2.0),
+            retry_backoff=reader.number("WORKER_RETRY_BACKOFF", 10.0),
+            job_modules=reader.items("JOB_MODULES"),
         )
         auth = AuthSettings(
             session_idle_minutes=reader.integer("SESSION_IDLE_MINUTES", 30, minimum=1),
@@ -238,10 +253,7 @@ class Settings:
             return self
         path = self.app.var_dir / "secret_key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(48))
+            _create_secret_file(path)
         key = path.read_text().strip()
         return replace(self, app=replace(self.app, secret_key=key))
 
@@ -261,6 +273,21 @@ class Settings:
         if self.app.is_production and self.store.is_memory:
             problems.append("VALKEY_URL must be set in production (sessions and limits are shared)")
         return problems
+
+
+def _create_secret_file(path: Path) -> None:
+    """Write a new secret to a private temporary file, then link it into place: when several
+    processes start at once, one link wins and nobody ever reads a half-written key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        with contextlib.suppress(FileExistsError):  # another process won: use its key
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _under_root(path: Path) -> Path:

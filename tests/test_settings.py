@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,25 @@ def test_development_secret_is_generated_once_and_kept_private(tmp_path: Path) -
     assert first.app.secret_key == second.app.secret_key
     mode = stat.S_IMODE((tmp_path / "secret_key").stat().st_mode)
     assert mode == 0o600
+
+
+def test_processes_starting_at_once_all_read_the_same_development_secret(tmp_path: Path) -> None:
+    """Several `keel` processes (app, worker, CLI) may create the secret at the same moment:
+    one wins, and nobody reads a half-written or a different key."""
+    code = (
+        "import sys; from pathlib import Path; from app.settings import Settings; "
+        "s = Settings.from_env({'VAR_DIR': sys.argv[1]}, env_file=Path('/nonexistent'));"
+        "print(s.with_secret().app.secret_key)"
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
+    keys = {process.communicate(timeout=60)[0].strip() for process in processes}
+    assert len(keys) == 1 and len(keys.pop()) >= 48
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]  # no temporary files left
 
 
 def test_production_never_generates_a_secret(tmp_path: Path) -> None:

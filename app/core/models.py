@@ -6,6 +6,7 @@ from advanced_alchemy.base import metadata_registry
 
 from app.accounts.models import ApiKey, AuditEntry, User
 from app.content.models import Entry, Media, Revision, Tag, entry_tags
+from app.jobs.models import Job, JobSchedule
 from app.system.models import SystemSetting
 
 metadata = metadata_registry.get(None)
@@ -14,6 +15,8 @@ __all__ = (
     "ApiKey",
     "AuditEntry",
     "Entry",
+    "Job",
+    "JobSchedule",
     "Media",
     "Revision",
     "SystemSetting",

@@ -14,7 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,8 @@ class LiveServer:
     leg: str
     base_url: str
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    """The server's environment, for other `keel` processes on its database (a worker)."""
 
     def url(self, path: str = "/") -> str:
         return self.base_url + path
@@ -173,7 +175,7 @@ def serve_keel(
         assert admin.returncode == 0, admin.stderr
 
     port = free_port()
-    server = LiveServer(leg, f"http://127.0.0.1:{port}", var_dir / "keel-serve.log")
+    server = LiveServer(leg, f"http://127.0.0.1:{port}", var_dir / "keel-serve.log", env)
     with server.log_path.open("wb") as log_file:
         process = subprocess.Popen(
             keel_command("serve", "--host", "127.0.0.1", "--port", str(port)),

@@ -1,0 +1,105 @@
+"""`/api/v1/jobs`: enqueue, list, read, cancel, retry and download results (see services
+for who may do what)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.response import File
+
+from app.accounts import guards
+from app.accounts.audit import Actor
+from app.core.db import DbSession
+from app.core.pagination import PageRequest
+from app.jobs import services
+from app.jobs.models import Job
+from app.jobs.schemas import JobCreate, JobOut, JobTypeOut
+from app.settings import Settings
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class JobsController(Controller):
+    path = "/jobs"
+    tags = ["jobs"]
+    guards = [guards.viewer]
+
+    @get("/", name="api:jobs:list")
+    async def list_jobs(
+        self,
+        request: Request,
+        db_session: DbSession,
+        status: FromQuery[str | None] = None,
+        type: FromQuery[str | None] = None,
+        page: FromQuery[int | None] = None,
+        per_page: FromQuery[int | None] = None,
+    ) -> dict[str, Any]:
+        """Jobs the caller may see (their own; admins: all), newest first."""
+        found = await services.list_jobs(
+            db_session,
+            request.scope["user"],
+            services.JobFilters(status=status, type=type),
+            PageRequest.of(page, per_page),
+        )
+        return found.envelope([JobOut.of(job) for job in found.items])
+
+    @get("/types", name="api:jobs:types")
+    async def list_types(self, request: Request) -> list[JobTypeOut]:
+        """The job types the caller may enqueue."""
+        return [JobTypeOut.of(kind) for kind in services.runnable_types(request.scope["user"])]
+
+    @post("/", name="api:jobs:create", status_code=201)
+    async def create_job(
+        self, request: Request, db_session: DbSession, data: JSONBody[JobCreate]
+    ) -> JobOut:
+        """Enqueue a job; the payload is validated against its type (422 when it does not fit)."""
+        job = await services.submit_job(
+            db_session,
+            Actor.from_connection(request),
+            request.scope["user"],
+            data.type,
+            data.payload,
+            data.priority,
+        )
+        return JobOut.of(job)
+
+    @get("/{job_id:int}", name="api:jobs:get")
+    async def get_job(
+        self, request: Request, db_session: DbSession, job_id: FromPath[int]
+    ) -> JobOut:
+        return JobOut.of(await services.visible_job(db_session, request.scope["user"], job_id))
+
+    @post("/{job_id:int}/cancel", name="api:jobs:cancel", status_code=200)
+    async def cancel_job(
+        self, request: Request, db_session: DbSession, job_id: FromPath[int]
+    ) -> JobOut:
+        """Cancel: a queued job at once, a running one at its next progress report."""
+        user = request.scope["user"]
+        actor = Actor.from_connection(request)
+        return JobOut.of(await services.cancel_job(db_session, actor, user, job_id))
+
+    @post("/{job_id:int}/retry", name="api:jobs:retry", status_code=200)
+    async def retry_job(
+        self, request: Request, db_session: DbSession, job_id: FromPath[int]
+    ) -> JobOut:
+        """Queue a failed, dead or cancelled job again."""
+        user = request.scope["user"]
+        actor = Actor.from_connection(request)
+        return JobOut.of(await services.retry_job(db_session, actor, user, job_id))
+
+    @get("/{job_id:int}/result", name="api:jobs:result")
+    async def download_result(
+        self, request: Request, state: State, db_session: DbSession, job_id: FromPath[int]
+    ) -> File:
+        """The job's result file (404 when it has none, 410 once cleanup removed it)."""
+        job = await services.visible_job(db_session, request.scope["user"], job_id)
+        return result_download(state.settings, job)
+
+
+def result_download(settings: Settings, job: Job) -> File:
+    """The job's result file as an attachment (for the API and the admin page alike)."""
+    found = services.result_file(settings, job)
+    return File(found.path, filename=found.name, media_type=found.content_type, headers=NO_STORE)

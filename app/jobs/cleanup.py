@@ -1,0 +1,115 @@
+"""The `cleanup` job, run daily at 03:00 UTC: what has outlived its retention goes.
+
+- finished jobs older than the `job_retention_days` setting, with their result files
+  (and any result folder whose job no longer exists);
+- audit log entries older than the `audit_retention_days` setting;
+- expired sessions and tokens: Valkey drops them by their TTL; the in-memory store drops
+  expired keys when they are listed, which this job does, and session index entries whose
+  session has gone are removed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from app.accounts.models import AuditEntry
+from app.accounts.sessions import SESSION_PREFIX, USER_INDEX_PREFIX
+from app.jobs.models import FINISHED, Job
+from app.jobs.registry import JobContext, job_handler
+from app.jobs.schedules import schedule
+from app.system.settings import AUDIT_RETENTION_DAYS, JOB_RETENTION_DAYS, read_setting
+
+BATCH = 1000
+
+
+@job_handler("cleanup", timeout=3600, max_attempts=3)
+async def run_cleanup(ctx: JobContext[dict[str, Any]]) -> dict[str, int]:
+    """Remove finished jobs, result files and audit entries past their retention."""
+    async with ctx.sessionmaker() as session:
+        job_days = await read_setting(session, JOB_RETENTION_DAYS.name)
+        audit_days = await read_setting(session, AUDIT_RETENTION_DAYS.name)
+    now = datetime.now(UTC)
+    jobs = await _delete_finished_jobs(ctx, now - timedelta(days=job_days))
+    await ctx.progress(40, f"{jobs} finished jobs removed")
+    files = await _delete_orphan_files(ctx)
+    await ctx.progress(60, f"{files} result folders removed")
+    audit = await _delete_in_batches(
+        ctx, AuditEntry, AuditEntry.created_at < now - timedelta(days=audit_days)
+    )
+    await ctx.progress(90, f"{audit} audit entries removed")
+    sessions = await _sweep_session_index(ctx)
+    return {
+        "jobs_deleted": jobs,
+        "result_folders_deleted": files,
+        "audit_entries_deleted": audit,
+        "session_index_entries_deleted": sessions,
+    }
+
+
+async def _delete_finished_jobs(ctx: JobContext[Any], before: datetime) -> int:
+    finished = Job.status.in_([s.value for s in FINISHED]) & (Job.finished_at < before)
+
+    def remove_files(ids: list[Any]) -> None:
+        for job_id in ids:
+            shutil.rmtree(ctx.files_dir / str(job_id), ignore_errors=True)
+
+    return await _delete_in_batches(ctx, Job, finished, remove_files)
+
+
+async def _delete_orphan_files(ctx: JobContext[Any]) -> int:
+    if not ctx.files_dir.is_dir():
+        return 0
+    folders = {p.name: p for p in ctx.files_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+    if not folders:
+        return 0
+    async with ctx.sessionmaker() as session:
+        alive = {
+            str(job_id)
+            for job_id in await session.scalars(
+                select(Job.id).where(Job.id.in_([int(name) for name in folders]))
+            )
+        }
+    removed = 0
+    for name, path in folders.items():
+        if name not in alive:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+async def _delete_in_batches(
+    ctx: JobContext[Any],
+    model: Any,
+    condition: Any,
+    after_batch: Callable[[list[Any]], None] | None = None,
+) -> int:
+    """Delete matching rows a thousand per transaction, so no lock is held for long."""
+    deleted = 0
+    while True:
+        async with ctx.sessionmaker() as session, session.begin():
+            ids = list(await session.scalars(select(model.id).where(condition).limit(BATCH)))
+            if ids:
+                await session.execute(delete(model).where(model.id.in_(ids)))
+        if after_batch is not None:
+            after_batch(ids)
+        deleted += len(ids)
+        if len(ids) < BATCH:
+            return deleted
+
+
+async def _sweep_session_index(ctx: JobContext[Any]) -> int:
+    removed = 0
+    for key in await ctx.store.keys(USER_INDEX_PREFIX + "*"):
+        digest = key.rsplit(":", 1)[1]
+        if await ctx.store.get(SESSION_PREFIX + digest) is None:
+            removed += await ctx.store.delete(key)
+    await ctx.store.keys("*")  # the in-memory store forgets expired keys as it lists them
+    return removed
+
+
+schedule("cleanup", "cleanup", daily_at=time(3, 0))

@@ -1,0 +1,170 @@
+"""`/admin/jobs`: the queue for people: list with live progress, detail, enqueue, retry,
+cancel, download, and the workers' heartbeats. Rules live in `app.jobs.services`."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery
+from litestar.plugins.htmx import HTMXRequest
+from litestar.response import File
+
+from app.accounts import guards
+from app.accounts.audit import Actor
+from app.core.db import DbSession
+from app.core.errors import DomainError
+from app.core.pagination import PageRequest
+from app.core.templating import Form, redirect, render, render_list
+from app.jobs import services
+from app.jobs.api import result_download
+from app.jobs.models import FINISHED
+from app.jobs.registry import job_types
+from app.jobs.worker import list_workers
+
+PER_PAGE = 25
+POLL_TRIGGER = "results"
+"""Id of the element that polls to refresh the list (no history entry per poll)."""
+
+
+def _payload(text: str) -> Any:
+    try:
+        return json.loads(text.strip() or "{}")
+    except ValueError:
+        raise services.JobInputError("The payload is not valid JSON.", "payload") from None
+
+
+class JobsAdminController(Controller):
+    path = "/jobs"
+    guards = [guards.viewer]
+    include_in_schema = False
+
+    @get("/", name="admin:jobs")
+    async def index(
+        self,
+        request: HTMXRequest,
+        state: State,
+        db_session: DbSession,
+        status: FromQuery[str] = "",
+        type: FromQuery[str] = "",
+        page: FromQuery[int | None] = None,
+    ) -> Response[str]:
+        """Newest first; the results (jobs and workers) refresh every two seconds."""
+        return await self._list_page(
+            request, state, db_session, {"status": status, "type": type}, page
+        )
+
+    async def _list_page(
+        self,
+        request: HTMXRequest,
+        state: State,
+        db_session: DbSession,
+        params: dict[str, str],
+        page: int | None,
+        form: dict[str, str] | None = None,
+        errors: dict[str, str] | None = None,
+    ) -> Response[str]:
+        user = request.scope["user"]
+        params = {k: v for k, v in params.items() if v}
+        jobs, filter_error = None, None
+        try:
+            filters = services.JobFilters(status=params.get("status"), type=params.get("type"))
+            jobs = await services.list_jobs(
+                db_session, user, filters, PageRequest.of(page, PER_PAGE, default=PER_PAGE)
+            )
+        except DomainError as exc:
+            filter_error = exc.message
+        context = {
+            "jobs": jobs,
+            "params": params,
+            "filter_error": filter_error,
+            "statuses": services.STATUSES,
+            "all_types": [kind.name for kind in job_types()],
+            "runnable": services.runnable_types(user),
+            "form": form or {"payload": "{}", "priority": "0"},
+            "errors": errors or {},
+            "workers": await list_workers(state.store),
+            "queues": await services.queue_figures(db_session),
+            "finished": FINISHED,
+            "now": time.time(),
+        }
+        invalid = bool(filter_error or errors)
+        if request.htmx and request.htmx.trigger == POLL_TRIGGER:
+            return render(request, "jobs/list.html", context, block="results")
+        return render_list(
+            request,
+            "jobs/list.html",
+            context,
+            params=params,
+            page=jobs.page if jobs else None,
+            invalid=invalid,
+        )
+
+    @post("/", name="admin:jobs:create")
+    async def create(
+        self, request: HTMXRequest, state: State, db_session: DbSession, data: Form
+    ) -> Response[Any]:
+        """Enqueue a job of the chosen type; errors come back beside the form's fields."""
+        form = {k: data.get(k, "") for k in ("type", "payload", "priority")}
+        try:
+            priority = int(form["priority"] or 0)
+        except ValueError:
+            priority = None
+        try:
+            if priority is None:
+                raise services.JobInputError("Priority must be a whole number.", "priority")
+            job = await services.submit_job(
+                db_session,
+                Actor.from_connection(request),
+                request.scope["user"],
+                form["type"],
+                _payload(form["payload"]),
+                priority,
+            )
+        except DomainError as exc:
+            await db_session.rollback()
+            if exc.status == 403:
+                raise
+            errors = {exc.field or "form": exc.message}
+            response = await self._list_page(request, state, db_session, {}, None, form, errors)
+            response.status_code = 400
+            return response
+        return redirect(request.app.route_reverse("admin:job", job_id=job.id))
+
+    @get("/{job_id:int}", name="admin:job")
+    async def detail(
+        self, request: HTMXRequest, db_session: DbSession, job_id: FromPath[int]
+    ) -> Response[str]:
+        """One job: payload, attempts, errors, result; refreshes itself until it finishes."""
+        job = await services.visible_job(db_session, request.scope["user"], job_id)
+        return render(
+            request, "jobs/detail.html", {"job": job, "finished": FINISHED}, block="status"
+        )
+
+    @post("/{job_id:int}/cancel", name="admin:job:cancel")
+    async def cancel(
+        self, request: Request, db_session: DbSession, job_id: FromPath[int]
+    ) -> Response[Any]:
+        await services.cancel_job(
+            db_session, Actor.from_connection(request), request.scope["user"], job_id
+        )
+        return redirect(request.app.route_reverse("admin:job", job_id=job_id))
+
+    @post("/{job_id:int}/retry", name="admin:job:retry")
+    async def retry(
+        self, request: Request, db_session: DbSession, job_id: FromPath[int]
+    ) -> Response[Any]:
+        await services.retry_job(
+            db_session, Actor.from_connection(request), request.scope["user"], job_id
+        )
+        return redirect(request.app.route_reverse("admin:job", job_id=job_id))
+
+    @get("/{job_id:int}/download", name="admin:job:download")
+    async def download(
+        self, request: Request, state: State, db_session: DbSession, job_id: FromPath[int]
+    ) -> File:
+        job = await services.visible_job(db_session, request.scope["user"], job_id)
+        return result_download(state.settings, job)

@@ -1,0 +1,539 @@
+"""The durable queue: enqueue inside the caller's transaction, claim with a lease, finish
+with the lease token, retry with backoff, reap expired leases.
+
+PostgreSQL claims with `SELECT ... FOR UPDATE SKIP LOCKED` and takes every time from its
+own clock (`now()`); SQLite (one machine, one writer at a time) claims with one atomic
+UPDATE and takes the time from the machine clock, which is then the database's clock too.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from advanced_alchemy.types import JsonB
+from sqlalchemy import ColumnElement, case, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from app.core.errors import DomainError
+from app.core.store import Store, StoreUnavailable
+from app.jobs.models import UNFINISHED_SQL, Job, JobStatus
+from app.jobs.registry import JobCancelled, JobType, job_type
+
+WAKE_CHANNEL = "jobs:wake"
+"""Store pub/sub channel: the message is the queue that has new work."""
+WAKE_KEY = "keel.jobs.wake"
+"""`session.info` key: queues that got jobs in the session's transaction."""
+CLAIM_BATCH = 10
+MAX_BACKOFF_SECONDS = 3600.0
+LEASE_LOST_ERROR = "lease expired: the worker stopped renewing it"
+
+jobs = Job.__table__
+c = jobs.c
+
+
+class LeaseLost(Exception):
+    """The job's lease belongs to another claim now (expired and reclaimed, or cancelled)."""
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job this worker holds the lease of."""
+
+    id: int
+    type: str
+    queue: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    lease_token: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run of a claimed job ended; written in batches by `record_outcomes`."""
+
+    id: int
+    lease_token: str
+    status: JobStatus
+    result: Any = None
+    error: str | None = None
+    retry_in: float = 0.0
+
+
+Executor = AsyncSession | AsyncConnection
+"""Queue statements run in a caller's session, or on a worker's own autocommit connection."""
+
+
+def is_postgres(executor: Executor) -> bool:
+    bind = executor.get_bind() if isinstance(executor, AsyncSession) else executor
+    return bind.dialect.name == "postgresql"
+
+
+def _now(postgres: bool) -> Any:
+    """The database clock on PostgreSQL; the machine clock (shared by all) on SQLite."""
+    return func.now() if postgres else datetime.now(UTC)
+
+
+def _later(postgres: bool, seconds: float) -> Any:
+    if postgres:
+        return func.now() + func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How a job is queued, beside its type and payload (see `enqueue`)."""
+
+    queue: str | None = None
+    priority: int = 0
+    delay: float = 0.0
+    created_by: UUID | None = None
+    max_attempts: int | None = None
+
+
+def _job_row(
+    postgres: bool, kind: JobType, payload: Any, options: JobOptions, unique_key: str | None
+) -> dict[str, Any]:
+    now = _now(postgres)
+    return {
+        "type": kind.name,
+        "queue": options.queue or kind.queue,
+        "payload": kind.validate(payload),
+        "status": JobStatus.queued.value,
+        "priority": options.priority,
+        "run_at": _later(postgres, options.delay) if options.delay > 0 else now,
+        "attempts": 0,
+        "max_attempts": options.max_attempts or kind.max_attempts,
+        "progress": 0,
+        "progress_message": "",
+        "unique_key": unique_key,
+        "created_by_id": options.created_by,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def enqueue(
+    session: AsyncSession,
+    type: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    priority: int = 0,
+    delay: float = 0.0,
+    unique_key: str | None = None,
+    created_by: UUID | None = None,
+    max_attempts: int | None = None,
+) -> int:
+    """Add a job in the caller's transaction (no commit): it exists exactly when the
+    caller's change commits. Returns its id; with a `unique_key` that an unfinished job
+    already holds, returns that job's id and adds nothing. Raises JobInputError for an
+    unknown type or a payload that does not fit it."""
+    postgres = is_postgres(session)
+    options = JobOptions(queue, priority, delay, created_by, max_attempts)
+    values = _job_row(postgres, job_type(type), payload, options, unique_key)
+    if unique_key is None:
+        job_id = await session.scalar(insert(jobs).values(values).returning(c.id))
+    else:
+        statement = (pg_insert if postgres else sqlite_insert)(jobs).values(values)
+        statement = statement.on_conflict_do_nothing(
+            index_elements=["unique_key"],
+            index_where=text(UNFINISHED_SQL + " AND unique_key IS NOT NULL"),
+        )
+        job_id = await session.scalar(statement.returning(c.id))
+        if job_id is None:
+            job_id = await session.scalar(
+                select(c.id).where(c.unique_key == unique_key, text(UNFINISHED_SQL))
+            )
+    session.info.setdefault(WAKE_KEY, set()).add(values["queue"])
+    return int(job_id)  # type: ignore[arg-type]
+
+
+async def enqueue_many(
+    session: AsyncSession,
+    type: str,
+    payloads: Sequence[dict[str, Any] | None],
+    options: JobOptions | None = None,
+) -> list[int]:
+    """Add many jobs of one type with one INSERT in the caller's transaction (the same
+    rules as `enqueue`, without unique keys): a service that fans work out, say one
+    notification per user, pays one round trip instead of one per job."""
+    if not payloads:
+        return []
+    kind = job_type(type)
+    options = options or JobOptions()
+    queue = options.queue or kind.queue
+    if is_postgres(session):
+        ids = await session.scalars(
+            _ENQUEUE_MANY_PG,
+            {
+                "type": kind.name,
+                "queue": queue,
+                "priority": options.priority,
+                "delay": options.delay,
+                "max_attempts": options.max_attempts or kind.max_attempts,
+                "created_by": options.created_by,
+                "payloads": [json.dumps(kind.validate(p)) for p in payloads],
+            },
+        )
+    else:
+        rows = [_job_row(False, kind, p, options, None) for p in payloads]
+        ids = await session.scalars(insert(jobs).values(rows).returning(c.id))
+    session.info.setdefault(WAKE_KEY, set()).add(queue)
+    return list(ids)
+
+
+_ENQUEUE_MANY_PG = text(
+    """
+    INSERT INTO jobs (type, queue, payload, status, priority, run_at, attempts, max_attempts,
+        progress, progress_message, created_by_id, created_at, updated_at)
+    SELECT :type, :queue, CAST(p AS jsonb), 'queued', :priority,
+        now() + make_interval(secs => :delay), 0, :max_attempts, 0, '',
+        CAST(:created_by AS uuid), now(), now()
+    FROM unnest(CAST(:payloads AS text[])) WITH ORDINALITY AS rows(p, n)
+    ORDER BY n
+    RETURNING id
+    """
+)
+"""Plain SQL on PostgreSQL: one statement whatever the number of jobs, no per-row building."""
+
+
+async def wake_workers(store: Store, session: AsyncSession) -> None:
+    """After a commit: tell idle workers which queues got new jobs (polling covers a miss)."""
+    queues = session.info.pop(WAKE_KEY, None)
+    for queue in queues or ():
+        try:
+            await store.publish(WAKE_CHANNEL, queue)
+        except StoreUnavailable:
+            return
+
+
+_CLAIM_PG = """
+    WITH chosen AS (
+        SELECT id FROM jobs
+        WHERE status = 'queued' AND {queues} AND run_at <= now()
+        ORDER BY priority, run_at, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE jobs SET
+        status = 'running',
+        attempts = jobs.attempts + 1,
+        lease_owner = :owner,
+        lease_token = CAST(gen_random_uuid() AS text),
+        lease_expires_at = now() + make_interval(secs => :lease),
+        started_at = now(),
+        updated_at = now(),
+        progress = 0,
+        progress_message = ''
+    FROM chosen WHERE jobs.id = chosen.id
+    RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempts, jobs.max_attempts,
+        jobs.lease_token
+"""
+_CLAIM_ONE_QUEUE = text(_CLAIM_PG.format(queues="queue = :queue")).columns(payload=JsonB)
+_CLAIM_QUEUES = text(_CLAIM_PG.format(queues="queue = ANY(:queues)")).columns(payload=JsonB)
+"""Plain SQL on PostgreSQL: the claim runs thousands of times a second, and one queue (the
+usual case) compares with `=` so the claim index serves the rows in order."""
+
+
+async def claim_jobs(
+    executor: Executor,
+    owner: str,
+    queues: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+) -> list[ClaimedJob]:
+    """Take up to `limit` due jobs, lowest priority value first, each with a fresh lease token.
+    One statement: atomic on its own or inside the caller's transaction. Concurrent
+    claimers never get the same job."""
+    if is_postgres(executor):
+        many = len(queues) > 1
+        rows = await executor.execute(
+            _CLAIM_QUEUES if many else _CLAIM_ONE_QUEUE,
+            {
+                "limit": limit,
+                "owner": owner,
+                "lease": lease_seconds,
+                **({"queues": list(queues)} if many else {"queue": queues[0]}),
+            },
+        )
+        return [ClaimedJob(*row) for row in rows]
+    now = datetime.now(UTC)
+    due = (
+        select(c.id)
+        .where(c.status == JobStatus.queued.value, c.queue.in_(queues), c.run_at <= now)
+        .order_by(c.priority, c.run_at, c.id)
+        .limit(limit)
+    )
+    changes = {
+        "status": JobStatus.running.value,
+        "attempts": c.attempts + 1,
+        "lease_owner": owner,
+        "lease_token": func.lower(func.hex(func.randomblob(16))),
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "started_at": now,
+        "updated_at": now,
+        "progress": 0,
+        "progress_message": "",
+    }
+    returned = (c.id, c.type, c.queue, c.payload, c.attempts, c.max_attempts, c.lease_token)
+    statement = update(jobs).where(c.id.in_(due.scalar_subquery())).values(changes)
+    rows = await executor.execute(statement.returning(*returned))
+    return [ClaimedJob(*row) for row in rows]
+
+
+def retry_delay(attempt: int, base: float) -> float:
+    """Exponential backoff with jitter: about base, 2*base, 4*base, ... (x0.5 to x1.5)."""
+    return min(base * 2 ** max(attempt - 1, 0), MAX_BACKOFF_SECONDS) * (0.5 + random.random())  # noqa: S311 (jitter, not a secret)
+
+
+def failure_outcome(job: ClaimedJob, error: str, base_backoff: float) -> Outcome:
+    """A retry in a while, or `dead` once every attempt is spent."""
+    error = error.replace("\x00", "")
+    if job.attempts >= job.max_attempts:
+        return Outcome(job.id, job.lease_token, JobStatus.dead, error=error)
+    delay = retry_delay(job.attempts, base_backoff)
+    return Outcome(job.id, job.lease_token, JobStatus.queued, error=error, retry_in=delay)
+
+
+_RECORD_PG = text(
+    """
+    UPDATE jobs AS j SET
+        status = o.status,
+        result = CASE WHEN o.status = 'succeeded' THEN CAST(o.result AS jsonb) ELSE j.result END,
+        last_error = COALESCE(o.error, j.last_error),
+        progress = CASE WHEN o.status = 'succeeded' THEN 100 ELSE j.progress END,
+        run_at = CASE WHEN o.status = 'queued'
+            THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
+        finished_at = CASE WHEN o.status = 'queued' THEN NULL ELSE now() END,
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:tokens AS text[]), CAST(:statuses AS text[]),
+        CAST(:results AS text[]), CAST(:errors AS text[]), CAST(:delays AS float8[])
+    ) AS o(id, token, status, result, error, delay)
+    WHERE j.id = o.id AND j.lease_token = o.token
+    RETURNING j.id
+    """
+)
+
+
+async def record_outcomes(session: Executor, outcomes: Sequence[Outcome]) -> set[int]:
+    """Write how claimed jobs ended, in one statement on PostgreSQL. Only runs that still
+    hold their lease are written; the ids returned are those (the rest lost their lease).
+
+    A lease token is cleared whenever a job leaves `running` (finish, cancel, reap,
+    release), so matching id and token is the whole check, and the primary key finds
+    the rows (a status condition tempts the planner into the lease index, whose dead
+    entries pile up between vacuums)."""
+    if not outcomes:
+        return set()
+    if is_postgres(session):
+        rows = await session.execute(
+            _RECORD_PG,
+            {
+                "ids": [o.id for o in outcomes],
+                "tokens": [o.lease_token for o in outcomes],
+                "statuses": [o.status.value for o in outcomes],
+                "results": [None if o.result is None else json.dumps(o.result) for o in outcomes],
+                "errors": [o.error for o in outcomes],
+                "delays": [o.retry_in for o in outcomes],
+            },
+        )
+        return {row[0] for row in rows}
+    written = set()
+    for outcome in outcomes:
+        now = datetime.now(UTC)
+        changes: dict[str, Any] = {
+            "status": outcome.status.value,
+            "lease_token": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+            "finished_at": None if outcome.status == JobStatus.queued else now,
+        }
+        if outcome.status == JobStatus.succeeded:
+            changes.update(result=outcome.result, progress=100)
+        if outcome.error is not None:
+            changes["last_error"] = outcome.error
+        if outcome.status == JobStatus.queued:
+            changes["run_at"] = now + timedelta(seconds=outcome.retry_in)
+        result = await session.execute(
+            update(jobs)
+            .where(
+                c.id == outcome.id,
+                c.lease_token == outcome.lease_token,
+                c.status == JobStatus.running.value,
+            )
+            .values(changes)
+        )
+        if result.rowcount:
+            written.add(outcome.id)
+    return written
+
+
+async def report_progress(
+    session: AsyncSession,
+    job_id: int,
+    lease_token: str,
+    percent: int,
+    message: str,
+    lease_seconds: float,
+) -> None:
+    """Store progress and renew the lease; JobCancelled when the run no longer holds it."""
+    postgres = is_postgres(session)
+    result = await session.execute(
+        update(jobs)
+        .where(c.id == job_id, c.lease_token == lease_token, c.status == JobStatus.running.value)
+        .values(
+            progress=percent,
+            progress_message=message,
+            lease_expires_at=_later(postgres, lease_seconds),
+            updated_at=_now(postgres),
+        )
+    )
+    if not result.rowcount:
+        raise JobCancelled(f"job {job_id} was cancelled or its lease was lost")
+
+
+def _held(leases: Mapping[str, int]) -> ColumnElement[bool]:
+    """The rows of these leases (token -> job id), found by primary key."""
+    return c.id.in_(list(leases.values())) & c.lease_token.in_(list(leases))
+
+
+async def renew_leases(
+    session: AsyncSession, leases: Mapping[str, int], lease_seconds: float
+) -> set[str]:
+    """Extend the leases (token -> job id) this worker still holds; returns the tokens
+    that are still valid."""
+    if not leases:
+        return set()
+    postgres = is_postgres(session)
+    rows = await session.execute(
+        update(jobs)
+        .where(_held(leases))
+        .values(lease_expires_at=_later(postgres, lease_seconds))
+        .returning(c.lease_token)
+    )
+    return {row[0] for row in rows}
+
+
+async def release_jobs(session: AsyncSession, leases: Mapping[str, int]) -> int:
+    """Give unfinished jobs (token -> job id) back to the queue at shutdown; the attempt
+    does not count."""
+    if not leases:
+        return 0
+    postgres = is_postgres(session)
+    result = await session.execute(
+        update(jobs)
+        .where(_held(leases))
+        .values(
+            status=JobStatus.queued.value,
+            attempts=(func.greatest if postgres else func.max)(c.attempts - 1, 0),
+            lease_token=None,
+            lease_expires_at=None,
+            run_at=_now(postgres),
+            updated_at=_now(postgres),
+        )
+    )
+    return int(result.rowcount or 0)
+
+
+async def reap_expired_leases(session: AsyncSession) -> list[int]:
+    """Queue again the jobs whose worker stopped renewing its lease (or `dead` when no
+    attempt is left). Any worker may run this; each expired job is reaped once."""
+    postgres = is_postgres(session)
+    now = _now(postgres)
+    spent = c.attempts >= c.max_attempts
+    rows = await session.execute(
+        update(jobs)
+        .where(c.status == JobStatus.running.value, c.lease_expires_at < now)
+        .values(
+            status=case((spent, JobStatus.dead.value), else_=JobStatus.queued.value),
+            finished_at=case((spent, now), else_=None),
+            last_error=LEASE_LOST_ERROR,
+            lease_token=None,
+            lease_expires_at=None,
+            run_at=now,
+            updated_at=now,
+        )
+        .returning(c.id)
+    )
+    return [row[0] for row in rows]
+
+
+class JobStateError(DomainError):
+    """The job is not in a state that allows what was asked (cancel a finished job, ...)."""
+
+    status = 409
+
+
+async def cancel_job(session: AsyncSession, job_id: int) -> Job:
+    """Cancel a queued job at once; a running one gives up its lease now and its handler
+    stops at its next progress report (nothing it returns afterwards is kept)."""
+    postgres = is_postgres(session)
+    now = _now(postgres)
+    row = await session.execute(
+        update(jobs)
+        .where(c.id == job_id, c.status.in_([JobStatus.queued.value, JobStatus.running.value]))
+        .values(
+            status=JobStatus.cancelled.value,
+            lease_token=None,
+            lease_expires_at=None,
+            finished_at=now,
+            updated_at=now,
+        )
+        .returning(c.id)
+    )
+    if row.first() is None:
+        raise JobStateError("Only a queued or running job can be cancelled.")
+    return await _fresh(session, job_id)
+
+
+RETRYABLE = (JobStatus.failed.value, JobStatus.dead.value, JobStatus.cancelled.value)
+
+
+async def retry_job(session: AsyncSession, job_id: int) -> Job:
+    """Queue a failed, dead or cancelled job again with a full set of attempts."""
+    postgres = is_postgres(session)
+    now = _now(postgres)
+    try:
+        async with session.begin_nested():
+            row = await session.execute(
+                update(jobs)
+                .where(c.id == job_id, c.status.in_(RETRYABLE))
+                .values(
+                    status=JobStatus.queued.value,
+                    attempts=0,
+                    run_at=now,
+                    progress=0,
+                    progress_message="",
+                    result=None,
+                    finished_at=None,
+                    started_at=None,
+                    updated_at=now,
+                )
+                .returning(c.id, c.queue)
+            )
+            found = row.first()
+    except IntegrityError:
+        raise JobStateError("Another run of this job is already queued or running.") from None
+    if found is None:
+        raise JobStateError("Only a failed, dead or cancelled job can be retried.")
+    session.info.setdefault(WAKE_KEY, set()).add(found.queue)
+    return await _fresh(session, job_id)
+
+
+async def _fresh(session: AsyncSession, job_id: int) -> Job:
+    job = await session.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    return job

@@ -1,0 +1,184 @@
+"""Job types: what a handler is, how it declares itself, and what it sees while it runs.
+
+Declaring a job type (the whole API another domain needs)::
+
+    from app.jobs.registry import JobContext, JobFailed, job_handler
+
+    @dataclass
+    class ExportPayload:
+        kind: str
+        format: str = "csv"
+
+    @job_handler("export", timeout=600, max_attempts=3, payload=ExportPayload, role=Role.editor)
+    async def run_export(ctx: JobContext[ExportPayload]) -> dict[str, object]:
+        async with ctx.sessionmaker() as session:
+            ...                                   # read with your own short sessions
+        await ctx.progress(50, "half way")        # renews the lease; raises if cancelled
+        ctx.attach("users.csv", data, "text/csv") # a file the requester can download
+        return {"rows": 42}                       # stored as the job's JSON result
+
+- The payload is validated when the job is enqueued (API and services alike) with
+  `msgspec.convert(payload, <schema>)`; the handler receives the converted value.
+- Delivery is at least once: a job whose worker died runs again. Key side effects so a
+  second run does not repeat them (the job id is a good key).
+- Raise `JobFailed` for a permanent failure (no retry); any other exception is retried
+  with exponential backoff until `max_attempts`, then the job is `dead`.
+- The module declaring handlers must be imported by the worker: built-in modules are
+  listed in `BUILTIN_MODULES`, others in the JOB_MODULES setting.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.models import Role
+from app.core.errors import DomainError
+from app.core.store import Store
+from app.settings import ConfigError, Settings
+
+P = TypeVar("P")
+
+BUILTIN_MODULES = ("app.jobs.cleanup",)
+"""Modules whose import declares Keel's own job types."""
+
+
+class JobFailed(Exception):
+    """Raised by a handler for a failure that another attempt cannot fix: no retry."""
+
+
+class JobCancelled(Exception):
+    """The job was cancelled (or its lease taken over) while it ran; the handler should stop."""
+
+
+class JobInputError(DomainError):
+    """An enqueue request names an unknown type or a payload that does not fit it."""
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    run: Callable[[JobContext[Any]], Awaitable[Any]]
+    timeout: float = 300.0
+    max_attempts: int = 3
+    queue: str = "default"
+    payload: type | None = None
+    role: Role = Role.admin
+    """Who may enqueue it through the API and the admin page."""
+    description: str = ""
+
+    def validate(self, payload: object) -> dict[str, Any]:
+        """The payload as it will be stored (JSON), or JobInputError saying what is wrong."""
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise JobInputError("The payload must be a JSON object.", "payload", status=422)
+        if self.payload is None:
+            return dict(payload)
+        return msgspec.to_builtins(self.parse(payload))
+
+    def parse(self, payload: dict[str, Any]) -> Any:
+        if self.payload is None:
+            return payload
+        try:
+            return msgspec.convert(payload, self.payload, strict=False)
+        except msgspec.ValidationError as exc:
+            raise JobInputError(f"Invalid payload: {exc}", "payload", status=422) from None
+
+
+_REGISTRY: dict[str, JobType] = {}
+
+
+def job_handler(
+    name: str,
+    *,
+    timeout: float = 300.0,
+    max_attempts: int = 3,
+    queue: str = "default",
+    payload: type | None = None,
+    role: Role = Role.admin,
+) -> Callable[[Callable[[JobContext[Any]], Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """Declare the handler of job type `name` (see the module docstring)."""
+
+    def register(
+        run: Callable[[JobContext[Any]], Awaitable[Any]],
+    ) -> Callable[[JobContext[Any]], Awaitable[Any]]:
+        _REGISTRY[name] = JobType(
+            name=name,
+            run=run,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            queue=queue,
+            payload=payload,
+            role=role,
+            description=(run.__doc__ or "").strip().split("\n")[0],
+        )
+        return run
+
+    return register
+
+
+def job_type(name: str) -> JobType:
+    load_job_modules()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise JobInputError(f"There is no job type {name!r}.", "type", status=422) from None
+
+
+def job_types() -> list[JobType]:
+    load_job_modules()
+    return sorted(_REGISTRY.values(), key=lambda t: t.name)
+
+
+def files_dir(settings: Settings) -> Path:
+    """Where result files live: `<VAR_DIR>/job-files/<job id>/`; app and workers share it."""
+    return settings.app.var_dir / "job-files"
+
+
+def load_job_modules(extra: tuple[str, ...] = ()) -> None:
+    """Import every module that declares handlers (idempotent; Keel's own always)."""
+    for module in (*BUILTIN_MODULES, *extra):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError([f"JOB_MODULES: cannot import {module!r} ({exc})"]) from exc
+
+
+@dataclass
+class JobContext(Generic[P]):
+    """What a running handler sees: its job, its payload, progress reports and sessions."""
+
+    job_id: int
+    type: str
+    attempt: int
+    payload: P
+    sessionmaker: async_sessionmaker[AsyncSession]
+    files_dir: Path
+    store: Store
+    report: Callable[[int, str], Awaitable[None]]
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    async def progress(self, percent: float, message: str = "") -> None:
+        """Record progress (0-100) and renew the lease; raises JobCancelled when the job was
+        cancelled or taken over, so the handler stops at this point."""
+        await self.report(max(0, min(100, int(percent))), message[:200])
+
+    def attach(self, name: str, data: bytes | str, content_type: str) -> Path:
+        """Store a result file the requester can download (one per job is shown)."""
+        safe = Path(name).name or "result"
+        directory = self.files_dir / str(self.job_id)
+        if not self.files:  # an earlier attempt's files (or a reused id's) are not this run's
+            shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / safe
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        self.files.append({"name": safe, "content_type": content_type, "size": path.stat().st_size})
+        return path

@@ -1,0 +1,86 @@
+"""Request and response shapes of the jobs API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from app.jobs.models import Job
+from app.jobs.registry import JobType
+
+
+class JobCreate(msgspec.Struct):
+    type: str
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Validated against the type's payload schema (see GET /api/v1/jobs/types)."""
+    priority: int = 0
+    """Lower runs first; -100 to 100."""
+
+
+class JobOut(msgspec.Struct):
+    id: int
+    type: str
+    queue: str
+    status: str
+    payload: dict[str, Any]
+    priority: int
+    progress: int
+    progress_message: str
+    attempts: int
+    max_attempts: int
+    result: Any
+    last_error: str | None
+    has_file: bool
+    created_by: UUID | None
+    created_at: datetime
+    run_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls(
+            id=job.id,
+            type=job.type,
+            queue=job.queue,
+            status=job.status,
+            payload=job.payload,
+            priority=job.priority,
+            progress=job.progress,
+            progress_message=job.progress_message,
+            attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            result=job.result,
+            last_error=job.last_error,
+            has_file=isinstance(job.result, dict) and bool(job.result.get("files")),
+            created_by=job.created_by_id,
+            created_at=job.created_at,
+            run_at=job.run_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            updated_at=job.updated_at,
+        )
+
+
+class JobTypeOut(msgspec.Struct):
+    name: str
+    description: str
+    role: str
+    queue: str
+    timeout: float
+    max_attempts: int
+
+    @classmethod
+    def of(cls, kind: JobType) -> JobTypeOut:
+        return cls(
+            name=kind.name,
+            description=kind.description,
+            role=kind.role.name,
+            queue=kind.queue,
+            timeout=kind.timeout,
+            max_attempts=kind.max_attempts,
+        )

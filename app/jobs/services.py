@@ -1,0 +1,187 @@
+"""The jobs rules that both the admin pages and the API follow: who sees which jobs, who
+may run which type, cancel, retry and download, and the audit entry for each change.
+
+Viewers (and anyone below admin) see the jobs they created; admins see every job. A
+type's `role` says who may enqueue it; cancelling and retrying need that role too, and
+only admins may touch other people's jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.audit import Actor, record
+from app.accounts.identity import CurrentUser
+from app.accounts.models import Role
+from app.core.errors import DomainError
+from app.core.pagination import Page, PageRequest, paginate
+from app.jobs import queue
+from app.jobs.models import Job, JobStatus
+from app.jobs.registry import JobInputError, JobType, files_dir, job_type, job_types
+from app.settings import Settings
+
+STATUSES = tuple(status.value for status in JobStatus)
+
+
+class JobNotFound(DomainError):
+    status = 404
+
+    def __init__(self) -> None:
+        super().__init__("There is no such job.")
+
+
+class JobForbidden(DomainError):
+    status = 403
+
+
+def runnable_types(user: CurrentUser) -> list[JobType]:
+    """The job types `user` may enqueue, by name."""
+    return [kind for kind in job_types() if user.has(kind.role)]
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    status: str | None = None
+    type: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", (self.status or "").strip() or None)
+        object.__setattr__(self, "type", (self.type or "").strip()[:100] or None)
+        if self.status and self.status not in STATUSES:
+            raise JobInputError(f"Status must be one of: {', '.join(STATUSES)}.", "status")
+
+
+def _visible(user: CurrentUser) -> list[Any]:
+    return [] if user.has(Role.admin) else [Job.created_by_id == user.id]
+
+
+async def list_jobs(
+    session: AsyncSession, user: CurrentUser, filters: JobFilters, page: PageRequest
+) -> Page[Job]:
+    """The jobs `user` may see, newest first."""
+    conditions = _visible(user)
+    if filters.status:
+        conditions.append(Job.status == filters.status)
+    if filters.type:
+        conditions.append(Job.type == filters.type)
+    statement = select(Job).where(*conditions).order_by(Job.id.desc())
+    return await paginate(session, statement, page)
+
+
+async def visible_job(session: AsyncSession, user: CurrentUser, job_id: int) -> Job:
+    """The job, or JobNotFound when it does not exist or `user` may not see it."""
+    job = await session.get(Job, job_id, populate_existing=True)
+    if job is None or (not user.has(Role.admin) and job.created_by_id != user.id):
+        raise JobNotFound()
+    return job
+
+
+def _may_run(user: CurrentUser, type_name: str) -> JobType:
+    kind = job_type(type_name)
+    if not user.has(kind.role):
+        raise JobForbidden(f"Running {kind.name} jobs needs the {kind.role.name} role or higher.")
+    return kind
+
+
+async def submit_job(
+    session: AsyncSession,
+    actor: Actor,
+    user: CurrentUser,
+    type_name: str,
+    payload: Any,
+    priority: int = 0,
+) -> Job:
+    """Enqueue a job for `user` (it commits with the request) and audit it."""
+    kind = _may_run(user, type_name)
+    if not -100 <= priority <= 100:
+        raise JobInputError("Priority must be between -100 and 100.", "priority")
+    job_id = await queue.enqueue(session, kind.name, payload, priority=priority, created_by=user.id)
+    record(session, actor, "job.enqueue", "job", job_id, type=kind.name)
+    return await visible_job(session, user, job_id)
+
+
+async def cancel_job(session: AsyncSession, actor: Actor, user: CurrentUser, job_id: int) -> Job:
+    job = await visible_job(session, user, job_id)
+    _may_run(user, job.type)
+    job = await queue.cancel_job(session, job.id)
+    record(session, actor, "job.cancel", "job", job_id, type=job.type)
+    return job
+
+
+async def retry_job(session: AsyncSession, actor: Actor, user: CurrentUser, job_id: int) -> Job:
+    job = await visible_job(session, user, job_id)
+    _may_run(user, job.type)
+    job = await queue.retry_job(session, job.id)
+    record(session, actor, "job.retry", "job", job_id, type=job.type)
+    return job
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    queue: str
+    waiting: int
+    """Queued and due now."""
+    scheduled: int
+    """Queued for later (delayed jobs and retries waiting for their backoff)."""
+    running: int
+    oldest_wait_seconds: float | None
+    """How long the oldest due job has waited."""
+
+
+async def queue_figures(session: AsyncSession) -> list[QueueFigures]:
+    """Depth of every queue that has unfinished jobs (counts only: anyone may see them)."""
+    now = datetime.now(UTC)
+    due = (Job.run_at <= now).label("due")
+    rows = await session.execute(
+        select(Job.queue, Job.status, due, func.count(), func.min(Job.run_at))
+        .where(Job.status.in_([JobStatus.queued.value, JobStatus.running.value]))
+        .group_by(Job.queue, Job.status, due)
+    )
+    figures: dict[str, dict[str, Any]] = {}
+    for queue_name, status, due, count, oldest in rows:
+        entry = figures.setdefault(
+            queue_name, {"waiting": 0, "scheduled": 0, "running": 0, "oldest": None}
+        )
+        if status == JobStatus.running.value:
+            entry["running"] += count
+        elif due:
+            entry["waiting"] += count
+            entry["oldest"] = oldest
+        else:
+            entry["scheduled"] += count
+    return [
+        QueueFigures(
+            name,
+            e["waiting"],
+            e["scheduled"],
+            e["running"],
+            (now - e["oldest"]).total_seconds() if e["oldest"] else None,
+        )
+        for name, e in sorted(figures.items())
+    ]
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    path: Path
+    name: str
+    content_type: str
+
+
+def result_file(settings: Settings, job: Job) -> ResultFile:
+    """The job's downloadable file; JobNotFound-like 404 when it has none (any more)."""
+    files = job.result.get("files") if isinstance(job.result, dict) else None
+    if job.status != JobStatus.succeeded or not files:
+        raise DomainError("This job has no result file.", status=404)
+    first = files[0]
+    name = Path(str(first.get("name", ""))).name
+    path = files_dir(settings) / str(job.id) / name
+    if not name or not path.is_file():
+        raise DomainError("The result file has expired and was removed.", status=410)
+    return ResultFile(path, name, str(first.get("content_type") or "application/octet-stream"))

@@ -1,0 +1,61 @@
+"""An admin runs a job from /admin/jobs and watches it finish without reloading the page.
+
+Embedded mode: `keel serve` runs the worker itself. Services leg: a `keel worker`
+process beside the server, as in production.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from app.settings import ROOT
+from tests.browser.conftest import LiveServer, sign_in
+from tests.conftest import keel_command
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def worker(live_server: LiveServer) -> Iterator[None]:
+    if live_server.leg == "embedded":
+        yield  # the server's own in-process worker
+        return
+    process = subprocess.Popen(
+        keel_command("worker"),
+        env={**live_server.env, "WORKER_POLL_INTERVAL": "0.5"},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+
+
+def test_an_admin_runs_cleanup_and_sees_it_finish_live(
+    page: Page, live_server: LiveServer, worker: None
+) -> None:
+    sign_in(page, live_server)
+    page.goto(live_server.url("/admin/jobs"))
+    expect(page.locator("[data-workers] tr[data-worker]")).not_to_have_count(0, timeout=20_000)
+    page.select_option("#f-type", "cleanup")
+    page.click("main button:has-text('Enqueue')")
+    expect(page).to_have_url(re.compile(r"/admin/jobs/\d+$"))
+    url = page.url
+    # htmx refreshes the status block until the job is done; the page is never reloaded.
+    page.evaluate("window.notReloaded = true")
+    expect(page.locator("[data-status]")).to_have_text("succeeded", timeout=20_000)
+    expect(page.locator("[data-progress]")).to_have_text("100 %")
+    assert page.evaluate("window.notReloaded") is True and page.url == url
+    expect(page.locator("main")).to_contain_text("jobs_deleted")
+    page.goto(live_server.url("/admin/jobs?status=succeeded"))
+    expect(page.locator("tr[data-job] [data-status]").first).to_have_text("succeeded")
+    assert page.console_errors == []  # type: ignore[attr-defined]

@@ -1,0 +1,82 @@
+"""Fixtures for the jobs tests: short leases and polls, the test job types loaded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+import tests.jobs.handlers  # noqa: F401  (declares the test.* job types)
+from app.core.db import create_engine, create_sessionmaker
+from app.core.store import create_store
+from app.jobs.models import Job
+from app.jobs.worker import Worker
+from app.settings import Settings
+
+FAST = {
+    "WORKER_LEASE_SECONDS": "1.5",
+    "WORKER_POLL_INTERVAL": "0.2",
+    "WORKER_RETRY_BACKOFF": "0.05",
+    "WORKER_HEARTBEAT_INTERVAL": "0.5",
+    "JOB_MODULES": "tests.jobs.handlers",
+}
+
+
+def fast(settings: Settings, **changes: Any) -> Settings:
+    worker = replace(
+        settings.worker,
+        lease_seconds=1.5,
+        poll_interval=0.2,
+        retry_backoff=0.05,
+        heartbeat_interval=0.5,
+        shutdown_grace=2.0,
+        job_modules=("tests.jobs.handlers",),
+    )
+    return replace(settings, worker=replace(worker, **changes))
+
+
+@pytest.fixture
+async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(settings.db)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], **changes: Any
+) -> AsyncIterator[Worker]:
+    """An in-process worker with short leases, stopped (gracefully) when the block ends."""
+    store = create_store(settings.store)
+    worker = Worker(fast(settings, **changes), store, sessionmaker, schedules=False)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.request_stop()
+        await task
+        await store.close()
+
+
+async def wait_for_status(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    job_id: int,
+    statuses: set[str],
+    timeout: float = 10.0,
+) -> Job:
+    """Poll until the job reaches one of `statuses`; fail with its last state otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async with sessionmaker() as session:
+            job = await session.get(Job, job_id)
+        assert job is not None
+        if job.status in statuses:
+            return job
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"job {job_id} stayed {job.status} ({job.last_error})")
+        await asyncio.sleep(0.05)

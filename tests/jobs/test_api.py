@@ -1,0 +1,185 @@
+"""`/api/v1/jobs` on both legs: RBAC, validation as problem details, cancel, retry, results."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from litestar import Litestar
+from sqlalchemy import select
+
+from app.accounts.models import AuditEntry, User
+from app.settings import Settings
+from tests.accounts.test_audit import bearer
+from tests.conftest import client_for
+from tests.jobs.conftest import running_worker, wait_for_status
+
+
+@pytest.fixture
+async def api(app: Litestar) -> httpx.AsyncClient:
+    async with client_for(app) as client:
+        yield client
+
+
+def record_payload(tmp_path) -> dict[str, object]:
+    return {"path": str(tmp_path / "runs")}
+
+
+async def _audit_actions(app: Litestar) -> list[str]:
+    async with app.state.sessionmaker() as session:
+        query = select(AuditEntry.action).where(AuditEntry.action.like("job.%"))
+        return list(await session.scalars(query.order_by(AuditEntry.created_at)))
+
+
+async def test_an_editor_enqueues_a_job_it_may_run_and_the_enqueue_is_audited(
+    app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User], tmp_path
+) -> None:
+    editor = bearer(app, accounts["editor"])
+    created = await api.post(
+        "/api/v1/jobs",
+        json={"type": "test.record", "payload": record_payload(tmp_path), "priority": -1},
+        headers=editor,
+    )
+    assert created.status_code == 201, created.text
+    job = created.json()
+    assert job["status"] == "queued" and job["priority"] == -1 and job["attempts"] == 0
+    assert job["created_by"] == str(accounts["editor"].id)
+    assert job["payload"] == {"path": str(tmp_path / "runs")}
+    fetched = await api.get(f"/api/v1/jobs/{job['id']}", headers=editor)
+    assert fetched.status_code == 200 and fetched.json()["id"] == job["id"]
+    assert await _audit_actions(app) == ["job.enqueue"]
+
+
+@pytest.mark.parametrize(
+    ("role", "type", "expected"),
+    [
+        ("viewer", "test.file", 201),
+        ("viewer", "test.record", 403),
+        ("editor", "test.record", 201),
+        ("editor", "cleanup", 403),
+        ("admin", "cleanup", 201),
+    ],
+)
+async def test_who_may_enqueue_which_type(
+    app: Litestar,
+    api: httpx.AsyncClient,
+    accounts: dict[str, User],
+    tmp_path,
+    role: str,
+    type: str,
+    expected: int,
+) -> None:
+    payload = record_payload(tmp_path) if type == "test.record" else {}
+    response = await api.post(
+        "/api/v1/jobs", json={"type": type, "payload": payload}, headers=bearer(app, accounts[role])
+    )
+    assert response.status_code == expected, response.text
+    if expected == 403:
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_anonymous_callers_get_401(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/api/v1/jobs")).status_code == 401
+    assert (await api.post("/api/v1/jobs", json={"type": "test.file"})).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"type": "no.such.type"}, 422, "type"),
+        ({"type": "test.record", "payload": {"sleep": "long"}}, 422, "payload"),
+        ({"type": "test.record", "payload": [1]}, 400, None),
+        ({"type": "test.file", "priority": 1000}, 400, "priority"),
+        ({"payload": {}}, 400, None),
+        ("not json", 400, None),
+    ],
+)
+async def test_bad_input_is_answered_with_problem_details(
+    app: Litestar,
+    api: httpx.AsyncClient,
+    accounts: dict[str, User],
+    body: object,
+    status: int,
+    field: str | None,
+) -> None:
+    headers = bearer(app, accounts["admin"])
+    if isinstance(body, str):
+        response = await api.post(
+            "/api/v1/jobs", content=body, headers={**headers, "Content-Type": "application/json"}
+        )
+    else:
+        response = await api.post("/api/v1/jobs", json=body, headers=headers)
+    assert response.status_code == status, response.text
+    problem = response.json()
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert problem["status"] == status
+    if field:
+        assert problem["errors"][0]["field"] == field
+
+
+async def test_lists_filter_and_page_and_show_viewers_only_their_own_jobs(
+    app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User], tmp_path
+) -> None:
+    viewer, editor, admin = (bearer(app, accounts[r]) for r in ("viewer", "editor", "admin"))
+    mine = (await api.post("/api/v1/jobs", json={"type": "test.file"}, headers=viewer)).json()
+    theirs = (
+        await api.post(
+            "/api/v1/jobs",
+            json={"type": "test.record", "payload": record_payload(tmp_path)},
+            headers=editor,
+        )
+    ).json()
+    seen = (await api.get("/api/v1/jobs", headers=viewer)).json()
+    assert [j["id"] for j in seen["items"]] == [mine["id"]] and seen["total"] == 1
+    assert (await api.get(f"/api/v1/jobs/{theirs['id']}", headers=viewer)).status_code == 404
+    everything = (await api.get("/api/v1/jobs?per_page=1", headers=admin)).json()
+    assert everything["total"] == 2 and [j["id"] for j in everything["items"]] == [theirs["id"]]
+    by_type = (await api.get("/api/v1/jobs?type=test.file", headers=admin)).json()
+    assert [j["id"] for j in by_type["items"]] == [mine["id"]]
+    assert (await api.get("/api/v1/jobs?status=queued", headers=admin)).json()["total"] == 2
+    bad = await api.get("/api/v1/jobs?status=sleeping", headers=admin)
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "status"
+    assert (await api.get("/api/v1/jobs/123456789", headers=admin)).status_code == 404
+    assert (await api.get("/api/v1/jobs/abc", headers=admin)).status_code == 404
+    types = (await api.get("/api/v1/jobs/types", headers=viewer)).json()
+    assert [t["name"] for t in types] == ["test.file"]
+
+
+async def test_cancel_and_retry_follow_the_job_state_and_are_audited(
+    app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User], tmp_path
+) -> None:
+    editor, viewer = bearer(app, accounts["editor"]), bearer(app, accounts["viewer"])
+    job = (
+        await api.post(
+            "/api/v1/jobs",
+            json={"type": "test.record", "payload": record_payload(tmp_path)},
+            headers=editor,
+        )
+    ).json()
+    assert (await api.post(f"/api/v1/jobs/{job['id']}/retry", headers=editor)).status_code == 409
+    assert (await api.post(f"/api/v1/jobs/{job['id']}/cancel", headers=viewer)).status_code == 404
+    cancelled = await api.post(f"/api/v1/jobs/{job['id']}/cancel", headers=editor)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    again = await api.post(f"/api/v1/jobs/{job['id']}/cancel", headers=editor)
+    assert again.status_code == 409 and again.json()["detail"].startswith("Only a queued")
+    retried = await api.post(f"/api/v1/jobs/{job['id']}/retry", headers=editor)
+    assert retried.status_code == 200 and retried.json()["status"] == "queued"
+    assert retried.json()["finished_at"] is None
+    assert await _audit_actions(app) == ["job.enqueue", "job.cancel", "job.retry"]
+
+
+async def test_the_requester_downloads_the_result_file_and_others_cannot(
+    app: Litestar, settings: Settings, api: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    viewer, editor = bearer(app, accounts["viewer"]), bearer(app, accounts["editor"])
+    job = (await api.post("/api/v1/jobs", json={"type": "test.file"}, headers=viewer)).json()
+    early = await api.get(f"/api/v1/jobs/{job['id']}/result", headers=viewer)
+    assert early.status_code == 404
+    async with running_worker(settings, app.state.sessionmaker):
+        await wait_for_status(app.state.sessionmaker, job["id"], {"succeeded"})
+    download = await api.get(f"/api/v1/jobs/{job['id']}/result", headers=viewer)
+    assert download.status_code == 200 and download.text == "n\n1\n2\n"
+    assert download.headers["content-type"].startswith("text/csv")
+    assert 'attachment; filename="numbers.csv"' in download.headers["content-disposition"]
+    assert (await api.get(f"/api/v1/jobs/{job['id']}/result", headers=editor)).status_code == 404
+    done = (await api.get(f"/api/v1/jobs/{job['id']}", headers=viewer)).json()
+    assert done["has_file"] and done["progress"] == 100 and done["result"]["rows"] == 2

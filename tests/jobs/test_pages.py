@@ -1,0 +1,124 @@
+"""`/admin/jobs` on both legs: the list with live refresh, the enqueue form, a job's page,
+cancel, retry and download, and the workers' heartbeats."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from litestar import Litestar
+
+from app.accounts.models import User
+from app.jobs.queue import enqueue
+from app.jobs.worker import HEARTBEAT_PREFIX
+from app.settings import Settings
+from tests.conftest import signed_in
+from tests.jobs.conftest import running_worker, wait_for_status
+
+
+async def _job_for(app: Litestar, user: User, type: str, payload: dict | None = None) -> int:
+    async with app.state.sessionmaker() as session, session.begin():
+        return await enqueue(session, type, payload, created_by=user.id)
+
+
+async def test_the_list_shows_jobs_their_progress_and_live_workers(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    job_id = await _job_for(app, accounts["editor"], "test.file")
+    heartbeat = {
+        "id": "host:1:abc",
+        "mode": "process",
+        "queues": ["default"],
+        "concurrency": 4,
+        "running": 1,
+        "processed": 7,
+        "started_at": time.time() - 60,
+        "last_seen": time.time(),
+    }
+    await app.state.store.set(HEARTBEAT_PREFIX + "host:1:abc", json.dumps(heartbeat), ttl=30)
+    async with signed_in(app, accounts["admin"]) as browser:
+        page = await browser.get("/admin/jobs")
+        assert page.status_code == 200
+        assert f'data-job="{job_id}"' in page.text and "test.file" in page.text
+        assert 'hx-trigger="every 2s"' in page.text  # the results refresh themselves
+        assert 'data-worker="host:1:abc"' in page.text and "1 / 4" in page.text
+        assert '<tr data-queue="default"><td>default</td><td data-waiting>1</td>' in page.text
+        poll = await browser.get(
+            "/admin/jobs", headers={"HX-Request": "true", "HX-Trigger": "results"}
+        )
+        assert poll.status_code == 200 and poll.text.lstrip().startswith('<div id="results"')
+        assert "HX-Push-Url" not in poll.headers and "<html" not in poll.text
+        filtered = await browser.get(
+            "/admin/jobs?status=running",
+            headers={"HX-Request": "true", "HX-Trigger": "job-filters"},
+        )
+        assert "No jobs match these filters." in filtered.text
+        assert filtered.headers["HX-Push-Url"] == "/admin/jobs?status=running"
+        bad = await browser.get("/admin/jobs?status=sleeping")
+        assert bad.status_code == 400 and "Status must be one of" in bad.text
+
+
+async def test_the_enqueue_form_creates_a_job_and_shows_its_page(
+    app: Litestar, settings: Settings, accounts: dict[str, User]
+) -> None:
+    async with signed_in(app, accounts["viewer"]) as browser:
+        page = await browser.get("/admin/jobs")
+        form = page.text.split('id="job-filters"')[0]  # the enqueue form offers what they may run
+        assert 'value="test.file"' in form and 'value="test.record"' not in form
+        created = await browser.post(
+            "/admin/jobs", data={"type": "test.file", "payload": "{}", "priority": "0"}
+        )
+        assert created.status_code == 303
+        location = created.headers["location"]
+        job_id = int(location.rsplit("/", 1)[1])
+        detail = await browser.get(location)
+        assert detail.status_code == 200 and "data-status>queued<" in detail.text
+        assert 'hx-trigger="every 1s"' in detail.text  # refreshes until it finishes
+        async with running_worker(settings, app.state.sessionmaker):
+            await wait_for_status(app.state.sessionmaker, job_id, {"succeeded"})
+        done = await browser.get(location, headers={"HX-Request": "true"})
+        assert done.text.lstrip().startswith('<section id="job-status"')
+        assert "every 1s" not in done.text and "data-progress>100 %<" in done.text
+        assert "Download numbers.csv" in done.text
+        download = await browser.get(f"/admin/jobs/{job_id}/download")
+        assert download.status_code == 200 and download.text == "n\n1\n2\n"
+
+
+async def test_form_mistakes_come_back_beside_the_fields_with_the_input_kept(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    async with signed_in(app, accounts["editor"]) as browser:
+        bad_json = await browser.post(
+            "/admin/jobs", data={"type": "test.record", "payload": "{oops", "priority": "0"}
+        )
+        assert bad_json.status_code == 400
+        assert "The payload is not valid JSON." in bad_json.text and "{oops" in bad_json.text
+        bad_payload = await browser.post(
+            "/admin/jobs", data={"type": "test.record", "payload": "{}", "priority": "0"}
+        )
+        assert bad_payload.status_code == 400 and "Invalid payload" in bad_payload.text
+        not_allowed = await browser.post(
+            "/admin/jobs", data={"type": "cleanup", "payload": "{}", "priority": "0"}
+        )
+        assert not_allowed.status_code == 403
+
+
+async def test_cancel_and_retry_from_the_job_page(
+    app: Litestar, accounts: dict[str, User], tmp_path
+) -> None:
+    job_id = await _job_for(app, accounts["editor"], "test.record", {"path": str(tmp_path / "r")})
+    async with signed_in(app, accounts["editor"]) as browser:
+        cancelled = await browser.post(f"/admin/jobs/{job_id}/cancel")
+        assert cancelled.status_code == 303
+        page = await browser.get(f"/admin/jobs/{job_id}")
+        assert "data-status>cancelled<" in page.text and re.search(r">\s*Retry\s*<", page.text)
+        retried = await browser.post(f"/admin/jobs/{job_id}/retry")
+        assert retried.status_code == 303
+        page = await browser.get(f"/admin/jobs/{job_id}")
+        assert "data-status>queued<" in page.text
+        conflict = await browser.post(f"/admin/jobs/{job_id}/retry")
+        assert conflict.status_code == 409
+    async with signed_in(app, accounts["viewer"]) as browser:
+        assert (await browser.get(f"/admin/jobs/{job_id}")).status_code == 404
+        assert (await browser.post(f"/admin/jobs/{job_id}/cancel")).status_code == 404
