@@ -286,16 +286,6 @@ async def list_public_posts(
     return await paginate(session, query.order_by(Entry.published_at.desc(), Entry.id), page)
 
 
-async def nav_pages(session: AsyncSession) -> list[Entry]:
-    """Public pages that belong in the site menu, in menu order."""
-    query = (
-        select(Entry)
-        .where(Entry.kind == Kind.page.value, Entry.nav_order.is_not(None), is_public())
-        .order_by(Entry.nav_order, Entry.title)
-    )
-    return list((await session.scalars(query)).all())
-
-
 async def search_public(session: AsyncSession, q: str, page: PageRequest) -> Page[Entry]:
     """Full-text search on PostgreSQL; every word must appear (case-insensitive) on SQLite."""
     q = q.strip()[:200]
@@ -310,16 +300,6 @@ async def search_public(session: AsyncSession, q: str, page: PageRequest) -> Pag
             query = query.where(or_(Entry.title.ilike(pattern), Entry.body_markdown.ilike(pattern)))
         query = query.order_by(Entry.published_at.desc())
     return await paginate(session, query, page)
-
-
-async def get_entry_for_reader(
-    session: AsyncSession, kind: str, slug: str, *, may_preview: bool
-) -> Entry | None:
-    """What a reader sees at an entry's address: a public entry, or (for an editor's
-    preview) the entry in any status. None means "not found" for everyone else."""
-    if may_preview:
-        return await get_entry_by_slug(session, kind, slug)
-    return await get_public_entry(session, kind, slug)
 
 
 async def get_tag(session: AsyncSession, slug: str) -> Tag | None:

@@ -149,3 +149,22 @@ async def test_public_api_reads_are_cached_for_anonymous_clients_only(
         third = await client.get("/api/v1/content")
         assert third.headers["x-cache"] == "miss"
         assert third.json()["items"][0]["title"] == "Renamed API"
+
+
+async def test_site_settings_kept_in_process_follow_a_change_made_elsewhere(
+    services_settings: Settings, services_accounts: dict
+) -> None:
+    """Each process keeps the site title and menu in memory; a change in another process
+    reaches it with the invalidation, even for pages that bypass the page cache."""
+    first, second = await _app(services_settings), await _app(services_settings)
+    viewer = services_accounts["viewer"]
+    async with first.lifespan(), second.lifespan(), signed_in(second, viewer) as browser:
+        assert "Renamed elsewhere" not in (await browser.get("/")).text
+        async with first.state.sessionmaker() as session, session.begin():
+            await write_setting(session, "site_title", "Renamed elsewhere")
+        await first.state.page_cache.after_commit(session)
+        for _ in range(50):
+            if second.state.page_cache.generation == first.state.page_cache.generation:
+                break
+            await asyncio.sleep(0.02)
+        assert "Renamed elsewhere" in (await browser.get("/")).text

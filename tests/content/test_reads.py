@@ -1,0 +1,122 @@
+"""The read path without the ORM: app/core/reads.py and app/content/reads.py (both legs).
+
+The public pages and the content API read through compiled Core statements; these tests
+hold them to the ORM services' answers, so the two ways of reading never drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from litestar import Litestar
+
+from app.accounts.audit import Actor
+from app.content import reads
+from app.content.services import (
+    EntryFilters,
+    EntryInput,
+    list_entries,
+    now,
+    publish_entry,
+    save_entry,
+)
+from app.core.pagination import PageRequest
+from app.core.reads import ReadQuery
+from app.system.settings import read_settings, read_settings_from, write_setting
+
+FILTERS = [
+    EntryFilters(),
+    EntryFilters(public_only=True),
+    EntryFilters(kind="page"),
+    EntryFilters(status="draft"),
+    EntryFilters(tag="Garden"),
+    EntryFilters(q="tomato", public_only=True),
+]
+
+
+async def _seed(app: Litestar, accounts: dict) -> Actor:
+    editor = accounts["editor"]
+    actor = Actor(editor.id, editor.username)
+    async with app.state.sessionmaker() as session, session.begin():
+        for number in range(7):
+            entry = await save_entry(
+                session,
+                actor,
+                EntryInput(
+                    kind="page" if number % 3 == 0 else "post",
+                    title=f"Tomato notes {number}" if number % 2 else f"Other {number}",
+                    body_markdown=f"Body {number}",
+                    tags=["Garden", "Food"] if number % 2 else ["Food"],
+                    nav_order=number if number % 3 == 0 else None,
+                ),
+            )
+            if number < 5:
+                await publish_entry(session, actor, entry)
+    return actor
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=lambda f: repr(f)[12:60])
+async def test_the_api_list_answers_what_the_orm_service_answers(
+    app: Litestar, accounts: dict, filters: EntryFilters
+) -> None:
+    await _seed(app, accounts)
+    for page in (PageRequest(1, 3), PageRequest(2, 3), PageRequest(9, 3)):
+        async with app.state.sessionmaker() as session:
+            expected = await list_entries(session, filters, page)
+            expected_tags = {e.id: sorted(t.name for t in e.tags) for e in expected.items}
+        found = await reads.list_entries(app.state.reads, filters, page)
+        assert [e.id for e in found.items] == [e.id for e in expected.items]
+        assert found.total == expected.total
+        assert {e.id: [t.name for t in e.tags] for e in found.items} == expected_tags
+        for view, entry in zip(found.items, expected.items, strict=True):
+            assert (view.title, view.status, view.body_html) == (
+                entry.title,
+                entry.status,
+                entry.body_html,
+            )
+            assert view.author_name == accounts["editor"].name
+
+
+async def test_a_scheduled_entry_stays_hidden_until_its_time(app: Litestar, accounts: dict) -> None:
+    actor = await _seed(app, accounts)
+    async with app.state.sessionmaker() as session, session.begin():
+        entry = await save_entry(session, actor, EntryInput(title="Soon", tags=["Later"]))
+        await publish_entry(session, actor, entry, at=now() + timedelta(seconds=1.5))
+        slug = entry.slug
+    assert await reads.entry_for_reader(app.state.reads, "post", slug, may_preview=False) is None
+    preview = await reads.entry_for_reader(app.state.reads, "post", slug, may_preview=True)
+    assert preview is not None and preview.status == "scheduled"
+    assert [(t.name, t.slug) for t in preview.tags] == [("Later", "later")]
+    await asyncio.sleep(1.6)
+    public = await reads.entry_for_reader(app.state.reads, "post", slug, may_preview=False)
+    assert public is not None and public.title == "Soon"
+
+
+async def test_menu_pages_are_the_public_pages_with_a_nav_order(
+    app: Litestar, accounts: dict
+) -> None:
+    await _seed(app, accounts)
+    menu = await reads.nav_pages(app.state.reads)
+    # pages are numbers 0, 3, 6; number 6 is a draft
+    assert [row["title"] for row in menu] == ["Other 0", "Tomato notes 3"]
+
+
+async def test_settings_read_the_same_both_ways(app: Litestar, accounts: dict) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await write_setting(session, "site_title", "Allotment")
+    async with app.state.sessionmaker() as session:
+        expected = await read_settings(session)
+    assert await read_settings_from(app.state.reads) == expected
+    assert expected["site_title"] == "Allotment"
+
+
+async def test_reads_refuse_to_write_on_postgresql(app: Litestar, leg: str) -> None:
+    """The read pool's sessions are read-only: a statement that writes cannot run there."""
+    if leg != "services":
+        pytest.skip("the read-only session setting is PostgreSQL's; SQLite reads use the engine")
+    from sqlalchemy import text
+
+    with pytest.raises(Exception, match="read-only"):
+        await app.state.reads.all(ReadQuery(text("CREATE TABLE nope (id int)")))
