@@ -52,10 +52,16 @@ class AccessClaims:
     expires_at: int
 
 
+VERIFIED_KEPT = 4096
+"""Access tokens whose signature this process has checked, kept so that a client sending
+the same token again costs a dict lookup instead of an HMAC and a JSON parse."""
+
+
 class AccessTokens:
     def __init__(self, secret_key: str, lifetime_seconds: int) -> None:
         self.key = _derive(secret_key, "keel-access-token")
         self.lifetime = lifetime_seconds
+        self._verified: dict[str, AccessClaims] = {}
 
     def issue(self, user_id: uuid.UUID, role: str, auth_version: int) -> str:
         now = int(time.time())
@@ -73,6 +79,21 @@ class AccessTokens:
         return jwt.encode(claims, self.key, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> AccessClaims:
+        """The token's claims if its signature, audience, issuer and times hold. Only the
+        expiry can change for a token already checked; revocation is the caller's check."""
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at <= time.time():
+                del self._verified[token]
+                raise InvalidToken("The access token has expired.")
+            return known
+        claims = self._verify_signed(token)
+        if len(self._verified) >= VERIFIED_KEPT:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    def _verify_signed(self, token: str) -> AccessClaims:
         try:
             claims = jwt.decode(
                 token,

@@ -85,6 +85,7 @@ class Reads:
                     max_inactive_connection_lifetime=self.settings.pool_recycle,
                     timeout=self.settings.connect_timeout,
                     init=_json_codecs,
+                    reset=_keep_session,
                     server_settings={
                         "application_name": "keel-reads",
                         "statement_timeout": str(self.settings.statement_timeout_ms),
@@ -97,6 +98,11 @@ class Reads:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Nothing to undo on release: these sessions only run single read statements (no
+    locks, cursors, LISTEN or SET), so asyncpg's reset round trip per query is skipped."""
 
 
 async def _json_codecs(connection: asyncpg.Connection) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -306,3 +307,17 @@ async def test_login_throttling_holds_when_valkey_is_down(leg_base: dict) -> Non
     finally:
         await app.state.engine.dispose()
         await app.state.store.close()
+
+
+async def test_a_token_accepted_before_is_refused_once_it_expires(
+    client: httpx.AsyncClient, app: Litestar, accounts: dict
+) -> None:
+    """The process remembers tokens it has verified; expiry still ends them on time."""
+    token = _forge(app, accounts["admin"], exp=int(time.time()) + 2)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await client.get("/api/v1/auth/me", headers=headers)).status_code == 200
+    assert (await client.get("/api/v1/auth/me", headers=headers)).status_code == 200
+    await asyncio.sleep(2.1)
+    refused = await client.get("/api/v1/auth/me", headers=headers)
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "The access token has expired."
