@@ -270,4 +270,5 @@ def sign_in(
     page.fill("#f-login", login)
     page.fill("#f-password", password)
     page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url, timeout=20_000)  # argon2 under load
     page.wait_for_load_state("networkidle")
