@@ -164,7 +164,12 @@ class JobsAdminController(Controller):
 
     @get("/{job_id:int}/download", name="admin:job:download")
     async def download(
-        self, request: Request, state: State, db_session: DbSession, job_id: FromPath[int]
+        self,
+        request: Request,
+        state: State,
+        db_session: DbSession,
+        job_id: FromPath[int],
+        file: FromQuery[str | None] = None,
     ) -> File:
         job = await services.visible_job(db_session, request.scope["user"], job_id)
-        return result_download(state.settings, job)
+        return result_download(state.settings, job, file)
