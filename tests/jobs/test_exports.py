@@ -16,12 +16,13 @@ from sqlalchemy import update
 
 from app.accounts.models import AuditEntry, User
 from app.content.models import Entry
-from app.jobs.exports import DATASETS
+from app.jobs.exports import BATCH, DATASETS
 from app.jobs.models import Job
 from app.jobs.queue import enqueue
 from app.jobs.registry import files_dir
 from app.settings import Settings
 from tests.accounts.test_audit import bearer
+from tests.conftest import signed_in
 from tests.jobs.conftest import run_job, running_worker, wait_for_status
 
 FORMULAS = ("=1+2", "+SUM(A1)", "-3+4", "@cmd")
@@ -205,3 +206,53 @@ async def test_a_bad_export_payload_is_a_4xx_problem(
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["errors"][0]["field"] == "payload"
+
+
+async def test_the_admin_form_refuses_bad_export_payloads_beside_the_field(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    async with signed_in(app, accounts["editor"]) as browser:
+        form = {"type": "export", "priority": "0"}
+        bad = await browser.post("/admin/jobs", data={**form, "payload": '{"dataset": "nope"}'})
+        assert bad.status_code == 400 and 'id="e-payload"' in bad.text
+        assert "Invalid payload" in bad.text and "nope" in bad.text
+        users = await browser.post("/admin/jobs", data={**form, "payload": '{"dataset": "users"}'})
+        assert users.status_code == 403
+        content = await browser.post(
+            "/admin/jobs", data={**form, "payload": '{"dataset": "content"}'}
+        )
+        assert content.status_code in (302, 303), content.text
+
+
+async def test_the_job_page_offers_every_report_file_for_download(
+    app: Litestar, settings: Settings, api: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    job = await run_job(app, settings, api, accounts["editor"], "report", {"days": 7})
+    html_name, csv_name = (f["name"] for f in job["result"]["files"])
+    async with signed_in(app, accounts["editor"]) as browser:
+        page = await browser.get(f"/admin/jobs/{job['id']}")
+        assert f"Download {html_name}" in page.text and f"Download {csv_name}" in page.text
+        link = f"/admin/jobs/{job['id']}/download?file={csv_name}"
+        assert link in page.text
+        table = await browser.get(link)
+        assert table.status_code == 200 and table.text.startswith("section,key,count")
+
+
+async def test_a_large_export_reads_every_row_once_across_batches(
+    app: Litestar, settings: Settings, api: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    count = BATCH * 2 + 7
+    async with app.state.sessionmaker() as session, session.begin():
+        session.add_all(
+            AuditEntry(created_at=datetime.now(UTC), actor="system", action=f"bulk.{n}")
+            for n in range(count)
+        )
+    job = await run_job(
+        app, settings, api, accounts["admin"], "export", {"dataset": "audit", "format": "json"}
+    )
+    rows = (
+        await api.get(f"/api/v1/jobs/{job['id']}/result", headers=bearer(app, accounts["admin"]))
+    ).json()
+    actions = [row["action"] for row in rows]
+    assert len(actions) == count + 1 and len(set(actions)) == count + 1  # + its own enqueue
+    assert job["progress"] == 100 and job["progress_message"] == f"{count + 1} rows exported"
