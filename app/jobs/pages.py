@@ -136,13 +136,13 @@ class JobsAdminController(Controller):
 
     @get("/{job_id:int}", name="admin:job")
     async def detail(
-        self, request: HTMXRequest, db_session: DbSession, job_id: FromPath[int]
+        self, request: HTMXRequest, state: State, db_session: DbSession, job_id: FromPath[int]
     ) -> Response[str]:
         """One job: payload, attempts, errors, result; refreshes itself until it finishes."""
         job = await services.visible_job(db_session, request.scope["user"], job_id)
-        return render(
-            request, "jobs/detail.html", {"job": job, "finished": FINISHED}, block="status"
-        )
+        expired = services.files_expired(state.settings, job)
+        context = {"job": job, "finished": FINISHED, "files_expired": expired}
+        return render(request, "jobs/detail.html", context, block="status")
 
     @post("/{job_id:int}/cancel", name="admin:job:cancel")
     async def cancel(

@@ -177,15 +177,20 @@ class ResultFile:
     content_type: str
 
 
+def files_expired(settings: Settings, job: Job) -> bool:
+    """Whether the job's files are past EXPORT_RETENTION_HOURS (types with `expiring_files`)."""
+    expiring = any(kind.name == job.type and kind.expiring_files for kind in job_types())
+    kept = timedelta(hours=settings.worker.export_retention_hours)
+    return bool(expiring and job.finished_at and job.finished_at + kept < datetime.now(UTC))
+
+
 def result_file(settings: Settings, job: Job, name: str | None = None) -> ResultFile:
     """The job's downloadable file (the first, or the one called `name`); 404 when it has
     none, 410 once it expired or cleanup removed it."""
     files = job.result.get("files") if isinstance(job.result, dict) else None
     if job.status != JobStatus.succeeded or not files:
         raise DomainError("This job has no result file.", status=404)
-    expiring = any(kind.name == job.type and kind.expiring_files for kind in job_types())
-    kept = timedelta(hours=settings.worker.export_retention_hours)
-    if expiring and job.finished_at and job.finished_at + kept < datetime.now(UTC):
+    if files_expired(settings, job):
         raise DomainError("The result file has expired and was removed.", status=410)
     first = files[0] if not name else next((f for f in files if f.get("name") == name), None)
     if first is None:

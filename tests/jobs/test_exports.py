@@ -170,6 +170,9 @@ async def test_an_expired_export_answers_410_and_cleanup_removes_its_file(
     assert expired.status_code == 410
     assert expired.headers["content-type"].startswith("application/problem+json")
     assert "expired" in expired.json()["detail"]
+    async with signed_in(app, admin) as browser:
+        page = (await browser.get(f"/admin/jobs/{old['id']}")).text
+        assert "The result files have expired." in page and "Download users-" not in page
     folders = files_dir(settings)
     assert (folders / str(old["id"])).is_dir()
     async with app.state.sessionmaker() as session, session.begin():
