@@ -130,6 +130,10 @@ class WorkerSettings:
     """WORKER_RETRY_BACKOFF: seconds before the first retry; doubles per attempt, with jitter."""
     job_modules: tuple[str, ...] = ()
     """JOB_MODULES: comma-separated extra modules that declare job handlers (imported at start)."""
+    files_dir: str = "job-files"
+    """JOB_FILES_DIR: folder inside VAR_DIR for job result files (exports, reports)."""
+    export_retention_hours: int = 24
+    """EXPORT_RETENTION_HOURS: how long export and report files stay downloadable."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,8 @@ class Settings:
             poll_interval=reader.number("WORKER_POLL_INTERVAL", 2.0),
             retry_backoff=reader.number("WORKER_RETRY_BACKOFF", 10.0),
             job_modules=reader.items("JOB_MODULES"),
+            files_dir=reader.text("JOB_FILES_DIR", "job-files"),
+            export_retention_hours=reader.integer("EXPORT_RETENTION_HOURS", 24, minimum=1),
         )
         auth = AuthSettings(
             session_idle_minutes=reader.integer("SESSION_IDLE_MINUTES", 30, minimum=1),
@@ -239,6 +245,9 @@ class Settings:
             reader.problems.append(
                 "VALKEY_URL must start with valkey://, valkeys://, redis://, rediss:// or unix://"
             )
+        files = Path(worker.files_dir)
+        if not worker.files_dir or files.is_absolute() or ".." in files.parts:
+            reader.problems.append("JOB_FILES_DIR must be a relative folder inside VAR_DIR")
         if not db.url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             reader.problems.append(
                 "DATABASE_URL must be sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db"

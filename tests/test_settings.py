@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from app.jobs.registry import files_dir
 from app.settings import ROOT, ConfigError, Settings
 
 NO_FILE = Path("/nonexistent/.env")
@@ -140,3 +141,21 @@ def test_lists_and_networks_are_parsed() -> None:
     )
     assert settings.app.cors_origins == ("https://a.example", "https://b.example")
     assert [str(n) for n in settings.app.trusted_proxies] == ["10.0.0.1/32", "fd00::/8"]
+
+
+@pytest.mark.parametrize("folder", ["/srv/exports", "../outside", "a/../../b"])
+def test_job_files_stay_inside_the_var_dir(folder: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({"JOB_FILES_DIR": folder}, env_file=NO_FILE)
+    assert any("JOB_FILES_DIR" in problem for problem in error.value.problems)
+
+
+def test_job_files_folder_and_export_retention_are_read() -> None:
+    settings = Settings.from_env(
+        {"VAR_DIR": "/tmp/keel-var", "JOB_FILES_DIR": "exports", "EXPORT_RETENTION_HOURS": "2"},
+        env_file=NO_FILE,
+    )
+    assert settings.worker.export_retention_hours == 2
+    assert files_dir(settings) == Path("/tmp/keel-var/exports")
+    with pytest.raises(ConfigError):
+        Settings.from_env({"EXPORT_RETENTION_HOURS": "0"}, env_file=NO_FILE)

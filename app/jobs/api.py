@@ -92,14 +92,20 @@ class JobsController(Controller):
 
     @get("/{job_id:int}/result", name="api:jobs:result")
     async def download_result(
-        self, request: Request, state: State, db_session: DbSession, job_id: FromPath[int]
+        self,
+        request: Request,
+        state: State,
+        db_session: DbSession,
+        job_id: FromPath[int],
+        file: FromQuery[str | None] = None,
     ) -> File:
-        """The job's result file (404 when it has none, 410 once cleanup removed it)."""
+        """The job's result file, or the one named `file` (404 when it has none, 410 once
+        it expired)."""
         job = await services.visible_job(db_session, request.scope["user"], job_id)
-        return result_download(state.settings, job)
+        return result_download(state.settings, job, file)
 
 
-def result_download(settings: Settings, job: Job) -> File:
+def result_download(settings: Settings, job: Job, name: str | None = None) -> File:
     """The job's result file as an attachment (for the API and the admin page alike)."""
-    found = services.result_file(settings, job)
+    found = services.result_file(settings, job, name)
     return File(found.path, filename=found.name, media_type=found.content_type, headers=NO_STORE)

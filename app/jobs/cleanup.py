@@ -2,6 +2,7 @@
 
 - finished jobs older than the `job_retention_days` setting, with their result files
   (and any result folder whose job no longer exists);
+- export and report files older than EXPORT_RETENTION_HOURS (their jobs stay);
 - audit log entries older than the `audit_retention_days` setting;
 - expired sessions and tokens: Valkey drops them by their TTL; the in-memory store drops
   expired keys when they are listed, which this job does, and session index entries whose
@@ -13,6 +14,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -20,7 +22,7 @@ from sqlalchemy import delete, select
 from app.accounts.models import AuditEntry
 from app.accounts.sessions import SESSION_PREFIX, USER_INDEX_PREFIX
 from app.jobs.models import FINISHED, Job
-from app.jobs.registry import JobContext, job_handler
+from app.jobs.registry import JobContext, job_handler, job_types
 from app.jobs.schedules import schedule
 from app.system.settings import AUDIT_RETENTION_DAYS, JOB_RETENTION_DAYS, read_setting
 
@@ -37,6 +39,7 @@ async def run_cleanup(ctx: JobContext[dict[str, Any]]) -> dict[str, int]:
     jobs = await _delete_finished_jobs(ctx, now - timedelta(days=job_days))
     await ctx.progress(40, f"{jobs} finished jobs removed")
     files = await _delete_orphan_files(ctx)
+    files += await _delete_expired_files(ctx, now - ctx.file_retention)
     await ctx.progress(60, f"{files} result folders removed")
     audit = await _delete_in_batches(
         ctx, AuditEntry, AuditEntry.created_at < now - timedelta(days=audit_days)
@@ -61,10 +64,15 @@ async def _delete_finished_jobs(ctx: JobContext[Any], before: datetime) -> int:
     return await _delete_in_batches(ctx, Job, finished, remove_files)
 
 
-async def _delete_orphan_files(ctx: JobContext[Any]) -> int:
+def _result_folders(ctx: JobContext[Any]) -> dict[str, Path]:
+    """The result folders on disk, by job id."""
     if not ctx.files_dir.is_dir():
-        return 0
-    folders = {p.name: p for p in ctx.files_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+        return {}
+    return {p.name: p for p in ctx.files_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+
+
+async def _delete_orphan_files(ctx: JobContext[Any]) -> int:
+    folders = _result_folders(ctx)
     if not folders:
         return 0
     async with ctx.sessionmaker() as session:
@@ -80,6 +88,26 @@ async def _delete_orphan_files(ctx: JobContext[Any]) -> int:
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed
+
+
+async def _delete_expired_files(ctx: JobContext[Any], before: datetime) -> int:
+    """Result folders of `expiring_files` types (exports, reports) finished before `before`."""
+    folders = _result_folders(ctx)
+    expiring = [kind.name for kind in job_types() if kind.expiring_files]
+    if not folders or not expiring:
+        return 0
+    async with ctx.sessionmaker() as session:
+        expired = await session.scalars(
+            select(Job.id).where(
+                Job.id.in_([int(name) for name in folders]),
+                Job.type.in_(expiring),
+                Job.finished_at < before,
+            )
+        )
+        names = [str(job_id) for job_id in expired]
+    for name in names:
+        shutil.rmtree(folders[name], ignore_errors=True)
+    return len(names)
 
 
 async def _delete_in_batches(

@@ -136,13 +136,13 @@ class JobsAdminController(Controller):
 
     @get("/{job_id:int}", name="admin:job")
     async def detail(
-        self, request: HTMXRequest, db_session: DbSession, job_id: FromPath[int]
+        self, request: HTMXRequest, state: State, db_session: DbSession, job_id: FromPath[int]
     ) -> Response[str]:
         """One job: payload, attempts, errors, result; refreshes itself until it finishes."""
         job = await services.visible_job(db_session, request.scope["user"], job_id)
-        return render(
-            request, "jobs/detail.html", {"job": job, "finished": FINISHED}, block="status"
-        )
+        expired = services.files_expired(state.settings, job)
+        context = {"job": job, "finished": FINISHED, "files_expired": expired}
+        return render(request, "jobs/detail.html", context, block="status")
 
     @post("/{job_id:int}/cancel", name="admin:job:cancel")
     async def cancel(
@@ -164,7 +164,12 @@ class JobsAdminController(Controller):
 
     @get("/{job_id:int}/download", name="admin:job:download")
     async def download(
-        self, request: Request, state: State, db_session: DbSession, job_id: FromPath[int]
+        self,
+        request: Request,
+        state: State,
+        db_session: DbSession,
+        job_id: FromPath[int],
+        file: FromQuery[str | None] = None,
     ) -> File:
         job = await services.visible_job(db_session, request.scope["user"], job_id)
-        return result_download(state.settings, job)
+        return result_download(state.settings, job, file)

@@ -33,6 +33,7 @@ import importlib
 import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -46,7 +47,7 @@ from app.settings import ConfigError, Settings
 
 P = TypeVar("P")
 
-BUILTIN_MODULES = ("app.jobs.cleanup",)
+BUILTIN_MODULES = ("app.jobs.cleanup", "app.jobs.exports", "app.jobs.reports")
 """Modules whose import declares Keel's own job types."""
 
 
@@ -72,7 +73,17 @@ class JobType:
     payload: type | None = None
     role: Role = Role.admin
     """Who may enqueue it through the API and the admin page."""
+    role_for: Callable[[Any], Role] | None = None
+    """A stricter role for some payloads (the parsed payload in, the role needed out)."""
+    expiring_files: bool = False
+    """Its result files expire after EXPORT_RETENTION_HOURS (downloads answer 410 after)."""
     description: str = ""
+
+    def required_role(self, payload: object) -> Role:
+        """The role needed to run (or cancel, retry) this type with `payload`."""
+        if self.role_for is None or not isinstance(payload, dict):
+            return self.role
+        return max(self.role, self.role_for(self.parse(payload)))
 
     def validate(self, payload: object) -> dict[str, Any]:
         """The payload as it will be stored (JSON), or JobInputError saying what is wrong."""
@@ -104,6 +115,8 @@ def job_handler(
     queue: str = "default",
     payload: type | None = None,
     role: Role = Role.admin,
+    role_for: Callable[[Any], Role] | None = None,
+    expiring_files: bool = False,
 ) -> Callable[[Callable[[JobContext[Any]], Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Declare the handler of job type `name` (see the module docstring)."""
 
@@ -118,6 +131,8 @@ def job_handler(
             queue=queue,
             payload=payload,
             role=role,
+            role_for=role_for,
+            expiring_files=expiring_files,
             description=(run.__doc__ or "").strip().split("\n")[0],
         )
         return run
@@ -139,8 +154,8 @@ def job_types() -> list[JobType]:
 
 
 def files_dir(settings: Settings) -> Path:
-    """Where result files live: `<VAR_DIR>/job-files/<job id>/`; app and workers share it."""
-    return settings.app.var_dir / "job-files"
+    """Where result files live: `<VAR_DIR>/<JOB_FILES_DIR>/<job id>/`; app and workers share it."""
+    return settings.app.var_dir / settings.worker.files_dir
 
 
 def load_job_modules(extra: tuple[str, ...] = ()) -> None:
@@ -164,6 +179,8 @@ class JobContext(Generic[P]):
     files_dir: Path
     store: Store
     report: Callable[[int, str], Awaitable[None]]
+    file_retention: timedelta = timedelta(hours=24)
+    """How long files of `expiring_files` types stay downloadable (EXPORT_RETENTION_HOURS)."""
     files: list[dict[str, Any]] = field(default_factory=list)
 
     async def progress(self, percent: float, message: str = "") -> None:

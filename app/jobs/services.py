@@ -9,7 +9,7 @@ only admins may touch other people's jobs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +82,13 @@ async def visible_job(session: AsyncSession, user: CurrentUser, job_id: int) -> 
     return job
 
 
-def _may_run(user: CurrentUser, type_name: str) -> JobType:
+def _may_run(user: CurrentUser, type_name: str, payload: Any) -> JobType:
     kind = job_type(type_name)
     if not user.has(kind.role):
         raise JobForbidden(f"Running {kind.name} jobs needs the {kind.role.name} role or higher.")
+    needed = kind.required_role(payload)
+    if not user.has(needed):
+        raise JobForbidden(f"This {kind.name} job needs the {needed.name} role or higher.")
     return kind
 
 
@@ -98,7 +101,7 @@ async def submit_job(
     priority: int = 0,
 ) -> Job:
     """Enqueue a job for `user` (it commits with the request) and audit it."""
-    kind = _may_run(user, type_name)
+    kind = _may_run(user, type_name, payload)
     if not -100 <= priority <= 100:
         raise JobInputError("Priority must be between -100 and 100.", "priority")
     job_id = await queue.enqueue(session, kind.name, payload, priority=priority, created_by=user.id)
@@ -108,7 +111,7 @@ async def submit_job(
 
 async def cancel_job(session: AsyncSession, actor: Actor, user: CurrentUser, job_id: int) -> Job:
     job = await visible_job(session, user, job_id)
-    _may_run(user, job.type)
+    _may_run(user, job.type, job.payload)
     job = await queue.cancel_job(session, job.id)
     record(session, actor, "job.cancel", "job", job_id, type=job.type)
     return job
@@ -116,7 +119,7 @@ async def cancel_job(session: AsyncSession, actor: Actor, user: CurrentUser, job
 
 async def retry_job(session: AsyncSession, actor: Actor, user: CurrentUser, job_id: int) -> Job:
     job = await visible_job(session, user, job_id)
-    _may_run(user, job.type)
+    _may_run(user, job.type, job.payload)
     job = await queue.retry_job(session, job.id)
     record(session, actor, "job.retry", "job", job_id, type=job.type)
     return job
@@ -174,12 +177,24 @@ class ResultFile:
     content_type: str
 
 
-def result_file(settings: Settings, job: Job) -> ResultFile:
-    """The job's downloadable file; JobNotFound-like 404 when it has none (any more)."""
+def files_expired(settings: Settings, job: Job) -> bool:
+    """Whether the job's files are past EXPORT_RETENTION_HOURS (types with `expiring_files`)."""
+    expiring = any(kind.name == job.type and kind.expiring_files for kind in job_types())
+    kept = timedelta(hours=settings.worker.export_retention_hours)
+    return bool(expiring and job.finished_at and job.finished_at + kept < datetime.now(UTC))
+
+
+def result_file(settings: Settings, job: Job, name: str | None = None) -> ResultFile:
+    """The job's downloadable file (the first, or the one called `name`); 404 when it has
+    none, 410 once it expired or cleanup removed it."""
     files = job.result.get("files") if isinstance(job.result, dict) else None
     if job.status != JobStatus.succeeded or not files:
         raise DomainError("This job has no result file.", status=404)
-    first = files[0]
+    if files_expired(settings, job):
+        raise DomainError("The result file has expired and was removed.", status=410)
+    first = files[0] if not name else next((f for f in files if f.get("name") == name), None)
+    if first is None:
+        raise DomainError("This job has no result file of that name.", status=404)
     name = Path(str(first.get("name", ""))).name
     path = files_dir(settings) / str(job.id) / name
     if not name or not path.is_file():

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -262,6 +262,7 @@ class Worker:
             files_dir=self.files_dir,
             store=self.store,
             report=lambda percent, message: self._report(job, percent, message),
+            file_retention=timedelta(hours=self.config.export_retention_hours),
         )
         deadline = asyncio.timeout(kind.timeout)
         try:

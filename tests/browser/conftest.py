@@ -9,6 +9,7 @@ CI=true it fails the run. Every test leaves a screenshot of its final page in
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Error, Page, expect, sync_playwright
 
 from app.settings import ROOT
 from tests.conftest import (
@@ -270,5 +271,7 @@ def sign_in(
     page.fill("#f-login", login)
     page.fill("#f-password", password)
     page.click("button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url, timeout=20_000)  # argon2 under load
+    # Wait for the redirect away from the form: under load, networkidle alone could let
+    # the next goto cancel the sign-in still in flight.
+    expect(page).not_to_have_url(re.compile(r"/login(\?|$)"), timeout=20_000)
     page.wait_for_load_state("networkidle")

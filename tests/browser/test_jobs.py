@@ -6,10 +6,13 @@ process beside the server, as in production.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import signal
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -40,22 +43,49 @@ def worker(live_server: LiveServer) -> Iterator[None]:
         assert process.wait(timeout=15) == 0
 
 
-def test_an_admin_runs_cleanup_and_sees_it_finish_live(
-    page: Page, live_server: LiveServer, worker: None
-) -> None:
+def enqueue_from_admin(page: Page, live_server: LiveServer, type: str, payload: str = "") -> str:
+    """Sign in as the admin, enqueue a job from /admin/jobs once a worker is up; its page URL.
+
+    The page is marked so that a test can tell it was never reloaded afterwards."""
     sign_in(page, live_server)
     page.goto(live_server.url("/admin/jobs"))
     expect(page.locator("[data-workers] tr[data-worker]")).not_to_have_count(0, timeout=20_000)
-    page.select_option("#f-type", "cleanup")
+    page.select_option("#f-type", type)
+    if payload:
+        page.fill("#f-payload", payload)
     page.click("main button:has-text('Enqueue')")
     expect(page).to_have_url(re.compile(r"/admin/jobs/\d+$"))
-    url = page.url
-    # htmx refreshes the status block until the job is done; the page is never reloaded.
     page.evaluate("window.notReloaded = true")
+    return page.url
+
+
+def test_an_admin_runs_cleanup_and_sees_it_finish_live(
+    page: Page, live_server: LiveServer, worker: None
+) -> None:
+    url = enqueue_from_admin(page, live_server, "cleanup")
+    # htmx refreshes the status block until the job is done; the page is never reloaded.
     expect(page.locator("[data-status]")).to_have_text("succeeded", timeout=20_000)
     expect(page.locator("[data-progress]")).to_have_text("100 %")
     assert page.evaluate("window.notReloaded") is True and page.url == url
     expect(page.locator("main")).to_contain_text("jobs_deleted")
     page.goto(live_server.url("/admin/jobs?status=succeeded"))
     expect(page.locator("tr[data-job] [data-status]").first).to_have_text("succeeded")
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_an_admin_exports_the_users_watches_progress_and_downloads_the_csv(
+    page: Page, live_server: LiveServer, worker: None
+) -> None:
+    url = enqueue_from_admin(page, live_server, "export", '{"dataset": "users", "format": "csv"}')
+    expect(page.locator("[data-progress]")).to_have_text("100 %", timeout=20_000)
+    expect(page.locator("[data-status]")).to_have_text("succeeded")
+    assert page.evaluate("window.notReloaded") is True and page.url == url
+    link = page.locator("main a:has-text('Download users-')")
+    with page.expect_download() as info:
+        link.click()
+    download = info.value
+    assert re.fullmatch(r"users-[0-9a-f]{16}\.csv", download.suggested_filename)
+    rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
+    assert [row["username"] for row in rows] == ["admin"] and rows[0]["role"] == "admin"
+    assert "password_hash" not in rows[0]
     assert page.console_errors == []  # type: ignore[attr-defined]

@@ -8,15 +8,20 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import pytest
+from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import tests.jobs.handlers  # noqa: F401  (declares the test.* job types)
+from app.accounts.models import User
 from app.core.db import create_engine, create_sessionmaker
 from app.core.store import create_store
 from app.jobs.models import Job
 from app.jobs.worker import Worker
 from app.settings import Settings
+from tests.accounts.test_audit import bearer
+from tests.conftest import client_for
 
 FAST = {
     "WORKER_LEASE_SECONDS": "1.5",
@@ -80,3 +85,30 @@ async def wait_for_status(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"job {job_id} stayed {job.status} ({job.last_error})")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def api(app: Litestar) -> httpx.AsyncClient:
+    async with client_for(app) as client:
+        yield client
+
+
+async def run_job(
+    app: Litestar,
+    settings: Settings,
+    api: httpx.AsyncClient,
+    user: User,
+    type: str,
+    payload: dict[str, Any],
+) -> dict[str, Any]:
+    """Enqueue through the API as `user`, run a worker until the job is done, return it."""
+    headers = bearer(app, user)
+    created = await api.post(
+        "/api/v1/jobs", json={"type": type, "payload": payload}, headers=headers
+    )
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    async with running_worker(settings, app.state.sessionmaker):
+        job = await wait_for_status(app.state.sessionmaker, job_id, {"succeeded", "failed", "dead"})
+    assert job.status == "succeeded", job.last_error
+    return (await api.get(f"/api/v1/jobs/{job_id}", headers=headers)).json()
