@@ -18,6 +18,7 @@ from app.accounts.pages import (
     AccountController,
     ApiKeysAdminController,
     AuditAdminController,
+    ForgotPasswordController,
     PasswordResetController,
     SignInController,
     UsersAdminController,
@@ -31,6 +32,7 @@ from app.core.templating import STATIC_DIR, STATIC_PREFIX
 from app.extensions.api import PluginIndexController
 from app.jobs.api import JobsController
 from app.jobs.pages import JobsAdminController
+from app.notifications.pages import NotificationsController, OutboxAdminController
 from app.system.api import ApiIndexController, HealthController, SiteController
 from app.system.pages import AdminDashboardController
 
@@ -47,6 +49,8 @@ def route_groups() -> list[ControllerRouterHandler]:
                 SignInController,
                 AccountController,
                 PasswordResetController,
+                ForgotPasswordController,
+                NotificationsController,
                 MediaFilesController,
             ],
         ),
@@ -60,6 +64,7 @@ def route_groups() -> list[ControllerRouterHandler]:
                 MediaAdminController,
                 ContentAdminController,
                 JobsAdminController,
+                OutboxAdminController,
             ],
         ),
         Router(

@@ -42,11 +42,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Role
 from app.core.errors import DomainError
 from app.core.store import Store
-from app.settings import ConfigError, Settings
+from app.settings import ConfigError, MailSettings, Settings
 
 P = TypeVar("P")
 
-BUILTIN_MODULES = ("app.jobs.cleanup",)
+BUILTIN_MODULES = ("app.jobs.cleanup", "app.notifications.jobs")
 """Modules whose import declares Keel's own job types."""
 
 
@@ -165,6 +165,8 @@ class JobContext(Generic[P]):
     store: Store
     report: Callable[[int, str], Awaitable[None]]
     files: list[dict[str, Any]] = field(default_factory=list)
+    mail: MailSettings = field(default_factory=MailSettings)
+    """Where e-mail goes (SMTP_URL, MAIL_FROM), for handlers that send it."""
 
     async def progress(self, percent: float, message: str = "") -> None:
         """Record progress (0-100) and renew the lease; raises JobCancelled when the job was

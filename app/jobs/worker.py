@@ -262,6 +262,7 @@ class Worker:
             files_dir=self.files_dir,
             store=self.store,
             report=lambda percent, message: self._report(job, percent, message),
+            mail=self.settings.mail,
         )
         deadline = asyncio.timeout(kind.timeout)
         try:

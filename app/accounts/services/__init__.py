@@ -12,6 +12,7 @@ from app.accounts.services.passwords import (
     consume_password_reset,
     create_password_reset,
     find_password_reset,
+    request_password_reset,
     set_password,
 )
 from app.accounts.services.sign_in import (
@@ -64,6 +65,7 @@ __all__ = (
     "get_user",
     "list_users",
     "register_user",
+    "request_password_reset",
     "set_password",
     "sign_in_with_password",
     "update_user",
