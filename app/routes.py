@@ -22,6 +22,7 @@ from app.accounts.pages import (
     PasswordResetController,
     SignInController,
     UsersAdminController,
+    VerifyEmailController,
 )
 from app.content.admin import ContentAdminController
 from app.content.api import ContentController
@@ -50,6 +51,7 @@ def route_groups() -> list[ControllerRouterHandler]:
                 AccountController,
                 PasswordResetController,
                 ForgotPasswordController,
+                VerifyEmailController,
                 NotificationsController,
                 MediaFilesController,
             ],

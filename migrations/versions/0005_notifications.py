@@ -1,4 +1,4 @@
-"""notifications: e-mail messages (outbox and sent log) and in-app notifications
+"""notifications: e-mail messages (outbox and sent log), in-app notifications, verified addresses
 
 Revision ID: 0005
 Revises: 0004
@@ -18,6 +18,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column(
+        "users", sa.Column("email_verified_at", DateTimeUTC(timezone=True), nullable=True)
+    )
     op.create_table(
         "mail_messages",
         sa.Column("id", GUID(length=16), nullable=False),
@@ -66,3 +69,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("notifications")
     op.drop_table("mail_messages")
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("email_verified_at")

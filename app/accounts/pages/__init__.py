@@ -6,6 +6,7 @@ from app.accounts.pages.audit import AuditAdminController
 from app.accounts.pages.reset import ForgotPasswordController, PasswordResetController
 from app.accounts.pages.sign_in import SignInController
 from app.accounts.pages.users import UsersAdminController
+from app.accounts.pages.verify import VerifyEmailController
 
 __all__ = (
     "AccountController",
@@ -15,4 +16,5 @@ __all__ = (
     "PasswordResetController",
     "SignInController",
     "UsersAdminController",
+    "VerifyEmailController",
 )
