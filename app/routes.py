@@ -18,9 +18,11 @@ from app.accounts.pages import (
     AccountController,
     ApiKeysAdminController,
     AuditAdminController,
+    ForgotPasswordController,
     PasswordResetController,
     SignInController,
     UsersAdminController,
+    VerifyEmailController,
 )
 from app.content.admin import ContentAdminController
 from app.content.api import ContentController
@@ -31,6 +33,7 @@ from app.core.templating import STATIC_DIR, STATIC_PREFIX
 from app.extensions.api import PluginIndexController
 from app.jobs.api import JobsController
 from app.jobs.pages import JobsAdminController
+from app.notifications.pages import NotificationsController, OutboxAdminController
 from app.system.api import ApiIndexController, HealthController, SiteController
 from app.system.pages import AdminDashboardController
 
@@ -47,6 +50,9 @@ def route_groups() -> list[ControllerRouterHandler]:
                 SignInController,
                 AccountController,
                 PasswordResetController,
+                ForgotPasswordController,
+                VerifyEmailController,
+                NotificationsController,
                 MediaFilesController,
             ],
         ),
@@ -60,6 +66,7 @@ def route_groups() -> list[ControllerRouterHandler]:
                 MediaAdminController,
                 ContentAdminController,
                 JobsAdminController,
+                OutboxAdminController,
             ],
         ),
         Router(

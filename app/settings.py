@@ -157,6 +157,15 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class MailSettings:
+    smtp_url: str = ""
+    """SMTP_URL: where the `notify` job sends e-mail (`smtp://user:pass@host:587`,
+    `smtp+starttls://…`, `smtps://…`); empty keeps messages in the admin outbox."""
+    mail_from: str = "keel@localhost"
+    """MAIL_FROM: the sender address of Keel's e-mails."""
+
+
+@dataclass(frozen=True)
 class Settings:
     app: AppSettings = field(default_factory=AppSettings)
     db: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -164,6 +173,7 @@ class Settings:
     health: HealthSettings = field(default_factory=HealthSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    mail: MailSettings = field(default_factory=MailSettings)
 
     @property
     def embedded(self) -> bool:
@@ -239,6 +249,14 @@ class Settings:
             login_lockout_minutes=reader.integer("LOGIN_LOCKOUT_MINUTES", 15, minimum=1),
             password_hash_concurrency=reader.integer("PASSWORD_HASH_CONCURRENCY", 2, minimum=1),
         )
+        mail = MailSettings(
+            smtp_url=reader.text("SMTP_URL", ""),
+            mail_from=reader.text("MAIL_FROM", "keel@localhost"),
+        )
+        if mail.smtp_url and not mail.smtp_url.startswith(
+            ("smtp://", "smtp+starttls://", "smtps://")
+        ):
+            reader.problems.append("SMTP_URL must start with smtp://, smtp+starttls:// or smtps://")
         if store.url and not store.url.startswith(
             ("valkey://", "valkeys://", "redis://", "rediss://", "unix://")
         ):
@@ -254,7 +272,7 @@ class Settings:
             )
         if reader.problems:
             raise ConfigError(reader.problems)
-        return cls(app=app, db=db, store=store, health=health, worker=worker, auth=auth)
+        return cls(app=app, db=db, store=store, health=health, worker=worker, auth=auth, mail=mail)
 
     def with_secret(self) -> Settings:
         """Fill a missing development SECRET_KEY from var/secret_key, creating it once (0600)."""

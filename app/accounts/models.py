@@ -46,6 +46,8 @@ class User(UUIDAuditBase):
     locked_until: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     password_changed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     auth_version: Mapped[int] = mapped_column(Integer, default=1)
+    email_verified_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    """When the user proved the address is theirs (a verification link); None until then."""
     """Bumped to end every session and token of the user at once."""
 
     @property

@@ -7,6 +7,7 @@ from advanced_alchemy.base import metadata_registry
 from app.accounts.models import ApiKey, AuditEntry, User
 from app.content.models import Entry, Media, Revision, Tag, entry_tags
 from app.jobs.models import Job, JobSchedule
+from app.notifications.models import MailMessage, Notification
 from app.system.models import SystemSetting
 
 metadata = metadata_registry.get(None)
@@ -17,7 +18,9 @@ __all__ = (
     "Entry",
     "Job",
     "JobSchedule",
+    "MailMessage",
     "Media",
+    "Notification",
     "Revision",
     "SystemSetting",
     "Tag",

@@ -43,11 +43,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Role
 from app.core.errors import DomainError
 from app.core.store import Store
-from app.settings import ConfigError, Settings
+from app.settings import ConfigError, MailSettings, Settings
 
 P = TypeVar("P")
 
-BUILTIN_MODULES = ("app.jobs.cleanup", "app.jobs.exports", "app.jobs.reports")
+BUILTIN_MODULES = (
+    "app.jobs.cleanup",
+    "app.jobs.exports",
+    "app.jobs.reports",
+    "app.notifications.jobs",
+)
 """Modules whose import declares Keel's own job types."""
 
 
@@ -182,6 +187,8 @@ class JobContext(Generic[P]):
     file_retention: timedelta = timedelta(hours=24)
     """How long files of `expiring_files` types stay downloadable (EXPORT_RETENTION_HOURS)."""
     files: list[dict[str, Any]] = field(default_factory=list)
+    mail: MailSettings = field(default_factory=MailSettings)
+    """Where e-mail goes (SMTP_URL, MAIL_FROM), for handlers that send it."""
 
     async def progress(self, percent: float, message: str = "") -> None:
         """Record progress (0-100) and renew the lease; raises JobCancelled when the job was

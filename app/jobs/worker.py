@@ -263,6 +263,7 @@ class Worker:
             store=self.store,
             report=lambda percent, message: self._report(job, percent, message),
             file_retention=timedelta(hours=self.config.export_retention_hours),
+            mail=self.settings.mail,
         )
         deadline = asyncio.timeout(kind.timeout)
         try:

@@ -17,6 +17,7 @@ from app.accounts.audit import Actor, record
 from app.accounts.identity import CurrentUser, expired_session_cookie
 from app.accounts.models import User
 from app.accounts.pages.sign_in import PASSWORDS_DIFFER, start_session
+from app.accounts.pages.verify import mail_verification_link
 from app.accounts.services import AccountError, change_password, get_user, update_user
 from app.accounts.sessions import BrowserSession, cookie_name
 from app.core.db import DbSession
@@ -129,6 +130,7 @@ class AccountController(Controller):
     ) -> Response[Any]:
         me = _me(request)
         user = await get_user(db_session, me.id)  # type: ignore[arg-type]
+        old_email = user.email
         try:
             await update_user(
                 db_session,
@@ -142,6 +144,8 @@ class AccountController(Controller):
             await _discard(db_session, user)
             errors = {exc.field or "form": exc.message}
             return await _page(request, state, user, form=data, errors=errors, status_code=400)
+        if user.email != old_email:
+            await mail_verification_link(request, state, db_session, user)
         return redirect(_account_url(request, "profile"))
 
     @post("/password", name="accounts:password_change")

@@ -1,4 +1,5 @@
-"""`/reset/{token}`: the public page behind a one-time password-reset link."""
+"""`/reset/{token}`: the public page behind a one-time password-reset link, and
+`/forgot-password`, where a user asks for such a link by e-mail."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import CacheControlHeader, State
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 
 from app.accounts import guards
 from app.accounts.audit import Actor
@@ -16,8 +17,11 @@ from app.accounts.services import (
     PasswordResetInvalid,
     consume_password_reset,
     find_password_reset,
+    request_password_reset,
 )
+from app.accounts.throttle import Throttled
 from app.core.db import DbSession
+from app.core.store import StoreUnavailable
 from app.core.templating import Form, redirect, render
 
 TEMPLATE = "accounts/reset.html"
@@ -89,3 +93,50 @@ class PasswordResetController(Controller):
                 return redirect("/login")
         context = {"invalid": False, "token": token, "account": account, "errors": errors}
         return render(request, TEMPLATE, context, status_code=400)
+
+
+FORGOT_TEMPLATE = "accounts/forgot_password.html"
+
+
+class ForgotPasswordController(Controller):
+    path = "/forgot-password"
+    include_in_schema = False
+    guards = [guards.public]
+    cache_control = CacheControlHeader(no_store=True)
+
+    @get("/", name="accounts:forgot_password")
+    async def forgot_form(self, request: Request, sent: FromQuery[bool] = False) -> Response[str]:
+        """Ask for the address; after a request, the same answer whoever asked."""
+        return render(request, FORGOT_TEMPLATE, {"sent": sent, "form": {}, "errors": {}})
+
+    @post("/", name="accounts:forgot_password_submit")
+    async def forgot_submit(
+        self, request: Request, state: State, db_session: DbSession, data: Form
+    ) -> Response[Any]:
+        """E-mail a reset link when the address belongs to an active account; answer alike."""
+        email = data.get("email", "").strip()[:320]
+        form = {"email": email}
+        if "@" not in email:
+            errors = {"email": "Enter the e-mail address of your account."}
+            context = {"sent": False, "form": form, "errors": errors}
+            return render(request, FORGOT_TEMPLATE, context, status_code=400)
+        try:
+            await request_password_reset(
+                db_session,
+                state.store,
+                Actor.from_connection(request),
+                email,
+                lambda token: reset_link_url(request, token),
+            )
+        except Throttled as exc:
+            await db_session.rollback()
+            context = {"sent": False, "form": form, "errors": {"form": exc.message}}
+            headers = {"Retry-After": str(exc.retry_after)}
+            return render(request, FORGOT_TEMPLATE, context, status_code=429, headers=headers)
+        except StoreUnavailable:
+            await db_session.rollback()
+            errors = {"form": "Password reset is unavailable right now. Try again in a minute."}
+            context = {"sent": False, "form": form, "errors": errors}
+            return render(request, FORGOT_TEMPLATE, context, status_code=503)
+        await db_session.commit()
+        return redirect(request.app.route_reverse("accounts:forgot_password") + "?sent=true")

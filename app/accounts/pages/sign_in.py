@@ -13,6 +13,7 @@ from app.accounts import guards
 from app.accounts.audit import Actor, record
 from app.accounts.identity import expired_session_cookie, session_cookie
 from app.accounts.models import User
+from app.accounts.pages.verify import mail_verification_link
 from app.accounts.services import (
     AccountError,
     NewUser,
@@ -181,6 +182,7 @@ class SignInController(Controller):
             except AccountError as exc:
                 errors[exc.field or "form"] = exc.message
             else:
+                await mail_verification_link(request, state, db_session, user)
                 await db_session.commit()
                 return await start_session(request, state, user, "/")
         return form_again(request, "accounts/register.html", data, errors)

@@ -12,6 +12,7 @@ from app.accounts.services.passwords import (
     consume_password_reset,
     create_password_reset,
     find_password_reset,
+    request_password_reset,
     set_password,
 )
 from app.accounts.services.sign_in import (
@@ -38,6 +39,12 @@ from app.accounts.services.users import (
     update_user,
     users_exist,
 )
+from app.accounts.services.verification import (
+    VerificationInvalid,
+    find_verification,
+    send_address_verification,
+    verify_address,
+)
 
 __all__ = (
     "EMAIL",
@@ -51,6 +58,7 @@ __all__ = (
     "LoginFailed",
     "NewUser",
     "PasswordResetInvalid",
+    "VerificationInvalid",
     "authenticate",
     "can_manage",
     "change_password",
@@ -61,11 +69,15 @@ __all__ = (
     "delete_user",
     "find_by_login",
     "find_password_reset",
+    "find_verification",
     "get_user",
     "list_users",
     "register_user",
+    "request_password_reset",
+    "send_address_verification",
     "set_password",
     "sign_in_with_password",
     "update_user",
     "users_exist",
+    "verify_address",
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -13,8 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.audit import Actor, record
 from app.accounts.models import Role, User
 from app.accounts.passwords import PasswordHashing, PasswordRuleError, check_password_rules
-from app.accounts.services.users import AccountError, can_manage
+from app.accounts.services.users import AccountError, can_manage, find_by_login
+from app.accounts.throttle import Throttled
 from app.core.store import Store
+from app.jobs.queue import enqueue
 
 
 async def change_password(
@@ -120,3 +123,67 @@ async def consume_password_reset(
         raise PasswordResetInvalid()
     record(session, actor, "user.password_reset", "user", user.id, via="link")
     return user
+
+
+FORGOT_KEY = "forgot-password:"
+FORGOT_WINDOW_SECONDS = 3600
+FORGOT_MAX_PER_ADDRESS = 3
+"""Reset e-mails one address gets per window; more requests are answered alike but send nothing."""
+FORGOT_MAX_PER_IP = 20
+"""Requests one client address may make per window before it gets 429."""
+RESET_MAIL_SUBJECT = "Reset your password"
+
+
+def reset_mail_body(username: str, link: str) -> str:
+    return (
+        f"Someone, hopefully you, asked to reset the password of the account {username}.\n\n"
+        f"Set a new password here within one hour (the link works once):\n{link}\n\n"
+        "If you did not ask for this, ignore this message: your password stays as it is.\n"
+    )
+
+
+async def request_password_reset(
+    session: AsyncSession,
+    store: Store,
+    actor: Actor,
+    email: str,
+    link_for: Callable[[str], str],
+) -> int | None:
+    """Self-service "forgot password": for an active account with this address, a one-time
+    link (one hour) e-mailed by a `notify` job enqueued in the caller's transaction.
+
+    Returns the job id, or None when nothing is sent (unknown or deactivated address, or
+    that address already got FORGOT_MAX_PER_ADDRESS links this hour); the page answers the
+    same either way. Throttled when the client address asked too often.
+    """
+    if actor.ip_address:
+        requests = await store.incr(f"{FORGOT_KEY}ip:{actor.ip_address}", ttl=FORGOT_WINDOW_SECONDS)
+        if requests > FORGOT_MAX_PER_IP:
+            raise Throttled(
+                FORGOT_WINDOW_SECONDS, "Too many requests from your address. Try later."
+            )
+    email = email.strip().lower()
+    plausible = "@" in email and "\x00" not in email and len(email) <= 320
+    user = await find_by_login(session, email) if plausible else None
+    if user is None or not user.is_active:
+        record(session, actor, "user.password_reset_requested", "user", None, found=False)
+        return None
+    digest = hashlib.sha256(email.encode()).hexdigest()
+    sent = await store.incr(f"{FORGOT_KEY}address:{digest}", ttl=FORGOT_WINDOW_SECONDS)
+    if sent > FORGOT_MAX_PER_ADDRESS:
+        record(session, actor, "user.password_reset_requested", "user", user.id, throttled=True)
+        return None
+    actor = Actor(user.id, user.username, actor.ip_address, actor.user_agent)
+    token = await create_password_reset(session, store, actor, user.role_level, user)
+    job_id = await enqueue(
+        session,
+        "notify",
+        {
+            "user_id": str(user.id),
+            "subject": RESET_MAIL_SUBJECT,
+            "body": reset_mail_body(user.username, link_for(token)),
+            "kind": "password_reset",
+        },
+    )
+    record(session, actor, "user.password_reset_requested", "user", user.id, job_id=job_id)
+    return job_id

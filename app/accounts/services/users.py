@@ -198,6 +198,7 @@ async def update_user(
         if new_email != user.email:
             changes["email"] = [user.email, new_email]
             user.email = new_email
+            user.email_verified_at = None
         if new_username != user.username:
             changes["username"] = [user.username, new_username]
             user.username = new_username

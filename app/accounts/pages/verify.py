@@ -1,0 +1,84 @@
+"""`/verify-email/{token}`: the page behind an address-verification link. Opening it shows
+a button; only the POST (with its CSRF token) uses the link, so link scanners in mail
+filters cannot confirm an address on the user's behalf."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import CacheControlHeader, State
+from litestar.params import FromPath, FromQuery
+
+from app.accounts import guards
+from app.accounts.audit import Actor
+from app.accounts.models import User
+from app.accounts.services import (
+    VerificationInvalid,
+    find_verification,
+    send_address_verification,
+    verify_address,
+)
+from app.core.db import DbSession
+from app.core.templating import redirect, render
+
+TEMPLATE = "accounts/verify_email.html"
+
+
+def verify_link_url(request: Request, token: str) -> str:
+    """The absolute address of a verification link, on the host the user came from."""
+    path = request.app.route_reverse("accounts:verify_email", token=token)
+    return str(request.base_url).rstrip("/") + path
+
+
+async def mail_verification_link(
+    request: Request, state: State, db_session: DbSession, user: User
+) -> int:
+    """Enqueue the e-mail with a link that confirms `user`'s current address."""
+    return await send_address_verification(
+        db_session,
+        state.store,
+        Actor.from_connection(request),
+        user,
+        lambda token: verify_link_url(request, token),
+    )
+
+
+def _invalid(request: Request) -> Response[str]:
+    return render(request, TEMPLATE, {"state": "invalid"}, status_code=404)
+
+
+class VerifyEmailController(Controller):
+    path = "/verify-email"
+    include_in_schema = False
+    guards = [guards.public]
+    cache_control = CacheControlHeader(no_store=True)
+
+    @get("/{token:str}", name="accounts:verify_email")
+    async def verify_form(
+        self,
+        request: Request,
+        state: State,
+        db_session: DbSession,
+        token: FromPath[str],
+        done: FromQuery[bool] = False,
+    ) -> Response[str]:
+        if done:
+            return render(request, TEMPLATE, {"state": "done"})
+        try:
+            user = await find_verification(db_session, state.store, token)
+        except VerificationInvalid:
+            return _invalid(request)
+        return render(request, TEMPLATE, {"state": "ask", "token": token, "email": user.email})
+
+    @post("/{token:str}", name="accounts:verify_email_submit")
+    async def verify_submit(
+        self, request: Request, state: State, db_session: DbSession, token: FromPath[str]
+    ) -> Response[Any]:
+        try:
+            await verify_address(db_session, state.store, Actor.from_connection(request), token)
+        except VerificationInvalid:
+            await db_session.rollback()
+            return _invalid(request)
+        await db_session.commit()
+        return redirect(request.url.path + "?done=true")

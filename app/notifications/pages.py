@@ -1,0 +1,111 @@
+"""`/admin/outbox` (admins read the e-mails Keel made) and `/account/notifications` (a
+signed-in user's in-app notifications, marked read one by one or all at once)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import CacheControlHeader
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.params import FromPath, FromQuery
+
+from app.accounts import guards
+from app.accounts.audit import Actor
+from app.core.db import DbSession
+from app.core.pagination import PageRequest
+from app.core.templating import redirect, render
+from app.notifications.services import (
+    NotFound,
+    get_message,
+    list_messages,
+    list_notifications,
+    mark_read,
+    unread_count,
+)
+
+PER_PAGE = 50
+
+
+class OutboxAdminController(Controller):
+    path = "/outbox"
+    guards = [guards.admin]
+    include_in_schema = False
+    cache_control = CacheControlHeader(no_store=True)
+
+    @get("/", name="admin:outbox")
+    async def outbox(
+        self, request: Request, db_session: DbSession, page: FromQuery[int | None] = None
+    ) -> Response[str]:
+        """Every e-mail, newest first, 50 a page."""
+        messages = await list_messages(db_session, PageRequest.of(page, PER_PAGE, PER_PAGE))
+        return render(
+            request,
+            "notifications/outbox.html",
+            {"messages": messages, "params": {}},
+            block="results",
+        )
+
+    @get("/{message_id:uuid}", name="admin:outbox_message")
+    async def message(
+        self, request: Request, db_session: DbSession, message_id: FromPath[UUID]
+    ) -> Response[str]:
+        try:
+            message = await get_message(db_session, message_id)
+        except NotFound:
+            raise NotFoundException("There is no such message.") from None
+        return render(request, "notifications/message.html", {"message": message})
+
+
+def _my_id(request: Request) -> UUID:
+    me = request.scope["user"]
+    if me.id is None:
+        raise PermissionDeniedException("An API key has no notifications.")
+    return me.id  # type: ignore[no-any-return]
+
+
+class NotificationsController(Controller):
+    path = "/account/notifications"
+    guards = [guards.viewer]
+    include_in_schema = False
+    cache_control = CacheControlHeader(no_store=True)
+
+    @get("/", name="accounts:notifications")
+    async def notifications(
+        self, request: Request, db_session: DbSession, page: FromQuery[int | None] = None
+    ) -> Response[str]:
+        """Unread first, then newest first."""
+        user_id = _my_id(request)
+        items = await list_notifications(
+            db_session, user_id, PageRequest.of(page, PER_PAGE, PER_PAGE)
+        )
+        context = {
+            "notifications": items,
+            "unread": await unread_count(db_session, user_id),
+            "params": {},
+        }
+        return render(request, "notifications/list.html", context, block="results")
+
+    @get("/count", name="accounts:notifications_count")
+    async def count(self, request: Request, db_session: DbSession) -> Response[str]:
+        """The header link's label, loaded by htmx on every page (plain text, escaped)."""
+        unread = await unread_count(db_session, _my_id(request))
+        label = f"Notifications ({unread})" if unread else "Notifications"
+        return Response(label, media_type="text/html", headers={"Vary": "HX-Request"})
+
+    @post("/{notification_id:uuid}/read", name="accounts:notification_read")
+    async def read_one(
+        self, request: Request, db_session: DbSession, notification_id: FromPath[UUID]
+    ) -> Response[Any]:
+        await mark_read(
+            db_session, Actor.from_connection(request), _my_id(request), notification_id
+        )
+        await db_session.commit()
+        return redirect(request.app.route_reverse("accounts:notifications"))
+
+    @post("/read-all", name="accounts:notifications_read_all")
+    async def read_all(self, request: Request, db_session: DbSession) -> Response[Any]:
+        await mark_read(db_session, Actor.from_connection(request), _my_id(request), None)
+        await db_session.commit()
+        return redirect(request.app.route_reverse("accounts:notifications"))
