@@ -22,6 +22,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy import bindparam, select, update
 
 from app.accounts.models import ApiKey, Role, User
+from app.accounts.rate_limit import API_PREFIX, take_for_token
 from app.accounts.sessions import SessionStore, cookie_name, digest_of
 from app.accounts.tokens import (
     AccessTokens,
@@ -29,6 +30,7 @@ from app.accounts.tokens import (
     access_token_revoked,
     hash_secret,
     looks_like_jwt,
+    revoked_key,
 )
 from app.core.reads import ReadQuery
 
@@ -120,8 +122,8 @@ class IdentityMiddleware(ASGIMiddleware):
         api_key = headers.get("x-api-key", "")
         set_cookie: Cookie | None = None
         if authorization or api_key:
-            scope["user"] = await self._from_credentials(state, authorization, api_key)
-        elif not path.startswith("/api/"):
+            scope["user"] = await self._from_credentials(scope, authorization, api_key)
+        elif not path.startswith(API_PREFIX):
             scope["user"], set_cookie = await self._from_session(scope, state)
         if set_cookie is None:
             await next_app(scope, receive, send)
@@ -137,8 +139,9 @@ class IdentityMiddleware(ASGIMiddleware):
         await next_app(scope, receive, send_with_cookie)
 
     async def _from_credentials(
-        self, state: object, authorization: str, api_key: str
+        self, scope: Scope, authorization: str, api_key: str
     ) -> CurrentUser:
+        state = scope["litestar_app"].state
         scheme, _, credential = authorization.partition(" ")
         if authorization and scheme.lower() != "bearer":
             raise _unauthorized("Use `Authorization: Bearer <token>`.")
@@ -146,16 +149,21 @@ class IdentityMiddleware(ASGIMiddleware):
         if not secret:
             raise _unauthorized("The credentials are empty.")
         if looks_like_jwt(secret) and not api_key:
-            return await self._from_access_token(state, secret)
+            return await self._from_access_token(scope, secret)
         return await self._from_api_key(state, secret)
 
-    async def _from_access_token(self, state: object, token: str) -> CurrentUser:
-        tokens: AccessTokens = state.access_tokens  # type: ignore[attr-defined]
+    async def _from_access_token(self, scope: Scope, token: str) -> CurrentUser:
+        state = scope["litestar_app"].state
+        tokens: AccessTokens = state.access_tokens
         try:
             claims = tokens.verify(token)
         except InvalidToken as exc:
             raise _unauthorized(str(exc)) from None
-        if await access_token_revoked(state.store, claims.jti):  # type: ignore[attr-defined]
+        if scope["path"].startswith(API_PREFIX):
+            live = await take_for_token(scope, claims.user_id, revoked_key(claims.jti))
+        else:
+            live = not await access_token_revoked(state.store, claims.jti)
+        if not live:
             raise _unauthorized("The access token has been revoked.")
         user = await _load_caller(state, claims.user_id)
         if user is None or not user.is_active or user.auth_version != claims.auth_version:

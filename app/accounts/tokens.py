@@ -174,13 +174,18 @@ class RefreshTokens:
         await self.store.set(FAMILY_REVOKED_PREFIX + family, "1", ttl=self.lifetime)
 
 
+def revoked_key(jti: str) -> str:
+    """The store key that marks an access token revoked until it would have expired."""
+    return ACCESS_REVOKED_PREFIX + jti
+
+
 async def revoke_access_token(store: Store, claims: AccessClaims) -> None:
     ttl = max(claims.expires_at - time.time(), 1)
-    await store.set(ACCESS_REVOKED_PREFIX + claims.jti, "1", ttl=ttl)
+    await store.set(revoked_key(claims.jti), "1", ttl=ttl)
 
 
 async def access_token_revoked(store: Store, jti: str) -> bool:
-    return await store.get(ACCESS_REVOKED_PREFIX + jti) is not None
+    return await store.get(revoked_key(jti)) is not None
 
 
 def new_api_key() -> tuple[str, str, str]:

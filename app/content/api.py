@@ -89,8 +89,10 @@ class ContentController(Controller):
             q=q or None,
             public_only=not _sees_everything(request),
         )
-        found = await read_entries(request.app.state.reads, filters, PageRequest.of(page, per_page))
-        return EntryPageOut(**found.envelope([EntryOut.of(entry) for entry in found.items]))  # type: ignore[arg-type]
+        found = await read_entries(
+            request.app.state.reads, filters, PageRequest.of(page, per_page), EntryOut.from_row
+        )
+        return EntryPageOut(**found.envelope(found.items))  # type: ignore[arg-type]
 
     @get("/{entry_id:uuid}", name="api:content:get", guards=[guards.public], opt=PUBLIC_CACHE)
     async def show(

@@ -8,10 +8,11 @@ services use; everything that writes stays in app/content/services.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, Select, bindparam, exists, func, or_, select
@@ -22,6 +23,7 @@ from app.content.services import EntryFilters, check_filters, is_public, now, sl
 from app.core.pagination import Page, PageRequest
 from app.core.reads import ReadQuery, Reads, Row
 
+T = TypeVar("T")
 TAG_SEPARATOR = "\x1e"
 NAME_SEPARATOR = "\x1f"
 """Tags travel as `name\\x1fslug\\x1e…` in one column; tag names may not hold control
@@ -65,6 +67,11 @@ class EntryView:
 
 def _split(joined: str | None) -> list[str]:
     return joined.split(TAG_SEPARATOR) if joined else []
+
+
+def tag_names(row: Row) -> list[str]:
+    """The names of a row's tags, in the order EntryView keeps them (by name)."""
+    return sorted(pair.partition(NAME_SEPARATOR)[0] for pair in _split(row["tags"]))
 
 
 _ENTRY_COLUMNS = (
@@ -167,9 +174,15 @@ def _list_queries(
     return ReadQuery(rows), ReadQuery(count)
 
 
-async def list_entries(reads: Reads, filters: EntryFilters, page: PageRequest) -> Page[EntryView]:
+async def list_entries(
+    reads: Reads,
+    filters: EntryFilters,
+    page: PageRequest,
+    shape: Callable[[Row], T] = EntryView.of,  # type: ignore[assignment]
+) -> Page[T]:
     """The API list: what `services.list_entries` answers, newest change first, in one
-    round trip (a second one only for a page past the end)."""
+    round trip (a second one only for a page past the end). Each row becomes `shape(row)`
+    (an EntryView by default; the API builds its response items straight from the row)."""
     check_filters(filters)
     rows_query, count_query = _list_queries(
         filters.public_only,
@@ -200,4 +213,4 @@ async def list_entries(reads: Reads, filters: EntryFilters, page: PageRequest) -
         total = int((await reads.one(count_query, **params) or {}).get("total", 0))
     else:
         total = 0
-    return Page([EntryView.of(row) for row in rows], total, page.page, page.per_page)
+    return Page([shape(row) for row in rows], total, page.page, page.per_page)

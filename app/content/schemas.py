@@ -9,14 +9,19 @@ from uuid import UUID
 import msgspec
 
 from app.content.models import Entry, Kind, Revision
+from app.content.reads import tag_names
+from app.core.reads import Row
 
 if TYPE_CHECKING:
     from app.content.reads import EntryView
 
 
+_PUBLIC_PREFIX = ("/", "/blog/")
+
+
 def public_path(entry: Entry | EntryView) -> str:
     """Where visitors read an entry: `/blog/<slug>` for posts, `/<slug>` for pages."""
-    return f"/blog/{entry.slug}" if entry.kind == Kind.post.value else f"/{entry.slug}"
+    return _PUBLIC_PREFIX[entry.kind == Kind.post.value] + entry.slug
 
 
 class EntryOut(msgspec.Struct):
@@ -40,6 +45,29 @@ class EntryOut(msgspec.Struct):
     updated_at: datetime
     url: str
     """The public address (it answers only once the entry is public)."""
+
+    @classmethod
+    def from_row(cls, row: Row) -> EntryOut:
+        """Straight from a row of app/content/reads.py's list (no EntryView between)."""
+        return cls(
+            id=row["id"],
+            kind=row["kind"],
+            title=row["title"],
+            slug=row["slug"],
+            status=row["status"],
+            published_at=row["published_at"],
+            excerpt=row["excerpt"],
+            meta_description=row["meta_description"],
+            tags=tag_names(row),
+            nav_order=row["nav_order"],
+            author_id=row["author_id"],
+            body_markdown=row["body_markdown"],
+            body_html=row["body_html"],
+            view_count=row["view_count"] or 0,
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            url=_PUBLIC_PREFIX[row["kind"] == Kind.post.value] + row["slug"],
+        )
 
     @classmethod
     def of(cls, entry: Entry | EntryView) -> EntryOut:

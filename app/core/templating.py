@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from contextvars import ContextVar
 from functools import cache
 from typing import Annotated, Any
 
-from jinja2 import Environment
+from jinja2 import Environment, pass_context
 from litestar import MediaType, Request
 from litestar.datastructures import Cookie
 from litestar.enums import RequestEncodingType
@@ -54,6 +55,24 @@ def static_url(asset: str) -> str:
     return _versioned(asset)
 
 
+URLS_KEPT = 4096
+
+
+@pass_context
+def url_for(context: Mapping[str, Any], route_name: str, /, **path_parameters: Any) -> str:
+    """Litestar's template `url_for`, remembered per app: routes do not change once the
+    app is built, and a page asks for the same few addresses on every render."""
+    app = context["request"].app
+    known: dict[tuple[Any, ...], str] = app.state.setdefault("template_urls", {})
+    key = (route_name, *path_parameters.items())
+    url = known.get(key)
+    if url is None:
+        if len(known) >= URLS_KEPT:
+            known.clear()
+        url = known[key] = app.route_reverse(route_name, **path_parameters)
+    return url
+
+
 def create_template_config(settings: Settings) -> TemplateConfig[JinjaTemplateEngine]:
     def configure(engine: JinjaTemplateEngine) -> None:
         env: Environment = engine.engine
@@ -63,6 +82,7 @@ def create_template_config(settings: Settings) -> TemplateConfig[JinjaTemplateEn
             production=settings.app.is_production,
             query_string=query_string,
             csrf_token=csrf_token,
+            url_for=url_for,
         )
 
     return TemplateConfig(

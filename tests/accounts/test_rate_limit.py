@@ -129,6 +129,24 @@ async def test_two_identities_have_separate_budgets(
     assert key.headers["ratelimit-remaining"] == "2"
 
 
+async def test_a_revoked_access_token_is_refused_without_spending_the_budget(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    """Revocation and the budget share one store round trip; a stolen, revoked token must
+    not be able to use up its owner's minute."""
+    await set_limit(app, LIMIT)
+    editor = accounts["editor"]
+    revoked, live = bearer(app, editor), bearer(app, editor)
+    await fresh_window()
+    async with client_for(app) as client:
+        out = await client.post("/api/v1/auth/logout", headers=revoked, json={})
+        refused = await spend(client, LIMIT + 2, headers=revoked)
+        after = await client.get("/api/v1/auth/me", headers=live)
+    assert out.status_code == 204
+    assert {r.status_code for r in refused} == {401}
+    assert after.status_code == 200 and after.headers["ratelimit-remaining"] == str(LIMIT - 2)
+
+
 async def test_anonymous_callers_are_counted_by_client_address(
     app: Litestar, accounts: dict[str, User]
 ) -> None:
