@@ -76,6 +76,9 @@ def url_for(context: Mapping[str, Any], route_name: str, /, **path_parameters: A
 def create_template_config(settings: Settings) -> TemplateConfig[JinjaTemplateEngine]:
     def configure(engine: JinjaTemplateEngine) -> None:
         env: Environment = engine.engine
+        # Templates ship with a release: production never stats them again per render;
+        # development picks up an edited template on the next request.
+        env.auto_reload = not settings.app.is_production
         env.globals.update(
             static_url=static_url,
             keel_version=__version__,
