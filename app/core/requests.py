@@ -6,9 +6,9 @@ Client-supplied X-Request-ID and X-Forwarded-For are believed only from TRUSTED_
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -72,7 +72,7 @@ class RequestContextMiddleware:
         if is_trusted(peer, self.trusted_proxies) and _REQUEST_ID.match(offered_id):
             request_id = offered_id
         else:
-            request_id = uuid.uuid4().hex
+            request_id = os.urandom(16).hex()  # 32 hex digits, like uuid4().hex, cheaper
         client_ip = resolve_client_ip(peer, headers.get("x-forwarded-for"), self.trusted_proxies)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
