@@ -18,6 +18,7 @@ from app.accounts.audit import Actor
 from app.accounts.models import Role
 from app.content.models import Entry
 from app.content.pages import PUBLIC_CACHE
+from app.content.reads import entry_row_by_id
 from app.content.reads import list_entries as read_entries
 from app.content.schemas import (
     EntryCreate,
@@ -95,10 +96,13 @@ class ContentController(Controller):
         return EntryPageOut(**found.envelope(found.items))  # type: ignore[arg-type]
 
     @get("/{entry_id:uuid}", name="api:content:get", guards=[guards.public], opt=PUBLIC_CACHE)
-    async def show(
-        self, request: Request, db_session: DbSession, entry_id: FromPath[UUID]
-    ) -> EntryOut:
-        return EntryOut.of(await _visible_entry(request, db_session, entry_id))
+    async def show(self, request: Request, entry_id: FromPath[UUID]) -> EntryOut:
+        row = await entry_row_by_id(
+            request.app.state.reads, entry_id, may_preview=_sees_everything(request)
+        )
+        if row is None:
+            raise ContentError("No such entry.", status=404)
+        return EntryOut.from_row(row)
 
     @post("/", name="api:content:create", guards=[guards.editor], status_code=201)
     async def create(

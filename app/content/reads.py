@@ -115,6 +115,9 @@ def _entries(*where: ColumnElement[bool]) -> Select[Any]:
 _BY_SLUG = (Entry.kind == bindparam("kind"), Entry.slug == bindparam("slug"))
 PUBLIC_ENTRY = ReadQuery(_entries(*_BY_SLUG, is_public(_NOW)))
 ANY_ENTRY = ReadQuery(_entries(*_BY_SLUG))
+_BY_ID = Entry.id == bindparam("entry_id", type_=Entry.id.type)
+PUBLIC_ENTRY_BY_ID = ReadQuery(_entries(_BY_ID, is_public(_NOW)))
+ANY_ENTRY_BY_ID = ReadQuery(_entries(_BY_ID))
 NAV_PAGES = ReadQuery(
     select(Entry.title, Entry.slug)
     .where(Entry.kind == Kind.page.value, Entry.nav_order.is_not(None), is_public(_NOW))
@@ -132,6 +135,14 @@ async def entry_for_reader(
     else:
         row = await reads.one(PUBLIC_ENTRY, kind=kind, slug=slug, now=now())
     return EntryView.of(row) if row is not None else None
+
+
+async def entry_row_by_id(reads: Reads, entry_id: UUID, *, may_preview: bool) -> Row | None:
+    """The API's entry by id, as a row (`EntryView.of` or `EntryOut.from_row` shape it):
+    public only, unless the caller may preview. None means "not found"."""
+    if may_preview:
+        return await reads.one(ANY_ENTRY_BY_ID, entry_id=entry_id)
+    return await reads.one(PUBLIC_ENTRY_BY_ID, entry_id=entry_id, now=now())
 
 
 async def nav_pages(reads: Reads) -> list[Row]:

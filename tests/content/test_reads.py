@@ -79,6 +79,22 @@ async def test_the_api_list_answers_what_the_orm_service_answers(
             assert view.author_name == accounts["editor"].name
 
 
+async def test_an_entry_by_id_is_what_the_orm_loads_and_public_only_unless_previewed(
+    app: Litestar, accounts: dict
+) -> None:
+    await _seed(app, accounts)
+    async with app.state.sessionmaker() as session:
+        entries = (await list_entries(session, EntryFilters(), PageRequest(1, 20))).items
+        expected = {e.id: (e.title, e.status, sorted(t.name for t in e.tags)) for e in entries}
+    for entry_id, (title, status, tags) in expected.items():
+        row = await reads.entry_row_by_id(app.state.reads, entry_id, may_preview=True)
+        assert row is not None
+        view = reads.EntryView.of(row)
+        assert (view.title, view.status, [t.name for t in view.tags]) == (title, status, tags)
+        public = await reads.entry_row_by_id(app.state.reads, entry_id, may_preview=False)
+        assert (public is not None) == (status == "published"), title
+
+
 async def test_a_scheduled_entry_stays_hidden_until_its_time(app: Litestar, accounts: dict) -> None:
     actor = await _seed(app, accounts)
     async with app.state.sessionmaker() as session, session.begin():
