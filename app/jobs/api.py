@@ -32,6 +32,19 @@ class ImportUpload:
     """The CSV file."""
 
 
+IMPORT_DESCRIPTION = (
+    "Multipart: `kind` (`users` or `content`) and `file`, a CSV file in UTF-8 (a BOM is "
+    "fine) of at most IMPORT_MAX_BYTES (413 above) and IMPORT_MAX_ROWS rows, whose header "
+    "names known columns (422 otherwise, as problem details). Users: `email` (required), "
+    "`name`, `role` (viewer when empty), `active` (yes/no). Content: `kind` (page|post) and "
+    "`title` (required), `slug`, `body` (Markdown), `excerpt`, `meta_description`, `tags` "
+    "(comma-separated), `status` (draft|published|scheduled|archived), `publish_at` (ISO "
+    "8601, UTC without an offset; required for scheduled), `nav_order`. Editors and admins; "
+    "an editor's rows with the admin role are rejected. The job's result counts `rows`, "
+    "`imported` and `rejected` and lists every rejected row (`line`, `values`, `reasons`); "
+    "its result file holds those rows with an `import_errors` column, to fix and upload again."
+)
+
 UPLOAD_BODY_LIMIT = 101 * 1024 * 1024
 """Above IMPORT_MAX_BYTES' own maximum: the service answers a clear 413 below this."""
 
@@ -92,6 +105,8 @@ class JobsController(Controller):
         "/import",
         name="api:jobs:import",
         status_code=201,
+        summary="Import users or content from a CSV file",
+        description=IMPORT_DESCRIPTION,
         request_max_body_size=UPLOAD_BODY_LIMIT,
     )
     async def create_import(
@@ -101,14 +116,7 @@ class JobsController(Controller):
         db_session: DbSession,
         data: Annotated[ImportUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> JobOut:
-        """Enqueue an `import` job from a CSV file (multipart: `kind` = `users` or
-        `content`, `file`): UTF-8 (a BOM is fine), at most IMPORT_MAX_BYTES (413 above) and
-        IMPORT_MAX_ROWS rows, a header of known columns (422 otherwise). Users: `email`
-        (required), `name`, `role`, `active`. Content: `kind`, `title` (required), `slug`,
-        `body`, `excerpt`, `meta_description`, `tags` (comma-separated), `status`,
-        `publish_at` (ISO 8601), `nav_order`. Editors and admins; an editor's rows with the
-        admin role are rejected. The job's result lists each rejected row with its line and
-        reasons, and its file holds them to fix and upload again."""
+        """Enqueue an `import` job from an uploaded CSV file (see IMPORT_DESCRIPTION)."""
         job = await services.submit_import(
             db_session,
             state.settings,

@@ -356,3 +356,10 @@ async def test_the_admin_form_shows_a_refused_file_and_the_job_page_the_rejected
         )
     assert enqueued is not None and enqueued.details["kind"] == "content"
     assert enqueued.ip_address == "203.0.113.7"
+
+
+async def test_the_upload_is_documented_in_the_openapi_schema(api: httpx.AsyncClient) -> None:
+    schema = (await api.get("/schema/openapi.json")).json()
+    operation = schema["paths"]["/api/v1/jobs/import"]["post"]
+    assert "multipart/form-data" in operation["requestBody"]["content"]
+    assert "import_errors" in operation["description"]
