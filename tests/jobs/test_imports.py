@@ -46,6 +46,8 @@ CONTENT_CSV = (
     "post,No time,no-time,,,scheduled,,\n"
     "post,Later,later,Soon.,,scheduled,2099-01-01T09:00:00Z,\n"
     "video,,Bad Slug!,,,draft,,x\n"
+    "post,,,,,draft,,\n"
+    "post,,,,,draft,,\n"
 )
 
 
@@ -162,8 +164,8 @@ async def test_a_content_import_saves_valid_rows_like_the_editor_and_rejects_the
     editor = accounts["editor"]
     job = await imported(app, api, editor, "content", CONTENT_CSV)
     result = job["result"]
-    assert (result["rows"], result["imported"], result["rejected"]) == (9, 3, 6)
-    assert job["progress"] == 100 and job["progress_message"] == "3 imported, 6 rejected"
+    assert (result["rows"], result["imported"], result["rejected"]) == (11, 3, 8)
+    assert job["progress"] == 100 and job["progress_message"] == "3 imported, 8 rejected"
     reasons = reasons_by_line(job)
     assert reasons[6] == ["status: Choose one of draft, scheduled, published, archived."]
     assert reasons[7] == ["The same post address is also on line 8 of the file."]
@@ -176,6 +178,7 @@ async def test_a_content_import_saves_valid_rows_like_the_editor_and_rejects_the
         "title: Give it a title.",
         "slug: Use lowercase letters, digits and single dashes.",
     ]
+    assert reasons[13] == reasons[14] == ["title: Give it a title."]  # no address to share
     assert result["rejected_rows"][0]["values"]["status"] == "live"
 
     async with app.state.sessionmaker() as session:
@@ -345,7 +348,7 @@ async def test_the_admin_form_shows_a_refused_file_and_the_job_page_the_rejected
         job_id = int(good.headers["location"].rsplit("/", 1)[1])
         await run_until_done(app, job_id)
         detail = (await browser.get(good.headers["location"])).text
-        assert "9 read · 4 imported · 5 rejected" in detail and 'data-line="10"' in detail
+        assert "11 read · 4 imported · 7 rejected" in detail and 'data-line="10"' in detail
         assert "A scheduled row needs its publish time." in detail
         assert f"Download rejected-content-{job_id}.csv" in detail
         download = await browser.get(f"/admin/jobs/{job_id}/download")

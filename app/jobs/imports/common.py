@@ -42,7 +42,8 @@ class Importer(Generic[T]):
         raise NotImplementedError
 
     def key(self, item: T) -> tuple[str, Hashable]:
-        """What no two rows of a file may share: (its name for people, the value)."""
+        """What no two rows of a file may share: (its name for people, the value); an
+        empty value (nothing given to compare) is never a duplicate."""
         raise NotImplementedError
 
     async def conflicts(self, session: AsyncSession, items: list[T]) -> None:

@@ -96,7 +96,8 @@ class ContentImporter(Importer[NewEntry]):
         return moment
 
     def key(self, item: NewEntry) -> tuple[str, str]:
-        return (f"{item.data.kind} address", item.data.slug)
+        given = item.row.values.get("slug", "").strip() or item.row.values.get("title", "").strip()
+        return (f"{item.data.kind} address", item.data.slug if given else "")
 
     async def conflicts(self, session: AsyncSession, items: list[NewEntry]) -> None:
         for kind in {item.data.kind for item in items}:

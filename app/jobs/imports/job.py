@@ -105,10 +105,12 @@ def mark_duplicates(importer: Importer[Any], items: list[Any]) -> None:
     """Every row sharing its key with another row of the file is rejected, all of them:
     which one was meant is not for the import to guess."""
     lines: dict[Any, list[int]] = defaultdict(list)
-    for item in items:
-        lines[importer.key(item)].append(item.row.line)
-    for item in items:
-        (what, _), others = importer.key(item), lines[importer.key(item)]
+    keyed = [(item, importer.key(item)) for item in items]
+    keyed = [(item, key) for item, key in keyed if key[1]]  # none given: refused anyway
+    for item, key in keyed:
+        lines[key].append(item.row.line)
+    for item, (what, value) in keyed:
+        others = lines[(what, value)]
         if len(others) > 1:
             where = ", ".join(str(line) for line in others if line != item.row.line)
             item.row.reasons.append(f"The same {what} is also on line {where} of the file.")
