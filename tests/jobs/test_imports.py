@@ -366,3 +366,17 @@ async def test_the_upload_is_documented_in_the_openapi_schema(api: httpx.AsyncCl
     operation = schema["paths"]["/api/v1/jobs/import"]["post"]
     assert "multipart/form-data" in operation["requestBody"]["content"]
     assert "import_errors" in operation["description"]
+
+
+async def test_the_rejected_rows_file_can_be_fixed_and_uploaded_again(
+    app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    admin = accounts["admin"]
+    text = "email,name\nann@example.com,Ann\ncarl-at-example.com,=1+2\n"
+    first = await imported(app, api, admin, "users", text)
+    download = await api.get(f"/api/v1/jobs/{first['id']}/result", headers=bearer(app, admin))
+    assert download.text.splitlines()[1].startswith("carl-at-example.com,'=1+2,")  # escaped
+    fixed = download.text.replace("carl-at-example.com", "carl@example.com")
+    second = await imported(app, api, admin, "users", fixed)  # import_errors is ignored
+    assert (second["result"]["imported"], second["result"]["rejected"]) == (1, 0)
+    assert (await users_by_email(app))["carl@example.com"].display_name == "=1+2"
