@@ -180,7 +180,7 @@ INPUT_DIR = "input"
 
 
 def input_dir(settings: Settings, job_id: int) -> Path:
-    """Where the uploaded file a `from_upload` job starts from lives."""
+    """Where the uploaded file a `from_upload` job starts from lives (`ctx.input_dir`)."""
     return files_dir(settings) / str(job_id) / INPUT_DIR
 
 
@@ -240,9 +240,11 @@ class JobContext(Generic[P]):
         if not self.files and directory.is_dir():
             # an earlier attempt's files (or a reused id's) are not this run's; its input is
             for old in directory.iterdir():
-                if old.is_dir() and old.name != INPUT_DIR:
+                if old.name == INPUT_DIR:
+                    continue
+                if old.is_dir():
                     shutil.rmtree(old, ignore_errors=True)
-                elif not old.is_dir():
+                else:
                     old.unlink(missing_ok=True)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / safe
