@@ -134,6 +134,10 @@ class WorkerSettings:
     """JOB_FILES_DIR: folder inside VAR_DIR for job result files (exports, reports)."""
     export_retention_hours: int = 24
     """EXPORT_RETENTION_HOURS: how long export and report files stay downloadable."""
+    import_max_bytes: int = 5 * 1024 * 1024
+    """IMPORT_MAX_BYTES: the largest CSV file an `import` job accepts."""
+    import_max_rows: int = 5000
+    """IMPORT_MAX_ROWS: the most data rows an `import` CSV file may hold."""
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,10 @@ class Settings:
             job_modules=reader.items("JOB_MODULES"),
             files_dir=reader.text("JOB_FILES_DIR", "job-files"),
             export_retention_hours=reader.integer("EXPORT_RETENTION_HOURS", 24, minimum=1),
+            import_max_bytes=reader.integer(
+                "IMPORT_MAX_BYTES", 5 * 1024 * 1024, minimum=1024, maximum=100 * 1024 * 1024
+            ),
+            import_max_rows=reader.integer("IMPORT_MAX_ROWS", 5000, minimum=1, maximum=100_000),
         )
         auth = AuthSettings(
             session_idle_minutes=reader.integer("SESSION_IDLE_MINUTES", 30, minimum=1),

@@ -18,6 +18,9 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 MIN_LENGTH = 12
 MAX_LENGTH = 1024
 COMMON_PASSWORDS = Path(__file__).with_name("common-passwords.txt.gz")
+UNUSABLE_PASSWORD = "!"  # noqa: S105 (a marker no hash equals, not a password)
+"""The hash of an account whose password was never set (imported accounts): no password
+matches it, and checking one costs what checking an unknown user costs."""
 
 # OWASP (2024): argon2id with at least m=19 MiB, t=2, p=1.
 hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
@@ -59,7 +62,7 @@ class PasswordHashing:
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """Check `password`; with no hash (unknown user) a dummy check runs for equal timing."""
-        if password_hash is None:
+        if password_hash is None or password_hash == UNUSABLE_PASSWORD:
             if self._dummy is None:
                 self._dummy = await self.hash("keel-dummy-password-for-timing")
             password_hash = self._dummy

@@ -28,6 +28,7 @@ from app.content.services import (
     EntryInput,
     archive_entry,
     delete_entry,
+    entry_input,
     get_entry,
     get_revision,
     list_entries,
@@ -39,6 +40,7 @@ from app.content.services import (
     visible_to_public,
 )
 from app.core.db import DbSession
+from app.core.errors import only_if_valid
 from app.core.pagination import PageRequest
 from app.core.templating import Form, redirect, render, render_list
 
@@ -106,21 +108,8 @@ def _form_values(entry: Entry) -> dict[str, str]:
 
 def _entry_input(data: dict[str, str], kind: str) -> EntryInput:
     """What the editor's form describes; a nav order that is not a number is a ContentError."""
-    order = (data.get("nav_order") or "").strip()
-    try:
-        nav_order = int(order) if order else None
-    except ValueError:
-        raise ContentError("Enter a whole number, or leave it empty.", "nav_order") from None
-    return EntryInput(
-        kind=kind,
-        title=data.get("title", ""),
-        slug=data.get("slug", ""),
-        body_markdown=data.get("body_markdown", "").replace("\r\n", "\n"),
-        excerpt=data.get("excerpt", ""),
-        meta_description=data.get("meta_description", ""),
-        tags=[tag for tag in data.get("tags", "").split(",") if tag.strip()],
-        nav_order=nav_order,
-    )
+    entry, problem = entry_input(data, kind)
+    return only_if_valid(entry, [problem] if problem else [])
 
 
 def _publish_time(data: dict[str, str]) -> datetime | None:

@@ -155,9 +155,7 @@ class PageCache:
         """Everything cached is stale now, on every replica."""
         self._forget()
         try:
-            generation = await self.store.incr(GENERATION_KEY)
-            await self.store.publish(CHANNEL, str(generation))
-            self._adopt(generation)
+            self._adopt(await bump_generation(self.store))
         except StoreUnavailable as exc:
             self.degraded = True
             log.warning("cache invalidation not stored", extra={"error": repr(exc)})
@@ -266,6 +264,23 @@ def _decode(raw: bytes) -> CachedPage:
 
 
 PUBLIC_CHANGE = "public_content_changed"
+
+
+async def bump_generation(store: Store) -> int:
+    """Make every cached page stale on every replica: a new generation, published."""
+    generation = await store.incr(GENERATION_KEY)
+    await store.publish(CHANNEL, str(generation))
+    return generation
+
+
+async def announce_public_change(store: Store, session: object) -> None:
+    """After a commit outside a request (a job): what `PageCache.after_commit` does in one,
+    for a process that has no page cache of its own."""
+    if session.info.pop(PUBLIC_CHANGE, False):  # type: ignore[attr-defined]
+        try:
+            await bump_generation(store)
+        except StoreUnavailable as exc:
+            log.warning("cache invalidation not stored", extra={"error": repr(exc)})
 
 
 def mark_public_change(session: object) -> None:

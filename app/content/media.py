@@ -25,14 +25,14 @@ from uuid import UUID
 
 import anyio.to_thread
 from PIL import Image
-from sqlalchemy import event, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction
 
 from app.accounts.audit import Actor, record
 from app.accounts.models import User
 from app.content.models import Media
 from app.core.errors import DomainError
+from app.core.files import remove_files, remove_on_commit, remove_on_rollback
 from app.core.pagination import Page, PageRequest, paginate
 from app.system.settings import UPLOAD_MAX_BYTES
 
@@ -46,8 +46,6 @@ KINDS = ("image", "pdf")
 
 STORED_NAME = re.compile(r"^[0-9a-f]{32}\.(png|jpg|gif|webp|pdf)$")
 """The only names `/media/...` serves: what `store_upload` generates, nothing else."""
-
-_PENDING_KEY = "keel.media_files"
 
 
 class MediaError(DomainError):
@@ -233,7 +231,7 @@ async def store_upload(
             raise MediaError("The file is empty.", "file")
         found = await anyio.to_thread.run_sync(inspect_file, temp_path)
         final_path = _move_into_place(temp_path, media_dir, found.type.extension)
-        _remove_on_rollback(session, final_path)
+        remove_on_rollback(session, final_path)
         media = Media(
             original_name=display_name(filename),
             stored_name=final_path.name,
@@ -247,7 +245,7 @@ async def store_upload(
         session.add(media)
         await session.flush()
     except BaseException:
-        _remove([temp_path] if final_path is None else [temp_path, final_path])
+        remove_files([temp_path] if final_path is None else [temp_path, final_path])
         raise
     record(
         session,
@@ -308,7 +306,7 @@ async def delete_media(
     path = stored_path(media_dir, media)
     await session.delete(media)
     await session.flush()
-    _remove_on_commit(session, path)
+    remove_on_commit(session, path)
     record(
         session,
         actor,
@@ -349,40 +347,3 @@ async def list_media(
     )
     found = await paginate(session, statement, page, rows=True)
     return found.map(lambda row: ListedMedia(row[0], row[1]))
-
-
-# Files follow their rows: a session remembers which files to remove when its
-# transaction commits (deleted media) and which when it does not (new uploads).
-
-
-def _pending(session: AsyncSession) -> dict[str, list[Path]]:
-    return session.info.setdefault(_PENDING_KEY, {"commit": [], "rollback": []})
-
-
-def _remove_on_rollback(session: AsyncSession, path: Path) -> None:
-    _pending(session)["rollback"].append(path)
-
-
-def _remove_on_commit(session: AsyncSession, path: Path) -> None:
-    _pending(session)["commit"].append(path)
-
-
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
-
-
-@event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    pending = session.info.pop(_PENDING_KEY, None)
-    if pending:
-        _remove(pending["commit"])
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is not None or transaction.nested:
-        return
-    pending = session.info.pop(_PENDING_KEY, None)
-    if pending:  # the transaction ended without a commit
-        _remove(pending["rollback"])

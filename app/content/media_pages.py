@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 from uuid import UUID
 
 import anyio
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State, UploadFile
-from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
-from litestar.params import Body, FromPath, FromQuery
+from litestar.params import FromPath, FromQuery
 from litestar.response import File
 
 from app.accounts import guards
@@ -35,12 +34,11 @@ from app.content.media import (
 )
 from app.core.db import DbSession
 from app.core.pagination import PageRequest
-from app.core.templating import redirect, render
+from app.core.templating import MultipartForm, redirect, render
 from app.system.settings import read_setting
 
 PER_PAGE = 24
 ONE_YEAR = 365 * 24 * 3600
-MultipartForm = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
 KINDS = (("", "Images and PDFs"), ("image", "Images"), ("pdf", "PDFs"))
 NOTICES = {
     "uploaded": "The file was uploaded.",

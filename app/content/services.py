@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from app.accounts.models import User
 from app.content.cache import VIEWS_PREFIX, mark_public_change
 from app.content.markdown import plain_text, render_markdown
 from app.content.models import Entry, Kind, Revision, Status, Tag
-from app.core.errors import DomainError
+from app.core.errors import DomainError, only_if_valid
 from app.core.pagination import Page, PageRequest, paginate
 from app.core.store import Store
 
@@ -102,31 +103,38 @@ class EntryInput:
     nav_order: int | None = None
 
 
-def _validated(data: EntryInput) -> EntryInput:
+def check_entry(data: EntryInput) -> tuple[EntryInput, list[ContentError]]:
+    """The entry's fields cleaned, and every rule they break (none: the list is empty)."""
+    problems: list[ContentError] = []
     if data.kind not in (Kind.page.value, Kind.post.value):
-        raise ContentError("Choose page or post.", "kind")
+        problems.append(ContentError("Choose page or post.", "kind"))
     title = data.title.strip()
     if not title:
-        raise ContentError("Give it a title.", "title")
+        problems.append(ContentError("Give it a title.", "title"))
     if len(title) > 200:
-        raise ContentError("Use at most 200 characters.", "title")
+        problems.append(ContentError("Use at most 200 characters.", "title"))
     slug = data.slug.strip().lower() or slugify(title)
     if not SLUG.match(slug) or len(slug) > 120:
-        raise ContentError("Use lowercase letters, digits and single dashes.", "slug")
-    if data.kind == Kind.page.value and slug in RESERVED_PAGE_SLUGS:
-        raise ContentError("This address is used by the site itself; choose another.", "slug")
+        problems.append(ContentError("Use lowercase letters, digits and single dashes.", "slug"))
+    elif data.kind == Kind.page.value and slug in RESERVED_PAGE_SLUGS:
+        problems.append(
+            ContentError("This address is used by the site itself; choose another.", "slug")
+        )
     if len(data.body_markdown) > 200_000:
-        raise ContentError("The text is too long (200,000 characters at most).", "body_markdown")
-    tags = []
+        problems.append(
+            ContentError("The text is too long (200,000 characters at most).", "body_markdown")
+        )
+    tags: list[str] = []
     for raw in data.tags:
         name = raw.strip()
         if name and name.lower() not in {t.lower() for t in tags}:
             if len(name) > 64:
-                raise ContentError("Tags are at most 64 characters.", "tags")
-            if any(unicodedata.category(char) == "Cc" for char in name):
-                raise ContentError("Tags cannot contain control characters.", "tags")
-            tags.append(name)
-    return EntryInput(
+                problems.append(ContentError("Tags are at most 64 characters.", "tags"))
+            elif any(unicodedata.category(char) == "Cc" for char in name):
+                problems.append(ContentError("Tags cannot contain control characters.", "tags"))
+            else:
+                tags.append(name)
+    cleaned = EntryInput(
         kind=data.kind,
         title=title,
         slug=slug,
@@ -136,6 +144,36 @@ def _validated(data: EntryInput) -> EntryInput:
         tags=tags[:20],
         nav_order=data.nav_order if data.kind == Kind.page.value else None,
     )
+    return cleaned, problems
+
+
+def _validated(data: EntryInput) -> EntryInput:
+    cleaned, problems = check_entry(data)
+    return only_if_valid(cleaned, problems)
+
+
+def entry_input(
+    fields: Mapping[str, str], kind: str, body: str = "body_markdown"
+) -> tuple[EntryInput, ContentError | None]:
+    """What text fields describe (the editor's form, a CSV row; the Markdown under `body`,
+    tags separated by commas), and the problem of a nav order that is not a number."""
+    order = (fields.get("nav_order") or "").strip()
+    problem, nav_order = None, None
+    try:
+        nav_order = int(order) if order else None
+    except ValueError:
+        problem = ContentError("Enter a whole number, or leave it empty.", "nav_order")
+    data = EntryInput(
+        kind=kind,
+        title=fields.get("title", ""),
+        slug=fields.get("slug", ""),
+        body_markdown=fields.get(body, "").replace("\r\n", "\n"),
+        excerpt=fields.get("excerpt", ""),
+        meta_description=fields.get("meta_description", ""),
+        tags=[tag for tag in fields.get("tags", "").split(",") if tag.strip()],
+        nav_order=nav_order,
+    )
+    return data, problem
 
 
 async def _tags(session: AsyncSession, names: list[str]) -> list[Tag]:
@@ -150,14 +188,30 @@ async def _tags(session: AsyncSession, names: list[str]) -> list[Tag]:
     return found
 
 
+async def taken_slugs(
+    session: AsyncSession, kind: str, slugs: Collection[str], exclude: UUID | None = None
+) -> set[str]:
+    """Which of these addresses other entries of `kind` use already."""
+    taken: set[str] = set()
+    left = sorted(set(slugs))
+    while left:  # in chunks: SQLite limits bound parameters
+        some, left = left[:500], left[500:]
+        query = select(Entry.slug).where(Entry.kind == kind, Entry.slug.in_(some))
+        if exclude is not None:
+            query = query.where(Entry.id != exclude)
+        taken.update(await session.scalars(query))
+    return taken
+
+
+def slug_taken(kind: str) -> ContentError:
+    return ContentError(f"Another {kind} already uses this address.", "slug", status=409)
+
+
 async def _ensure_free_slug(
     session: AsyncSession, kind: str, slug: str, exclude: UUID | None
 ) -> None:
-    query = select(Entry.id).where(Entry.kind == kind, Entry.slug == slug)
-    if exclude is not None:
-        query = query.where(Entry.id != exclude)
-    if await session.scalar(query) is not None:
-        raise ContentError(f"Another {kind} already uses this address.", "slug", status=409)
+    if await taken_slugs(session, kind, [slug], exclude):
+        raise slug_taken(kind)
 
 
 async def save_entry(
@@ -186,11 +240,8 @@ async def save_entry(
     entry.nav_order = data.nav_order
     try:
         await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise ContentError(
-            f"Another {data.kind} already uses this address.", "slug", status=409
-        ) from None
+    except IntegrityError:  # a concurrent save took the address; the caller rolls back
+        raise slug_taken(data.kind) from None
     session.add(
         Revision(
             entry_id=entry.id,

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from litestar import MediaType, Request, Response
@@ -36,6 +37,9 @@ class ServiceUnavailable(HTTPException):
         super().__init__(detail=detail, headers={"Retry-After": str(retry_after)})
 
 
+T = TypeVar("T")
+
+
 class DomainError(Exception):
     """A business rule said no. Services raise it; the API answers it as a problem body
     with `status`, pages catch it and show `message` beside `field`."""
@@ -55,6 +59,14 @@ class DomainError(Exception):
         self.headers = headers or {}
         if status is not None:
             self.status = status
+
+
+def only_if_valid(value: T, problems: Sequence[DomainError]) -> T:
+    """`value`, or the first of `problems` raised (for services that check every rule at
+    once, and callers that show one message)."""
+    if problems:
+        raise problems[0]
+    return value
 
 
 def is_machine_path(path: str) -> bool:

@@ -6,7 +6,7 @@ from advanced_alchemy.base import metadata_registry
 
 from app.accounts.models import ApiKey, AuditEntry, User
 from app.content.models import Entry, Media, Revision, Tag, entry_tags
-from app.jobs.models import Job, JobSchedule
+from app.jobs.models import ImportRun, Job, JobSchedule
 from app.notifications.models import MailMessage, Notification
 from app.system.models import SystemSetting
 
@@ -16,6 +16,7 @@ __all__ = (
     "ApiKey",
     "AuditEntry",
     "Entry",
+    "ImportRun",
     "Job",
     "JobSchedule",
     "MailMessage",

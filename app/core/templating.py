@@ -95,6 +95,8 @@ def create_template_config(settings: Settings) -> TemplateConfig[JinjaTemplateEn
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 """A handler's `data` annotation for an HTML form post."""
+MultipartForm = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
+"""A handler's `data` annotation for an HTML form post with files (values or UploadFile)."""
 
 
 def redirect(location: str, cookie: Cookie | None = None) -> Response[bytes]:

@@ -3,11 +3,13 @@ for who may do what)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
-from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.datastructures import State, UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, FromQuery, JSONBody
 from litestar.response import File
 
 from app.accounts import guards
@@ -20,6 +22,39 @@ from app.jobs.schemas import JobCreate, JobOut, JobTypeOut
 from app.settings import Settings
 
 NO_STORE = {"Cache-Control": "no-store"}
+
+
+@dataclass
+class ImportUpload:
+    kind: str
+    """`users` or `content`."""
+    file: UploadFile
+    """The CSV file."""
+
+
+IMPORT_DESCRIPTION = (
+    "Multipart: `kind` (`users` or `content`) and `file`, a CSV file in UTF-8 (a BOM is "
+    "fine) of at most IMPORT_MAX_BYTES (413 above) and IMPORT_MAX_ROWS rows, whose header "
+    "names known columns (422 otherwise, as problem details). Users: `email` (required), "
+    "`name`, `role` (viewer when empty), `active` (yes/no). Content: `kind` (page|post) and "
+    "`title` (required), `slug`, `body` (Markdown), `excerpt`, `meta_description`, `tags` "
+    "(comma-separated), `status` (draft|published|scheduled|archived), `publish_at` (ISO "
+    "8601, UTC without an offset; required for scheduled), `nav_order`. Editors and admins; "
+    "an editor's rows with the admin role are rejected. The job's result counts `rows`, "
+    "`imported` and `rejected` and lists every rejected row (`line`, `values`, `reasons`); "
+    "its result file holds those rows with an `import_errors` column, to fix and upload again."
+)
+
+UPLOAD_BODY_LIMIT = 101 * 1024 * 1024
+"""Above IMPORT_MAX_BYTES' own maximum: the service answers a clear 413 below this."""
+
+
+async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
+    """The uploaded file, read up to one byte past IMPORT_MAX_BYTES (enough to refuse it)."""
+    try:
+        return await upload.read(settings.worker.import_max_bytes + 1)
+    finally:
+        await upload.close()
 
 
 class JobsController(Controller):
@@ -63,6 +98,34 @@ class JobsController(Controller):
             data.type,
             data.payload,
             data.priority,
+        )
+        return JobOut.of(job)
+
+    @post(
+        "/import",
+        name="api:jobs:import",
+        status_code=201,
+        summary="Import users or content from a CSV file",
+        description=IMPORT_DESCRIPTION,
+        request_max_body_size=UPLOAD_BODY_LIMIT,
+    )
+    async def create_import(
+        self,
+        request: Request,
+        state: State,
+        db_session: DbSession,
+        data: Annotated[ImportUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
+    ) -> JobOut:
+        """Enqueue an `import` job from an uploaded CSV file (see IMPORT_DESCRIPTION)."""
+        job = await services.submit_import(
+            db_session,
+            state.settings,
+            Actor.from_connection(request),
+            request.scope["user"],
+            data.kind,
+            await read_upload(data.file, state.settings),
+            data.file.filename,
+            str(request.base_url),
         )
         return JobOut.of(job)
 

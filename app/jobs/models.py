@@ -1,4 +1,5 @@
-"""Tables of the jobs domain: the durable queue (`jobs`) and periodic ticks (`job_schedules`)."""
+"""Tables of the jobs domain: the durable queue (`jobs`), periodic ticks (`job_schedules`)
+and the outcome of each import that committed (`import_runs`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import AdvancedDeclarativeBase
 from advanced_alchemy.types import GUID, BigIntIdentity, DateTimeUTC, JsonB
-from sqlalchemy import ForeignKey, Index, Integer, SmallInteger, String, Text, text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, SmallInteger, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 
@@ -103,3 +104,16 @@ class JobSchedule(AdvancedDeclarativeBase):
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     last_tick: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class ImportRun(AdvancedDeclarativeBase):
+    """An `import` job whose rows committed, with its outcome, written in the same
+    transaction as the rows: a second run of the job finds it and imports nothing again."""
+
+    __tablename__ = "import_runs"
+
+    job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    outcome: Mapped[dict[str, Any]] = mapped_column(JsonB)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))

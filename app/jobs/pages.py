@@ -8,21 +8,22 @@ import time
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
+from litestar.datastructures import State, UploadFile
 from litestar.params import FromPath, FromQuery
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import File
 
 from app.accounts import guards
 from app.accounts.audit import Actor
+from app.content.media import human_size
 from app.core.db import DbSession
 from app.core.errors import DomainError
 from app.core.pagination import PageRequest
-from app.core.templating import Form, redirect, render, render_list
+from app.core.templating import Form, MultipartForm, redirect, render, render_list
 from app.jobs import services
-from app.jobs.api import result_download
+from app.jobs.api import UPLOAD_BODY_LIMIT, read_upload, result_download
 from app.jobs.models import FINISHED
-from app.jobs.registry import job_types
+from app.jobs.registry import job_type, job_types
 from app.jobs.worker import list_workers
 
 PER_PAGE = 25
@@ -66,6 +67,8 @@ class JobsAdminController(Controller):
         page: int | None,
         form: dict[str, str] | None = None,
         errors: dict[str, str] | None = None,
+        import_form: dict[str, str] | None = None,
+        import_errors: dict[str, str] | None = None,
     ) -> Response[str]:
         user = request.scope["user"]
         params = {k: v for k, v in params.items() if v}
@@ -83,15 +86,20 @@ class JobsAdminController(Controller):
             "filter_error": filter_error,
             "statuses": services.STATUSES,
             "all_types": [kind.name for kind in job_types()],
-            "runnable": services.runnable_types(user),
+            "runnable": services.runnable_types(user, uploads=False),
+            "may_import": user.has(job_type("import").role),
             "form": form or {"payload": "{}", "priority": "0"},
             "errors": errors or {},
+            "import_form": import_form or {},
+            "import_errors": import_errors or {},
+            "import_limits": state.settings.worker,
+            "import_max_size": human_size(state.settings.worker.import_max_bytes),
             "workers": await list_workers(state.store),
             "queues": await services.queue_figures(db_session),
             "finished": FINISHED,
             "now": time.time(),
         }
-        invalid = bool(filter_error or errors)
+        invalid = bool(filter_error or errors or import_errors)
         if request.htmx and request.htmx.trigger == POLL_TRIGGER:
             return render(request, "jobs/list.html", context, block="results")
         return render_list(
@@ -132,6 +140,42 @@ class JobsAdminController(Controller):
             response = await self._list_page(request, state, db_session, {}, None, form, errors)
             response.status_code = 400
             return response
+        return redirect(request.app.route_reverse("admin:job", job_id=job.id))
+
+    @post("/import", name="admin:jobs:import", request_max_body_size=UPLOAD_BODY_LIMIT)
+    async def create_import(
+        self, request: HTMXRequest, state: State, db_session: DbSession, data: MultipartForm
+    ) -> Response[Any]:
+        """Upload a CSV file as a new import job; a refused file shows the form again with
+        the reason beside its field."""
+        kind = data.get("kind") if isinstance(data.get("kind"), str) else ""
+        upload = data.get("file")
+        try:
+            if not isinstance(upload, UploadFile) or not upload.filename:
+                raise services.JobInputError("Choose a CSV file to upload.", "file")
+            job = await services.submit_import(
+                db_session,
+                state.settings,
+                Actor.from_connection(request),
+                request.scope["user"],
+                kind,
+                await read_upload(upload, state.settings),
+                upload.filename,
+                str(request.base_url),
+            )
+        except DomainError as exc:
+            await db_session.rollback()
+            if exc.status == 403:
+                raise
+            errors = {exc.field or "form": exc.message}
+            response = await self._list_page(
+                request, state, db_session, {}, None, None, None, {"kind": kind}, errors
+            )
+            response.status_code = 413 if exc.status == 413 else 400
+            return response
+        finally:
+            if isinstance(upload, UploadFile):
+                await upload.close()
         return redirect(request.app.route_reverse("admin:job", job_id=job.id))
 
     @get("/{job_id:int}", name="admin:job")

@@ -23,6 +23,11 @@ Declaring a job type (the whole API another domain needs)::
   second run does not repeat them (the job id is a good key).
 - Raise `JobFailed` for a permanent failure (no retry); any other exception is retried
   with exponential backoff until `max_attempts`, then the job is `dead`.
+- Write with `async with ctx.transaction() as session:`: it commits at the end of the
+  block and then, like a request, wakes workers for jobs enqueued in it and drops cached
+  public pages when it changed what visitors see (`mark_public_change`).
+- A type declared with `from_upload=True` starts from a file uploaded with the request
+  that enqueues it (`import`); the file lives in `ctx.input_dir`, which `attach` keeps.
 - The module declaring handlers must be imported by the worker: built-in modules are
   listed in `BUILTIN_MODULES`, others in the JOB_MODULES setting.
 """
@@ -31,7 +36,8 @@ from __future__ import annotations
 
 import importlib
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -50,6 +56,7 @@ P = TypeVar("P")
 BUILTIN_MODULES = (
     "app.jobs.cleanup",
     "app.jobs.exports",
+    "app.jobs.imports",
     "app.jobs.reports",
     "app.notifications.jobs",
 )
@@ -82,6 +89,9 @@ class JobType:
     """A stricter role for some payloads (the parsed payload in, the role needed out)."""
     expiring_files: bool = False
     """Its result files expire after EXPORT_RETENTION_HOURS (downloads answer 410 after)."""
+    from_upload: bool = False
+    """Its jobs start from an uploaded file, through their own route: the generic enqueue
+    (a payload alone) refuses the type."""
     description: str = ""
 
     def required_role(self, payload: object) -> Role:
@@ -122,6 +132,7 @@ def job_handler(
     role: Role = Role.admin,
     role_for: Callable[[Any], Role] | None = None,
     expiring_files: bool = False,
+    from_upload: bool = False,
 ) -> Callable[[Callable[[JobContext[Any]], Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Declare the handler of job type `name` (see the module docstring)."""
 
@@ -138,6 +149,7 @@ def job_handler(
             role=role,
             role_for=role_for,
             expiring_files=expiring_files,
+            from_upload=from_upload,
             description=(run.__doc__ or "").strip().split("\n")[0],
         )
         return run
@@ -161,6 +173,15 @@ def job_types() -> list[JobType]:
 def files_dir(settings: Settings) -> Path:
     """Where result files live: `<VAR_DIR>/<JOB_FILES_DIR>/<job id>/`; app and workers share it."""
     return settings.app.var_dir / settings.worker.files_dir
+
+
+INPUT_DIR = "input"
+"""The folder, inside a job's files folder, holding the file it was started from."""
+
+
+def input_dir(settings: Settings, job_id: int) -> Path:
+    """Where the uploaded file a `from_upload` job starts from lives (`ctx.input_dir`)."""
+    return files_dir(settings) / str(job_id) / INPUT_DIR
 
 
 def load_job_modules(extra: tuple[str, ...] = ()) -> None:
@@ -189,6 +210,23 @@ class JobContext(Generic[P]):
     files: list[dict[str, Any]] = field(default_factory=list)
     mail: MailSettings = field(default_factory=MailSettings)
     """Where e-mail goes (SMTP_URL, MAIL_FROM), for handlers that send it."""
+    after_commit: tuple[Callable[[AsyncSession], Awaitable[None]], ...] = ()
+    """What runs after `transaction()` commits (wake-ups, page cache invalidation)."""
+
+    @property
+    def input_dir(self) -> Path:
+        """The uploaded file(s) a `from_upload` job starts from."""
+        return self.files_dir / str(self.job_id) / INPUT_DIR
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits when the block ends (rolls back on an
+        error); after the commit, the worker's hooks run as a request's would."""
+        async with self.sessionmaker() as session:
+            async with session.begin():
+                yield session
+            for hook in self.after_commit:
+                await hook(session)
 
     async def progress(self, percent: float, message: str = "") -> None:
         """Record progress (0-100) and renew the lease; raises JobCancelled when the job was
@@ -199,8 +237,15 @@ class JobContext(Generic[P]):
         """Store a result file the requester can download (one per job is shown)."""
         safe = Path(name).name or "result"
         directory = self.files_dir / str(self.job_id)
-        if not self.files:  # an earlier attempt's files (or a reused id's) are not this run's
-            shutil.rmtree(directory, ignore_errors=True)
+        if not self.files and directory.is_dir():
+            # an earlier attempt's files (or a reused id's) are not this run's; its input is
+            for old in directory.iterdir():
+                if old.name == INPUT_DIR:
+                    continue
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink(missing_ok=True)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / safe
         path.write_bytes(data.encode() if isinstance(data, str) else data)

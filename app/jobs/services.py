@@ -3,7 +3,8 @@ may run which type, cancel, retry and download, and the audit entry for each cha
 
 Viewers (and anyone below admin) see the jobs they created; admins see every job. A
 type's `role` says who may enqueue it; cancelling and retrying need that role too, and
-only admins may touch other people's jobs.
+only admins may touch other people's jobs. Imports start from an upload (`submit_import`)
+instead of a payload alone.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.audit import Actor, record
 from app.accounts.identity import CurrentUser
 from app.accounts.models import Role
+from app.content.media import human_size
 from app.core.errors import DomainError
+from app.core.files import remove_on_rollback
 from app.core.pagination import Page, PageRequest, paginate
 from app.jobs import queue
+from app.jobs.imports import IMPORTERS, INPUT_NAME, ImportFileError, read_csv
 from app.jobs.models import Job, JobStatus
-from app.jobs.registry import JobInputError, JobType, files_dir, job_type, job_types
+from app.jobs.registry import JobInputError, JobType, files_dir, input_dir, job_type, job_types
 from app.settings import Settings
 
 STATUSES = tuple(status.value for status in JobStatus)
@@ -40,9 +44,12 @@ class JobForbidden(DomainError):
     status = 403
 
 
-def runnable_types(user: CurrentUser) -> list[JobType]:
-    """The job types `user` may enqueue, by name."""
-    return [kind for kind in job_types() if user.has(kind.role)]
+def runnable_types(user: CurrentUser, *, uploads: bool = True) -> list[JobType]:
+    """The job types `user` may enqueue, by name (without `uploads`: only those that start
+    from a payload alone, as the generic form offers)."""
+    return [
+        kind for kind in job_types() if user.has(kind.role) and (uploads or not kind.from_upload)
+    ]
 
 
 @dataclass(frozen=True)
@@ -102,10 +109,61 @@ async def submit_job(
 ) -> Job:
     """Enqueue a job for `user` (it commits with the request) and audit it."""
     kind = _may_run(user, type_name, payload)
+    if kind.from_upload:
+        raise JobInputError(
+            f"{kind.name} jobs start from an uploaded file: use the import form, or POST "
+            "the file to /api/v1/jobs/import (multipart).",
+            "type",
+            status=422,
+        )
     if not -100 <= priority <= 100:
         raise JobInputError("Priority must be between -100 and 100.", "priority")
     job_id = await queue.enqueue(session, kind.name, payload, priority=priority, created_by=user.id)
     record(session, actor, "job.enqueue", "job", job_id, type=kind.name)
+    return await visible_job(session, user, job_id)
+
+
+async def submit_import(
+    session: AsyncSession,
+    settings: Settings,
+    actor: Actor,
+    user: CurrentUser,
+    kind: str,
+    upload: bytes,
+    filename: str | None,
+    base_url: str,
+) -> Job:
+    """Check an uploaded CSV file (encoding, size, header, row count), store it as the
+    input of a new `import` job enqueued in the caller's transaction (the file goes if
+    that rolls back), and audit it. `upload` may be one byte over IMPORT_MAX_BYTES (read
+    with a limit): it is refused then."""
+    importer = IMPORTERS.get(kind)
+    if importer is None:
+        raise JobInputError("Choose users or content.", "kind", status=422)
+    payload = {"kind": kind, "filename": Path(filename or "").name[:255], "base_url": base_url}
+    _may_run(user, "import", payload)
+    limits = settings.worker
+    if len(upload) > limits.import_max_bytes:
+        size = human_size(limits.import_max_bytes)
+        raise ImportFileError(f"The file is larger than the import limit of {size}.", status=413)
+    payload["rows"] = len(read_csv(upload, importer.columns, limits.import_max_rows).rows)
+    job_id = await queue.enqueue(session, "import", payload, created_by=user.id)
+    folder = input_dir(settings, job_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / INPUT_NAME
+    path.write_bytes(upload)
+    remove_on_rollback(session, path)
+    record(
+        session,
+        actor,
+        "job.enqueue",
+        "job",
+        job_id,
+        type="import",
+        kind=kind,
+        filename=payload["filename"],
+        rows=payload["rows"],
+    )
     return await visible_job(session, user, job_id)
 
 

@@ -20,10 +20,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.content.cache import announce_public_change
 from app.core.db import is_unavailable
 from app.core.store import Store, StoreUnavailable
 from app.jobs import queue
@@ -264,6 +266,10 @@ class Worker:
             report=lambda percent, message: self._report(job, percent, message),
             file_retention=timedelta(hours=self.config.export_retention_hours),
             mail=self.settings.mail,
+            after_commit=(
+                partial(queue.wake_workers, self.store),
+                partial(announce_public_change, self.store),
+            ),
         )
         deadline = asyncio.timeout(kind.timeout)
         try:

@@ -18,6 +18,7 @@ from app.accounts.services import (
     consume_password_reset,
     find_password_reset,
     request_password_reset,
+    reset_link,
 )
 from app.accounts.throttle import Throttled
 from app.core.db import DbSession
@@ -29,8 +30,7 @@ TEMPLATE = "accounts/reset.html"
 
 def reset_link_url(request: Request, token: str) -> str:
     """The absolute address of a reset link, on the host the admin or API client used."""
-    path = request.app.route_reverse("accounts:reset", token=token)
-    return str(request.base_url).rstrip("/") + path
+    return reset_link(str(request.base_url), token)
 
 
 def _link_invalid(request: Request) -> Response[str]:

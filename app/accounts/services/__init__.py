@@ -13,6 +13,8 @@ from app.accounts.services.passwords import (
     create_password_reset,
     find_password_reset,
     request_password_reset,
+    reset_link,
+    send_password_setup,
     set_password,
 )
 from app.accounts.services.sign_in import (
@@ -74,7 +76,9 @@ __all__ = (
     "list_users",
     "register_user",
     "request_password_reset",
+    "reset_link",
     "send_address_verification",
+    "send_password_setup",
     "set_password",
     "sign_in_with_password",
     "update_user",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -17,7 +17,7 @@ from app.accounts.passwords import PasswordHashing, PasswordRuleError, check_pas
 from app.accounts.services.users import AccountError, can_manage, find_by_login
 from app.accounts.throttle import Throttled
 from app.core.store import Store
-from app.jobs.queue import enqueue
+from app.jobs.queue import enqueue, enqueue_many
 
 
 async def change_password(
@@ -66,25 +66,69 @@ def _reset_key(token: str) -> str:
 
 
 async def create_password_reset(
-    session: AsyncSession, store: Store, actor: Actor, actor_role: Role, user: User
+    session: AsyncSession,
+    store: Store,
+    actor: Actor,
+    actor_role: Role,
+    user: User,
+    ttl: int = RESET_LINK_SECONDS,
 ) -> str:
-    """A one-time link token for `user` (valid one hour); only its hash is stored."""
+    """A one-time link token for `user` (valid `ttl` seconds, an hour by default); only its
+    hash is stored."""
     if actor.user_id != user.id and not can_manage(actor_role, user.role_level):
         raise AccountError("You cannot reset this account's password.", None, 403)
     if not user.is_active:
         raise AccountError("This account is deactivated; reactivate it first.", None, 409)
     token = secrets.token_urlsafe(32)
     ticket = {"user_id": str(user.id), "auth_version": user.auth_version}
-    await store.set(_reset_key(token), json.dumps(ticket), ttl=RESET_LINK_SECONDS)
-    record(
-        session,
-        actor,
-        "user.password_reset_link_created",
-        "user",
-        user.id,
-        expires_in=RESET_LINK_SECONDS,
-    )
+    await store.set(_reset_key(token), json.dumps(ticket), ttl=ttl)
+    record(session, actor, "user.password_reset_link_created", "user", user.id, expires_in=ttl)
     return token
+
+
+def reset_link(base_url: str, token: str) -> str:
+    """The absolute address of a one-time link on the site at `base_url` (the `/reset/`
+    page, `app.accounts.pages.reset`)."""
+    return f"{base_url.rstrip('/')}/reset/{token}"
+
+
+SETUP_LINK_SECONDS = 3 * 24 * 3600
+"""How long the "set your password" link of an imported account works."""
+SETUP_MAIL_SUBJECT = "Set your password"
+
+
+async def send_password_setup(
+    session: AsyncSession,
+    store: Store,
+    actor: Actor,
+    actor_role: Role,
+    users: Sequence[User],
+    base_url: str,
+) -> list[int]:
+    """E-mail each (new, active) account a one-time link to set its first password, valid
+    SETUP_LINK_SECONDS: one `notify` job each, enqueued in the caller's transaction, so the
+    mail goes exactly when the accounts commit. Returns the job ids."""
+    payloads = []
+    for user in users:
+        token = await create_password_reset(
+            session, store, actor, actor_role, user, ttl=SETUP_LINK_SECONDS
+        )
+        body = (
+            f"{actor.name} created an account for you: {user.username} ({user.email}).\n\n"
+            f"Choose its password here within three days (the link works once):\n"
+            f"{reset_link(base_url, token)}\n\n"
+            "If you did not expect this, ignore this message: nobody can sign in to the "
+            "account until a password is set.\n"
+        )
+        payloads.append(
+            {
+                "user_id": str(user.id),
+                "subject": SETUP_MAIL_SUBJECT,
+                "body": body,
+                "kind": "password_setup",
+            }
+        )
+    return await enqueue_many(session, "notify", payloads)
 
 
 async def find_password_reset(session: AsyncSession, store: Store, token: str) -> User:

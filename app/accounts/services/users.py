@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -13,8 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.audit import Actor, record
 from app.accounts.models import ASSIGNABLE_ROLES, Role, User
-from app.accounts.passwords import PasswordHashing, PasswordRuleError, check_password_rules
-from app.core.errors import DomainError
+from app.accounts.passwords import (
+    UNUSABLE_PASSWORD,
+    PasswordHashing,
+    PasswordRuleError,
+    check_password_rules,
+)
+from app.core.errors import DomainError, only_if_valid
 from app.core.pagination import Page, PageRequest, paginate
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
@@ -34,60 +40,110 @@ class NewUser:
     display_name: str = ""
 
 
-def validate_new_user(data: NewUser) -> NewUser:
+def check_new_user(data: NewUser, *, password: bool = True) -> tuple[NewUser, list[AccountError]]:
+    """The new account's fields cleaned, and every rule they break (none: the list is
+    empty). `password=False` skips the password rules: an imported account gets none."""
     email = data.email.strip().lower()
     username = data.username.strip()
+    problems: list[AccountError] = []
     if not EMAIL.match(email) or len(email) > 320:
-        raise AccountError("Enter a valid e-mail address.", "email")
+        problems.append(AccountError("Enter a valid e-mail address.", "email"))
     if not USERNAME.match(username):
-        raise AccountError(
-            "Use 3-64 letters, digits, dots, dashes or underscores; start with a letter or digit.",
-            "username",
+        problems.append(
+            AccountError(
+                "Use 3-64 letters, digits, dots, dashes or underscores; start with a letter or"
+                " digit.",
+                "username",
+            )
         )
     try:
         role = Role.parse(data.role)
+        if role not in ASSIGNABLE_ROLES:
+            raise ValueError(role)
     except ValueError:
-        raise AccountError("Choose viewer, editor or admin.", "role") from None
-    if role not in ASSIGNABLE_ROLES:
-        raise AccountError("Choose viewer, editor or admin.", "role")
-    try:
-        check_password_rules(data.password, username=username, email=email)
-    except PasswordRuleError as exc:
-        raise AccountError(str(exc), "password") from None
-    return NewUser(email, username, data.password, role.name, data.display_name.strip()[:120])
+        role = Role.viewer
+        problems.append(AccountError("Choose viewer, editor or admin.", "role"))
+    if password:
+        try:
+            check_password_rules(data.password, username=username, email=email)
+        except PasswordRuleError as exc:
+            problems.append(AccountError(str(exc), "password"))
+    cleaned = NewUser(email, username, data.password, role.name, data.display_name.strip()[:120])
+    return cleaned, problems
+
+
+def validate_new_user(data: NewUser) -> NewUser:
+    """The new account's fields cleaned, or the first rule they break as AccountError."""
+    cleaned, problems = check_new_user(data)
+    return only_if_valid(cleaned, problems)
+
+
+def may_create(actor_role: Role, role: Role) -> bool:
+    """Whether someone with `actor_role` may create an account with `role`."""
+    return _can_manage(actor_role, role) and role <= actor_role
 
 
 async def users_exist(session: AsyncSession) -> bool:
     return await session.scalar(select(User.id).limit(1)) is not None
 
 
+async def taken_logins(
+    session: AsyncSession,
+    emails: Collection[str],
+    usernames: Collection[str],
+    exclude: UUID | None = None,
+) -> tuple[set[str], set[str]]:
+    """Which of these e-mail addresses and usernames accounts use already (lowercased)."""
+    wanted_emails = {e.lower() for e in emails}
+    wanted_names = {u.lower() for u in usernames}
+    taken_emails: set[str] = set()
+    taken_names: set[str] = set()
+    emails_left, names_left = sorted(wanted_emails), sorted(wanted_names)
+    while emails_left or names_left:  # in chunks: SQLite limits bound parameters
+        some_emails, emails_left = emails_left[:500], emails_left[500:]
+        some_names, names_left = names_left[:500], names_left[500:]
+        query = select(User.email, User.username).where(
+            or_(func.lower(User.email).in_(some_emails), func.lower(User.username).in_(some_names))
+        )
+        if exclude is not None:
+            query = query.where(User.id != exclude)
+        for email, username in (await session.execute(query)).all():
+            taken_emails |= {email.lower()} & wanted_emails
+            taken_names |= {username.lower()} & wanted_names
+    return taken_emails, taken_names
+
+
+EMAIL_TAKEN = "An account with this e-mail address exists."
+
+
 async def _ensure_unique(
     session: AsyncSession, email: str, username: str, exclude: UUID | None = None
 ) -> None:
-    query = select(User.email, User.username).where(
-        or_(func.lower(User.email) == email.lower(), func.lower(User.username) == username.lower())
-    )
-    if exclude is not None:
-        query = query.where(User.id != exclude)
-    for existing_email, existing_username in (await session.execute(query)).all():
-        if existing_email.lower() == email.lower():
-            raise AccountError("An account with this e-mail address exists.", "email", 409)
-        if existing_username.lower() == username.lower():
-            raise AccountError("This username is taken.", "username", 409)
+    emails, usernames = await taken_logins(session, [email], [username], exclude)
+    if emails:
+        raise AccountError(EMAIL_TAKEN, "email", 409)
+    if usernames:
+        raise AccountError("This username is taken.", "username", 409)
 
 
-async def insert_user(session: AsyncSession, hashing: PasswordHashing, data: NewUser) -> User:
-    now = datetime.now(UTC)
+async def insert_user(
+    session: AsyncSession,
+    hashing: PasswordHashing | None,
+    data: NewUser,
+    *,
+    is_active: bool = True,
+) -> User:
+    """Add the account (checked already). With no `hashing` its password is unusable."""
     user = User(
         email=data.email,
         username=data.username,
         display_name=data.display_name,
-        password_hash=await hashing.hash(data.password),
+        password_hash=await hashing.hash(data.password) if hashing else UNUSABLE_PASSWORD,
         role=data.role,
-        is_active=True,
+        is_active=is_active,
         failed_login_count=0,
         auth_version=1,
-        password_changed_at=now,
+        password_changed_at=datetime.now(UTC) if hashing else None,
     )
     session.add(user)
     try:
@@ -113,7 +169,7 @@ async def create_user(
     session: AsyncSession, hashing: PasswordHashing, actor: Actor, actor_role: Role, data: NewUser
 ) -> User:
     data = validate_new_user(data)
-    if not _can_manage(actor_role, Role[data.role]) or Role[data.role] > actor_role:
+    if not may_create(actor_role, Role[data.role]):
         raise AccountError("You cannot create an account with this role.", "role", 403)
     await _ensure_unique(session, data.email, data.username)
     user = await insert_user(session, hashing, data)
