@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 import tests.jobs.handlers  # noqa: F401  (declares the test.* job types)
 from app.accounts.models import User
 from app.core.db import create_engine, create_sessionmaker
-from app.core.store import create_store
+from app.core.store import Store, create_store
 from app.jobs.models import Job
 from app.jobs.worker import Worker
 from app.settings import Settings
@@ -54,18 +54,23 @@ async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[A
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], **changes: Any
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    store: Store | None = None,
+    **changes: Any,
 ) -> AsyncIterator[Worker]:
-    """An in-process worker with short leases, stopped (gracefully) when the block ends."""
-    store = create_store(settings.store)
-    worker = Worker(fast(settings, **changes), store, sessionmaker, schedules=False)
+    """An in-process worker with short leases, stopped (gracefully) when the block ends.
+    It has a store client of its own unless given one (the app's, as in embedded mode)."""
+    own = create_store(settings.store) if store is None else None
+    worker = Worker(fast(settings, **changes), store or own, sessionmaker, schedules=False)  # type: ignore[arg-type]
     task = asyncio.create_task(worker.run())
     try:
         yield worker
     finally:
         worker.request_stop()
         await task
-        await store.close()
+        if own is not None:
+            await own.close()
 
 
 async def wait_for_status(
