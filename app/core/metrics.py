@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from app.core.store import Store, StoreUnavailable
+from app.core.store import Store
 
 log = logging.getLogger("keel.metrics")
 
@@ -95,12 +95,13 @@ class Tally:
         if not self.pending:
             return
         pending, self.pending = self.pending, defaultdict(int)
-        fields = {
-            json.dumps([name, labels, part]): v for (name, labels, part), v in pending.items()
+        fields = {  # a sum is always a float field (HINCRBYFLOAT), a count an integer one
+            json.dumps([name, labels, part]): float(v) if part == SUM else v
+            for (name, labels, part), v in pending.items()
         }
         try:
             await store.incr_fields(TOTALS_KEY, fields)
-        except StoreUnavailable as exc:
+        except Exception as exc:  # never let figures break a heartbeat or a scrape
             self.merge(pending)
             log.warning("figures not stored; kept for the next try", extra={"error": repr(exc)})
 
