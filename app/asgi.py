@@ -35,11 +35,13 @@ from app.content.services import next_scheduled_publication
 from app.core.db import create_engine, create_sessionmaker, provide_db_session
 from app.core.errors import handle_exception
 from app.core.logging import configure_logging
+from app.core.metrics import RequestTally
 from app.core.reads import Reads
 from app.core.requests import RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.store import create_store
 from app.core.templating import create_template_config
+from app.jobs.metrics import count_committed
 from app.jobs.queue import wake_workers
 from app.jobs.registry import load_job_modules
 from app.jobs.worker import Worker, housekeeping
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     store = create_store(settings.store)
     auth = settings.auth
     sessionmaker = create_sessionmaker(engine)
+    figures = RequestTally(store)
     page_cache = PageCache(
         store,
         settings.app.cache_ttl,
@@ -80,7 +83,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "access_tokens": AccessTokens(settings.app.secret_key, auth.access_token_minutes * 60),
             "refresh_tokens": RefreshTokens(store, auth.refresh_token_days * 86400),
             "page_cache": page_cache,
-            "after_commit": [page_cache.after_commit, partial(wake_workers, store)],
+            "figures": figures,
+            "after_commit": [
+                page_cache.after_commit,
+                partial(wake_workers, store),
+                partial(_count_committed, figures),
+            ],
         }
     )
     app = Litestar(
@@ -95,7 +103,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         csrf_config=_csrf_config(settings),
         lifespan=[_in_process_worker] if settings.embedded else [],
-        on_startup=[_start_page_cache, _tune_gc],
+        on_startup=[_start_page_cache, _start_figures, _tune_gc],
         on_shutdown=[_close_resources],
         template_config=create_template_config(settings),
         request_class=HTMXRequest,
@@ -128,6 +136,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.asgi_handler = RequestContextMiddleware(
         SecurityHeadersMiddleware(app.asgi_handler, production=settings.app.is_production),
         trusted_proxies=settings.app.trusted_proxies,
+        tally=figures,
     )
     return app
 
@@ -183,8 +192,17 @@ async def _start_page_cache(app: Litestar) -> None:
     await app.state.page_cache.start()
 
 
+async def _start_figures(app: Litestar) -> None:
+    app.state.figures.start()
+
+
+async def _count_committed(figures: RequestTally, session: object) -> None:
+    count_committed(figures, session)
+
+
 async def _close_resources(app: Litestar) -> None:
     await app.state.page_cache.stop()
+    await app.state.figures.stop()
     await app.state.reads.close()
     await app.state.engine.dispose()
     await app.state.store.close()

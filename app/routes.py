@@ -2,7 +2,7 @@
 
 Four groups replace the seed's separate services: the public site `/`, the admin dashboard
 `/admin`, the JSON API `/api/v1` and the plugin API `/api/plugins`; plus operator
-endpoints (`/health...`) and static files.
+endpoints (`/health...`, `/metrics`) and static files.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from app.extensions.api import PluginIndexController
 from app.jobs.api import JobsController
 from app.jobs.pages import JobsAdminController
 from app.notifications.pages import NotificationsController, OutboxAdminController
-from app.system.api import ApiIndexController, HealthController, SiteController
+from app.system.api import ApiIndexController, HealthController, MetricsController, SiteController
 from app.system.pages import AdminDashboardController
 
 ONE_YEAR = 365 * 24 * 3600
@@ -85,6 +85,7 @@ def route_groups() -> list[ControllerRouterHandler]:
         ),
         Router(path="/api/plugins", route_handlers=[PluginIndexController]),
         HealthController,
+        MetricsController,
         create_static_files_router(
             path=STATIC_PREFIX,
             directories=[STATIC_DIR],

@@ -170,6 +170,13 @@ class MailSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    token: str = ""
+    """METRICS_TOKEN: the bearer token a Prometheus server sends to read `/metrics`; empty
+    means only admins (API key, access token or session) may read it."""
+
+
+@dataclass(frozen=True)
 class Settings:
     app: AppSettings = field(default_factory=AppSettings)
     db: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -178,6 +185,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     mail: MailSettings = field(default_factory=MailSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def embedded(self) -> bool:
@@ -261,6 +269,7 @@ class Settings:
             smtp_url=reader.text("SMTP_URL", ""),
             mail_from=reader.text("MAIL_FROM", "keel@localhost"),
         )
+        metrics = MetricsSettings(token=reader.text("METRICS_TOKEN", ""))
         if mail.smtp_url and not mail.smtp_url.startswith(
             ("smtp://", "smtp+starttls://", "smtps://")
         ):
@@ -280,7 +289,16 @@ class Settings:
             )
         if reader.problems:
             raise ConfigError(reader.problems)
-        return cls(app=app, db=db, store=store, health=health, worker=worker, auth=auth, mail=mail)
+        return cls(
+            app=app,
+            db=db,
+            store=store,
+            health=health,
+            worker=worker,
+            auth=auth,
+            mail=mail,
+            metrics=metrics,
+        )
 
     def with_secret(self) -> Settings:
         """Fill a missing development SECRET_KEY from var/secret_key, creating it once (0600)."""
@@ -304,6 +322,12 @@ class Settings:
             problems.append(
                 f"WEB_CONCURRENCY={self.app.web_concurrency} needs a shared store: set VALKEY_URL "
                 "(the in-memory store lives in one process)"
+            )
+        token = self.metrics.token
+        if self.app.is_production and token and len(token.encode()) < MIN_SECRET_BYTES:
+            problems.append(
+                f"METRICS_TOKEN must be at least {MIN_SECRET_BYTES} bytes in production, or "
+                "unset (then only admins read /metrics)"
             )
         if self.app.is_production and self.store.is_memory:
             problems.append("VALKEY_URL must be set in production (sessions and limits are shared)")

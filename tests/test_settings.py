@@ -75,6 +75,18 @@ def test_production_without_a_strong_secret_is_refused() -> None:
     assert strong.startup_problems() == []
 
 
+def test_a_weak_metrics_token_is_refused_in_production_and_none_means_admins_only() -> None:
+    production = {"APP_ENV": "production", "SECRET_KEY": "x" * 32, "VALKEY_URL": "redis://c"}
+    weak = Settings.from_env({**production, "METRICS_TOKEN": "guessable"}, env_file=NO_FILE)
+    assert any("METRICS_TOKEN" in p for p in weak.startup_problems())
+    strong = Settings.from_env({**production, "METRICS_TOKEN": "t" * 32}, env_file=NO_FILE)
+    assert strong.metrics.token == "t" * 32 and strong.startup_problems() == []
+    unset = Settings.from_env(production, env_file=NO_FILE)
+    assert unset.metrics.token == "" and unset.startup_problems() == []
+    development = Settings.from_env({"METRICS_TOKEN": "short"}, env_file=NO_FILE)
+    assert development.startup_problems() == []
+
+
 def test_memory_store_with_several_workers_is_refused() -> None:
     settings = Settings.from_env({"WEB_CONCURRENCY": "4"}, env_file=NO_FILE)
     problems = settings.startup_problems()

@@ -45,6 +45,17 @@ editor = requires(Role.editor)
 admin = requires(Role.admin)
 
 
+async def metrics_reader(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """`/metrics`: the METRICS_TOKEN bearer, or an admin; never anyone else."""
+    user = connection.scope.get("user")
+    if user is not None and user.via == "metrics_token":
+        return
+    await admin(connection, handler)
+
+
+metrics_reader.required_role = Role.admin  # type: ignore[attr-defined]
+
+
 def required_role(handler: BaseRouteHandler) -> Role | None:
     """The role a route handler's guards demand (None when it declares none)."""
     guards = [getattr(g, "func", g) for g in handler.resolve_guards()]

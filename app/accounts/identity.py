@@ -9,6 +9,7 @@ the next request.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from app.core.reads import ReadQuery
 log = logging.getLogger("keel.auth")
 UNAUTHENTICATED_PREFIXES = ("/static/", "/health", "/favicon.ico")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+METRICS_PATH = "/metrics"
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class CurrentUser:
     display_name: str
     role: Role
     via: str
-    """`session`, `token` or `api_key`."""
+    """`session`, `token`, `api_key` or `metrics_token`."""
     session_digest: str | None = None
     token_jti: str | None = None
     api_key_id: UUID | None = None
@@ -148,6 +150,8 @@ class IdentityMiddleware(ASGIMiddleware):
         secret = api_key or credential.strip()
         if not secret:
             raise _unauthorized("The credentials are empty.")
+        if scope["path"] == METRICS_PATH and _is_metrics_token(state, secret):
+            return METRICS_SCRAPER
         if looks_like_jwt(secret) and not api_key:
             return await self._from_access_token(scope, secret)
         return await self._from_api_key(state, secret)
@@ -232,6 +236,22 @@ class IdentityMiddleware(ASGIMiddleware):
         return _as_current(user, "session", session_digest=browser_session.digest), None
 
 
+METRICS_SCRAPER = CurrentUser(
+    id=None,
+    username="metrics-scraper",
+    email="",
+    display_name="Metrics scraper",
+    role=Role.guest,
+    via="metrics_token",
+)
+"""The caller holding METRICS_TOKEN: a guest anywhere else, let in by the /metrics guard."""
+
+
+def _is_metrics_token(state: object, secret: str) -> bool:
+    token: str = state.settings.metrics.token  # type: ignore[attr-defined]
+    return bool(token) and hmac.compare_digest(secret.encode(), token.encode())
+
+
 def _cookie(scope: Scope, name: str) -> str | None:
     for key, value in scope["headers"]:
         if key == b"cookie":
@@ -269,7 +289,15 @@ def expired_session_cookie(name: str, production: bool) -> Cookie:
     )
 
 
-FIRST_RUN_OPEN = ("/setup", "/static/", "/health", "/favicon.ico", "/api/", "/schema")
+FIRST_RUN_OPEN = (
+    "/setup",
+    "/static/",
+    "/health",
+    "/favicon.ico",
+    "/api/",
+    "/schema",
+    METRICS_PATH,
+)
 
 
 class FirstRunMiddleware(ASGIMiddleware):

@@ -1,4 +1,5 @@
-"""The outermost ASGI middleware: request id, client address, and one log line per request.
+"""The outermost ASGI middleware: request id, client address, one log line and the request
+figures (`/metrics`) per request.
 
 Client-supplied X-Request-ID and X-Forwarded-For are believed only from TRUSTED_PROXIES.
 """
@@ -14,6 +15,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.logging import request_id_var
+from app.core.metrics import UNMATCHED, RequestTally
 
 log = logging.getLogger("keel.request")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -56,9 +58,12 @@ class RequestContextMiddleware:
     answers HEAD as load balancers and link checkers expect.
     """
 
-    def __init__(self, app: ASGIApp, trusted_proxies: Networks) -> None:
+    def __init__(
+        self, app: ASGIApp, trusted_proxies: Networks, tally: RequestTally | None = None
+    ) -> None:
         self.app = app
         self.trusted_proxies = trusted_proxies
+        self.tally = tally
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,6 +104,10 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            if self.tally is not None:
+                route = scope.get("path_template") or UNMATCHED
+                self.tally.record_request(method, route, status, seconds)
             user = scope.get("user")
             log.info(
                 "request",
@@ -107,7 +116,7 @@ class RequestContextMiddleware:
                     "method": method,
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(seconds * 1000, 2),
                     "client_ip": client_ip,
                     "user_id": str(getattr(user, "id", "")) or None,
                     "error_id": state.get("error_id"),

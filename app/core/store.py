@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import fnmatch
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 from valkey.asyncio import Valkey
@@ -43,6 +43,8 @@ class Store(Protocol):
     async def take(self, key: str) -> bytes | None: ...
     async def publish(self, channel: str, message: str) -> None: ...
     def listen(self, channel: str) -> AsyncIterator[bytes]: ...
+    async def incr_fields(self, key: str, amounts: Mapping[str, int | float]) -> None: ...
+    async def read_fields(self, key: str) -> dict[str, float]: ...
 
 
 class MemoryStore:
@@ -54,6 +56,7 @@ class MemoryStore:
         self._data: dict[str, tuple[bytes, float | None]] = {}
         self._lock = asyncio.Lock()
         self._subscribers: dict[str, set[asyncio.Queue[bytes]]] = {}
+        self._fields: dict[str, dict[str, float]] = {}
 
     def _live(self, key: str) -> bytes | None:
         entry = self._data.get(key)
@@ -102,6 +105,7 @@ class MemoryStore:
 
     async def close(self) -> None:
         self._data.clear()
+        self._fields.clear()
 
     async def take(self, key: str) -> bytes | None:
         """Read and delete in one step."""
@@ -121,6 +125,15 @@ class MemoryStore:
                 yield await queue.get()
         finally:
             self._subscribers[channel].discard(queue)
+
+    async def incr_fields(self, key: str, amounts: Mapping[str, int | float]) -> None:
+        """Add to several numeric fields of one hash at once (no expiry)."""
+        fields = self._fields.setdefault(key, {})
+        for field, amount in amounts.items():
+            fields[field] = fields.get(field, 0) + amount
+
+    async def read_fields(self, key: str) -> dict[str, float]:
+        return dict(self._fields.get(key, {}))
 
 
 _INCR_UNLESS = """
@@ -207,6 +220,23 @@ class ValkeyStore:
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+
+    async def incr_fields(self, key: str, amounts: Mapping[str, int | float]) -> None:
+        """Add to several fields of one hash in one round trip, all or none (MULTI/EXEC)."""
+        if not amounts:
+            return
+        full = self._key(key)
+        async with self.client.pipeline(transaction=True) as pipe:
+            for field, amount in amounts.items():
+                if isinstance(amount, int):
+                    pipe.hincrby(full, field, amount)
+                else:
+                    pipe.hincrbyfloat(full, field, amount)
+            await pipe.execute()
+
+    async def read_fields(self, key: str) -> dict[str, float]:
+        raw = await self.client.hgetall(self._key(key))
+        return {field.decode(): float(value) for field, value in raw.items()}
 
 
 def create_store(settings: StoreSettings) -> Store:

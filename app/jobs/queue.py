@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.errors import DomainError
 from app.core.store import Store, StoreUnavailable
+from app.jobs.metrics import LEASE_EXPIRED, note_outcome
 from app.jobs.models import UNFINISHED_SQL, Job, JobStatus
 from app.jobs.registry import JobCancelled, JobType, job_type
 
@@ -55,6 +56,8 @@ class ClaimedJob:
     attempts: int
     max_attempts: int
     lease_token: str
+    waited: float = 0.0
+    """Seconds between becoming due (`run_at`) and this claim: the queue's latency."""
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,7 @@ _CLAIM_PG = """
         progress_message = ''
     FROM chosen WHERE jobs.id = chosen.id
     RETURNING jobs.id, jobs.type, jobs.queue, jobs.payload, jobs.attempts, jobs.max_attempts,
-        jobs.lease_token
+        jobs.lease_token, CAST(GREATEST(EXTRACT(EPOCH FROM now() - jobs.run_at), 0) AS float8)
 """
 _CLAIM_ONE_QUEUE = text(_CLAIM_PG.format(queues="queue = :queue")).columns(payload=JsonB)
 _CLAIM_QUEUES = text(_CLAIM_PG.format(queues="queue = ANY(:queues)")).columns(payload=JsonB)
@@ -287,8 +290,8 @@ async def claim_jobs(
     }
     returned = (c.id, c.type, c.queue, c.payload, c.attempts, c.max_attempts, c.lease_token)
     statement = update(jobs).where(c.id.in_(due.scalar_subquery())).values(changes)
-    rows = await executor.execute(statement.returning(*returned))
-    return [ClaimedJob(*row) for row in rows]
+    rows = await executor.execute(statement.returning(*returned, c.run_at))
+    return [ClaimedJob(*row[:-1], waited=max((now - row[-1]).total_seconds(), 0.0)) for row in rows]
 
 
 def retry_delay(attempt: int, base: float) -> float:
@@ -450,7 +453,8 @@ async def release_jobs(session: AsyncSession, leases: Mapping[str, int]) -> int:
 
 async def reap_expired_leases(session: AsyncSession) -> list[int]:
     """Queue again the jobs whose worker stopped renewing its lease (or `dead` when no
-    attempt is left). Any worker may run this; each expired job is reaped once."""
+    attempt is left). Any worker may run this; each expired job is reaped once (and
+    counted, `note_outcome`, once the session commits)."""
     postgres = is_postgres(session)
     now = _now(postgres)
     spent = c.attempts >= c.max_attempts
@@ -466,9 +470,13 @@ async def reap_expired_leases(session: AsyncSession) -> list[int]:
             run_at=now,
             updated_at=now,
         )
-        .returning(c.id)
+        .returning(c.id, c.type, c.status)
     )
-    return [row[0] for row in rows]
+    reaped = []
+    for job_id, type, status in rows:
+        note_outcome(session, type, "dead" if status == JobStatus.dead.value else LEASE_EXPIRED)
+        reaped.append(job_id)
+    return reaped
 
 
 class JobStateError(DomainError):
@@ -496,7 +504,9 @@ async def cancel_job(session: AsyncSession, job_id: int) -> Job:
     )
     if row.first() is None:
         raise JobStateError("Only a queued or running job can be cancelled.")
-    return await _fresh(session, job_id)
+    job = await _fresh(session, job_id)
+    note_outcome(session, job.type, "cancelled")
+    return job
 
 
 RETRYABLE = (JobStatus.failed.value, JobStatus.dead.value, JobStatus.cancelled.value)

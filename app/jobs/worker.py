@@ -27,8 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from app.content.cache import announce_public_change
 from app.core.db import is_unavailable
+from app.core.metrics import Tally
 from app.core.store import Store, StoreUnavailable
 from app.jobs import queue
+from app.jobs.metrics import JOBS_PROCESSED, JOBS_WAIT, OUTCOMES, count_committed
 from app.jobs.models import JobStatus
 from app.jobs.queue import ClaimedJob, Outcome
 from app.jobs.registry import (
@@ -118,6 +120,8 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.started_at = time.time()
         self.processed = 0
+        self.figures = Tally()
+        """Runs started and finished, for `/metrics`: flushed to the store with each heartbeat."""
         self.running: dict[asyncio.Task[Any], ClaimedJob] = {}
         self._held: dict[str, ClaimedJob] = {}
         """Leases this worker holds: running jobs and finished ones not yet written."""
@@ -179,6 +183,7 @@ class Worker:
             await asyncio.gather(*helpers, return_exceptions=True)
             await self._write_outcomes()
             await self._release_held()
+            await self.figures.flush(self.store)
             await self._claim_line.close()
             await self._outcome_line.close()
             with contextlib.suppress(*StoreUnavailable):
@@ -226,6 +231,7 @@ class Worker:
 
     def _start(self, job: ClaimedJob) -> None:
         self._held[job.lease_token] = job
+        self.figures.observe(JOBS_WAIT, (job.type,), job.waited)
         task = asyncio.create_task(self._execute(job))
         self.running[task] = job
         task.add_done_callback(self._finished)
@@ -350,10 +356,14 @@ class Worker:
     async def _record(self, batch: list[Outcome]) -> set[int]:
         try:
             async with self._own_rows:
-                return await queue.record_outcomes(await self._outcome_line.open(), batch)
+                written = await queue.record_outcomes(await self._outcome_line.open(), batch)
         except BaseException:
             await self._outcome_line.close()
             raise
+        for outcome in batch:
+            if outcome.id in written and (job := self._held.get(outcome.lease_token)):
+                self.figures.add(JOBS_PROCESSED, (job.type, OUTCOMES[outcome.status]))
+        return written
 
     async def _record_one_by_one(self, batch: list[Outcome]) -> set[int]:
         """A batch the database refused (not for being down): write each outcome alone, and
@@ -381,6 +391,7 @@ class Worker:
                 await self.renew_leases()
                 async with self.sessionmaker() as session, session.begin():
                     reaped = await queue.reap_expired_leases(session)
+                count_committed(self.figures, session)
                 if reaped:
                     log.info("requeued jobs of a lost worker", extra={"job_ids": reaped})
                     self._wake.set()
@@ -447,6 +458,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.config.heartbeat_interval)
             await self.heartbeat()
+            await self.figures.flush(self.store)
             await self._run_due_periodic_tasks()
 
     async def heartbeat(self) -> None:

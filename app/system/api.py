@@ -1,4 +1,5 @@
-"""Health endpoints for load balancers and orchestrators: /health, /health/live, /health/ready."""
+"""Operator endpoints: health for load balancers and orchestrators (/health, /health/live,
+/health/ready) and the Prometheus figures (/metrics)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from litestar.datastructures import State
 
 from app import __version__
 from app.accounts import guards
+from app.core import metrics
 from app.core.db import DbSession
+from app.system.metrics import scrape
 from app.system.services import check_readiness
 from app.system.settings import read_settings
 
@@ -62,6 +65,21 @@ class HealthController(Controller):
         return Response(
             body, status_code=503, headers={"Retry-After": "5", "Cache-Control": "no-store"}
         )
+
+
+class MetricsController(Controller):
+    """`/metrics` for Prometheus: METRICS_TOKEN as a bearer token, or an admin."""
+
+    path = "/metrics"
+    tags = ["health"]
+    guards = [guards.metrics_reader]
+    include_in_schema = False
+
+    @get("/", name="metrics")
+    async def metrics(self, state: State, db_session: DbSession) -> Response[str]:
+        """The deployment's figures in the Prometheus text format 0.0.4."""
+        body = await scrape(db_session, state.store, state.figures)
+        return Response(body, media_type=metrics.MEDIA_TYPE, headers={"Cache-Control": "no-store"})
 
 
 class SiteController(Controller):

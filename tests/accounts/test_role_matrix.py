@@ -1,8 +1,8 @@
 """Every registered route, called by every role, answers as its guard says.
 
-Anonymous callers get 401 on the API and a sign-in redirect on pages; too low a role gets
-403; a sufficient role gets past the guard (whatever the handler then says about the
-made-up ids and empty bodies used here).
+Anonymous callers get 401 on the API and other machine paths (`/metrics`) and a sign-in
+redirect on pages; too low a role gets 403; a sufficient role gets past the guard
+(whatever the handler then says about the made-up ids and empty bodies used here).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from app.accounts.guards import required_role
 from app.accounts.models import Role
+from app.core.errors import is_machine_path
 from tests.conftest import client_for, fresh, signed_in, with_csrf
 
 UNGUARDED_BY_DESIGN = ("/schema",)
@@ -74,8 +75,8 @@ async def test_every_route_answers_every_role_as_its_guard_says(
             )
             if needed is None or needed == Role.guest:
                 ok = status not in (401, 403) and not to_login
-            elif caller < needed and role is None:
-                ok = status == 401 if path.startswith("/api/") else to_login
+            elif caller < needed and role is None:  # machine paths answer 401, pages redirect
+                ok = status == 401 if is_machine_path(path) else to_login
             elif caller < needed:
                 ok = status == 403
             else:  # past the guard; a POST may sign the caller out (sign out everywhere)

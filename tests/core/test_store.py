@@ -13,13 +13,6 @@ from app.settings import Settings, StoreSettings
 from tests.conftest import free_port, require_services
 
 
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    shared = create_store(settings.store)
-    yield shared
-    await shared.close()
-
-
 async def test_values_round_trip_and_can_be_deleted(store: Store) -> None:
     await store.set("greeting", "hello")
     assert await store.get("greeting") == b"hello"

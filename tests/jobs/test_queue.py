@@ -10,7 +10,9 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.metrics import Tally
 from app.jobs import queue
+from app.jobs.metrics import JOBS_PROCESSED, count_committed
 from app.jobs.models import Job, JobStatus
 from app.jobs.queue import Outcome, claim_jobs, enqueue, record_outcomes
 from app.jobs.registry import JobInputError
@@ -96,6 +98,9 @@ async def test_a_worker_that_lost_its_lease_cannot_overwrite_the_result(
         )
     async with sessionmaker() as session, session.begin():
         assert await queue.reap_expired_leases(session) == [job_id]
+    figures = Tally()
+    count_committed(figures, session)  # the reaping worker counts it once committed
+    assert dict(figures.pending) == {(JOBS_PROCESSED.name, ("test.record", "lease_expired"), ""): 1}
     async with sessionmaker() as session, session.begin():
         (fresh,) = await claim_jobs(session, "new-worker", ["default"], 1, 30)
     assert fresh.id == job_id and fresh.lease_token != stale.lease_token and fresh.attempts == 2

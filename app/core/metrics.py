@@ -1,0 +1,246 @@
+"""Operator figures for `/metrics`: counters and histograms that every process adds to the
+store in batches, and the Prometheus text exposition (format 0.0.4).
+
+A hot path (a request, a job run) only adds to a dict in its own process (`Tally`). Every
+few seconds, and at shutdown, a process moves its whole tally into one store hash in one
+MULTI/EXEC round trip, so the figures of all granian workers, replicas and `keel worker`
+processes add up in one place and a scrape served by any process shows the whole
+deployment. The totals live as long as the store does: a Valkey restart (or restarting an
+embedded `keel serve`) starts them from zero, which Prometheus reads as a counter reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from app.core.store import Store
+
+log = logging.getLogger("keel.metrics")
+
+TOTALS_KEY = "metrics:totals"
+"""The store hash holding every counter and histogram of the deployment."""
+FLUSH_SECONDS = 2.0
+MEDIA_TYPE = "text/plain; version=0.0.4"
+"""Litestar adds `; charset=utf-8` to text media types."""
+SUM = "sum"
+
+
+def format_value(value: float) -> str:
+    """A sample value as the exposition writes it (integers without a decimal point)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric family: its name, type, help text, label names and (histograms) buckets."""
+
+    name: str
+    kind: Literal["counter", "gauge", "histogram"]
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+    bounds: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """Each bucket's `le` as written in the exposition, then `+Inf`."""
+
+    def __post_init__(self) -> None:
+        bounds = (*(format_value(b) for b in self.buckets), "+Inf")
+        object.__setattr__(self, "bounds", bounds)
+
+
+Key = tuple[str, tuple[str, ...], str]
+"""(metric name, label values, part): part is "" for a counter, a bucket's `le` or "sum"."""
+
+
+class Tally:
+    """This process's increments not yet in the store. Adding costs a dict update."""
+
+    def __init__(self) -> None:
+        self.pending: defaultdict[Key, int | float] = defaultdict(int)
+
+    def add(self, metric: Metric, labels: tuple[str, ...], amount: int = 1) -> None:
+        self.pending[(metric.name, labels, "")] += amount
+
+    def observe(self, metric: Metric, labels: tuple[str, ...], value: float) -> None:
+        """One observation of a histogram: its bucket (not cumulated) and the sum."""
+        pending = self.pending
+        pending[(metric.name, labels, metric.bounds[bisect_left(metric.buckets, value)])] += 1
+        pending[(metric.name, labels, SUM)] += value
+
+    def merge(self, counts: Mapping[Key, int | float]) -> None:
+        for key, amount in counts.items():
+            self.pending[key] += amount
+
+    def fold(self) -> None:
+        """Bring figures kept in another shape into `pending` (see RequestTally)."""
+
+    async def flush(self, store: Store) -> None:
+        """Move everything into the store in one round trip; kept for the next try when
+        the store does not answer."""
+        self.fold()
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, defaultdict(int)
+        fields = {  # a sum is always a float field (HINCRBYFLOAT), a count an integer one
+            json.dumps([name, labels, part]): float(v) if part == SUM else v
+            for (name, labels, part), v in pending.items()
+        }
+        try:
+            await store.incr_fields(TOTALS_KEY, fields)
+        except Exception as exc:  # never let figures break a heartbeat or a scrape
+            self.merge(pending)
+            log.warning("figures not stored; kept for the next try", extra={"error": repr(exc)})
+
+    async def flush_regularly(self, store: Store, every: float = FLUSH_SECONDS) -> None:
+        while True:
+            await asyncio.sleep(every)
+            await self.flush(store)
+
+
+# -- HTTP ----------------------------------------------------------------------------
+
+HTTP_REQUESTS = Metric(
+    "keel_http_requests_total",
+    "counter",
+    "HTTP requests answered, by method, route template and status class.",
+    ("method", "route", "status_class"),
+)
+HTTP_DURATION = Metric(
+    "keel_http_request_duration_seconds",
+    "histogram",
+    "Time from receiving an HTTP request to the end of its response, by method and route template.",
+    ("method", "route"),
+    (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+UNMATCHED = "unmatched"
+"""The route label of a request no route matched (404, 405): raw paths are unbounded."""
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_STATUS_CLASSES = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+_BUCKET_ROW = (*HTTP_DURATION.bounds, SUM)
+
+
+class RequestTally(Tally):
+    """A web process's tally: requests are kept as one row per (method, route, status),
+    so counting one costs a single dict look-up; flushed in the background every
+    FLUSH_SECONDS (started at start-up) and one last time at shutdown."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+        self.requests: dict[tuple[str, str, int], list[float]] = {}
+        """Per (method, route, status): a count per duration bucket, then the sum."""
+        self._task: asyncio.Task[None] | None = None
+
+    def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request: all that `/metrics` costs a request."""
+        if method not in _METHODS:
+            method = "other"
+        row = self.requests.get((method, route, status))
+        if row is None:
+            row = self.requests[(method, route, status)] = [0] * len(_BUCKET_ROW)
+        row[bisect_left(HTTP_DURATION.buckets, seconds)] += 1
+        row[-1] += seconds
+
+    def fold(self) -> None:
+        rows, self.requests = self.requests, {}
+        pending = self.pending
+        for (method, route, status), row in rows.items():
+            status_class = _STATUS_CLASSES[status // 100] if 100 <= status < 600 else "5xx"
+            pending[(HTTP_REQUESTS.name, (method, route, status_class), "")] += sum(row[:-1])
+            labels = (method, route)
+            for bound, count in zip(HTTP_DURATION.bounds, row[:-1], strict=True):
+                if count:
+                    pending[(HTTP_DURATION.name, labels, bound)] += count
+            pending[(HTTP_DURATION.name, labels, SUM)] += row[-1]
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.flush_regularly(self.store))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush(self.store)
+
+
+# -- exposition ------------------------------------------------------------------------
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+class Exposition:
+    """Text in the Prometheus exposition format 0.0.4, family by family."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, metric: Metric) -> None:
+        self.lines.append(f"# HELP {metric.name} {_escape_help(metric.help)}")
+        self.lines.append(f"# TYPE {metric.name} {metric.kind}")
+
+    def sample(self, name: str, labels: Iterable[tuple[str, str]] = (), value: float = 0.0) -> None:
+        pairs = ",".join(f'{key}="{_escape_label(v)}"' for key, v in labels)
+        self.lines.append(
+            f"{name}{{{pairs}}} {format_value(value)}" if pairs else f"{name} {format_value(value)}"
+        )
+
+    def gauge(self, metric: Metric, samples: Iterable[tuple[tuple[str, ...], float]]) -> None:
+        self.family(metric)
+        for values, value in samples:
+            self.sample(metric.name, zip(metric.labels, values, strict=True), value)
+
+    def totals(self, metrics: Sequence[Metric], stored: Mapping[str, float]) -> None:
+        """Counters and histograms from the store's totals (fields of `Tally.flush`)."""
+        series: dict[str, dict[tuple[str, ...], dict[str, float]]] = defaultdict(dict)
+        for raw, value in stored.items():
+            try:
+                name, labels, part = json.loads(raw)
+            except (ValueError, TypeError):
+                continue
+            series[name].setdefault(tuple(labels), {})[part] = value
+        for metric in metrics:
+            self.family(metric)
+            for values, parts in sorted(series.get(metric.name, {}).items()):
+                if len(values) != len(metric.labels):
+                    continue  # written by a version with other labels
+                labels = list(zip(metric.labels, values, strict=True))
+                if metric.kind == "histogram":
+                    self._histogram(metric, labels, parts)
+                else:
+                    self.sample(metric.name, labels, parts.get("", 0))
+
+    def _histogram(
+        self, metric: Metric, labels: list[tuple[str, str]], parts: Mapping[str, float]
+    ) -> None:
+        """Buckets cumulated from the stored per-bucket counts; a bound no longer declared
+        counts under every declared bound above it, so `le` stays true."""
+        counts = [(float(part), n) for part, n in parts.items() if part not in ("", SUM)]
+        for bound, text in zip((*metric.buckets, math.inf), metric.bounds, strict=True):
+            below = sum(n for at, n in counts if at <= bound)
+            self.sample(metric.name + "_bucket", [*labels, ("le", text)], below)
+        self.sample(metric.name + "_sum", labels, parts.get(SUM, 0.0))
+        self.sample(metric.name + "_count", labels, sum(n for _, n in counts))
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"

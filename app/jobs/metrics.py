@@ -1,0 +1,75 @@
+"""The job figures of `/metrics`: runs by type and outcome, and how long jobs wait.
+
+Workers count what they finish and start in their own `Tally` and flush it with each
+heartbeat. Changes made outside a worker's outcome path (a cancel in a request, a reap)
+are noted on the database session and counted once it commits (`count_committed`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from app.core.metrics import Metric, Tally
+from app.jobs.models import JobStatus
+
+JOBS_PROCESSED = Metric(
+    "keel_jobs_processed_total",
+    "counter",
+    "Job runs that ended, by type and outcome: succeeded; failed (for good, no retry); "
+    "retried (the attempt failed, another follows); dead (the last attempt failed or its "
+    "lease expired); lease_expired (its worker stopped renewing it, queued again); "
+    "cancelled.",
+    ("type", "outcome"),
+)
+JOBS_WAIT = Metric(
+    "keel_jobs_wait_seconds",
+    "histogram",
+    "Seconds from a job becoming due (enqueued, or its delay or retry backoff over) to a "
+    "worker starting it, by type.",
+    ("type",),
+    (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0),
+)
+JOBS_QUEUE_DEPTH = Metric(
+    "keel_jobs_queue_depth",
+    "gauge",
+    "Unfinished jobs by queue and status: queued (due, waiting for a worker), scheduled "
+    "(queued for later: a delay or a retry backoff) and running.",
+    ("queue", "status"),
+)
+JOBS_OLDEST_WAIT = Metric(
+    "keel_jobs_oldest_wait_seconds",
+    "gauge",
+    "How long the oldest due job of each queue has been waiting (0 when none waits).",
+    ("queue",),
+)
+WORKERS_LIVE = Metric(
+    "keel_workers_live",
+    "gauge",
+    "Worker loops (`keel worker` processes and embedded in-process workers) whose "
+    "heartbeat is current.",
+)
+
+OUTCOMES = {
+    JobStatus.succeeded: "succeeded",
+    JobStatus.failed: "failed",
+    JobStatus.queued: "retried",
+    JobStatus.dead: "dead",
+    JobStatus.cancelled: "cancelled",
+}
+"""The outcome label of a run that ended with the job in this status."""
+LEASE_EXPIRED = "lease_expired"
+NOTED = "keel.jobs.figures"
+"""`session.info` key: (type, outcome) counts that become figures once the session commits."""
+
+
+def note_outcome(session: object, type: str, outcome: str) -> None:
+    """Count a run's end when the caller's transaction commits (never if it rolls back)."""
+    noted: Counter[tuple[str, str]] = session.info.setdefault(NOTED, Counter())  # type: ignore[attr-defined]
+    noted[(type, outcome)] += 1
+
+
+def count_committed(tally: Tally, session: object) -> None:
+    """After a commit: move what the session noted into `tally`."""
+    noted = session.info.pop(NOTED, None)  # type: ignore[attr-defined]
+    for labels, count in (noted or {}).items():
+        tally.add(JOBS_PROCESSED, labels, count)
