@@ -3,7 +3,6 @@ cancel, download, and the workers' heartbeats. Rules live in `app.jobs.services`
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -22,8 +21,9 @@ from app.core.pagination import PageRequest
 from app.core.templating import Form, MultipartForm, redirect, render, render_list
 from app.jobs import services
 from app.jobs.api import UPLOAD_BODY_LIMIT, read_upload, result_download
+from app.jobs.forms import error_field, form_defaults, payload_fields, payload_from_form
 from app.jobs.models import FINISHED
-from app.jobs.registry import job_type, job_types
+from app.jobs.registry import JobInputError, JobType, job_type, job_types
 from app.jobs.worker import list_workers
 
 PER_PAGE = 25
@@ -31,11 +31,10 @@ POLL_TRIGGER = "results"
 """Id of the element that polls to refresh the list (no history entry per poll)."""
 
 
-def _payload(text: str) -> Any:
-    try:
-        return json.loads(text.strip() or "{}")
-    except ValueError:
-        raise services.JobInputError("The payload is not valid JSON.", "payload") from None
+def _chosen(user: Any, name: str | None) -> JobType | None:
+    """The type the enqueue form shows: `name` if the user may run it, else the first."""
+    runnable = services.runnable_types(user, uploads=False)
+    return next((kind for kind in runnable if kind.name == name), runnable[0] if runnable else None)
 
 
 class JobsAdminController(Controller):
@@ -71,6 +70,7 @@ class JobsAdminController(Controller):
         import_errors: dict[str, str] | None = None,
     ) -> Response[str]:
         user = request.scope["user"]
+        chosen = _chosen(user, (form or {}).get("type"))
         params = {k: v for k, v in params.items() if v}
         jobs, filter_error = None, None
         try:
@@ -87,8 +87,10 @@ class JobsAdminController(Controller):
             "statuses": services.STATUSES,
             "all_types": [kind.name for kind in job_types()],
             "runnable": services.runnable_types(user, uploads=False),
+            "chosen": chosen,
+            "chosen_fields": payload_fields(chosen) if chosen is not None else None,
             "may_import": user.has(job_type("import").role),
-            "form": form or {"payload": "{}", "priority": "0"},
+            "form": form or {**form_defaults(chosen), "priority": "0"},
             "errors": errors or {},
             "import_form": import_form or {},
             "import_errors": import_errors or {},
@@ -116,31 +118,42 @@ class JobsAdminController(Controller):
         self, request: HTMXRequest, state: State, db_session: DbSession, data: Form
     ) -> Response[Any]:
         """Enqueue a job of the chosen type; errors come back beside the form's fields."""
-        form = {k: data.get(k, "") for k in ("type", "payload", "priority")}
+        form = {k: v for k, v in data.items() if isinstance(v, str)}
+        kind = _chosen(request.scope["user"], form.get("type"))
         try:
-            priority = int(form["priority"] or 0)
+            priority = int(form.get("priority") or 0)
         except ValueError:
             priority = None
         try:
             if priority is None:
                 raise services.JobInputError("Priority must be a whole number.", "priority")
+            payload = payload_from_form(job_type(form.get("type", "")), form)
             job = await services.submit_job(
                 db_session,
                 Actor.from_connection(request),
                 request.scope["user"],
-                form["type"],
-                _payload(form["payload"]),
+                form.get("type", ""),
+                payload,
                 priority,
             )
         except DomainError as exc:
             await db_session.rollback()
             if exc.status == 403:
                 raise
-            errors = {exc.field or "form": exc.message}
+            field = error_field(kind, exc) if isinstance(exc, JobInputError) else exc.field
+            errors = {field or "form": exc.message}
             response = await self._list_page(request, state, db_session, {}, None, form, errors)
             response.status_code = 400
             return response
         return redirect(request.app.route_reverse("admin:job", job_id=job.id))
+
+    @get("/fields", name="admin:jobs:fields")
+    async def fields(self, request: HTMXRequest, type: FromQuery[str] = "") -> Response[str]:
+        """The enqueue form's payload fields for `type` (htmx swaps them in on a change)."""
+        kind = _chosen(request.scope["user"], type)
+        fields = payload_fields(kind) if kind is not None else None
+        context = {"fields": fields, "form": form_defaults(kind)}
+        return render(request, "jobs/_fields_block.html", context, block=None)
 
     @post("/import", name="admin:jobs:import", request_max_body_size=UPLOAD_BODY_LIMIT)
     async def create_import(

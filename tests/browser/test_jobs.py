@@ -43,7 +43,9 @@ def worker(live_server: LiveServer) -> Iterator[None]:
         assert process.wait(timeout=15) == 0
 
 
-def enqueue_from_admin(page: Page, live_server: LiveServer, type: str, payload: str = "") -> str:
+def enqueue_from_admin(
+    page: Page, live_server: LiveServer, type: str, choices: dict[str, str] | None = None
+) -> str:
     """Sign in as the admin, enqueue a job from /admin/jobs once a worker is up; its page URL.
 
     The page is marked so that a test can tell it was never reloaded afterwards."""
@@ -51,8 +53,8 @@ def enqueue_from_admin(page: Page, live_server: LiveServer, type: str, payload: 
     page.goto(live_server.url("/admin/jobs"))
     expect(page.locator("[data-workers] tr[data-worker]")).not_to_have_count(0, timeout=20_000)
     page.select_option("#f-type", type)
-    if payload:
-        page.fill("#f-payload", payload)
+    for field, value in (choices or {}).items():  # the type's own fields, swapped in by htmx
+        page.select_option(f"#f-p-{field}", value)
     page.click("main button:has-text('Enqueue')")
     expect(page).to_have_url(re.compile(r"/admin/jobs/\d+$"))
     page.evaluate("window.notReloaded = true")
@@ -76,7 +78,7 @@ def test_an_admin_runs_cleanup_and_sees_it_finish_live(
 def test_an_admin_exports_the_users_watches_progress_and_downloads_the_csv(
     page: Page, live_server: LiveServer, worker: None
 ) -> None:
-    url = enqueue_from_admin(page, live_server, "export", '{"dataset": "users", "format": "csv"}')
+    url = enqueue_from_admin(page, live_server, "export", {"dataset": "users", "format": "csv"})
     expect(page.locator("[data-progress]")).to_have_text("100 %", timeout=20_000)
     expect(page.locator("[data-status]")).to_have_text("succeeded")
     assert page.evaluate("window.notReloaded") is True and page.url == url

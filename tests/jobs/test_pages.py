@@ -8,13 +8,20 @@ import re
 import time
 
 from litestar import Litestar
+from sqlalchemy import select
 
 from app.accounts.models import User
+from app.jobs.models import Job
 from app.jobs.queue import enqueue
 from app.jobs.worker import HEARTBEAT_PREFIX
 from app.settings import Settings
 from tests.conftest import signed_in
 from tests.jobs.conftest import running_worker, wait_for_status
+
+
+async def _jobs(app: Litestar) -> list[Job]:
+    async with app.state.sessionmaker() as session:
+        return list(await session.scalars(select(Job).order_by(Job.id)))
 
 
 async def _job_for(app: Litestar, user: User, type: str, payload: dict | None = None) -> int:
@@ -90,18 +97,53 @@ async def test_form_mistakes_come_back_beside_the_fields_with_the_input_kept(
 ) -> None:
     async with signed_in(app, accounts["editor"]) as browser:
         bad_json = await browser.post(
-            "/admin/jobs", data={"type": "test.record", "payload": "{oops", "priority": "0"}
+            "/admin/jobs", data={"type": "test.file", "payload": "{oops", "priority": "0"}
         )
         assert bad_json.status_code == 400
         assert "The payload is not valid JSON." in bad_json.text and "{oops" in bad_json.text
-        bad_payload = await browser.post(
-            "/admin/jobs", data={"type": "test.record", "payload": "{}", "priority": "0"}
+        missing = await browser.post(
+            "/admin/jobs", data={"type": "test.record", "p.steps": "2", "priority": "0"}
         )
-        assert bad_payload.status_code == 400 and "Invalid payload" in bad_payload.text
+        assert missing.status_code == 400
+        assert 'id="e-f-p-path">Path is required.<' in missing.text
+        assert 'name="p.steps" type="number" value="2"' in missing.text, "the input is kept"
+        out_of_range = await browser.post(
+            "/admin/jobs", data={"type": "report", "p.days": "0", "priority": "0"}
+        )
+        assert out_of_range.status_code == 400
+        assert re.search(
+            r'id="e-f-p-days">Invalid payload: Expected `int` &gt;= 1', out_of_range.text
+        )
         not_allowed = await browser.post(
             "/admin/jobs", data={"type": "cleanup", "payload": "{}", "priority": "0"}
         )
         assert not_allowed.status_code == 403
+    assert await _jobs(app) == [], "no mistake enqueued anything"
+
+
+async def test_the_form_asks_for_each_types_own_settings(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    async with signed_in(app, accounts["admin"]) as browser:
+        export = await browser.get("/admin/jobs/fields", params={"type": "export"})
+        assert '<select id="f-p-dataset" name="p.dataset"' in export.text
+        assert '<option value="audit">audit</option>' in export.text
+        report = await browser.get("/admin/jobs/fields", params={"type": "report"})
+        assert 'name="p.days" type="number" value="30" min="1" max="3650"' in report.text
+        notify = await browser.get("/admin/jobs/fields", params={"type": "notify"})
+        assert '<textarea id="f-p-body" name="p.body" rows="4" required' in notify.text
+        free = await browser.get("/admin/jobs/fields", params={"type": "test.file"})
+        assert 'name="payload"' in free.text, "a type without a schema keeps the JSON box"
+        created = await browser.post(
+            "/admin/jobs",
+            data={"type": "export", "p.dataset": "content", "p.format": "json", "priority": "0"},
+        )
+        assert created.status_code == 303
+    [job] = await _jobs(app)
+    assert (job.type, job.payload) == ("export", {"dataset": "content", "format": "json"})
+    async with signed_in(app, accounts["viewer"]) as browser:
+        theirs = await browser.get("/admin/jobs/fields", params={"type": "export"})
+    assert "p.dataset" not in theirs.text, "only a type the user may run is offered"
 
 
 async def test_cancel_and_retry_from_the_job_page(
