@@ -12,9 +12,10 @@ import csv
 import io
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 from uuid import UUID
 
 import msgspec
@@ -102,29 +103,61 @@ async def run_export(ctx: JobContext[ExportPayload]) -> dict[str, Any]:
     model = dataset.model
     async with ctx.sessionmaker() as session:
         total = await session.scalar(select(func.count()).select_from(model)) or 0
-    rows: list[tuple[Any, ...]] = []
-    last: Any = None
-    while True:
-        statement = select(model).order_by(model.id).limit(BATCH)
-        if last is not None:
-            statement = statement.where(model.id > last)
-        async with ctx.sessionmaker() as session:
-            batch = list(await session.scalars(statement))
-        rows.extend(dataset.row(item) for item in batch)
-        if batch:
-            last = batch[-1].id
-        done = len(rows)
-        await ctx.progress(min(99, done * 100 // max(total, 1)), f"{done} of {total} rows")
-        if len(batch) < BATCH:
-            break
     name = f"{ctx.payload.dataset}-{secrets.token_hex(8)}.{ctx.payload.format}"
-    if ctx.payload.format == "csv":
-        ctx.attach(name, to_csv(dataset.columns, rows), "text/csv; charset=utf-8")
-    else:
-        records = [dict(zip(dataset.columns, map(plain, row), strict=True)) for row in rows]
-        ctx.attach(name, json.dumps(records, indent=1), "application/json")
-    await ctx.progress(100, f"{len(rows)} rows exported")
-    return {"dataset": ctx.payload.dataset, "format": ctx.payload.format, "rows": len(rows)}
+    media_type = "text/csv; charset=utf-8" if ctx.payload.format == "csv" else "application/json"
+    done = 0
+    with ctx.writing(name, media_type) as out:
+        write = _csv_writer(out, dataset) if ctx.payload.format == "csv" else _json_writer(out)
+        last: Any = None
+        while True:
+            statement = select(model).order_by(model.id).limit(BATCH)
+            if last is not None:
+                statement = statement.where(model.id > last)
+            async with ctx.sessionmaker() as session:
+                batch = list(await session.scalars(statement))
+            write([dataset.row(item) for item in batch], dataset.columns)
+            if batch:
+                last = batch[-1].id
+            done += len(batch)
+            await ctx.progress(min(99, done * 100 // max(total, 1)), f"{done} of {total} rows")
+            if len(batch) < BATCH:
+                break
+        write(None, dataset.columns)
+    await ctx.progress(100, f"{done} rows exported")
+    return {"dataset": ctx.payload.dataset, "format": ctx.payload.format, "rows": done}
+
+
+Rows = list[tuple[Any, ...]]
+
+
+def _csv_writer(out: TextIO, dataset: Dataset) -> Callable[[Rows | None, tuple[str, ...]], None]:
+    """Writes the header, then each batch of rows as it comes (None: the end)."""
+    writer = csv.writer(out)
+    writer.writerow(dataset.columns)
+
+    def write(rows: Rows | None, columns: tuple[str, ...]) -> None:
+        if rows:
+            writer.writerows([csv_cell(value) for value in row] for row in rows)
+
+    return write
+
+
+def _json_writer(out: TextIO) -> Callable[[Rows | None, tuple[str, ...]], None]:
+    """One JSON array, one object per line, written batch by batch (None closes it)."""
+    out.write("[")
+    first = True
+
+    def write(rows: Rows | None, columns: tuple[str, ...]) -> None:
+        nonlocal first
+        if rows is None:
+            out.write("\n]\n" if not first else "]\n")
+            return
+        for row in rows:
+            record = dict(zip(columns, map(plain, row), strict=True))
+            out.write(("\n" if first else ",\n") + json.dumps(record, ensure_ascii=False))
+            first = False
+
+    return write
 
 
 def to_csv(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:

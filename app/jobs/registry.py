@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import importlib
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TextIO, TypeVar
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -235,6 +235,20 @@ class JobContext(Generic[P]):
 
     def attach(self, name: str, data: bytes | str, content_type: str) -> Path:
         """Store a result file the requester can download (one per job is shown)."""
+        path = self._result_path(name)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        return self._attached(path, content_type)
+
+    @contextmanager
+    def writing(self, name: str, content_type: str) -> Iterator[TextIO]:
+        """A result file written piece by piece (UTF-8 text), so a large export never
+        sits in memory whole; it is attached once the block ends without an error."""
+        path = self._result_path(name)
+        with path.open("w", encoding="utf-8", newline="") as out:
+            yield out
+        self._attached(path, content_type)
+
+    def _result_path(self, name: str) -> Path:
         safe = Path(name).name or "result"
         directory = self.files_dir / str(self.job_id)
         if not self.files and directory.is_dir():
@@ -247,7 +261,10 @@ class JobContext(Generic[P]):
                 else:
                     old.unlink(missing_ok=True)
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / safe
-        path.write_bytes(data.encode() if isinstance(data, str) else data)
-        self.files.append({"name": safe, "content_type": content_type, "size": path.stat().st_size})
+        return directory / safe
+
+    def _attached(self, path: Path, content_type: str) -> Path:
+        self.files.append(
+            {"name": path.name, "content_type": content_type, "size": path.stat().st_size}
+        )
         return path

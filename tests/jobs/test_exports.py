@@ -216,14 +216,12 @@ async def test_the_admin_form_refuses_bad_export_payloads_beside_the_field(
 ) -> None:
     async with signed_in(app, accounts["editor"]) as browser:
         form = {"type": "export", "priority": "0"}
-        bad = await browser.post("/admin/jobs", data={**form, "payload": '{"dataset": "nope"}'})
-        assert bad.status_code == 400 and 'id="e-payload"' in bad.text
+        bad = await browser.post("/admin/jobs", data={**form, "p.dataset": "nope"})
+        assert bad.status_code == 400 and 'id="e-f-p-dataset"' in bad.text
         assert "Invalid payload" in bad.text and "nope" in bad.text
-        users = await browser.post("/admin/jobs", data={**form, "payload": '{"dataset": "users"}'})
+        users = await browser.post("/admin/jobs", data={**form, "p.dataset": "users"})
         assert users.status_code == 403
-        content = await browser.post(
-            "/admin/jobs", data={**form, "payload": '{"dataset": "content"}'}
-        )
+        content = await browser.post("/admin/jobs", data={**form, "p.dataset": "content"})
         assert content.status_code in (302, 303), content.text
 
 
