@@ -21,62 +21,39 @@ import asyncio
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+from bench.common import (
+    HOST,
+    LOGIN,
+    PASSWORD,
+    ROOT,
+    create_account,
+    environment,
+    free_port,
+    keel,
+    lift_api_rate_limit,
+    recreate_database,
+    run_keel,
+    settings_of,
+    stop_processes,
+    wait_until_ready,
+)
+
 DATABASE = "keel_bench"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-PASSWORD = "a long benchmark passphrase 42"
 POSTS = 60
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def environment(var_dir: Path, cache_ttl: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "VALKEY_", "DB_"))}
-    env.update(
-        VAR_DIR=str(var_dir),
-        DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DATABASE}",
-        VALKEY_URL="redis://127.0.0.1:6379/14",
-        VALKEY_KEY_PREFIX=f"keelbench{os.getpid()}:",
-        APP_ENV="development",
-        LOG_LEVEL="WARNING",
-        CACHE_TTL_SECONDS=str(cache_ttl),
-        WEB_CONCURRENCY="1",
-        DB_POOL_SIZE="20",
+def bench_environment(var_dir: Path, cache_ttl: int) -> dict[str, str]:
+    return environment(
+        var_dir, DATABASE, CACHE_TTL_SECONDS=str(cache_ttl), WEB_CONCURRENCY="1", DB_POOL_SIZE="20"
     )
-    return env
-
-
-def run(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> None:
-    done = subprocess.run(cmd, env=env, cwd=ROOT, input=stdin, text=True, capture_output=True)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
-
-
-async def recreate_database() -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(PG_ADMIN)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{DATABASE}"')
-    finally:
-        await connection.close()
 
 
 async def seed(env: dict[str, str]) -> str:
@@ -85,11 +62,8 @@ async def seed(env: dict[str, str]) -> str:
     from app.accounts.audit import Actor
     from app.content.services import EntryInput, publish_entry, save_entry
     from app.core.db import create_engine, create_sessionmaker
-    from app.settings import Settings
-    from app.system.settings import write_setting
 
-    settings = Settings.from_env(env, env_file=Path("/nonexistent"))
-    engine = create_engine(settings.db)
+    engine = create_engine(settings_of(env).db)
     paragraph = "Keel keeps every capability and drops the network hops. " * 8
     async with create_sessionmaker(engine)() as session, session.begin():
         actor = Actor(None, "bench")
@@ -101,9 +75,8 @@ async def seed(env: dict[str, str]) -> str:
                 EntryInput(title=f"Benchmark post {i}", body_markdown=body, tags=["bench"]),
             )
             await publish_entry(session, actor, entry)
-        # One bearer token drives the JSON case: lift the per-identity limit for the run.
-        await write_setting(session, "api_rate_limit_per_minute", 1_000_000)
     await engine.dispose()
+    await lift_api_rate_limit(env)
     return "benchmark-post-7"
 
 
@@ -113,29 +86,18 @@ class Server:
     process: subprocess.Popen[bytes]
     base: str
 
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
 
 def start(name: str, command: list[str], env: dict[str, str], port: int, probe: str) -> Server:
     process = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     base = f"http://{HOST}:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + probe, timeout=1).status_code == 200:
-                return Server(name, process, base)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    sys.exit(f"{name} did not start")
+    try:
+        wait_until_ready(process, base + probe)
+    except RuntimeError as exc:
+        stop_processes(process)
+        sys.exit(f"{name} did not start: {exc}")
+    return Server(name, process, base)
 
 
 @dataclass
@@ -170,80 +132,41 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
-    asyncio.run(recreate_database())
+    asyncio.run(recreate_database(DATABASE))
     var_dir = Path(tempfile.mkdtemp(prefix="keel-bench-"))
-    env = environment(var_dir, cache_ttl=300)
-    run([sys.executable, "-m", "app", "db", "upgrade"], env)
-    run(
-        [
-            sys.executable,
-            "-m",
-            "app",
-            "users",
-            "create",
-            "--role",
-            "editor",
-            "--email",
-            "bench@example.org",
-            "--username",
-            "bench",
-            "--password-stdin",
-        ],
-        env,
-        stdin=PASSWORD + "\n",
-    )
+    env = bench_environment(var_dir, cache_ttl=300)
+    run_keel(env, "db", "upgrade")
+    create_account(env, role="editor")
     slug = asyncio.run(seed(env))
     servers: list[Server] = []
     try:
         hello_port, cached_port, uncached_port = free_port(), free_port(), free_port()
+        ceiling_command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", HOST]
+        ceiling_command += ["--port", str(hello_port), "--workers", "1", "--no-ws"]
         servers.append(
-            start(
-                "ceiling",
-                [
-                    sys.executable,
-                    "-m",
-                    "granian",
-                    "--interface",
-                    "asgi",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(hello_port),
-                    "--workers",
-                    "1",
-                    "--no-ws",
-                    "bench.hello_asgi:app",
-                ],
-                env,
-                hello_port,
-                "/",
-            )
+            start("ceiling", [*ceiling_command, "bench.hello_asgi:app"], env, hello_port, "/")
         )
         servers.append(
             start(
                 "keel",
-                [sys.executable, "-m", "app", "serve", "--port", str(cached_port)],
+                keel("serve", "--port", str(cached_port)),
                 env,
                 cached_port,
                 "/health/ready",
             )
         )
-        uncached_env = {
-            **environment(var_dir, cache_ttl=0),
-            "VALKEY_KEY_PREFIX": env["VALKEY_KEY_PREFIX"],
-        }
         servers.append(
             start(
                 "keel-uncached",
-                [sys.executable, "-m", "app", "serve", "--port", str(uncached_port)],
-                uncached_env,
+                keel("serve", "--port", str(uncached_port)),
+                bench_environment(var_dir, cache_ttl=0),
                 uncached_port,
                 "/health/ready",
             )
         )
         ceiling_base, cached_base, uncached_base = (s.base for s in servers)
         token = httpx.post(
-            f"{cached_base}/api/v1/auth/login", json={"login": "bench", "password": PASSWORD}
+            f"{cached_base}/api/v1/auth/login", json={"login": LOGIN, "password": PASSWORD}
         ).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
         httpx.get(f"{cached_base}/blog/{slug}")  # warm the cache
@@ -266,8 +189,7 @@ def main() -> None:
                     f"{figures.p99_ms:>9.2f}{ratio:>8.3f}"
                 )
     finally:
-        for server in servers:
-            server.stop()
+        stop_processes(*(server.process for server in servers))
         shutil.rmtree(var_dir, ignore_errors=True)
 
 

@@ -1,12 +1,18 @@
-"""The job queue on PostgreSQL: enqueue rate, throughput of two `keel worker` processes,
-and enqueue→start latency when idle and under a backlog, with 100,000 finished jobs in
-the history (they must not slow the claim: the claim index covers queued rows only).
+"""The job queue on PostgreSQL: enqueue rates, worker throughput, enqueue→start latency.
+
+Measured with 100,000 finished jobs in the history (they must not slow the claim: the
+claim index covers queued rows only): enqueues/s from one producer, jobs/s of two
+`keel worker` processes, enqueue→start latency when idle and under a backlog.
 
 Phases, on 127.0.0.1 only, in a fresh database `keel_bench_jobs`:
   1. seed 100,000 finished jobs;
-  2. one producer enqueues 20,000 no-op jobs, no worker running: 2,000 one transaction
-     each, half from 8 concurrent connections one transaction each, the rest with
-     `enqueue_many` 100 per transaction: enqueues/s of each way;
+  2. one producer process enqueues 20,000 no-op jobs, no worker running, through
+     `queue.enqueue` with durable commits (and a wake-up after each, as a page does):
+     2,000 one transaction each, one after another (each commit waits for its own disk
+     flush: this is bound by the disk, not the queue); 5,000 from 16 and 5,000 from 64
+     concurrent tasks, each job still one transaction of its own, as a web process
+     enqueues under concurrent requests (PostgreSQL's group commit lets the commits share
+     flushes); the rest with `enqueue_many`, 100 per transaction: enqueues/s of each way;
   3. the claim query's plan (which index, how long) with all of that in the table;
      two `keel worker --concurrency 32` processes drain the 20,000: jobs/s, from the first
      start to the last finish as the database recorded them;
@@ -14,10 +20,12 @@ Phases, on 127.0.0.1 only, in a fresh database `keel_bench_jobs`:
   5. under a backlog: 20,000 jobs enqueued with `enqueue_many` while the workers run, and
      meanwhile an urgent job (priority -10) every 20 ms: jobs/s, enqueue→start p50/p99
      of the urgent jobs, and how long the backlog waited.
-Targets (2 cores): ≥ 5,000 jobs/s with two workers, ≥ 2,500 enqueues/s from one producer,
-p50 enqueue→start < 50 ms idle.
+Targets (2 cores): ≥ 5,000 jobs/s with two workers, ≥ 2,500 enqueues/s from one producer
+(a producer that waits for each commit before the next measures the disk's flush time;
+the concurrent figures are a web process under concurrent requests; `enqueue_many` is a
+service fanning out), p50 enqueue→start < 50 ms idle.
 
-    .venv/bin/python bench/jobs_load.py [--jobs 20000]
+    .venv/bin/python bench/jobs_load.py [--jobs 20000] [--producer-tasks 16,64]
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres) and Valkey/Redis on 127.0.0.1:6379.
 """
 
@@ -25,9 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,12 +40,21 @@ import time
 from pathlib import Path
 
 from app.jobs.registry import JobContext, job_handler
+from bench.common import (
+    ROOT,
+    environment,
+    keel,
+    percentile,
+    recreate_database,
+    run_keel,
+    settings_of,
+    stop_processes,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "keel_bench_jobs"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 HISTORY = 100_000
-PRODUCERS = 8
+SEQUENTIAL = 2_000
+PRODUCER_TASKS = (16, 64)
 URGENT = -10
 
 
@@ -49,46 +63,24 @@ async def noop(ctx: JobContext[dict[str, object]]) -> None:
     """Do nothing: what is measured is the queue."""
 
 
-def environment(var_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "VALKEY_", "DB_"))}
-    env.update(
-        VAR_DIR=str(var_dir),
-        DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DATABASE}",
-        VALKEY_URL="redis://127.0.0.1:6379/14",
-        VALKEY_KEY_PREFIX=f"keelbench{os.getpid()}:",
-        APP_ENV="development",
-        LOG_LEVEL="WARNING",
+def bench_environment(var_dir: Path) -> dict[str, str]:
+    return environment(
+        var_dir,
+        DATABASE,
         JOB_MODULES="bench.jobs_load",
         WORKER_POLL_INTERVAL="1",
         DB_POOL_SIZE="20",
     )
-    return env
-
-
-async def recreate_database() -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(PG_ADMIN)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{DATABASE}"')
-    finally:
-        await connection.close()
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(len(ordered) * share), len(ordered) - 1)]
 
 
 class Bench:
     def __init__(self, env: dict[str, str]) -> None:
         from app.core.db import create_engine, create_sessionmaker
         from app.core.store import create_store
-        from app.settings import Settings
 
         self.env = env
-        settings = Settings.from_env(env, env_file=Path("/nonexistent"))
+        settings = settings_of(env)
+        self.connections = settings.db.pool_size + settings.db.max_overflow
         self.engine = create_engine(settings.db)
         self.sessionmaker = create_sessionmaker(self.engine)
         self.store = create_store(settings.store)
@@ -165,14 +157,18 @@ class Bench:
             await self.enqueue_one()
         return count / (time.perf_counter() - started)
 
-    async def enqueue_concurrently(self, count: int) -> float:
+    async def enqueue_concurrently(self, count: int, tasks: int) -> float:
+        """`tasks` concurrent tasks of this one process, each enqueueing single jobs in
+        transactions of their own, as a web process does under concurrent requests: the
+        commits stay durable, and PostgreSQL's group commit lets them share disk flushes."""
+
         async def producer(share: int) -> None:
             for _ in range(share):
                 await self.enqueue_one()
 
         started = time.perf_counter()
-        await asyncio.gather(*(producer(count // PRODUCERS) for _ in range(PRODUCERS)))
-        return (count // PRODUCERS * PRODUCERS) / (time.perf_counter() - started)
+        await asyncio.gather(*(producer(count // tasks) for _ in range(tasks)))
+        return (count // tasks * tasks) / (time.perf_counter() - started)
 
     async def probe_until_drained(self) -> None:
         """Enqueue an urgent job every 20 ms while the backlog lasts."""
@@ -185,19 +181,13 @@ class Bench:
     def start_workers(self, count: int = 2) -> None:
         for _ in range(count):
             self.workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "app", "worker", "--concurrency", "32"],
-                    env=self.env,
-                    cwd=ROOT,
-                )
+                subprocess.Popen(keel("worker", "--concurrency", "32"), env=self.env, cwd=ROOT)
             )
 
     def stop_workers(self) -> None:
-        for process in self.workers:
-            process.send_signal(signal.SIGTERM)
-        for process in self.workers:
-            if process.wait(timeout=30) != 0:
-                print(f"worker exited with {process.returncode}")
+        for code in stop_processes(*self.workers, timeout=30):
+            if code != 0:
+                print(f"worker exited with {code}")
         self.workers = []
 
     async def wait_until_drained(self, timeout: float = 300) -> None:
@@ -239,28 +229,41 @@ class Bench:
         return int(await self.sql("SELECT coalesce(max(id), 0) FROM jobs") or 0)
 
 
-async def main(jobs: int) -> None:
-    await recreate_database()
+async def main(jobs: int, producer_tasks: tuple[int, ...]) -> None:
+    await recreate_database(DATABASE)
     with tempfile.TemporaryDirectory(prefix="keel-bench-jobs-") as var_dir:
-        env = environment(Path(var_dir))
-        subprocess.run(
-            [sys.executable, "-m", "app", "db", "upgrade"], env=env, cwd=ROOT, check=True
-        )
+        env = bench_environment(Path(var_dir))
+        run_keel(env, "db", "upgrade")
         bench = Bench(env)
         try:
             await bench.seed_history()
             print(f"history: {HISTORY:,} finished jobs")
 
             mark = await bench.last_id()
-            sequential = await bench.enqueue_sequentially(2_000)
-            concurrent = await bench.enqueue_concurrently(jobs // 2)
-            batched = await bench.enqueue_batches(jobs - jobs // 2 - 2_000)
+            sequential_count = min(SEQUENTIAL, jobs // 10)
+            concurrent_count = jobs // 2 // len(producer_tasks)
+            sequential = await bench.enqueue_sequentially(sequential_count)
+            concurrent = [
+                (tasks, await bench.enqueue_concurrently(concurrent_count, tasks))
+                for tasks in producer_tasks
+            ]
+            batched_count = jobs - sequential_count - concurrent_count * len(producer_tasks)
+            batched = await bench.enqueue_batches(batched_count)
+            print("enqueue, one producer process, durable commits:")
             print(
-                f"enqueue, one producer: {sequential:,.0f}/s one transaction per job, "
-                f"{concurrent:,.0f}/s one transaction per job from {PRODUCERS} connections, "
-                f"{batched:,.0f}/s with enqueue_many (100 per transaction)"
+                f"  one transaction per job, one after another:  {sequential:>8,.0f}/s "
+                f"({sequential_count:,} jobs; each commit waits for its own disk flush)"
             )
-
+            for tasks, rate in concurrent:
+                print(
+                    f"  one transaction per job, {tasks:>3} concurrent tasks: {rate:>8,.0f}/s "
+                    f"({concurrent_count:,} jobs, pool of {bench.connections} connections; "
+                    "group commit shares the flushes)"
+                )
+            print(
+                f"  enqueue_many, 100 jobs per transaction:       {batched:>8,.0f}/s "
+                f"({batched_count:,} jobs)"
+            )
             print(f"claim query with history and {jobs:,} queued: {await bench.claim_plan()}")
             bench.start_workers(2)
             await bench.wait_until_drained()
@@ -300,5 +303,12 @@ async def main(jobs: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=20_000)
-    asyncio.run(main(parser.parse_args().jobs))
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs per phase (20,000)")
+    parser.add_argument(
+        "--producer-tasks",
+        default=",".join(map(str, PRODUCER_TASKS)),
+        help="concurrent enqueueing tasks to measure, comma-separated (16,64)",
+    )
+    args = parser.parse_args()
+    tasks = tuple(int(n) for n in args.producer_tasks.split(","))
+    asyncio.run(main(args.jobs, tasks))

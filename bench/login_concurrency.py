@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,105 +24,31 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
-LOGIN = "bench"
-PASSWORD = "a long benchmark passphrase 42"
+from bench.common import (
+    HOST,
+    LOGIN,
+    PASSWORD,
+    ROOT,
+    create_account,
+    environment,
+    free_port,
+    keel,
+    lift_api_rate_limit,
+    percentile,
+    run_keel,
+    stop_processes,
+    wait_until_ready,
+)
+
 TARGET_P99_MS = 50.0
 SAMPLE_EVERY = 0.010
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def keel(*args: str) -> list[str]:
-    return [sys.executable, "-m", "app", *args]
-
-
-def embedded_environment(var_dir: Path, port: int) -> dict[str, str]:
-    """Embedded mode: SQLite in `var_dir` and the in-process store, whatever the shell has."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "VALKEY_", "DB_"))}
-    env.pop("SECRET_KEY", None)
-    env.update(
-        VAR_DIR=str(var_dir),
-        DATABASE_URL=f"sqlite+aiosqlite:///{var_dir}/keel.db",
-        APP_ENV="development",
-        LOG_LEVEL="WARNING",  # one log line per request would measure the terminal
-        HOST=HOST,
-        PORT=str(port),
-        WEB_CONCURRENCY="1",
-    )
-    return env
 
 
 def prepare(env: dict[str, str]) -> None:
     """Migrate, create the account, and lift the API rate limit so it does not cap logins."""
-    subprocess.run(keel("db", "upgrade"), env=env, cwd=ROOT, check=True, capture_output=True)
-    subprocess.run(
-        keel(
-            "users",
-            "create",
-            "--email",
-            "bench@example.org",
-            "--username",
-            LOGIN,
-            "--password-stdin",
-        ),
-        env=env,
-        cwd=ROOT,
-        input=PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    script = (
-        "import asyncio\n"
-        "from pathlib import Path\n"
-        "from app.core.db import create_engine, create_sessionmaker\n"
-        "from app.settings import Settings\n"
-        "from app.system.settings import write_setting\n"
-        "async def main():\n"
-        "    settings = Settings.from_env()\n"
-        "    engine = create_engine(settings.db)\n"
-        "    async with create_sessionmaker(engine)() as session, session.begin():\n"
-        "        await write_setting(session, 'api_rate_limit_per_minute', 1_000_000)\n"
-        "    await engine.dispose()\n"
-        "asyncio.run(main())\n"
-    )
-    subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=ROOT, check=True, capture_output=True
-    )
-
-
-def wait_until_live(base: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"keel serve exited with {server.returncode}")
-        try:
-            if httpx.get(f"{base}/health/live", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"keel serve did not answer within {START_TIMEOUT:.0f} s")
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is not None:
-        return
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(5)
+    run_keel(env, "db", "upgrade")
+    create_account(env)
+    asyncio.run(lift_api_rate_limit(env))
 
 
 def sample_liveness(
@@ -167,11 +90,6 @@ async def login_loops(base: str, concurrency: int, stop_at: float) -> Counter[st
     return statuses
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -182,7 +100,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="keel-bench-") as var_dir:
         port = free_port()
         base = f"http://{HOST}:{port}"
-        env = embedded_environment(Path(var_dir), port)
+        # Embedded mode: SQLite in var_dir and the in-process store, whatever the shell has.
+        env = environment(Path(var_dir), HOST=HOST, PORT=str(port), WEB_CONCURRENCY="1")
         prepare(env)
         log_path = Path(var_dir) / "serve.log"
         with log_path.open("wb") as log:
@@ -194,7 +113,7 @@ def main() -> int:
                 stderr=subprocess.STDOUT,
             )
             try:
-                wait_until_live(base, server)
+                wait_until_ready(server, f"{base}/health/live")
                 latencies: list[float] = []
                 sample_errors: Counter[str] = Counter()
                 started = time.monotonic()
@@ -210,7 +129,7 @@ def main() -> int:
                 print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
                 raise
             finally:
-                stop(server)
+                stop_processes(server)
 
     logins = statuses.get("200", 0)
     print(f"keel serve (embedded, 1 worker) · {args.concurrency} login loops · {elapsed:.1f} s")

@@ -185,72 +185,79 @@ def test_worker_heartbeats_and_exits_0_on_sigterm(keel_env: dict[str, str]) -> N
     assert os.path.exists(ROOT / "app")  # sanity: ran from the checkout
 
 
+Command = tuple[tuple[str, ...], str | None]
+"""The arguments of a `keel` command and its standard input."""
+
+
+def run_keel_together(
+    env: dict[str, str], *commands: Command
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run `keel` commands side by side and wait for all: a `keel` process spends most of
+    its time starting, so commands whose order does not matter need not wait in line."""
+    started = [
+        (
+            subprocess.Popen(
+                keel_command(*args),
+                env=env,
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+            args,
+            stdin,
+        )
+        for args, stdin in commands
+    ]
+    done = []
+    for process, args, stdin in started:
+        stdout, stderr = process.communicate(stdin, timeout=60)
+        done.append(subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
+    return done
+
+
+def create_user(email: str, username: str, password: str, *options: str) -> Command:
+    args = ("users", "create", *options, "--email", email, "--username", username)
+    return (*args, "--password-stdin"), password + "\n"
+
+
 def test_users_commands_create_list_set_role_and_reset_password(keel_env: dict[str, str]) -> None:
-    created = run_keel(
-        "users",
-        "create",
-        "--role",
-        "admin",
-        "--email",
-        "Root@Example.org",
-        "--username",
-        "root",
-        "--password-stdin",
-        env=keel_env,
-        stdin="violet harbour lantern 42\n",
+    # Side by side where the order does not matter, with one writer at a time (SQLite's rule).
+    passphrase = "violet harbour lantern 42"
+    created, weak, nobody = run_keel_together(
+        keel_env,
+        create_user("Root@Example.org", "root", passphrase, "--role", "admin"),
+        create_user("w@example.org", "weak", "password"),
+        (("users", "set-role", "nobody", "editor"), None),
     )
     assert created.returncode == 0, created.stderr
     assert "created admin root <root@example.org>" in created.stdout
-    weak = run_keel(
-        "users",
-        "create",
-        "--email",
-        "w@example.org",
-        "--username",
-        "weak",
-        "--password-stdin",
-        env=keel_env,
-        stdin="password\n",
-    )
     assert weak.returncode == 2 and "password: Use at least 12 characters." in weak.stderr
-    duplicate = run_keel(
-        "users",
-        "create",
-        "--email",
-        "root@example.org",
-        "--username",
-        "other",
-        "--password-stdin",
-        env=keel_env,
-        stdin="violet harbour lantern 42\n",
+    assert nobody.returncode == 2
+
+    duplicate, last_admin, eddie = run_keel_together(
+        keel_env,
+        create_user("root@example.org", "other", passphrase),
+        (("users", "set-role", "root", "viewer"), None),
+        create_user("e@example.org", "eddie", "violet harbour lantern 43"),
     )
     assert duplicate.returncode == 2 and "exists" in duplicate.stderr
-    run_keel(
-        "users",
-        "create",
-        "--email",
-        "e@example.org",
-        "--username",
-        "eddie",
-        "--password-stdin",
-        env=keel_env,
-        stdin="violet harbour lantern 43\n",
-    )
+    assert last_admin.returncode == 2 and "last active admin" in last_admin.stderr
+    assert eddie.returncode == 0, eddie.stderr
+
     assert (
         run_keel("users", "set-role", "eddie", "editor", env=keel_env).stdout.strip()
         == "eddie is now editor"
     )
-    last_admin = run_keel("users", "set-role", "root", "viewer", env=keel_env)
-    assert last_admin.returncode == 2 and "last active admin" in last_admin.stderr
-    reset = run_keel(
-        "users",
-        "reset-password",
-        "e@example.org",
-        "--password-stdin",
-        env=keel_env,
-        stdin="a new and private passphrase\n",
+    reset, listing = run_keel_together(
+        keel_env,
+        (
+            ("users", "reset-password", "e@example.org", "--password-stdin"),
+            "a new and private passphrase\n",
+        ),
+        (("users", "list"), None),
     )
     assert reset.returncode == 0 and "sessions were ended" in reset.stdout
-    listing = run_keel("users", "list", env=keel_env).stdout
-    assert "root" in listing and "admin" in listing and "eddie" in listing and "editor" in listing
-    assert run_keel("users", "set-role", "nobody", "editor", env=keel_env).returncode == 2
+    listed = listing.stdout
+    assert "root" in listed and "admin" in listed and "eddie" in listed and "editor" in listed

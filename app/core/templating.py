@@ -107,6 +107,13 @@ def redirect(location: str, cookie: Cookie | None = None) -> Response[bytes]:
     return response
 
 
+def absolute_url(request: Request, route_name: str, **path_params: Any) -> str:
+    """A named route's absolute address on the host the request came to: for links that
+    leave the site (in an e-mail, or handed to an API client)."""
+    path = request.app.route_reverse(route_name, **path_params)
+    return str(request.base_url).rstrip("/") + path
+
+
 def wants_fragment(request: Request) -> bool:
     """An htmx request that swaps part of a page (not a boosted full-page navigation)."""
     htmx = getattr(request, "htmx", None)

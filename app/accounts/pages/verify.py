@@ -20,15 +20,14 @@ from app.accounts.services import (
     verify_address,
 )
 from app.core.db import DbSession
-from app.core.templating import redirect, render
+from app.core.templating import absolute_url, redirect, render
 
 TEMPLATE = "accounts/verify_email.html"
 
 
 def verify_link_url(request: Request, token: str) -> str:
     """The absolute address of a verification link, on the host the user came from."""
-    path = request.app.route_reverse("accounts:verify_email", token=token)
-    return str(request.base_url).rstrip("/") + path
+    return absolute_url(request, "accounts:verify_email", token=token)
 
 
 async def mail_verification_link(
