@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout (or image) root: templates/, static/, plugins/ and migrations/ live here."""
@@ -46,6 +47,10 @@ class AppSettings:
     """LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
     cors_origins: tuple[str, ...] = ()
     """CORS_ORIGINS: comma-separated origins allowed to call the API from a browser."""
+    public_url: str = ""
+    """PUBLIC_URL: the site's address as visitors reach it (`https://example.org`). Links
+    that leave a page (e-mails, feeds, sitemap, canonical and Open Graph tags) are built on
+    it, never on the request's Host header. Required in production."""
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     """TRUSTED_PROXIES: comma-separated addresses/networks whose X-Forwarded-For and
     X-Request-ID are believed."""
@@ -216,6 +221,7 @@ class Settings:
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
             cors_origins=reader.items("CORS_ORIGINS"),
+            public_url=reader.site_url("PUBLIC_URL"),
             trusted_proxies=reader.networks("TRUSTED_PROXIES"),
             var_dir=var_dir,
             plugins_dir=Path(reader.text("PLUGINS_DIR", str(ROOT / "plugins"))),
@@ -331,6 +337,11 @@ class Settings:
             )
         if self.app.is_production and self.store.is_memory:
             problems.append("VALKEY_URL must be set in production (sessions and limits are shared)")
+        if self.app.is_production and not self.app.public_url:
+            problems.append(
+                "PUBLIC_URL must be set in production (https://your.site): e-mailed links, "
+                "feeds and canonical addresses must never come from a request's Host header"
+            )
         return problems
 
 
@@ -435,6 +446,22 @@ class _Reader:
             self.problems.append(f"{name}={raw!r} must be one of: {', '.join(options)}")
             return default
         return value
+
+    def site_url(self, name: str) -> str:
+        """An http(s) address without path, query or fragment; kept without a final `/`."""
+        raw = self.text(name, "").rstrip("/")
+        if not raw:
+            return ""
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+            self.problems.append(
+                f"{name}={raw!r} must be the site's address, like https://example.org"
+            )
+            return ""
+        if parts.query or parts.fragment or parts.username or parts.password:
+            self.problems.append(f"{name}={raw!r} must not hold a query, fragment or password")
+            return ""
+        return raw
 
     def items(self, name: str) -> tuple[str, ...]:
         return tuple(item.strip() for item in self.text(name, "").split(",") if item.strip())

@@ -181,13 +181,17 @@ def with_app_settings(settings: Settings, **changes: object) -> Settings:
 
 
 def as_production(settings: Settings) -> Settings:
-    """The same leg in production mode: a strong secret and a Valkey store, as required."""
+    """The same leg in production mode: a strong secret, a Valkey store and the site's
+    public address, as required."""
     store = (
         settings.store
         if not settings.store.is_memory
         else replace(settings.store, url=VALKEY_TEST_URL, key_prefix=f"keeltest{RUN_ID}:")
     )
-    return replace(with_app_settings(settings, env="production", secret_key="p" * 48), store=store)
+    production = with_app_settings(
+        settings, env="production", secret_key="p" * 48, public_url="https://keel.example"
+    )
+    return replace(production, store=store)
 
 
 PASSWORD = "correct horse battery staple"

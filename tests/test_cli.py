@@ -41,6 +41,7 @@ def test_check_prints_every_problem_and_exits_non_zero(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert any("SECRET_KEY" in line for line in lines)
+    assert any("PUBLIC_URL" in line for line in lines)
     assert any("database" in line and "does not answer" in line for line in lines)
     assert any("store" in line and "does not answer" in line for line in lines)
     assert "topsecret" not in result.stderr
@@ -57,7 +58,14 @@ def test_check_reports_a_database_that_was_never_migrated(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"APP_ENV": "production", "VALKEY_URL": "redis://127.0.0.1:6379/15"}, "SECRET_KEY"),
+        (
+            {
+                "APP_ENV": "production",
+                "VALKEY_URL": "redis://127.0.0.1:6379/15",
+                "PUBLIC_URL": "https://keel.example",
+            },
+            "SECRET_KEY",
+        ),
         ({"WEB_CONCURRENCY": "2"}, "needs a shared store"),
         ({"DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/keel"}, "does not answer"),
         ({"PORT": "http"}, "PORT='http' is not a whole number"),

@@ -200,3 +200,8 @@ def test_compose_holds_no_secrets():
             if password_in_url:
                 assert REQUIRED_INTERPOLATION.fullmatch(password_in_url[1]), (name, key)
     assert "SECRET_KEY" in service("app")["environment"]
+
+
+def test_compose_asks_for_the_sites_public_address():
+    """Production refuses to start without PUBLIC_URL; Compose says so before it starts."""
+    assert REQUIRED_INTERPOLATION.fullmatch(service("app")["environment"]["PUBLIC_URL"])

@@ -69,14 +69,36 @@ def test_production_without_a_strong_secret_is_refused() -> None:
     )
     assert any("SECRET_KEY" in p and "32 bytes" in p for p in weak.startup_problems())
     strong = Settings.from_env(
-        {"APP_ENV": "production", "SECRET_KEY": "x" * 32, "VALKEY_URL": "redis://c"},
+        {
+            "APP_ENV": "production",
+            "SECRET_KEY": "x" * 32,
+            "VALKEY_URL": "redis://c",
+            "PUBLIC_URL": "https://keel.example/",
+        },
         env_file=NO_FILE,
     )
     assert strong.startup_problems() == []
+    assert strong.app.public_url == "https://keel.example"
+
+
+def test_production_needs_the_sites_public_address() -> None:
+    production = {"APP_ENV": "production", "SECRET_KEY": "x" * 32, "VALKEY_URL": "redis://c"}
+    unset = Settings.from_env(production, env_file=NO_FILE)
+    assert any("PUBLIC_URL" in p and "Host header" in p for p in unset.startup_problems())
+    assert Settings.from_env({}, env_file=NO_FILE).startup_problems() == [], "optional in dev"
+    for wrong in ("keel.example", "ftp://keel.example", "https://keel.example/blog?x=1"):
+        with pytest.raises(ConfigError) as error:
+            Settings.from_env({**production, "PUBLIC_URL": wrong}, env_file=NO_FILE)
+        assert any("PUBLIC_URL" in p for p in error.value.problems), wrong
 
 
 def test_a_weak_metrics_token_is_refused_in_production_and_none_means_admins_only() -> None:
-    production = {"APP_ENV": "production", "SECRET_KEY": "x" * 32, "VALKEY_URL": "redis://c"}
+    production = {
+        "APP_ENV": "production",
+        "SECRET_KEY": "x" * 32,
+        "VALKEY_URL": "redis://c",
+        "PUBLIC_URL": "https://keel.example",
+    }
     weak = Settings.from_env({**production, "METRICS_TOKEN": "guessable"}, env_file=NO_FILE)
     assert any("METRICS_TOKEN" in p for p in weak.startup_problems())
     strong = Settings.from_env({**production, "METRICS_TOKEN": "t" * 32}, env_file=NO_FILE)

@@ -30,7 +30,7 @@ from app.content.services import (
 )
 from app.core.db import DbSession
 from app.core.pagination import PageRequest
-from app.core.templating import render, static_url
+from app.core.templating import absolute_url, render, static_url
 from app.system.settings import read_settings_from
 
 log = logging.getLogger("keel.content")
@@ -61,9 +61,9 @@ async def public_context(request: Request, **values: Any) -> dict[str, Any]:
 
 
 def entry_url(request: Request, entry: Entry | EntryView) -> str:
-    """The absolute address of a page or post, from the request's base URL."""
+    """The absolute address of a page or post (on PUBLIC_URL, see `site_base`)."""
     name = "public:post" if entry.kind == Kind.post.value else "public:page"
-    return request.url_for(name, slug=entry.slug)
+    return absolute_url(request, name, slug=entry.slug)
 
 
 def _may_preview(request: Request, preview: bool) -> bool:
@@ -161,8 +161,8 @@ class PublicPagesController(Controller):
         body = feeds.atom_feed(
             title=site["site_title"],
             subtitle=site["site_intro"],
-            home_url=request.url_for("public:home"),
-            feed_url=request.url_for("public:feed"),
+            home_url=absolute_url(request, "public:home"),
+            feed_url=absolute_url(request, "public:feed"),
             posts=posts,
             post_url=lambda entry: entry_url(request, entry),
             authors=await author_names(db_session, list(posts)),
@@ -175,8 +175,8 @@ class PublicPagesController(Controller):
         entries = await list_public_entries(db_session)
         newest = max((e.updated_at for e in entries), default=None)
         urls = [
-            (request.url_for("public:home"), newest),
-            (request.url_for("public:blog"), newest),
+            (absolute_url(request, "public:home"), newest),
+            (absolute_url(request, "public:blog"), newest),
             *((entry_url(request, e), e.updated_at) for e in entries),
         ]
         return Response(feeds.sitemap(urls), media_type="application/xml; charset=utf-8")
@@ -184,7 +184,7 @@ class PublicPagesController(Controller):
     @get("/robots.txt", name="public:robots", opt=PUBLIC_CACHE)
     async def robots(self, request: Request) -> Response[str]:
         return Response(
-            feeds.robots_txt(request.url_for("public:sitemap")), media_type=MediaType.TEXT
+            feeds.robots_txt(absolute_url(request, "public:sitemap")), media_type=MediaType.TEXT
         )
 
     @get("/favicon.ico", name="public:favicon")

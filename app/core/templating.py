@@ -107,11 +107,17 @@ def redirect(location: str, cookie: Cookie | None = None) -> Response[bytes]:
     return response
 
 
+def site_base(request: Request) -> str:
+    """The site's address for links that leave a page: PUBLIC_URL, or (in development,
+    where it may be unset) the host the request came to. Production requires PUBLIC_URL, so
+    a forged Host header never reaches an e-mail, a feed or a cached page."""
+    return request.app.state.settings.app.public_url or str(request.base_url).rstrip("/")
+
+
 def absolute_url(request: Request, route_name: str, **path_params: Any) -> str:
-    """A named route's absolute address on the host the request came to: for links that
-    leave the site (in an e-mail, or handed to an API client)."""
-    path = request.app.route_reverse(route_name, **path_params)
-    return str(request.base_url).rstrip("/") + path
+    """A named route's absolute address (in an e-mail, a feed, a canonical tag, or handed
+    to an API client), on `site_base`."""
+    return site_base(request) + request.app.route_reverse(route_name, **path_params)
 
 
 def wants_fragment(request: Request) -> bool:

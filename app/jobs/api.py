@@ -16,6 +16,7 @@ from app.accounts import guards
 from app.accounts.audit import Actor
 from app.core.db import DbSession
 from app.core.pagination import PageRequest
+from app.core.templating import site_base
 from app.jobs import services
 from app.jobs.models import Job
 from app.jobs.schemas import JobCreate, JobOut, JobTypeOut
@@ -125,7 +126,7 @@ class JobsController(Controller):
             data.kind,
             await read_upload(data.file, state.settings),
             data.file.filename,
-            str(request.base_url),
+            site_base(request),
         )
         return JobOut.of(job)
 

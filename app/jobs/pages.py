@@ -18,7 +18,7 @@ from app.content.media import human_size
 from app.core.db import DbSession
 from app.core.errors import DomainError
 from app.core.pagination import PageRequest
-from app.core.templating import Form, MultipartForm, redirect, render, render_list
+from app.core.templating import Form, MultipartForm, redirect, render, render_list, site_base
 from app.jobs import services
 from app.jobs.api import UPLOAD_BODY_LIMIT, read_upload, result_download
 from app.jobs.forms import error_field, form_defaults, payload_fields, payload_from_form
@@ -174,7 +174,7 @@ class JobsAdminController(Controller):
                 kind,
                 await read_upload(upload, state.settings),
                 upload.filename,
-                str(request.base_url),
+                site_base(request),
             )
         except DomainError as exc:
             await db_session.rollback()

@@ -13,9 +13,11 @@ from sqlalchemy import select, update
 from app.accounts.models import AuditEntry, User
 from app.accounts.services import RESET_LINK_KEY
 from app.accounts.services.passwords import FORGOT_MAX_PER_ADDRESS, FORGOT_MAX_PER_IP
+from app.asgi import create_app
 from app.jobs.models import Job
 from app.notifications.models import MailMessage, Notification
-from tests.conftest import PASSWORD, client_for, with_csrf
+from app.settings import Settings
+from tests.conftest import PASSWORD, client_for, with_app_settings, with_csrf
 from tests.jobs.conftest import running_worker, wait_for_status
 
 NEW_PASSWORD = "a long and unusual passphrase"
@@ -61,6 +63,24 @@ async def test_the_answer_is_the_same_and_only_a_known_address_gets_a_job(
         (None, False),
     ]
     assert "user.password_reset_link_created" in [e.action for e in entries]
+
+
+async def test_the_mailed_link_is_on_public_url_whatever_the_host_header(
+    settings: Settings, accounts: dict[str, User]
+) -> None:
+    """Password-reset poisoning: a stranger asks for someone's reset with a forged Host;
+    the e-mailed link must still point at the site, or its token leaks to the stranger."""
+    app = create_app(with_app_settings(settings, public_url="https://keel.example"))
+    try:
+        async with client_for(app) as client:
+            await with_csrf(client, "/forgot-password")
+            client.headers["Host"] = "evil.example"
+            assert (await ask(client, accounts["viewer"].email)).status_code == 303
+        (job,) = await notify_jobs(app)
+    finally:
+        await app.state.engine.dispose()
+    assert "evil.example" not in job.payload["body"]
+    assert re.search(r"https://keel\.example/reset/[\w-]+", job.payload["body"])
 
 
 async def test_the_mailed_link_sets_a_password_once_and_lives_one_hour(

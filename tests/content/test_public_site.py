@@ -26,7 +26,7 @@ from app.content.services import (
 )
 from app.settings import Settings
 from app.system.settings import write_setting
-from tests.conftest import client_for, free_port, signed_in
+from tests.conftest import client_for, free_port, signed_in, with_app_settings
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 SITEMAP = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
@@ -192,6 +192,32 @@ async def test_pages_and_view_counts_survive_valkey_being_down(
         assert app.state.page_cache.views[str(entry.id)] == 1  # kept for the next round
     finally:
         await app.state.engine.dispose()
+
+
+async def test_links_that_leave_the_page_are_on_public_url_whatever_the_host_header(
+    settings: Settings, accounts: dict[str, User]
+) -> None:
+    """A forged Host header on a cache miss must not end up in a cached feed, sitemap or
+    page that every later visitor gets (nor in an e-mailed link: tests/accounts)."""
+    app = create_app(with_app_settings(settings, public_url="https://keel.example"))
+    try:
+        await _entry(app, accounts["editor"], "First post")
+        forged = {"Host": "evil.example"}
+        async with client_for(app) as client:
+            answers = [
+                await client.get(path, headers=forged)
+                for path in ("/feed.xml", "/sitemap.xml", "/robots.txt", "/blog/first-post")
+            ]
+            cached = await client.get("/feed.xml")
+    finally:
+        await app.state.engine.dispose()
+    assert all(answer.status_code == 200 for answer in answers)
+    assert not any("evil.example" in answer.text for answer in [*answers, cached])
+    feed, sitemap, robots, post = answers
+    assert "https://keel.example/blog/first-post" in _sitemap_locations(sitemap.content)
+    assert 'href="https://keel.example/blog/first-post"' in feed.text
+    assert "Sitemap: https://keel.example/sitemap.xml" in robots.text
+    assert '<link rel="canonical" href="https://keel.example/blog/first-post">' in post.text
 
 
 async def test_the_menu_lists_public_menu_pages_in_order_on_every_page(
