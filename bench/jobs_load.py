@@ -151,6 +151,20 @@ class Bench:
                 await wake_workers(self.store, session)
         return (count // size * size) / (time.perf_counter() - started)
 
+    async def enqueue_in_transactions(self, count: int, size: int = 100) -> float:
+        """`enqueue()` called once per job, `size` calls to a transaction: a service that
+        adds its jobs one by one inside its own change."""
+        from app.jobs.queue import enqueue, wake_workers
+
+        started = time.perf_counter()
+        for _ in range(count // size):
+            async with self.sessionmaker() as session:
+                async with session.begin():
+                    for _ in range(size):
+                        await enqueue(session, "bench.noop")
+                await wake_workers(self.store, session)
+        return (count // size * size) / (time.perf_counter() - started)
+
     async def enqueue_sequentially(self, count: int) -> float:
         started = time.perf_counter()
         for _ in range(count):
@@ -247,7 +261,11 @@ async def main(jobs: int, producer_tasks: tuple[int, ...]) -> None:
                 (tasks, await bench.enqueue_concurrently(concurrent_count, tasks))
                 for tasks in producer_tasks
             ]
-            batched_count = jobs - sequential_count - concurrent_count * len(producer_tasks)
+            calls_count = min(SEQUENTIAL * 2, jobs // 5)
+            calls = await bench.enqueue_in_transactions(calls_count)
+            batched_count = (
+                jobs - sequential_count - calls_count - concurrent_count * len(producer_tasks)
+            )
             batched = await bench.enqueue_batches(batched_count)
             print("enqueue, one producer process, durable commits:")
             print(
@@ -260,6 +278,10 @@ async def main(jobs: int, producer_tasks: tuple[int, ...]) -> None:
                     f"({concurrent_count:,} jobs, pool of {bench.connections} connections; "
                     "group commit shares the flushes)"
                 )
+            print(
+                f"  enqueue() per job, 100 jobs per transaction:  {calls:>8,.0f}/s "
+                f"({calls_count:,} jobs)"
+            )
             print(
                 f"  enqueue_many, 100 jobs per transaction:       {batched:>8,.0f}/s "
                 f"({batched_count:,} jobs)"

@@ -13,11 +13,12 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.types import JsonB
-from sqlalchemy import ColumnElement, case, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Float, bindparam, case, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -125,6 +126,31 @@ def _job_row(
     }
 
 
+@cache
+def _insert_statement(postgres: bool, delayed: bool) -> Any:
+    """One job's INSERT, built and compiled once: on PostgreSQL the database clock fills
+    the times (`delay_seconds` later for a delayed job); everything else is a parameter.
+    (Building `insert().values(row)` per call cost more than the round trip.)"""
+    statement = insert(jobs)
+    if postgres:
+        now = func.now()
+        delay = func.make_interval(0, 0, 0, 0, 0, 0, bindparam("delay_seconds", type_=Float))
+        run_at = now + delay if delayed else now
+        statement = statement.values(run_at=run_at, created_at=now, updated_at=now)
+    return statement.returning(c.id)
+
+
+def _insert_one(postgres: bool, row: dict[str, Any], delay: float) -> tuple[Any, dict[str, Any]]:
+    """The statement and parameters that insert `row` (see `_insert_statement`)."""
+    delayed = delay > 0
+    if not postgres:
+        return _insert_statement(False, False), row
+    params = {k: v for k, v in row.items() if k not in ("run_at", "created_at", "updated_at")}
+    if delayed:
+        params["delay_seconds"] = delay
+    return _insert_statement(True, delayed), params
+
+
 async def enqueue(
     session: AsyncSession,
     type: str,
@@ -145,7 +171,7 @@ async def enqueue(
     options = JobOptions(queue, priority, delay, created_by, max_attempts)
     values = _job_row(postgres, job_type(type), payload, options, unique_key)
     if unique_key is None:
-        job_id = await session.scalar(insert(jobs).values(values).returning(c.id))
+        job_id = await session.scalar(*_insert_one(postgres, values, options.delay))
     else:
         statement = (pg_insert if postgres else sqlite_insert)(jobs).values(values)
         statement = statement.on_conflict_do_nothing(
