@@ -70,7 +70,7 @@ class EntryOut(msgspec.Struct):
         )
 
     @classmethod
-    def of(cls, entry: Entry | EntryView) -> EntryOut:
+    def of(cls, entry: Entry) -> EntryOut:
         return cls(
             id=entry.id,
             kind=entry.kind,

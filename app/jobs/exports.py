@@ -104,10 +104,11 @@ async def run_export(ctx: JobContext[ExportPayload]) -> dict[str, Any]:
     async with ctx.sessionmaker() as session:
         total = await session.scalar(select(func.count()).select_from(model)) or 0
     name = f"{ctx.payload.dataset}-{secrets.token_hex(8)}.{ctx.payload.format}"
-    media_type = "text/csv; charset=utf-8" if ctx.payload.format == "csv" else "application/json"
+    as_csv = ctx.payload.format == "csv"
+    media_type = "text/csv; charset=utf-8" if as_csv else "application/json"
     done = 0
     with ctx.writing(name, media_type) as out:
-        write = _csv_writer(out, dataset) if ctx.payload.format == "csv" else _json_writer(out)
+        write = _csv_writer(out, dataset.columns) if as_csv else _json_writer(out, dataset.columns)
         last: Any = None
         while True:
             statement = select(model).order_by(model.id).limit(BATCH)
@@ -115,47 +116,47 @@ async def run_export(ctx: JobContext[ExportPayload]) -> dict[str, Any]:
                 statement = statement.where(model.id > last)
             async with ctx.sessionmaker() as session:
                 batch = list(await session.scalars(statement))
-            write([dataset.row(item) for item in batch], dataset.columns)
+            write([dataset.row(item) for item in batch])
             if batch:
                 last = batch[-1].id
             done += len(batch)
             await ctx.progress(min(99, done * 100 // max(total, 1)), f"{done} of {total} rows")
             if len(batch) < BATCH:
                 break
-        write(None, dataset.columns)
+        if not as_csv:
+            out.write(JSON_END)
     await ctx.progress(100, f"{done} rows exported")
     return {"dataset": ctx.payload.dataset, "format": ctx.payload.format, "rows": done}
 
 
 Rows = list[tuple[Any, ...]]
+JSON_END = "\n]\n"
+"""Closes the array `_json_writer` opened."""
 
 
-def _csv_writer(out: TextIO, dataset: Dataset) -> Callable[[Rows | None, tuple[str, ...]], None]:
-    """Writes the header, then each batch of rows as it comes (None: the end)."""
+def _csv_writer(out: TextIO, columns: tuple[str, ...]) -> Callable[[Rows], None]:
+    """Writes the header, then each batch of rows as it comes."""
     writer = csv.writer(out)
-    writer.writerow(dataset.columns)
+    writer.writerow(columns)
 
-    def write(rows: Rows | None, columns: tuple[str, ...]) -> None:
-        if rows:
-            writer.writerows([csv_cell(value) for value in row] for row in rows)
+    def write(rows: Rows) -> None:
+        writer.writerows([csv_cell(value) for value in row] for row in rows)
 
     return write
 
 
-def _json_writer(out: TextIO) -> Callable[[Rows | None, tuple[str, ...]], None]:
-    """One JSON array, one object per line, written batch by batch (None closes it)."""
+def _json_writer(out: TextIO, columns: tuple[str, ...]) -> Callable[[Rows], None]:
+    """Opens one JSON array and writes each batch into it, one object per line; the
+    caller closes it with JSON_END."""
     out.write("[")
-    first = True
+    separator = "\n"
 
-    def write(rows: Rows | None, columns: tuple[str, ...]) -> None:
-        nonlocal first
-        if rows is None:
-            out.write("\n]\n" if not first else "]\n")
-            return
+    def write(rows: Rows) -> None:
+        nonlocal separator
         for row in rows:
             record = dict(zip(columns, map(plain, row), strict=True))
-            out.write(("\n" if first else ",\n") + json.dumps(record, ensure_ascii=False))
-            first = False
+            out.write(separator + json.dumps(record, ensure_ascii=False))
+            separator = ",\n"
 
     return write
 

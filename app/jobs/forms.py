@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import msgspec
@@ -47,8 +48,10 @@ class PayloadField:
         return self.name.replace("_", " ").capitalize()
 
 
-def payload_fields(kind: JobType) -> list[PayloadField] | None:
-    """The form fields of `kind`'s payload; None when only the JSON box can express it."""
+@cache
+def payload_fields(kind: JobType) -> tuple[PayloadField, ...] | None:
+    """The form fields of `kind`'s payload; None when only the JSON box can express it.
+    Read off the schema once per type (a form page asks for them several times)."""
     if kind.payload is None:
         return None
     info = inspect.type_info(kind.payload)
@@ -60,7 +63,7 @@ def payload_fields(kind: JobType) -> list[PayloadField] | None:
         if made is None:
             return None
         fields.append(made)
-    return fields
+    return tuple(fields)
 
 
 def _field(field: inspect.Field) -> PayloadField | None:

@@ -18,18 +18,19 @@ from app.accounts.services import (
     consume_password_reset,
     find_password_reset,
     request_password_reset,
+    reset_link,
 )
 from app.accounts.throttle import Throttled
 from app.core.db import DbSession
 from app.core.store import StoreUnavailable
-from app.core.templating import Form, absolute_url, redirect, render
+from app.core.templating import Form, redirect, render, site_base
 
 TEMPLATE = "accounts/reset.html"
 
 
 def reset_link_url(request: Request, token: str) -> str:
-    """The absolute address of a reset link, on the host the admin or API client used."""
-    return absolute_url(request, "accounts:reset", token=token)
+    """The absolute address of a reset link, on the site's address (`site_base`)."""
+    return reset_link(site_base(request), token)
 
 
 def _link_invalid(request: Request) -> Response[str]:

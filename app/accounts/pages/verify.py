@@ -26,7 +26,7 @@ TEMPLATE = "accounts/verify_email.html"
 
 
 def verify_link_url(request: Request, token: str) -> str:
-    """The absolute address of a verification link, on the host the user came from."""
+    """The absolute address of a verification link, on the site's address (`site_base`)."""
     return absolute_url(request, "accounts:verify_email", token=token)
 
 
