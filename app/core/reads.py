@@ -1,7 +1,7 @@
 """Read-only queries for the hot paths: built once with SQLAlchemy Core, run without the ORM.
 
 A `ReadQuery` is one Core statement with named `bindparam()`s, defined once at import.
-On PostgreSQL it is compiled once for asyncpg and runs on a small asyncpg pool of its own:
+On PostgreSQL it is compiled once for asyncpg and runs on a few asyncpg connections of its own:
 no ORM, no session, no BEGIN/COMMIT (one round trip), no compilation per call. On SQLite
 the same statement runs through SQLAlchemy Core on the engine. Both return plain dicts
 keyed by column label; asyncpg already returns native UUIDs, aware datetimes and numbers.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -46,18 +47,27 @@ class ReadQuery:
 
 
 class Reads:
-    """Runs ReadQuery statements: on asyncpg directly (PostgreSQL) or through Core (SQLite)."""
+    """Runs ReadQuery statements: on asyncpg directly (PostgreSQL) or through Core (SQLite).
+
+    On PostgreSQL it keeps its own small set of connections instead of an asyncpg Pool:
+    a semaphore of `read_pool_size` turns is the only queue (first come, first served:
+    asyncpg's pool queue let a newcomer take a connection just handed to a waiter, so
+    under load some requests waited ten times the median), and taking or returning an
+    idle connection is a list operation (the pool's acquire and release cost a timer and
+    a shielded task per statement). A connection goes back only after a statement that
+    completed; one that failed is closed. A statement that finds its connection closed by
+    the server (a restart, an administrator) is run once more on a new connection: these
+    are single reads, so repeating one is safe.
+    """
 
     def __init__(self, engine: AsyncEngine, settings: DatabaseSettings) -> None:
         self.engine = engine
         self.settings = settings
         self.on_asyncpg = engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg"
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
         self._turns = asyncio.Semaphore(settings.read_pool_size)
-        """First come, first served: asyncpg's pool queue lets a newcomer take a connection
-        that was just handed to a waiter, so under load some requests waited ten times the
-        median. With at most pool-size callers inside, its queue never has a waiter."""
+        self._idle: list[tuple[asyncpg.Connection, float]] = []
+        """Connections not in use, with the monotonic time each was returned; newest last."""
+        self._closed = False
 
     async def all(self, query: ReadQuery, **params: Any) -> list[Row]:
         if not self.on_asyncpg:
@@ -69,15 +79,16 @@ class Reads:
         for name, process in order:
             value = params[name] if name in params else values[name]
             arguments.append(process(value) if process is not None and value is not None else value)
-        pool = self._pool or await self._open()
-        async with asyncio.timeout(self.settings.pool_timeout):  # no task per acquire
-            await self._turns.acquire()
+        if self._turns.locked():
+            async with asyncio.timeout(self.settings.pool_timeout):
+                await self._turns.acquire()
+        else:
+            await self._turns.acquire()  # a free turn: no wait, so no timer either
         try:
-            connection = await pool.acquire()
             try:
-                records = await connection.fetch(sql, *arguments)
-            finally:
-                await pool.release(connection)
+                records = await self._fetch(sql, arguments)
+            except _CONNECTION_LOST:
+                records = await self._fetch(sql, arguments, fresh=True)
         finally:
             self._turns.release()
         return [dict(record) for record in records]
@@ -86,35 +97,62 @@ class Reads:
         rows = await self.all(query, **params)
         return rows[0] if rows else None
 
-    async def _open(self) -> asyncpg.Pool:
-        async with self._opening:
-            if self._pool is None:
-                url = make_url(self.settings.url).set(drivername="postgresql")
-                self._pool = await asyncpg.create_pool(
-                    url.render_as_string(hide_password=False),
-                    min_size=0,
-                    max_size=self.settings.read_pool_size,
-                    max_inactive_connection_lifetime=self.settings.pool_recycle,
-                    timeout=self.settings.connect_timeout,
-                    init=_json_codecs,
-                    reset=_keep_session,
-                    server_settings={
-                        "application_name": "keel-reads",
-                        "statement_timeout": str(self.settings.statement_timeout_ms),
-                        "default_transaction_read_only": "on",
-                    },
-                )
-        return self._pool
+    async def _fetch(self, sql: str, arguments: list[Any], *, fresh: bool = False) -> list[Any]:
+        connection = await self._connect() if fresh else self._take_idle() or await self._connect()
+        try:
+            records = await connection.fetch(sql, *arguments)
+        except BaseException:
+            connection.terminate()  # its state is unknown (cancelled mid-statement, say)
+            raise
+        if self._closed:
+            connection.terminate()
+        else:
+            self._idle.append((connection, time.monotonic()))
+        return records
+
+    def _take_idle(self) -> asyncpg.Connection | None:
+        """The most recently used idle connection; closes those idle past `pool_recycle`."""
+        expired = time.monotonic() - self.settings.pool_recycle
+        while self._idle and self._idle[0][1] < expired:
+            self._idle.pop(0)[0].terminate()
+        while self._idle:
+            connection = self._idle.pop()[0]
+            if not connection.is_closed():
+                return connection
+        return None
+
+    async def _connect(self) -> asyncpg.Connection:
+        url = make_url(self.settings.url).set(drivername="postgresql")
+        connection = await asyncpg.connect(
+            url.render_as_string(hide_password=False),
+            timeout=self.settings.connect_timeout,
+            server_settings={
+                "application_name": "keel-reads",
+                "statement_timeout": str(self.settings.statement_timeout_ms),
+                "default_transaction_read_only": "on",
+            },
+        )
+        await _json_codecs(connection)
+        return connection
 
     async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection, _ in idle:
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout):
+                    await connection.close()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                connection.terminate()
 
 
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """Nothing to undo on release: these sessions only run single read statements (no
-    locks, cursors, LISTEN or SET), so asyncpg's reset round trip per query is skipped."""
+_CONNECTION_LOST = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CannotConnectNowError,
+    ConnectionResetError,
+)
+"""The server closed the connection while it sat idle (restart, pg_terminate_backend)."""
 
 
 async def _json_codecs(connection: asyncpg.Connection) -> None:
