@@ -16,7 +16,6 @@ from functools import partial
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
-from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -32,6 +31,7 @@ from app.accounts.throttle import LoginThrottle
 from app.accounts.tokens import AccessTokens, RefreshTokens
 from app.content.cache import PageCache, PublicPageCacheMiddleware
 from app.content.services import next_scheduled_publication
+from app.core.csrf import csrf_middleware
 from app.core.db import create_engine, create_sessionmaker, provide_db_session
 from app.core.errors import handle_exception
 from app.core.logging import configure_logging
@@ -100,8 +100,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             FirstRunMiddleware(),
             IdentityMiddleware(),
             ApiRateLimitMiddleware(),
+            csrf_middleware(settings),
         ],
-        csrf_config=_csrf_config(settings),
         lifespan=[_in_process_worker] if settings.embedded else [],
         on_startup=[_start_page_cache, _start_figures, _tune_gc],
         on_shutdown=[_close_resources],
@@ -139,20 +139,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         tally=figures,
     )
     return app
-
-
-def _csrf_config(settings: Settings) -> CSRFConfig:
-    """Every unsafe page request needs the token (form field or htmx header). The JSON API
-    is exempt because it never authenticates with cookies."""
-    production = settings.app.is_production
-    return CSRFConfig(
-        secret=settings.app.secret_key,
-        cookie_name="__Host-keel_csrf" if production else "keel_csrf",
-        cookie_secure=production,
-        cookie_samesite="lax",
-        header_name="x-csrf-token",
-        exclude=["^/api/"],
-    )
 
 
 @asynccontextmanager

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.store import Store, StoreUnavailable
 
 log = logging.getLogger("keel.cache")
@@ -308,7 +309,7 @@ class PublicPageCacheMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = scope.get("route_handler")
         cache: PageCache | None = getattr(scope["litestar_app"].state, "page_cache", None)
-        if cache is None or handler is None or not handler.opt.get("public_cache"):
+        if cache is None or handler is None or not handler.opt.get(PUBLIC_PAGE_OPT):
             await self.app(scope, receive, send)
             return
         cacheable = cache.ttl > 0 and scope["method"] in ("GET", "HEAD") and _is_anonymous(scope)
@@ -339,13 +340,9 @@ class PublicPageCacheMiddleware:
         view = _pop_view(start)
         if view:
             cache.count_view(view)
-        # The CSRF middleware hands every cookie-less visitor a token cookie; a shared page
-        # must not carry one (visitors get theirs on the first page with a form).
-        headers = [
-            (k, v)
-            for k, v in start.get("headers", [])
-            if not (k == b"set-cookie" and b"keel_csrf=" in v)
-        ]
+        # A shared page never carries a cookie (anonymous public pages get no CSRF cookie,
+        # app/core/csrf.py); a response that sets one is passed on, not cached.
+        headers = start.get("headers", [])
         body = b"".join(chunks)
         private = any(
             k == b"cache-control" and (b"private" in v or b"no-store" in v) for k, v in headers

@@ -28,6 +28,7 @@ from app.content.services import (
     search_public,
     visible_to_public,
 )
+from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.db import DbSession
 from app.core.pagination import PageRequest
 from app.core.templating import absolute_url, render, static_url
@@ -40,7 +41,7 @@ BLOG_PER_PAGE = 10
 SEARCH_PER_PAGE = 10
 FEED_POSTS = 20
 PREVIEW_HEADERS = {"Cache-Control": "private, no-store"}
-PUBLIC_CACHE = {"public_cache": True}
+PUBLIC_CACHE = {PUBLIC_PAGE_OPT: True}
 """Anonymous GETs of these routes are served from the page cache (app/content/cache.py)."""
 
 

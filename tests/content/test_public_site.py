@@ -359,3 +359,31 @@ async def test_the_post_page_has_open_graph_tags_and_a_safe_body(
     assert 'href="https://ok.example"' in html
     assert "<script>alert" not in html
     assert not re.search(r"""(href|src)\s*=\s*["']?\s*javascript:""", html, re.IGNORECASE)
+
+
+async def test_anonymous_public_pages_set_no_cookie_and_signed_in_readers_keep_a_token(
+    settings: Settings, accounts: dict[str, User]
+) -> None:
+    """Cached or not, an anonymous visitor's public pages come without a CSRF cookie (they
+    hold no form); the first page with a form sets it, and a signed-in reader's public
+    pages carry a token that signs them out."""
+    for ttl in (0, 300):
+        app = create_app(with_app_settings(settings, cache_ttl=ttl))
+        try:
+            entry = await _entry(app, accounts["editor"], f"Cookieless {ttl}")
+            async with client_for(app) as client:
+                for path in ("/", "/blog", f"/blog/{entry.slug}", "/search?q=x", "/feed.xml"):
+                    response = await client.get(path)
+                    assert response.status_code == 200, (ttl, path)
+                    assert "set-cookie" not in response.headers, (ttl, path)
+                assert "keel_csrf=" in (await client.get("/login")).headers["set-cookie"]
+            async with signed_in(app, accounts["viewer"]) as viewer:
+                page = await viewer.get(f"/blog/{entry.slug}")
+                found = re.search(r'name="_csrf_token" value="([^"]+)"', page.text)
+                assert found, ttl
+                del viewer.headers["X-CSRF-Token"]  # the form's own field, as a browser posts it
+                signed_out = await viewer.post("/logout", data={"_csrf_token": found.group(1)})
+                assert signed_out.status_code in (302, 303), ttl
+                assert "Sign in" in (await viewer.get("/")).text
+        finally:
+            await app.state.engine.dispose()
