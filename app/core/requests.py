@@ -108,18 +108,19 @@ class RequestContextMiddleware:
             if self.tally is not None:
                 route = scope.get("path_template") or UNMATCHED
                 self.tally.record_request(method, route, status, seconds)
-            user = scope.get("user")
-            log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": method,
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 2),
-                    "client_ip": client_ip,
-                    "user_id": str(getattr(user, "id", "")) or None,
-                    "error_id": state.get("error_id"),
-                },
-            )
+            if log.isEnabledFor(logging.INFO):  # the line's fields cost more than the check
+                user = scope.get("user")
+                log.info(
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "method": method,
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 2),
+                        "client_ip": client_ip,
+                        "user_id": str(getattr(user, "id", "")) or None,
+                        "error_id": state.get("error_id"),
+                    },
+                )
             request_id_var.reset(token)
