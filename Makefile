@@ -31,12 +31,12 @@ test: install
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check app tests migrations
-	$(VENV)/bin/ruff format --check app tests migrations
+	$(VENV)/bin/ruff check app tests migrations bench
+	$(VENV)/bin/ruff format --check app tests migrations bench
 
 format: install
-	$(VENV)/bin/ruff check --fix app tests migrations
-	$(VENV)/bin/ruff format app tests migrations
+	$(VENV)/bin/ruff check --fix app tests migrations bench
+	$(VENV)/bin/ruff format app tests migrations bench
 
 ## lock: re-resolve dependencies after editing pyproject.toml
 lock: $(UV)

@@ -90,24 +90,25 @@ class Bench:
         await self.store.close()
         await self.engine.dispose()
 
-    async def sql(self, statement: str) -> object:
+    async def sql(self, statement: str, **params: object) -> object:
         from sqlalchemy import text
 
         async with self.sessionmaker() as session, session.begin():
-            result = await session.execute(text(statement))
+            result = await session.execute(text(statement), params)
             return result.scalar() if result.returns_rows else None
 
     async def seed_history(self) -> None:
         await self.sql(
-            f"""
+            """
             INSERT INTO jobs (type, queue, payload, status, priority, run_at, attempts,
                 max_attempts, progress, progress_message, created_at, started_at, finished_at,
                 updated_at, lease_owner)
-            SELECT 'bench.noop', 'default', '{{}}', 'succeeded', 0, t, 1, 1, 100, '',
+            SELECT 'bench.noop', 'default', '{}', 'succeeded', 0, t, 1, 1, 100, '',
                 t, t, t, t, 'history'
             FROM (SELECT now() - (n || ' seconds')::interval AS t
-                  FROM generate_series(1, {HISTORY}) AS n) AS s
-            """
+                  FROM generate_series(1, :history) AS n) AS s
+            """,
+            history=HISTORY,
         )
         await self.sql("ANALYZE jobs")
 
@@ -214,7 +215,11 @@ class Bench:
     async def wait_for_workers(self, count: int) -> None:
         from app.jobs.worker import list_workers
 
+        deadline = time.monotonic() + 30
+        # The workers are other processes: the store's registry is the only thing to poll.
         while len(await list_workers(self.store)) < count:
+            if time.monotonic() > deadline:
+                sys.exit(f"{count} workers did not register within 30 s")
             await asyncio.sleep(0.1)
 
     async def run_figures(
