@@ -1,7 +1,9 @@
 """CSRF protection: Litestar's CSRFMiddleware, minus the token cookie on shared public pages.
 
 Every unsafe page request needs the token (the `_csrf_token` form field or the htmx
-header); the JSON API is exempt because it never authenticates with cookies. An anonymous
+header); the JSON API is exempt because it never authenticates with cookies, and so are
+the other machine paths and the static files (read-only; a cookie on an immutable asset
+would also keep shared caches from storing it). An anonymous
 visitor's GET of a public page (a route marked `public_cache`) is answered without making a
 token: those pages hold no form for anonymous visitors (the sign-out form and the htmx
 header appear only when signed in), a cached page is shared between visitors and must not
@@ -10,6 +12,8 @@ per cent of an uncached page's cost. The visitor's first page with a form sets t
 """
 
 from __future__ import annotations
+
+import re
 
 from litestar.config.csrf import CSRFConfig
 from litestar.middleware import DefineMiddleware
@@ -38,13 +42,16 @@ class CsrfMiddleware(CSRFMiddleware):
 
 def csrf_middleware(settings: Settings) -> DefineMiddleware:
     """The CSRF layer; it goes last in the app's middleware list, after identity."""
+    from app.core.errors import MACHINE_PREFIXES
+
     production = settings.app.is_production
+    exempt = (*MACHINE_PREFIXES, "/static/", "/favicon.ico")
     config = CSRFConfig(
         secret=settings.app.secret_key,
         cookie_name="__Host-keel_csrf" if production else "keel_csrf",
         cookie_secure=production,
         cookie_samesite="lax",
         header_name="x-csrf-token",
-        exclude=["^/api/"],
+        exclude=[f"^{re.escape(prefix)}" for prefix in exempt],
     )
     return DefineMiddleware(CsrfMiddleware, config=config)

@@ -364,9 +364,9 @@ async def test_the_post_page_has_open_graph_tags_and_a_safe_body(
 async def test_anonymous_public_pages_set_no_cookie_and_signed_in_readers_keep_a_token(
     settings: Settings, accounts: dict[str, User]
 ) -> None:
-    """Cached or not, an anonymous visitor's public pages come without a CSRF cookie (they
-    hold no form); the first page with a form sets it, and a signed-in reader's public
-    pages carry a token that signs them out."""
+    """Cached or not, an anonymous visitor's public pages (and static files) come without a
+    CSRF cookie (they hold no form); the first page with a form sets it, and a signed-in
+    reader's public pages carry a token that signs them out."""
     for ttl in (0, 300):
         app = create_app(with_app_settings(settings, cache_ttl=ttl))
         try:
@@ -376,6 +376,8 @@ async def test_anonymous_public_pages_set_no_cookie_and_signed_in_readers_keep_a
                     response = await client.get(path)
                     assert response.status_code == 200, (ttl, path)
                     assert "set-cookie" not in response.headers, (ttl, path)
+                for path in ("/static/css/app.css", "/favicon.ico", "/health", "/robots.txt"):
+                    assert "set-cookie" not in (await client.get(path)).headers, (ttl, path)
                 assert "keel_csrf=" in (await client.get("/login")).headers["set-cookie"]
             async with signed_in(app, accounts["viewer"]) as viewer:
                 page = await viewer.get(f"/blog/{entry.slug}")
