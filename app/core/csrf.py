@@ -1,14 +1,14 @@
 """CSRF protection: Litestar's CSRFMiddleware, minus the token cookie on shared public pages.
 
 Every unsafe page request needs the token (the `_csrf_token` form field or the htmx
-header); the JSON API is exempt because it never authenticates with cookies, and so are
-the other machine paths and the static files (read-only; a cookie on an immutable asset
-would also keep shared caches from storing it). An anonymous
-visitor's GET of a public page (a route marked `public_cache`) is answered without making a
-token: those pages hold no form for anonymous visitors (the sign-out form and the htmx
-header appear only when signed in), a cached page is shared between visitors and must not
-carry anyone's cookie, and the token, its signature and the Set-Cookie header were a few
-per cent of an uncached page's cost. The visitor's first page with a form sets the cookie.
+header). Exempt: the JSON API (it never authenticates with cookies), the other machine
+paths and the static files (read-only; a cookie on an immutable asset would also keep
+shared caches from storing it). An anonymous visitor's GET of a public page (a route
+marked `public_cache`) is answered without making a token: those pages hold no form for
+anonymous visitors (the sign-out form and the htmx header appear only when signed in), a
+cached page is shared between visitors and must not carry anyone's cookie, and the token,
+its signature and the Set-Cookie header were a few per cent of an uncached page's cost.
+The visitor's first page with a form sets the cookie.
 """
 
 from __future__ import annotations
