@@ -29,7 +29,7 @@ from app.accounts.rate_limit import ApiRateLimitMiddleware
 from app.accounts.sessions import SessionStore
 from app.accounts.throttle import LoginThrottle
 from app.accounts.tokens import AccessTokens, RefreshTokens
-from app.content.cache import PageCache, PublicPageCacheMiddleware
+from app.content.cache import PageCache, PageCacheFront, PublicPageCacheMiddleware
 from app.content.services import next_scheduled_publication
 from app.core.csrf import csrf_middleware
 from app.core.db import create_engine, create_sessionmaker, provide_db_session
@@ -132,9 +132,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     # Wrap outside Litestar's own exception and CORS layers, so 404s and preflights also
-    # get a request id, a log line and the security headers.
+    # get a request id, a log line and the security headers; a page this process holds in
+    # its cache is answered in front of the router (PageCacheFront).
     app.asgi_handler = RequestContextMiddleware(
-        SecurityHeadersMiddleware(app.asgi_handler, production=settings.app.is_production),
+        SecurityHeadersMiddleware(
+            PageCacheFront(app.asgi_handler, page_cache), production=settings.app.is_production
+        ),
         trusted_proxies=settings.app.trusted_proxies,
         tally=figures,
     )

@@ -53,6 +53,27 @@ async def test_anonymous_pages_are_served_from_the_cache_with_etags(
         assert "x-cache" not in plain.headers
 
 
+async def test_hits_answered_before_routing_keep_head_cors_and_the_common_headers(
+    settings: Settings, accounts: dict
+) -> None:
+    """A page the process holds is answered in front of the router (PageCacheFront): HEAD,
+    the request id and security headers still apply, and a cross-origin read goes through
+    Litestar so CORS answers it."""
+    origin = "https://app.example"
+    app = await _app(replace(settings, app=replace(settings.app, cors_origins=(origin,))))
+    async with app.lifespan(), client_for(app) as client:
+        first = await client.get("/_test/cached")
+        hit = await client.get("/_test/cached")
+        assert hit.headers["x-cache"] == "hit" and hit.text == first.text
+        assert hit.headers["x-request-id"] and hit.headers["x-content-type-options"] == "nosniff"
+        head = await client.head("/_test/cached")
+        assert head.status_code == 200 and head.content == b"", head.headers
+        assert head.headers["x-cache"] == "hit"
+        cross = await client.get("/_test/cached", headers={"Origin": origin})
+        assert cross.headers["access-control-allow-origin"] == origin
+        assert cross.headers["x-cache"] == "hit" and cross.text == first.text
+
+
 async def test_signed_in_visitors_bypass_the_cache(settings: Settings, accounts: dict) -> None:
     app = await _app(settings)
     async with app.lifespan(), signed_in(app, accounts["viewer"]) as browser:

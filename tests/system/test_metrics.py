@@ -80,11 +80,15 @@ async def test_requests_are_counted_by_route_template_never_by_raw_path(
         for job_id in (101, 202, 303):
             assert (await client.get(f"/api/v1/jobs/{job_id}")).status_code == 401
         assert (await client.get("/health/live")).status_code == 200
+        for _ in range(2):  # a miss, then a hit answered in front of the router
+            page = await client.get("/blog")
+        assert page.headers["x-cache"] == "hit"
     samples = await scrape(metrics_app)
     requests = "keel_http_requests_total"
     job = {"method": "GET", "route": "/api/v1/jobs/{job_id}"}
     assert value(samples, requests, **job, status_class="4xx") == 3
     assert value(samples, requests, method="GET", route="/health/live", status_class="2xx") == 1
+    assert value(samples, requests, method="GET", route="/blog", status_class="2xx") == 2
     assert value(samples, "keel_http_request_duration_seconds_count", **job) == 3
     routes = {dict(labels).get("route") for _, labels in samples}
     assert not {r for r in routes if r and any(str(n) in r for n in (101, 202, 303))}
