@@ -202,7 +202,10 @@ class PageCache:
         round trip. None sends the request down the full path, which revalidates."""
         if self.degraded or time.monotonic() - self.checked_at >= REVALIDATE_SECONDS:
             return None
-        full = f"{self.generation}:{key}"
+        return self._held_under(self.generation, key)
+
+    def _held_under(self, generation: int, key: str) -> CachedPage | None:
+        full = f"{generation}:{key}"
         page = self.local.get(full)
         if page is None or page.expires <= time.time():
             return None
@@ -214,13 +217,11 @@ class PageCache:
         generation = await self.current_generation()
         if generation is None:
             return None
-        full = f"{generation}:{key}"
-        page = self.local.get(full)
-        now = time.time()
-        if page is not None and page.expires > now:
-            self.local.move_to_end(full)
-            self.hits += 1
+        page = self._held_under(generation, key)
+        if page is not None:
             return page
+        full = f"{generation}:{key}"
+        now = time.time()
         try:
             raw = await self.store.get("page:" + full)
         except StoreUnavailable:
