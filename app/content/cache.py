@@ -344,9 +344,7 @@ class PublicPageCacheMiddleware:
         key = _page_key(scope)
         page = await cache.get(key)
         if page is not None:
-            if page.view:
-                cache.count_view(page.view)
-            await _send_page(scope, send, page, b"hit")
+            await _send_hit(scope, send, cache, page)
             return
         start: Message | None = None
         chunks: list[bytes] = []
@@ -406,9 +404,7 @@ class PageCacheFront:
             page = self.cache.held(_page_key(scope))
             if page is not None:
                 scope["path_template"] = page.route
-                if page.view:
-                    self.cache.count_view(page.view)
-                await _send_page(scope, send, page, b"hit")
+                await _send_hit(scope, send, self.cache, page)
                 return
         await self.app(scope, receive, send)
 
@@ -446,6 +442,13 @@ def _counting_views(send: Send, cache: PageCache) -> Send:
         await send(message)
 
     return wrapped
+
+
+async def _send_hit(scope: Scope, send: Send, cache: PageCache, page: CachedPage) -> None:
+    """A cached page answered: its view counted (in the process) and the page sent."""
+    if page.view:
+        cache.count_view(page.view)
+    await _send_page(scope, send, page, b"hit")
 
 
 async def _send_page(scope: Scope, send: Send, page: CachedPage, outcome: bytes) -> None:
