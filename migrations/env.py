@@ -33,8 +33,20 @@ def run_migrations_offline() -> None:
 
 def _run_sync(connection: Connection) -> None:
     _configure(connection=connection)
-    with context.begin_transaction():
-        context.run_migrations()
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # SQLite rebuilds a table to change its constraints (batch mode); dropping the old
+        # copy with foreign keys enforced would delete or null every row that refers to it.
+        # The pragma only takes effect outside a transaction.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+            if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                raise RuntimeError("the migration left rows whose foreign keys do not match")
+    finally:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 async def run_migrations_online() -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 
 from app.core.db import create_engine
-from app.core.migrations import compare_type
+from app.core.migrations import compare_type, migration_commands
 from app.core.models import metadata
 from app.settings import Settings
+from tests.conftest import PG_TEST_DB, count_rows, pg_url, recreate_pg_database
 
 
 async def test_models_and_migrations_agree(settings: Settings) -> None:
@@ -27,3 +33,46 @@ async def test_models_and_migrations_agree(settings: Settings) -> None:
     finally:
         await engine.dispose()
     assert differences == [], "run `keel db revision -m ...` for these model changes"
+
+
+async def test_upgrades_keep_the_rows_that_refer_to_a_rebuilt_table(
+    leg: str, tmp_path: Path, leg_base: dict[str, Settings]
+) -> None:
+    """SQLite changes a table's constraints by rebuilding it; dropping the old copy with
+    foreign keys enforced deleted the import_runs that referred to it (ON DELETE CASCADE)."""
+    settings = leg_base[leg]
+    if leg == "embedded":
+        url = f"sqlite+aiosqlite:///{tmp_path}/upgrade.db"
+    else:
+        recreate_pg_database(f"{PG_TEST_DB}_upgrade")
+        url = pg_url(f"{PG_TEST_DB}_upgrade")
+    db = replace(settings.db, url=url)
+    upgraded = replace(settings, db=db)
+    try:
+        await asyncio.to_thread(migration_commands(db).upgrade, "0006")
+        engine = create_engine(db)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text(ROWS_AT_0006))
+                await connection.execute(text(RUN_AT_0006))
+        finally:
+            await engine.dispose()
+        await asyncio.to_thread(migration_commands(db).upgrade, "head")
+        assert await count_rows(upgraded, "import_runs") == 1
+        assert await count_rows(upgraded, "jobs") == 1
+        await asyncio.to_thread(migration_commands(db).downgrade, "0006")
+        assert await count_rows(upgraded, "import_runs") == 1
+    finally:
+        if leg == "services":
+            recreate_pg_database(f"{PG_TEST_DB}_upgrade", create=False)
+
+
+ROWS_AT_0006 = (
+    "INSERT INTO jobs (id, type, queue, payload, status, priority, run_at, attempts, "
+    "max_attempts, progress, progress_message, created_at, updated_at) VALUES (1, 'import', "
+    "'default', '{}', 'succeeded', 0, CURRENT_TIMESTAMP, 1, 3, 100, '', CURRENT_TIMESTAMP, "
+    "CURRENT_TIMESTAMP)"
+)
+RUN_AT_0006 = (
+    "INSERT INTO import_runs (job_id, outcome, created_at) VALUES (1, '{}', CURRENT_TIMESTAMP)"
+)

@@ -46,6 +46,19 @@ def key_status(key: ApiKey, now: datetime | None = None) -> str:
     return "active"
 
 
+def acting_role(key: ApiKey, creator: User | None, now: datetime | None = None) -> Role | None:
+    """The role `key` acts with now: its own, never above its creator's; None when the key
+    is revoked or expired, or its creator is deleted or deactivated."""
+    if key_status(key, now) != "active" or creator is None or not creator.is_active:
+        return None
+    return min(Role[key.role], creator.role_level)
+
+
+def acting_name(key: ApiKey) -> str:
+    """How a key is named where a person's username would be (audit log, lists)."""
+    return f"api-key:{key.name}"
+
+
 def _clean_name(name: str) -> str:
     name = name.strip()
     if not 1 <= len(name) <= NAME_MAX_LENGTH:

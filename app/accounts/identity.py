@@ -13,6 +13,7 @@ import hmac
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from litestar.datastructures import Cookie, MutableScopeHeaders
@@ -20,8 +21,9 @@ from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import ColumnElement, bindparam, false, select, update
 
+from app.accounts.api_keys import acting_name, acting_role, key_status
 from app.accounts.models import ApiKey, Role, User
 from app.accounts.rate_limit import API_PREFIX, take_for_token
 from app.accounts.sessions import SessionStore, cookie_name, digest_of
@@ -62,6 +64,20 @@ class CurrentUser:
     @property
     def name(self) -> str:
         return self.display_name or self.username
+
+
+def created_by(
+    user: CurrentUser, user_column: ColumnElement[Any], api_key_column: ColumnElement[Any]
+) -> ColumnElement[bool]:
+    """The SQL condition "this row was made by `user`": its user id, or for an API key the
+    key's id. Never a comparison with None, which SQL renders `IS NULL` and which would match
+    every row whose maker is an API key, the system or a deleted user; a caller with
+    neither id made nothing."""
+    if user.api_key_id is not None:
+        return api_key_column == user.api_key_id
+    if user.id is not None:
+        return user_column == user.id
+    return false()
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,24 +194,20 @@ class IdentityMiddleware(ASGIMiddleware):
         now = datetime.now(UTC)
         async with state.sessionmaker() as session:  # type: ignore[attr-defined]
             key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_secret(secret)))
-            if (
-                key is None
-                or key.revoked_at is not None
-                or (key.expires_at and key.expires_at <= now)
-            ):
+            if key is None or key_status(key, now) != "active":
                 raise _unauthorized("The API key is not valid.")
             creator = await session.get(User, key.created_by_id) if key.created_by_id else None
-            if creator is None or not creator.is_active:
+            role = acting_role(key, creator, now)
+            if role is None:
                 raise _unauthorized("The API key's owner is no longer active.")
             if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
                 await session.execute(
                     update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
                 )
                 await session.commit()
-            role = min(Role[key.role], creator.role_level)
             return CurrentUser(
                 id=None,
-                username=f"api-key:{key.name}",
+                username=acting_name(key),
                 email="",
                 display_name=key.name,
                 role=role,

@@ -62,6 +62,7 @@ class Job(AdvancedDeclarativeBase):
         ),
         Index("ix_jobs_created_at", "created_at"),
         Index("ix_jobs_created_by_created_at", "created_by_id", "created_at"),
+        Index("ix_jobs_created_by_api_key_created_at", "created_by_api_key_id", "created_at"),
         Index("ix_jobs_finished_at", "finished_at"),
     )
 
@@ -87,6 +88,11 @@ class Job(AdvancedDeclarativeBase):
     created_by_id: Mapped[UUID | None] = mapped_column(
         GUID, ForeignKey("users.id", ondelete="SET NULL")
     )
+    """The person who enqueued the job (None for an API key, the system, or once deleted)."""
+    created_by_api_key_id: Mapped[UUID | None] = mapped_column(
+        GUID, ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    """The API key that enqueued the job, when a key did."""
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))

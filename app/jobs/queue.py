@@ -102,6 +102,7 @@ class JobOptions:
     delay: float = 0.0
     created_by: UUID | None = None
     max_attempts: int | None = None
+    created_by_api_key: UUID | None = None
 
 
 def _job_row(
@@ -121,6 +122,7 @@ def _job_row(
         "progress_message": "",
         "unique_key": unique_key,
         "created_by_id": options.created_by,
+        "created_by_api_key_id": options.created_by_api_key,
         "created_at": now,
         "updated_at": now,
     }
@@ -162,13 +164,14 @@ async def enqueue(
     unique_key: str | None = None,
     created_by: UUID | None = None,
     max_attempts: int | None = None,
+    created_by_api_key: UUID | None = None,
 ) -> int:
     """Add a job in the caller's transaction (no commit): it exists exactly when the
     caller's change commits. Returns its id; with a `unique_key` that an unfinished job
     already holds, returns that job's id and adds nothing. Raises JobInputError for an
     unknown type or a payload that does not fit it."""
     postgres = is_postgres(session)
-    options = JobOptions(queue, priority, delay, created_by, max_attempts)
+    options = JobOptions(queue, priority, delay, created_by, max_attempts, created_by_api_key)
     values = _job_row(postgres, job_type(type), payload, options, unique_key)
     if unique_key is None:
         job_id = await session.scalar(*_insert_one(postgres, values, options.delay))
@@ -211,6 +214,7 @@ async def enqueue_many(
                 "delay": options.delay,
                 "max_attempts": options.max_attempts or kind.max_attempts,
                 "created_by": options.created_by,
+                "created_by_api_key": options.created_by_api_key,
                 "payloads": [json.dumps(kind.validate(p)) for p in payloads],
             },
         )
@@ -224,10 +228,10 @@ async def enqueue_many(
 _ENQUEUE_MANY_PG = text(
     """
     INSERT INTO jobs (type, queue, payload, status, priority, run_at, attempts, max_attempts,
-        progress, progress_message, created_by_id, created_at, updated_at)
+        progress, progress_message, created_by_id, created_by_api_key_id, created_at, updated_at)
     SELECT :type, :queue, CAST(p AS jsonb), 'queued', :priority,
         now() + make_interval(secs => :delay), 0, :max_attempts, 0, '',
-        CAST(:created_by AS uuid), now(), now()
+        CAST(:created_by AS uuid), CAST(:created_by_api_key AS uuid), now(), now()
     FROM unnest(CAST(:payloads AS text[])) WITH ORDINALITY AS rows(p, n)
     ORDER BY n
     RETURNING id

@@ -35,6 +35,9 @@ class JobOut(msgspec.Struct):
     last_error: str | None
     has_file: bool
     created_by: UUID | None
+    """The person who enqueued the job (None for an API key, the system, or once deleted)."""
+    created_by_api_key: UUID | None
+    """The API key that enqueued the job, when a key did."""
     created_at: datetime
     run_at: datetime
     started_at: datetime | None
@@ -58,6 +61,7 @@ class JobOut(msgspec.Struct):
             last_error=job.last_error,
             has_file=isinstance(job.result, dict) and bool(job.result.get("files")),
             created_by=job.created_by_id,
+            created_by_api_key=job.created_by_api_key_id,
             created_at=job.created_at,
             run_at=job.run_at,
             started_at=job.started_at,

@@ -1,7 +1,8 @@
 """The jobs rules that both the admin pages and the API follow: who sees which jobs, who
 may run which type, cancel, retry and download, and the audit entry for each change.
 
-Viewers (and anyone below admin) see the jobs they created; admins see every job. A
+Callers below admin see the jobs they created (a person their own, an API key its own;
+a job whose creator is gone only admins see); admins see every job. A
 type's `role` says who may enqueue it; cancelling and retrying need that role too, and
 only admins may touch other people's jobs. Imports start from an upload (`submit_import`)
 instead of a payload alone.
@@ -18,7 +19,7 @@ from sqlalchemy import func, literal_column, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.audit import Actor, record
-from app.accounts.identity import CurrentUser
+from app.accounts.identity import CurrentUser, created_by
 from app.accounts.models import Role
 from app.content.media import human_size
 from app.core.errors import DomainError
@@ -65,7 +66,9 @@ class JobFilters:
 
 
 def _visible(user: CurrentUser) -> list[Any]:
-    return [] if user.has(Role.admin) else [Job.created_by_id == user.id]
+    if user.has(Role.admin):
+        return []
+    return [created_by(user, Job.created_by_id, Job.created_by_api_key_id)]
 
 
 async def list_jobs(
@@ -83,10 +86,16 @@ async def list_jobs(
 
 async def visible_job(session: AsyncSession, user: CurrentUser, job_id: int) -> Job:
     """The job, or JobNotFound when it does not exist or `user` may not see it."""
-    job = await session.get(Job, job_id, populate_existing=True)
-    if job is None or (not user.has(Role.admin) and job.created_by_id != user.id):
+    statement = select(Job).where(Job.id == job_id, *_visible(user))
+    job = await session.scalar(statement.execution_options(populate_existing=True))
+    if job is None:
         raise JobNotFound()
     return job
+
+
+def _creator(user: CurrentUser) -> dict[str, Any]:
+    """Who a job records as its creator: the person, or the API key."""
+    return {"created_by": user.id, "created_by_api_key": user.api_key_id}
 
 
 def _may_run(user: CurrentUser, type_name: str, payload: Any) -> JobType:
@@ -118,7 +127,7 @@ async def submit_job(
         )
     if not -100 <= priority <= 100:
         raise JobInputError("Priority must be between -100 and 100.", "priority")
-    job_id = await queue.enqueue(session, kind.name, payload, priority=priority, created_by=user.id)
+    job_id = await queue.enqueue(session, kind.name, payload, priority=priority, **_creator(user))
     record(session, actor, "job.enqueue", "job", job_id, type=kind.name)
     return await visible_job(session, user, job_id)
 
@@ -147,7 +156,7 @@ async def submit_import(
         size = human_size(limits.import_max_bytes)
         raise ImportFileError(f"The file is larger than the import limit of {size}.", status=413)
     payload["rows"] = len(read_csv(upload, importer.columns, limits.import_max_rows).rows)
-    job_id = await queue.enqueue(session, "import", payload, created_by=user.id)
+    job_id = await queue.enqueue(session, "import", payload, **_creator(user))
     folder = input_dir(settings, job_id)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / INPUT_NAME

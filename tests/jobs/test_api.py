@@ -5,9 +5,11 @@ from __future__ import annotations
 import httpx
 import pytest
 from litestar import Litestar
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from app.accounts.models import AuditEntry, User
+from app.accounts.api_keys import create_api_key
+from app.accounts.audit import Actor
+from app.accounts.models import AuditEntry, Role, User
 from app.settings import Settings
 from tests.accounts.test_audit import bearer
 from tests.conftest import client_for
@@ -183,3 +185,79 @@ async def test_the_requester_downloads_the_result_file_and_others_cannot(
     assert (await api.get(f"/api/v1/jobs/{job['id']}/result", headers=editor)).status_code == 404
     done = (await api.get(f"/api/v1/jobs/{job['id']}", headers=viewer)).json()
     assert done["has_file"] and done["progress"] == 100 and done["result"]["rows"] == 2
+
+
+async def api_key(app: Litestar, creator: User, role: str, name: str) -> dict[str, str]:
+    """The `X-API-Key` header of a new key with `role`, made by `creator`."""
+    async with app.state.sessionmaker() as session, session.begin():
+        _, secret = await create_api_key(
+            session, Actor.system(), Role[creator.role], creator.id, name, role, None
+        )
+    return {"X-API-Key": secret}
+
+
+async def test_an_api_key_below_admin_never_sees_another_callers_jobs(
+    app: Litestar, settings: Settings, api: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    """The reproduction of issue 12 #1: an API key has no user id, and once compared with
+    NULL in SQL it matched every job enqueued by an API key (here the whole audit log)."""
+    admin_key = await api_key(app, accounts["admin"], "admin", "ops")
+    viewer_key = await api_key(app, accounts["admin"], "viewer", "dashboard")
+    export = await api.post(
+        "/api/v1/jobs",
+        json={"type": "export", "payload": {"dataset": "audit", "format": "csv"}},
+        headers=admin_key,
+    )
+    assert export.status_code == 201, export.text
+    job_id = export.json()["id"]
+    async with running_worker(settings, app.state.sessionmaker):
+        await wait_for_status(app.state.sessionmaker, job_id, {"succeeded"})
+
+    assert (await api.get("/api/v1/audit", headers=viewer_key)).status_code == 403
+    assert (await api.get(f"/api/v1/jobs/{job_id}", headers=viewer_key)).status_code == 404
+    assert (await api.get(f"/api/v1/jobs/{job_id}/result", headers=viewer_key)).status_code == 404
+    listed = (await api.get("/api/v1/jobs", headers=viewer_key)).json()
+    assert listed["items"] == [] and listed["total"] == 0
+    viewer = bearer(app, accounts["viewer"])
+    assert (await api.get(f"/api/v1/jobs/{job_id}", headers=viewer)).status_code == 404
+    assert (await api.get("/api/v1/jobs", headers=viewer)).json()["total"] == 0
+    # the key that enqueued it is an admin key: it reads the result
+    download = await api.get(f"/api/v1/jobs/{job_id}/result", headers=admin_key)
+    assert download.status_code == 200 and "job.enqueue" in download.text
+
+
+async def test_an_api_key_sees_its_own_jobs_and_only_those(
+    app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    first = await api_key(app, accounts["admin"], "viewer", "first")
+    second = await api_key(app, accounts["admin"], "viewer", "second")
+    created = await api.post("/api/v1/jobs", json={"type": "test.file"}, headers=first)
+    assert created.status_code == 201, created.text
+    job = created.json()
+    assert job["created_by"] is None and job["created_by_api_key"] is not None
+    assert (await api.get(f"/api/v1/jobs/{job['id']}", headers=first)).status_code == 200
+    mine = (await api.get("/api/v1/jobs", headers=first)).json()
+    assert [j["id"] for j in mine["items"]] == [job["id"]]
+    assert (await api.get(f"/api/v1/jobs/{job['id']}", headers=second)).status_code == 404
+    assert (await api.get("/api/v1/jobs", headers=second)).json()["total"] == 0
+    cancel = await api.post(f"/api/v1/jobs/{job['id']}/cancel", headers=second)
+    assert cancel.status_code == 404
+    # the person who made both keys is not the keys: a viewer's own list stays empty too
+    viewer = bearer(app, accounts["viewer"])
+    assert (await api.get("/api/v1/jobs", headers=viewer)).json()["total"] == 0
+
+
+async def test_a_job_whose_creator_is_gone_is_seen_by_admins_only(
+    app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    viewer = bearer(app, accounts["viewer"])
+    job = (await api.post("/api/v1/jobs", json={"type": "test.file"}, headers=viewer)).json()
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(delete(User).where(User.id == accounts["viewer"].id))
+    viewer_key = await api_key(app, accounts["admin"], "viewer", "dashboard")
+    editor = bearer(app, accounts["editor"])
+    for headers in (viewer_key, editor):
+        assert (await api.get(f"/api/v1/jobs/{job['id']}", headers=headers)).status_code == 404
+        assert (await api.get("/api/v1/jobs", headers=headers)).json()["total"] == 0
+    admin = bearer(app, accounts["admin"])
+    assert (await api.get(f"/api/v1/jobs/{job['id']}", headers=admin)).status_code == 200

@@ -21,6 +21,7 @@ from app.jobs.models import ImportRun, Job
 from tests.accounts.test_audit import bearer
 from tests.conftest import client_for, signed_in, with_csrf
 from tests.jobs.conftest import running_worker, wait_for_status
+from tests.jobs.test_api import api_key
 
 NEW_PASSWORD = "a long and unusual passphrase"
 
@@ -380,3 +381,30 @@ async def test_the_rejected_rows_file_can_be_fixed_and_uploaded_again(
     second = await imported(app, api, admin, "users", fixed)  # import_errors is ignored
     assert (second["result"]["imported"], second["result"]["rejected"]) == (1, 0)
     assert (await users_by_email(app))["carl@example.com"].display_name == "=1+2"
+
+
+async def test_an_editor_api_key_imports_as_itself_within_its_creators_role(
+    app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    """An import enqueued by an API key records the key, runs with the key's role (never
+    above its creator's) and is audited as the key."""
+    key = await api_key(app, accounts["admin"], "editor", "sync")
+    text = "email,role\nboss@example.com,admin\npeer@example.com,editor\n"
+    created = await api.post(
+        "/api/v1/jobs/import", data={"kind": "users"}, files=csv_file(text), headers=key
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["created_by_api_key"] is not None
+    job = await run_until_done(app, created.json()["id"])
+    assert job.status == "succeeded", job.last_error
+    assert job.result["imported"] == 1
+    assert job.result["rejected_rows"][0]["reasons"] == [
+        "role: You cannot create an account with the admin role."
+    ]
+    async with app.state.sessionmaker() as session:
+        actors = await session.scalars(
+            select(AuditEntry.actor).where(AuditEntry.action == "import.finished")
+        )
+        assert list(actors) == ["api-key:sync"]
+    seen = await api.get(f"/api/v1/jobs/{job.id}", headers=key)
+    assert seen.status_code == 200 and seen.json()["result"]["imported"] == 1

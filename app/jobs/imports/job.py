@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.api_keys import acting_name, acting_role
 from app.accounts.audit import Actor, record
-from app.accounts.models import Role, User
+from app.accounts.models import ApiKey, Role, User
 from app.jobs.imports.common import Importer
 from app.jobs.imports.content import ContentImporter
 from app.jobs.imports.csvfile import CsvFile, ImportFileError, Row, read_csv, rejected_csv
@@ -53,14 +54,12 @@ async def run_import(ctx: JobContext[ImportPayload]) -> dict[str, Any]:
     importer = IMPORTERS[ctx.payload.kind](ctx.store)
     async with ctx.sessionmaker() as session:
         done = await session.get(ImportRun, ctx.job_id)
-        requester = await session.scalar(
-            select(User).join(Job, Job.created_by_id == User.id).where(Job.id == ctx.job_id)
-        )
+        requester = await _requester(session, ctx.job_id)
     if done is not None:  # an earlier run committed: its outcome, nothing written again
         return await finish(ctx, importer, done.outcome)
-    if requester is None or not requester.is_active or requester.role_level < NEEDED_ROLE:
+    if requester is None or requester[1] < NEEDED_ROLE:
         raise JobFailed("The account that started this import may not import any more.")
-    role = requester.role_level
+    actor, role = requester
     file = read_input(ctx, importer)
     if file is None:
         raise JobFailed("The uploaded file is gone (expired or removed); upload it again.")
@@ -73,7 +72,6 @@ async def run_import(ctx: JobContext[ImportPayload]) -> dict[str, Any]:
             await ctx.progress(5 + 50 * n // total, f"{n} of {total} rows checked")
     mark_duplicates(importer, items)
     await ctx.progress(60, f"{total} rows checked; comparing with existing data and writing")
-    actor = Actor(requester.id, requester.username)
     async with ctx.transaction() as session:
         marker = ImportRun(job_id=ctx.job_id, outcome={}, created_at=datetime.now(UTC))
         session.add(marker)
@@ -88,6 +86,21 @@ async def run_import(ctx: JobContext[ImportPayload]) -> dict[str, Any]:
         counts = {key: outcome[key] for key in ("kind", "rows", "imported", "rejected")}
         record(session, actor, "import.finished", "job", ctx.job_id, **counts)
     return await finish(ctx, importer, outcome, file)
+
+
+async def _requester(session: AsyncSession, job_id: int) -> tuple[Actor, Role] | None:
+    """Who started the import and the role it acts with now: the person, or the API key
+    (with its own role, never above its creator's); None once either may not act."""
+    job = await session.get(Job, job_id)
+    if job is not None and job.created_by_api_key_id is not None:
+        key = await session.get(ApiKey, job.created_by_api_key_id)
+        creator = await session.get(User, key.created_by_id) if key and key.created_by_id else None
+        role = acting_role(key, creator) if key is not None else None
+        return None if key is None or role is None else (Actor(None, acting_name(key)), role)
+    user = await session.get(User, job.created_by_id) if job and job.created_by_id else None
+    if user is None or not user.is_active:
+        return None
+    return Actor(user.id, user.username), user.role_level
 
 
 def read_input(ctx: JobContext[ImportPayload], importer: Importer[Any]) -> CsvFile | None:
