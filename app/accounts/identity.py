@@ -2,9 +2,10 @@
 
 The JSON API (`/api/...`) authenticates only with `Authorization: Bearer` (a JWT or an API
 key) or `X-API-Key`, never with cookies, which is why it needs no CSRF token. Pages use
-the session cookie. Headers such as X-User-Id are never read. Every request reloads the
-user (one query, app/core/reads.py), so a role change or deactivation takes effect on
-the next request.
+only the session cookie: credentials in headers are not read there. `/metrics` takes
+either (METRICS_TOKEN, an admin's token or key, or an admin's session). Headers such as
+X-User-Id are never read. Every request reloads the user (one query, app/core/reads.py),
+so a role change or deactivation takes effect on the next request.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ log = logging.getLogger("keel.auth")
 UNAUTHENTICATED_PREFIXES = ("/static/", "/health", "/favicon.ico")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 METRICS_PATH = "/metrics"
+CREDENTIAL_PATHS = (API_PREFIX, METRICS_PATH)
+"""The machine paths: only there do `Authorization` and `X-API-Key` say who is calling.
+Everywhere else (the pages) the caller is the session cookie's, else nobody."""
 
 
 @dataclass(frozen=True)
@@ -136,9 +140,10 @@ class IdentityMiddleware(ASGIMiddleware):
             return
         state = scope["litestar_app"].state
         headers = MutableScopeHeaders.from_message({"headers": scope["headers"]})  # type: ignore[arg-type, typeddict-item]
-        authorization = headers.get("authorization", "")
-        api_key = headers.get("x-api-key", "")
         set_cookie: Cookie | None = None
+        machine = path.startswith(CREDENTIAL_PATHS)
+        authorization = headers.get("authorization", "") if machine else ""
+        api_key = headers.get("x-api-key", "") if machine else ""
         if authorization or api_key:
             scope["user"] = await self._from_credentials(scope, authorization, api_key)
         elif not path.startswith(API_PREFIX):
