@@ -26,7 +26,7 @@ from app import __version__
 from app.accounts.identity import FirstRunMiddleware, IdentityMiddleware
 from app.accounts.passwords import PasswordHashing
 from app.accounts.rate_limit import ApiRateLimitMiddleware
-from app.accounts.sessions import SessionStore
+from app.accounts.sessions import SessionStore, cookie_name
 from app.accounts.throttle import LoginThrottle
 from app.accounts.tokens import AccessTokens, RefreshTokens
 from app.content.cache import PageCache, PageCacheFront, PublicPageCacheMiddleware
@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             FirstRunMiddleware(),
             IdentityMiddleware(),
             ApiRateLimitMiddleware(),
-            csrf_middleware(settings),
+            csrf_middleware(settings, session_cookie=cookie_name(settings.app.is_production)),
         ],
         lifespan=[_in_process_worker] if settings.embedded else [],
         on_startup=[_start_page_cache, _start_figures, _tune_gc],

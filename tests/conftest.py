@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -265,23 +266,31 @@ async def signed_in(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A browser-like client with a live session for `user` and a CSRF token to send."""
     from app.accounts.sessions import cookie_name
+    from app.core.csrf import session_csrf_token
 
     user = await fresh(app, user)
     session_id = await app.state.sessions.create(
         user.id, user.auth_version, user.role, client_ip, "pytest"
     )
+    browser_session = await app.state.sessions.load(session_id)
+    token = session_csrf_token(app.state.settings.app.secret_key, browser_session.csrf_secret)
     async with client_for(app, client_ip) as client:
         client.cookies.set(cookie_name(app.state.settings.app.is_production), session_id)
-        await with_csrf(client)
+        client.headers["X-CSRF-Token"] = token  # what its pages hold (tests/core/test_csrf.py)
         yield client
 
 
+CSRF_IN_PAGE = re.compile(r'name="_csrf_token" value="([^"]+)"|"X-CSRF-Token": "([^"]+)"')
+
+
 async def with_csrf(client: httpx.AsyncClient, page: str = "/login") -> str:
-    """Fetch a page so the CSRF cookie is set, and send its token as htmx would."""
-    await client.get(page)
-    token = client.cookies.get("keel_csrf") or ""
-    client.headers["X-CSRF-Token"] = token
-    return token
+    """Fetch a page and send the CSRF token it holds as htmx would (a signed-in page holds
+    its session's token; a form for anonymous visitors the token of the cookie it sets)."""
+    response = await client.get(page)
+    found = CSRF_IN_PAGE.search(response.text)
+    token = next(filter(None, found.groups())) if found else client.cookies.get("keel_csrf")
+    client.headers["X-CSRF-Token"] = token or ""
+    return token or ""
 
 
 def client_for(app: Litestar, client_ip: str = "203.0.113.7") -> httpx.AsyncClient:

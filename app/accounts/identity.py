@@ -59,6 +59,8 @@ class CurrentUser:
     via: str
     """`session`, `token`, `api_key` or `metrics_token`."""
     session_digest: str | None = None
+    session_csrf: str | None = None
+    """The browser session's CSRF secret: its CSRF token derives from it (app/core/csrf.py)."""
     token_jti: str | None = None
     api_key_id: UUID | None = None
 
@@ -242,15 +244,20 @@ class IdentityMiddleware(ASGIMiddleware):
             if browser_session is not None:
                 await sessions.revoke(session_id)
             return None, expired_session_cookie(name, settings.app.is_production)
+        # sessions made before they had a CSRF secret: their id's digest (until it rotates)
+        csrf = browser_session.csrf_secret or browser_session.digest
         if browser_session.role != user.role:
             new_id = await sessions.rotate(session_id, role=user.role)
             if new_id:
                 scope.setdefault("state", {})["session_id"] = new_id
                 return _as_current(
-                    user, "session", session_digest=digest_of(new_id)
+                    user, "session", session_digest=digest_of(new_id), session_csrf=csrf
                 ), session_cookie(name, new_id, settings)
         scope.setdefault("state", {})["session_id"] = session_id
-        return _as_current(user, "session", session_digest=browser_session.digest), None
+        current = _as_current(
+            user, "session", session_digest=browser_session.digest, session_csrf=csrf
+        )
+        return current, None
 
 
 METRICS_SCRAPER = CurrentUser(

@@ -44,6 +44,9 @@ class BrowserSession:
     ip_address: str | None
     user_agent: str | None
     digest: str = ""
+    csrf_secret: str = ""
+    """What the session's CSRF token is derived from (app/core/csrf.py); kept when the id
+    is replaced, so forms rendered before a rotation still post."""
 
     @property
     def short_id(self) -> str:
@@ -72,6 +75,7 @@ class SessionStore:
             str(user_id), auth_version, role, now, now, ip_address, (user_agent or "")[:300] or None
         )
         session.digest = digest_of(session_id)
+        session.csrf_secret = secrets.token_urlsafe(32)
         await self._save(session)
         return session_id
 

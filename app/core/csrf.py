@@ -1,10 +1,24 @@
-"""CSRF protection: Litestar's CSRFMiddleware, minus the token cookie on shared public pages.
+"""CSRF protection for pages: same-origin unsafe requests, and a token bound to the session.
 
-Every unsafe page request needs the token (the `_csrf_token` form field or the htmx
-header). Exempt: the JSON API (it never authenticates with cookies), the other machine
-paths and the static files (read-only; a cookie on an immutable asset would also keep
-shared caches from storing it). An anonymous visitor's GET of a public page (a route
-marked `public_cache`) is answered without making a token: those pages hold no form for
+An unsafe page request (POST and the like) passes when
+- it comes from the site itself: an `Origin` header, else a `Referer`, when the browser
+  sends one, must name the site's origin (PUBLIC_URL's scheme, host and port when set,
+  else the request's own), as Django checks them; and
+- it carries the CSRF token: the `_csrf_token` form field or the `X-CSRF-Token` header that
+  htmx sends from `hx-headers` on `<body>` (either may pass: a boosted swap keeps the
+  body's attributes, so after signing in again the header can be the old session's).
+  With a browser session the token is an HMAC (keyed by SECRET_KEY) of that session's
+  CSRF secret, so no token from another browser or account passes and none needs a
+  cookie; without one (sign-in, registration, forgot password) it is Litestar's signed
+  double-submit cookie. Pages render the token of the request's caller (`csrf_token()`).
+Anything malformed (non-ASCII, wrong length, a cookie that is not a token) is a 403, and
+a malformed cookie is replaced on the next page. A form posted after its session ended
+leads to the sign-in page (a 401) instead of a bare 403.
+
+Exempt: the JSON API (it never authenticates with cookies), the other machine paths and
+the static files (read-only; a cookie on an immutable asset would also keep shared caches
+from storing it). An anonymous visitor's GET of a public page (a route marked
+`public_cache`) is answered without making a token: those pages hold no form for
 anonymous visitors (the sign-out form and the htmx header appear only when signed in), a
 cached page is shared between visitors and must not carry anyone's cookie, and the token,
 its signature and the Set-Cookie header were a few per cent of an uncached page's cost.
@@ -13,35 +27,149 @@ The visitor's first page with a form sets the cookie.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+from typing import Any
+from urllib.parse import urlsplit
 
 from litestar.config.csrf import CSRFConfig
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import DefineMiddleware
-from litestar.middleware.csrf import CSRFMiddleware
-from litestar.types import Receive, Scope, Send
+from litestar.middleware._utils import should_bypass_middleware
+from litestar.middleware.csrf import CSRFMiddleware, generate_csrf_token
+from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.utils.scope.state import ScopeState
 
 from app.settings import Settings
 
 PUBLIC_PAGE_OPT = "public_cache"
 """The route option that marks a public page (app/content/pages.py sets it)."""
+FORM_FIELD = "_csrf_token"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+FORM_TYPES = {RequestEncodingType.URL_ENCODED, RequestEncodingType.MULTI_PART}
+
+
+def origin_of(url: str) -> str | None:
+    """`scheme://host[:port]` of an absolute http(s) URL, lower-cased and without its
+    default port; None for anything else (`null`, a path, a malformed address)."""
+    try:
+        parts = urlsplit(url.strip())
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+    except ValueError:
+        return None
+    if scheme not in DEFAULT_PORTS or not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + (f":{port}" if port and port != DEFAULT_PORTS[scheme] else "")
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality for any text a client sends (hmac.compare_digest refuses
+    non-ASCII str with a TypeError)."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
+def session_csrf_token(secret_key: str, session_secret: str) -> str:
+    """The CSRF token of the browser session whose CSRF secret is `session_secret`."""
+    key = hmac.new(secret_key.encode(), b"keel-csrf-session", hashlib.sha256).digest()
+    return hmac.new(key, session_secret.encode(), hashlib.sha256).hexdigest()
 
 
 class CsrfMiddleware(CSRFMiddleware):
+    def __init__(
+        self, app: ASGIApp, config: CSRFConfig, site_origin: str | None, session_cookie: str
+    ) -> None:
+        super().__init__(app, config)
+        self.site_origin = site_origin
+        self.session_cookie = session_cookie
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] in ("GET", "HEAD")
-            and scope.get("user") is None  # set by IdentityMiddleware, which runs first
-            and (handler := scope.get("route_handler")) is not None
-            and handler.opt.get(PUBLIC_PAGE_OPT)
+        if should_bypass_middleware(
+            scope=scope,
+            scopes=self.scopes,
+            exclude_opt_key=self.config.exclude_from_csrf_key,
+            exclude_path_pattern=self.exclude,
         ):
             await self.app(scope, receive, send)
             return
-        await super().__call__(scope, receive, send)
+        user = scope.get("user")  # set by IdentityMiddleware, which runs first
+        safe = scope["method"] in self.config.safe_methods
+        handler = scope.get("route_handler")
+        if safe and user is None and handler is not None and handler.opt.get(PUBLIC_PAGE_OPT):
+            await self.app(scope, receive, send)
+            return
+        secret = getattr(user, "session_csrf", None)
+        expected = session_csrf_token(self.config.secret, secret) if secret else None
+        request: Any = scope["litestar_app"].request_class(scope=scope, receive=receive)
+        cookie = request.cookies.get(self.config.cookie_name)
+        cookie = cookie if cookie and self._decode_csrf_token(cookie) else None
+        state = ScopeState.from_scope(scope)
+        if safe:
+            if expected is not None:
+                state.csrf_token = expected
+                await self.app(scope, receive, send)
+                return
+            token = state.csrf_token = cookie or generate_csrf_token(secret=self.config.secret)
+            await self.app(scope, receive, self.create_send_wrapper(send, token, cookie))
+            return
+        self._check_origin(scope, request)
+        token = await self._submitted_token(request, expected, cookie)
+        if token is None:
+            if user is None and request.cookies.get(self.session_cookie):
+                raise NotAuthorizedException("Your session has ended: sign in again.")
+            raise PermissionDeniedException("CSRF token verification failed")
+        state.csrf_token = token
+        await self.app(scope, receive, send)
+
+    def _check_origin(self, scope: Scope, request: Any) -> None:
+        """Refuse a request whose Origin (else Referer) names another site."""
+        for header in ("origin", "referer"):
+            value = request.headers.get(header)
+            if value is not None:
+                claimed = origin_of(value)
+                site = self.site_origin or self._request_origin(scope, request)
+                if claimed is None or claimed != site:
+                    raise PermissionDeniedException(
+                        "Cross-site request refused: it did not come from this site."
+                    )
+                return
+
+    @staticmethod
+    def _request_origin(scope: Scope, request: Any) -> str | None:
+        host = request.headers.get("host")
+        return origin_of(f"{scope['scheme']}://{host}") if host else None
+
+    async def _submitted_token(
+        self, request: Any, expected: str | None, cookie: str | None
+    ) -> str | None:
+        """The header's token or the form field's, whichever passes; None when neither."""
+        candidates = [request.headers.get(self.config.header_name)]
+        content_type, _ = request.content_type
+        if content_type in FORM_TYPES:
+            candidates.append((await request.form()).get(FORM_FIELD))
+        for token in candidates:
+            if not isinstance(token, str) or not token:
+                continue
+            if expected is not None and _same(token, expected):
+                return token
+            if expected is None and cookie is not None and self._csrf_tokens_match(token, cookie):
+                return token
+        return None
+
+    def _decode_csrf_token(self, token: str) -> str | None:
+        """The secret part of a signed token; None for anything malformed (non-ASCII too)."""
+        if not token.isascii():
+            return None
+        return super()._decode_csrf_token(token)
 
 
-def csrf_middleware(settings: Settings) -> DefineMiddleware:
-    """The CSRF layer; it goes last in the app's middleware list, after identity."""
+def csrf_middleware(settings: Settings, session_cookie: str) -> DefineMiddleware:
+    """The CSRF layer; it goes last in the app's middleware list, after identity.
+    `session_cookie` is the browser session cookie's name."""
     from app.core.errors import MACHINE_PREFIXES
 
     production = settings.app.is_production
@@ -54,4 +182,9 @@ def csrf_middleware(settings: Settings) -> DefineMiddleware:
         header_name="x-csrf-token",
         exclude=[f"^{re.escape(prefix)}" for prefix in exempt],
     )
-    return DefineMiddleware(CsrfMiddleware, config=config)
+    return DefineMiddleware(
+        CsrfMiddleware,
+        config=config,
+        site_origin=origin_of(settings.app.public_url) if settings.app.public_url else None,
+        session_cookie=session_cookie,
+    )

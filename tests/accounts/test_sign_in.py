@@ -53,6 +53,7 @@ async def test_setup_creates_the_first_admin_signs_in_and_disappears(
         response = await client.post("/setup", data=NEW_ADMIN)
         assert response.status_code == 303 and response.headers["location"] == "/admin"
         assert (await client.get("/admin")).status_code == 200  # signed in
+        await with_csrf(client, "/admin")  # a new session has its own token
         assert (await client.get("/setup")).status_code == 404  # gone for good
         assert (await client.post("/setup", data=NEW_ADMIN)).status_code == 404
     assert await count_rows(settings, "users") == 1
@@ -122,6 +123,7 @@ async def test_sign_in_rotates_the_session_and_redirects_safely(
         set_cookie = response.headers["set-cookie"].lower()
         assert "httponly" in set_cookie and "samesite=lax" in set_cookie
         assert (await client.get("/admin")).status_code == 200
+        await with_csrf(client, "/admin")  # a new session has its own token
         back = await client.post(
             "/login", data={"login": "viewer", "password": PASSWORD, "next": "/admin?x=1"}
         )
