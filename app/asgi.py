@@ -81,7 +81,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "sessions": SessionStore(store, auth),
             "login_throttle": LoginThrottle(store, auth),
             "access_tokens": AccessTokens(settings.app.secret_key, auth.access_token_minutes * 60),
-            "refresh_tokens": RefreshTokens(store, auth.refresh_token_days * 86400),
+            "refresh_tokens": RefreshTokens(
+                auth.refresh_token_days * 86400, auth.access_token_minutes * 60
+            ),
             "page_cache": page_cache,
             "figures": figures,
             "after_commit": [

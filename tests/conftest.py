@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -81,6 +82,31 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@asynccontextmanager
+async def own_valkey(folder: Path) -> AsyncIterator[str]:
+    """A Valkey (redis-server) of the test's own on a free port, for tests that fault or
+    flush the store (never the shared one); its URL. Stopped when the block ends."""
+    server = shutil.which("valkey-server") or shutil.which("redis-server")
+    if server is None:
+        message = "valkey-server or redis-server is needed"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            if _answers("127.0.0.1", port):
+                break
+            await asyncio.sleep(0.025)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
 
 
 def pg_url(database: str) -> str:

@@ -5,7 +5,8 @@ key) or `X-API-Key`, never with cookies, which is why it needs no CSRF token. Pa
 only the session cookie: credentials in headers are not read there. `/metrics` takes
 either (METRICS_TOKEN, an admin's token or key, or an admin's session). Headers such as
 X-User-Id are never read. Every request reloads the user (one query, app/core/reads.py),
-so a role change or deactivation takes effect on the next request.
+so a role change or deactivation takes effect on the next request; for an access token
+the same query says whether it was signed out (the database keeps that, not the store).
 """
 
 from __future__ import annotations
@@ -22,19 +23,18 @@ from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from sqlalchemy import ColumnElement, bindparam, false, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, false, select, update
 
 from app.accounts.api_keys import acting_name, acting_role, key_status
-from app.accounts.models import ApiKey, Role, User
-from app.accounts.rate_limit import API_PREFIX, take_for_token
+from app.accounts.models import ApiKey, RevokedAccessToken, Role, TokenFamily, User
+from app.accounts.rate_limit import API_PREFIX
 from app.accounts.sessions import SessionStore, cookie_name, digest_of
 from app.accounts.tokens import (
+    AccessClaims,
     AccessTokens,
     InvalidToken,
-    access_token_revoked,
     hash_secret,
     looks_like_jwt,
-    revoked_key,
 )
 from app.core.reads import ReadQuery
 
@@ -99,22 +99,48 @@ class _Caller:
     auth_version: int
 
 
-CALLER = ReadQuery(
-    select(
-        User.id,
-        User.username,
-        User.email,
-        User.display_name,
-        User.role,
-        User.is_active,
-        User.auth_version,
-    ).where(User.id == bindparam("user_id"))
+_CALLER_COLUMNS = (
+    User.id,
+    User.username,
+    User.email,
+    User.display_name,
+    User.role,
+    User.is_active,
+    User.auth_version,
 )
+CALLER = ReadQuery(select(*_CALLER_COLUMNS).where(User.id == bindparam("user_id")))
+TOKEN_CALLER = ReadQuery(
+    select(
+        *_CALLER_COLUMNS,
+        and_(TokenFamily.id.is_not(None), TokenFamily.revoked_at.is_(None)).label("family_live"),
+        RevokedAccessToken.jti.is_not(None).label("signed_out"),
+    )
+    .select_from(User)
+    .outerjoin(
+        TokenFamily,
+        and_(TokenFamily.id == bindparam("family_id"), TokenFamily.user_id == User.id),
+    )
+    .outerjoin(RevokedAccessToken, RevokedAccessToken.jti == bindparam("jti"))
+    .where(User.id == bindparam("user_id"))
+)
+"""The caller of an access token and whether the token is signed out, in one read: its
+family (the sign-in it came from) must exist and not be revoked, its jti not listed."""
 
 
 async def _load_caller(state: object, user_id: UUID) -> _Caller | None:
     row = await state.reads.one(CALLER, user_id=user_id)  # type: ignore[attr-defined]
     return _Caller(**row) if row is not None else None
+
+
+async def _load_token_caller(state: object, claims: AccessClaims) -> tuple[_Caller | None, bool]:
+    """The token's user, and whether the token is still signed in (not revoked)."""
+    row = await state.reads.one(  # type: ignore[attr-defined]
+        TOKEN_CALLER, user_id=claims.user_id, family_id=claims.family, jti=claims.jti
+    )
+    if row is None:
+        return None, False
+    family_live, signed_out = row.pop("family_live"), row.pop("signed_out")
+    return _Caller(**row), not signed_out and (claims.family is None or bool(family_live))
 
 
 def _as_current(user: _Caller, via: str, **extra: object) -> CurrentUser:
@@ -186,13 +212,9 @@ class IdentityMiddleware(ASGIMiddleware):
             claims = tokens.verify(token)
         except InvalidToken as exc:
             raise _unauthorized(str(exc)) from None
-        if scope["path"].startswith(API_PREFIX):
-            live = await take_for_token(scope, claims.user_id, revoked_key(claims.jti))
-        else:
-            live = not await access_token_revoked(state.store, claims.jti)
-        if not live:
+        user, live = await _load_token_caller(state, claims)
+        if user is not None and not live:
             raise _unauthorized("The access token has been revoked.")
-        user = await _load_caller(state, claims.user_id)
         if user is None or not user.is_active or user.auth_version != claims.auth_version:
             raise _unauthorized("The access token is no longer valid.")
         return _as_current(user, "token", token_jti=claims.jti)

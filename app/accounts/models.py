@@ -1,4 +1,5 @@
-"""Tables of the accounts domain: users, API keys and the audit log."""
+"""Tables of the accounts domain: users, API keys, API sign-ins (token families, refresh
+tokens, signed-out access tokens) and the audit log."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from advanced_alchemy.base import UUIDAuditBase, UUIDBase
+from advanced_alchemy.base import AdvancedDeclarativeBase, UUIDAuditBase, UUIDBase
 from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -73,6 +74,47 @@ class ApiKey(UUIDAuditBase):
     expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class TokenFamily(UUIDBase):
+    """One API sign-in (`POST /api/v1/auth/login`): its refresh tokens and every access
+    token issued from them (they carry its id) live and end together."""
+
+    __tablename__ = "token_families"
+
+    user_id: Mapped[UUID] = mapped_column(
+        GUID, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    auth_version: Mapped[int] = mapped_column(Integer)
+    """The user's auth_version at sign-in: once it is bumped, the family is over."""
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)
+    """No token of the family outlives this; it moves on with every rotation."""
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class RefreshToken(AdvancedDeclarativeBase):
+    """A refresh token, by the hash of its secret: spent once, for the next of its family."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[UUID] = mapped_column(
+        GUID, ForeignKey("token_families.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)
+    spent_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    """When it was exchanged for the next one; presenting it again is a reuse."""
+
+
+class RevokedAccessToken(AdvancedDeclarativeBase):
+    """An access token signed out before it expired, kept until it would have."""
+
+    __tablename__ = "revoked_access_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)
 
 
 class AuditEntry(UUIDBase):

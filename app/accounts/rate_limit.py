@@ -48,35 +48,14 @@ def rate_limit_headers(decision: RateDecision) -> dict[str, str]:
     }
 
 
-DECISION = "rate_limit_decision"
-"""Where IdentityMiddleware leaves a decision it already took (see `take_for_token`)."""
-
-
 def identity_key(scope: Scope) -> str:
     """Who the budget belongs to: the signed-in user or API key, else the client address."""
     user = scope.get("user")
     if user is not None and getattr(user, "api_key_id", None) is not None:
         return f"api-key:{user.api_key_id}"
     if user is not None and getattr(user, "id", None) is not None:
-        return _user_key(user.id)
+        return f"user:{user.id}"
     return f"ip:{scope.get('state', {}).get('client_ip') or 'unknown'}"
-
-
-def _user_key(user_id: object) -> str:
-    return f"user:{user_id}"
-
-
-async def take_for_token(scope: Scope, user_id: object, revoked_key: str) -> bool:
-    """An API request with an access token: count it against its user's budget and check
-    the token's revocation in one store round trip. False when the token is revoked (then
-    nothing is counted). ApiRateLimitMiddleware uses the decision taken here."""
-    state = scope["litestar_app"].state
-    limit = await current_limit(state)
-    decision = await take_rate_limit(state.store, _user_key(user_id), limit, unless=revoked_key)
-    if decision is None:
-        return False
-    scope.setdefault("state", {})[DECISION] = decision
-    return True
 
 
 async def current_limit(state: Any) -> int:
@@ -104,12 +83,11 @@ async def _take(scope: Scope) -> RateDecision:
     state = scope["litestar_app"].state
     limit = await current_limit(state)
     try:
-        decision = await take_rate_limit(state.store, identity_key(scope), limit)
+        return await take_rate_limit(state.store, identity_key(scope), limit)
     except Exception as exc:  # an odd store error (auth, read-only replica) is no 500 either
         store_failures["rate_limit"] += 1
         log.warning("rate limit store failed; request allowed", exc_info=exc)
-        decision = None
-    return decision or RateDecision(True, limit, limit, 60 - int(time.time() % 60))
+        return RateDecision(True, limit, limit, 60 - int(time.time() % 60))
 
 
 class ApiRateLimitMiddleware(ASGIMiddleware):
@@ -121,7 +99,7 @@ class ApiRateLimitMiddleware(ASGIMiddleware):
         if not scope["path"].startswith(API_PREFIX):
             await next_app(scope, receive, send)
             return
-        decision = scope.get("state", {}).pop(DECISION, None) or await _take(scope)
+        decision = await _take(scope)
         if not decision.allowed:
             raise RateLimited(decision)
         extra = [(k.lower().encode(), v.encode()) for k, v in rate_limit_headers(decision).items()]

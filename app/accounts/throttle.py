@@ -84,30 +84,16 @@ class RateDecision:
     reset_seconds: int
 
 
-async def take_rate_limit(
-    store: Store, identity: str, limit: int, *, unless: str | None = None
-) -> RateDecision | None:
-    """A fixed one-minute window per identity; fails open when the store does not answer.
-
-    With `unless` (the store key that marks a credential revoked), the same round trip
-    checks it: when it exists nothing is counted and the answer is None. The store not
-    answering then raises StoreUnavailable, because a revocation must not fail open.
-    """
+async def take_rate_limit(store: Store, identity: str, limit: int) -> RateDecision:
+    """A fixed one-minute window per identity; fails open when the store does not answer."""
     now = time.time()
     window = int(now // 60)
     reset = int(60 - now % 60) or 1
     key = f"ratelimit:{identity}:{window}"
     try:
-        if unless is None:
-            used: int | None = await store.incr(key, ttl=61)
-        else:
-            used = await store.incr_unless(key, 61, unless)
+        used = await store.incr(key, ttl=61)
     except StoreUnavailable as exc:
-        if unless is not None:
-            raise
         store_failures["rate_limit"] += 1
         log.warning("rate limit store unavailable; request allowed", extra={"error": repr(exc)})
         return RateDecision(True, limit, limit, reset)
-    if used is None:
-        return None
     return RateDecision(used <= limit, limit, max(limit - used, 0), reset)

@@ -3,32 +3,37 @@
 Access tokens are HS256 JWTs signed with a key derived from SECRET_KEY. Verification pins
 the algorithm, issuer and audience, requires exp/iat/sub/jti, and never looks at header
 fields such as `kid`, `jku` or `jwk`. Refresh tokens are opaque, stored (hashed) in the
-store, and belong to a family: presenting a token that was already rotated revokes the
-family, because only a thief would hold the old one.
+database, and belong to a family (one sign-in); access tokens carry their family's id
+(`fam`). Presenting a refresh token that was already spent revokes the family, because
+only a thief (or the loser of a race) would hold the old one. Revocation lives in the
+database: IdentityMiddleware checks it in the same read that loads the caller, so a
+store that loses its data brings no signed-out token back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 import jwt
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.store import Store
+from app.accounts.models import RefreshToken, RevokedAccessToken, TokenFamily, User
 
 ALGORITHM = "HS256"
 ISSUER = "keel"
 AUDIENCE = "keel-api"
 API_KEY_PREFIX = "keel_"
-REFRESH_PREFIX = "refresh:"
-FAMILY_REVOKED_PREFIX = "refresh-family-revoked:"
-ACCESS_REVOKED_PREFIX = "access-revoked:"
+JTI_MAX_LENGTH = 64
 
 
 class InvalidToken(Exception):
@@ -50,6 +55,9 @@ class AccessClaims:
     jti: str
     auth_version: int
     expires_at: int
+    family: uuid.UUID | None = None
+    """The sign-in (token family) the token was issued from; None for a token made
+    outside a sign-in (the tests), whose revocation is its jti alone."""
 
 
 VERIFIED_KEPT = 4096
@@ -63,9 +71,11 @@ class AccessTokens:
         self.lifetime = lifetime_seconds
         self._verified: dict[str, AccessClaims] = {}
 
-    def issue(self, user_id: uuid.UUID, role: str, auth_version: int) -> str:
+    def issue(
+        self, user_id: uuid.UUID, role: str, auth_version: int, family: uuid.UUID | None = None
+    ) -> str:
         now = int(time.time())
-        claims = {
+        claims: dict[str, object] = {
             "iss": ISSUER,
             "aud": AUDIENCE,
             "sub": str(user_id),
@@ -76,6 +86,8 @@ class AccessTokens:
             "nbf": now,
             "exp": now + self.lifetime,
         }
+        if family is not None:
+            claims["fam"] = family.hex
         return jwt.encode(claims, self.key, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> AccessClaims:
@@ -106,12 +118,17 @@ class AccessTokens:
             )
             if claims["iat"] > time.time() + 5:
                 raise InvalidToken("The token is not valid yet.")
+            jti = str(claims["jti"])
+            if not 0 < len(jti) <= JTI_MAX_LENGTH:
+                raise InvalidToken("The access token is not valid.")
+            family = claims.get("fam")
             return AccessClaims(
                 user_id=uuid.UUID(claims["sub"]),
                 role=str(claims.get("role", "")),
-                jti=str(claims["jti"]),
+                jti=jti,
                 auth_version=int(claims.get("ver", 0)),
                 expires_at=int(claims["exp"]),
+                family=uuid.UUID(family) if family is not None else None,
             )
         except jwt.ExpiredSignatureError:
             raise InvalidToken("The access token has expired.") from None
@@ -119,73 +136,137 @@ class AccessTokens:
             raise InvalidToken("The access token is not valid.") from None
 
 
-@dataclass
-class RefreshRecord:
-    user_id: str
-    family: str
-    auth_version: int
-    rotated: bool = False
+@dataclass(frozen=True)
+class Rotation:
+    """A refresh token spent: its user, its family and the next refresh token."""
+
+    user: User
+    family: uuid.UUID
+    refresh_token: str
 
 
 class RefreshTokens:
-    def __init__(self, store: Store, lifetime_seconds: int) -> None:
-        self.store = store
-        self.lifetime = lifetime_seconds
+    """API sign-ins in the database: token families, their refresh tokens, and access
+    tokens signed out before they expire. The store plays no part, so nothing here is lost
+    or brought back with the store's data."""
 
-    async def issue(self, user_id: uuid.UUID, auth_version: int, family: str | None = None) -> str:
+    def __init__(self, lifetime_seconds: int, access_lifetime_seconds: int) -> None:
+        self.lifetime = timedelta(seconds=lifetime_seconds)
+        self.family_lifetime = timedelta(seconds=max(lifetime_seconds, access_lifetime_seconds))
+        """From its last rotation, how long a family can have a token still valid."""
+
+    async def start(
+        self, session: AsyncSession, user_id: uuid.UUID, auth_version: int
+    ) -> tuple[uuid.UUID, str]:
+        """A new family (one sign-in) and its first refresh token, in the caller's transaction."""
+        now = datetime.now(UTC)
+        family = TokenFamily(
+            user_id=user_id,
+            auth_version=auth_version,
+            created_at=now,
+            expires_at=now + self.family_lifetime,
+        )
+        session.add(family)
+        await session.flush()
+        return family.id, self._issue(session, family.id, now)
+
+    def _issue(self, session: AsyncSession, family: uuid.UUID, now: datetime) -> str:
         token = secrets.token_urlsafe(32)
-        record = RefreshRecord(str(user_id), family or uuid.uuid4().hex, auth_version)
-        await self.store.set(
-            REFRESH_PREFIX + hash_secret(token), json.dumps(record.__dict__), ttl=self.lifetime
+        session.add(
+            RefreshToken(
+                token_hash=hash_secret(token),
+                family_id=family,
+                created_at=now,
+                expires_at=now + self.lifetime,
+            )
         )
         return token
 
-    async def _record(self, token: str) -> RefreshRecord:
-        raw = await self.store.get(REFRESH_PREFIX + hash_secret(token))
-        if raw is None:
-            raise InvalidToken("The refresh token is not valid.")
-        record = RefreshRecord(**json.loads(raw))
-        if await self.store.get(FAMILY_REVOKED_PREFIX + record.family) is not None:
-            raise InvalidToken("The refresh token has been revoked.")
-        return record
-
-    async def rotate(self, token: str) -> tuple[RefreshRecord, str]:
-        """Spend `token` for a new one of the same family; reuse revokes the family."""
-        record = await self._record(token)
-        if record.rotated:
-            await self.revoke_family(record.family)
-            raise InvalidToken("The refresh token was already used; all its tokens are revoked.")
-        record.rotated = True
-        await self.store.set(
-            REFRESH_PREFIX + hash_secret(token), json.dumps(record.__dict__), ttl=self.lifetime
+    async def rotate(self, session: AsyncSession, token: str) -> Rotation:
+        """Spend `token` for the next one of its family. Spending is one conditional UPDATE,
+        so of two requests presenting the same token exactly one wins; the other, like any
+        later presentation, is a reuse (only a thief or a raced client holds a spent token)
+        and revokes the family, every access token issued from it included. Raises
+        InvalidToken; a revocation is committed before that."""
+        now = datetime.now(UTC)
+        token_hash = hash_secret(token)
+        spent = await session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.token_hash == token_hash,
+                RefreshToken.spent_at.is_(None),
+                RefreshToken.expires_at > now,
+            )
+            .values(spent_at=now)
+            .returning(RefreshToken.family_id)
+            .execution_options(synchronize_session=False)
         )
-        new_token = await self.issue(uuid.UUID(record.user_id), record.auth_version, record.family)
-        return record, new_token
+        family = spent.scalar()
+        if family is None:
+            await self._refuse(session, token_hash)
+        live = await session.execute(
+            update(TokenFamily)
+            .where(
+                TokenFamily.id == family,
+                TokenFamily.revoked_at.is_(None),
+                TokenFamily.expires_at > now,
+            )
+            .values(expires_at=now + self.family_lifetime)
+            .returning(TokenFamily.user_id, TokenFamily.auth_version)
+            .execution_options(synchronize_session=False)
+        )
+        signed_in = live.first()
+        if signed_in is None:
+            raise InvalidToken("The refresh token has been revoked.")
+        user = await session.get(User, signed_in.user_id)
+        if user is None or not user.is_active or user.auth_version != signed_in.auth_version:
+            await self.revoke_family(session, family)
+            await session.commit()
+            raise InvalidToken("The refresh token is no longer valid.")
+        return Rotation(user, family, self._issue(session, family, now))
 
-    async def revoke(self, token: str) -> RefreshRecord | None:
-        try:
-            record = await self._record(token)
-        except InvalidToken:
-            return None
-        await self.revoke_family(record.family)
-        return record
+    async def _refuse(self, session: AsyncSession, token_hash: str) -> NoReturn:
+        """The token could not be spent: unknown or expired, or spent before (a reuse)."""
+        found = await session.execute(
+            select(RefreshToken.family_id, RefreshToken.spent_at).where(
+                RefreshToken.token_hash == token_hash
+            )
+        )
+        row = found.first()
+        if row is None or row.spent_at is None:
+            raise InvalidToken("The refresh token is not valid.")
+        await self.revoke_family(session, row.family_id)
+        await session.commit()
+        raise InvalidToken("The refresh token was already used; all its tokens are revoked.")
 
-    async def revoke_family(self, family: str) -> None:
-        await self.store.set(FAMILY_REVOKED_PREFIX + family, "1", ttl=self.lifetime)
+    async def revoke(self, session: AsyncSession, token: str) -> None:
+        """End the family of the refresh token `token` (nothing when it is unknown)."""
+        family = await session.scalar(
+            select(RefreshToken.family_id).where(RefreshToken.token_hash == hash_secret(token))
+        )
+        if family is not None:
+            await self.revoke_family(session, family)
 
+    async def revoke_family(self, session: AsyncSession, family: uuid.UUID) -> None:
+        await session.execute(
+            update(TokenFamily)
+            .where(TokenFamily.id == family, TokenFamily.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+            .execution_options(synchronize_session=False)
+        )
 
-def revoked_key(jti: str) -> str:
-    """The store key that marks an access token revoked until it would have expired."""
-    return ACCESS_REVOKED_PREFIX + jti
-
-
-async def revoke_access_token(store: Store, claims: AccessClaims) -> None:
-    ttl = max(claims.expires_at - time.time(), 1)
-    await store.set(revoked_key(claims.jti), "1", ttl=ttl)
-
-
-async def access_token_revoked(store: Store, jti: str) -> bool:
-    return await store.get(revoked_key(jti)) is not None
+    async def sign_out(self, session: AsyncSession, claims: AccessClaims) -> None:
+        """Sign out an access token: it is refused until it expires, and so is every token
+        of its family (the sign-in it came from)."""
+        expires_at = datetime.fromtimestamp(claims.expires_at, UTC)
+        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        await session.execute(
+            insert(RevokedAccessToken)
+            .values(jti=claims.jti, expires_at=expires_at)
+            .on_conflict_do_nothing(index_elements=["jti"])
+        )
+        if claims.family is not None:
+            await self.revoke_family(session, claims.family)
 
 
 def new_api_key() -> tuple[str, str, str]:
@@ -196,12 +277,3 @@ def new_api_key() -> tuple[str, str, str]:
 
 def looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2 and not token.startswith(API_KEY_PREFIX)
-
-
-def token_response(access: str, refresh: str, lifetime: int) -> dict[str, Any]:
-    return {
-        "access_token": access,
-        "refresh_token": refresh,
-        "token_type": "Bearer",
-        "expires_in": lifetime,
-    }

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from advanced_alchemy.base import metadata_registry
 
-from app.accounts.models import ApiKey, AuditEntry, User
+from app.accounts.models import (
+    ApiKey,
+    AuditEntry,
+    RefreshToken,
+    RevokedAccessToken,
+    TokenFamily,
+    User,
+)
 from app.content.models import Entry, Media, Revision, Tag, entry_tags
 from app.jobs.models import ImportRun, Job, JobSchedule
 from app.notifications.models import MailMessage, Notification
@@ -22,9 +29,12 @@ __all__ = (
     "MailMessage",
     "Media",
     "Notification",
+    "RefreshToken",
     "Revision",
+    "RevokedAccessToken",
     "SystemSetting",
     "Tag",
+    "TokenFamily",
     "User",
     "entry_tags",
     "metadata",

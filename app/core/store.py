@@ -36,7 +36,6 @@ class Store(Protocol):
     async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None: ...
     async def delete(self, *keys: str) -> int: ...
     async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int: ...
-    async def incr_unless(self, key: str, ttl: float, unless: str) -> int | None: ...
     async def keys(self, pattern: str) -> list[str]: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
@@ -88,13 +87,6 @@ class MemoryStore:
             self._data[key] = (str(value).encode(), expires)
             return value
 
-    async def incr_unless(self, key: str, ttl: float, unless: str) -> int | None:
-        """Add one to `key` (expiring `ttl` seconds after it was made), unless the key
-        `unless` exists: then count nothing and answer None. One step, one round trip."""
-        if self._live(unless) is not None:
-            return None
-        return await self.incr(key, ttl=ttl)
-
     async def keys(self, pattern: str) -> list[str]:
         return [
             key for key in list(self._data) if fnmatch.fnmatchcase(key, pattern) and self._live(key)
@@ -136,10 +128,9 @@ class MemoryStore:
         return dict(self._fields.get(key, {}))
 
 
-_INCR_UNLESS = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return false end
-local count = redis.call('INCR', KEYS[1])
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+_INCR_WITH_TTL = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return count
 """
 
@@ -158,7 +149,7 @@ class ValkeyStore:
             health_check_interval=30,
             retry_on_timeout=False,
         )
-        self._incr_unless = self.client.register_script(_INCR_UNLESS)
+        self._incr_with_ttl = self.client.register_script(_INCR_WITH_TTL)
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -175,21 +166,12 @@ class ValkeyStore:
         return int(await self.client.delete(*(self._key(key) for key in keys)))
 
     async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
-        full = self._key(key)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.incrby(full, amount)
-            if ttl:
-                pipe.pexpire(full, int(ttl * 1000), nx=True)
-            results = await pipe.execute()
-        return int(results[0])
-
-    async def incr_unless(self, key: str, ttl: float, unless: str) -> int | None:
-        """Add one to `key` unless the key `unless` exists (then None): one script, one
-        round trip, so a request that needs both answers pays for one."""
-        count = await self._incr_unless(
-            keys=[self._key(key), self._key(unless)], args=[int(ttl * 1000)]
-        )
-        return None if count is None else int(count)
+        """Add `amount`; with `ttl`, the key expires `ttl` seconds after it was made (a later
+        call never extends it). One script, one command: as a MULTI/EXEC pipeline it cost
+        about 35 µs more CPU per call, and the API rate limit runs it on every request."""
+        if not ttl:
+            return int(await self.client.incrby(self._key(key), amount))
+        return int(await self._incr_with_ttl(keys=[self._key(key)], args=[amount, int(ttl * 1000)]))
 
     async def keys(self, pattern: str) -> list[str]:
         found = [key async for key in self.client.scan_iter(match=self._key(pattern), count=500)]

@@ -4,8 +4,10 @@
   (and any result folder whose job no longer exists);
 - export and report files older than EXPORT_RETENTION_HOURS (their jobs stay);
 - audit log entries older than the `audit_retention_days` setting;
-- expired sessions and tokens: Valkey drops them by their TTL; the in-memory store drops
-  expired keys when they are listed, which this job does, and session index entries whose
+- expired API sign-ins: token families, refresh tokens and signed-out access tokens past
+  their expiry (a token whose row is gone is refused anyway);
+- expired sessions: Valkey drops them by their TTL; the in-memory store drops expired
+  keys when they are listed, which this job does, and session index entries whose
   session has gone are removed.
 """
 
@@ -17,9 +19,9 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, inspect, select
 
-from app.accounts.models import AuditEntry
+from app.accounts.models import AuditEntry, RefreshToken, RevokedAccessToken, TokenFamily
 from app.accounts.sessions import SESSION_PREFIX, USER_INDEX_PREFIX
 from app.jobs.models import FINISHED, Job
 from app.jobs.registry import JobContext, job_handler, job_types
@@ -44,12 +46,17 @@ async def run_cleanup(ctx: JobContext[dict[str, Any]]) -> dict[str, int]:
     audit = await _delete_in_batches(
         ctx, AuditEntry, AuditEntry.created_at < now - timedelta(days=audit_days)
     )
-    await ctx.progress(90, f"{audit} audit entries removed")
+    await ctx.progress(80, f"{audit} audit entries removed")
+    tokens = 0
+    for model in (RevokedAccessToken, RefreshToken, TokenFamily):
+        tokens += await _delete_in_batches(ctx, model, model.expires_at < now)
+    await ctx.progress(90, f"{tokens} expired token rows removed")
     sessions = await _sweep_session_index(ctx)
     return {
         "jobs_deleted": jobs,
         "result_folders_deleted": files,
         "audit_entries_deleted": audit,
+        "expired_token_rows_deleted": tokens,
         "session_index_entries_deleted": sessions,
     }
 
@@ -117,12 +124,13 @@ async def _delete_in_batches(
     after_batch: Callable[[list[Any]], None] | None = None,
 ) -> int:
     """Delete matching rows a thousand per transaction, so no lock is held for long."""
+    key = inspect(model).primary_key[0]
     deleted = 0
     while True:
         async with ctx.sessionmaker() as session, session.begin():
-            ids = list(await session.scalars(select(model.id).where(condition).limit(BATCH)))
+            ids = list(await session.scalars(select(key).where(condition).limit(BATCH)))
             if ids:
-                await session.execute(delete(model).where(model.id.in_(ids)))
+                await session.execute(delete(model).where(key.in_(ids)))
         if after_batch is not None:
             after_batch(ids)
         deleted += len(ids)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 import uuid
+from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import jwt
@@ -17,7 +20,8 @@ from app.accounts.models import User
 from app.accounts.tokens import ALGORITHM, AUDIENCE, ISSUER
 from app.core.db import create_engine, create_sessionmaker
 from app.settings import Settings
-from tests.conftest import PASSWORD
+from tests.accounts.test_rate_limit import app_with
+from tests.conftest import PASSWORD, client_for, own_valkey
 
 # The attack tokens below are signed with deliberately poor keys.
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
@@ -282,3 +286,75 @@ async def test_a_token_accepted_before_is_refused_once_it_expires(
     refused = await client.get("/api/v1/auth/me", headers=headers)
     assert refused.status_code == 401
     assert refused.json()["detail"] == "The access token has expired."
+
+
+async def test_a_signed_out_token_stays_signed_out_when_the_store_loses_its_data(
+    settings: Settings, accounts: dict, tmp_path: Path
+) -> None:
+    """Issue 12 #3: revocation lived only in the store, so once Valkey restarted empty (or
+    the embedded process restarted: each app here is a process with its own memory store)
+    a signed-out access token answered 200 again until it expired. The database keeps it."""
+    async with contextlib.AsyncExitStack() as stack:
+        if not settings.store.is_memory:  # the services leg: a Valkey of this test's own
+            url = await stack.enter_async_context(own_valkey(tmp_path))
+            settings = replace(settings, store=replace(settings.store, url=url))
+        async with app_with(settings) as app, client_for(app) as client:
+            tokens = await _login(client)
+            headers = _bearer(tokens["access_token"])
+            assert (await client.post("/api/v1/auth/logout", headers=headers)).status_code == 204
+            assert (await client.get("/api/v1/auth/me", headers=headers)).status_code == 401
+            if not settings.store.is_memory:
+                await app.state.store.client.flushall()
+        # Valkey empty, or the embedded process started again with an empty memory store
+        async with app_with(settings) as app, client_for(app) as client:
+            me = await client.get("/api/v1/auth/me", headers=headers)
+            assert me.status_code == 401 and me.json()["detail"].endswith("revoked.")
+            refresh = {"refresh_token": tokens["refresh_token"]}
+            assert (await client.post("/api/v1/auth/refresh", json=refresh)).status_code == 401
+
+
+async def test_logout_with_the_access_token_alone_ends_its_refresh_tokens_too(
+    client: httpx.AsyncClient, app: Litestar
+) -> None:
+    tokens = await _login(client)
+    refreshed = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert refreshed.status_code == 200
+    newest = refreshed.json()
+    out = await client.post("/api/v1/auth/logout", headers=_bearer(newest["access_token"]))
+    assert out.status_code == 204
+    for access in (tokens["access_token"], newest["access_token"]):
+        assert (await client.get("/api/v1/auth/me", headers=_bearer(access))).status_code == 401
+    again = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": newest["refresh_token"]}
+    )
+    assert again.status_code == 401
+    other = await _login(client)  # another sign-in of the same user is another family
+    assert (await client.get("/api/v1/auth/me", headers=_bearer(other["access_token"]))).is_success
+
+
+async def test_two_concurrent_rotations_of_one_refresh_token_let_exactly_one_through(
+    client: httpx.AsyncClient, app: Litestar
+) -> None:
+    """Issue 12 #4: rotation was get, check, set in the store, so two requests presenting
+    the same token could both get a new pair. The loser of the race is a reuse: the
+    family ends, the winner's new tokens included. A race: several rounds, one winner each."""
+    for round_ in range(3):
+        tokens = await _login(client)
+        body = {"refresh_token": tokens["refresh_token"]}
+        results = await asyncio.gather(
+            client.post("/api/v1/auth/refresh", json=body),
+            client.post("/api/v1/auth/refresh", json=body),
+        )
+        assert sorted(r.status_code for r in results) == [200, 401], round_
+        loser = next(r for r in results if r.status_code == 401)
+        assert "already used" in loser.json()["detail"]
+        winner = next(r for r in results if r.status_code == 200).json()
+        again = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": winner["refresh_token"]}
+        )
+        assert again.status_code == 401
+        for access in (tokens["access_token"], winner["access_token"]):
+            me = await client.get("/api/v1/auth/me", headers=_bearer(access))
+            assert me.status_code == 401, round_

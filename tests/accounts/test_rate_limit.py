@@ -132,8 +132,8 @@ async def test_two_identities_have_separate_budgets(
 async def test_a_revoked_access_token_is_refused_without_spending_the_budget(
     app: Litestar, accounts: dict[str, User]
 ) -> None:
-    """Revocation and the budget share one store round trip; a stolen, revoked token must
-    not be able to use up its owner's minute."""
+    """A revoked token is refused before it is counted: a stolen, revoked token must not
+    be able to use up its owner's minute."""
     await set_limit(app, LIMIT)
     editor = accounts["editor"]
     revoked, live = bearer(app, editor), bearer(app, editor)

@@ -9,7 +9,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.audit import Actor, record
-from app.accounts.models import AuditEntry
+from app.accounts.models import AuditEntry, RefreshToken, RevokedAccessToken, TokenFamily, User
+from app.accounts.tokens import RefreshTokens
 from app.jobs.models import Job, JobStatus
 from app.jobs.queue import enqueue
 from app.jobs.schedules import Schedule, schedules
@@ -70,3 +71,30 @@ def test_interval_ticks_are_aligned_to_the_epoch() -> None:
     assert every.tick(datetime(2026, 5, 1, 10, 7, 30, tzinfo=UTC)) == datetime(
         2026, 5, 1, 10, 5, tzinfo=UTC
     )
+
+
+async def test_cleanup_removes_expired_api_sign_ins_and_keeps_live_ones(
+    settings: Settings, sessionmaker: Sessions, accounts: dict[str, User]
+) -> None:
+    tokens = RefreshTokens(3600, 1800)
+    user = accounts["editor"]
+    async with sessionmaker() as session, session.begin():
+        live, _ = await tokens.start(session, user.id, 1)
+        old, _ = await tokens.start(session, user.id, 1)
+        session.add(RevokedAccessToken(jti="gone", expires_at=NOW - timedelta(minutes=1)))
+        session.add(RevokedAccessToken(jti="kept", expires_at=NOW + timedelta(minutes=29)))
+    async with sessionmaker() as session, session.begin():
+        past = {"expires_at": NOW - timedelta(seconds=1)}
+        await session.execute(update(TokenFamily).where(TokenFamily.id == old).values(past))
+        await session.execute(
+            update(RefreshToken).where(RefreshToken.family_id == old).values(past)
+        )
+        cleanup = await enqueue(session, "cleanup")
+    async with running_worker(settings, sessionmaker):
+        job = await wait_for_status(sessionmaker, cleanup, {"succeeded", "dead", "failed"})
+    assert job.status == "succeeded", job.last_error
+    assert job.result["expired_token_rows_deleted"] == 3
+    async with sessionmaker() as session:
+        assert set(await session.scalars(select(TokenFamily.id))) == {live}
+        assert set(await session.scalars(select(RefreshToken.family_id))) == {live}
+        assert set(await session.scalars(select(RevokedAccessToken.jti))) == {"kept"}

@@ -9,8 +9,8 @@ from litestar.params import JSONBody
 from app.accounts import guards
 from app.accounts.audit import Actor, record
 from app.accounts.schemas import LoginRequest, LogoutRequest, MeOut, RefreshRequest, TokenPair
-from app.accounts.services import get_user, sign_in_with_password
-from app.accounts.tokens import InvalidToken, revoke_access_token
+from app.accounts.services import sign_in_with_password
+from app.accounts.tokens import InvalidToken
 from app.core.db import DbSession
 from app.core.errors import DomainError
 
@@ -31,8 +31,8 @@ class AuthController(Controller):
         user = await sign_in_with_password(
             db_session, state, Actor.from_connection(request), data.login, data.password
         )
-        access = state.access_tokens.issue(user.id, user.role, user.auth_version)
-        refresh = await state.refresh_tokens.issue(user.id, user.auth_version)
+        family, refresh = await state.refresh_tokens.start(db_session, user.id, user.auth_version)
+        access = state.access_tokens.issue(user.id, user.role, user.auth_version, family)
         return _pair(state, access, refresh)
 
     @post("/refresh", name="api:auth:refresh", guards=[guards.public], status_code=200)
@@ -41,19 +41,12 @@ class AuthController(Controller):
     ) -> TokenPair:
         """Rotate a refresh token: the old one stops working; reusing it revokes its family."""
         try:
-            record_, new_refresh = await state.refresh_tokens.rotate(data.refresh_token)
+            spent = await state.refresh_tokens.rotate(db_session, data.refresh_token)
         except InvalidToken as exc:
             raise DomainError(str(exc), status=401) from None
-        try:
-            user = await get_user(db_session, record_.user_id)  # type: ignore[arg-type]
-        except DomainError:
-            user = None
-        if user is None or not user.is_active or user.auth_version != record_.auth_version:
-            await state.refresh_tokens.revoke_family(record_.family)
-            raise DomainError("The refresh token is no longer valid.", status=401)
-        return _pair(
-            state, state.access_tokens.issue(user.id, user.role, user.auth_version), new_refresh
-        )
+        user = spent.user
+        access = state.access_tokens.issue(user.id, user.role, user.auth_version, spent.family)
+        return _pair(state, access, spent.refresh_token)
 
     @post("/logout", name="api:auth:logout", guards=[guards.viewer], status_code=204)
     async def logout(
@@ -63,13 +56,14 @@ class AuthController(Controller):
         db_session: DbSession,
         data: JSONBody[LogoutRequest | None] = None,
     ) -> None:
-        """Revoke the access token in use and, when given, the refresh token's whole family."""
+        """Sign out: the access token in use and every token of its sign-in are refused from
+        now on (and the given refresh token's family, when it is another one)."""
         user = request.scope["user"]
         if user.token_jti:
             claims = state.access_tokens.verify(request.headers["authorization"].split(" ", 1)[1])
-            await revoke_access_token(state.store, claims)
+            await state.refresh_tokens.sign_out(db_session, claims)
         if data is not None and data.refresh_token:
-            await state.refresh_tokens.revoke(data.refresh_token)
+            await state.refresh_tokens.revoke(db_session, data.refresh_token)
         record(db_session, Actor.from_connection(request), "auth.logout", "user", user.id)
 
     @get("/me", name="api:auth:me", guards=[guards.viewer])
