@@ -30,7 +30,7 @@ from app.accounts.sessions import SessionStore
 from app.accounts.throttle import LoginThrottle
 from app.accounts.tokens import AccessTokens, RefreshTokens
 from app.content.cache import PageCache, PageCacheFront, PublicPageCacheMiddleware
-from app.content.services import next_scheduled_publication
+from app.content.reads import next_scheduled_publication
 from app.core.csrf import csrf_middleware
 from app.core.db import create_engine, create_sessionmaker, provide_db_session
 from app.core.errors import handle_exception
@@ -63,17 +63,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     auth = settings.auth
     sessionmaker = create_sessionmaker(engine)
     figures = RequestTally(store)
+    reads = Reads(engine, settings.db)
     page_cache = PageCache(
         store,
         settings.app.cache_ttl,
-        next_publication=lambda: next_scheduled_publication(sessionmaker),
+        next_publication=lambda: next_scheduled_publication(reads),
     )
     state = State(
         {
             "settings": settings,
             "engine": engine,
             "sessionmaker": sessionmaker,
-            "reads": Reads(engine, settings.db),
+            "reads": reads,
             "store": store,
             "started_monotonic": time.monotonic(),
             "has_users": False,

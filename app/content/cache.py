@@ -23,6 +23,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -78,6 +79,8 @@ class PageCache:
         """Values derived from public content (site settings, the menu): generation, expiry
         and value, dropped with the generation like the pages."""
         self._publication: tuple[int, float | None] | None = None
+        self._loading: dict[tuple[str, int | None], asyncio.Task[Any]] = {}
+        """Loads in flight (memo values, the publication bound) by name and generation."""
         self.hits = 0
         self.misses = 0
         self.views: Counter[str] = Counter()
@@ -176,8 +179,9 @@ class PageCache:
             return None
         held = self._publication
         if held is None or held[0] != self.generation or (held[1] or math.inf) <= time.time():
-            held = (self.generation, await self.next_publication())
-            self._publication = held
+            generation = self.generation
+            moment = await self._once("publication", generation, self.next_publication)
+            held = self._publication = (generation, moment)
         return held[1]
 
     async def remember(self, name: str, load: Callable[[], Awaitable[T]]) -> T:
@@ -188,12 +192,34 @@ class PageCache:
         held = self.memo.get(name)
         if held is not None and held[0] == generation and held[1] > time.time():
             return held[2]  # type: ignore[no-any-return]
-        value = await load()
-        if generation is not None:
-            expires = time.time() + MEMO_SECONDS
-            moment = await self.publication_bound()
-            self.memo[name] = (generation, min(expires, moment or expires), value)
-        return value
+
+        async def load_and_keep() -> T:
+            value = await load()
+            if generation is not None:
+                expires = time.time() + MEMO_SECONDS
+                moment = await self.publication_bound()
+                self.memo[name] = (generation, min(expires, moment or expires), value)
+            return value
+
+        return await self._once("memo:" + name, generation, load_and_keep)
+
+    async def _once(self, name: str, generation: int | None, load: Callable[[], Awaitable[T]]) -> T:
+        """`load()` run once for every caller that asks while it runs (a new generation
+        sends every request in flight here at once). It runs as its own task, so a caller
+        that is cancelled (a client gone) does not cancel it for the others."""
+        key = (name, generation)
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.ensure_future(load())
+            self._loading[key] = task
+            task.add_done_callback(partial(self._loaded, key))
+        return await asyncio.shield(task)  # type: ignore[no-any-return]
+
+    def _loaded(self, key: tuple[str, int | None], task: asyncio.Task[Any]) -> None:
+        if self._loading.get(key) is task:
+            del self._loading[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone
 
     # -- entries -----------------------------------------------------------------------
     def held(self, key: str) -> CachedPage | None:

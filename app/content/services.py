@@ -470,14 +470,3 @@ async def flush_view_counts(sessionmaker: Any, store: Store) -> int:
             )
         moved += views
     return moved
-
-
-async def next_scheduled_publication(sessionmaker: Any) -> float | None:
-    """When the next scheduled entry becomes public (epoch seconds), if any."""
-    async with sessionmaker() as session:
-        moment = await session.scalar(
-            select(func.min(Entry.published_at)).where(
-                Entry.status == Status.scheduled.value, Entry.published_at > now()
-            )
-        )
-    return moment.timestamp() if moment is not None else None
