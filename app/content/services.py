@@ -217,8 +217,10 @@ async def _ensure_free_slug(
 async def save_entry(
     session: AsyncSession, actor: Actor, data: EntryInput, entry: Entry | None = None
 ) -> Entry:
-    """Create or update an entry; every save keeps a revision and an audit entry."""
+    """Create or update an entry; every save keeps a revision and an audit entry. Only a
+    public entry's save empties the page cache: drafts are nobody's business but editors'."""
     data = _validated(data)
+    public = entry is not None and visible_to_public(entry)
     await _ensure_free_slug(session, data.kind, data.slug, entry.id if entry else None)
     creating = entry is None
     # Tags first: the queries autoflush, and a new entry must not be flushed before its
@@ -252,7 +254,8 @@ async def save_entry(
             created_at=now(),
         )
     )
-    mark_public_change(session)
+    if public:
+        mark_public_change(session)
     record(
         session,
         actor,
@@ -265,6 +268,26 @@ async def save_entry(
     return entry
 
 
+def _changes_public_pages(session: AsyncSession, entry: Entry) -> None:
+    """Call before a change that takes `entry` away from visitors (unpublish, archive,
+    delete): cached pages show it only if it is public now."""
+    if visible_to_public(entry):
+        mark_public_change(session)
+
+
+async def _comes_first(session: AsyncSession, entry: Entry, moment: datetime) -> bool:
+    """Whether scheduling `entry` for `moment` makes it the next publication: cached pages
+    expire at the next one (PageCache.publication_bound), which then moves earlier."""
+    following = await session.scalar(
+        select(func.min(Entry.published_at)).where(
+            Entry.status == Status.scheduled.value,
+            Entry.published_at > now(),
+            Entry.id != entry.id,
+        )
+    )
+    return following is None or moment < following
+
+
 async def publish_entry(
     session: AsyncSession, actor: Actor, entry: Entry, at: datetime | None = None
 ) -> Entry:
@@ -273,8 +296,9 @@ async def publish_entry(
     if moment.tzinfo is None:
         raise ContentError("Give the publish time with its time zone.", "published_at")
     scheduled = moment > now()
+    if visible_to_public(entry) or not scheduled or await _comes_first(session, entry, moment):
+        mark_public_change(session)
     entry.status = Status.scheduled.value if scheduled else Status.published.value
-    mark_public_change(session)
     entry.published_at = moment
     record(
         session,
@@ -289,21 +313,21 @@ async def publish_entry(
 
 async def unpublish_entry(session: AsyncSession, actor: Actor, entry: Entry) -> Entry:
     """Back to draft: invisible to visitors at once."""
+    _changes_public_pages(session, entry)
     entry.status = Status.draft.value
-    mark_public_change(session)
     record(session, actor, "content.unpublished", entry.kind, entry.id)
     return entry
 
 
 async def archive_entry(session: AsyncSession, actor: Actor, entry: Entry) -> Entry:
+    _changes_public_pages(session, entry)
     entry.status = Status.archived.value
-    mark_public_change(session)
     record(session, actor, "content.archived", entry.kind, entry.id)
     return entry
 
 
 async def delete_entry(session: AsyncSession, actor: Actor, entry: Entry) -> None:
-    mark_public_change(session)
+    _changes_public_pages(session, entry)
     record(
         session, actor, "content.deleted", entry.kind, entry.id, title=entry.title, slug=entry.slug
     )
