@@ -3,8 +3,9 @@
 Starts, on 127.0.0.1 only:
   * a raw ASGI hello-world on granian (one worker): the ceiling;
   * Keel with one granian worker on PostgreSQL + Valkey, with seeded posts (cache on);
-  * the same Keel with CACHE_TTL_SECONDS=0 (every post page rendered).
-Both Keel servers run as in production (APP_ENV=production, a generated SECRET_KEY,
+  * the same Keel with CACHE_TTL_SECONDS=0 (every post page rendered);
+  * for the mixed case (below), a cached Keel with the default database pool.
+The Keel servers run as in production (APP_ENV=production, a generated SECRET_KEY,
 PUBLIC_URL). Then drives each with `wrk` (Debian's package) at 64 and at 8 connections for
 a bounded time, each case after a discarded warm-up run at the same concurrency (the first
 requests of a new process compile templates and open pool connections), and prints
