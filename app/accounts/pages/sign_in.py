@@ -25,15 +25,9 @@ from app.accounts.services import (
 from app.accounts.sessions import cookie_name
 from app.accounts.throttle import Throttled
 from app.core.db import DbSession
+from app.core.redirects import safe_next
 from app.core.templating import Form, redirect, render
 from app.system.settings import read_setting
-
-
-def safe_next(target: str | None, default: str = "/") -> str:
-    """Only same-site paths: never `//host` or `https://...` (no open redirects)."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
-    return default
 
 
 async def start_session(
