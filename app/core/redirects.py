@@ -61,3 +61,22 @@ def page_on_this_site(request: Request, url: str | None) -> str | None:
     if parts.netloc.lower() not in hosts:
         return None
     return same_site_path((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+
+
+def page_to_return_to(request: Request) -> str | None:
+    """The page a person signing in now should come back to: the page asked for when the
+    request is one (a GET navigation, plain or boosted by htmx), else the page that sent it
+    (a fragment or a form post): htmx's `HX-Current-URL`, else the `Referer`, when on this
+    site. None when no such page is known."""
+    headers = request.headers
+    navigation = (
+        "hx-request" not in headers
+        or "hx-boosted" in headers
+        or "hx-history-restore-request" in headers
+    )
+    if request.method in ("GET", "HEAD") and navigation:
+        query = request.url.query
+        return same_site_path(request.url.path + (f"?{query}" if query else ""))
+    return page_on_this_site(request, headers.get("hx-current-url")) or page_on_this_site(
+        request, headers.get("referer")
+    )

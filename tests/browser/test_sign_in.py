@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.accounts.test_sign_in import HOSTILE_NEXT
-from tests.browser.conftest import LiveServer
+from tests.browser.conftest import LiveServer, sign_in
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -57,4 +57,46 @@ def test_next_with_a_tab_stays_on_the_site_after_sign_in(
         location = response.headers["location"]
         resolved = page.evaluate("([l, base]) => new URL(l, base).origin", [location, origin])
         assert resolved == origin, (target, location)
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+ADMIN_EMAIL = "admin@example.org"
+
+
+def test_a_fragment_whose_session_ended_signs_in_back_to_its_page(
+    page: Page, live_server: LiveServer
+) -> None:
+    """The notifications count is a fragment htmx loads into every signed-in page. When
+    the session ends before it is asked for (here: signed out in another tab), signing in
+    again leads back to the page, not to the bare fragment."""
+    sign_in(page, live_server)
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route("**/account/notifications/count", hold)
+    page.goto(live_server.url("/admin/users?role=admin"))
+    expect(page.locator("h1")).to_have_text("Users")
+    deadline = 100
+    while not held and deadline:
+        page.wait_for_timeout(50)
+        deadline -= 1
+    assert held, "the page asked for its notifications count"
+
+    other_tab = page.context.new_page()
+    other_tab.goto(live_server.url("/admin"))
+    other_tab.get_by_role("button", name="Sign out").click()
+    expect(other_tab.get_by_role("link", name="Sign in")).to_be_visible()
+    other_tab.close()
+
+    held[0].continue_()
+    expect(page).to_have_url(live_server.url("/login?next=%2Fadmin%2Fusers%3Frole%3Dadmin"))
+    page.fill("#f-login", "admin")
+    page.fill("#f-password", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(live_server.url("/admin/users?role=admin"))
+    expect(page.locator("h1")).to_have_text("Users")
+    expect(page.locator(".admin-nav")).to_be_visible()
+    expect(page.locator("tr[data-user='admin']")).to_contain_text(ADMIN_EMAIL)
     assert page.console_errors == []  # type: ignore[attr-defined]
