@@ -402,3 +402,22 @@ async def test_the_reported_tab_redirect_stays_on_the_site(app: Litestar, accoun
             response = await client.get(f"/login?{query}")
             assert response.status_code == 303, query
             assert response.headers["location"] == "/", query
+
+
+CLEAR_SITE_DATA = '"cache", "storage"'
+
+
+async def test_sign_out_tells_the_browser_to_forget_what_it_kept(
+    app: Litestar, accounts: dict
+) -> None:
+    """htmx keeps pages for Back in the tab's sessionStorage, the browser in its cache:
+    signing out clears both (Clear-Site-Data), and the answer itself is never stored."""
+    async with signed_in(app, accounts["editor"]) as client:
+        response = await client.post("/logout")
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    assert response.headers["clear-site-data"] == CLEAR_SITE_DATA
+    assert response.headers["cache-control"] == "no-store"
+    async with signed_in(app, accounts["editor"]) as client:
+        everywhere = await client.post("/account/sign-out-everywhere")
+    assert everywhere.status_code == 303 and everywhere.headers["location"] == "/login"
+    assert everywhere.headers["clear-site-data"] == CLEAR_SITE_DATA

@@ -61,6 +61,58 @@ def test_next_with_a_tab_stays_on_the_site_after_sign_in(
 
 
 ADMIN_EMAIL = "admin@example.org"
+HISTORY_CACHE = "htmx-history-cache"
+"""The sessionStorage key where htmx keeps the pages it may restore on Back."""
+
+
+def cached_pages(page: Page) -> list[dict[str, str]]:
+    """The pages htmx keeps in this tab's sessionStorage for Back ([] when none)."""
+    return page.evaluate(f"() => JSON.parse(sessionStorage.getItem('{HISTORY_CACHE}') || '[]')")
+
+
+def assert_only_public_pages_cached(page: Page) -> None:
+    for cached in cached_pages(page):
+        assert not cached["url"].startswith(("/admin", "/account")), cached["url"]
+        assert ADMIN_EMAIL not in cached["content"] and "Sign out" not in cached["content"]
+
+
+def nothing_personal_is_shown(page: Page) -> None:
+    expect(page.get_by_text(ADMIN_EMAIL)).to_have_count(0)
+    expect(page.locator("tr[data-entry]")).to_have_count(0)
+    expect(page.locator("tr[data-user]")).to_have_count(0)
+    expect(page.get_by_role("button", name=re.compile("Sign out"))).to_have_count(0)
+
+
+def test_back_after_sign_out_shows_no_page_of_the_signed_in_person(
+    page: Page, live_server: LiveServer
+) -> None:
+    sign_in(page, live_server)
+    page.evaluate("window.__keel_marker = 'one document'")
+    page.get_by_role("link", name="Users").click()
+    expect(page.locator("h1")).to_have_text("Users")
+    expect(page.locator("tr[data-user='admin']")).to_contain_text(ADMIN_EMAIL)
+    page.get_by_role("link", name="Audit log").click()
+    expect(page.locator("h1")).to_have_text("Audit log")
+    expect(page.locator("tr[data-entry]").first).to_be_visible()
+    # The navigation was htmx's (boosted): the case where it keeps pages for Back.
+    assert page.evaluate("window.__keel_marker") == "one document"
+    # Even before sign-out (a session may also just end), htmx kept none of them.
+    assert_only_public_pages_cached(page)
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(live_server.url("/"))
+    expect(page.get_by_role("link", name="Sign in")).to_be_visible()
+    assert cached_pages(page) == [], "sign-out leaves no page behind"
+
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fadmin%2Faudit$"))
+    nothing_personal_is_shown(page)
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fadmin%2Fusers$"))
+    nothing_personal_is_shown(page)
+    expect(page.locator("h1")).to_have_text("Sign in")
+    assert_only_public_pages_cached(page)
+    assert page.console_errors == []  # type: ignore[attr-defined]
 
 
 def test_a_fragment_whose_session_ended_signs_in_back_to_its_page(
