@@ -30,7 +30,10 @@ def same_site_path(target: str | None) -> str | None:
     cleaned = target.strip(C0_CONTROL_OR_SPACE).translate(TAB_AND_NEWLINE).replace("\\", "/")
     if not cleaned.startswith("/") or cleaned.startswith("//"):
         return None
-    return quote(cleaned, safe=URL_CHARACTERS)
+    try:
+        return quote(cleaned, safe=URL_CHARACTERS)
+    except UnicodeEncodeError:  # a lone surrogate: no browser sends one, no page has one
+        return None
 
 
 def safe_next(target: str | None, default: str = "/") -> str:
