@@ -34,4 +34,9 @@ def test_a_pdf_from_the_library_is_downloaded_and_the_page_stays(
     expect(page).to_have_url(live_server.url("/admin/media?notice=uploaded"))
     expect(page.locator("h1")).to_have_text("Media")
     assert page.evaluate("window.__keel_marker") == "library"
+
+    # Leave the shared server's library as it was (other tests read its first card).
+    card.get_by_role("link", name="Delete").click()
+    page.get_by_role("button", name="Delete file").click()
+    expect(page.locator("[data-media]", has_text="Quarterly report.pdf")).to_have_count(0)
     assert page.console_errors == []  # type: ignore[attr-defined]
