@@ -18,6 +18,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from app.core import db as database
+from app.core.redirects import page_to_return_to
 from app.core.store import StoreUnavailable
 from app.core.templating import redirect, render_template
 
@@ -136,9 +137,10 @@ def handle_exception(request: Request, exc: Exception) -> Response[Any]:
 
 
 def _sign_in_redirect(request: Request) -> Response[Any]:
-    """Pages answer "who are you?" with the sign-in page, coming back here afterwards."""
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    location = f"/login?{urlencode({'next': target})}"
+    """Pages answer "who are you?" with the sign-in page, coming back afterwards to the page
+    the person was on (never to a fragment or a form's address)."""
+    target = page_to_return_to(request)
+    location = f"/login?{urlencode({'next': target})}" if target else "/login"
     if request.headers.get("hx-request"):
         return Response(b"", status_code=200, headers={"HX-Redirect": location})
     return redirect(location)
