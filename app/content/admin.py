@@ -41,7 +41,7 @@ from app.content.services import (
 )
 from app.core.db import DbSession
 from app.core.errors import only_if_valid
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, redirect, render, render_list
 
 PER_PAGE = 25
@@ -175,7 +175,7 @@ class ContentAdminController(Controller):
         status: FromQuery[str] = "",
         author: FromQuery[str] = "",
         tag: FromQuery[str] = "",
-        page: FromQuery[int] = 1,
+        page: FromQuery[PageNumber] = 1,
         notice: FromQuery[str | None] = None,
     ) -> Response[str]:
         """The list; htmx requests (filters, pages) get only the results block."""

@@ -25,6 +25,7 @@ from app.content.cache import VIEWS_PREFIX, mark_public_change
 from app.content.markdown import plain_text, render_markdown
 from app.content.models import Entry, Kind, Revision, Status, Tag
 from app.core.errors import DomainError, only_if_valid
+from app.core.numbers import INT32_MAX, INT32_MIN
 from app.core.pagination import Page, PageRequest, paginate
 from app.core.store import Store
 
@@ -123,6 +124,10 @@ def check_entry(data: EntryInput) -> tuple[EntryInput, list[ContentError]]:
     if len(data.body_markdown) > 200_000:
         problems.append(
             ContentError("The text is too long (200,000 characters at most).", "body_markdown")
+        )
+    if data.nav_order is not None and not INT32_MIN <= data.nav_order <= INT32_MAX:
+        problems.append(
+            ContentError(f"Use a number from {INT32_MIN:,} to {INT32_MAX:,}.", "nav_order")
         )
     tags: list[str] = []
     for raw in data.tags:

@@ -233,6 +233,27 @@ async def test_saving_keeps_a_revision_each_time_and_errors_keep_the_input(
     ]
 
 
+async def test_a_nav_order_past_an_integer_column_comes_back_beside_its_field(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        refused = await client.post(
+            "/admin/content", data=entry_form(kind="page", title="Menu", nav_order=str(2**31))
+        )
+        entry_id = await create(client, kind="page", title="Menu", nav_order="-2147483648")
+        too_low = await client.post(
+            f"/admin/content/{entry_id}",
+            data=entry_form(kind="page", title="Menu", nav_order=str(-(2**31) - 1)),
+        )
+    for response in (refused, too_low):
+        assert response.status_code == 400, response.text
+        assert re.search(r'id="e-nav_order">Use a number from -2,147,483,648 to', response.text)
+    assert f'name="nav_order" type="number" value="{2**31}"' in refused.text, "the input is kept"
+    entry = await load(app, entry_id)
+    assert entry is not None and entry.nav_order == -(2**31)
+    assert await count_rows(settings, "entries") == 1
+
+
 async def test_compare_shows_a_line_diff_and_restore_brings_the_text_back(
     app: Litestar, accounts: dict
 ) -> None:
