@@ -65,11 +65,20 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def slugify(text: str) -> str:
-    """`Hello, World!` → `hello-world` (accents folded, at most 120 characters)."""
+def slugify(text: str, max_length: int = 120) -> str:
+    """`Hello, World!` → `hello-world` (accents folded, at most `max_length` characters)."""
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")
-    return slug[:120].rstrip("-") or "untitled"
+    return slug[:max_length].rstrip("-") or "untitled"
+
+
+TAG_SLUG_MAX_LENGTH = 80
+
+
+def tag_slug(name: str) -> str:
+    """A tag's address (`/tags/<slug>`). A 64-character name can fold into more (the
+    ligature `ﬀ` is `ff`): the slug stays within its column."""
+    return slugify(name, TAG_SLUG_MAX_LENGTH)
 
 
 def is_public(moment: datetime | ColumnElement[datetime] | None = None) -> ColumnElement[bool]:
@@ -132,7 +141,7 @@ def check_entry(data: EntryInput) -> tuple[EntryInput, list[ContentError]]:
     tags: list[str] = []
     for raw in data.tags:
         name = raw.strip()
-        if name and name.lower() not in {t.lower() for t in tags}:
+        if name and tag_slug(name) not in {tag_slug(t) for t in tags}:  # the same tag
             if len(name) > 64:
                 problems.append(ContentError("Tags are at most 64 characters.", "tags"))
             elif any(unicodedata.category(char) == "Cc" for char in name):
@@ -184,7 +193,7 @@ def entry_input(
 async def _tags(session: AsyncSession, names: list[str]) -> list[Tag]:
     found = []
     for name in names:
-        slug = slugify(name)
+        slug = tag_slug(name)
         tag = await session.scalar(select(Tag).where(Tag.slug == slug))
         if tag is None:
             tag = Tag(name=name, slug=slug)
@@ -412,7 +421,7 @@ async def list_entries(
     if filters.author_id:
         query = query.where(Entry.author_id == filters.author_id)
     if filters.tag:
-        query = query.where(Entry.tags.any(Tag.slug == slugify(filters.tag)))
+        query = query.where(Entry.tags.any(Tag.slug == tag_slug(filters.tag)))
     if filters.q:
         pattern = f"%{filters.q.strip()}%"
         query = query.where(or_(Entry.title.ilike(pattern), Entry.slug.ilike(pattern)))
