@@ -377,6 +377,17 @@ async def list_public_entries(session: AsyncSession) -> list[Entry]:
     return list((await session.scalars(query)).all())
 
 
+async def entry_authors(session: AsyncSession) -> dict[UUID, str]:
+    """Everyone who wrote an entry (display name or username by user id), by name: the
+    admin list's author filter and the names in it."""
+    wrote = select(Entry.author_id).where(Entry.author_id.is_not(None)).distinct()
+    rows = await session.execute(
+        select(User.id, User.display_name, User.username).where(User.id.in_(wrote))
+    )
+    names = {user_id: display or username for user_id, display, username in rows}
+    return dict(sorted(names.items(), key=lambda item: item[1].casefold()))
+
+
 async def author_names(session: AsyncSession, entries: list[Entry]) -> dict[UUID | None, str]:
     """Each author's display name (or username), by user id, in one query."""
     ids = {entry.author_id for entry in entries if entry.author_id is not None}
