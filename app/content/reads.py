@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Select, bindparam, exists, func, or_, sele
 
 from app.accounts.models import User
 from app.content.models import Entry, Kind, Status, Tag, entry_tags
-from app.content.services import EntryFilters, check_filters, is_public, now, slugify
+from app.content.services import EntryFilters, check_filters, is_public, now, tag_slug
 from app.core.pagination import Page, PageRequest
 from app.core.reads import ReadQuery, Reads, Row
 
@@ -226,7 +226,7 @@ async def list_entries(
     if filters.author_id is not None:
         params["author_id"] = filters.author_id
     if filters.tag:
-        params["tag"] = slugify(filters.tag)
+        params["tag"] = tag_slug(filters.tag)
     if filters.q:
         params["q"] = f"%{filters.q.strip()}%"
     rows = await reads.all(rows_query, **params)

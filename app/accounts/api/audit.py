@@ -14,7 +14,7 @@ from app.accounts import guards
 from app.accounts.audit import AuditFilters, list_audit
 from app.accounts.models import AuditEntry
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest, PerPage
 
 DEFAULT_PER_PAGE = 50
 
@@ -62,8 +62,8 @@ class AuditController(Controller):
         resource_id: FromQuery[str | None] = None,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
-        page: FromQuery[int] = 1,
-        per_page: FromQuery[int] = DEFAULT_PER_PAGE,
+        page: FromQuery[PageNumber] = 1,
+        per_page: FromQuery[PerPage] = DEFAULT_PER_PAGE,
     ) -> dict[str, object]:
         """Audit entries, newest first. `since` is inclusive, `until` exclusive (ISO 8601,
         UTC when no offset is given); `per_page` is at most 100."""
