@@ -453,6 +453,7 @@ class Worker:
             except Exception as exc:  # the store went away: polling covers until it is back
                 log.warning("wake-up channel lost", extra={"error": repr(exc)})
             await asyncio.sleep(self.config.poll_interval)
+            await self.store.answering()
 
     async def _heartbeat_loop(self) -> None:
         while True:
