@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from app.content.cache import Invalidations
 from app.core.db import is_unavailable
+from app.core.errors import log_failure
 from app.core.metrics import Tally
 from app.core.store import Store, StoreUnavailable
 from app.jobs import queue
@@ -498,8 +499,8 @@ class Worker:
                 self._last_run[task.name] = now
                 try:
                     await task.run()
-                except Exception:  # a failed round is retried at the next interval
-                    log.exception("periodic task failed", extra={"task": task.name})
+                except Exception as exc:  # a failed round is retried at the next interval
+                    log_failure(log, "periodic task failed", exc, task=task.name)
 
     async def _schedule_loop(self) -> None:
         seen: dict[str, datetime] = {}
