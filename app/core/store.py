@@ -307,8 +307,9 @@ class ValkeyStore:
         found = [key async for key in self.client.scan_iter(match=self._key(pattern), count=500)]
         return [key.decode()[len(self.prefix) :] for key in found]
 
-    @_through_breaker
     async def ping(self) -> None:
+        """A health check (/health/ready, `keel check`): asks the server itself, never the
+        breaker, and leaves the breaker as it is."""
         await self.client.ping()
 
     async def close(self) -> None:
