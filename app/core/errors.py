@@ -2,7 +2,8 @@
 
 The API (and other machine paths) answer RFC 9457 problem details; pages answer a friendly
 HTML page. Both carry an `error_id` that also lands in the request's log line. Stack traces
-stay in the log.
+stay in the log, and only for bugs: an expected dependency outage (503: database or store
+not answering, pool busy) is one warning line (`log_failure`).
 """
 
 from __future__ import annotations
@@ -123,10 +124,13 @@ def handle_exception(request: Request, exc: Exception) -> Response[Any]:
     error_id = uuid.uuid4().hex[:16]
     request.scope.setdefault("state", {})["error_id"] = error_id
     if status >= 500:
-        log.error(
-            "unhandled error" if status == 500 else "dependency unavailable",
-            exc_info=exc,
-            extra={"error_id": error_id, "status": status, "path": request.url.path},
+        log_failure(
+            log,
+            "dependency unavailable" if status == 503 else "unhandled error",
+            exc,
+            error_id=error_id,
+            status=status,
+            path=request.url.path,
         )
     title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
     headers.pop("Content-Type", None)
@@ -147,6 +151,30 @@ def handle_exception(request: Request, exc: Exception) -> Response[Any]:
             body["errors"] = errors
         return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
     return _error_page(request, status, title, detail, error_id, headers)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A dependency could not serve (database or store not answering, pool busy): expected
+    in an outage, answered 503, not a bug."""
+    return isinstance(exc, Exception) and _classify(exc)[0] == 503
+
+
+def log_failure(
+    logger: logging.Logger,
+    message: str,
+    exc: BaseException,
+    level: int = logging.ERROR,
+    **fields: object,
+) -> None:
+    """Log a failure: an outage as one warning line with the exception's type and the first
+    line of its message (an outage repeats on every request; its traceback says nothing
+    new), anything else at `level` with its traceback."""
+    if not is_outage(exc):
+        logger.log(level, message, exc_info=exc, extra=fields)
+        return
+    lines = str(exc).strip().splitlines() or [""]
+    error_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    logger.warning(message, extra={**fields, "error_type": error_type, "error": lines[0][:200]})
 
 
 def _sign_in_redirect(request: Request) -> Response[Any]:

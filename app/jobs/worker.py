@@ -25,8 +25,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.content.cache import announce_public_change
+from app.content.cache import Invalidations
 from app.core.db import is_unavailable
+from app.core.errors import log_failure
 from app.core.metrics import Tally
 from app.core.store import Store, StoreUnavailable
 from app.jobs import queue
@@ -122,6 +123,9 @@ class Worker:
         self.processed = 0
         self.figures = Tally()
         """Runs started and finished, for `/metrics`: flushed to the store with each heartbeat."""
+        self.invalidations = Invalidations(store)
+        """New cache generations after jobs' public changes; one the store did not take is
+        started as soon as it answers."""
         self.running: dict[asyncio.Task[Any], ClaimedJob] = {}
         self._held: dict[str, ClaimedJob] = {}
         """Leases this worker holds: running jobs and finished ones not yet written."""
@@ -184,6 +188,7 @@ class Worker:
             await self._write_outcomes()
             await self._release_held()
             await self.figures.flush(self.store)
+            await self.invalidations.stop()
             await self._claim_line.close()
             await self._outcome_line.close()
             with contextlib.suppress(*StoreUnavailable):
@@ -274,7 +279,7 @@ class Worker:
             mail=self.settings.mail,
             after_commit=(
                 partial(queue.wake_workers, self.store),
-                partial(announce_public_change, self.store),
+                self.invalidations.after_commit,
             ),
         )
         deadline = asyncio.timeout(kind.timeout)
@@ -457,6 +462,7 @@ class Worker:
             except Exception as exc:  # the store went away: polling covers until it is back
                 log.warning("wake-up channel lost", extra={"error": repr(exc)})
             await asyncio.sleep(self.config.poll_interval)
+            await self.store.answering()
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -497,8 +503,8 @@ class Worker:
                 self._last_run[task.name] = now
                 try:
                     await task.run()
-                except Exception:  # a failed round is retried at the next interval
-                    log.exception("periodic task failed", extra={"task": task.name})
+                except Exception as exc:  # a failed round is retried at the next interval
+                    log_failure(log, "periodic task failed", exc, task=task.name)
 
     async def _schedule_loop(self) -> None:
         seen: dict[str, datetime] = {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -13,7 +15,8 @@ from litestar.params import FromPath, FromQuery
 from app.asgi import create_app
 from app.core.logging import JsonFormatter
 from app.settings import Settings
-from tests.conftest import PASSWORD, as_production, client_for, with_csrf
+from tests.conftest import PASSWORD, as_production, client_for, free_port, signed_in, with_csrf
+from tests.private_valkey import private_valkey
 
 
 @get("/api/v1/_test/crash", sync_to_thread=False)
@@ -201,3 +204,66 @@ async def test_a_page_asked_without_a_session_signs_in_back_to_itself(
         headers={**FRAGMENT, "HX-Boosted": "true", "HX-Current-URL": "http://testserver/blog"},
     )
     assert boosted.headers["hx-redirect"] == "/login?next=%2Fadmin%2Fusers"
+
+
+def _error_id(response: httpx.Response) -> str:
+    if response.headers["content-type"].startswith("application/problem+json"):
+        return str(response.json()["error_id"])
+    found = re.search(r"Error id: <code>([0-9a-f]{16})</code>", response.text)
+    assert found, response.text
+    return found.group(1)
+
+
+def assert_one_warning_line_each(
+    caplog: pytest.LogCaptureFixture, responses: list[httpx.Response]
+) -> None:
+    """Each 503 is one warning line naming its error id, path and cause, and nothing logs
+    a traceback: an outage is expected, not a bug."""
+    assert {r.status_code for r in responses} == {503}
+    logged = [r for r in caplog.records if r.name == "keel.errors"]
+    assert [r.levelname for r in logged] == ["WARNING"] * len(responses)
+    for record, response in zip(logged, responses, strict=True):
+        assert record.error_id == _error_id(response)
+        assert record.path == response.url.path
+        assert record.error_type and record.error
+        line = JsonFormatter().format(record)
+        assert "\n" not in line and len(line) < 1024, line
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == [], "a traceback was logged"
+
+
+async def test_a_database_outage_is_one_warning_line_per_answer_without_a_traceback(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    if settings.db.is_sqlite:
+        url = "sqlite+aiosqlite:////proc/keel-no-such-dir/keel.db"
+    else:
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/keel"
+    app = create_app(replace(settings, db=replace(settings.db, url=url, connect_timeout=1.0)))
+    caplog.set_level(logging.INFO)
+    async with client_for(app) as client:
+        responses = [await client.get("/api/v1/site"), await client.get("/")]
+    await app.state.engine.dispose()
+    await app.state.store.close()
+    assert_one_warning_line_each(caplog, responses)
+
+
+async def test_a_store_outage_is_one_warning_line_per_answer_without_a_traceback(
+    settings: Settings, accounts: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    with private_valkey() as valkey:
+        app = create_app(valkey.settings(settings, socket_timeout=0.5))
+        app.register(crashing_api)
+        async with signed_in(app, accounts["viewer"]) as browser:
+            valkey.pause()
+            caplog.set_level(logging.INFO)
+            responses = [await browser.get("/account") for _ in range(3)]
+            responses.append(await browser.get("/account", headers={"Accept": "application/json"}))
+            assert_one_warning_line_each(caplog, responses)
+            caplog.clear()
+            crash = await browser.get("/api/v1/_test/crash")
+        await app.state.engine.dispose()
+        await app.state.store.close()
+    assert crash.status_code == 500
+    (logged,) = [r for r in caplog.records if r.name == "keel.errors"]
+    assert logged.levelname == "ERROR" and logged.exc_info, "a bug keeps its traceback"
+    assert "Traceback" in JsonFormatter().format(logged)
