@@ -31,6 +31,7 @@ from app.accounts.throttle import LoginThrottle
 from app.accounts.tokens import AccessTokens, RefreshTokens
 from app.content.cache import PageCache, PageCacheFront, PublicPageCacheMiddleware
 from app.content.services import next_scheduled_publication
+from app.core.allow import AllowEveryMethod
 from app.core.csrf import csrf_middleware
 from app.core.db import create_engine, create_sessionmaker, provide_db_session
 from app.core.errors import handle_exception
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=state,
         dependencies={"db_session": Provide(provide_db_session)},
         middleware=[
+            AllowEveryMethod(),
             PublicPageCacheMiddleware,
             FirstRunMiddleware(),
             IdentityMiddleware(),
