@@ -172,4 +172,7 @@ class JobsController(Controller):
 def result_download(settings: Settings, job: Job, name: str | None = None) -> File:
     """The job's result file as an attachment (for the API and the admin page alike)."""
     found = services.result_file(settings, job, name)
-    return File(found.path, filename=found.name, media_type=found.content_type, headers=NO_STORE)
+    # Files are stored as `text/csv; charset=utf-8`; Litestar adds the charset to text types
+    # itself, and a second one is a malformed Content-Type.
+    media_type = found.content_type.split(";", 1)[0].strip()
+    return File(found.path, filename=found.name, media_type=media_type, headers=NO_STORE)
