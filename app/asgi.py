@@ -38,7 +38,7 @@ from app.core.errors import handle_exception
 from app.core.logging import configure_logging
 from app.core.metrics import RequestTally
 from app.core.reads import Reads
-from app.core.requests import RequestContextMiddleware
+from app.core.requests import AsciiRequestTarget, RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.store import create_store
 from app.core.templating import create_template_config
@@ -134,11 +134,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     # Wrap outside Litestar's own exception and CORS layers, so 404s and preflights also
-    # get a request id, a log line and the security headers; a page this process holds in
-    # its cache is answered in front of the router (PageCacheFront).
+    # get a request id, a log line and the security headers; a query string Litestar cannot
+    # decode is refused before it (AsciiRequestTarget); a page this process holds in its
+    # cache is answered in front of the router (PageCacheFront).
     app.asgi_handler = RequestContextMiddleware(
         SecurityHeadersMiddleware(
-            PageCacheFront(app.asgi_handler, page_cache), production=settings.app.is_production
+            AsciiRequestTarget(PageCacheFront(app.asgi_handler, page_cache)),
+            production=settings.app.is_production,
         ),
         trusted_proxies=settings.app.trusted_proxies,
         tally=figures,
