@@ -23,7 +23,9 @@ from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.plugins.htmx import HTMXRequest
 
 from app import __version__
+from app.accounts.guards import required_role
 from app.accounts.identity import FirstRunMiddleware, IdentityMiddleware
+from app.accounts.models import Role
 from app.accounts.passwords import PasswordHashing
 from app.accounts.rate_limit import ApiRateLimitMiddleware
 from app.accounts.sessions import SessionStore
@@ -37,6 +39,7 @@ from app.core.db import create_engine, create_sessionmaker, provide_db_session
 from app.core.errors import handle_exception
 from app.core.logging import configure_logging
 from app.core.metrics import RequestTally
+from app.core.openapi import document_errors, security_components
 from app.core.reads import Reads
 from app.core.requests import AsciiRequestTarget, RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
@@ -129,10 +132,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version=__version__,
             path="/schema",
             render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
+            components=security_components(),
         ),
         logging_config=None,
         debug=False,
     )
+    document_errors(app, needs_caller=lambda handler: _needs_caller(required_role(handler)))
     # Wrap outside Litestar's own exception and CORS layers, so 404s and preflights also
     # get a request id, a log line and the security headers; a query string Litestar cannot
     # decode is refused before it (AsciiRequestTarget); a page this process holds in its
@@ -146,6 +151,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         tally=figures,
     )
     return app
+
+
+def _needs_caller(role: Role | None) -> bool:
+    return role is not None and role > Role.guest
 
 
 @asynccontextmanager

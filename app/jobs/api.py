@@ -15,6 +15,7 @@ from litestar.response import File
 from app.accounts import guards
 from app.accounts.audit import Actor
 from app.core.db import DbSession
+from app.core.openapi import problem_responses
 from app.core.pagination import PageRequest
 from app.core.templating import site_base
 from app.jobs import services
@@ -154,7 +155,7 @@ class JobsController(Controller):
         actor = Actor.from_connection(request)
         return JobOut.of(await services.retry_job(db_session, actor, user, job_id))
 
-    @get("/{job_id:int}/result", name="api:jobs:result")
+    @get("/{job_id:int}/result", name="api:jobs:result", responses=problem_responses(410))
     async def download_result(
         self,
         request: Request,
