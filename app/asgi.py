@@ -100,12 +100,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=state,
         dependencies={"db_session": Provide(provide_db_session)},
         middleware=[
-            AllowEveryMethod(),
             PublicPageCacheMiddleware,
             FirstRunMiddleware(),
             IdentityMiddleware(),
             ApiRateLimitMiddleware(),
             csrf_middleware(settings),
+            AllowEveryMethod(),
         ],
         lifespan=[_in_process_worker] if settings.embedded else [],
         on_startup=[_start_page_cache, _start_figures, _tune_gc],
