@@ -8,19 +8,27 @@ one place, the error statuses it can answer from what the route shows: its guard
 writes), its body (413, 422), the API prefix (401 for a bad token, 429 for the rate
 limit), and 400, 500 and 503 everywhere. A handler adds what only it can answer (a result
 file that expired: 410) with `responses=problem_responses(410)`. Operations that need a
-caller also name the credentials they take (a bearer token or an API key).
+caller also name the credentials they take (a bearer token or an API key), and a body
+the handler can do without is not required.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import msgspec
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    Operation,
+    RequestBody,
+    SecurityRequirement,
+    SecurityScheme,
+)
 from litestar.routes import HTTPRoute
 
 from app.core.errors import PROBLEM_JSON
@@ -73,6 +81,16 @@ SECURITY_SCHEMES = {
 CREDENTIALS: list[SecurityRequirement] = [{"bearer": []}, {"apiKey": []}]
 
 
+@dataclass
+class OptionalBodyOperation(Operation):
+    """An operation that also takes no body at all (its handler's `data` has a default);
+    Litestar marks every request body required."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
+
+
 def security_components() -> Components:
     """The credential schemes that `document_errors` refers to, for the OpenAPI config."""
     return Components(security_schemes=SECURITY_SCHEMES)  # type: ignore[arg-type]
@@ -111,3 +129,6 @@ def document_errors(app: Litestar, needs_caller: Callable[[HTTPRouteHandler], bo
             }
             if guarded and not handler.security:
                 handler.security = CREDENTIALS
+            data = handler.parsed_fn_signature.parameters.get("data")
+            if data is not None and data.has_default:
+                handler.operation_class = OptionalBodyOperation

@@ -77,3 +77,22 @@ async def test_error_bodies_are_what_the_document_says(
     assert response.headers["content-type"] == "application/problem+json"
     problem = msgspec.json.decode(response.content, type=Problem, strict=True)
     assert problem.status == status and problem.instance == request_line[1].split("?")[0]
+
+
+async def test_a_body_the_handler_can_do_without_is_not_required(
+    client: httpx.AsyncClient, app: Litestar, accounts: dict[str, User]
+) -> None:
+    operations = {(m, p): op for m, p, op in await _operations(client)}
+    optional = {
+        key for key, op in operations.items() if not op.get("requestBody", {}).get("required", True)
+    }
+    assert optional == {
+        ("POST", "/api/v1/auth/logout"),
+        ("POST", "/api/v1/content/{entry_id}/publish"),
+    }
+    admin = accounts["admin"]
+    token = app.state.access_tokens.issue(admin.id, admin.role, admin.auth_version)
+    response = await client.post(
+        "/api/v1/auth/logout", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 204  # no body at all, as documented
