@@ -321,6 +321,7 @@ BAD_API_FILTERS = [
     {"since": "yesterday"},
     {"until": "0.5"},  # a number is no ISO 8601 time (it was taken as Unix seconds)
     {"since": "1700000000"},
+    {"until": ""},
     {"until": "2030-02-30T00:00:00Z"},
     {"user_id": "admin"},
     {"page": "first"},

@@ -23,7 +23,7 @@ datetime also takes a number as Unix seconds (`until=0.5`), which the document d
 
 
 def _moment(text: str | None, name: str) -> datetime | None:
-    if not text:
+    if text is None:  # absent; an empty value is no time either
         return None
     try:
         return datetime.fromisoformat(text)
