@@ -20,7 +20,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
-from litestar.plugins.htmx import HTMXRequest
 
 from app import __version__
 from app.accounts.guards import required_role
@@ -34,6 +33,7 @@ from app.accounts.tokens import AccessTokens, RefreshTokens
 from app.content.cache import PageCache, PageCacheFront, PublicPageCacheMiddleware
 from app.content.services import next_scheduled_publication
 from app.core.allow import AllowEveryMethod
+from app.core.boundary import BoundaryRequest, InputBoundary
 from app.core.csrf import csrf_middleware
 from app.core.db import create_engine, create_sessionmaker, provide_db_session
 from app.core.errors import handle_exception
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=state,
         dependencies={"db_session": Provide(provide_db_session)},
         middleware=[
+            InputBoundary,
             PublicPageCacheMiddleware,
             FirstRunMiddleware(),
             IdentityMiddleware(),
@@ -111,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=[_start_page_cache, _start_figures, _tune_gc],
         on_shutdown=[_close_resources],
         template_config=create_template_config(settings),
-        request_class=HTMXRequest,
+        request_class=BoundaryRequest,
         exception_handlers={Exception: handle_exception},
         cors_config=CORSConfig(
             allow_origins=list(settings.app.cors_origins),

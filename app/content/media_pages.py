@@ -33,7 +33,7 @@ from app.content.media import (
     stored_path,
 )
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import MultipartForm, redirect, render
 from app.system.settings import read_setting
 
@@ -138,7 +138,7 @@ class MediaAdminController(Controller):
         db_session: DbSession,
         q: FromQuery[str] = "",
         kind: FromQuery[str] = "",
-        page: FromQuery[int] = 1,
+        page: FromQuery[PageNumber] = 1,
         notice: FromQuery[str | None] = None,
     ) -> Response[str]:
         """The library, newest first; htmx searches and pages get only the results block."""

@@ -24,7 +24,7 @@ from app.content.services import (
     check_filters,
     is_public,
     now,
-    slugify,
+    tag_slug,
     title_pattern,
 )
 from app.core.pagination import Page, PageRequest
@@ -220,7 +220,7 @@ async def list_entries(
     if filters.author_id is not None:
         params["author_id"] = filters.author_id
     if filters.tag:
-        params["tag"] = slugify(filters.tag)
+        params["tag"] = tag_slug(filters.tag)
     if filters.q:
         params["q"] = title_pattern(filters.q)
     rows = await reads.all(rows_query, **params)

@@ -25,6 +25,7 @@ from app.content.cache import VIEWS_PREFIX, mark_public_change
 from app.content.markdown import plain_text, render_markdown
 from app.content.models import Entry, Kind, Revision, Status, Tag
 from app.core.errors import DomainError, only_if_valid
+from app.core.numbers import INT32_MAX, INT32_MIN
 from app.core.pagination import Page, PageRequest, paginate
 from app.core.store import Store
 
@@ -64,11 +65,20 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def slugify(text: str) -> str:
-    """`Hello, World!` → `hello-world` (accents folded, at most 120 characters)."""
+def slugify(text: str, max_length: int = 120) -> str:
+    """`Hello, World!` → `hello-world` (accents folded, at most `max_length` characters)."""
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")
-    return slug[:120].rstrip("-") or "untitled"
+    return slug[:max_length].rstrip("-") or "untitled"
+
+
+TAG_SLUG_MAX_LENGTH = 80
+
+
+def tag_slug(name: str) -> str:
+    """A tag's address (`/tags/<slug>`). A 64-character name can fold into more (the
+    ligature `ﬀ` is `ff`): the slug stays within its column."""
+    return slugify(name, TAG_SLUG_MAX_LENGTH)
 
 
 def is_public(moment: datetime | ColumnElement[datetime] | None = None) -> ColumnElement[bool]:
@@ -124,10 +134,14 @@ def check_entry(data: EntryInput) -> tuple[EntryInput, list[ContentError]]:
         problems.append(
             ContentError("The text is too long (200,000 characters at most).", "body_markdown")
         )
+    if data.nav_order is not None and not INT32_MIN <= data.nav_order <= INT32_MAX:
+        problems.append(
+            ContentError(f"Use a number from {INT32_MIN:,} to {INT32_MAX:,}.", "nav_order")
+        )
     tags: list[str] = []
     for raw in data.tags:
         name = raw.strip()
-        if name and name.lower() not in {t.lower() for t in tags}:
+        if name and tag_slug(name) not in {tag_slug(t) for t in tags}:  # the same tag
             if len(name) > 64:
                 problems.append(ContentError("Tags are at most 64 characters.", "tags"))
             elif any(unicodedata.category(char) == "Cc" for char in name):
@@ -179,7 +193,7 @@ def entry_input(
 async def _tags(session: AsyncSession, names: list[str]) -> list[Tag]:
     found = []
     for name in names:
-        slug = slugify(name)
+        slug = tag_slug(name)
         tag = await session.scalar(select(Tag).where(Tag.slug == slug))
         if tag is None:
             tag = Tag(name=name, slug=slug)
@@ -363,6 +377,17 @@ async def list_public_entries(session: AsyncSession) -> list[Entry]:
     return list((await session.scalars(query)).all())
 
 
+async def entry_authors(session: AsyncSession) -> dict[UUID, str]:
+    """Everyone who wrote an entry (display name or username by user id), by name: the
+    admin list's author filter and the names in it."""
+    wrote = select(Entry.author_id).where(Entry.author_id.is_not(None)).distinct()
+    rows = await session.execute(
+        select(User.id, User.display_name, User.username).where(User.id.in_(wrote))
+    )
+    names = {user_id: display or username for user_id, display, username in rows}
+    return dict(sorted(names.items(), key=lambda item: item[1].casefold()))
+
+
 async def author_names(session: AsyncSession, entries: list[Entry]) -> dict[UUID | None, str]:
     """Each author's display name (or username), by user id, in one query."""
     ids = {entry.author_id for entry in entries if entry.author_id is not None}
@@ -417,7 +442,7 @@ async def list_entries(
     if filters.author_id:
         query = query.where(Entry.author_id == filters.author_id)
     if filters.tag:
-        query = query.where(Entry.tags.any(Tag.slug == slugify(filters.tag)))
+        query = query.where(Entry.tags.any(Tag.slug == tag_slug(filters.tag)))
     if filters.q:
         pattern = title_pattern(filters.q)
         query = query.where(or_(Entry.title.ilike(pattern), Entry.slug.ilike(pattern)))

@@ -89,10 +89,13 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, 
         isinstance(exc, HTTPException) and exc.status_code < 500
     ):
         return exc.status_code, exc.detail, dict(exc.headers or {}), None
+    if database.is_busy(exc):
+        detail = "The service is busy right now. Please try again shortly."
+        return 503, detail, {"Retry-After": str(RETRY_AFTER_SECONDS)}, None
     if database.is_unavailable(exc):
         detail = "The database is not answering right now. Please try again shortly."
         return 503, detail, {"Retry-After": str(RETRY_AFTER_SECONDS)}, None
-    if isinstance(exc, StoreUnavailable):
+    if isinstance(exc, StoreUnavailable) and _from_the_store(exc):
         detail = "The session store is not answering right now. Please try again shortly."
         return 503, detail, {"Retry-After": str(RETRY_AFTER_SECONDS)}, None
     return (
@@ -101,6 +104,16 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, 
         {},
         None,
     )
+
+
+_STORE_CODE = ("valkey", "app.core.store")
+
+
+def _from_the_store(exc: Exception) -> bool:
+    """StoreUnavailable also names the builtin OSError family, right for `except` around a
+    store call; here a full disk would pass for Valkey being away, so those count only
+    when the store's code raised them."""
+    return not isinstance(exc, OSError) or database.raised_in(exc, _STORE_CODE)
 
 
 def handle_exception(request: Request, exc: Exception) -> Response[Any]:

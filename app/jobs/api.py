@@ -15,8 +15,9 @@ from litestar.response import File
 from app.accounts import guards
 from app.accounts.audit import Actor
 from app.core.db import DbSession
+from app.core.numbers import RowId
 from app.core.openapi import problem_responses
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import site_base
 from app.jobs import services
 from app.jobs.models import Job
@@ -71,8 +72,8 @@ class JobsController(Controller):
         db_session: DbSession,
         status: FromQuery[str | None] = None,
         type: FromQuery[str | None] = None,
-        page: FromQuery[int | None] = None,
-        per_page: FromQuery[int | None] = None,
+        page: FromQuery[PageNumber] = 1,
+        per_page: FromQuery[PageNumber] = 1,
     ) -> dict[str, Any]:
         """Jobs the caller may see (their own; admins: all), newest first."""
         found = await services.list_jobs(
@@ -133,13 +134,13 @@ class JobsController(Controller):
 
     @get("/{job_id:int}", name="api:jobs:get")
     async def get_job(
-        self, request: Request, db_session: DbSession, job_id: FromPath[int]
+        self, request: Request, db_session: DbSession, job_id: FromPath[RowId]
     ) -> JobOut:
         return JobOut.of(await services.visible_job(db_session, request.scope["user"], job_id))
 
     @post("/{job_id:int}/cancel", name="api:jobs:cancel", status_code=200)
     async def cancel_job(
-        self, request: Request, db_session: DbSession, job_id: FromPath[int]
+        self, request: Request, db_session: DbSession, job_id: FromPath[RowId]
     ) -> JobOut:
         """Cancel: a queued job at once, a running one at its next progress report."""
         user = request.scope["user"]
@@ -148,7 +149,7 @@ class JobsController(Controller):
 
     @post("/{job_id:int}/retry", name="api:jobs:retry", status_code=200)
     async def retry_job(
-        self, request: Request, db_session: DbSession, job_id: FromPath[int]
+        self, request: Request, db_session: DbSession, job_id: FromPath[RowId]
     ) -> JobOut:
         """Queue a failed, dead or cancelled job again."""
         user = request.scope["user"]
@@ -161,7 +162,7 @@ class JobsController(Controller):
         request: Request,
         state: State,
         db_session: DbSession,
-        job_id: FromPath[int],
+        job_id: FromPath[RowId],
         file: FromQuery[str | None] = None,
     ) -> File:
         """The job's result file, or the one named `file` (404 when it has none, 410 once

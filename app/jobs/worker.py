@@ -283,19 +283,23 @@ class Worker:
                 returned = await kind.run(context)
         except JobCancelled:
             return None
-        except TimeoutError as exc:
-            if not deadline.expired():  # the handler's own timeout, an ordinary failure
-                return queue.failure_outcome(job, f"TimeoutError: {exc}"[:2000], base)
-            return queue.failure_outcome(job, f"timed out after {kind.timeout:g} s", base)
         except JobFailed as exc:
             return Outcome(job.id, job.lease_token, JobStatus.failed, error=str(exc) or "failed")
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():  # not the handler's own
+                return queue.failure_outcome(job, f"timed out after {kind.timeout:g} s", base)
+            error_id = uuid.uuid4().hex[:16]
             log.warning(
                 "job attempt failed",
                 exc_info=exc,
-                extra={"job_id": job.id, "type": job.type, "attempt": job.attempts},
+                extra={
+                    "job_id": job.id,
+                    "type": job.type,
+                    "attempt": job.attempts,
+                    "error_id": error_id,
+                },
             )
-            return queue.failure_outcome(job, f"{type(exc).__name__}: {exc}"[:2000], base)
+            return queue.failure_outcome(job, queue.failure_text(exc, error_id), base)
         result = returned
         if context.files:
             result = returned if isinstance(returned, dict) else {"value": returned}

@@ -160,6 +160,41 @@ async def test_invalid_input_is_a_problem_with_the_field(app: Litestar, accounts
     assert assert_problem(bad_type, 400)["errors"]
 
 
+async def test_a_nav_order_past_an_integer_column_is_a_400_on_create_and_update(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        page = await create(client, title="Contact", kind="page", nav_order=2**31 - 1)
+        refused = [
+            await client.post(
+                "/api/v1/content", json={"title": "x", "kind": "page", "nav_order": order}
+            )
+            for order in (2**31, -(2**31) - 1, 2**63, 10**30)
+        ]
+        patched = await client.patch(f"/api/v1/content/{page['id']}", json={"nav_order": 2**31})
+        kept = await client.get(f"/api/v1/content/{page['id']}")
+    assert page["nav_order"] == 2**31 - 1
+    for response in (*refused, patched):
+        assert_problem(response, 400, "nav_order")
+    assert kept.json()["nav_order"] == 2**31 - 1
+    assert await count_rows(settings, "entries") == 1
+
+
+async def test_tags_that_share_an_address_are_one_tag_and_a_folded_name_fits_its_column(
+    app: Litestar, accounts: dict
+) -> None:
+    """Tags are checked as they are stored: by address (`C++` and `C` are both /tags/c),
+    and a 64-character name that folds into more letters (`ﬀ` is `ff`) still fits."""
+    async with api_as(app, accounts["editor"]) as client:
+        shared = await client.post("/api/v1/content", json={"title": "a", "tags": ["C++", "C"]})
+        folded = await client.post("/api/v1/content", json={"title": "b", "tags": ["\ufb00" * 64]})
+        found = await client.get("/api/v1/content", params={"tag": "\ufb00" * 64})
+    assert shared.status_code == 201, shared.text
+    assert shared.json()["tags"] == ["C++"]
+    assert folded.status_code == 201, folded.text
+    assert [item["title"] for item in found.json()["items"]] == ["b"]
+
+
 async def test_every_save_adds_a_revision(app: Litestar, accounts: dict) -> None:
     async with api_as(app, accounts["editor"]) as client:
         body = await create(client, body_markdown="one")

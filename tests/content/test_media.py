@@ -448,3 +448,24 @@ def test_media_dir_defaults_under_var_dir_and_a_relative_one_is_under_the_checko
 
     assert default.app.media_dir == Path("/srv/keel/media")
     assert relative.app.media_dir == ROOT / "uploads"
+
+
+async def test_an_unusable_media_dir_is_a_500_with_an_error_id_not_an_outage(
+    settings: Settings, accounts: dict[str, User], tmp_path: Path
+) -> None:
+    """A file that cannot be written is no reason to tell people the database is away."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    app = create_app(with_app_settings(settings, media_dir=blocker / "media"))
+    try:
+        api = await api_upload(app, accounts["editor"], "a.png", image_bytes("PNG"), "image/png")
+        page = await page_upload(app, accounts["editor"], "a.png", image_bytes("PNG"), "image/png")
+    finally:
+        await app.state.engine.dispose()
+        await app.state.store.close()
+    assert api.status_code == 500 and "retry-after" not in api.headers
+    body = api.json()
+    assert body["detail"].startswith("Something went wrong on our side") and body["error_id"]
+    assert page.status_code == 500 and "retry-after" not in page.headers
+    assert "Error id:" in page.text and "not answering" not in page.text
+    assert await stored_media(app) == []

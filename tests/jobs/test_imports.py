@@ -205,6 +205,27 @@ async def test_a_content_import_saves_valid_rows_like_the_editor_and_rejects_the
         assert (await visitor.get("/blog/hello-world")).status_code == 200
 
 
+async def test_a_number_past_its_column_rejects_its_row_and_the_rest_is_imported(
+    app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    """Once one such row made every attempt fail and showed the INSERT in `last_error`."""
+    text = (
+        "kind,title,slug,nav_order\n"
+        "page,Menu one,menu-one,1\n"
+        "page,Too far,too-far,2147483648\n"
+        "page,Far too far,far-too-far,9223372036854775808\n"
+        "post,A post,a-post,\n"
+    )
+    job = await imported(app, api, accounts["editor"], "content", text)
+    assert job["attempts"] == 1 and job["last_error"] is None
+    assert (job["result"]["imported"], job["result"]["rejected"]) == (2, 2)
+    reason = "nav_order: Use a number from -2,147,483,648 to 2,147,483,647."
+    assert reasons_by_line(job) == {3: [reason], 4: [reason]}
+    async with app.state.sessionmaker() as session:
+        slugs = set(await session.scalars(select(Entry.slug)))
+    assert slugs == {"menu-one", "a-post"}
+
+
 async def test_a_second_run_of_the_same_job_writes_and_sends_nothing_again(
     app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User]
 ) -> None:

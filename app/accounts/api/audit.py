@@ -14,7 +14,7 @@ from app.accounts import guards
 from app.accounts.audit import AuditFilterError, AuditFilters, list_audit
 from app.accounts.models import AuditEntry
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest, PerPage
 
 DEFAULT_PER_PAGE = 50
 IsoTime = Annotated[str | None, Parameter(schema_extra={"format": "date-time"})]
@@ -75,8 +75,8 @@ class AuditController(Controller):
         resource_id: FromQuery[str | None] = None,
         since: IsoTime = None,
         until: IsoTime = None,
-        page: FromQuery[int] = 1,
-        per_page: FromQuery[int] = DEFAULT_PER_PAGE,
+        page: FromQuery[PageNumber] = 1,
+        per_page: FromQuery[PerPage] = DEFAULT_PER_PAGE,
     ) -> dict[str, object]:
         """Audit entries, newest first. `since` is inclusive, `until` exclusive (ISO 8601,
         UTC when no offset is given); `per_page` is at most 100."""

@@ -26,7 +26,7 @@ from app.accounts.audit import (
 )
 from app.accounts.models import AuditEntry
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import render_list
 
 PER_PAGE = 50
@@ -112,7 +112,7 @@ class AuditAdminController(Controller):
         request: HTMXRequest,
         db_session: DbSession,
         params: NamedDependency[dict[str, str]],
-        page: FromQuery[int | None] = None,
+        page: FromQuery[PageNumber] = 1,
     ) -> Response[str]:
         """Newest first, 50 a page; htmx swaps only the results when the filters change."""
         errors: dict[str, str] = {}
