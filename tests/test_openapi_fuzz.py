@@ -36,6 +36,7 @@ from schemathesis.specs.openapi.checks import (
 
 from app.accounts.models import User
 from app.asgi import create_app
+from app.core.db import create_engine, create_sessionmaker
 from app.settings import Settings
 from app.system.settings import write_setting
 from tests.conftest import LEGS, create_accounts, empty_storage, require_services
@@ -55,8 +56,9 @@ CHECKS = [
     ignored_auth,
 ]
 """Every check schemathesis has for single requests but `positive_data_acceptance`: the
-document gives each request's shape, not every business rule (an e-mail address that is
-taken, a title of blanks), so a schema-valid request may well be refused with a 400."""
+document gives each request's shape, not every rule behind it (a NUL refused in any text,
+an e-mail address that must look like one, a title that is not blank), so a request that
+fits the schema may well be refused with a 400."""
 
 
 def _run(coroutine: Any) -> Any:
@@ -113,9 +115,8 @@ class Target:
 
 
 async def _prepare(settings: Settings, password_hash: str) -> User:
+    """The accounts, and no API rate limit to run into; the admin's account."""
     users = await create_accounts(settings, password_hash)
-    from app.core.db import create_engine, create_sessionmaker
-
     engine = create_engine(settings.db)
     async with create_sessionmaker(engine)() as session, session.begin():
         await write_setting(session, "api_rate_limit_per_minute", 1_000_000)
