@@ -156,7 +156,12 @@ class JobsController(Controller):
         actor = Actor.from_connection(request)
         return JobOut.of(await services.retry_job(db_session, actor, user, job_id))
 
-    @get("/{job_id:int}/result", name="api:jobs:result", responses=problem_responses(410))
+    @get(
+        "/{job_id:int}/result",
+        name="api:jobs:result",
+        media_type="*/*",  # the type of the file the job attached: CSV, JSON, HTML
+        responses=problem_responses(410),
+    )
     async def download_result(
         self,
         request: Request,

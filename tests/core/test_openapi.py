@@ -96,3 +96,15 @@ async def test_a_body_the_handler_can_do_without_is_not_required(
         "/api/v1/auth/logout", headers={"Authorization": f"Bearer {token}"}
     )
     assert response.status_code == 204  # no body at all, as documented
+
+
+async def test_every_documented_answer_names_a_media_type(client: httpx.AsyncClient) -> None:
+    """A file download was documented under the content type "" (Litestar's File)."""
+    nameless = [
+        f"{method} {path} {status}"
+        for method, path, operation in await _operations(client)
+        for status, answer in operation["responses"].items()
+        for media_type in answer.get("content", {})
+        if "/" not in media_type
+    ]
+    assert nameless == []
