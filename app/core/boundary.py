@@ -24,7 +24,7 @@ from litestar.enums import RequestEncodingType
 from litestar.exceptions import ClientException
 from litestar.plugins.htmx import HTMXRequest
 from litestar.types import ASGIApp, Receive, Scope, Send
-from multipart import MultipartSegment, ParserError, PushMultipartParser
+from multipart import MultipartError, MultipartSegment, PushMultipartParser
 
 from app.core.errors import DomainError
 
@@ -104,7 +104,7 @@ class _MultipartCheck:
         try:
             for event in self.parser.parse(chunk):
                 self._take(event)
-        except ParserError:  # Litestar's own parser refuses it with a 400
+        except MultipartError:  # Litestar's own parser refuses it with a 400
             self.parser = None
 
     def _take(self, event: MultipartSegment | bytes | bytearray | None) -> None:
