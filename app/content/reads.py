@@ -19,7 +19,14 @@ from sqlalchemy import ColumnElement, Select, bindparam, exists, func, or_, sele
 
 from app.accounts.models import User
 from app.content.models import Entry, Kind, Status, Tag, entry_tags
-from app.content.services import EntryFilters, check_filters, is_public, now, tag_slug
+from app.content.services import (
+    EntryFilters,
+    check_filters,
+    is_public,
+    now,
+    tag_slug,
+    title_pattern,
+)
 from app.core.pagination import Page, PageRequest
 from app.core.reads import ReadQuery, Reads, Row
 
@@ -228,7 +235,7 @@ async def list_entries(
     if filters.tag:
         params["tag"] = tag_slug(filters.tag)
     if filters.q:
-        params["q"] = f"%{filters.q.strip()}%"
+        params["q"] = title_pattern(filters.q)
     rows = await reads.all(rows_query, **params)
     if rows:
         total = int(rows[0]["total"])

@@ -434,6 +434,16 @@ class EntryFilters:
     """Only what a visitor may see (the API's answer to anonymous callers and viewers)."""
 
 
+SEARCH_MAX = 200
+"""Characters of a title/slug filter that count; the rest is cut, as the other searches do
+(SQLite refuses a LIKE pattern over 50,000 bytes: a long `q` answered 500)."""
+
+
+def title_pattern(q: str) -> str:
+    """The LIKE pattern of the `q` filter (title or slug), for the ORM and the read path."""
+    return f"%{q.strip()[:SEARCH_MAX]}%"
+
+
 def check_filters(filters: EntryFilters) -> None:
     if filters.kind and filters.kind not in (Kind.page.value, Kind.post.value):
         raise ContentError("Choose page or post.", "kind")
@@ -458,7 +468,7 @@ async def list_entries(
     if filters.tag:
         query = query.where(Entry.tags.any(Tag.slug == tag_slug(filters.tag)))
     if filters.q:
-        pattern = f"%{filters.q.strip()}%"
+        pattern = title_pattern(filters.q)
         query = query.where(or_(Entry.title.ilike(pattern), Entry.slug.ilike(pattern)))
     return await paginate(session, query.order_by(Entry.updated_at.desc(), Entry.id), page)
 

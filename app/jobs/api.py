@@ -16,6 +16,7 @@ from app.accounts import guards
 from app.accounts.audit import Actor
 from app.core.db import DbSession
 from app.core.numbers import RowId
+from app.core.openapi import problem_responses
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import site_base
 from app.jobs import services
@@ -155,7 +156,12 @@ class JobsController(Controller):
         actor = Actor.from_connection(request)
         return JobOut.of(await services.retry_job(db_session, actor, user, job_id))
 
-    @get("/{job_id:int}/result", name="api:jobs:result")
+    @get(
+        "/{job_id:int}/result",
+        name="api:jobs:result",
+        media_type="*/*",  # the type of the file the job attached: CSV, JSON, HTML
+        responses=problem_responses(410),
+    )
     async def download_result(
         self,
         request: Request,
@@ -173,4 +179,7 @@ class JobsController(Controller):
 def result_download(settings: Settings, job: Job, name: str | None = None) -> File:
     """The job's result file as an attachment (for the API and the admin page alike)."""
     found = services.result_file(settings, job, name)
-    return File(found.path, filename=found.name, media_type=found.content_type, headers=NO_STORE)
+    # Files are stored as `text/csv; charset=utf-8`; Litestar adds the charset to text types
+    # itself, and a second one is a malformed Content-Type.
+    media_type = found.content_type.split(";", 1)[0].strip()
+    return File(found.path, filename=found.name, media_type=media_type, headers=NO_STORE)

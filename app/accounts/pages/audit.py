@@ -148,7 +148,7 @@ class AuditAdminController(Controller):
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         return Stream(
             _csv(iter_audit(state.sessionmaker, filters)),
-            media_type="text/csv; charset=utf-8",
+            media_type="text/csv",  # Litestar adds "; charset=utf-8" to text types
             headers={
                 "Content-Disposition": f'attachment; filename="keel-audit-{stamp}.csv"',
                 "Cache-Control": "no-store",
