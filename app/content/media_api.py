@@ -26,7 +26,7 @@ from app.content.media import (
 )
 from app.content.models import Media
 from app.core.db import DbSession
-from app.core.pagination import PageNumber, PageRequest
+from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.system.settings import read_setting
 
 
@@ -77,7 +77,7 @@ class MediaController(Controller):
         q: FromQuery[str | None] = None,
         kind: FromQuery[str | None] = None,
         page: FromQuery[PageNumber] = 1,
-        per_page: FromQuery[PageNumber] = 1,
+        per_page: FromQuery[PerPage] = 20,
     ) -> dict[str, Any]:
         """Media, newest first; `q` searches names and alt texts, `kind` is image or pdf."""
         found = await list_media(db_session, q, kind, PageRequest.of(page, per_page))

@@ -17,7 +17,7 @@ from app.accounts.audit import Actor
 from app.core.db import DbSession
 from app.core.numbers import RowId
 from app.core.openapi import problem_responses
-from app.core.pagination import PageNumber, PageRequest
+from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.core.templating import site_base
 from app.jobs import services
 from app.jobs.models import Job
@@ -73,7 +73,7 @@ class JobsController(Controller):
         status: FromQuery[str | None] = None,
         type: FromQuery[str | None] = None,
         page: FromQuery[PageNumber] = 1,
-        per_page: FromQuery[PageNumber] = 1,
+        per_page: FromQuery[PerPage] = 20,
     ) -> dict[str, Any]:
         """Jobs the caller may see (their own; admins: all), newest first."""
         found = await services.list_jobs(

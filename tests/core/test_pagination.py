@@ -98,3 +98,15 @@ async def test_a_page_below_one_is_the_first_and_per_page_keeps_to_its_bounds(
     assert (low["page"], low["per_page"]) == (1, 20)
     assert high["per_page"] == 100
     assert (await client.get(f"/blog?page={-(2**63)}")).status_code == 200
+
+
+async def test_every_api_list_keeps_its_page_size_unless_asked_otherwise(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    """20 items a page (the audit log 50) without `per_page`: jobs, media and API keys
+    answered one item a page once their parameters got bounds."""
+    async with api_as(app, accounts["admin"]) as admin:
+        for url in API_LISTS:
+            body = (await admin.get(url)).json()
+            assert body["per_page"] == (50 if url == "/api/v1/audit" else 20), (url, body)
+            assert (await admin.get(f"{url}?per_page=7")).json()["per_page"] == 7, url

@@ -14,7 +14,7 @@ from app.accounts.api_keys import create_api_key, list_api_keys, revoke_api_key
 from app.accounts.audit import Actor
 from app.accounts.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from app.core.db import DbSession
-from app.core.pagination import PageNumber, PageRequest
+from app.core.pagination import PageNumber, PageRequest, PerPage
 
 
 class ApiKeysController(Controller):
@@ -27,7 +27,7 @@ class ApiKeysController(Controller):
         self,
         db_session: DbSession,
         page: FromQuery[PageNumber] = 1,
-        per_page: FromQuery[PageNumber] = 1,
+        per_page: FromQuery[PerPage] = 20,
         include_revoked: FromQuery[bool] = False,
     ) -> dict[str, Any]:
         """Keys, newest first, without their secrets; revoked ones with `include_revoked`."""
