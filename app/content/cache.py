@@ -261,10 +261,8 @@ class PageCache:
         self.hits += 1
         return page
 
-    async def get(self, key: str) -> CachedPage | None:
-        generation = await self.current_generation()
-        if generation is None:
-            return None
+    async def get(self, key: str, generation: int) -> CachedPage | None:
+        """The page cached under `generation` (the current one, which the caller read)."""
         page = self._held_under(generation, key)
         if page is not None:
             return page
@@ -286,10 +284,10 @@ class PageCache:
         self.hits += 1
         return page
 
-    async def put(self, key: str, page: CachedPage) -> None:
-        generation = await self.current_generation()
-        if generation is None:
-            return
+    async def put(self, key: str, page: CachedPage, generation: int) -> None:
+        """Keep `page` under `generation`: the one current when its content was read, not
+        when it was finished (a change that committed in between would otherwise leave the
+        old content under the new generation until the TTL ran out)."""
         moment = await self.publication_bound()
         if moment is not None:
             page.expires = min(page.expires, moment)
@@ -438,7 +436,8 @@ class PublicPageCacheMiddleware:
             await self.app(scope, receive, _counting_views(send, cache))
             return
         key = _page_key(scope)
-        page = await cache.get(key)
+        generation = await cache.current_generation()  # None: rendered, not kept
+        page = await cache.get(key, generation) if generation is not None else None
         if page is not None:
             await _send_hit(scope, send, cache, page)
             return
@@ -473,8 +472,8 @@ class PublicPageCacheMiddleware:
         etag = b'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
         route = scope.get("path_template")
         page = CachedPage(200, kept, body, etag, time.time() + cache.ttl, view, route)
-        if scope["method"] == "GET":
-            await cache.put(key, page)
+        if scope["method"] == "GET" and generation is not None:
+            await cache.put(key, page, generation)
         await _send_page(scope, send, page, b"miss")
 
 

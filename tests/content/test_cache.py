@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from litestar import Litestar, get
+from litestar import Litestar, Request, get
 
 from app.asgi import create_app
 from app.settings import Settings
@@ -30,10 +30,19 @@ def uncached_page() -> str:
     return f"<p>render {next(counter)}</p>"
 
 
+@get("/_test/edited-while-rendering", opt={"public_cache": True}, media_type="text/html")
+async def page_edited_while_rendering(request: Request) -> str:
+    """Reads what it shows, then a public change commits (elsewhere) before it is sent."""
+    shown = f"<p>render {next(counter)}</p>"
+    await request.app.state.page_cache.invalidate()
+    return shown
+
+
 async def _app(settings: Settings) -> Litestar:
     app = create_app(settings)
     app.register(cached_page)
     app.register(uncached_page)
+    app.register(page_edited_while_rendering)
     return app
 
 
@@ -75,6 +84,20 @@ async def test_hits_answered_before_routing_keep_head_cors_and_the_common_header
         cross = await client.get("/_test/cached", headers={"Origin": origin})
         assert cross.headers["access-control-allow-origin"] == origin
         assert cross.headers["x-cache"] == "hit" and cross.text == first.text
+
+
+async def test_a_page_rendered_before_a_change_is_never_kept_under_the_new_generation(
+    settings: Settings, accounts: dict
+) -> None:
+    """A page whose content was read before a public change, and which finished rendering
+    after it, would otherwise be stored under the new generation and served stale until
+    its TTL ran out."""
+    app = await _app(settings)
+    async with app.lifespan(), client_for(app) as client:
+        first = await client.get("/_test/edited-while-rendering")
+        again = await client.get("/_test/edited-while-rendering")
+        assert first.headers["x-cache"] == "miss"
+        assert again.headers["x-cache"] == "miss" and again.text != first.text
 
 
 async def test_signed_in_visitors_bypass_the_cache(settings: Settings, accounts: dict) -> None:
