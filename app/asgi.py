@@ -33,7 +33,7 @@ from app.accounts.tokens import AccessTokens, RefreshTokens
 from app.content.cache import PageCache, PageCacheFront, PublicPageCacheMiddleware
 from app.content.reads import next_scheduled_publication
 from app.core.allow import AllowEveryMethod
-from app.core.boundary import BoundaryRequest, InputBoundary
+from app.core.boundary import AsciiRequestTarget, BoundaryRequest, InputBoundary
 from app.core.csrf import csrf_middleware
 from app.core.db import create_engine, create_sessionmaker, provide_db_session
 from app.core.errors import handle_exception
@@ -41,7 +41,7 @@ from app.core.logging import configure_logging
 from app.core.metrics import RequestTally
 from app.core.openapi import document_errors, security_components
 from app.core.reads import Reads
-from app.core.requests import AsciiRequestTarget, RequestContextMiddleware
+from app.core.requests import RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.store import create_store
 from app.core.templating import create_template_config

@@ -5,7 +5,9 @@ surrogate (U+D800 to U+DFFF) is not text at all; left to the database, either is
 the middle of a request. They are refused once, for every route, with a 400 (a problem
 body on the API, the error page on pages):
 
-- `InputBoundary` (the first route middleware): the path and the query string;
+- `AsciiRequestTarget` (outside Litestar, which cannot decode it anywhere, not even in
+  its error handler): a query string with raw bytes beyond ASCII;
+- `InputBoundary` (the first route middleware): a NUL in the path and the query string;
 - `BoundaryRequest` (the app's request class), where Litestar reads a body: url-encoded
   fields, multipart field names, values and file names (never a file's content), JSON
   (raw, or as the escapes `\\u0000` and `\\ud800`). JSON that cannot be decoded at all
@@ -16,6 +18,8 @@ GET requests cost two substring searches (the hot paths: see docs/architecture.m
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -26,7 +30,7 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.types import ASGIApp, Receive, Scope, Send
 from multipart import MultipartError, MultipartSegment, PushMultipartParser
 
-from app.core.errors import DomainError
+from app.core.errors import PROBLEM_JSON, DomainError, is_machine_path
 
 NUL_REFUSED = (
     "The request holds a NUL character (U+0000), which cannot be stored: remove it and "
@@ -155,3 +159,44 @@ class BoundaryRequest(HTMXRequest):
             raise ClientException(NOT_UTF8) from None
         except RecursionError:
             raise ClientException(TOO_DEEP) from None
+
+
+RAW_BYTES_REFUSED = (
+    "The address holds bytes that must be percent-encoded (RFC 3986): encode the query "
+    "string and send the request again."
+)
+
+
+class AsciiRequestTarget:
+    """Refuse a query string with raw bytes beyond ASCII with a 400, before Litestar.
+
+    A request target is ASCII (RFC 3986, 9112); some servers pass other bytes on, and
+    Litestar cannot decode them anywhere, not even in its error handler, so the request
+    escaped the app as a 500. One `bytes.isascii()` per request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("query_string", b"").isascii():
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        error_id = os.urandom(8).hex()
+        scope.setdefault("state", {})["error_id"] = error_id
+        if is_machine_path(path):
+            problem = {
+                "type": "about:blank",
+                "title": "Bad Request",
+                "status": 400,
+                "detail": RAW_BYTES_REFUSED,
+                "instance": path,
+                "error_id": error_id,
+            }
+            body, media_type = json.dumps(problem).encode(), PROBLEM_JSON
+        else:
+            body, media_type = f"{RAW_BYTES_REFUSED}\n".encode(), "text/plain; charset=utf-8"
+        headers = [(b"content-type", media_type.encode()), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 400, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

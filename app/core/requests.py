@@ -6,7 +6,6 @@ Client-supplied X-Request-ID and X-Forwarded-For are believed only from TRUSTED_
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -15,7 +14,6 @@ from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import PROBLEM_JSON, is_machine_path
 from app.core.logging import request_id_var
 from app.core.metrics import UNMATCHED, RequestTally
 
@@ -126,44 +124,3 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
-
-
-RAW_BYTES_REFUSED = (
-    "The address holds bytes that must be percent-encoded (RFC 3986): encode the query "
-    "string and send the request again."
-)
-
-
-class AsciiRequestTarget:
-    """Refuse a query string with raw bytes beyond ASCII with a 400, before Litestar.
-
-    A request target is ASCII (RFC 3986, 9112); some servers pass other bytes on, and
-    Litestar cannot decode them anywhere, not even in its error handler, so the request
-    escaped the app as a 500. One `bytes.isascii()` per request.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("query_string", b"").isascii():
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        error_id = os.urandom(8).hex()
-        scope.setdefault("state", {})["error_id"] = error_id
-        if is_machine_path(path):
-            problem = {
-                "type": "about:blank",
-                "title": "Bad Request",
-                "status": 400,
-                "detail": RAW_BYTES_REFUSED,
-                "instance": path,
-                "error_id": error_id,
-            }
-            body, media_type = json.dumps(problem).encode(), PROBLEM_JSON
-        else:
-            body, media_type = f"{RAW_BYTES_REFUSED}\n".encode(), "text/plain; charset=utf-8"
-        headers = [(b"content-type", media_type.encode()), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 400, "headers": headers})
-        await send({"type": "http.response.body", "body": body})

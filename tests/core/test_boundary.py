@@ -7,6 +7,8 @@ a 400 wherever they come in, on every route, before any of it reaches the databa
 from __future__ import annotations
 
 import io
+import json
+import logging
 
 import httpx
 import pytest
@@ -168,3 +170,23 @@ async def test_invalid_utf8_in_a_json_body_is_a_400_problem(
         for raw in (b'{"title":"\xed\xa0\x80"}', b'{"title":"caf\xe9"}'):
             response = await editor.post("/api/v1/content", content=raw, headers=JSON)
             assert assert_problem(response, 400)["detail"] == NOT_UTF8
+
+
+@pytest.mark.parametrize("path", ["/api/v1/content", "/search", "/health/live"])
+async def test_raw_bytes_in_the_query_string_are_a_400_with_a_log_line(
+    app: Litestar, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    """Bytes beyond ASCII unencoded in the query (some servers pass them on) used to escape
+    the app: Litestar could not decode them, not even in its error handler."""
+    from tests.raw_asgi import call
+
+    with caplog.at_level(logging.INFO, logger="keel.request"):
+        reply = await call(app, "GET", path.encode() + b"?q=\xff\xfe&page=\xe9")
+    assert reply.status == 400
+    assert b"percent-encoded" in reply.body
+    assert reply.header("x-request-id") and reply.header("x-content-type-options") == "nosniff"
+    if path.startswith("/api/"):
+        assert reply.header("content-type") == "application/problem+json"
+        assert json.loads(reply.body)["status"] == 400
+    lines = [r for r in caplog.records if r.name == "keel.request"]
+    assert [(r.path, r.status) for r in lines] == [(path, 400)]
