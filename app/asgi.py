@@ -20,22 +20,26 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
-from litestar.plugins.htmx import HTMXRequest
 
 from app import __version__
+from app.accounts.guards import required_role
 from app.accounts.identity import FirstRunMiddleware, IdentityMiddleware
+from app.accounts.models import Role
 from app.accounts.passwords import PasswordHashing
 from app.accounts.rate_limit import ApiRateLimitMiddleware
 from app.accounts.sessions import SessionStore, cookie_name
 from app.accounts.throttle import LoginThrottle
 from app.accounts.tokens import AccessTokens, RefreshTokens
 from app.content.cache import PageCache, PageCacheFront, PublicPageCacheMiddleware
-from app.content.services import next_scheduled_publication
+from app.content.reads import next_scheduled_publication
+from app.core.allow import AllowEveryMethod
+from app.core.boundary import AsciiRequestTarget, BoundaryRequest, InputBoundary
 from app.core.csrf import csrf_middleware
 from app.core.db import create_engine, create_sessionmaker, provide_db_session
 from app.core.errors import handle_exception
 from app.core.logging import configure_logging
 from app.core.metrics import RequestTally
+from app.core.openapi import document_errors, security_components
 from app.core.reads import Reads
 from app.core.requests import RequestContextMiddleware
 from app.core.security_headers import SecurityHeadersMiddleware
@@ -63,17 +67,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     auth = settings.auth
     sessionmaker = create_sessionmaker(engine)
     figures = RequestTally(store)
+    reads = Reads(engine, settings.db)
     page_cache = PageCache(
         store,
         settings.app.cache_ttl,
-        next_publication=lambda: next_scheduled_publication(sessionmaker),
+        next_publication=lambda: next_scheduled_publication(reads),
     )
     state = State(
         {
             "settings": settings,
             "engine": engine,
             "sessionmaker": sessionmaker,
-            "reads": Reads(engine, settings.db),
+            "reads": reads,
             "store": store,
             "started_monotonic": time.monotonic(),
             "has_users": False,
@@ -98,17 +103,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=state,
         dependencies={"db_session": Provide(provide_db_session)},
         middleware=[
+            InputBoundary,
             PublicPageCacheMiddleware,
             FirstRunMiddleware(),
             IdentityMiddleware(),
             ApiRateLimitMiddleware(),
             csrf_middleware(settings, session_cookie=cookie_name(settings.app.is_production)),
+            AllowEveryMethod(),
         ],
         lifespan=[_in_process_worker] if settings.embedded else [],
         on_startup=[_start_page_cache, _start_figures, _tune_gc],
         on_shutdown=[_close_resources],
         template_config=create_template_config(settings),
-        request_class=HTMXRequest,
+        request_class=BoundaryRequest,
         exception_handlers={Exception: handle_exception},
         cors_config=CORSConfig(
             allow_origins=list(settings.app.cors_origins),
@@ -129,21 +136,29 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version=__version__,
             path="/schema",
             render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
+            components=security_components(),
         ),
         logging_config=None,
         debug=False,
     )
+    document_errors(app, needs_caller=lambda handler: _needs_caller(required_role(handler)))
     # Wrap outside Litestar's own exception and CORS layers, so 404s and preflights also
-    # get a request id, a log line and the security headers; a page this process holds in
-    # its cache is answered in front of the router (PageCacheFront).
+    # get a request id, a log line and the security headers; a query string Litestar cannot
+    # decode is refused before it (AsciiRequestTarget); a page this process holds in its
+    # cache is answered in front of the router (PageCacheFront).
     app.asgi_handler = RequestContextMiddleware(
         SecurityHeadersMiddleware(
-            PageCacheFront(app.asgi_handler, page_cache), production=settings.app.is_production
+            AsciiRequestTarget(PageCacheFront(app.asgi_handler, page_cache)),
+            production=settings.app.is_production,
         ),
         trusted_proxies=settings.app.trusted_proxies,
         tally=figures,
     )
     return app
+
+
+def _needs_caller(role: Role | None) -> bool:
+    return role is not None and role > Role.guest
 
 
 @asynccontextmanager

@@ -7,10 +7,14 @@ endpoints (`/health...`, `/metrics`) and static files.
 
 from __future__ import annotations
 
+import errno
+from typing import Any
+
 from litestar import Router
 from litestar.datastructures import CacheControlHeader
+from litestar.file_system import BaseLocalFileSystem
 from litestar.static_files import create_static_files_router
-from litestar.types import ControllerRouterHandler
+from litestar.types import ControllerRouterHandler, PathType
 
 from app.accounts import guards
 from app.accounts.api import ApiKeysController, AuditController, AuthController, UsersController
@@ -38,6 +42,23 @@ from app.system.api import ApiIndexController, HealthController, MetricsControll
 from app.system.pages import AdminDashboardController
 
 ONE_YEAR = 365 * 24 * 3600
+NO_SUCH_NAME = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP, errno.EINVAL})
+
+
+class StaticFiles(BaseLocalFileSystem):
+    """The static folder, where a name no file can have (too long, a NUL, a path below a
+    file such as `css/app.css/x`) is not found, as any other missing file: Litestar turns
+    every OSError but FileNotFoundError into a 500."""
+
+    async def info(self, path: PathType, **kwargs: Any) -> Any:
+        try:
+            return await super().info(path, **kwargs)
+        except ValueError as exc:  # os.stat: "embedded null byte"
+            raise FileNotFoundError(str(path)) from exc
+        except OSError as exc:
+            if exc.errno in NO_SUCH_NAME:
+                raise FileNotFoundError(str(path)) from exc
+            raise
 
 
 def route_groups() -> list[ControllerRouterHandler]:
@@ -89,6 +110,7 @@ def route_groups() -> list[ControllerRouterHandler]:
         create_static_files_router(
             path=STATIC_PREFIX,
             directories=[STATIC_DIR],
+            file_system=StaticFiles(),
             name="static",
             cache_control=CacheControlHeader(max_age=ONE_YEAR, public=True, immutable=True),
             include_in_schema=False,

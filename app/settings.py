@@ -75,8 +75,9 @@ class DatabaseSettings:
     pool_size: int = 10
     """DB_POOL_SIZE: connections kept open per process (PostgreSQL)."""
     read_pool_size: int = 10
-    """DB_READ_POOL_SIZE: PostgreSQL connections per process for the hot public reads, which
-    run on asyncpg directly (app/core/reads.py) beside the SQLAlchemy pool."""
+    """DB_READ_POOL_SIZE: connections per process for the hot public reads, which run beside
+    the SQLAlchemy pool (app/core/reads.py): on asyncpg directly, or on an SQLite engine of
+    their own."""
     max_overflow: int = 10
     """DB_MAX_OVERFLOW: extra connections allowed under load (PostgreSQL)."""
     pool_timeout: float = 5.0

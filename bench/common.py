@@ -84,6 +84,17 @@ async def recreate_database(database: str) -> None:
         await connection.close()
 
 
+async def drop_database(database: str) -> None:
+    """Drop `database`, closing its connections."""
+    import asyncpg
+
+    connection = await asyncpg.connect(PG_ADMIN)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
 def create_account(env: dict[str, str], role: str | None = None) -> None:
     """The benchmark account LOGIN / PASSWORD, with `role` (keel's default without)."""
     role_args = ["--role", role] if role else []

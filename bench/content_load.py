@@ -3,8 +3,9 @@
 Starts, on 127.0.0.1 only:
   * a raw ASGI hello-world on granian (one worker): the ceiling;
   * Keel with one granian worker on PostgreSQL + Valkey, with seeded posts (cache on);
-  * the same Keel with CACHE_TTL_SECONDS=0 (every post page rendered).
-Both Keel servers run as in production (APP_ENV=production, a generated SECRET_KEY,
+  * the same Keel with CACHE_TTL_SECONDS=0 (every post page rendered);
+  * for the mixed case (below), a cached Keel with the default database pool.
+The Keel servers run as in production (APP_ENV=production, a generated SECRET_KEY,
 PUBLIC_URL). Then drives each with `wrk` (Debian's package) at 64 and at 8 connections for
 a bounded time, each case after a discarded warm-up run at the same concurrency (the first
 requests of a new process compile templates and open pool connections), and prints
@@ -15,8 +16,21 @@ of requests/s: on this VM one run of the same case moves by up to a third betwee
 Targets (2 cores): cached ≥ 0.30 of the ceiling; uncached ≥ 0.03 with p99 < 100 ms;
 JSON list ≥ 0.035 with p99 < 100 ms; all three p99 < 20 ms at 8 connections.
 
+Then the mixed case, on a cached server of its own with the default database pool (the
+others run with DB_POOL_SIZE=20), at 64 connections: anonymous /blog pages 1-6 and
+post pages, and the authenticated JSON list, in one wrk run (a Lua script rotates the
+requests), while a writer in this script saves a draft `--draft-saves` times a second and
+edits a published post once a second, through the API as the editor would. It prints the
+same figures plus the count of non-2xx answers (and wrk's socket timeouts; the timeout is
+10 s, above the database pool's 5 s, so a 503 is counted as an answer) and what the writer
+saw (one write at a time: a slow write lowers the rate). Target: no non-2xx answer and
+no failed write.
+
     .venv/bin/python bench/content_load.py [--seconds 10] [--warmup 2] [--rounds 3]
+                                           [--draft-saves 4]
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres), Valkey/Redis on 127.0.0.1:6379, wrk.
+The run uses a database of its own (`keel_bench_<pid>`, dropped at the end) and a Valkey
+key prefix of its own, so runs side by side do not meet.
 """
 
 from __future__ import annotations
@@ -30,7 +44,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
 
@@ -42,6 +58,7 @@ from bench.common import (
     PASSWORD,
     ROOT,
     create_account,
+    drop_database,
     environment,
     free_port,
     keel,
@@ -53,14 +70,18 @@ from bench.common import (
     wait_until_ready,
 )
 
-DATABASE = "keel_bench"
+DATABASE = f"keel_bench_{os.getpid()}"
 POSTS = 60
+MIXED_CONNECTIONS = 64
+DEFAULT_POOL_SIZE = 10
+"""The mixed case runs on a server of its own with the default pool (10 + 10 overflow):
+a request that held one pooled connection and waited for a second deadlocked it."""
 
 
 SECRET = secrets.token_urlsafe(48)
 
 
-def bench_environment(var_dir: Path, cache_ttl: int) -> dict[str, str]:
+def bench_environment(var_dir: Path, cache_ttl: int, pool_size: int = 20) -> dict[str, str]:
     """Production settings, as a deployment runs them (secret made for this run)."""
     return environment(
         var_dir,
@@ -70,7 +91,7 @@ def bench_environment(var_dir: Path, cache_ttl: int) -> dict[str, str]:
         PUBLIC_URL=f"http://{HOST}",
         CACHE_TTL_SECONDS=str(cache_ttl),
         WEB_CONCURRENCY="1",
-        DB_POOL_SIZE="20",
+        DB_POOL_SIZE=str(pool_size),
     )
 
 
@@ -123,6 +144,8 @@ class Figures:
     rps: float
     p50_ms: float
     p99_ms: float
+    non_2xx: int = 0
+    timeouts: int = 0
 
 
 def _ms(text: str) -> float:
@@ -130,18 +153,107 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, connections: int, seconds: int, headers: dict[str, str] | None = None) -> Figures:
+def wrk(
+    url: str,
+    connections: int,
+    seconds: int,
+    headers: dict[str, str] | None = None,
+    *,
+    script: Path | None = None,
+    count_errors: bool = False,
+) -> Figures:
+    """wrk's figures for `url` (or the requests `script` makes). Error answers end the
+    run, unless `count_errors`: then they are counted, with a 10 s timeout per request."""
     command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
     for key, value in (headers or {}).items():
         command += ["-H", f"{key}: {value}"]
+    if script is not None:
+        command += ["-s", str(script)]
+    if count_errors:
+        command += ["--timeout", "10s"]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non_2xx:
-        sys.exit(f"{url}: {non_2xx.group(1)} error responses under load")
-    return Figures(rps, p50, p99)
+    found = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non_2xx = int(found.group(1)) if found else 0
+    if non_2xx and not count_errors:
+        sys.exit(f"{url}: {non_2xx} error responses under load")
+    timeouts = re.search(r"Socket errors: .*timeout (\d+)", out)
+    return Figures(rps, p50, p99, non_2xx, int(timeouts.group(1)) if timeouts else 0)
+
+
+MIX_SCRIPT = """-- the mixed case's requests, in turn (written by bench/content_load.py)
+local paths = {%(paths)s}
+local auth = {["Authorization"] = "%(authorization)s"}
+local turn = 0
+request = function()
+  turn = turn + 1
+  local path = paths[turn %% #paths + 1]
+  if string.sub(path, 1, 5) == "/api/" then
+    return wrk.format("GET", path, auth)
+  end
+  return wrk.format("GET", path, {})
+end
+"""
+
+
+def mix_script(directory: Path, slugs: list[str], authorization: str) -> Path:
+    """A wrk script asking, in turn, /blog pages 1-6, post pages and the JSON list."""
+    paths = [f"/blog?page={n}" for n in range(1, 7)]
+    paths += [f"/blog/{slug}" for slug in slugs]
+    paths += ["/api/v1/content?per_page=20"] * 4
+    script = directory / "mixed.lua"
+    quoted = ", ".join(f'"{path}"' for path in paths)
+    script.write_text(MIX_SCRIPT % {"paths": quoted, "authorization": authorization})
+    return script
+
+
+@dataclass
+class Writer:
+    """Saves a draft `draft_saves` times a second and edits a published post once a
+    second, through the API, until stopped; counts what it did and what failed."""
+
+    base: str
+    headers: dict[str, str]
+    draft_saves: int
+    draft: str
+    published: str
+    writes: int = 0
+    failed: int = 0
+    slowest_ms: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base, headers=self.headers, timeout=30) as client:
+            tick = 0
+            while not self._stop.wait(1 / self.draft_saves):
+                tick += 1
+                self._write(client, self.draft, f"Draft text, save {tick}.")
+                if tick % self.draft_saves == 0:
+                    self._write(client, self.published, f"Published text, edit {tick}.")
+
+    def _write(self, client: httpx.Client, entry_id: str, text: str) -> None:
+        started = time.perf_counter()
+        try:
+            answer = client.patch(f"/api/v1/content/{entry_id}", json={"body_markdown": text})
+            ok = answer.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        self.slowest_ms = max(self.slowest_ms, (time.perf_counter() - started) * 1000)
+        self.writes += 1
+        self.failed += not ok
 
 
 def main() -> None:
@@ -150,6 +262,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="discarded seconds per case")
     parser.add_argument(
         "--rounds", type=int, default=3, help="runs of every case; medians are printed"
+    )
+    parser.add_argument(
+        "--draft-saves", type=int, default=4, help="draft saves a second in the mixed case"
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -226,9 +341,67 @@ def main() -> None:
                     f"{name:<26}{connections:>6}{figures.rps:>10.0f}{spread:>14}"
                     f"{figures.p50_ms:>9.2f}{figures.p99_ms:>9.2f}{ratio:>8.3f}"
                 )
+        mixed_port = free_port()
+        servers.append(
+            start(
+                "keel-mixed",
+                keel("serve", "--port", str(mixed_port)),
+                bench_environment(var_dir, cache_ttl=300, pool_size=DEFAULT_POOL_SIZE),
+                mixed_port,
+                "/health/ready",
+            )
+        )
+        mixed(args, servers[-1].base, var_dir, ceiling)
     finally:
         stop_processes(*(server.process for server in servers))
         shutil.rmtree(var_dir, ignore_errors=True)
+        asyncio.run(drop_database(DATABASE))
+
+
+def published_id(base: str, auth: dict[str, str]) -> str:
+    """The id of one published post (the writer edits it)."""
+    query = {"status": "published", "per_page": 1}
+    return httpx.get(f"{base}/api/v1/content", params=query, headers=auth).json()["items"][0]["id"]
+
+
+def mixed(args: argparse.Namespace, base: str, var_dir: Path, ceiling: float) -> None:
+    """The public pages and the JSON list under load while content is written."""
+    slugs = [f"benchmark-post-{n}" for n in range(0, POSTS, 6)]
+    login = {"login": LOGIN, "password": PASSWORD}
+    token = httpx.post(f"{base}/api/v1/auth/login", json=login).json()["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    script = mix_script(var_dir, slugs, auth["Authorization"])
+    draft = httpx.post(f"{base}/api/v1/content", json={"title": "Bench draft"}, headers=auth)
+    writer = Writer(base, auth, args.draft_saves, draft.json()["id"], published_id(base, auth))
+    rounds: list[Figures] = []
+    for _ in range(args.rounds):
+        if args.warmup:
+            wrk(base + "/", MIXED_CONNECTIONS, args.warmup, script=script, count_errors=True)
+        writer.start()
+        try:
+            rounds.append(
+                wrk(base + "/", MIXED_CONNECTIONS, args.seconds, script=script, count_errors=True)
+            )
+        finally:
+            writer.stop()
+    figures = Figures(
+        median(f.rps for f in rounds),
+        median(f.p50_ms for f in rounds),
+        median(f.p99_ms for f in rounds),
+    )
+    spread = f"{min(f.rps for f in rounds):.0f}-{max(f.rps for f in rounds):.0f}"
+    ratio = figures.rps / ceiling if ceiling else 0.0
+    name = f"mixed, {args.draft_saves} draft saves/s"
+    print(
+        f"{name:<26}{MIXED_CONNECTIONS:>6}{figures.rps:>10.0f}{spread:>14}"
+        f"{figures.p50_ms:>9.2f}{figures.p99_ms:>9.2f}{ratio:>8.3f}"
+    )
+    written = writer.writes / (args.rounds * args.seconds)
+    print(
+        f"  mixed case, all rounds: non-2xx {sum(f.non_2xx for f in rounds)}, "
+        f"socket timeouts {sum(f.timeouts for f in rounds)}; writer: {writer.writes} "
+        f"writes ({written:.1f}/s), {writer.failed} failed, slowest {writer.slowest_ms:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -270,6 +270,7 @@ async def fresh_app(settings: Settings) -> AsyncIterator[Litestar]:
     """The app on an empty database: the first run, before any account exists."""
     application = create_app(settings)
     yield application
+    await application.state.reads.close()
     await application.state.engine.dispose()
     await application.state.store.close()
 

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.audit import Actor, record
-from app.accounts.models import ASSIGNABLE_ROLES, ApiKey, Role, User
+from app.accounts.models import ApiKey, Role, User
+from app.accounts.services.users import check_role
 from app.accounts.tokens import new_api_key
 from app.core.errors import DomainError
 from app.core.pagination import Page, PageRequest, paginate
@@ -67,12 +68,9 @@ def _clean_name(name: str) -> str:
 
 
 def _clean_role(role: str, creator_role: Role) -> Role:
-    try:
-        parsed = Role.parse(role.strip())
-    except ValueError:
-        raise ApiKeyError("Choose viewer, editor or admin.", "role") from None
-    if parsed not in ASSIGNABLE_ROLES:
-        raise ApiKeyError("Choose viewer, editor or admin.", "role")
+    parsed, problem = check_role(role.strip())
+    if problem is not None:
+        raise ApiKeyError(problem.message, "role")
     if parsed > creator_role:
         raise ApiKeyError("A key cannot have a higher role than yours.", "role", 403)
     return parsed

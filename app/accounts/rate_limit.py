@@ -18,7 +18,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.accounts.throttle import RateDecision, store_failures, take_rate_limit
-from app.core.errors import DomainError
+from app.core.errors import DomainError, log_failure
 from app.system.settings import API_RATE_LIMIT, read_setting
 
 log = logging.getLogger("keel.throttle")
@@ -74,7 +74,9 @@ async def current_limit(state: Any) -> int:
         async with state.sessionmaker() as session:
             value = int(await read_setting(session, API_RATE_LIMIT.name))
     except Exception as exc:  # the limit must never be why a request fails
-        log.warning("could not read the API rate limit; keeping %s", value, exc_info=exc)
+        log_failure(
+            log, f"could not read the API rate limit; keeping {value}", exc, logging.WARNING
+        )
     state.api_rate_limit_cache = (value, time.monotonic())
     return value
 

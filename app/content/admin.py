@@ -18,7 +18,6 @@ from litestar.params import FromPath, FromQuery
 from app.accounts import guards
 from app.accounts.audit import Actor
 from app.accounts.models import Role
-from app.accounts.services import list_users
 from app.content.markdown import render_markdown
 from app.content.models import Entry, Kind, Status
 from app.content.schemas import public_path
@@ -27,7 +26,9 @@ from app.content.services import (
     EntryFilters,
     EntryInput,
     archive_entry,
+    author_names,
     delete_entry,
+    entry_authors,
     entry_input,
     get_entry,
     get_revision,
@@ -41,7 +42,7 @@ from app.content.services import (
 )
 from app.core.db import DbSession
 from app.core.errors import only_if_valid
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, redirect, render, render_list
 
 PER_PAGE = 25
@@ -124,12 +125,6 @@ def _publish_time(data: dict[str, str]) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-async def _authors(db_session: DbSession) -> dict[UUID, str]:
-    """Accounts by id, for the author filter and names (the first hundred by username)."""
-    users = await list_users(db_session, "", None, None, "username", PageRequest.of(1, 100))
-    return {user.id: user.name for user in users.items}
-
-
 async def _entry_page(
     request: Request,
     db_session: DbSession,
@@ -143,7 +138,7 @@ async def _entry_page(
     """The new-entry form (`entry` None) or one entry's page with its actions."""
     author = None
     if entry is not None and entry.author_id is not None:
-        author = (await _authors(db_session)).get(entry.author_id)
+        author = (await author_names(db_session, [entry])).get(entry.author_id)
     public_url = None
     if entry is not None:
         public_url = public_path(entry) + ("" if visible_to_public(entry) else "?preview=1")
@@ -175,12 +170,12 @@ class ContentAdminController(Controller):
         status: FromQuery[str] = "",
         author: FromQuery[str] = "",
         tag: FromQuery[str] = "",
-        page: FromQuery[int] = 1,
+        page: FromQuery[PageNumber] = 1,
         notice: FromQuery[str | None] = None,
     ) -> Response[str]:
         """The list; htmx requests (filters, pages) get only the results block."""
         params = {"q": q, "kind": kind, "status": status, "author": author, "tag": tag}
-        authors = await _authors(db_session)
+        authors = await entry_authors(db_session)
         found, error = None, None
         try:
             try:

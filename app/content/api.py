@@ -41,7 +41,7 @@ from app.content.services import (
     visible_to_public,
 )
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest, PerPage
 
 T = TypeVar("T")
 
@@ -77,8 +77,8 @@ class ContentController(Controller):
         author_id: FromQuery[UUID | None] = None,
         tag: FromQuery[str | None] = None,
         q: FromQuery[str | None] = None,
-        page: FromQuery[int] = 1,
-        per_page: FromQuery[int] = 20,
+        page: FromQuery[PageNumber] = 1,
+        per_page: FromQuery[PerPage] = 20,
     ) -> EntryPageOut:
         """Entries of `kind` (page|post) and `status`, by `author_id`, tagged `tag`, with
         `q` in the title or slug; most recently changed first."""

@@ -7,8 +7,14 @@ it increments the generation in the store and publishes it, so every replica dro
 in-process entries at once. If a message is missed, each process re-reads the generation
 at most every `REVALIDATE_SECONDS` (the bounded staleness). A hit costs no store round
 trip; a page the process holds is answered in front of the router (`PageCacheFront`).
-When the store fails, pages are served uncached and `degraded` is set for
-/health/ready; nothing raises.
+
+When the store fails, nothing raises: pages are served uncached and `degraded` is set for
+/health/ready. A process that saw the store fail owes a new generation (`Invalidations`):
+a change committed meanwhile, here or in a process whose bump failed too, left no trace in
+the generation, so nothing cached before the outage is used again. The bump is retried as
+soon as the store answers (its probe, `Store.answering()`), and the cache is used again
+from the new generation on. So an edit made during an outage reaches every process within
+moments of the store answering again, not after the pages' TTL.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,6 +41,9 @@ log = logging.getLogger("keel.cache")
 GENERATION_KEY = "cache:generation"
 CHANNEL = "cache:invalidate"
 REVALIDATE_SECONDS = 2.0
+RETRY_SECONDS = 0.5
+"""The least pause between two tries of an owed generation bump, and before a lost
+invalidation channel is subscribed again."""
 LOCAL_ENTRIES = 2048
 MEMO_SECONDS = 60.0
 T = TypeVar("T")
@@ -72,12 +82,14 @@ class PageCache:
         may outlive that moment, or a scheduled post would appear late."""
         self.generation = 0
         self.checked_at = 0.0
-        self.degraded = False
+        self.invalidations = Invalidations(store, adopt=self._adopt)
         self.local: OrderedDict[str, CachedPage] = OrderedDict()
         self.memo: dict[str, tuple[int, float, Any]] = {}
         """Values derived from public content (site settings, the menu): generation, expiry
         and value, dropped with the generation like the pages."""
         self._publication: tuple[int, float | None] | None = None
+        self._loading: dict[tuple[str, int | None], asyncio.Task[Any]] = {}
+        """Loads in flight (memo values, the publication bound) by name and generation."""
         self.hits = 0
         self.misses = 0
         self.views: Counter[str] = Counter()
@@ -98,6 +110,19 @@ class PageCache:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await self.flush_views()
+        await self.invalidations.stop()
+
+    @property
+    def degraded(self) -> bool:
+        """The store failed, and the new generation owed since is not stored yet: pages
+        are rendered uncached meanwhile (/health/ready says so)."""
+        return self.invalidations.owed
+
+    def _lost(self, exc: BaseException) -> None:
+        """The store did not answer: use nothing cached until a new generation, started
+        as soon as it answers (see the module docstring)."""
+        self._forget()
+        self.invalidations.owe(exc)
 
     # -- page views ----------------------------------------------------------------------
     def count_view(self, entry_id: str) -> None:
@@ -109,9 +134,9 @@ class PageCache:
         for entry_id, count in pending.items():
             try:
                 await self.store.incr(VIEWS_PREFIX + entry_id, count)
-            except StoreUnavailable:
+            except StoreUnavailable as exc:
                 self.views[entry_id] += count  # kept for the next round
-                self.degraded = True
+                self._lost(exc)
 
     async def _flush_views_regularly(self) -> None:
         while True:
@@ -125,10 +150,11 @@ class PageCache:
                     self._adopt(int(raw))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # store gone: the revalidation interval covers us
-                self.degraded = True
+            except Exception as exc:  # store gone: subscribe again once it answers
+                self._lost(exc)
                 log.warning("cache invalidation channel lost", extra={"error": repr(exc)})
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(RETRY_SECONDS)
+                await self.store.answering()
 
     def _adopt(self, generation: int) -> None:
         if generation != self.generation:
@@ -137,15 +163,17 @@ class PageCache:
         self.checked_at = time.monotonic()
 
     async def current_generation(self, force: bool = False) -> int | None:
-        """The generation, re-read from the store at most every REVALIDATE_SECONDS."""
+        """The generation, re-read from the store at most every REVALIDATE_SECONDS; None
+        while a new one is owed (nothing cached may be used or kept)."""
+        if self.invalidations.owed:
+            return None
         if not force and time.monotonic() - self.checked_at < REVALIDATE_SECONDS:
             return self.generation
         try:
             raw = await self.store.get(GENERATION_KEY)
-        except StoreUnavailable:
-            self.degraded = True
+        except StoreUnavailable as exc:
+            self._lost(exc)
             return None
-        self.degraded = False
         self._adopt(int(raw or 0))
         return self.generation
 
@@ -156,13 +184,10 @@ class PageCache:
             await self.invalidate()
 
     async def invalidate(self) -> None:
-        """Everything cached is stale now, on every replica."""
+        """Everything cached is stale now, on every replica (once the store answers, if it
+        does not now)."""
         self._forget()
-        try:
-            self._adopt(await bump_generation(self.store))
-        except StoreUnavailable as exc:
-            self.degraded = True
-            log.warning("cache invalidation not stored", extra={"error": repr(exc)})
+        await self.invalidations.bump()
 
     def _forget(self) -> None:
         self.local.clear()
@@ -176,8 +201,9 @@ class PageCache:
             return None
         held = self._publication
         if held is None or held[0] != self.generation or (held[1] or math.inf) <= time.time():
-            held = (self.generation, await self.next_publication())
-            self._publication = held
+            generation = self.generation
+            moment = await self._once("publication", generation, self.next_publication)
+            held = self._publication = (generation, moment)
         return held[1]
 
     async def remember(self, name: str, load: Callable[[], Awaitable[T]]) -> T:
@@ -188,19 +214,41 @@ class PageCache:
         held = self.memo.get(name)
         if held is not None and held[0] == generation and held[1] > time.time():
             return held[2]  # type: ignore[no-any-return]
-        value = await load()
-        if generation is not None:
-            expires = time.time() + MEMO_SECONDS
-            moment = await self.publication_bound()
-            self.memo[name] = (generation, min(expires, moment or expires), value)
-        return value
+
+        async def load_and_keep() -> T:
+            value = await load()
+            if generation is not None:
+                expires = time.time() + MEMO_SECONDS
+                moment = await self.publication_bound()
+                self.memo[name] = (generation, min(expires, moment or expires), value)
+            return value
+
+        return await self._once("memo:" + name, generation, load_and_keep)
+
+    async def _once(self, name: str, generation: int | None, load: Callable[[], Awaitable[T]]) -> T:
+        """`load()` run once for every caller that asks while it runs (a new generation
+        sends every request in flight here at once). It runs as its own task, so a caller
+        that is cancelled (a client gone) does not cancel it for the others."""
+        key = (name, generation)
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.ensure_future(load())
+            self._loading[key] = task
+            task.add_done_callback(partial(self._loaded, key))
+        return await asyncio.shield(task)  # type: ignore[no-any-return]
+
+    def _loaded(self, key: tuple[str, int | None], task: asyncio.Task[Any]) -> None:
+        if self._loading.get(key) is task:
+            del self._loading[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone
 
     # -- entries -----------------------------------------------------------------------
     def held(self, key: str) -> CachedPage | None:
         """The page if this process holds it under a generation it knows to be current
         (learned within REVALIDATE_SECONDS and the store answering); no awaiting, no store
         round trip. None sends the request down the full path, which revalidates."""
-        if self.degraded or time.monotonic() - self.checked_at >= REVALIDATE_SECONDS:
+        if self.invalidations.owed or time.monotonic() - self.checked_at >= REVALIDATE_SECONDS:
             return None
         return self._held_under(self.generation, key)
 
@@ -213,10 +261,8 @@ class PageCache:
         self.hits += 1
         return page
 
-    async def get(self, key: str) -> CachedPage | None:
-        generation = await self.current_generation()
-        if generation is None:
-            return None
+    async def get(self, key: str, generation: int) -> CachedPage | None:
+        """The page cached under `generation` (the current one, which the caller read)."""
         page = self._held_under(generation, key)
         if page is not None:
             return page
@@ -224,8 +270,8 @@ class PageCache:
         now = time.time()
         try:
             raw = await self.store.get("page:" + full)
-        except StoreUnavailable:
-            self.degraded = True
+        except StoreUnavailable as exc:
+            self._lost(exc)
             return None
         if raw is None:
             self.misses += 1
@@ -238,10 +284,10 @@ class PageCache:
         self.hits += 1
         return page
 
-    async def put(self, key: str, page: CachedPage) -> None:
-        generation = await self.current_generation()
-        if generation is None:
-            return
+    async def put(self, key: str, page: CachedPage, generation: int) -> None:
+        """Keep `page` under `generation`: the one current when its content was read, not
+        when it was finished (a change that committed in between would otherwise leave the
+        old content under the new generation until the TTL ran out)."""
         moment = await self.publication_bound()
         if moment is not None:
             page.expires = min(page.expires, moment)
@@ -252,8 +298,8 @@ class PageCache:
         try:
             ttl = max(page.expires - time.time(), 0.001)
             await self.store.set("page:" + full, _encode(page), ttl=ttl)
-        except StoreUnavailable:
-            self.degraded = True
+        except StoreUnavailable as exc:
+            self._lost(exc)
 
     def _remember(self, key: str, page: CachedPage) -> None:
         self.local[key] = page
@@ -299,14 +345,62 @@ async def bump_generation(store: Store) -> int:
     return generation
 
 
-async def announce_public_change(store: Store, session: object) -> None:
-    """After a commit outside a request (a job): what `PageCache.after_commit` does in one,
-    for a process that has no page cache of its own."""
-    if session.info.pop(PUBLIC_CHANGE, False):  # type: ignore[attr-defined]
+class Invalidations:
+    """A process's generation bumps. One the store did not take is owed, never dropped:
+    tried again as soon as the store answers (`Store.answering()`), until it is stored and
+    published. `adopt` receives each generation this process started."""
+
+    def __init__(self, store: Store, adopt: Callable[[int], None] | None = None) -> None:
+        self.store = store
+        self.adopt = adopt
+        self.owed = False
+        self._retry: asyncio.Task[None] | None = None
+
+    async def after_commit(self, session: object) -> None:
+        """After a commit outside a request (a job): what `PageCache.after_commit` does in
+        one, for a process that has no page cache of its own."""
+        if session.info.pop(PUBLIC_CHANGE, False):  # type: ignore[attr-defined]
+            await self.bump()
+
+    async def bump(self) -> bool:
+        """Start a new generation now; False when the store did not take it (then owed)."""
         try:
-            await bump_generation(store)
+            generation = await bump_generation(self.store)
         except StoreUnavailable as exc:
-            log.warning("cache invalidation not stored", extra={"error": repr(exc)})
+            self.owe(exc)
+            return False
+        self.owed = False
+        if self.adopt is not None:
+            self.adopt(generation)
+        return True
+
+    def owe(self, exc: BaseException) -> None:
+        """Start a new generation as soon as the store answers."""
+        if not self.owed:
+            log.warning(
+                "new cache generation owed; started when the store answers",
+                extra={"error": repr(exc)},
+            )
+        self.owed = True
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.get_running_loop().create_task(self._bump_when_answering())
+
+    async def _bump_when_answering(self) -> None:
+        while self.owed:
+            await self.store.answering()
+            try:
+                if await self.bump():
+                    return
+            except Exception as exc:  # not an outage (a full or read-only Valkey): retry
+                log.warning("new cache generation not stored", extra={"error": repr(exc)})
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def stop(self) -> None:
+        retry, self._retry = self._retry, None
+        if retry is not None:
+            retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retry
 
 
 def mark_public_change(session: object) -> None:
@@ -342,7 +436,8 @@ class PublicPageCacheMiddleware:
             await self.app(scope, receive, _counting_views(send, cache))
             return
         key = _page_key(scope)
-        page = await cache.get(key)
+        generation = await cache.current_generation()  # None: rendered, not kept
+        page = await cache.get(key, generation) if generation is not None else None
         if page is not None:
             await _send_hit(scope, send, cache, page)
             return
@@ -377,8 +472,8 @@ class PublicPageCacheMiddleware:
         etag = b'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
         route = scope.get("path_template")
         page = CachedPage(200, kept, body, etag, time.time() + cache.ttl, view, route)
-        if scope["method"] == "GET":
-            await cache.put(key, page)
+        if scope["method"] == "GET" and generation is not None:
+            await cache.put(key, page, generation)
         await _send_page(scope, send, page, b"miss")
 
 

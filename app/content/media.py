@@ -65,6 +65,9 @@ JPEG = FileType("image/jpeg", "jpg", "JPEG")
 GIF = FileType("image/gif", "gif", "GIF")
 WEBP = FileType("image/webp", "webp", "WEBP")
 PDF = FileType("application/pdf", "pdf", None)
+IMAGE_TYPES = frozenset(t.content_type for t in (PNG, JPEG, GIF, WEBP))
+"""The images the upload check opens and verifies with Pillow: the only files a browser is
+asked to show on the site (anything else, like a PDF that may carry JavaScript, is saved)."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,8 @@ def media_url(media: Media) -> str:
 
 
 def is_image(media: Media) -> bool:
-    return media.content_type.startswith("image/")
+    """A verified image (see IMAGE_TYPES): shown inline, embedded as `![...]`."""
+    return media.content_type in IMAGE_TYPES
 
 
 def markdown_reference(media: Media) -> str:

@@ -26,7 +26,7 @@ from app.content.media import (
 )
 from app.content.models import Media
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.system.settings import read_setting
 
 
@@ -76,8 +76,8 @@ class MediaController(Controller):
         db_session: DbSession,
         q: FromQuery[str | None] = None,
         kind: FromQuery[str | None] = None,
-        page: FromQuery[int | None] = None,
-        per_page: FromQuery[int | None] = None,
+        page: FromQuery[PageNumber] = 1,
+        per_page: FromQuery[PerPage] = 20,
     ) -> dict[str, Any]:
         """Media, newest first; `q` searches names and alt texts, `kind` is image or pdf."""
         found = await list_media(db_session, q, kind, PageRequest.of(page, per_page))

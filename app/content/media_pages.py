@@ -33,7 +33,7 @@ from app.content.media import (
     stored_path,
 )
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import MultipartForm, redirect, render
 from app.system.settings import read_setting
 
@@ -50,11 +50,16 @@ def media_dir(state: State) -> Path:
     return state.settings.app.media_dir
 
 
-def content_disposition(name: str) -> str:
-    """`inline` with the display name: plain ASCII in `filename`, the exact name in
-    `filename*` (RFC 6266) when they differ."""
+SANDBOX = "sandbox; default-src 'none'; frame-ancestors 'none'"
+"""A stored file opened on its own is a document without script, plugins, forms or
+requests, on an opaque origin: nothing in it can act on the site."""
+
+
+def content_disposition(name: str, inline: bool) -> str:
+    """`inline` (shown) or `attachment` (saved) with the display name: plain ASCII in
+    `filename`, the exact name in `filename*` (RFC 6266) when they differ."""
     fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
-    value = f'inline; filename="{fallback}"'
+    value = f'{"inline" if inline else "attachment"}; filename="{fallback}"'
     if fallback != name:
         value += f"; filename*=UTF-8''{quote(name, safe='')}"
     return value
@@ -66,22 +71,32 @@ class MediaFilesController(Controller):
     guards = [guards.public]
 
     @get("/{name:str}", name="media:file")
-    async def serve(self, state: State, db_session: DbSession, name: FromPath[str]) -> File:
+    async def serve(
+        self, request: Request, state: State, db_session: DbSession, name: FromPath[str]
+    ) -> Response[Any]:
         """A stored file with its checked type. Names are random and never reused, so
-        caches may keep it for a year; anything but a stored name is a 404."""
+        caches may keep it for a year; anything but a stored name is a 404. Only verified
+        images are shown inline; everything is served in a CSP sandbox."""
         media = await find_stored(db_session, name)
         if media is None:
             raise NotFoundException("No such media file.")
         path = stored_path(media_dir(state), media)
         if not await anyio.Path(path).is_file():
             raise NotFoundException("No such media file.")
+        if request.headers.get("hx-request"):
+            # A link in a boosted page: htmx would swap the file's bytes into the page.
+            # The browser loads it itself instead (shows an image, saves anything else).
+            redirect_to = {"HX-Redirect": media_url(media), "Cache-Control": "no-store"}
+            return Response(b"", headers={**redirect_to, "Vary": "HX-Request"})
         return File(
             path,
             media_type=media.content_type,
             headers={
-                "Content-Disposition": content_disposition(media.original_name),
+                "Content-Disposition": content_disposition(media.original_name, is_image(media)),
+                "Content-Security-Policy": SANDBOX,
                 "Cache-Control": f"public, max-age={ONE_YEAR}, immutable",
                 "X-Content-Type-Options": "nosniff",
+                "Vary": "HX-Request",
             },
         )
 
@@ -138,7 +153,7 @@ class MediaAdminController(Controller):
         db_session: DbSession,
         q: FromQuery[str] = "",
         kind: FromQuery[str] = "",
-        page: FromQuery[int] = 1,
+        page: FromQuery[PageNumber] = 1,
         notice: FromQuery[str | None] = None,
     ) -> Response[str]:
         """The library, newest first; htmx searches and pages get only the results block."""

@@ -30,7 +30,7 @@ from app.content.services import (
 )
 from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import absolute_url, render, static_url
 from app.system.settings import read_settings_from
 
@@ -110,7 +110,7 @@ class PublicPagesController(Controller):
 
     @get("/blog", name="public:blog", opt=PUBLIC_CACHE)
     async def blog(
-        self, request: Request, db_session: DbSession, page: FromQuery[int] = 1
+        self, request: Request, db_session: DbSession, page: FromQuery[PageNumber] = 1
     ) -> Response[str]:
         """Every public post, newest first, ten to a page."""
         posts = await list_public_posts(db_session, PageRequest.of(page, BLOG_PER_PAGE))
@@ -128,7 +128,11 @@ class PublicPagesController(Controller):
 
     @get("/tags/{slug:str}", name="public:tag", opt=PUBLIC_CACHE)
     async def tag(
-        self, request: Request, db_session: DbSession, slug: FromPath[str], page: FromQuery[int] = 1
+        self,
+        request: Request,
+        db_session: DbSession,
+        slug: FromPath[str],
+        page: FromQuery[PageNumber] = 1,
     ) -> Response[str]:
         """The public posts that carry one tag."""
         found = await get_tag(db_session, slug)
@@ -144,7 +148,7 @@ class PublicPagesController(Controller):
         request: Request,
         db_session: DbSession,
         q: FromQuery[str] = "",
-        page: FromQuery[int] = 1,
+        page: FromQuery[PageNumber] = 1,
     ) -> Response[str]:
         """Full-text search over public pages and posts."""
         q = q.strip()[:200]

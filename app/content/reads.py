@@ -18,8 +18,15 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, Select, bindparam, exists, func, or_, select
 
 from app.accounts.models import User
-from app.content.models import Entry, Kind, Tag, entry_tags
-from app.content.services import EntryFilters, check_filters, is_public, now, slugify
+from app.content.models import Entry, Kind, Status, Tag, entry_tags
+from app.content.services import (
+    EntryFilters,
+    check_filters,
+    is_public,
+    now,
+    tag_slug,
+    title_pattern,
+)
 from app.core.pagination import Page, PageRequest
 from app.core.reads import ReadQuery, Reads, Row
 
@@ -123,6 +130,11 @@ NAV_PAGES = ReadQuery(
     .where(Entry.kind == Kind.page.value, Entry.nav_order.is_not(None), is_public(_NOW))
     .order_by(Entry.nav_order, Entry.title)
 )
+NEXT_PUBLICATION = ReadQuery(
+    select(func.min(Entry.published_at).label("moment")).where(
+        Entry.status == Status.scheduled.value, Entry.published_at > _NOW
+    )
+)
 
 
 async def entry_for_reader(
@@ -148,6 +160,14 @@ async def entry_row_by_id(reads: Reads, entry_id: UUID, *, may_preview: bool) ->
 async def nav_pages(reads: Reads) -> list[Row]:
     """Public pages that belong in the site menu (`title`, `slug`), in menu order."""
     return await reads.all(NAV_PAGES, now=now())
+
+
+async def next_scheduled_publication(reads: Reads) -> float | None:
+    """When the next scheduled entry becomes public (epoch seconds), if any. Pages ask it
+    while they hold the request's session, so it reads beside that pool, never from it."""
+    row = await reads.one(NEXT_PUBLICATION, now=now())
+    moment = row["moment"] if row is not None else None
+    return moment.timestamp() if moment is not None else None
 
 
 @cache
@@ -213,9 +233,9 @@ async def list_entries(
     if filters.author_id is not None:
         params["author_id"] = filters.author_id
     if filters.tag:
-        params["tag"] = slugify(filters.tag)
+        params["tag"] = tag_slug(filters.tag)
     if filters.q:
-        params["q"] = f"%{filters.q.strip()}%"
+        params["q"] = title_pattern(filters.q)
     rows = await reads.all(rows_query, **params)
     if rows:
         total = int(rows[0]["total"])

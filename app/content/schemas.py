@@ -10,6 +10,7 @@ import msgspec
 
 from app.content.models import Entry, Kind, Revision
 from app.content.reads import tag_names
+from app.core.numbers import Int32
 from app.core.reads import Row
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class EntryCreate(msgspec.Struct):
     excerpt: str = ""
     meta_description: str = ""
     tags: list[str] = msgspec.field(default_factory=list)
-    nav_order: int | None = None
+    nav_order: Int32 | None = None
     """Pages only: its place in the site menu."""
 
 
@@ -124,7 +125,7 @@ class EntryUpdate(msgspec.Struct):
     excerpt: str | None = None
     meta_description: str | None = None
     tags: list[str] | None = None
-    nav_order: int | msgspec.UnsetType | None = msgspec.UNSET
+    nav_order: Int32 | msgspec.UnsetType | None = msgspec.UNSET
     """Pages only; `null` takes the page out of the site menu."""
 
 

@@ -25,6 +25,7 @@ from app.content.cache import VIEWS_PREFIX, mark_public_change
 from app.content.markdown import plain_text, render_markdown
 from app.content.models import Entry, Kind, Revision, Status, Tag
 from app.core.errors import DomainError, only_if_valid
+from app.core.numbers import INT32_MAX, INT32_MIN
 from app.core.pagination import Page, PageRequest, paginate
 from app.core.store import Store
 
@@ -64,11 +65,20 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def slugify(text: str) -> str:
-    """`Hello, World!` → `hello-world` (accents folded, at most 120 characters)."""
+def slugify(text: str, max_length: int = 120) -> str:
+    """`Hello, World!` → `hello-world` (accents folded, at most `max_length` characters)."""
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")
-    return slug[:120].rstrip("-") or "untitled"
+    return slug[:max_length].rstrip("-") or "untitled"
+
+
+TAG_SLUG_MAX_LENGTH = 80
+
+
+def tag_slug(name: str) -> str:
+    """A tag's address (`/tags/<slug>`). A 64-character name can fold into more (the
+    ligature `ﬀ` is `ff`): the slug stays within its column."""
+    return slugify(name, TAG_SLUG_MAX_LENGTH)
 
 
 def is_public(moment: datetime | ColumnElement[datetime] | None = None) -> ColumnElement[bool]:
@@ -124,10 +134,14 @@ def check_entry(data: EntryInput) -> tuple[EntryInput, list[ContentError]]:
         problems.append(
             ContentError("The text is too long (200,000 characters at most).", "body_markdown")
         )
+    if data.nav_order is not None and not INT32_MIN <= data.nav_order <= INT32_MAX:
+        problems.append(
+            ContentError(f"Use a number from {INT32_MIN:,} to {INT32_MAX:,}.", "nav_order")
+        )
     tags: list[str] = []
     for raw in data.tags:
         name = raw.strip()
-        if name and name.lower() not in {t.lower() for t in tags}:
+        if name and tag_slug(name) not in {tag_slug(t) for t in tags}:  # the same tag
             if len(name) > 64:
                 problems.append(ContentError("Tags are at most 64 characters.", "tags"))
             elif any(unicodedata.category(char) == "Cc" for char in name):
@@ -179,7 +193,7 @@ def entry_input(
 async def _tags(session: AsyncSession, names: list[str]) -> list[Tag]:
     found = []
     for name in names:
-        slug = slugify(name)
+        slug = tag_slug(name)
         tag = await session.scalar(select(Tag).where(Tag.slug == slug))
         if tag is None:
             tag = Tag(name=name, slug=slug)
@@ -217,8 +231,10 @@ async def _ensure_free_slug(
 async def save_entry(
     session: AsyncSession, actor: Actor, data: EntryInput, entry: Entry | None = None
 ) -> Entry:
-    """Create or update an entry; every save keeps a revision and an audit entry."""
+    """Create or update an entry; every save keeps a revision and an audit entry. Only a
+    public entry's save empties the page cache: drafts are nobody's business but editors'."""
     data = _validated(data)
+    public = entry is not None and visible_to_public(entry)
     await _ensure_free_slug(session, data.kind, data.slug, entry.id if entry else None)
     creating = entry is None
     # Tags first: the queries autoflush, and a new entry must not be flushed before its
@@ -252,7 +268,8 @@ async def save_entry(
             created_at=now(),
         )
     )
-    mark_public_change(session)
+    if public:
+        mark_public_change(session)
     record(
         session,
         actor,
@@ -265,6 +282,26 @@ async def save_entry(
     return entry
 
 
+def _changes_public_pages(session: AsyncSession, entry: Entry) -> None:
+    """Call before a change that takes `entry` away from visitors (unpublish, archive,
+    delete): cached pages show it only if it is public now."""
+    if visible_to_public(entry):
+        mark_public_change(session)
+
+
+async def _comes_first(session: AsyncSession, entry: Entry, moment: datetime) -> bool:
+    """Whether scheduling `entry` for `moment` makes it the next publication: cached pages
+    expire at the next one (PageCache.publication_bound), which then moves earlier."""
+    following = await session.scalar(
+        select(func.min(Entry.published_at)).where(
+            Entry.status == Status.scheduled.value,
+            Entry.published_at > now(),
+            Entry.id != entry.id,
+        )
+    )
+    return following is None or moment < following
+
+
 async def publish_entry(
     session: AsyncSession, actor: Actor, entry: Entry, at: datetime | None = None
 ) -> Entry:
@@ -273,8 +310,9 @@ async def publish_entry(
     if moment.tzinfo is None:
         raise ContentError("Give the publish time with its time zone.", "published_at")
     scheduled = moment > now()
+    if visible_to_public(entry) or not scheduled or await _comes_first(session, entry, moment):
+        mark_public_change(session)
     entry.status = Status.scheduled.value if scheduled else Status.published.value
-    mark_public_change(session)
     entry.published_at = moment
     record(
         session,
@@ -289,21 +327,21 @@ async def publish_entry(
 
 async def unpublish_entry(session: AsyncSession, actor: Actor, entry: Entry) -> Entry:
     """Back to draft: invisible to visitors at once."""
+    _changes_public_pages(session, entry)
     entry.status = Status.draft.value
-    mark_public_change(session)
     record(session, actor, "content.unpublished", entry.kind, entry.id)
     return entry
 
 
 async def archive_entry(session: AsyncSession, actor: Actor, entry: Entry) -> Entry:
+    _changes_public_pages(session, entry)
     entry.status = Status.archived.value
-    mark_public_change(session)
     record(session, actor, "content.archived", entry.kind, entry.id)
     return entry
 
 
 async def delete_entry(session: AsyncSession, actor: Actor, entry: Entry) -> None:
-    mark_public_change(session)
+    _changes_public_pages(session, entry)
     record(
         session, actor, "content.deleted", entry.kind, entry.id, title=entry.title, slug=entry.slug
     )
@@ -363,6 +401,17 @@ async def list_public_entries(session: AsyncSession) -> list[Entry]:
     return list((await session.scalars(query)).all())
 
 
+async def entry_authors(session: AsyncSession) -> dict[UUID, str]:
+    """Everyone who wrote an entry (display name or username by user id), by name: the
+    admin list's author filter and the names in it."""
+    wrote = select(Entry.author_id).where(Entry.author_id.is_not(None)).distinct()
+    rows = await session.execute(
+        select(User.id, User.display_name, User.username).where(User.id.in_(wrote))
+    )
+    names = {user_id: display or username for user_id, display, username in rows}
+    return dict(sorted(names.items(), key=lambda item: item[1].casefold()))
+
+
 async def author_names(session: AsyncSession, entries: list[Entry]) -> dict[UUID | None, str]:
     """Each author's display name (or username), by user id, in one query."""
     ids = {entry.author_id for entry in entries if entry.author_id is not None}
@@ -383,6 +432,16 @@ class EntryFilters:
     q: str | None = None
     public_only: bool = False
     """Only what a visitor may see (the API's answer to anonymous callers and viewers)."""
+
+
+SEARCH_MAX = 200
+"""Characters of a title/slug filter that count; the rest is cut, as the other searches do
+(SQLite refuses a LIKE pattern over 50,000 bytes: a long `q` answered 500)."""
+
+
+def title_pattern(q: str) -> str:
+    """The LIKE pattern of the `q` filter (title or slug), for the ORM and the read path."""
+    return f"%{q.strip()[:SEARCH_MAX]}%"
 
 
 def check_filters(filters: EntryFilters) -> None:
@@ -407,9 +466,9 @@ async def list_entries(
     if filters.author_id:
         query = query.where(Entry.author_id == filters.author_id)
     if filters.tag:
-        query = query.where(Entry.tags.any(Tag.slug == slugify(filters.tag)))
+        query = query.where(Entry.tags.any(Tag.slug == tag_slug(filters.tag)))
     if filters.q:
-        pattern = f"%{filters.q.strip()}%"
+        pattern = title_pattern(filters.q)
         query = query.where(or_(Entry.title.ilike(pattern), Entry.slug.ilike(pattern)))
     return await paginate(session, query.order_by(Entry.updated_at.desc(), Entry.id), page)
 
@@ -470,14 +529,3 @@ async def flush_view_counts(sessionmaker: Any, store: Store) -> int:
             )
         moved += views
     return moved
-
-
-async def next_scheduled_publication(sessionmaker: Any) -> float | None:
-    """When the next scheduled entry becomes public (epoch seconds), if any."""
-    async with sessionmaker() as session:
-        moment = await session.scalar(
-            select(func.min(Entry.published_at)).where(
-                Entry.status == Status.scheduled.value, Entry.published_at > now()
-            )
-        )
-    return moment.timestamp() if moment is not None else None

@@ -119,8 +119,32 @@ _UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300", "53400")
 _SQLITE_UNAVAILABLE = ("database is locked", "unable to open database", "disk i/o error")
 
 
+_DRIVERS = ("asyncpg", "aiosqlite", "sqlite3")
+
+
+def raised_in(exc: BaseException, modules: tuple[str, ...]) -> bool:
+    """Whether code of `modules` (or their submodules) is on `exc`'s traceback: where an
+    OSError comes from, since its type does not say (a refused connection and a full
+    disk are both OSErrors)."""
+    trace = exc.__traceback__
+    while trace is not None:
+        name = trace.tb_frame.f_globals.get("__name__", "")
+        if name in modules or name.startswith(tuple(module + "." for module in modules)):
+            return True
+        trace = trace.tb_next
+    return False
+
+
+def is_busy(exc: BaseException) -> bool:
+    """No pooled connection came free within `pool_timeout`: the database answers, this
+    process has too much to do (503 with its own message; `is_unavailable` too, for the
+    worker, which waits either way)."""
+    return isinstance(exc, PoolTimeoutError)
+
+
 def is_unavailable(exc: BaseException) -> bool:
-    """Errors that mean "the database cannot be reached right now": answer 503, not 500."""
+    """Errors that mean "the database cannot be reached right now": answer 503, not 500.
+    Only the driver's and the pool's: an OSError counts when the driver raised it."""
     if isinstance(exc, PoolTimeoutError | InterfaceError):
         return True
     if isinstance(exc, DBAPIError):
@@ -136,7 +160,9 @@ def is_unavailable(exc: BaseException) -> bool:
         return False
     if isinstance(exc, asyncpg.PostgresError):  # raised directly by app/core/reads.py
         return str(getattr(exc, "sqlstate", "")).startswith(_UNAVAILABLE_SQLSTATES)
-    return isinstance(exc, ConnectionError | TimeoutError | OSError | asyncpg.InterfaceError)
+    if isinstance(exc, asyncpg.InterfaceError):
+        return True
+    return isinstance(exc, OSError) and raised_in(exc, _DRIVERS)  # refused, reset, timed out
 
 
 def describe_url(url: str) -> str:

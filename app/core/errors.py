@@ -2,7 +2,8 @@
 
 The API (and other machine paths) answer RFC 9457 problem details; pages answer a friendly
 HTML page. Both carry an `error_id` that also lands in the request's log line. Stack traces
-stay in the log.
+stay in the log, and only for bugs: an expected dependency outage (503: database or store
+not answering, pool busy) is one warning line (`log_failure`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from app.core import db as database
+from app.core.redirects import page_to_return_to
 from app.core.store import StoreUnavailable
 from app.core.templating import redirect, render_template
 
@@ -89,10 +91,13 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, 
         isinstance(exc, HTTPException) and exc.status_code < 500
     ):
         return exc.status_code, exc.detail, dict(exc.headers or {}), None
+    if database.is_busy(exc):
+        detail = "The service is busy right now. Please try again shortly."
+        return 503, detail, {"Retry-After": str(RETRY_AFTER_SECONDS)}, None
     if database.is_unavailable(exc):
         detail = "The database is not answering right now. Please try again shortly."
         return 503, detail, {"Retry-After": str(RETRY_AFTER_SECONDS)}, None
-    if isinstance(exc, StoreUnavailable):
+    if isinstance(exc, StoreUnavailable) and _from_the_store(exc):
         detail = "The session store is not answering right now. Please try again shortly."
         return 503, detail, {"Retry-After": str(RETRY_AFTER_SECONDS)}, None
     return (
@@ -103,16 +108,29 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, 
     )
 
 
+_STORE_CODE = ("valkey", "app.core.store")
+
+
+def _from_the_store(exc: Exception) -> bool:
+    """StoreUnavailable also names the builtin OSError family, right for `except` around a
+    store call; here a full disk would pass for Valkey being away, so those count only
+    when the store's code raised them."""
+    return not isinstance(exc, OSError) or database.raised_in(exc, _STORE_CODE)
+
+
 def handle_exception(request: Request, exc: Exception) -> Response[Any]:
     """Turn any exception into a problem body (API) or an error page (pages)."""
     status, detail, headers, errors = _classify(exc)
     error_id = uuid.uuid4().hex[:16]
     request.scope.setdefault("state", {})["error_id"] = error_id
     if status >= 500:
-        log.error(
-            "unhandled error" if status == 500 else "dependency unavailable",
-            exc_info=exc,
-            extra={"error_id": error_id, "status": status, "path": request.url.path},
+        log_failure(
+            log,
+            "dependency unavailable" if status == 503 else "unhandled error",
+            exc,
+            error_id=error_id,
+            status=status,
+            path=request.url.path,
         )
     title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
     headers.pop("Content-Type", None)
@@ -135,10 +153,35 @@ def handle_exception(request: Request, exc: Exception) -> Response[Any]:
     return _error_page(request, status, title, detail, error_id, headers)
 
 
+def is_outage(exc: BaseException) -> bool:
+    """A dependency could not serve (database or store not answering, pool busy): expected
+    in an outage, answered 503, not a bug."""
+    return isinstance(exc, Exception) and _classify(exc)[0] == 503
+
+
+def log_failure(
+    logger: logging.Logger,
+    message: str,
+    exc: BaseException,
+    level: int = logging.ERROR,
+    **fields: object,
+) -> None:
+    """Log a failure: an outage as one warning line with the exception's type and the first
+    line of its message (an outage repeats on every request; its traceback says nothing
+    new), anything else at `level` with its traceback."""
+    if not is_outage(exc):
+        logger.log(level, message, exc_info=exc, extra=fields)
+        return
+    lines = str(exc).strip().splitlines() or [""]
+    error_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    logger.warning(message, extra={**fields, "error_type": error_type, "error": lines[0][:200]})
+
+
 def _sign_in_redirect(request: Request) -> Response[Any]:
-    """Pages answer "who are you?" with the sign-in page, coming back here afterwards."""
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    location = f"/login?{urlencode({'next': target})}"
+    """Pages answer "who are you?" with the sign-in page, coming back afterwards to the page
+    the person was on (never to a fragment or a form's address)."""
+    target = page_to_return_to(request)
+    location = f"/login?{urlencode({'next': target})}" if target else "/login"
     if request.headers.get("hx-request"):
         return Response(b"", status_code=200, headers={"HX-Redirect": location})
     return redirect(location)

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 from urllib.parse import urlencode
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.numbers import INT64_MAX, INT64_MIN, parameter_bounds
+
 T = TypeVar("T")
 U = TypeVar("U")
 MAX_PER_PAGE = 100
+
+_PAGE = "From 1 (a smaller number means 1); a page past the last one is empty."
+_PER_PAGE = f"1 to {MAX_PER_PAGE}; a number outside means the nearer one."
+PageNumber = Annotated[int, parameter_bounds(INT64_MIN, INT64_MAX, _PAGE)]
+PerPage = Annotated[int, parameter_bounds(INT64_MIN, INT64_MAX, _PER_PAGE)]
+"""`?page=` and `?per_page=`: any number a BIGINT holds (more is a 400), clamped by
+`PageRequest.of`, whose offset never leaves a BIGINT either."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +36,9 @@ class PageRequest:
 
     @property
     def offset(self) -> int:
-        return (self.page - 1) * self.per_page
+        """Rows before this page. Past what a BIGINT holds it stays there: no table has that
+        many rows, so the page is empty, as any page past the last one is."""
+        return min((self.page - 1) * self.per_page, INT64_MAX)
 
 
 @dataclass(frozen=True)

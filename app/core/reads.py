@@ -3,8 +3,12 @@
 A `ReadQuery` is one Core statement with named `bindparam()`s, defined once at import.
 On PostgreSQL it is compiled once for asyncpg and runs on a few asyncpg connections of its own:
 no ORM, no session, no BEGIN/COMMIT (one round trip), no compilation per call. On SQLite
-the same statement runs through SQLAlchemy Core on the engine. Both return plain dicts
-keyed by column label; asyncpg already returns native UUIDs, aware datetimes and numbers.
+the same statement runs through SQLAlchemy Core on an engine of its own. On both, reads
+never take a connection from the pool the requests' sessions use: a request holds its
+session's connection while it reads here, and waiting on its own pool for a second one
+deadlocks the pool once as many such requests are in flight as it has connections. Both
+return plain dicts keyed by column label; asyncpg already returns native UUIDs, aware
+datetimes and numbers.
 Writes never come here: they go through the ORM session and its transaction.
 """
 
@@ -14,6 +18,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -21,6 +26,7 @@ from sqlalchemy import Executable
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.db import create_engine
 from app.settings import DatabaseSettings
 
 Row = dict[str, Any]
@@ -68,10 +74,12 @@ class Reads:
         self._idle: list[tuple[asyncpg.Connection, float]] = []
         """Connections not in use, with the monotonic time each was returned; newest last."""
         self._closed = False
+        self._own_engine: AsyncEngine | None = None
+        """SQLite: `read_pool_size` connections beside the requests' pool, made at first use."""
 
     async def all(self, query: ReadQuery, **params: Any) -> list[Row]:
         if not self.on_asyncpg:
-            async with self.engine.connect() as connection:
+            async with self._engine().connect() as connection:
                 result = await connection.execute(query.statement, params)
                 return [dict(row) for row in result.mappings()]
         sql, order, values = query.compiled_for(self.engine)
@@ -135,8 +143,16 @@ class Reads:
         await _json_codecs(connection)
         return connection
 
+    def _engine(self) -> AsyncEngine:
+        if self._own_engine is None:
+            own = replace(self.settings, pool_size=self.settings.read_pool_size, max_overflow=0)
+            self._own_engine = create_engine(own)
+        return self._own_engine
+
     async def close(self) -> None:
         self._closed = True
+        if self._own_engine is not None:
+            await self._own_engine.dispose()
         idle, self._idle = self._idle, []
         for connection, _ in idle:
             try:

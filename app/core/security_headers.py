@@ -1,6 +1,9 @@
 """Security headers on every response: CSP without inline script, nosniff, no framing, HSTS.
 
-A handler that sets one of these headers itself keeps its own value.
+A handler that sets one of these headers itself keeps its own value. Responses to a
+signed-in caller and every admin or account address also get `Cache-Control: no-store`,
+so a browser keeps none of them (Back after sign-out asks the server), unless the handler
+marked its response `public` (the same bytes for everyone, like a media file).
 """
 
 from __future__ import annotations
@@ -37,6 +40,28 @@ def security_headers(production: bool) -> list[tuple[bytes, bytes]]:
     return [(key.encode(), value.encode()) for key, value in headers.items()]
 
 
+PRIVATE_PREFIXES = ("/admin", "/account")
+"""Addresses whose pages are always someone's own (signed out, they redirect)."""
+NO_STORE = (b"cache-control", b"no-store")
+
+
+def is_private(scope: Scope) -> bool:
+    """A response meant for one person: to a signed-in caller (IdentityMiddleware set
+    `scope["user"]`), or on an admin or account address."""
+    return scope.get("user") is not None or scope["path"].startswith(PRIVATE_PREFIXES)
+
+
+def _never_stored(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`headers` with `Cache-Control: no-store`, unless the handler said no-store itself or
+    marked the response public."""
+    if any(
+        k.lower() == b"cache-control" and (b"public" in v.lower() or b"no-store" in v.lower())
+        for k, v in headers
+    ):
+        return headers
+    return [*((k, v) for k, v in headers if k.lower() != b"cache-control"), NO_STORE]
+
+
 class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp, production: bool) -> None:
         self.app = app
@@ -50,6 +75,8 @@ class SecurityHeadersMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 existing = message.get("headers", [])
+                if is_private(scope):
+                    existing = _never_stored(existing)
                 present = {name.lower() for name, _ in existing}
                 missing = [(k, v) for k, v in self.headers if k not in present]
                 message["headers"] = [*existing, *missing]

@@ -2,6 +2,13 @@
 
 Everything that must be shared between processes (sessions, rate limits, cache
 generations, worker heartbeats) goes through this one small interface.
+
+When Valkey does not answer (a command times out or cannot connect), the store is taken
+for down: every command fails at once with `StoreDown` (one of `StoreUnavailable`) instead
+of waiting for its own socket timeout, while one background ping at a time asks whether
+it answers again; the first answer puts it back in use (`Breaker`). Every caller already
+copes with StoreUnavailable; `answering()` lets background loops wait for the store's
+return instead of retrying on timers of their own.
 """
 
 from __future__ import annotations
@@ -9,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
+import logging
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from valkey.asyncio import Valkey
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
@@ -27,6 +36,94 @@ StoreUnavailable = (
     OSError,
 )
 """Exceptions that mean the store did not answer in time."""
+
+log = logging.getLogger("keel.store")
+
+PROBE_SECONDS = 0.25
+"""While the store is taken for down, the pause between the background probe's pings (each
+waits at most the socket timeout, so a paused server is asked about once a second)."""
+
+
+class StoreDown(ValkeyConnectionError):
+    """Raised at once, without a round trip, while the store is taken for down."""
+
+
+class Breaker:
+    """The store's circuit breaker: open from the first command that did not reach the
+    store until a background ping gets an answer. While open, commands raise StoreDown at
+    once, so a request during an outage pays nothing for the store it cannot use."""
+
+    def __init__(
+        self, ping: Callable[[], Awaitable[object]], probe_every: float = PROBE_SECONDS
+    ) -> None:
+        self._ping = ping
+        self.probe_every = probe_every
+        self._closed = asyncio.Event()
+        self._closed.set()
+        self._probe: asyncio.Task[None] | None = None
+        self._opened_at = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closed.is_set()
+
+    def check(self) -> None:
+        if not self._closed.is_set():
+            raise StoreDown("the store is not answering; skipped until a probe gets an answer")
+
+    def trip(self, exc: BaseException) -> None:
+        """A command did not reach the store: open, and start probing (once)."""
+        if not self._closed.is_set():
+            return
+        self._closed.clear()
+        self._opened_at = time.monotonic()
+        log.warning(
+            "store not answering; skipped until it answers a ping",
+            extra={"error": f"{type(exc).__name__}: {exc}"},
+        )
+        self._probe = asyncio.get_running_loop().create_task(self._probe_until_answered())
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def _probe_until_answered(self) -> None:
+        while True:
+            await asyncio.sleep(self.probe_every)
+            with contextlib.suppress(Exception):  # not answering yet: ask again
+                await self._ping()
+                break
+        self._closed.set()
+        down = round(time.monotonic() - self._opened_at, 3)
+        log.info("store answering again", extra={"down_seconds": down})
+
+    async def close(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _through_breaker(
+    command: Callable[Concatenate[ValkeyStore, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[ValkeyStore, P], Coroutine[Any, Any, R]]:
+    """Skip the command while the breaker is open; open it when the command fails to
+    reach the store."""
+
+    @functools.wraps(command)
+    async def guarded(self: ValkeyStore, *args: P.args, **kwargs: P.kwargs) -> R:
+        self.breaker.check()
+        try:
+            return await command(self, *args, **kwargs)
+        except StoreUnavailable as exc:
+            self.breaker.trip(exc)
+            raise
+
+    return guarded
 
 
 class Store(Protocol):
@@ -44,6 +141,10 @@ class Store(Protocol):
     def listen(self, channel: str) -> AsyncIterator[bytes]: ...
     async def incr_fields(self, key: str, amounts: Mapping[str, int | float]) -> None: ...
     async def read_fields(self, key: str) -> dict[str, float]: ...
+    async def answering(self) -> None:
+        """Return once the store is believed to answer: at once, unless a command just
+        failed to reach it; then as soon as the store's probe gets an answer."""
+        ...
 
 
 class MemoryStore:
@@ -127,6 +228,9 @@ class MemoryStore:
     async def read_fields(self, key: str) -> dict[str, float]:
         return dict(self._fields.get(key, {}))
 
+    async def answering(self) -> None:
+        return None
+
 
 _INCR_WITH_TTL = """
 local count = redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -136,7 +240,8 @@ return count
 
 
 class ValkeyStore:
-    """Valkey (or Redis) with connect and socket timeouts: a hung server never stalls a request."""
+    """Valkey (or Redis) with connect and socket timeouts, behind a circuit breaker: a hung
+    server costs one socket timeout, then nothing until it answers again."""
 
     kind = "valkey"
 
@@ -150,21 +255,26 @@ class ValkeyStore:
             retry_on_timeout=False,
         )
         self._incr_with_ttl = self.client.register_script(_INCR_WITH_TTL)
+        self.breaker = Breaker(self.client.ping)
 
     def _key(self, key: str) -> str:
         return self.prefix + key
 
+    @_through_breaker
     async def get(self, key: str) -> bytes | None:
         return await self.client.get(self._key(key))
 
+    @_through_breaker
     async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
         await self.client.set(self._key(key), value, px=int(ttl * 1000) if ttl else None)
 
+    @_through_breaker
     async def delete(self, *keys: str) -> int:
         if not keys:
             return 0
         return int(await self.client.delete(*(self._key(key) for key in keys)))
 
+    @_through_breaker
     async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         """Add `amount`; with `ttl`, the key expires `ttl` seconds after it was made (a later
         call never extends it). One script, one command: as a MULTI/EXEC pipeline it cost
@@ -173,25 +283,36 @@ class ValkeyStore:
             return int(await self.client.incrby(self._key(key), amount))
         return int(await self._incr_with_ttl(keys=[self._key(key)], args=[amount, int(ttl * 1000)]))
 
+    @_through_breaker
     async def keys(self, pattern: str) -> list[str]:
         found = [key async for key in self.client.scan_iter(match=self._key(pattern), count=500)]
         return [key.decode()[len(self.prefix) :] for key in found]
 
     async def ping(self) -> None:
+        """A health check (/health/ready, `keel check`): asks the server itself, never the
+        breaker, and leaves the breaker as it is."""
         await self.client.ping()
 
     async def close(self) -> None:
+        await self.breaker.close()
         await self.client.aclose()
 
+    async def answering(self) -> None:
+        await self.breaker.wait_closed()
+
+    @_through_breaker
     async def take(self, key: str) -> bytes | None:
         """Read and delete in one step (GETDEL), so concurrent takers never both get it."""
         return await self.client.getdel(self._key(key))
 
+    @_through_breaker
     async def publish(self, channel: str, message: str) -> None:
         await self.client.publish(self._key(channel), message)
 
     async def listen(self, channel: str) -> AsyncIterator[bytes]:
-        """Messages on `channel` until cancelled; raises StoreUnavailable when cut off."""
+        """Messages on `channel` until cancelled; raises StoreUnavailable when cut off (at
+        once while the store is taken for down)."""
+        self.breaker.check()
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self._key(channel))
@@ -199,10 +320,14 @@ class ValkeyStore:
                 message = await pubsub.get_message(timeout=1.0)
                 if message is not None and message.get("type") == "message":
                     yield message["data"]
+        except StoreUnavailable as exc:
+            self.breaker.trip(exc)
+            raise
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
+    @_through_breaker
     async def incr_fields(self, key: str, amounts: Mapping[str, int | float]) -> None:
         """Add to several fields of one hash in one round trip, all or none (MULTI/EXEC)."""
         if not amounts:
@@ -216,6 +341,7 @@ class ValkeyStore:
                     pipe.hincrbyfloat(full, field, amount)
             await pipe.execute()
 
+    @_through_breaker
     async def read_fields(self, key: str) -> dict[str, float]:
         raw = await self.client.hgetall(self._key(key))
         return {field.decode(): float(value) for field, value in raw.items()}

@@ -107,11 +107,25 @@ def redirect(location: str, cookie: Cookie | None = None) -> Response[bytes]:
     return response
 
 
+@cache
+def listening_address(host: str, port: int) -> str:
+    """`http://<host>:<port>`: where `keel serve` listens (HOST, PORT). A wildcard bind
+    address (`0.0.0.0`, `::`) means this machine; an IPv6 address is bracketed."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host in ("::", "[::]"):
+        host = "localhost"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 def site_base(request: Request) -> str:
     """The site's address for links that leave a page: PUBLIC_URL, or (in development,
-    where it may be unset) the host the request came to. Production requires PUBLIC_URL, so
-    a forged Host header never reaches an e-mail, a feed or a cached page."""
-    return request.app.state.settings.app.public_url or str(request.base_url).rstrip("/")
+    where it may be unset) the address Keel listens on. Never the request's Host header,
+    which anyone can forge into an e-mail, a feed or a cached page."""
+    app = request.app.state.settings.app
+    return app.public_url or listening_address(app.host, app.port)
 
 
 def absolute_url(request: Request, route_name: str, **path_params: Any) -> str:

@@ -15,7 +15,9 @@ from litestar.response import File
 from app.accounts import guards
 from app.accounts.audit import Actor
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.numbers import RowId
+from app.core.openapi import problem_responses
+from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.core.templating import site_base
 from app.jobs import services
 from app.jobs.models import Job
@@ -70,8 +72,8 @@ class JobsController(Controller):
         db_session: DbSession,
         status: FromQuery[str | None] = None,
         type: FromQuery[str | None] = None,
-        page: FromQuery[int | None] = None,
-        per_page: FromQuery[int | None] = None,
+        page: FromQuery[PageNumber] = 1,
+        per_page: FromQuery[PerPage] = 20,
     ) -> dict[str, Any]:
         """Jobs the caller may see (their own; admins: all), newest first."""
         found = await services.list_jobs(
@@ -132,13 +134,13 @@ class JobsController(Controller):
 
     @get("/{job_id:int}", name="api:jobs:get")
     async def get_job(
-        self, request: Request, db_session: DbSession, job_id: FromPath[int]
+        self, request: Request, db_session: DbSession, job_id: FromPath[RowId]
     ) -> JobOut:
         return JobOut.of(await services.visible_job(db_session, request.scope["user"], job_id))
 
     @post("/{job_id:int}/cancel", name="api:jobs:cancel", status_code=200)
     async def cancel_job(
-        self, request: Request, db_session: DbSession, job_id: FromPath[int]
+        self, request: Request, db_session: DbSession, job_id: FromPath[RowId]
     ) -> JobOut:
         """Cancel: a queued job at once, a running one at its next progress report."""
         user = request.scope["user"]
@@ -147,20 +149,25 @@ class JobsController(Controller):
 
     @post("/{job_id:int}/retry", name="api:jobs:retry", status_code=200)
     async def retry_job(
-        self, request: Request, db_session: DbSession, job_id: FromPath[int]
+        self, request: Request, db_session: DbSession, job_id: FromPath[RowId]
     ) -> JobOut:
         """Queue a failed, dead or cancelled job again."""
         user = request.scope["user"]
         actor = Actor.from_connection(request)
         return JobOut.of(await services.retry_job(db_session, actor, user, job_id))
 
-    @get("/{job_id:int}/result", name="api:jobs:result")
+    @get(
+        "/{job_id:int}/result",
+        name="api:jobs:result",
+        media_type="*/*",  # the type of the file the job attached: CSV, JSON, HTML
+        responses=problem_responses(410),
+    )
     async def download_result(
         self,
         request: Request,
         state: State,
         db_session: DbSession,
-        job_id: FromPath[int],
+        job_id: FromPath[RowId],
         file: FromQuery[str | None] = None,
     ) -> File:
         """The job's result file, or the one named `file` (404 when it has none, 410 once
@@ -172,4 +179,7 @@ class JobsController(Controller):
 def result_download(settings: Settings, job: Job, name: str | None = None) -> File:
     """The job's result file as an attachment (for the API and the admin page alike)."""
     found = services.result_file(settings, job, name)
-    return File(found.path, filename=found.name, media_type=found.content_type, headers=NO_STORE)
+    # Files are stored as `text/csv; charset=utf-8`; Litestar adds the charset to text types
+    # itself, and a second one is a malformed Content-Type.
+    media_type = found.content_type.split(";", 1)[0].strip()
+    return File(found.path, filename=found.name, media_type=media_type, headers=NO_STORE)

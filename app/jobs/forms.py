@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 from msgspec import inspect
 
+from app.core.boundary import UnstorableInput, refuse_unstorable_json
 from app.jobs.registry import JobInputError, JobType
 
 FIELD_PREFIX = "p."
@@ -104,9 +105,13 @@ def payload_from_form(kind: JobType, data: dict[str, str]) -> dict[str, Any]:
     are left out (their defaults apply); a missing required one is an error beside it."""
     fields = payload_fields(kind)
     if fields is None:
+        text = data.get(JSON_FIELD, "").strip() or "{}"
         try:
-            payload = json.loads(data.get(JSON_FIELD, "").strip() or "{}")
-        except ValueError:
+            refuse_unstorable_json(text.encode())
+            payload = json.loads(text)
+        except UnstorableInput as exc:
+            raise JobInputError(exc.message, JSON_FIELD) from None
+        except (ValueError, RecursionError):
             raise JobInputError("The payload is not valid JSON.", JSON_FIELD) from None
         return payload  # type: ignore[no-any-return]
     payload: dict[str, Any] = {}

@@ -17,7 +17,8 @@ from app.accounts.audit import Actor
 from app.content.media import human_size
 from app.core.db import DbSession
 from app.core.errors import DomainError
-from app.core.pagination import PageRequest
+from app.core.numbers import RowId
+from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, MultipartForm, redirect, render, render_list, site_base
 from app.jobs import services
 from app.jobs.api import UPLOAD_BODY_LIMIT, read_upload, result_download
@@ -50,7 +51,7 @@ class JobsAdminController(Controller):
         db_session: DbSession,
         status: FromQuery[str] = "",
         type: FromQuery[str] = "",
-        page: FromQuery[int | None] = None,
+        page: FromQuery[PageNumber] = 1,
     ) -> Response[str]:
         """Newest first; the results (jobs and workers) refresh every two seconds."""
         return await self._list_page(
@@ -193,7 +194,7 @@ class JobsAdminController(Controller):
 
     @get("/{job_id:int}", name="admin:job")
     async def detail(
-        self, request: HTMXRequest, state: State, db_session: DbSession, job_id: FromPath[int]
+        self, request: HTMXRequest, state: State, db_session: DbSession, job_id: FromPath[RowId]
     ) -> Response[str]:
         """One job: payload, attempts, errors, result; refreshes itself until it finishes."""
         job = await services.visible_job(db_session, request.scope["user"], job_id)
@@ -203,7 +204,7 @@ class JobsAdminController(Controller):
 
     @post("/{job_id:int}/cancel", name="admin:job:cancel")
     async def cancel(
-        self, request: Request, db_session: DbSession, job_id: FromPath[int]
+        self, request: Request, db_session: DbSession, job_id: FromPath[RowId]
     ) -> Response[Any]:
         await services.cancel_job(
             db_session, Actor.from_connection(request), request.scope["user"], job_id
@@ -212,7 +213,7 @@ class JobsAdminController(Controller):
 
     @post("/{job_id:int}/retry", name="admin:job:retry")
     async def retry(
-        self, request: Request, db_session: DbSession, job_id: FromPath[int]
+        self, request: Request, db_session: DbSession, job_id: FromPath[RowId]
     ) -> Response[Any]:
         await services.retry_job(
             db_session, Actor.from_connection(request), request.scope["user"], job_id
@@ -225,7 +226,7 @@ class JobsAdminController(Controller):
         request: Request,
         state: State,
         db_session: DbSession,
-        job_id: FromPath[int],
+        job_id: FromPath[RowId],
         file: FromQuery[str | None] = None,
     ) -> File:
         job = await services.visible_job(db_session, request.scope["user"], job_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,13 +18,15 @@ from functools import cache
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from advanced_alchemy.types import JsonB
 from sqlalchemy import ColumnElement, Float, bindparam, case, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.core.db import is_unavailable
 from app.core.errors import DomainError
 from app.core.store import Store, StoreUnavailable
 from app.jobs.metrics import LEASE_EXPIRED, note_outcome
@@ -327,6 +330,33 @@ async def claim_jobs(
 def retry_delay(attempt: int, base: float) -> float:
     """Exponential backoff with jitter: about base, 2*base, 4*base, ... (x0.5 to x1.5)."""
     return min(base * 2 ** max(attempt - 1, 0), MAX_BACKOFF_SECONDS) * (0.5 + random.random())  # noqa: S311 (jitter, not a secret)
+
+
+MAX_ERROR_CHARS = 2000
+_DATABASE_ERRORS = (SQLAlchemyError, asyncpg.PostgresError, sqlite3.Error)
+
+
+def failure_text(exc: Exception, error_id: str) -> str:
+    """What people see of a failed attempt (`last_error`, on the API and the job's page).
+
+    A refusal says what its code wrote for people (`DomainError.message`). The text of a
+    database or file-system error holds SQL, parameters or paths, so it shows only its
+    kind and `error_id`, under which the worker logs the whole exception. Anything else:
+    its type and the first line of its text (never a stack frame)."""
+    if isinstance(exc, DomainError):
+        return exc.message
+    kind = type(exc).__name__
+    if is_unavailable(exc):
+        return f"{kind}: the database was not answering (error id {error_id})."
+    if isinstance(exc, _DATABASE_ERRORS):
+        return f"An unexpected database error ({kind}), id {error_id}: the log has the details."
+    if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+        what = f"{kind}: {exc.strerror}" if exc.strerror else kind
+        return f"An unexpected error ({what}), id {error_id}: the log has the details."
+    first_line = next(iter(str(exc).strip().splitlines()), "")
+    if not first_line:
+        return f"{kind} (error id {error_id})."
+    return f"{kind}: {first_line}"[:MAX_ERROR_CHARS]
 
 
 def failure_outcome(job: ClaimedJob, error: str, base_backoff: float) -> Outcome:

@@ -48,8 +48,11 @@ async def run_report(ctx: JobContext[ReportPayload]) -> dict[str, Any]:
                 select(*columns, func.count()).where(*conditions).group_by(*columns)
             )
             figures.extend((section, "/".join(row[:-1]), row[-1]) for row in rows)
-        await ctx.progress(50, "counts done")
-        per_day: Counter[tuple[str, str]] = Counter()
+    # Progress is written through a session of its own: never while this one holds a
+    # connection of the same pool.
+    await ctx.progress(50, "counts done")
+    per_day: Counter[tuple[str, str]] = Counter()
+    async with ctx.sessionmaker() as session:
         stream = await session.stream(
             select(AuditEntry.created_at, AuditEntry.action)
             .where(AuditEntry.created_at >= start)

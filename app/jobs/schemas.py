@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 
 from app.jobs.models import Job
 from app.jobs.registry import JobType
+from app.jobs.services import MAX_PRIORITY, MIN_PRIORITY
 
 
 class JobCreate(msgspec.Struct):
     type: str
     payload: dict[str, Any] = msgspec.field(default_factory=dict)
     """Validated against the type's payload schema (see GET /api/v1/jobs/types)."""
-    priority: int = 0
+    priority: Annotated[int, msgspec.Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = 0
     """Lower runs first; -100 to 100."""
 
 

@@ -108,6 +108,10 @@ def _may_run(user: CurrentUser, type_name: str, payload: Any) -> JobType:
     return kind
 
 
+MIN_PRIORITY, MAX_PRIORITY = -100, 100
+"""Lower runs first. The API's schema (`JobCreate`) states the same range."""
+
+
 async def submit_job(
     session: AsyncSession,
     actor: Actor,
@@ -125,8 +129,10 @@ async def submit_job(
             "type",
             status=422,
         )
-    if not -100 <= priority <= 100:
-        raise JobInputError("Priority must be between -100 and 100.", "priority")
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise JobInputError(
+            f"Priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}.", "priority"
+        )
     job_id = await queue.enqueue(session, kind.name, payload, priority=priority, **_creator(user))
     record(session, actor, "job.enqueue", "job", job_id, type=kind.name)
     return await visible_job(session, user, job_id)

@@ -25,8 +25,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.content.cache import announce_public_change
+from app.content.cache import Invalidations
 from app.core.db import is_unavailable
+from app.core.errors import log_failure
 from app.core.metrics import Tally
 from app.core.store import Store, StoreUnavailable
 from app.jobs import queue
@@ -122,6 +123,9 @@ class Worker:
         self.processed = 0
         self.figures = Tally()
         """Runs started and finished, for `/metrics`: flushed to the store with each heartbeat."""
+        self.invalidations = Invalidations(store)
+        """New cache generations after jobs' public changes; one the store did not take is
+        started as soon as it answers."""
         self.running: dict[asyncio.Task[Any], ClaimedJob] = {}
         self._held: dict[str, ClaimedJob] = {}
         """Leases this worker holds: running jobs and finished ones not yet written."""
@@ -184,6 +188,7 @@ class Worker:
             await self._write_outcomes()
             await self._release_held()
             await self.figures.flush(self.store)
+            await self.invalidations.stop()
             await self._claim_line.close()
             await self._outcome_line.close()
             with contextlib.suppress(*StoreUnavailable):
@@ -274,7 +279,7 @@ class Worker:
             mail=self.settings.mail,
             after_commit=(
                 partial(queue.wake_workers, self.store),
-                partial(announce_public_change, self.store),
+                self.invalidations.after_commit,
             ),
         )
         deadline = asyncio.timeout(kind.timeout)
@@ -283,19 +288,23 @@ class Worker:
                 returned = await kind.run(context)
         except JobCancelled:
             return None
-        except TimeoutError as exc:
-            if not deadline.expired():  # the handler's own timeout, an ordinary failure
-                return queue.failure_outcome(job, f"TimeoutError: {exc}"[:2000], base)
-            return queue.failure_outcome(job, f"timed out after {kind.timeout:g} s", base)
         except JobFailed as exc:
             return Outcome(job.id, job.lease_token, JobStatus.failed, error=str(exc) or "failed")
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():  # not the handler's own
+                return queue.failure_outcome(job, f"timed out after {kind.timeout:g} s", base)
+            error_id = uuid.uuid4().hex[:16]
             log.warning(
                 "job attempt failed",
                 exc_info=exc,
-                extra={"job_id": job.id, "type": job.type, "attempt": job.attempts},
+                extra={
+                    "job_id": job.id,
+                    "type": job.type,
+                    "attempt": job.attempts,
+                    "error_id": error_id,
+                },
             )
-            return queue.failure_outcome(job, f"{type(exc).__name__}: {exc}"[:2000], base)
+            return queue.failure_outcome(job, queue.failure_text(exc, error_id), base)
         result = returned
         if context.files:
             result = returned if isinstance(returned, dict) else {"value": returned}
@@ -453,6 +462,7 @@ class Worker:
             except Exception as exc:  # the store went away: polling covers until it is back
                 log.warning("wake-up channel lost", extra={"error": repr(exc)})
             await asyncio.sleep(self.config.poll_interval)
+            await self.store.answering()
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -493,8 +503,8 @@ class Worker:
                 self._last_run[task.name] = now
                 try:
                     await task.run()
-                except Exception:  # a failed round is retried at the next interval
-                    log.exception("periodic task failed", extra={"task": task.name})
+                except Exception as exc:  # a failed round is retried at the next interval
+                    log_failure(log, "periodic task failed", exc, task=task.name)
 
     async def _schedule_loop(self) -> None:
         seen: dict[str, datetime] = {}

@@ -2,7 +2,10 @@
 outbox) and, when the payload names a user, an in-app notification for them.
 
 Each run is keyed by its job id: the message and the notification have a unique `job_id`,
-so a job that runs again (its worker died, a retry) does not send or add anything twice.
+so a job that runs again (its worker died, a retry) does not send or add anything twice,
+once a run has recorded the message as sent. A run stopped between the SMTP server taking
+the message and that record (a worker's grace period ran out, a crash) leaves it to the
+next run, which sends it again: at least once, with the same Message-ID.
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import User
+from app.jobs.models import Job
 from app.jobs.queue import is_postgres
 from app.jobs.registry import JobContext, JobFailed, job_handler
-from app.notifications.mail import build_message, send_mail
+from app.notifications.mail import MailNotSent, build_message, message_id, send_mail
 from app.notifications.models import OUTBOX, SENDING, SENT, MailMessage, Notification
 
 
@@ -75,7 +79,9 @@ async def run_notify(ctx: JobContext[NotifyPayload]) -> dict[str, Any]:
                 .on_conflict_do_nothing(index_elements=["job_id"])
             )
         address = note.to or (user.email if user else "")
-    status = await _deliver(ctx, note, address, user.id if user else None, now)
+        enqueued_at = await session.scalar(select(Job.created_at).where(Job.id == ctx.job_id))
+    key = message_id(ctx.mail, ctx.job_id, enqueued_at)
+    status = await _deliver(ctx, note, address, user.id if user else None, now, key)
     return {"mail": status, "to": address, "notification": user is not None}
 
 
@@ -85,9 +91,9 @@ async def _deliver(
     address: str,
     user_id: UUID | None,
     now: datetime,
+    key: str,
 ) -> str:
-    """Store the message keyed by job id; send it unless an earlier run already did. The
-    row stays locked while the SMTP server takes it, so two runs never both send."""
+    """Store the message keyed by job id; send it unless an earlier run already did."""
     smtp = bool(ctx.mail.smtp_url)
     async with ctx.sessionmaker() as session, session.begin():
         await session.execute(
@@ -109,11 +115,35 @@ async def _deliver(
         )
         if not smtp or status in (SENT, OUTBOX):
             return "already sent" if status == SENT else OUTBOX
-        message = build_message(ctx.mail, address, note.subject, note.body, str(ctx.job_id))
+        message = build_message(ctx.mail, address, note.subject, note.body, key)
+        if is_postgres(session):
+            # The row stays locked while the SMTP server takes the message, so two runs of
+            # the job (one that lost its lease, say) never both send.
+            await send_mail(ctx.mail, message)
+            await _mark_sent(session, ctx.job_id)
+            return SENT
+    # SQLite's write lock is the whole database's: held over the send, it would stop every
+    # other write for as long as the server takes. The row is committed first (and removed
+    # again when the server refuses the message, as a rollback would); the job's lease
+    # keeps other runs away meanwhile.
+    try:
         await send_mail(ctx.mail, message)
-        await session.execute(
-            update(MailMessage)
-            .where(MailMessage.job_id == ctx.job_id)
-            .values(status=SENT, sent_at=datetime.now(UTC))
-        )
+    except MailNotSent:
+        async with ctx.sessionmaker() as session, session.begin():
+            await session.execute(
+                delete(MailMessage).where(
+                    MailMessage.job_id == ctx.job_id, MailMessage.status == SENDING
+                )
+            )
+        raise
+    async with ctx.sessionmaker() as session, session.begin():
+        await _mark_sent(session, ctx.job_id)
     return SENT
+
+
+async def _mark_sent(session: AsyncSession, job_id: int) -> None:
+    await session.execute(
+        update(MailMessage)
+        .where(MailMessage.job_id == job_id)
+        .values(status=SENT, sent_at=datetime.now(UTC))
+    )

@@ -14,7 +14,7 @@ from litestar.params import FromPath, FromQuery
 from app.accounts import guards
 from app.accounts.audit import Actor
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import redirect, render
 from app.notifications.services import (
     NotFound,
@@ -36,7 +36,7 @@ class OutboxAdminController(Controller):
 
     @get("/", name="admin:outbox")
     async def outbox(
-        self, request: Request, db_session: DbSession, page: FromQuery[int | None] = None
+        self, request: Request, db_session: DbSession, page: FromQuery[PageNumber] = 1
     ) -> Response[str]:
         """Every e-mail, newest first, 50 a page."""
         messages = await list_messages(db_session, PageRequest.of(page, PER_PAGE, PER_PAGE))
@@ -73,7 +73,7 @@ class NotificationsController(Controller):
 
     @get("/", name="accounts:notifications")
     async def notifications(
-        self, request: Request, db_session: DbSession, page: FromQuery[int | None] = None
+        self, request: Request, db_session: DbSession, page: FromQuery[PageNumber] = 1
     ) -> Response[str]:
         """Unread first, then newest first."""
         user_id = _my_id(request)

@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core import db as database
@@ -51,7 +52,25 @@ def _ms(started: float) -> float:
 async def check_readiness(engine: AsyncEngine, store: Store, timeout: float) -> Readiness:
     """Probe the database and the store concurrently, each within `timeout` seconds."""
     results = await asyncio.gather(
-        _timed("database", database.ping(engine, timeout), timeout),
+        _timed("database", database_answers(engine, timeout), timeout),
         _timed("store", store.ping(), timeout),
     )
     return Readiness(list(results))
+
+
+async def database_answers(engine: AsyncEngine, timeout: float) -> None:
+    """`SELECT 1` within `timeout`; once more, within what is left, when the connection it
+    ran on turned out dead. Backends ended by a failover or an administrator leave dead
+    connections in the pool until each is tried, and the database answers on the next one
+    (a new connection, or one the pool checks first): one dead connection is no reason for
+    a load balancer to drop the replica."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        await database.ping(engine, timeout)
+    except (TimeoutError, PoolTimeoutError):
+        raise  # no answer in time, or no connection free: trying again would not help
+    except Exception as exc:
+        if not database.is_unavailable(exc):
+            raise
+        await database.ping(engine, max(deadline - loop.time(), 0.001))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import pytest
@@ -314,3 +315,111 @@ async def test_production_session_cookie_is_host_prefixed_and_secure(
     finally:
         await app.state.engine.dispose()
         await app.state.store.close()
+
+
+HOSTILE_NEXT = [
+    "/\t/evil.example/x",
+    "/\n/evil.example/x",
+    "/\r/evil.example/x",
+    "/\r\n/evil.example/x",
+    "/\\evil.example/x",
+    "\\\\evil.example/x",
+    "/\t\\evil.example/x",
+    "\\/evil.example/x",
+    "//evil.example/x",
+    " //evil.example/x",
+    "\x1f//evil.example/x",
+    "https:evil.example/x",
+    "https://evil.example/x",
+    "HTTPS:\\\\evil.example/x",
+    "\u200b//evil.example/x",
+    "javascript:alert(document.domain)",
+    "java\tscript:alert(document.domain)",
+    " javascript:alert(document.domain)",
+    "evil.example/x",
+    "",
+]
+"""`next` values a browser would follow off the site (WHATWG URL parsing strips tab and
+newline anywhere, C0 controls and spaces at the ends, and reads `\\` as `/`), or that are no
+path at all: sign-in falls back to its default page for every one."""
+
+ODD_BUT_SAME_SITE_NEXT = {
+    "/%09/evil.example/x": "/%09/evil.example/x",
+    "/\u200b/evil.example/x": "/%E2%80%8B/evil.example/x",
+    "/blog/café?q=日本": "/blog/caf%C3%A9?q=%E6%97%A5%E6%9C%AC",
+    "/blog/ünï code#part": "/blog/%C3%BCn%C3%AF%20code#part",
+    "/admin/users?role=admin&q=a%20b": "/admin/users?role=admin&q=a%20b",
+    "  /admin\t/users\n": "/admin/users",
+}
+"""Paths on this site written oddly: kept, percent-encoded so the Location header is valid
+(a browser would encode them the same way)."""
+
+SAME_SITE_PATH = re.compile(r"/(?![/\\])[!-~]*")
+"""A path-absolute reference in printable ASCII: no browser leaves the site through it."""
+
+
+def assert_same_site_path(location: str) -> None:
+    assert SAME_SITE_PATH.fullmatch(location) and "\\" not in location, location
+
+
+@pytest.mark.parametrize("target", HOSTILE_NEXT)
+async def test_a_next_that_leaves_the_site_is_replaced_by_the_default_page(
+    app: Litestar, accounts: dict, target: str
+) -> None:
+    async with client_for(app) as client:
+        await with_csrf(client)
+        response = await client.post(
+            "/login", data={"login": "editor", "password": PASSWORD, "next": target}
+        )
+        assert response.status_code == 303
+        assert response.headers["location"] == "/admin"
+        signed_in_again = await client.get("/login", params={"next": target})
+        assert signed_in_again.status_code == 303
+        assert signed_in_again.headers["location"] == "/"
+
+
+@pytest.mark.parametrize(("target", "location"), ODD_BUT_SAME_SITE_NEXT.items())
+async def test_a_same_site_next_is_kept_and_percent_encoded(
+    app: Litestar, accounts: dict, target: str, location: str
+) -> None:
+    async with client_for(app) as client:
+        await with_csrf(client)
+        form = await client.get("/login", params={"next": target})
+        assert form.status_code == 200
+        assert f'name="next" value="{location}"' in form.text.replace("&amp;", "&")
+        response = await client.post(
+            "/login", data={"login": "viewer", "password": PASSWORD, "next": target}
+        )
+        assert response.status_code == 303
+        assert response.headers["location"] == location
+        assert_same_site_path(location)
+        signed_in_again = await client.get("/login", params={"next": target})
+        assert signed_in_again.headers["location"] == location
+
+
+async def test_the_reported_tab_redirect_stays_on_the_site(app: Litestar, accounts: dict) -> None:
+    """The report: signed in, `/login?next=/%09/evil.example/x` answered `/\\t/evil.example/x`."""
+    async with signed_in(app, accounts["admin"]) as client:
+        for query in ("next=/%09/evil.example/x", "next=/%0a/evil.example", "next=/%0d%0a/x"):
+            response = await client.get(f"/login?{query}")
+            assert response.status_code == 303, query
+            assert response.headers["location"] == "/", query
+
+
+CLEAR_SITE_DATA = '"cache", "storage"'
+
+
+async def test_sign_out_tells_the_browser_to_forget_what_it_kept(
+    app: Litestar, accounts: dict
+) -> None:
+    """htmx keeps pages for Back in the tab's sessionStorage, the browser in its cache:
+    signing out clears both (Clear-Site-Data), and the answer itself is never stored."""
+    async with signed_in(app, accounts["editor"]) as client:
+        response = await client.post("/logout")
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    assert response.headers["clear-site-data"] == CLEAR_SITE_DATA
+    assert response.headers["cache-control"] == "no-store"
+    async with signed_in(app, accounts["editor"]) as client:
+        everywhere = await client.post("/account/sign-out-everywhere")
+    assert everywhere.status_code == 303 and everywhere.headers["location"] == "/login"
+    assert everywhere.headers["clear-site-data"] == CLEAR_SITE_DATA

@@ -216,6 +216,48 @@ async def test_patch_changes_only_the_fields_given_and_is_audited(
     assert (await audit_actions(app)).count("user.updated") == 1
 
 
+LONG_EMAIL = "a" * 60 + "@" + "b" * 271 + ".org"
+"""336 characters that fit the address pattern: longer than the column (320) holds."""
+
+
+async def test_patch_refuses_what_create_refuses_with_the_same_message(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    """One rule per field for every path that writes it (the update path used to skip the
+    length of an address, stored it on SQLite and answered 500 on PostgreSQL)."""
+    assert len(LONG_EMAIL) == 336
+    viewer = accounts["viewer"]
+    url = f"/api/v1/users/{viewer.id}"
+    before = await count_rows(settings, "audit_log")
+    async with api_as(app, accounts["admin"]) as client:
+        for field, value in (("email", LONG_EMAIL), ("username", "-dash"), ("role", "guest")):
+            created = await client.post("/api/v1/users", json=new_user(**{field: value}))
+            patched = await client.patch(url, json={field: value})
+            assert_problem(created, 400, field)
+            assert_problem(patched, 400, field)
+            assert created.json()["detail"] == patched.json()["detail"]
+    async with signed_in(app, viewer) as browser:
+        profile = await browser.post(
+            "/account/profile", data={"display_name": "Vera", "email": LONG_EMAIL}
+        )
+    async with signed_in(app, accounts["admin"]) as browser:
+        form = await browser.post(
+            f"/admin/users/{viewer.id}",
+            data={"email": LONG_EMAIL, "username": "viewer", "display_name": "Vera"},
+        )
+    for page in (profile, form):
+        assert page.status_code == 400 and "Enter a valid e-mail address." in page.text
+    stored = await reload(app, viewer.id)
+    assert stored is not None
+    assert (stored.email, stored.username, stored.role) == (
+        "viewer@example.org",
+        "viewer",
+        "viewer",
+    )
+    assert await user_count(app) == 3
+    assert await count_rows(settings, "audit_log") == before
+
+
 async def test_the_last_active_admin_cannot_be_demoted_deactivated_or_deleted(
     app: Litestar, accounts: dict
 ) -> None:
@@ -273,5 +315,5 @@ async def test_a_password_reset_returns_a_one_time_url(app: Litestar, accounts: 
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
     assert body["expires_in"] == 3600
-    assert body["reset_url"].startswith("http://testserver/reset/")
+    assert body["reset_url"].startswith("http://127.0.0.1:8000/reset/")
     assert "user.password_reset_link_created" in await audit_actions(app)

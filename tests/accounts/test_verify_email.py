@@ -25,7 +25,7 @@ async def verify_jobs(app: Litestar) -> list[Job]:
 
 
 def link_in(job: Job) -> str:
-    found = re.search(r"http://testserver(/verify-email/[\w-]+)", job.payload["body"])
+    found = re.search(r"http://127\.0\.0\.1:8000(/verify-email/[\w-]+)", job.payload["body"])
     assert found, job.payload
     return found.group(1)
 

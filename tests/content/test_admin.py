@@ -10,7 +10,7 @@ import httpx
 from litestar import Litestar
 from sqlalchemy import select
 
-from app.accounts.models import AuditEntry
+from app.accounts.models import AuditEntry, User
 from app.content.models import Entry, Revision
 from app.settings import Settings
 from tests.conftest import count_rows, signed_in
@@ -131,6 +131,50 @@ async def test_list_filters_search_and_pagination(app: Litestar, accounts: dict)
     assert fragment.headers["hx-push-url"] == "/admin/content?q=colophon"
 
 
+async def test_every_author_is_named_and_offered_however_many_accounts_there_are(
+    app: Litestar, accounts: dict
+) -> None:
+    """The list once named and offered only the first hundred accounts by username."""
+    async with app.state.sessionmaker() as session, session.begin():
+        for number in range(120):  # all sorted before "editor", none has written anything
+            session.add(
+                User(
+                    email=f"a{number:03d}@example.org",
+                    username=f"a{number:03d}",
+                    password_hash="!",
+                    role="viewer",
+                    is_active=True,
+                    failed_login_count=0,
+                    auth_version=1,
+                )
+            )
+        zed = User(
+            email="zed@example.org",
+            username="zed",
+            display_name="Zed Writer",
+            password_hash="!",
+            role="editor",
+            is_active=True,
+            failed_login_count=0,
+            auth_version=1,
+        )
+        session.add(zed)
+    async with signed_in(app, zed) as writer:
+        entry_id = await create(writer, title="By the last account", tags="")
+    async with signed_in(app, accounts["editor"]) as editor:
+        await create(editor, title="By the editor", tags="")
+    async with signed_in(app, accounts["viewer"]) as viewer:
+        everything = await viewer.get("/admin/content")
+        by_zed = await viewer.get("/admin/content", params={"author": str(zed.id)})
+        entry = await viewer.get(f"/admin/content/{entry_id}")
+    row = re.search(r'<tr data-entry="by-the-last-account">.*?</tr>', everything.text, re.S)
+    assert row is not None and "Zed Writer" in row.group(0)
+    options = re.findall(r'<option value="([0-9a-f-]{36})"[^>]*>([^<]*)</option>', everything.text)
+    assert options == [(str(accounts["editor"].id), "Editor"), (str(zed.id), "Zed Writer")]
+    assert listed(by_zed.text) == ["by-the-last-account"]
+    assert "Zed Writer" in entry.text
+
+
 # Editing --------------------------------------------------------------------------------
 
 
@@ -231,6 +275,27 @@ async def test_saving_keeps_a_revision_each_time_and_errors_keep_the_input(
         "First line\nSecond line\n",
         "Changed text",
     ]
+
+
+async def test_a_nav_order_past_an_integer_column_comes_back_beside_its_field(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        refused = await client.post(
+            "/admin/content", data=entry_form(kind="page", title="Menu", nav_order=str(2**31))
+        )
+        entry_id = await create(client, kind="page", title="Menu", nav_order="-2147483648")
+        too_low = await client.post(
+            f"/admin/content/{entry_id}",
+            data=entry_form(kind="page", title="Menu", nav_order=str(-(2**31) - 1)),
+        )
+    for response in (refused, too_low):
+        assert response.status_code == 400, response.text
+        assert re.search(r'id="e-nav_order">Use a number from -2,147,483,648 to', response.text)
+    assert f'name="nav_order" type="number" value="{2**31}"' in refused.text, "the input is kept"
+    entry = await load(app, entry_id)
+    assert entry is not None and entry.nav_order == -(2**31)
+    assert await count_rows(settings, "entries") == 1
 
 
 async def test_compare_shows_a_line_diff_and_restore_brings_the_text_back(

@@ -15,7 +15,7 @@ from app.accounts.models import AuditEntry
 from app.content.models import Entry, Revision
 from app.settings import Settings
 from tests.accounts.test_users_api import api_as, assert_problem
-from tests.conftest import count_rows
+from tests.conftest import count_rows, signed_in
 
 XSS_PAYLOADS = (
     "<script>alert(1)</script>",
@@ -158,6 +158,41 @@ async def test_invalid_input_is_a_problem_with_the_field(app: Litestar, accounts
     assert_problem(reserved, 400, "slug")
     assert_problem(bad_kind, 400, "kind")
     assert assert_problem(bad_type, 400)["errors"]
+
+
+async def test_a_nav_order_past_an_integer_column_is_a_400_on_create_and_update(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        page = await create(client, title="Contact", kind="page", nav_order=2**31 - 1)
+        refused = [
+            await client.post(
+                "/api/v1/content", json={"title": "x", "kind": "page", "nav_order": order}
+            )
+            for order in (2**31, -(2**31) - 1, 2**63, 10**30)
+        ]
+        patched = await client.patch(f"/api/v1/content/{page['id']}", json={"nav_order": 2**31})
+        kept = await client.get(f"/api/v1/content/{page['id']}")
+    assert page["nav_order"] == 2**31 - 1
+    for response in (*refused, patched):
+        assert_problem(response, 400, "nav_order")
+    assert kept.json()["nav_order"] == 2**31 - 1
+    assert await count_rows(settings, "entries") == 1
+
+
+async def test_tags_that_share_an_address_are_one_tag_and_a_folded_name_fits_its_column(
+    app: Litestar, accounts: dict
+) -> None:
+    """Tags are checked as they are stored: by address (`C++` and `C` are both /tags/c),
+    and a 64-character name that folds into more letters (`ﬀ` is `ff`) still fits."""
+    async with api_as(app, accounts["editor"]) as client:
+        shared = await client.post("/api/v1/content", json={"title": "a", "tags": ["C++", "C"]})
+        folded = await client.post("/api/v1/content", json={"title": "b", "tags": ["\ufb00" * 64]})
+        found = await client.get("/api/v1/content", params={"tag": "\ufb00" * 64})
+    assert shared.status_code == 201, shared.text
+    assert shared.json()["tags"] == ["C++"]
+    assert folded.status_code == 201, folded.text
+    assert [item["title"] for item in found.json()["items"]] == ["b"]
 
 
 async def test_every_save_adds_a_revision(app: Litestar, accounts: dict) -> None:
@@ -325,6 +360,25 @@ async def test_filters_and_pagination(app: Litestar, accounts: dict) -> None:
     assert not {i["id"] for i in body["items"]} & {i["id"] for i in second.json()["items"]}
     assert_problem(bad_kind, 400, "kind")
     assert_problem(bad_status, 400, "status")
+
+
+async def test_a_very_long_title_filter_counts_its_first_200_characters(
+    app: Litestar, accounts: dict
+) -> None:
+    """SQLite refuses LIKE patterns over 50,000 bytes: a 60,000-character `q` was a 500 on
+    the API and on /admin/content. Like the other searches, the filter is cut."""
+    title = "Probe " + "x" * 194
+    async with api_as(app, accounts["editor"]) as client:
+        await create(client, title=title)
+        answers = [
+            await client.get("/api/v1/content", params={"q": title + "y" * 59_800}),
+            await client.get("/api/v1/content", params={"q": "z" * 60_000}),
+        ]
+    async with signed_in(app, accounts["editor"]) as browser:
+        page = await browser.get("/admin/content", params={"q": "z" * 60_000})
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert [len(answer.json()["items"]) for answer in answers] == [1, 0]
+    assert page.status_code == 200
 
 
 async def test_revisions_follow_the_entrys_visibility(app: Litestar, accounts: dict) -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from dataclasses import replace
 
 import pytest
-from litestar import Litestar, get
+from litestar import Litestar, Request, get
 
 from app.asgi import create_app
 from app.settings import Settings
 from app.system.settings import write_setting
 from tests.conftest import client_for, free_port, signed_in
+from tests.core.test_store_outage import api_key, published_post
+from tests.private_valkey import private_valkey
 
 counter = itertools.count()
 
@@ -27,10 +30,19 @@ def uncached_page() -> str:
     return f"<p>render {next(counter)}</p>"
 
 
+@get("/_test/edited-while-rendering", opt={"public_cache": True}, media_type="text/html")
+async def page_edited_while_rendering(request: Request) -> str:
+    """Reads what it shows, then a public change commits (elsewhere) before it is sent."""
+    shown = f"<p>render {next(counter)}</p>"
+    await request.app.state.page_cache.invalidate()
+    return shown
+
+
 async def _app(settings: Settings) -> Litestar:
     app = create_app(settings)
     app.register(cached_page)
     app.register(uncached_page)
+    app.register(page_edited_while_rendering)
     return app
 
 
@@ -72,6 +84,20 @@ async def test_hits_answered_before_routing_keep_head_cors_and_the_common_header
         cross = await client.get("/_test/cached", headers={"Origin": origin})
         assert cross.headers["access-control-allow-origin"] == origin
         assert cross.headers["x-cache"] == "hit" and cross.text == first.text
+
+
+async def test_a_page_rendered_before_a_change_is_never_kept_under_the_new_generation(
+    settings: Settings, accounts: dict
+) -> None:
+    """A page whose content was read before a public change, and which finished rendering
+    after it, would otherwise be stored under the new generation and served stale until
+    its TTL ran out."""
+    app = await _app(settings)
+    async with app.lifespan(), client_for(app) as client:
+        first = await client.get("/_test/edited-while-rendering")
+        again = await client.get("/_test/edited-while-rendering")
+        assert first.headers["x-cache"] == "miss"
+        assert again.headers["x-cache"] == "miss" and again.text != first.text
 
 
 async def test_signed_in_visitors_bypass_the_cache(settings: Settings, accounts: dict) -> None:
@@ -189,3 +215,95 @@ async def test_site_settings_kept_in_process_follow_a_change_made_elsewhere(
                 break
             await asyncio.sleep(0.02)
         assert "Renamed elsewhere" in (await browser.get("/")).text
+
+
+async def serves_the_edit_within(client: object, page: str, seconds: float) -> None:
+    """Poll `page` until it shows the edit; fail once `seconds` have passed."""
+    started = time.monotonic()
+    while "After the pause." not in (await client.get(page)).text:  # type: ignore[attr-defined]
+        assert time.monotonic() - started < seconds, "still the page from before the edit"
+        await asyncio.sleep(0.05)
+
+
+async def test_an_edit_made_while_the_store_is_paused_reaches_every_process_once_it_answers(
+    settings: Settings, accounts: dict
+) -> None:
+    """Two processes on one database and a private redis-server: an edit published through
+    A while the store is paused is what A and B serve within seconds of the store answering
+    again, and the pages cached before it never come back."""
+    with private_valkey() as valkey:
+        shared = valkey.settings(settings)
+        first, second = await _app(shared), await _app(shared)
+        slug = await published_post(first, accounts["editor"])
+        key = {"X-API-Key": await api_key(first, accounts["admin"])}
+        page = f"/blog/{slug}"
+        async with (
+            first.lifespan(),
+            second.lifespan(),
+            client_for(first) as a,
+            client_for(second) as b,
+        ):
+            for visitor in (a, b):
+                await visitor.get(page)
+                assert (await visitor.get(page)).headers["x-cache"] == "hit"
+            entry = (await a.get("/api/v1/content", headers=key)).json()["items"][0]
+            valkey.pause()
+            edited = await a.patch(
+                f"/api/v1/content/{entry['id']}",
+                json={"body_markdown": "After the pause."},
+                headers=key,
+            )
+            assert edited.status_code == 200
+            # B cannot hear of the edit now; once it re-reads the generation (every 2 s) it
+            # finds the store away and renders pages uncached
+            await serves_the_edit_within(b, page, 3)
+            valkey.resume()
+            for visitor in (a, b):
+                await serves_the_edit_within(visitor, page, 3)
+            await asyncio.sleep(2.5)  # a process re-reads the generation every 2 s
+            for visitor in (a, b):
+                for _ in range(3):
+                    response = await visitor.get(page)
+                    assert "After the pause." in response.text
+                assert response.headers["x-cache"] == "hit", "the cache is in use again"
+        for app in (first, second):
+            await app.state.engine.dispose()
+            await app.state.store.close()
+
+
+async def test_a_job_s_public_change_during_a_store_pause_reaches_the_web_processes(
+    settings: Settings, accounts: dict
+) -> None:
+    """A worker that committed a public change while the store was paused starts the new
+    generation once the store answers, though no web process noticed the pause."""
+    from tests.jobs.conftest import running_worker, wait_for_status
+    from tests.jobs.test_imports import upload
+
+    with private_valkey() as valkey:
+        shared = valkey.settings(settings)
+        app = create_app(shared)
+        async with app.lifespan(), client_for(app) as visitor:
+            assert "Hello World" not in (await visitor.get("/blog")).text
+            assert (await visitor.get("/blog")).headers["x-cache"] == "hit"
+            csv = "kind,title,slug,body,tags,status,publish_at,nav_order\n"
+            created = await upload(
+                app,
+                visitor,
+                accounts["editor"],
+                "content",
+                csv + "post,Hello World,,,,published,,\n",
+            )
+            assert created.status_code == 201, created.text
+            valkey.pause()
+            async with running_worker(shared, app.state.sessionmaker):
+                job = await wait_for_status(
+                    app.state.sessionmaker, created.json()["id"], {"succeeded"}
+                )
+                assert job.status == "succeeded"
+                valkey.resume()
+                started = time.monotonic()
+                while "Hello World" not in (await visitor.get("/blog")).text:
+                    assert time.monotonic() - started < 3, "the blog from before the import"
+                    await asyncio.sleep(0.05)
+        await app.state.engine.dispose()
+        await app.state.store.close()

@@ -28,6 +28,14 @@ LONG_CACHE = "public, max-age=31536000, immutable"
 PDF_BYTES = b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n"
 EXECUTABLE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + b"\x00" * 200
 HTML = b"<!doctype html><html><body><script>alert(1)</script></body></html>"
+PDF_WITH_SCRIPT = (
+    b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R /OpenAction 3 0 R >>\nendobj\n"
+    b"2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\n"
+    b"3 0 obj\n<< /S /JavaScript /JS (app.alert(document.cookie)) >>\nendobj\n"
+    b"trailer\n<< /Root 1 0 R >>\n%%EOF\n"
+)
+MEDIA_CSP = "sandbox; default-src 'none'; frame-ancestors 'none'"
+"""A stored file, opened on its own, is a document without script, plugins or requests."""
 SVG = (
     b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
     b"<script>alert(1)</script></svg>"
@@ -150,8 +158,11 @@ async def test_an_upload_is_stored_and_served_with_its_type_nosniff_and_a_long_c
     assert served.headers["content-type"] == content_type
     assert served.headers["x-content-type-options"] == "nosniff"
     assert served.headers["cache-control"] == LONG_CACHE
-    if content_type == "application/pdf":
+    if content_type == "application/pdf":  # a document that may run script: saved, not shown
+        assert served.headers["content-disposition"] == f'attachment; filename="{name}"'
+    else:
         assert served.headers["content-disposition"] == f'inline; filename="{name}"'
+    assert served.headers["content-security-policy"] == MEDIA_CSP
 
     async with app.state.sessionmaker() as session:
         [entry] = await session.scalars(
@@ -448,3 +459,67 @@ def test_media_dir_defaults_under_var_dir_and_a_relative_one_is_under_the_checko
 
     assert default.app.media_dir == Path("/srv/keel/media")
     assert relative.app.media_dir == ROOT / "uploads"
+
+
+async def test_a_pdf_that_runs_script_is_downloaded_in_a_sandbox_not_shown_on_the_site(
+    app: Litestar, accounts: dict[str, User], client: httpx.AsyncClient
+) -> None:
+    """A PDF is accepted by its bytes, whatever it holds; shown inline, its JavaScript
+    would run on the site's origin in a viewer. It is an attachment in a sandbox."""
+    response = await api_upload(
+        app, accounts["editor"], "Quarterly report.pdf", PDF_WITH_SCRIPT, "application/pdf"
+    )
+    assert response.status_code == 201, response.text
+    served = await client.get(response.json()["url"])
+    assert served.status_code == 200 and served.content == PDF_WITH_SCRIPT
+    assert served.headers["content-type"] == "application/pdf"
+    assert served.headers["content-disposition"] == ('attachment; filename="Quarterly report.pdf"')
+    csp = served.headers["content-security-policy"]
+    assert "sandbox" in csp.split("; ") and "default-src 'none'" in csp
+    assert "script-src" not in csp and "unsafe" not in csp
+    assert served.headers["x-content-type-options"] == "nosniff"
+    # A link to it in a boosted page: htmx would fetch it and swap the bytes into the page,
+    # so the browser is told to load it itself (and saves it).
+    boosted = await client.get(
+        response.json()["url"], headers={"HX-Request": "true", "HX-Boosted": "true"}
+    )
+    assert boosted.status_code == 200 and boosted.content == b""
+    assert boosted.headers["hx-redirect"] == response.json()["url"]
+    assert "HX-Request" in served.headers["vary"] and "HX-Request" in boosted.headers["vary"]
+    async with signed_in(app, accounts["viewer"]) as signed:  # the same for a signed-in person
+        again = await signed.get(response.json()["url"])
+    assert again.headers["content-disposition"].startswith("attachment;")
+    assert again.headers["content-security-policy"] == csp
+
+
+async def test_a_non_ascii_file_name_keeps_its_exact_name_in_the_download(
+    app: Litestar, accounts: dict[str, User], client: httpx.AsyncClient
+) -> None:
+    response = await api_upload(app, accounts["editor"], "Прогноз «2025».pdf", PDF_BYTES)
+    served = await client.get(response.json()["url"])
+    assert served.headers["content-disposition"] == (
+        'attachment; filename="_______ _2025_.pdf"; '
+        "filename*=UTF-8''%D0%9F%D1%80%D0%BE%D0%B3%D0%BD%D0%BE%D0%B7%20%C2%AB2025%C2%BB.pdf"
+    )
+
+
+async def test_an_unusable_media_dir_is_a_500_with_an_error_id_not_an_outage(
+    settings: Settings, accounts: dict[str, User], tmp_path: Path
+) -> None:
+    """A file that cannot be written is no reason to tell people the database is away."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    app = create_app(with_app_settings(settings, media_dir=blocker / "media"))
+    try:
+        api = await api_upload(app, accounts["editor"], "a.png", image_bytes("PNG"), "image/png")
+        page = await page_upload(app, accounts["editor"], "a.png", image_bytes("PNG"), "image/png")
+    finally:
+        await app.state.reads.close()
+        await app.state.engine.dispose()
+        await app.state.store.close()
+    assert api.status_code == 500 and "retry-after" not in api.headers
+    body = api.json()
+    assert body["detail"].startswith("Something went wrong on our side") and body["error_id"]
+    assert page.status_code == 500 and "retry-after" not in page.headers
+    assert "Error id:" in page.text and "not answering" not in page.text
+    assert await stored_media(app) == []

@@ -10,6 +10,7 @@ from uuid import UUID
 from xml.etree import ElementTree
 
 import httpx
+import pytest
 from litestar import Litestar
 from sqlalchemy import update
 
@@ -30,7 +31,8 @@ from tests.conftest import client_for, free_port, signed_in, with_app_settings
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 SITEMAP = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
-BASE = "http://testserver"
+BASE = "http://127.0.0.1:8000"
+"""Where links point without PUBLIC_URL: HOST and PORT of the test settings."""
 
 
 async def _entry(
@@ -194,12 +196,22 @@ async def test_pages_and_view_counts_survive_valkey_being_down(
         await app.state.engine.dispose()
 
 
-async def test_links_that_leave_the_page_are_on_public_url_whatever_the_host_header(
-    settings: Settings, accounts: dict[str, User]
+@pytest.mark.parametrize(
+    ("changes", "base"),
+    [
+        ({"public_url": "https://keel.example"}, "https://keel.example"),
+        # development may leave PUBLIC_URL unset: then HOST and PORT of `keel serve` (a
+        # wildcard bind address means this machine), never the request's Host
+        ({"public_url": "", "host": "0.0.0.0", "port": 8123}, "http://127.0.0.1:8123"),
+        ({"public_url": "", "host": "::", "port": 8000}, "http://localhost:8000"),
+    ],
+)
+async def test_links_that_leave_the_page_are_on_the_sites_address_whatever_the_host_header(
+    settings: Settings, accounts: dict[str, User], changes: dict[str, object], base: str
 ) -> None:
     """A forged Host header on a cache miss must not end up in a cached feed, sitemap or
     page that every later visitor gets (nor in an e-mailed link: tests/accounts)."""
-    app = create_app(with_app_settings(settings, public_url="https://keel.example"))
+    app = create_app(with_app_settings(settings, **changes))
     try:
         await _entry(app, accounts["editor"], "First post")
         forged = {"Host": "evil.example"}
@@ -208,16 +220,17 @@ async def test_links_that_leave_the_page_are_on_public_url_whatever_the_host_hea
                 await client.get(path, headers=forged)
                 for path in ("/feed.xml", "/sitemap.xml", "/robots.txt", "/blog/first-post")
             ]
-            cached = await client.get("/feed.xml")
+            cached = [await client.get("/feed.xml"), await client.get("/blog/first-post")]
     finally:
         await app.state.engine.dispose()
-    assert all(answer.status_code == 200 for answer in answers)
-    assert not any("evil.example" in answer.text for answer in [*answers, cached])
+    assert all(answer.status_code == 200 for answer in [*answers, *cached])
+    assert not any("evil.example" in answer.text for answer in [*answers, *cached])
     feed, sitemap, robots, post = answers
-    assert "https://keel.example/blog/first-post" in _sitemap_locations(sitemap.content)
-    assert 'href="https://keel.example/blog/first-post"' in feed.text
-    assert "Sitemap: https://keel.example/sitemap.xml" in robots.text
-    assert '<link rel="canonical" href="https://keel.example/blog/first-post">' in post.text
+    assert f"{base}/blog/first-post" in _sitemap_locations(sitemap.content)
+    assert f'href="{base}/blog/first-post"' in feed.text
+    assert f"Sitemap: {base}/sitemap.xml" in robots.text
+    assert f'<link rel="canonical" href="{base}/blog/first-post">' in post.text
+    assert cached[1].text == post.text
 
 
 async def test_the_menu_lists_public_menu_pages_in_order_on_every_page(

@@ -110,6 +110,24 @@ async def test_a_scheduled_entry_stays_hidden_until_its_time(app: Litestar, acco
     assert public is not None and public.title == "Soon"
 
 
+async def test_the_next_publication_is_the_earliest_scheduled_entry_still_to_come(
+    app: Litestar, accounts: dict
+) -> None:
+    actor = await _seed(app, accounts)
+    assert await reads.next_scheduled_publication(app.state.reads) is None
+    moments = {"Later": now() + timedelta(days=2), "Sooner": now() + timedelta(hours=3)}
+    async with app.state.sessionmaker() as session, session.begin():
+        for title, moment in moments.items():
+            entry = await save_entry(session, actor, EntryInput(title=title))
+            await publish_entry(session, actor, entry, at=moment)
+        due = await save_entry(session, actor, EntryInput(title="Due"))
+        await publish_entry(session, actor, due, at=now() + timedelta(minutes=1))
+        due.published_at = now() - timedelta(minutes=5)  # scheduled, and its time has come
+        await save_entry(session, actor, EntryInput(title="Draft only"))
+    found = await reads.next_scheduled_publication(app.state.reads)
+    assert found == pytest.approx(moments["Sooner"].timestamp(), abs=0.001)
+
+
 async def test_menu_pages_are_the_public_pages_with_a_nav_order(
     app: Litestar, accounts: dict
 ) -> None:
@@ -131,7 +149,7 @@ async def test_settings_read_the_same_both_ways(app: Litestar, accounts: dict) -
 async def test_reads_refuse_to_write_on_postgresql(app: Litestar, leg: str) -> None:
     """The read pool's sessions are read-only: a statement that writes cannot run there."""
     if leg != "services":
-        pytest.skip("the read-only session setting is PostgreSQL's; SQLite reads use the engine")
+        pytest.skip("the read-only session setting is PostgreSQL's")
     from sqlalchemy import text
 
     with pytest.raises(Exception, match="read-only"):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
+from pathlib import Path
 
+import asyncpg
 import httpx
-from litestar import Litestar, post
+import pytest
+from litestar import Litestar, get, post
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.asgi import create_app
-from app.core.db import DbSession, create_engine
+from app.core.db import DbSession, create_engine, is_unavailable
 from app.settings import Settings
 from tests.conftest import client_for, free_port
 
@@ -131,3 +135,41 @@ async def test_database_comes_back_after_an_outage(
         assert killed[0] >= 2
     assert (await client.get("/api/v1/site")).status_code == 200
     assert (await client.get("/api/v1/content?per_page=6")).status_code == 200  # not cached
+
+
+@get("/api/v1/_test/session")
+async def needs_a_connection(db_session: DbSession) -> dict[str, bool]:
+    await db_session.execute(text("SELECT 1"))
+    return {"served": True}
+
+
+async def test_a_full_pool_says_the_service_is_busy_not_that_the_database_is_away(
+    settings: Settings,
+) -> None:
+    db = replace(settings.db, pool_size=1, max_overflow=0, pool_timeout=0.3)
+    app = create_app(replace(settings, db=db))
+    app.register(needs_a_connection)
+    try:
+        async with app.state.engine.connect() as held, client_for(app) as client:
+            await held.execute(text("SELECT 1"))  # the only connection is checked out
+            response = await client.get("/api/v1/_test/session")
+    finally:
+        await app.state.engine.dispose()
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert response.json()["detail"].startswith("The service is busy right now")
+
+
+async def test_only_the_drivers_os_errors_mean_the_database_is_away(tmp_path: Path) -> None:
+    """An OSError's type does not say where it came from: a refused connection is an
+    outage (503), a file that cannot be written is a bug or a broken disk (500)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OSError) as from_a_file:
+        (blocker / "media").mkdir(parents=True)
+    with pytest.raises(TimeoutError) as from_a_timer:
+        await asyncio.wait_for(asyncio.sleep(1), 0.01)
+    with pytest.raises(OSError) as from_the_driver:
+        await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{free_port()}/keel", timeout=2)
+    assert not is_unavailable(from_a_file.value)
+    assert not is_unavailable(from_a_timer.value)
+    assert is_unavailable(from_the_driver.value)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -13,7 +15,8 @@ from litestar.params import FromPath, FromQuery
 from app.asgi import create_app
 from app.core.logging import JsonFormatter
 from app.settings import Settings
-from tests.conftest import as_production, client_for
+from tests.conftest import PASSWORD, as_production, client_for, free_port, signed_in, with_csrf
+from tests.private_valkey import private_valkey
 
 
 @get("/api/v1/_test/crash", sync_to_thread=False)
@@ -107,3 +110,160 @@ async def test_a_crash_is_a_500_whose_body_never_carries_the_stack_trace(
     assert "hunter2" in JsonFormatter().format(
         logged[0]
     )  # the log keeps what the client must not see
+
+
+FRAGMENT = {"HX-Request": "true"}
+"""What htmx sends with a request that swaps part of a page (not a boosted navigation)."""
+
+
+async def test_a_fragment_asked_without_a_session_signs_in_back_to_its_page(
+    app: Litestar, accounts: dict
+) -> None:
+    """The report: the notifications count (a fragment of every signed-in page) answered
+    `HX-Redirect: /login?next=/account/notifications/count`, so signing in showed the
+    bare fragment. The page the person was on is htmx's HX-Current-URL."""
+    async with client_for(app) as client:
+        response = await client.get(
+            "/account/notifications/count",
+            headers={**FRAGMENT, "HX-Current-URL": "http://testserver/admin/users?role=admin"},
+        )
+        assert response.headers["hx-redirect"] == "/login?next=%2Fadmin%2Fusers%3Frole%3Dadmin"
+        await with_csrf(client, "/login?next=%2Fadmin%2Fusers%3Frole%3Dadmin")
+        signed_in = await client.post(
+            "/login",
+            data={"login": "admin", "password": PASSWORD, "next": "/admin/users?role=admin"},
+        )
+        assert signed_in.headers["location"] == "/admin/users?role=admin"
+        page = await client.get(signed_in.headers["location"])
+    assert page.status_code == 200 and page.text.startswith("<!doctype html>")
+
+
+@pytest.mark.parametrize(
+    ("headers", "location"),
+    [
+        # htmx's own account of the page comes first, the Referer is the fallback
+        (
+            {"HX-Current-URL": "http://testserver/account", "Referer": "http://testserver/"},
+            "/login?next=%2Faccount",
+        ),
+        (
+            {"Referer": "http://testserver/admin/jobs?status=queued"},
+            "/login?next=%2Fadmin%2Fjobs%3Fstatus%3Dqueued",
+        ),
+        (
+            {"HX-Current-URL": "http://evil.example/x", "Referer": "http://testserver/blog"},
+            "/login?next=%2Fblog",
+        ),
+        # never another site, another scheme, or a path a browser reads as another host
+        ({"HX-Current-URL": "http://evil.example/admin"}, "/login"),
+        ({"HX-Current-URL": "http://testserver.evil.example/admin"}, "/login"),
+        ({"HX-Current-URL": "http://user@evil.example@testserver/admin"}, "/login"),
+        ({"HX-Current-URL": "javascript://testserver/%0aalert(1)"}, "/login"),
+        ({"HX-Current-URL": "http://testserver/\t/evil.example/x"}, "/login"),
+        ({"HX-Current-URL": "http://testserver/\\evil.example/x"}, "/login"),
+        ({"Referer": "https://evil.example/admin"}, "/login"),
+        ({}, "/login"),
+    ],
+)
+async def test_a_fragments_sign_in_link_returns_only_to_a_page_of_this_site(
+    client: httpx.AsyncClient, headers: dict[str, str], location: str
+) -> None:
+    response = await client.get("/account/notifications/count", headers={**FRAGMENT, **headers})
+    assert response.status_code == 200
+    assert response.headers["hx-redirect"] == location
+
+
+async def test_a_form_posted_without_a_session_signs_in_back_to_the_form_page(
+    client: httpx.AsyncClient,
+) -> None:
+    await with_csrf(client)
+    plain = await client.post(
+        "/account/profile",
+        data={"display_name": "x"},
+        headers={"Referer": "http://testserver/account?tab=profile"},
+    )
+    assert plain.status_code == 303
+    assert plain.headers["location"] == "/login?next=%2Faccount%3Ftab%3Dprofile"
+    htmx = await client.post(
+        "/account/profile",
+        data={"display_name": "x"},
+        headers={**FRAGMENT, "HX-Boosted": "true", "HX-Current-URL": "http://testserver/account"},
+    )
+    assert htmx.headers["hx-redirect"] == "/login?next=%2Faccount"
+
+
+async def test_a_page_asked_without_a_session_signs_in_back_to_itself(
+    client: httpx.AsyncClient,
+) -> None:
+    """A navigation (plain or boosted by htmx) goes to the page it asked for, wherever it
+    came from."""
+    plain = await client.get("/admin/users?q=caf%C3%A9", headers={"Referer": "http://testserver/"})
+    assert plain.headers["location"] == "/login?next=%2Fadmin%2Fusers%3Fq%3Dcaf%25C3%25A9"
+    boosted = await client.get(
+        "/admin/users",
+        headers={**FRAGMENT, "HX-Boosted": "true", "HX-Current-URL": "http://testserver/blog"},
+    )
+    assert boosted.headers["hx-redirect"] == "/login?next=%2Fadmin%2Fusers"
+
+
+def _error_id(response: httpx.Response) -> str:
+    if response.headers["content-type"].startswith("application/problem+json"):
+        return str(response.json()["error_id"])
+    found = re.search(r"Error id: <code>([0-9a-f]{16})</code>", response.text)
+    assert found, response.text
+    return found.group(1)
+
+
+def assert_one_warning_line_each(
+    caplog: pytest.LogCaptureFixture, responses: list[httpx.Response]
+) -> None:
+    """Each 503 is one warning line naming its error id, path and cause, and nothing logs
+    a traceback: an outage is expected, not a bug."""
+    assert {r.status_code for r in responses} == {503}
+    logged = [r for r in caplog.records if r.name == "keel.errors"]
+    assert [r.levelname for r in logged] == ["WARNING"] * len(responses)
+    for record, response in zip(logged, responses, strict=True):
+        assert record.error_id == _error_id(response)
+        assert record.path == response.url.path
+        assert record.error_type and record.error
+        line = JsonFormatter().format(record)
+        assert "\n" not in line and len(line) < 1024, line
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == [], "a traceback was logged"
+
+
+async def test_a_database_outage_is_one_warning_line_per_answer_without_a_traceback(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    if settings.db.is_sqlite:
+        url = "sqlite+aiosqlite:////proc/keel-no-such-dir/keel.db"
+    else:
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/keel"
+    app = create_app(replace(settings, db=replace(settings.db, url=url, connect_timeout=1.0)))
+    caplog.set_level(logging.INFO)
+    async with client_for(app) as client:
+        responses = [await client.get("/api/v1/site"), await client.get("/")]
+    await app.state.engine.dispose()
+    await app.state.store.close()
+    assert_one_warning_line_each(caplog, responses)
+
+
+async def test_a_store_outage_is_one_warning_line_per_answer_without_a_traceback(
+    settings: Settings, accounts: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    with private_valkey() as valkey:
+        app = create_app(valkey.settings(settings, socket_timeout=0.5))
+        app.register(crashing_api)
+        async with signed_in(app, accounts["viewer"]) as browser:
+            valkey.pause()
+            caplog.set_level(logging.INFO)
+            responses = [await browser.get("/account") for _ in range(3)]
+            responses.append(await browser.get("/account", headers={"Accept": "application/json"}))
+            assert_one_warning_line_each(caplog, responses)
+            caplog.clear()
+            crash = await browser.get("/api/v1/_test/crash")
+        await app.state.engine.dispose()
+        await app.state.store.close()
+    assert crash.status_code == 500
+    (logged,) = [r for r in caplog.records if r.name == "keel.errors"]
+    assert logged.levelname == "ERROR" and logged.exc_info, "a bug keeps its traceback"
+    assert "Traceback" in JsonFormatter().format(logged)

@@ -74,3 +74,48 @@ async def test_a_fragment_request_gets_only_the_block(app: Litestar, accounts: d
     assert fragment.text.lstrip().startswith('<section id="health"')
     for response in (full, fragment, boosted):
         assert "HX-Request" in response.headers["vary"]
+
+
+SIGNED_IN_PAGES = [
+    "/admin",
+    "/admin/users",
+    "/admin/audit",
+    "/admin/jobs",
+    "/account",
+    "/account/notifications",
+    "/account/notifications/count",
+    "/",
+    "/blog",
+    "/search?q=x",
+]
+
+
+async def test_nothing_shown_to_a_signed_in_person_is_kept_by_the_browser(
+    app: Litestar, accounts: dict
+) -> None:
+    """Back after sign-out must ask the server: every response to a session is no-store
+    (public pages too: they carry the person's name and a CSRF token)."""
+    async with signed_in(app, accounts["admin"]) as client:
+        for path in SIGNED_IN_PAGES:
+            response = await client.get(path)
+            assert response.status_code == 200, path
+            assert response.headers["cache-control"] == "no-store", path
+        fragment = await client.get("/admin/users?q=adm", headers={"HX-Request": "true"})
+        assert fragment.headers["cache-control"] == "no-store"
+        missing = await client.get("/admin/no-such-page")
+        assert missing.status_code == 404 and missing.headers["cache-control"] == "no-store"
+        html = (await client.get("/")).text
+        css_url = re.search(r'href="(/static/css/app\.css\?v=[0-9a-f]{12})"', html).group(1)
+        static = await client.get(css_url)  # the same bytes for everyone keep their caching
+        assert "immutable" in static.headers["cache-control"]
+
+
+async def test_admin_and_account_addresses_are_never_stored_even_signed_out(
+    client: httpx.AsyncClient,
+) -> None:
+    for path in ("/admin", "/admin/users", "/account", "/account/notifications/count"):
+        response = await client.get(path)
+        assert response.status_code == 303, path
+        assert response.headers["cache-control"] == "no-store", path
+    home = await client.get("/")  # a public page for a visitor stays cacheable
+    assert "no-store" not in home.headers.get("cache-control", "")

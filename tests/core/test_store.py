@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from app.core.store import Store, StoreUnavailable, ValkeyStore, create_store
 from app.settings import Settings, StoreSettings
 from tests.conftest import free_port, require_services
+from tests.private_valkey import private_valkey
 
 
 async def test_values_round_trip_and_can_be_deleted(store: Store) -> None:
@@ -87,3 +89,33 @@ async def test_a_hung_valkey_times_out_instead_of_stalling() -> None:
             # A generous outer bound: without the socket timeout this would wait forever.
             await asyncio.wait_for(store.get("x"), 5)
         await store.close()
+
+
+async def test_a_paused_valkey_is_skipped_until_a_probe_gets_an_answer() -> None:
+    """After one command times out, the next ones fail at once instead of each waiting for
+    the socket timeout; a background ping puts the store back in use as soon as it answers."""
+    with private_valkey() as valkey:
+        store = ValkeyStore(StoreSettings(url=valkey.url, socket_timeout=0.5))
+        try:
+            await store.set("kept", "yes")
+            valkey.pause()
+            with pytest.raises(StoreUnavailable):
+                await store.get("kept")  # this one waits for its socket timeout
+            started = time.monotonic()
+            for _ in range(20):
+                with pytest.raises(StoreUnavailable):
+                    await store.incr("counted")
+            assert time.monotonic() - started < 0.25, "the paused store was not skipped"
+            valkey.resume()
+            resumed = time.monotonic()
+            await asyncio.wait_for(store.answering(), 3)
+            assert await store.get("kept") == b"yes"
+            assert await store.get("counted") is None, "a skipped command never ran"
+            assert time.monotonic() - resumed < 1.5
+        finally:
+            valkey.resume()
+            await store.close()
+
+
+async def test_a_store_that_answers_is_answering(store: Store) -> None:
+    await asyncio.wait_for(store.answering(), 1)

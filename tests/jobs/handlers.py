@@ -10,6 +10,8 @@ import asyncio
 import os
 from dataclasses import dataclass
 
+from sqlalchemy import text
+
 from app.accounts.models import Role
 from app.jobs.registry import JobContext, JobFailed, job_handler
 
@@ -70,3 +72,12 @@ async def odd_result(ctx: JobContext[dict[str, object]]) -> object:
     if ctx.payload.get("kind") == "nul":
         return {"text": "before\x00after"}
     return {"when": object()}
+
+
+@job_handler("test.database_error", max_attempts=2)
+async def database_error(ctx: JobContext[dict[str, object]]) -> None:
+    """Fail inside the database, as a bad import row once did: the error's text holds the
+    statement and its parameters."""
+    async with ctx.sessionmaker() as session, session.begin():
+        statement = text("INSERT INTO no_such_table (secret) VALUES (:secret)")
+        await session.execute(statement, {"secret": "hunter2"})

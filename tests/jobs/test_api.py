@@ -12,7 +12,7 @@ from app.accounts.audit import Actor
 from app.accounts.models import AuditEntry, Role, User
 from app.settings import Settings
 from tests.accounts.test_audit import bearer
-from tests.conftest import client_for
+from tests.conftest import client_for, signed_in
 from tests.jobs.conftest import running_worker, wait_for_status
 
 
@@ -116,6 +116,25 @@ async def test_bad_input_is_answered_with_problem_details(
     assert problem["status"] == status
     if field:
         assert problem["errors"][0]["field"] == field
+
+
+async def test_a_job_id_past_bigint_is_a_400_and_the_last_bigint_a_404(
+    app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    headers = bearer(app, accounts["admin"])
+    for path in ("", "/result"):
+        past = await api.get(f"/api/v1/jobs/{2**63}{path}", headers=headers)
+        assert past.status_code == 400 and past.json()["errors"][0]["field"] == "job_id"
+        last = await api.get(f"/api/v1/jobs/{2**63 - 1}{path}", headers=headers)
+        assert last.status_code == 404
+    for action in ("cancel", "retry"):
+        past = await api.post(f"/api/v1/jobs/{2**64}/{action}", headers=headers)
+        assert past.status_code == 400 and past.json()["errors"][0]["field"] == "job_id"
+    async with signed_in(app, accounts["admin"]) as browser:
+        assert (await browser.get(f"/admin/jobs/{2**63}")).status_code == 400
+        assert (await browser.get(f"/admin/jobs/{2**63}/download")).status_code == 400
+        assert (await browser.post(f"/admin/jobs/{2**63}/cancel")).status_code == 400
+        assert (await browser.get(f"/admin/jobs/{2**63 - 1}")).status_code == 404
 
 
 async def test_lists_filter_and_page_and_show_viewers_only_their_own_jobs(

@@ -80,8 +80,8 @@ async def test_an_export_holds_every_row_with_its_headers(
     assert download.status_code == 200, download.text
     name = job["result"]["files"][0]["name"]
     assert name.startswith(f"{dataset}-") and name.endswith(f".{format}") and len(name) > 20
-    assert download.headers["content-type"].startswith(
-        "text/csv" if format == "csv" else "application/json"
+    assert download.headers["content-type"] == (  # one charset, not two
+        "text/csv; charset=utf-8" if format == "csv" else "application/json"
     )
     headers, rows = read_rows(download.text, format)
     assert headers == list(DATASETS[dataset].columns)

@@ -127,7 +127,7 @@ async def test_a_users_import_creates_the_valid_rows_and_lists_every_rejected_on
         assert (await browser.post("/api/v1/auth/login", json=login)).status_code == 401
     mails = await setup_mails(app)
     assert sorted(mail.payload["user_id"] for mail in mails) == sorted([str(ann.id), str(eve.id)])
-    link = re.search(r"http://testserver(/reset/[\w-]+)", mails[0].payload["body"])
+    link = re.search(r"http://127\.0\.0\.1:8000(/reset/[\w-]+)", mails[0].payload["body"])
     assert link, mails[0].payload["body"]
     async with client_for(app) as browser:
         await with_csrf(browser, link.group(1))  # the page answers 200 and sets the token
@@ -204,6 +204,27 @@ async def test_a_content_import_saves_valid_rows_like_the_editor_and_rejects_the
             await asyncio.sleep(0.1)
         assert "Hello World" in blog and "Later" not in blog
         assert (await visitor.get("/blog/hello-world")).status_code == 200
+
+
+async def test_a_number_past_its_column_rejects_its_row_and_the_rest_is_imported(
+    app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    """Once one such row made every attempt fail and showed the INSERT in `last_error`."""
+    text = (
+        "kind,title,slug,nav_order\n"
+        "page,Menu one,menu-one,1\n"
+        "page,Too far,too-far,2147483648\n"
+        "page,Far too far,far-too-far,9223372036854775808\n"
+        "post,A post,a-post,\n"
+    )
+    job = await imported(app, api, accounts["editor"], "content", text)
+    assert job["attempts"] == 1 and job["last_error"] is None
+    assert (job["result"]["imported"], job["result"]["rejected"]) == (2, 2)
+    reason = "nav_order: Use a number from -2,147,483,648 to 2,147,483,647."
+    assert reasons_by_line(job) == {3: [reason], 4: [reason]}
+    async with app.state.sessionmaker() as session:
+        slugs = set(await session.scalars(select(Entry.slug)))
+    assert slugs == {"menu-one", "a-post"}
 
 
 async def test_a_second_run_of_the_same_job_writes_and_sends_nothing_again(

@@ -121,6 +121,25 @@ async def test_form_mistakes_come_back_beside_the_fields_with_the_input_kept(
     assert await _jobs(app) == [], "no mistake enqueued anything"
 
 
+async def test_the_json_box_refuses_what_the_database_cannot_store_beside_the_field(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    """The JSON box is decoded by Keel, not by the boundary: same rules, same message."""
+    payloads = {
+        '{"path": "/tmp/x\\u0000"}': "NUL character",
+        '{"path": "\\ud800"}': "unpaired surrogate",
+        "[" * 5000 + "]" * 5000: "The payload is not valid JSON.",
+    }
+    async with signed_in(app, accounts["admin"]) as browser:
+        for payload, message in payloads.items():
+            response = await browser.post(
+                "/admin/jobs", data={"type": "test.file", "payload": payload, "priority": "0"}
+            )
+            assert response.status_code == 400, response.text
+            assert re.search(r'id="e-payload">[^<]*' + re.escape(message), response.text)
+    assert await _jobs(app) == []
+
+
 async def test_the_form_asks_for_each_types_own_settings(
     app: Litestar, accounts: dict[str, User]
 ) -> None:

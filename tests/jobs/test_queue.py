@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from litestar import Litestar
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.models import User
 from app.core.metrics import Tally
 from app.jobs import queue
 from app.jobs.metrics import JOBS_PROCESSED, count_committed
@@ -17,6 +20,8 @@ from app.jobs.models import Job, JobStatus
 from app.jobs.queue import Outcome, claim_jobs, enqueue, record_outcomes
 from app.jobs.registry import JobInputError
 from app.settings import Settings
+from tests.accounts.test_users_api import api_as
+from tests.conftest import signed_in
 from tests.jobs.conftest import running_worker, wait_for_status
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -159,6 +164,35 @@ async def test_a_permanent_failure_and_a_timeout(
     assert failed.status == "failed" and failed.attempts == 1
     assert failed.last_error == "the input can never work"
     assert timed_out.attempts == 2 and "timed out after 0.2 s" in (timed_out.last_error or "")
+
+
+async def test_a_database_error_shows_its_kind_and_an_error_id_never_its_sql(
+    app: Litestar,
+    accounts: dict[str, User],
+    settings: Settings,
+    sessionmaker: Sessions,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`last_error` is read by people (the API, the job's page): no SQL, no parameters, no
+    paths, no stack frames; the log keeps them under the error id it names."""
+    caplog.set_level(logging.WARNING, logger="keel.worker")
+    job_id = await _enqueue(sessionmaker, "test.database_error")
+    async with running_worker(settings, sessionmaker):
+        job = await wait_for_status(sessionmaker, job_id, {"dead"})
+    assert job.attempts == 2
+    async with api_as(app, accounts["admin"]) as api:
+        shown = (await api.get(f"/api/v1/jobs/{job_id}")).json()["last_error"]
+    async with signed_in(app, accounts["admin"]) as browser:
+        page = (await browser.get(f"/admin/jobs/{job_id}")).text
+    assert shown == job.last_error
+    for text in (shown, page):
+        for leak in ("INSERT", "no_such_table", "hunter2", "[SQL", "Traceback", 'File "'):
+            assert leak not in text
+    logged = [r for r in caplog.records if getattr(r, "job_id", None) == job_id]
+    error_id = getattr(logged[-1], "error_id", None)
+    assert shown.startswith("An unexpected database error (") and f"id {error_id}:" in shown
+    assert error_id in page
+    assert "no_such_table" in caplog.text and "hunter2" in caplog.text  # the log keeps them
 
 
 async def test_cancelling_a_running_job_stops_it_at_its_next_progress_report(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -13,11 +14,12 @@ from sqlalchemy import update
 
 from app.accounts.models import AuditEntry, User
 from app.content.models import Entry
+from app.core.db import create_engine, create_sessionmaker
 from app.jobs.models import Job, JobStatus
 from app.jobs.queue import enqueue
 from app.settings import Settings
 from tests.accounts.test_audit import bearer
-from tests.jobs.conftest import run_job
+from tests.jobs.conftest import run_job, running_worker, wait_for_status
 
 
 async def seed(app: Litestar) -> dict[str, str]:
@@ -119,3 +121,26 @@ async def test_who_may_run_a_report_and_which_periods_are_refused(
         assert response.status_code == status, (role, payload, response.text)
         if status >= 400:
             assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_report_never_holds_one_pooled_connection_while_it_waits_for_another(
+    app: Litestar, settings: Settings
+) -> None:
+    """Progress is written through a session of the worker's pool: a report that reported
+    while its own session held a connection waited on itself once the pool had none left.
+    Here the pool has two connections and the worker's claim line keeps one (the test
+    watches through the app's own pool)."""
+    await seed(app)
+    small = replace(settings, db=replace(settings.db, pool_size=2, max_overflow=0))
+    engine = create_engine(small.db)
+    sessionmaker = create_sessionmaker(engine)
+    try:
+        async with sessionmaker() as session, session.begin():
+            job_id = await enqueue(session, "report", {"days": 30})
+        async with running_worker(small, sessionmaker, lease_seconds=30.0):
+            job = await wait_for_status(
+                app.state.sessionmaker, job_id, {"succeeded", "failed", "dead"}
+            )
+    finally:
+        await engine.dispose()
+    assert job.status == "succeeded", job.last_error

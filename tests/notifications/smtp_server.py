@@ -1,5 +1,7 @@
 """A tiny real SMTP server for the tests (asyncio streams, RFC 5321's happy path): it
-records every message it accepts, so a test can count what actually arrived."""
+records every message it accepts, so a test can count what actually arrived. It can stall:
+take a message whole and hold back its "250" for a while, as a slow server does (the
+message is recorded, as a server that has it would deliver it)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ class SmtpServer:
     messages: list[Message] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     port: int = 0
+    stall_seconds: float = 0.0
+    """How long the reply to each message's end of DATA is held back (0: not at all)."""
+    stalled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once a reply is being held back."""
     _server: asyncio.Server | None = None
 
     @property
@@ -56,11 +62,16 @@ class SmtpServer:
                         lines.append(data[1:] if data.startswith(b"..") else data)
                     self.messages.append(message_from_bytes(b"".join(lines)))
                     self.envelopes.append((sender, recipients))
+                    if self.stall_seconds:
+                        self.stalled.set()
+                        await asyncio.sleep(self.stall_seconds)
                     await reply("250 queued")
                 elif verb == "QUIT":
                     await reply("221 bye")
                     break
                 else:  # RSET, NOOP, ...
                     await reply("250 OK")
+        except (ConnectionError, asyncio.CancelledError):  # the client or the test went away
+            pass
         finally:
             writer.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import replace
 
 import pytest
@@ -122,3 +124,22 @@ async def test_a_bad_payload_is_refused_when_enqueued(
     async with sessionmaker() as session, session.begin():
         with pytest.raises(JobInputError):
             await enqueue(session, "notify", payload)
+
+
+async def test_a_stalled_smtp_server_holds_up_no_other_write(
+    settings: Settings, sessionmaker: Sessions
+) -> None:
+    """While the SMTP server sits on a message, the rest of the system writes as usual (on
+    SQLite a write transaction held over the send locked the whole database)."""
+    async with SmtpServer(stall_seconds=8) as server:
+        with_smtp = replace(settings, mail=MailSettings(server.url, "keel@example.org"))
+        job_id = await _notify(sessionmaker, to="a@example.com", subject="S", body="B")
+        async with running_worker(with_smtp, sessionmaker, lease_seconds=30.0):
+            await asyncio.wait_for(server.stalled.wait(), 10)
+            started = time.monotonic()
+            other = await _notify(sessionmaker, to="b@example.com", subject="T", body="C")
+            took = time.monotonic() - started
+            server.stall_seconds = 0
+            job = await wait_for_status(sessionmaker, job_id, DONE, timeout=20)
+    assert other and took < 1.0
+    assert job.status == "succeeded", job.last_error

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 
 import httpx
+import pytest
 from litestar import Litestar
+from sqlalchemy import event
 
 from app.asgi import create_app
 from app.settings import Settings
-from tests.conftest import client_for, free_port, signed_in
+from tests.conftest import PG_TEST_DB, client_for, free_port, pg_url, signed_in
 from tests.core.test_store import silent_server
 
 
@@ -87,5 +90,73 @@ async def test_admin_area_sends_anonymous_visitors_to_sign_in(client: httpx.Asyn
     response = await client.get("/admin?tab=1")
     assert response.status_code == 303
     assert response.headers["location"] == "/login?next=%2Fadmin%3Ftab%3D1"
-    htmx = await client.get("/admin", headers={"HX-Request": "true"})
+    htmx = await client.get(  # the dashboard's own refresh: htmx names the page it is on
+        "/admin", headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/admin"}
+    )
     assert htmx.headers["hx-redirect"].startswith("/login?next=")
+
+
+async def _end_connections_to(database: str) -> int:
+    """What an administrator's pg_terminate_backend does to every session of `database`
+    (and of no other database); returns once they are gone."""
+    import asyncpg
+
+    admin = await asyncpg.connect(pg_url("postgres").replace("postgresql+asyncpg", "postgresql"))
+    try:
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+        for _ in range(100):
+            left = await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database
+            )
+            if not left:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await admin.close()
+    return int(ended)
+
+
+def _end_connections_as_the_probe_queries(app: Litestar, database: str) -> list[int]:
+    """The backends end right when the readiness probe sends its query (the moment a load
+    balancer's probe meets a failover): pg_terminate_backend from another thread, once."""
+    ended: list[int] = []
+
+    def before(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.strip() == "SELECT 1" and not ended:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                ended.append(pool.submit(asyncio.run, _end_connections_to(database)).result())
+
+    event.listen(app.state.engine.sync_engine, "before_cursor_execute", before)
+    return ended
+
+
+@pytest.mark.parametrize("moment", ["between probes", "as the probe queries"])
+async def test_ready_stays_ready_after_the_database_ends_its_connections(
+    services_settings: Settings, services_accounts: dict, moment: str
+) -> None:
+    """Backends killed (a failover, an administrator): the pool's connections are dead,
+    but the database answers on a new one, so the replica is ready; requests are fine."""
+    app = create_app(services_settings)
+    try:
+        async with client_for(app) as client:
+            warm = await asyncio.gather(*(client.get("/health/ready") for _ in range(4)))
+            assert [r.status_code for r in warm] == [200] * 4
+            if moment == "between probes":
+                assert await _end_connections_to(PG_TEST_DB) >= 1
+            else:
+                ended = _end_connections_as_the_probe_queries(app, PG_TEST_DB)
+            response = await client.get("/health/ready")
+            if moment != "between probes":
+                assert ended and ended[0] >= 1  # it happened, during this probe
+            again = await client.get("/health/ready")
+            page = await client.get("/api/v1/site")
+    finally:
+        await app.state.engine.dispose()
+        await app.state.store.close()
+    assert response.status_code == 200, response.json()
+    assert response.json()["failing"] == [] and again.status_code == 200
+    assert page.status_code == 200

@@ -14,7 +14,7 @@ from app.accounts.api_keys import create_api_key, list_api_keys, revoke_api_key
 from app.accounts.audit import Actor
 from app.accounts.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest, PerPage
 
 
 class ApiKeysController(Controller):
@@ -26,8 +26,8 @@ class ApiKeysController(Controller):
     async def list_keys(
         self,
         db_session: DbSession,
-        page: FromQuery[int | None] = None,
-        per_page: FromQuery[int | None] = None,
+        page: FromQuery[PageNumber] = 1,
+        per_page: FromQuery[PerPage] = 20,
         include_revoked: FromQuery[bool] = False,
     ) -> dict[str, Any]:
         """Keys, newest first, without their secrets; revoked ones with `include_revoked`."""

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, get
-from litestar.params import FromQuery
+from litestar.params import FromQuery, Parameter
 
 from app.accounts import guards
-from app.accounts.audit import AuditFilters, list_audit
+from app.accounts.audit import AuditFilterError, AuditFilters, list_audit
 from app.accounts.models import AuditEntry
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest, PerPage
 
 DEFAULT_PER_PAGE = 50
+IsoTime = Annotated[str | None, Parameter(schema_extra={"format": "date-time"})]
+"""A time in ISO 8601. Taken as text and parsed here: Litestar's own conversion to a
+datetime also takes a number as Unix seconds (`until=0.5`), which the document denies."""
+
+
+def _moment(text: str | None, name: str) -> datetime | None:
+    if text is None:  # absent; an empty value is no time either
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        example = "2030-01-31T12:00:00Z"
+        raise AuditFilterError(f"Give a time in ISO 8601, like {example}.", name) from None
 
 
 class AuditEntryOut(msgspec.Struct):
@@ -60,10 +73,10 @@ class AuditController(Controller):
         action: FromQuery[str | None] = None,
         resource_type: FromQuery[str | None] = None,
         resource_id: FromQuery[str | None] = None,
-        since: FromQuery[datetime | None] = None,
-        until: FromQuery[datetime | None] = None,
-        page: FromQuery[int] = 1,
-        per_page: FromQuery[int] = DEFAULT_PER_PAGE,
+        since: IsoTime = None,
+        until: IsoTime = None,
+        page: FromQuery[PageNumber] = 1,
+        per_page: FromQuery[PerPage] = DEFAULT_PER_PAGE,
     ) -> dict[str, object]:
         """Audit entries, newest first. `since` is inclusive, `until` exclusive (ISO 8601,
         UTC when no offset is given); `per_page` is at most 100."""
@@ -72,8 +85,8 @@ class AuditController(Controller):
             action=action,
             resource_type=resource_type,
             resource_id=resource_id,
-            since=since,
-            until=until,
+            since=_moment(since, "since"),
+            until=_moment(until, "until"),
         )
         entries = await list_audit(
             db_session, filters, PageRequest.of(page, per_page, default=DEFAULT_PER_PAGE)

@@ -23,7 +23,7 @@ from app.accounts.services import (
     update_user,
 )
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest, PerPage
 
 
 class UsersController(Controller):
@@ -38,8 +38,8 @@ class UsersController(Controller):
         role: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
         sort: FromQuery[str] = "username",
-        page: FromQuery[int] = 1,
-        per_page: FromQuery[int] = 20,
+        page: FromQuery[PageNumber] = 1,
+        per_page: FromQuery[PerPage] = 20,
     ) -> UserPageOut:
         """Users matching `q` (e-mail, username, display name), `role` and `status`
         (active|inactive), sorted by `sort` (username, email, role, created_at,

@@ -14,12 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import guards
 from app.accounts.audit import Actor, record
-from app.accounts.identity import CurrentUser, expired_session_cookie
+from app.accounts.identity import CurrentUser
 from app.accounts.models import User
-from app.accounts.pages.sign_in import PASSWORDS_DIFFER, start_session
+from app.accounts.pages.sign_in import PASSWORDS_DIFFER, signed_out, start_session
 from app.accounts.pages.verify import mail_verification_link
 from app.accounts.services import AccountError, change_password, get_user, update_user
-from app.accounts.sessions import BrowserSession, cookie_name
+from app.accounts.sessions import BrowserSession
 from app.core.db import DbSession
 from app.core.templating import Form, redirect, render
 
@@ -65,12 +65,6 @@ def _me(request: Request) -> CurrentUser:
 def _account_url(request: Request, saved: str | None = None) -> str:
     url = request.app.route_reverse("accounts:account")
     return f"{url}?saved={saved}" if saved else url
-
-
-def _signed_out(state: State) -> Response[bytes]:
-    """This browser's session has ended: drop the cookie and go to the sign-in page."""
-    production = state.settings.app.is_production
-    return redirect("/login", expired_session_cookie(cookie_name(production), production))
 
 
 async def _page(
@@ -194,7 +188,7 @@ class AccountController(Controller):
             browser_session=short_id,
         )
         if me.session_digest and me.session_digest.startswith(short_id):
-            return _signed_out(state)
+            return signed_out(state, "/login")
         return redirect(_account_url(request, "session"))
 
     @post("/sign-out-everywhere", name="accounts:sign_out_everywhere")
@@ -214,4 +208,4 @@ class AccountController(Controller):
             me.id,
             sessions=ended,
         )
-        return _signed_out(state)
+        return signed_out(state, "/login")

@@ -21,7 +21,7 @@ from app.accounts.api_keys import (
 from app.accounts.audit import Actor
 from app.accounts.models import ASSIGNABLE_ROLES
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, redirect, render
 
 NEVER_CACHE = {"Cache-Control": "no-store"}
@@ -54,7 +54,7 @@ class ApiKeysAdminController(Controller):
         self,
         request: Request,
         db_session: DbSession,
-        page: FromQuery[int | None] = None,
+        page: FromQuery[PageNumber] = 1,
         revoked: FromQuery[bool] = False,
     ) -> Response[str]:
         """Every key with its status; revoked keys only when asked for."""

@@ -26,7 +26,7 @@ from app.accounts.audit import (
 )
 from app.accounts.models import AuditEntry
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import render_list
 
 PER_PAGE = 50
@@ -112,7 +112,7 @@ class AuditAdminController(Controller):
         request: HTMXRequest,
         db_session: DbSession,
         params: NamedDependency[dict[str, str]],
-        page: FromQuery[int | None] = None,
+        page: FromQuery[PageNumber] = 1,
     ) -> Response[str]:
         """Newest first, 50 a page; htmx swaps only the results when the filters change."""
         errors: dict[str, str] = {}
@@ -148,7 +148,7 @@ class AuditAdminController(Controller):
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         return Stream(
             _csv(iter_audit(state.sessionmaker, filters)),
-            media_type="text/csv; charset=utf-8",
+            media_type="text/csv",  # Litestar adds "; charset=utf-8" to text types
             headers={
                 "Content-Disposition": f'attachment; filename="keel-audit-{stamp}.csv"',
                 "Cache-Control": "no-store",

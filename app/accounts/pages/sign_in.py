@@ -25,15 +25,9 @@ from app.accounts.services import (
 from app.accounts.sessions import cookie_name
 from app.accounts.throttle import Throttled
 from app.core.db import DbSession
+from app.core.redirects import safe_next
 from app.core.templating import Form, redirect, render
 from app.system.settings import read_setting
-
-
-def safe_next(target: str | None, default: str = "/") -> str:
-    """Only same-site paths: never `//host` or `https://...` (no open redirects)."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
-    return default
 
 
 async def start_session(
@@ -49,6 +43,20 @@ async def start_session(
     )
     name = cookie_name(state.settings.app.is_production)
     return redirect(location, session_cookie(name, session_id, state.settings))
+
+
+FORGET_THIS_SITE = {"Clear-Site-Data": '"cache", "storage"'}
+"""What a browser must drop when its session ends: its cache and the tab's storage, where
+htmx keeps pages for Back (cookies stay: other sites on localhost share them)."""
+
+
+def signed_out(state: State, location: str) -> Response[bytes]:
+    """This browser's session has ended: drop the cookie, make the browser forget the pages
+    it kept, and go to `location`."""
+    production = state.settings.app.is_production
+    response = redirect(location, expired_session_cookie(cookie_name(production), production))
+    response.headers.update(FORGET_THIS_SITE)
+    return response
 
 
 PASSWORDS_DIFFER = "The two passwords differ."
@@ -158,8 +166,7 @@ class SignInController(Controller):
                 "user",
                 getattr(request.scope.get("user"), "id", None),
             )
-        name = cookie_name(state.settings.app.is_production)
-        return redirect("/", expired_session_cookie(name, state.settings.app.is_production))
+        return signed_out(state, "/")
 
     @get("/register", name="accounts:register")
     async def register_form(self, request: Request, db_session: DbSession) -> Response[str]:

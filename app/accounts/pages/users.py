@@ -31,7 +31,7 @@ from app.accounts.services import (
     update_user,
 )
 from app.core.db import DbSession
-from app.core.pagination import PageRequest
+from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, redirect, render, render_list
 
 PER_PAGE = 25
@@ -116,7 +116,7 @@ class UsersAdminController(Controller):
         role: FromQuery[str] = "",
         status: FromQuery[str] = "",
         sort: FromQuery[str] = DEFAULT_SORT,
-        page: FromQuery[int] = 1,
+        page: FromQuery[PageNumber] = 1,
         notice: FromQuery[str | None] = None,
     ) -> Response[str]:
         """The list; htmx requests (filters, sorting, pages) get only the results block."""

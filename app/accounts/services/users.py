@@ -40,36 +40,61 @@ class NewUser:
     display_name: str = ""
 
 
+EMAIL_MAX_LENGTH = 320
+DISPLAY_NAME_MAX_LENGTH = 120
+USERNAME_RULE = (
+    "Use 3-64 letters, digits, dots, dashes or underscores; start with a letter or digit."
+)
+ROLE_RULE = "Choose viewer, editor or admin."
+
+# One function per field rule, used by every path that writes the field (create, update,
+# the admin forms, the API, the import, the CLI): each returns the cleaned value and the
+# rule it breaks, if any.
+
+
+def check_email(value: str) -> tuple[str, AccountError | None]:
+    email = value.strip().lower()
+    if not EMAIL.match(email) or len(email) > EMAIL_MAX_LENGTH:
+        return email, AccountError("Enter a valid e-mail address.", "email")
+    return email, None
+
+
+def check_username(value: str) -> tuple[str, AccountError | None]:
+    username = value.strip()
+    if not USERNAME.match(username):
+        return username, AccountError(USERNAME_RULE, "username")
+    return username, None
+
+
+def check_role(value: str) -> tuple[Role, AccountError | None]:
+    """A role an account may have (guest is not one); viewer with the problem otherwise."""
+    try:
+        role = Role.parse(value)
+    except ValueError:
+        return Role.viewer, AccountError(ROLE_RULE, "role")
+    if role not in ASSIGNABLE_ROLES:
+        return Role.viewer, AccountError(ROLE_RULE, "role")
+    return role, None
+
+
+def clean_display_name(value: str) -> str:
+    return value.strip()[:DISPLAY_NAME_MAX_LENGTH]
+
+
 def check_new_user(data: NewUser, *, password: bool = True) -> tuple[NewUser, list[AccountError]]:
     """The new account's fields cleaned, and every rule they break (none: the list is
     empty). `password=False` skips the password rules: an imported account gets none."""
-    email = data.email.strip().lower()
-    username = data.username.strip()
-    problems: list[AccountError] = []
-    if not EMAIL.match(email) or len(email) > 320:
-        problems.append(AccountError("Enter a valid e-mail address.", "email"))
-    if not USERNAME.match(username):
-        problems.append(
-            AccountError(
-                "Use 3-64 letters, digits, dots, dashes or underscores; start with a letter or"
-                " digit.",
-                "username",
-            )
-        )
-    try:
-        role = Role.parse(data.role)
-        if role not in ASSIGNABLE_ROLES:
-            raise ValueError(role)
-    except ValueError:
-        role = Role.viewer
-        problems.append(AccountError("Choose viewer, editor or admin.", "role"))
+    email, email_problem = check_email(data.email)
+    username, username_problem = check_username(data.username)
+    role, role_problem = check_role(data.role)
+    problems = [p for p in (email_problem, username_problem, role_problem) if p is not None]
     if password:
         try:
             check_password_rules(data.password, username=username, email=email)
         except PasswordRuleError as exc:
             problems.append(AccountError(str(exc), "password"))
-    cleaned = NewUser(email, username, data.password, role.name, data.display_name.strip()[:120])
-    return cleaned, problems
+    display_name = clean_display_name(data.display_name)
+    return NewUser(email, username, data.password, role.name, display_name), problems
 
 
 def validate_new_user(data: NewUser) -> NewUser:
@@ -244,12 +269,13 @@ async def update_user(
         raise AccountError("You cannot change this account.", None, 403)
     changes: dict[str, object] = {}
     if email is not None or username is not None:
-        new_email = (email if email is not None else user.email).strip().lower()
-        new_username = (username if username is not None else user.username).strip()
-        if not EMAIL.match(new_email):
-            raise AccountError("Enter a valid e-mail address.", "email")
-        if not USERNAME.match(new_username):
-            raise AccountError("Use 3-64 letters, digits, dots, dashes or underscores.", "username")
+        new_email, email_problem = check_email(email if email is not None else user.email)
+        new_username, username_problem = check_username(
+            username if username is not None else user.username
+        )
+        for problem in (email_problem, username_problem):
+            if problem is not None:
+                raise problem
         await _ensure_unique(session, new_email, new_username, exclude=user.id)
         if new_email != user.email:
             changes["email"] = [user.email, new_email]
@@ -258,16 +284,13 @@ async def update_user(
         if new_username != user.username:
             changes["username"] = [user.username, new_username]
             user.username = new_username
-    if display_name is not None and display_name.strip() != user.display_name:
-        changes["display_name"] = [user.display_name, display_name.strip()[:120]]
-        user.display_name = display_name.strip()[:120]
+    if display_name is not None and clean_display_name(display_name) != user.display_name:
+        changes["display_name"] = [user.display_name, clean_display_name(display_name)]
+        user.display_name = clean_display_name(display_name)
     if role is not None and role != user.role:
-        try:
-            new_role = Role.parse(role)
-        except ValueError:
-            raise AccountError("Choose viewer, editor or admin.", "role") from None
-        if new_role not in ASSIGNABLE_ROLES:
-            raise AccountError("Choose viewer, editor or admin.", "role")
+        new_role, problem = check_role(role)
+        if problem is not None:
+            raise problem
         if is_self and new_role < user.role_level and actor_role != Role.admin:
             raise AccountError("You cannot change your own role.", "role", 403)
         if not _can_manage(actor_role, new_role) or new_role > actor_role:

@@ -1,0 +1,202 @@
+"""The input boundary: text the database cannot store is refused where a request comes in.
+
+PostgreSQL refuses the NUL character (U+0000) in text and JSON, and a lone UTF-16
+surrogate (U+D800 to U+DFFF) is not text at all; left to the database, either is a 500 in
+the middle of a request. They are refused once, for every route, with a 400 (a problem
+body on the API, the error page on pages):
+
+- `AsciiRequestTarget` (outside Litestar, which cannot decode it anywhere, not even in
+  its error handler): a query string with raw bytes beyond ASCII;
+- `InputBoundary` (the first route middleware): a NUL in the path and the query string;
+- `BoundaryRequest` (the app's request class), where Litestar reads a body: url-encoded
+  fields, multipart field names, values and file names (never a file's content), JSON
+  (raw, or as the escapes `\\u0000` and `\\ud800`). JSON that cannot be decoded at all
+  (invalid UTF-8, nested deeper than the decoder goes) is a 400 there too.
+
+GET requests cost two substring searches (the hot paths: see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import ClientException
+from litestar.plugins.htmx import HTMXRequest
+from litestar.types import ASGIApp, Receive, Scope, Send
+from multipart import MultipartError, MultipartSegment, PushMultipartParser
+
+from app.core.errors import PROBLEM_JSON, DomainError, is_machine_path
+
+NUL_REFUSED = (
+    "The request holds a NUL character (U+0000), which cannot be stored: remove it and "
+    "send the request again."
+)
+SURROGATE_REFUSED = (
+    "The request holds an unpaired surrogate escape (\\ud800 to \\udfff), which is not "
+    "text: send the character itself, or both halves of its pair."
+)
+NOT_UTF8 = "The request body is not valid UTF-8 text."
+TOO_DEEP = "The JSON body is nested too deeply."
+
+_JSON_UNSTORABLE = re.compile(
+    rb"(?<!\\)(?:\\\\)*"  # escaped backslashes before: the next backslash starts an escape
+    rb"(?:\\u0000"
+    rb"|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"  # a high half without a low one
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})"  # a low one alone
+)
+
+
+_NUL, _PERCENT = 0, ord("%")
+
+
+class UnstorableInput(DomainError):
+    """A request carries text the database cannot store."""
+
+
+def refuse_nul(encoded: bytes) -> None:
+    """A query string or url-encoded body: NUL arrives as `%00` (or raw). Bytes are searched
+    for a byte (an int) first: `bytes in bytes` costs ten times as much (~400 ns)."""
+    if _NUL in encoded or (_PERCENT in encoded and encoded.find(b"%00") != -1):
+        raise UnstorableInput(NUL_REFUSED)
+
+
+def refuse_unstorable_json(body: bytes) -> None:
+    """A JSON text: a raw NUL, or the escape of a NUL or of half a surrogate pair."""
+    if _NUL in body:
+        raise UnstorableInput(NUL_REFUSED)
+    if body.find(b"\\u") != -1 and (found := _JSON_UNSTORABLE.search(body)):
+        raise UnstorableInput(NUL_REFUSED if found[0].endswith(b"0000") else SURROGATE_REFUSED)
+
+
+def refuse_unstorable_text(value: str) -> None:
+    """Decoded text (a JSON value parsed elsewhere, a header's parameter)."""
+    if "\x00" in value:
+        raise UnstorableInput(NUL_REFUSED)
+
+
+class InputBoundary:
+    """Refuse a NUL in the path or the query string before any route handler runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if "\x00" in scope["path"]:
+                raise UnstorableInput(NUL_REFUSED)
+            refuse_nul(scope["query_string"])
+        await self.app(scope, receive, send)
+
+
+class _MultipartCheck:
+    """Follows a multipart body as it streams by: every field's name and file name, and the
+    value of each field that is not a file (which must also decode)."""
+
+    def __init__(self, boundary: str) -> None:
+        self.parser: PushMultipartParser | None = PushMultipartParser(boundary)
+        self.segment: MultipartSegment | None = None
+        self.value = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        if self.parser is None:
+            return
+        try:
+            for event in self.parser.parse(chunk):
+                self._take(event)
+        except MultipartError:  # Litestar's own parser refuses it with a 400
+            self.parser = None
+
+    def _take(self, event: MultipartSegment | bytes | bytearray | None) -> None:
+        if isinstance(event, MultipartSegment):
+            self.segment, self.value = event, bytearray()
+            refuse_unstorable_text(event.name or "")
+            refuse_unstorable_text(event.filename or "")
+        elif event is None:
+            if self.segment is not None and not self.segment.filename:
+                _check_field(bytes(self.value), self.segment.charset or "utf-8")
+            self.segment = None
+        elif self.segment is not None and not self.segment.filename:
+            self.value.extend(event)
+
+
+def _check_field(value: bytes, charset: str) -> None:
+    try:
+        text = value.decode(charset)
+    except (UnicodeDecodeError, LookupError):
+        raise UnstorableInput(NOT_UTF8) from None
+    refuse_unstorable_text(text)
+
+
+class BoundaryRequest(HTMXRequest):
+    """The app's request class: bodies are checked where Litestar reads them."""
+
+    async def body(self) -> bytes:
+        body = await super().body()
+        if self.content_type[0] == RequestEncodingType.URL_ENCODED:
+            refuse_nul(body)
+        return body
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
+        content_type, options = self.content_type
+        check = None
+        if content_type == RequestEncodingType.MULTI_PART and options.get("boundary"):
+            check = _MultipartCheck(options["boundary"])
+        async for chunk in super().stream():
+            if check is not None:
+                check.feed(chunk)
+            yield chunk
+
+    async def json(self) -> Any:
+        refuse_unstorable_json(await self.body())
+        try:
+            return await super().json()
+        except UnicodeDecodeError:
+            raise ClientException(NOT_UTF8) from None
+        except RecursionError:
+            raise ClientException(TOO_DEEP) from None
+
+
+RAW_BYTES_REFUSED = (
+    "The address holds bytes that must be percent-encoded (RFC 3986): encode the query "
+    "string and send the request again."
+)
+
+
+class AsciiRequestTarget:
+    """Refuse a query string with raw bytes beyond ASCII with a 400, before Litestar.
+
+    A request target is ASCII (RFC 3986, 9112); some servers pass other bytes on, and
+    Litestar cannot decode them anywhere, not even in its error handler, so the request
+    escaped the app as a 500. One `bytes.isascii()` per request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("query_string", b"").isascii():
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        error_id = os.urandom(8).hex()
+        scope.setdefault("state", {})["error_id"] = error_id
+        if is_machine_path(path):
+            problem = {
+                "type": "about:blank",
+                "title": "Bad Request",
+                "status": 400,
+                "detail": RAW_BYTES_REFUSED,
+                "instance": path,
+                "error_id": error_id,
+            }
+            body, media_type = json.dumps(problem).encode(), PROBLEM_JSON
+        else:
+            body, media_type = f"{RAW_BYTES_REFUSED}\n".encode(), "text/plain; charset=utf-8"
+        headers = [(b"content-type", media_type.encode()), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 400, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,97 @@
+"""Keel while its Valkey is paused (SIGSTOP), on either leg's database with a private
+redis-server: requests skip the store instead of each waiting for its socket timeout,
+nothing answers 500, and sessions and the page cache work again once it answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+from litestar import Litestar
+
+from app.accounts.api_keys import create_api_key
+from app.accounts.audit import Actor
+from app.accounts.models import Role, User
+from app.asgi import create_app
+from app.content.services import EntryInput, publish_entry, save_entry
+from app.settings import Settings
+from tests.conftest import client_for, signed_in
+from tests.private_valkey import private_valkey
+
+SOCKET_TIMEOUT = 1.0
+SKIPPED = 0.5
+"""A request that skipped the store answers well within this; one that waited on the
+paused store took at least SOCKET_TIMEOUT."""
+
+
+async def published_post(app: Litestar, author: User, title: str = "Outage probe") -> str:
+    async with app.state.sessionmaker() as session, session.begin():
+        actor = Actor(author.id, author.username)
+        entry = await save_entry(session, actor, EntryInput(title=title, body_markdown="Before."))
+        await publish_entry(session, actor, entry)
+        return entry.slug
+
+
+async def api_key(app: Litestar, admin: User, role: str = "editor") -> str:
+    """An API key's secret: a credential that needs no store (sessions and tokens do)."""
+    async with app.state.sessionmaker() as session, session.begin():
+        actor = Actor(admin.id, admin.username)
+        _, secret = await create_api_key(session, actor, Role.admin, admin.id, "ops", role, None)
+    return secret
+
+
+async def timed(client: httpx.AsyncClient, path: str, **kwargs: object) -> tuple[int, float]:
+    started = time.monotonic()
+    response = await client.get(path, **kwargs)  # type: ignore[arg-type]
+    return response.status_code, time.monotonic() - started
+
+
+async def test_requests_skip_a_paused_store_and_work_again_once_it_answers(
+    settings: Settings, accounts: dict[str, User]
+) -> None:
+    with private_valkey() as valkey:
+        app = create_app(valkey.settings(settings, socket_timeout=SOCKET_TIMEOUT))
+        slug = await published_post(app, accounts["editor"])
+        secret = await api_key(app, accounts["admin"])
+        async with (
+            app.lifespan(),
+            signed_in(app, accounts["viewer"]) as browser,
+            client_for(app) as visitor,
+        ):
+            # (client, path, headers, status while the store is away)
+            requests = {
+                "public post": (visitor, f"/blog/{slug}", {}, 200),
+                "public API list": (visitor, "/api/v1/content", {}, 200),
+                "API list with an API key": (
+                    visitor,
+                    "/api/v1/content?per_page=5",
+                    {"X-API-Key": secret},
+                    200,
+                ),
+                "signed-in post (session)": (browser, f"/blog/{slug}", {}, 503),
+                "account page (session)": (browser, "/account", {}, 503),
+            }
+            for client, path, headers, _ in requests.values():
+                assert (await client.get(path, headers=headers)).status_code == 200, path
+            valkey.pause()
+            status, _ = await timed(browser, "/account")  # waits for the store's timeout
+            assert status == 503
+            for _ in range(3):
+                for name, (client, path, headers, expected) in requests.items():
+                    status, took = await timed(client, path, headers=headers)
+                    assert status == expected, f"{name}: {status}"
+                    assert took < SKIPPED, f"{name} waited {took:.2f} s on the paused store"
+            valkey.resume()
+            resumed = time.monotonic()
+            while (await browser.get("/account")).status_code != 200:
+                assert time.monotonic() - resumed < 3, "sessions did not come back"
+                await asyncio.sleep(0.05)
+            while (await visitor.get(f"/blog/{slug}")).headers.get("x-cache") != "hit":
+                assert time.monotonic() - resumed < 3, "the page cache did not come back"
+                await asyncio.sleep(0.05)
+            assert not app.state.page_cache.degraded
+            ready = await visitor.get("/health/ready")
+            assert ready.status_code == 200 and ready.json()["cache"] == {"status": "ok"}
+        await app.state.engine.dispose()
+        await app.state.store.close()
