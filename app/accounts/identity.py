@@ -36,7 +36,9 @@ from app.accounts.tokens import (
     hash_secret,
     looks_like_jwt,
 )
+from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.reads import ReadQuery
+from app.core.store import StoreUnavailable
 
 log = logging.getLogger("keel.auth")
 UNAUTHENTICATED_PREFIXES = ("/static/", "/health", "/favicon.ico")
@@ -175,7 +177,14 @@ class IdentityMiddleware(ASGIMiddleware):
         if authorization or api_key:
             scope["user"] = await self._from_credentials(scope, authorization, api_key)
         elif not path.startswith(API_PREFIX):
-            scope["user"], set_cookie = await self._from_session(scope, state)
+            try:
+                scope["user"], set_cookie = await self._from_session(scope, state)
+            except StoreUnavailable:
+                if not _is_public_read(scope):
+                    raise
+                # The sessions cannot be read (the store is away): a public page is still
+                # readable, as a visitor sees it; anything signed-in answers 503.
+                scope["user"] = None
         if set_cookie is None:
             await next_app(scope, receive, send)
             return
@@ -306,6 +315,16 @@ def _cookie(scope: Scope, name: str) -> str | None:
                 if cookie_key == name:
                     return cookie_value
     return None
+
+
+def _is_public_read(scope: Scope) -> bool:
+    """A GET or HEAD of a public page (a route marked `public_cache`)."""
+    handler = scope.get("route_handler")
+    return (
+        scope["method"] in ("GET", "HEAD")
+        and handler is not None
+        and bool(handler.opt.get(PUBLIC_PAGE_OPT))
+    )
 
 
 def _unauthorized(detail: str) -> NotAuthorizedException:
