@@ -23,11 +23,10 @@ from typing import NoReturn
 
 import jwt
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import RefreshToken, RevokedAccessToken, TokenFamily, User
+from app.core.db import dialect_insert
 
 ALGORITHM = "HS256"
 ISSUER = "keel"
@@ -259,9 +258,8 @@ class RefreshTokens:
         """Sign out an access token: it is refused until it expires, and so is every token
         of its family (the sign-in it came from)."""
         expires_at = datetime.fromtimestamp(claims.expires_at, UTC)
-        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
         await session.execute(
-            insert(RevokedAccessToken)
+            dialect_insert(session, RevokedAccessToken)
             .values(jti=claims.jti, expires_at=expires_at)
             .on_conflict_do_nothing(index_elements=["jti"])
         )
