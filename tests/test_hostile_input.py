@@ -38,6 +38,7 @@ from app.settings import ROOT, Settings
 from app.system.settings import write_setting
 from tests.conftest import (
     PASSWORD,
+    api_token,
     client_for,
     fresh,
     signed_in,
@@ -182,8 +183,7 @@ async def admin(app: Litestar, user: User) -> Caller:
     async with signed_in(app, user) as client:
         cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
         token = client.headers["X-CSRF-Token"]
-    bearer = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
-    return Caller("admin", cookie, token, bearer)
+    return Caller("admin", cookie, token, await api_token(app, user))
 
 
 async def still_signed_in(app: Litestar, caller: Caller) -> bool:
@@ -422,7 +422,7 @@ async def seed(app: Litestar, accounts: dict[str, User]) -> dict[str, str]:
     media file, an API key, a job; the viewer's account), so requests get past "no such
     thing" to the code behind."""
     admin_user = accounts["admin"]
-    token = app.state.access_tokens.issue(admin_user.id, admin_user.role, 1)
+    token = await api_token(app, admin_user)
     ids: dict[str, str] = {"user_id": str(accounts["viewer"].id), "file_path": "css/app.css"}
     async with client_for(app) as client:
         client.headers["Authorization"] = f"Bearer {token}"

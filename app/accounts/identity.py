@@ -63,7 +63,8 @@ class CurrentUser:
     session_digest: str | None = None
     session_csrf: str | None = None
     """The browser session's CSRF secret: its CSRF token derives from it (app/core/csrf.py)."""
-    token_jti: str | None = None
+    token: AccessClaims | None = None
+    """The verified claims of the access token the caller sent (`via` is `token`)."""
     api_key_id: UUID | None = None
 
     def has(self, role: Role) -> bool:
@@ -126,7 +127,8 @@ TOKEN_CALLER = ReadQuery(
     .where(User.id == bindparam("user_id"))
 )
 """The caller of an access token and whether the token is signed out, in one read: its
-family (the sign-in it came from) must exist and not be revoked, its jti not listed."""
+family (the sign-in it came from) must exist, be the user's and not be revoked, its jti
+not listed."""
 
 
 async def _load_caller(state: object, user_id: UUID) -> _Caller | None:
@@ -142,7 +144,7 @@ async def _load_token_caller(state: object, claims: AccessClaims) -> tuple[_Call
     if row is None:
         return None, False
     family_live, signed_out = row.pop("family_live"), row.pop("signed_out")
-    return _Caller(**row), not signed_out and (claims.family is None or bool(family_live))
+    return _Caller(**row), bool(family_live) and not signed_out
 
 
 def _as_current(user: _Caller, via: str, **extra: object) -> CurrentUser:
@@ -226,7 +228,7 @@ class IdentityMiddleware(ASGIMiddleware):
             raise _unauthorized("The access token has been revoked.")
         if user is None or not user.is_active or user.auth_version != claims.auth_version:
             raise _unauthorized("The access token is no longer valid.")
-        return _as_current(user, "token", token_jti=claims.jti)
+        return _as_current(user, "token", token=claims)
 
     async def _from_api_key(self, state: object, secret: str) -> CurrentUser:
         now = datetime.now(UTC)
