@@ -16,8 +16,8 @@ import jwt
 import pytest
 from litestar import Litestar
 
-from app.accounts.models import User
-from app.accounts.tokens import ALGORITHM, AUDIENCE, ISSUER
+from app.accounts.models import TokenFamily, User
+from app.accounts.tokens import ALGORITHM, AUDIENCE, ISSUER, InvalidToken
 from app.core.db import create_engine, create_sessionmaker
 from app.settings import Settings
 from tests.accounts.test_rate_limit import app_with
@@ -371,6 +371,30 @@ async def test_two_concurrent_rotations_of_one_refresh_token_let_exactly_one_thr
         for access in (tokens["access_token"], winner["access_token"]):
             me = await client.get("/api/v1/auth/me", headers=_bearer(access))
             assert me.status_code == 401, round_
+
+
+async def test_a_rotation_that_reaches_the_database_during_another_waits_and_ends_the_family(
+    app: Litestar, accounts: dict
+) -> None:
+    """The race of two rotations at its narrowest, without HTTP timing: the second spends
+    the token while the first's transaction is still open. It must wait for that COMMIT
+    (row lock on PostgreSQL, the write lock on SQLite), then find the token spent: a reuse,
+    which revokes the family, the winner's new refresh token included."""
+    user, tokens = accounts["editor"], app.state.refresh_tokens
+    async with app.state.sessionmaker() as session, session.begin():
+        family, refresh = await tokens.start(session, user.id, user.auth_version)
+    async with app.state.sessionmaker() as first, app.state.sessionmaker() as second:
+        won = await tokens.rotate(first, refresh)
+        late = asyncio.create_task(tokens.rotate(second, refresh))
+        await asyncio.sleep(0.5)
+        assert not late.done(), "the second spend did not wait for the first transaction"
+        await first.commit()
+        with pytest.raises(InvalidToken, match="already used"):
+            await asyncio.wait_for(late, 10)
+    async with app.state.sessionmaker() as session:
+        assert (await session.get(TokenFamily, family)).revoked_at is not None
+        with pytest.raises(InvalidToken, match="revoked"):
+            await tokens.rotate(session, won.refresh_token)
 
 
 async def test_logout_signs_out_the_token_the_caller_was_identified_by(
