@@ -33,7 +33,7 @@ from litestar.routes import HTTPRoute
 
 from app.accounts.models import User
 from app.asgi import create_app
-from app.core.errors import is_machine_path
+from app.core.paths import MACHINE
 from app.settings import ROOT, Settings
 from app.system.settings import write_setting
 from tests.conftest import (
@@ -164,7 +164,7 @@ class Caller:
 
     def headers(self, path: bytes) -> list[tuple[bytes, bytes]]:
         found = [(b"cookie", self.cookie.encode()), (b"x-csrf-token", self.csrf.encode())]
-        if self.bearer and is_machine_path(path.decode("latin-1")):
+        if self.bearer and MACHINE.matches(path.decode("latin-1")):
             found.append((b"authorization", f"Bearer {self.bearer}".encode()))
         return found
 

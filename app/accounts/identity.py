@@ -27,7 +27,6 @@ from sqlalchemy import ColumnElement, and_, bindparam, false, select, update
 
 from app.accounts.api_keys import acting_name, acting_role, key_status
 from app.accounts.models import ApiKey, RevokedAccessToken, Role, TokenFamily, User
-from app.accounts.rate_limit import API_PREFIX
 from app.accounts.sessions import SessionStore, cookie_name, digest_of
 from app.accounts.tokens import (
     AccessClaims,
@@ -37,14 +36,14 @@ from app.accounts.tokens import (
     looks_like_jwt,
 )
 from app.core.csrf import PUBLIC_PAGE_OPT
+from app.core.paths import API, MACHINE, METRICS_PATH, PathPrefixes
 from app.core.reads import ReadQuery
 from app.core.store import StoreUnavailable
 
 log = logging.getLogger("keel.auth")
-UNAUTHENTICATED_PREFIXES = ("/static/", "/health", "/favicon.ico")
+UNAUTHENTICATED = PathPrefixes("/static", "/health", "/favicon.ico")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-METRICS_PATH = "/metrics"
-CREDENTIAL_PATHS = (API_PREFIX, METRICS_PATH)
+CREDENTIAL_PATHS = PathPrefixes("/api", METRICS_PATH)
 """The machine paths: only there do `Authorization` and `X-API-Key` say who is calling.
 Everywhere else (the pages) the caller is the session cookie's, else nobody."""
 
@@ -167,18 +166,18 @@ class IdentityMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         scope["user"] = None
         path = scope["path"]
-        if path.startswith(UNAUTHENTICATED_PREFIXES):
+        if UNAUTHENTICATED.matches(path):
             await next_app(scope, receive, send)
             return
         state = scope["litestar_app"].state
         headers = MutableScopeHeaders.from_message({"headers": scope["headers"]})  # type: ignore[arg-type, typeddict-item]
         set_cookie: Cookie | None = None
-        machine = path.startswith(CREDENTIAL_PATHS)
+        machine = CREDENTIAL_PATHS.matches(path)
         authorization = headers.get("authorization", "") if machine else ""
         api_key = headers.get("x-api-key", "") if machine else ""
         if authorization or api_key:
             scope["user"] = await self._from_credentials(scope, authorization, api_key)
-        elif not path.startswith(API_PREFIX):
+        elif not API.matches(path):
             try:
                 scope["user"], set_cookie = await self._from_session(scope, state)
             except StoreUnavailable:
@@ -356,15 +355,7 @@ def expired_session_cookie(name: str, production: bool) -> Cookie:
     )
 
 
-FIRST_RUN_OPEN = (
-    "/setup",
-    "/static/",
-    "/health",
-    "/favicon.ico",
-    "/api/",
-    "/schema",
-    METRICS_PATH,
-)
+FIRST_RUN_OPEN = PathPrefixes("/setup", "/static", "/favicon.ico", *MACHINE.prefixes)
 
 
 class FirstRunMiddleware(ASGIMiddleware):
@@ -374,7 +365,7 @@ class FirstRunMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         state = scope["litestar_app"].state
-        if state.has_users or scope["path"].startswith(FIRST_RUN_OPEN):
+        if state.has_users or FIRST_RUN_OPEN.matches(scope["path"]):
             await next_app(scope, receive, send)
             return
         from app.accounts.services import users_exist

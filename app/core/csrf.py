@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +41,7 @@ from litestar.middleware.csrf import CSRFMiddleware, generate_csrf_token
 from litestar.types import ASGIApp, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
 
+from app.core.paths import MACHINE, PathPrefixes
 from app.settings import Settings
 
 PUBLIC_PAGE_OPT = "public_cache"
@@ -79,6 +79,10 @@ def session_csrf_token(secret_key: str, session_secret: str) -> str:
     return hmac.new(key, session_secret.encode(), hashlib.sha256).hexdigest()
 
 
+EXEMPT = PathPrefixes(*MACHINE.prefixes, "/static", "/favicon.ico")
+"""The machine paths and the static files."""
+
+
 class CsrfMiddleware(CSRFMiddleware):
     def __init__(
         self, app: ASGIApp, config: CSRFConfig, site_origin: str | None, session_cookie: str
@@ -88,11 +92,10 @@ class CsrfMiddleware(CSRFMiddleware):
         self.session_cookie = session_cookie
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if should_bypass_middleware(
+        if EXEMPT.matches(scope["path"]) or should_bypass_middleware(
             scope=scope,
             scopes=self.scopes,
             exclude_opt_key=self.config.exclude_from_csrf_key,
-            exclude_path_pattern=self.exclude,
         ):
             await self.app(scope, receive, send)
             return
@@ -170,17 +173,13 @@ class CsrfMiddleware(CSRFMiddleware):
 def csrf_middleware(settings: Settings, session_cookie: str) -> DefineMiddleware:
     """The CSRF layer; it goes last in the app's middleware list, after identity.
     `session_cookie` is the browser session cookie's name."""
-    from app.core.errors import MACHINE_PREFIXES
-
     production = settings.app.is_production
-    exempt = (*MACHINE_PREFIXES, "/static/", "/favicon.ico")
     config = CSRFConfig(
         secret=settings.app.secret_key,
         cookie_name="__Host-keel_csrf" if production else "keel_csrf",
         cookie_secure=production,
         cookie_samesite="lax",
         header_name="x-csrf-token",
-        exclude=[f"^{re.escape(prefix)}" for prefix in exempt],
     )
     return DefineMiddleware(
         CsrfMiddleware,

@@ -15,7 +15,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from app.accounts.guards import required_role
 from app.accounts.models import Role
-from app.core.errors import is_machine_path
+from app.core.paths import MACHINE
 from tests.conftest import api_token, client_for, fresh, signed_in, with_csrf
 
 UNGUARDED_BY_DESIGN = ("/schema",)
@@ -76,7 +76,7 @@ async def test_every_route_answers_every_role_as_its_guard_says(
             if needed is None or needed == Role.guest:
                 ok = status not in (401, 403) and not to_login
             elif caller < needed and role is None:  # machine paths answer 401, pages redirect
-                ok = status == 401 if is_machine_path(path) else to_login
+                ok = status == 401 if MACHINE.matches(path) else to_login
             elif caller < needed:
                 ok = status == 403
             else:  # past the guard; a POST may sign the caller out (sign out everywhere)
