@@ -76,6 +76,7 @@ async def test_another_browsers_token_does_not_pass_with_a_session(
         {"Origin": "https://testserver"},  # another scheme is another origin
         {"Origin": "http://testserver.evil.example"},
         {"Referer": "http://evil.example/form"},
+        {"Referer": "http://user@evil.example@testserver/form"},  # no browser sends one
         {"Referer": "not a url"},
     ],
 )
