@@ -276,8 +276,7 @@ class IdentityMiddleware(ASGIMiddleware):
             if browser_session is not None:
                 await sessions.revoke(session_id)
             return None, expired_session_cookie(name, settings.app.is_production)
-        # sessions made before they had a CSRF secret: their id's digest (until it rotates)
-        csrf = browser_session.csrf_secret or browser_session.digest
+        csrf = browser_session.csrf_secret
         if browser_session.role != user.role:
             new_id = await sessions.rotate(session_id, role=user.role)
             if new_id:
