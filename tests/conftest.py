@@ -307,6 +307,19 @@ async def signed_in(
         yield client
 
 
+async def api_token(app: Litestar, user: User) -> str:
+    """An access token for `user` from a sign-in of its own (a token family in the
+    database), as `POST /api/v1/auth/login` gives one."""
+    async with app.state.sessionmaker() as session, session.begin():
+        family, _ = await app.state.refresh_tokens.start(session, user.id, user.auth_version)
+    return app.state.access_tokens.issue(user.id, user.role, user.auth_version, family)
+
+
+async def bearer(app: Litestar, user: User) -> dict[str, str]:
+    """The `Authorization` header of a new access token for `user` (see `api_token`)."""
+    return {"Authorization": f"Bearer {await api_token(app, user)}"}
+
+
 CSRF_IN_PAGE = re.compile(r'name="_csrf_token" value="([^"]+)"|"X-CSRF-Token": "([^"]+)"')
 
 

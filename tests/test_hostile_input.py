@@ -33,11 +33,12 @@ from litestar.routes import HTTPRoute
 
 from app.accounts.models import User
 from app.asgi import create_app
-from app.core.errors import is_machine_path
+from app.core.paths import MACHINE
 from app.settings import ROOT, Settings
 from app.system.settings import write_setting
 from tests.conftest import (
     PASSWORD,
+    api_token,
     client_for,
     fresh,
     signed_in,
@@ -163,7 +164,7 @@ class Caller:
 
     def headers(self, path: bytes) -> list[tuple[bytes, bytes]]:
         found = [(b"cookie", self.cookie.encode()), (b"x-csrf-token", self.csrf.encode())]
-        if self.bearer and is_machine_path(path.decode("latin-1")):
+        if self.bearer and MACHINE.matches(path.decode("latin-1")):
             found.append((b"authorization", f"Bearer {self.bearer}".encode()))
         return found
 
@@ -182,8 +183,7 @@ async def admin(app: Litestar, user: User) -> Caller:
     async with signed_in(app, user) as client:
         cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
         token = client.headers["X-CSRF-Token"]
-    bearer = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
-    return Caller("admin", cookie, token, bearer)
+    return Caller("admin", cookie, token, await api_token(app, user))
 
 
 async def still_signed_in(app: Litestar, caller: Caller) -> bool:
@@ -422,7 +422,7 @@ async def seed(app: Litestar, accounts: dict[str, User]) -> dict[str, str]:
     media file, an API key, a job; the viewer's account), so requests get past "no such
     thing" to the code behind."""
     admin_user = accounts["admin"]
-    token = app.state.access_tokens.issue(admin_user.id, admin_user.role, 1)
+    token = await api_token(app, admin_user)
     ids: dict[str, str] = {"user_id": str(accounts["viewer"].id), "file_path": "css/app.css"}
     async with client_for(app) as client:
         client.headers["Authorization"] = f"Bearer {token}"

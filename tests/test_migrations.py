@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
-from app.core.db import create_engine
-from app.core.migrations import compare_type, migration_commands
+from app.core.db import MIGRATIONS_DIR, create_engine
+from app.core.migrations import compare_type, current_revision, head_revision, migration_commands
 from app.core.models import metadata
 from app.settings import Settings
 from tests.conftest import PG_TEST_DB, count_rows, pg_url, recreate_pg_database
@@ -76,3 +78,62 @@ ROWS_AT_0006 = (
 RUN_AT_0006 = (
     "INSERT INTO import_runs (job_id, outcome, created_at) VALUES (1, '{}', CURRENT_TIMESTAMP)"
 )
+
+
+HALF_DONE = '''"""Creates a table and a row, then fails.
+
+Revision ID: halfway
+Revises: {base}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "halfway"
+down_revision = "{base}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("half_done", sa.Column("id", sa.Integer(), primary_key=True))
+    op.execute("INSERT INTO half_done (id) VALUES (1)")
+    raise RuntimeError("the migration failed halfway")
+
+
+def downgrade() -> None:
+    op.drop_table("half_done")
+'''
+
+
+async def test_a_migration_that_fails_halfway_leaves_nothing_behind(
+    leg: str, tmp_path: Path, leg_base: dict[str, Settings]
+) -> None:
+    """pysqlite begins no transaction before DDL, so on SQLite the table a failed
+    migration had created stayed, and running the upgrade again failed on it."""
+    base = head_revision()
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
+    (migrations / "versions" / "halfway.py").write_text(HALF_DONE.format(base=base))
+    if leg == "embedded":
+        url = f"sqlite+aiosqlite:///{tmp_path}/halfway.db"
+    else:
+        recreate_pg_database(f"{PG_TEST_DB}_halfway")
+        url = pg_url(f"{PG_TEST_DB}_halfway")
+    db = replace(leg_base[leg].db, url=url)
+    try:
+        await asyncio.to_thread(migration_commands(db, migrations=migrations).upgrade, base)
+        for _ in range(2):  # and again: nothing of the first attempt is in the way
+            with pytest.raises(RuntimeError, match="failed halfway"):
+                await asyncio.to_thread(migration_commands(db, migrations=migrations).upgrade)
+            engine = create_engine(db)
+            try:
+                assert await current_revision(engine) == base
+                async with engine.connect() as connection:
+                    tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+            finally:
+                await engine.dispose()
+            assert "half_done" not in tables
+    finally:
+        if leg == "services":
+            recreate_pg_database(f"{PG_TEST_DB}_halfway", create=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -97,20 +98,38 @@ class CurrentApp:
 CURRENT = CurrentApp()
 
 
+async def _sign_in(app: Litestar, user: User) -> uuid.UUID:
+    """A new sign-in (token family) of `user`, on a connection of this loop's own."""
+    engine = create_engine(app.state.settings.db)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            family, _ = await app.state.refresh_tokens.start(session, user.id, user.auth_version)
+    finally:
+        await engine.dispose()
+    return family
+
+
+SIGN_OUT = "/api/v1/auth/logout"
+
+
 @dataclass
 class Target:
     app: Litestar
     caller: str
     admin: User
+    family: uuid.UUID | None = None
+    """The admin's sign-in whose access tokens the cases send."""
 
-    def headers(self) -> dict[str, str]:
-        """A new access token for each case: a case that signs out (POST /auth/logout)
-        revokes only the token it was sent with."""
+    def headers(self, case: schemathesis.Case) -> dict[str, str]:
+        """A new access token for each case. A case that signs out ends every token of the
+        sign-in it was sent with, so it gets a sign-in of its own."""
         if self.caller == "anonymous":
             return {}
-        token = self.app.state.access_tokens.issue(
-            self.admin.id, self.admin.role, self.admin.auth_version
-        )
+        if self.family is None:
+            self.family = _run(_sign_in(self.app, self.admin))
+        family = _run(_sign_in(self.app, self.admin)) if case.path == SIGN_OUT else self.family
+        admin = self.admin
+        token = self.app.state.access_tokens.issue(admin.id, admin.role, admin.auth_version, family)
         return {"Authorization": f"Bearer {token}"}
 
 
@@ -165,4 +184,4 @@ schema.app = CURRENT  # every call, and every check's own (ignored_auth resends 
     suppress_health_check=list(HealthCheck),
 )
 def test_the_api_answers_as_its_openapi_document_says(case: schemathesis.Case, target: Target):
-    case.call_and_validate(headers=target.headers(), checks=CHECKS)
+    case.call_and_validate(headers=target.headers(case), checks=CHECKS)

@@ -27,7 +27,6 @@ from sqlalchemy import ColumnElement, and_, bindparam, false, select, update
 
 from app.accounts.api_keys import acting_name, acting_role, key_status
 from app.accounts.models import ApiKey, RevokedAccessToken, Role, TokenFamily, User
-from app.accounts.rate_limit import API_PREFIX
 from app.accounts.sessions import SessionStore, cookie_name, digest_of
 from app.accounts.tokens import (
     AccessClaims,
@@ -37,14 +36,14 @@ from app.accounts.tokens import (
     looks_like_jwt,
 )
 from app.core.csrf import PUBLIC_PAGE_OPT
+from app.core.paths import API, MACHINE, METRICS_PATH, PathPrefixes
 from app.core.reads import ReadQuery
 from app.core.store import StoreUnavailable
 
 log = logging.getLogger("keel.auth")
-UNAUTHENTICATED_PREFIXES = ("/static/", "/health", "/favicon.ico")
+UNAUTHENTICATED = PathPrefixes("/static", "/health", "/favicon.ico")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-METRICS_PATH = "/metrics"
-CREDENTIAL_PATHS = (API_PREFIX, METRICS_PATH)
+CREDENTIAL_PATHS = PathPrefixes("/api", METRICS_PATH)
 """The machine paths: only there do `Authorization` and `X-API-Key` say who is calling.
 Everywhere else (the pages) the caller is the session cookie's, else nobody."""
 
@@ -63,7 +62,8 @@ class CurrentUser:
     session_digest: str | None = None
     session_csrf: str | None = None
     """The browser session's CSRF secret: its CSRF token derives from it (app/core/csrf.py)."""
-    token_jti: str | None = None
+    token: AccessClaims | None = None
+    """The verified claims of the access token the caller sent (`via` is `token`)."""
     api_key_id: UUID | None = None
 
     def has(self, role: Role) -> bool:
@@ -126,7 +126,8 @@ TOKEN_CALLER = ReadQuery(
     .where(User.id == bindparam("user_id"))
 )
 """The caller of an access token and whether the token is signed out, in one read: its
-family (the sign-in it came from) must exist and not be revoked, its jti not listed."""
+family (the sign-in it came from) must exist, be the user's and not be revoked, its jti
+not listed."""
 
 
 async def _load_caller(state: object, user_id: UUID) -> _Caller | None:
@@ -142,7 +143,7 @@ async def _load_token_caller(state: object, claims: AccessClaims) -> tuple[_Call
     if row is None:
         return None, False
     family_live, signed_out = row.pop("family_live"), row.pop("signed_out")
-    return _Caller(**row), not signed_out and (claims.family is None or bool(family_live))
+    return _Caller(**row), bool(family_live) and not signed_out
 
 
 def _as_current(user: _Caller, via: str, **extra: object) -> CurrentUser:
@@ -165,18 +166,18 @@ class IdentityMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         scope["user"] = None
         path = scope["path"]
-        if path.startswith(UNAUTHENTICATED_PREFIXES):
+        if UNAUTHENTICATED.matches(path):
             await next_app(scope, receive, send)
             return
         state = scope["litestar_app"].state
         headers = MutableScopeHeaders.from_message({"headers": scope["headers"]})  # type: ignore[arg-type, typeddict-item]
         set_cookie: Cookie | None = None
-        machine = path.startswith(CREDENTIAL_PATHS)
+        machine = CREDENTIAL_PATHS.matches(path)
         authorization = headers.get("authorization", "") if machine else ""
         api_key = headers.get("x-api-key", "") if machine else ""
         if authorization or api_key:
             scope["user"] = await self._from_credentials(scope, authorization, api_key)
-        elif not path.startswith(API_PREFIX):
+        elif not API.matches(path):
             try:
                 scope["user"], set_cookie = await self._from_session(scope, state)
             except StoreUnavailable:
@@ -226,7 +227,7 @@ class IdentityMiddleware(ASGIMiddleware):
             raise _unauthorized("The access token has been revoked.")
         if user is None or not user.is_active or user.auth_version != claims.auth_version:
             raise _unauthorized("The access token is no longer valid.")
-        return _as_current(user, "token", token_jti=claims.jti)
+        return _as_current(user, "token", token=claims)
 
     async def _from_api_key(self, state: object, secret: str) -> CurrentUser:
         now = datetime.now(UTC)
@@ -275,8 +276,7 @@ class IdentityMiddleware(ASGIMiddleware):
             if browser_session is not None:
                 await sessions.revoke(session_id)
             return None, expired_session_cookie(name, settings.app.is_production)
-        # sessions made before they had a CSRF secret: their id's digest (until it rotates)
-        csrf = browser_session.csrf_secret or browser_session.digest
+        csrf = browser_session.csrf_secret
         if browser_session.role != user.role:
             new_id = await sessions.rotate(session_id, role=user.role)
             if new_id:
@@ -354,15 +354,7 @@ def expired_session_cookie(name: str, production: bool) -> Cookie:
     )
 
 
-FIRST_RUN_OPEN = (
-    "/setup",
-    "/static/",
-    "/health",
-    "/favicon.ico",
-    "/api/",
-    "/schema",
-    METRICS_PATH,
-)
+FIRST_RUN_OPEN = PathPrefixes("/setup", "/static", "/favicon.ico", *MACHINE.prefixes)
 
 
 class FirstRunMiddleware(ASGIMiddleware):
@@ -372,7 +364,7 @@ class FirstRunMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         state = scope["litestar_app"].state
-        if state.has_users or scope["path"].startswith(FIRST_RUN_OPEN):
+        if state.has_users or FIRST_RUN_OPEN.matches(scope["path"]):
             await next_app(scope, receive, send)
             return
         from app.accounts.services import users_exist

@@ -19,10 +19,10 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.accounts.throttle import RateDecision, store_failures, take_rate_limit
 from app.core.errors import DomainError, log_failure
+from app.core.paths import API
 from app.system.settings import API_RATE_LIMIT, read_setting
 
 log = logging.getLogger("keel.throttle")
-API_PREFIX = "/api/"
 LIMIT_REFRESH_SECONDS = 5.0
 """How long a process keeps the `api_rate_limit_per_minute` value before reading it again."""
 
@@ -98,7 +98,7 @@ class ApiRateLimitMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        if not scope["path"].startswith(API_PREFIX):
+        if not API.matches(scope["path"]):
             await next_app(scope, receive, send)
             return
         decision = await _take(scope)

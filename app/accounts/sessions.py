@@ -46,7 +46,8 @@ class BrowserSession:
     digest: str = ""
     csrf_secret: str = ""
     """What the session's CSRF token is derived from (app/core/csrf.py); kept when the id
-    is replaced, so forms rendered before a rotation still post."""
+    is replaced, so forms rendered before a rotation still post. A session stored before
+    sessions had one takes the digest of the id it had then (`SessionStore.load`)."""
 
     @property
     def short_id(self) -> str:
@@ -88,6 +89,8 @@ class SessionStore:
         if raw is None:
             return None
         session = BrowserSession(**json.loads(raw))
+        if not session.csrf_secret:  # stored before sessions had one: the same every time
+            session.csrf_secret = session.digest
         now = time.time()
         if (
             now - session.created_at > self.max_seconds

@@ -1,13 +1,14 @@
 """API credentials: access JWTs, rotating refresh tokens, and API keys.
 
 Access tokens are HS256 JWTs signed with a key derived from SECRET_KEY. Verification pins
-the algorithm, issuer and audience, requires exp/iat/sub/jti, and never looks at header
-fields such as `kid`, `jku` or `jwk`. Refresh tokens are opaque, stored (hashed) in the
-database, and belong to a family (one sign-in); access tokens carry their family's id
-(`fam`). Presenting a refresh token that was already spent revokes the family, because
-only a thief (or the loser of a race) would hold the old one. Revocation lives in the
-database: IdentityMiddleware checks it in the same read that loads the caller, so a
-store that loses its data brings no signed-out token back.
+the algorithm, issuer and audience, requires exp/iat/sub/jti/fam, and never looks at
+header fields such as `kid`, `jku` or `jwk`. Refresh tokens are opaque, stored (hashed) in
+the database, and belong to a family (one sign-in); access tokens carry their family's id
+(`fam`), and one without it is not valid, since revoking its family is what signs a token
+out. Presenting a refresh token that was already spent revokes the family, because only a
+thief (or the loser of a race) would hold the old one. Revocation lives in the database:
+IdentityMiddleware checks it in the same read that loads the caller, so a store that
+loses its data brings no signed-out token back.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from typing import NoReturn
 
 import jwt
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import RefreshToken, RevokedAccessToken, TokenFamily, User
+from app.core.db import dialect_insert
 
 ALGORITHM = "HS256"
 ISSUER = "keel"
@@ -55,9 +55,8 @@ class AccessClaims:
     jti: str
     auth_version: int
     expires_at: int
-    family: uuid.UUID | None = None
-    """The sign-in (token family) the token was issued from; None for a token made
-    outside a sign-in (the tests), whose revocation is its jti alone."""
+    family: uuid.UUID
+    """The sign-in (token family) the token was issued from."""
 
 
 VERIFIED_KEPT = 4096
@@ -71,9 +70,8 @@ class AccessTokens:
         self.lifetime = lifetime_seconds
         self._verified: dict[str, AccessClaims] = {}
 
-    def issue(
-        self, user_id: uuid.UUID, role: str, auth_version: int, family: uuid.UUID | None = None
-    ) -> str:
+    def issue(self, user_id: uuid.UUID, role: str, auth_version: int, family: uuid.UUID) -> str:
+        """An access token of the sign-in `family` (RefreshTokens.start made it)."""
         now = int(time.time())
         claims: dict[str, object] = {
             "iss": ISSUER,
@@ -82,12 +80,11 @@ class AccessTokens:
             "role": role,
             "ver": auth_version,
             "jti": uuid.uuid4().hex,
+            "fam": family.hex,
             "iat": now,
             "nbf": now,
             "exp": now + self.lifetime,
         }
-        if family is not None:
-            claims["fam"] = family.hex
         return jwt.encode(claims, self.key, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> AccessClaims:
@@ -113,7 +110,7 @@ class AccessTokens:
                 algorithms=[ALGORITHM],
                 audience=AUDIENCE,
                 issuer=ISSUER,
-                options={"require": ["exp", "iat", "sub", "jti", "iss", "aud"]},
+                options={"require": ["exp", "iat", "sub", "jti", "fam", "iss", "aud"]},
                 leeway=0,
             )
             if claims["iat"] > time.time() + 5:
@@ -121,14 +118,13 @@ class AccessTokens:
             jti = str(claims["jti"])
             if not 0 < len(jti) <= JTI_MAX_LENGTH:
                 raise InvalidToken("The access token is not valid.")
-            family = claims.get("fam")
             return AccessClaims(
                 user_id=uuid.UUID(claims["sub"]),
                 role=str(claims.get("role", "")),
                 jti=jti,
                 auth_version=int(claims.get("ver", 0)),
                 expires_at=int(claims["exp"]),
-                family=uuid.UUID(family) if family is not None else None,
+                family=uuid.UUID(claims["fam"]),
             )
         except jwt.ExpiredSignatureError:
             raise InvalidToken("The access token has expired.") from None
@@ -259,14 +255,12 @@ class RefreshTokens:
         """Sign out an access token: it is refused until it expires, and so is every token
         of its family (the sign-in it came from)."""
         expires_at = datetime.fromtimestamp(claims.expires_at, UTC)
-        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
         await session.execute(
-            insert(RevokedAccessToken)
+            dialect_insert(session, RevokedAccessToken)
             .values(jti=claims.jti, expires_at=expires_at)
             .on_conflict_do_nothing(index_elements=["jti"])
         )
-        if claims.family is not None:
-            await self.revoke_family(session, claims.family)
+        await self.revoke_family(session, claims.family)
 
 
 def new_api_key() -> tuple[str, str, str]:

@@ -30,7 +30,8 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.types import ASGIApp, Receive, Scope, Send
 from multipart import MultipartError, MultipartSegment, PushMultipartParser
 
-from app.core.errors import PROBLEM_JSON, DomainError, is_machine_path
+from app.core.errors import PROBLEM_JSON, DomainError
+from app.core.paths import MACHINE
 
 NUL_REFUSED = (
     "The request holds a NUL character (U+0000), which cannot be stored: remove it and "
@@ -185,7 +186,7 @@ class AsciiRequestTarget:
         path = scope["path"]
         error_id = os.urandom(8).hex()
         scope.setdefault("state", {})["error_id"] = error_id
-        if is_machine_path(path):
+        if MACHINE.matches(path):
             problem = {
                 "type": "about:blank",
                 "title": "Bad Request",

@@ -2,8 +2,9 @@
 
 An unsafe page request (POST and the like) passes when
 - it comes from the site itself: an `Origin` header, else a `Referer`, when the browser
-  sends one, must name the site's origin (PUBLIC_URL's scheme, host and port when set,
-  else the request's own), as Django checks them; and
+  sends one, must name the site's origin (`site_origin` in app/core/redirects.py:
+  PUBLIC_URL's scheme, host and port when set, else the request's own), as Django checks
+  them; and
 - it carries the CSRF token: the `_csrf_token` form field or the `X-CSRF-Token` header that
   htmx sends from `hx-headers` on `<body>` (either may pass: a boosted swap keeps the
   body's attributes, so after signing in again the header can be the old session's).
@@ -29,9 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from litestar.config.csrf import CSRFConfig
 from litestar.enums import RequestEncodingType
@@ -42,27 +41,14 @@ from litestar.middleware.csrf import CSRFMiddleware, generate_csrf_token
 from litestar.types import ASGIApp, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
 
+from app.core.paths import MACHINE, PathPrefixes
+from app.core.redirects import origin_of, site_origin
 from app.settings import Settings
 
 PUBLIC_PAGE_OPT = "public_cache"
 """The route option that marks a public page (app/content/pages.py sets it)."""
 FORM_FIELD = "_csrf_token"
-DEFAULT_PORTS = {"http": 80, "https": 443}
 FORM_TYPES = {RequestEncodingType.URL_ENCODED, RequestEncodingType.MULTI_PART}
-
-
-def origin_of(url: str) -> str | None:
-    """`scheme://host[:port]` of an absolute http(s) URL, lower-cased and without its
-    default port; None for anything else (`null`, a path, a malformed address)."""
-    try:
-        parts = urlsplit(url.strip())
-        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
-    except ValueError:
-        return None
-    if scheme not in DEFAULT_PORTS or not host:
-        return None
-    host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}" + (f":{port}" if port and port != DEFAULT_PORTS[scheme] else "")
 
 
 def _same(given: str, expected: str) -> bool:
@@ -79,20 +65,20 @@ def session_csrf_token(secret_key: str, session_secret: str) -> str:
     return hmac.new(key, session_secret.encode(), hashlib.sha256).hexdigest()
 
 
+EXEMPT = PathPrefixes(*MACHINE.prefixes, "/static", "/favicon.ico")
+"""The machine paths and the static files."""
+
+
 class CsrfMiddleware(CSRFMiddleware):
-    def __init__(
-        self, app: ASGIApp, config: CSRFConfig, site_origin: str | None, session_cookie: str
-    ) -> None:
+    def __init__(self, app: ASGIApp, config: CSRFConfig, session_cookie: str) -> None:
         super().__init__(app, config)
-        self.site_origin = site_origin
         self.session_cookie = session_cookie
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if should_bypass_middleware(
+        if EXEMPT.matches(scope["path"]) or should_bypass_middleware(
             scope=scope,
             scopes=self.scopes,
             exclude_opt_key=self.config.exclude_from_csrf_key,
-            exclude_path_pattern=self.exclude,
         ):
             await self.app(scope, receive, send)
             return
@@ -116,7 +102,7 @@ class CsrfMiddleware(CSRFMiddleware):
             token = state.csrf_token = cookie or generate_csrf_token(secret=self.config.secret)
             await self.app(scope, receive, self.create_send_wrapper(send, token, cookie))
             return
-        self._check_origin(scope, request)
+        self._check_origin(request)
         token = await self._submitted_token(request, expected, cookie)
         if token is None:
             if user is None and request.cookies.get(self.session_cookie):
@@ -125,23 +111,18 @@ class CsrfMiddleware(CSRFMiddleware):
         state.csrf_token = token
         await self.app(scope, receive, send)
 
-    def _check_origin(self, scope: Scope, request: Any) -> None:
+    @staticmethod
+    def _check_origin(request: Any) -> None:
         """Refuse a request whose Origin (else Referer) names another site."""
         for header in ("origin", "referer"):
             value = request.headers.get(header)
             if value is not None:
                 claimed = origin_of(value)
-                site = self.site_origin or self._request_origin(scope, request)
-                if claimed is None or claimed != site:
+                if claimed is None or claimed != site_origin(request):
                     raise PermissionDeniedException(
                         "Cross-site request refused: it did not come from this site."
                     )
                 return
-
-    @staticmethod
-    def _request_origin(scope: Scope, request: Any) -> str | None:
-        host = request.headers.get("host")
-        return origin_of(f"{scope['scheme']}://{host}") if host else None
 
     async def _submitted_token(
         self, request: Any, expected: str | None, cookie: str | None
@@ -170,21 +151,16 @@ class CsrfMiddleware(CSRFMiddleware):
 def csrf_middleware(settings: Settings, session_cookie: str) -> DefineMiddleware:
     """The CSRF layer; it goes last in the app's middleware list, after identity.
     `session_cookie` is the browser session cookie's name."""
-    from app.core.errors import MACHINE_PREFIXES
-
     production = settings.app.is_production
-    exempt = (*MACHINE_PREFIXES, "/static/", "/favicon.ico")
     config = CSRFConfig(
         secret=settings.app.secret_key,
         cookie_name="__Host-keel_csrf" if production else "keel_csrf",
         cookie_secure=production,
         cookie_samesite="lax",
         header_name="x-csrf-token",
-        exclude=[f"^{re.escape(prefix)}" for prefix in exempt],
     )
     return DefineMiddleware(
         CsrfMiddleware,
         config=config,
-        site_origin=origin_of(settings.app.public_url) if settings.app.public_url else None,
         session_cookie=session_cookie,
     )

@@ -16,6 +16,10 @@ import asyncpg
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from sqlalchemy import event, text
+from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
@@ -81,6 +85,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
+
+
+def dialect_insert(session: AsyncSession, table: Any) -> PostgresInsert | SqliteInsert:
+    """`INSERT INTO table` in the session's database's own dialect, for its `ON CONFLICT`
+    clauses (`on_conflict_do_nothing`, `on_conflict_do_update`: spelled alike in both)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    return (postgres_insert if postgres else sqlite_insert)(table)
 
 
 async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]:

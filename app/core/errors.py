@@ -19,6 +19,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from app.core import db as database
+from app.core.paths import MACHINE
 from app.core.redirects import page_to_return_to
 from app.core.store import StoreUnavailable
 from app.core.templating import redirect, render_template
@@ -26,7 +27,6 @@ from app.core.templating import redirect, render_template
 log = logging.getLogger("keel.errors")
 
 PROBLEM_JSON = "application/problem+json"
-MACHINE_PREFIXES = ("/api/", "/health", "/metrics", "/schema")
 RETRY_AFTER_SECONDS = 5
 
 
@@ -69,10 +69,6 @@ def only_if_valid(value: T, problems: Sequence[DomainError]) -> T:
     if problems:
         raise problems[0]
     return value
-
-
-def is_machine_path(path: str) -> bool:
-    return path.startswith(MACHINE_PREFIXES) or path in {"/api", "/health"}
 
 
 def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, Any]] | None]:
@@ -136,9 +132,9 @@ def handle_exception(request: Request, exc: Exception) -> Response[Any]:
     headers.pop("Content-Type", None)
     headers.pop("content-type", None)
 
-    if status == 401 and not (is_machine_path(request.url.path) or _prefers_json(request)):
+    if status == 401 and not (MACHINE.matches(request.url.path) or _prefers_json(request)):
         return _sign_in_redirect(request)
-    if is_machine_path(request.url.path) or _prefers_json(request):
+    if MACHINE.matches(request.url.path) or _prefers_json(request):
         body: dict[str, Any] = {
             "type": "about:blank",
             "title": title,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from advanced_alchemy.alembic.commands import AlembicCommands
 from advanced_alchemy.config import AlembicAsyncConfig, SQLAlchemyAsyncConfig
 from advanced_alchemy.types import GUID
@@ -16,12 +18,13 @@ VERSION_TABLE = "alembic_version"
 
 
 def migration_commands(
-    settings: DatabaseSettings, engine: AsyncEngine | None = None
+    settings: DatabaseSettings, engine: AsyncEngine | None = None, migrations: Path = MIGRATIONS_DIR
 ) -> AlembicCommands:
+    """`keel db ...` on the database of `settings`, with the migrations in `migrations`."""
     config = SQLAlchemyAsyncConfig(
         engine_instance=engine or create_engine(settings),
         alembic_config=AlembicAsyncConfig(
-            script_location=str(MIGRATIONS_DIR),
+            script_location=str(migrations),
             version_table_name=VERSION_TABLE,
             render_as_batch=True,
             compare_type=True,

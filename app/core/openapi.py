@@ -32,9 +32,9 @@ from litestar.openapi.spec import (
 from litestar.routes import HTTPRoute
 
 from app.core.errors import PROBLEM_JSON
+from app.core.paths import API
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-API_PREFIX = "/api/"
 
 
 class FieldProblem(msgspec.Struct, omit_defaults=True):
@@ -99,7 +99,7 @@ def security_components() -> Components:
 def error_statuses(path: str, handler: HTTPRouteHandler, needs_caller: bool) -> list[int]:
     """Every error status `handler` (served at `path`) can answer."""
     statuses = {400, 500, 503}
-    if path.startswith(API_PREFIX):
+    if API.matches(path):
         statuses |= {401, 429}
     if needs_caller:
         statuses |= {401, 403}

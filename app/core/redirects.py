@@ -6,6 +6,10 @@ and trailing C0 controls and spaces are dropped, tab and newline are removed eve
 and `\\` is a `/` in http(s) URLs. So `/\\t/evil.example` and `/\\evil.example` are both
 `//evil.example`, another host. What remains is percent-encoded, so a Location header
 built on it is always printable ASCII.
+
+"This site" is one origin, `site_origin`: the CSRF check (app/core/csrf.py) compares an
+unsafe request's Origin or Referer with it, and a page to return to after sign-in
+(`page_on_this_site`) must be on it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from urllib.parse import quote, urlsplit
 
 from litestar import Request
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
 TAB_AND_NEWLINE = str.maketrans("", "", "\t\n\r")
 C0_CONTROL_OR_SPACE = "".join(chr(code) for code in range(0x21))
 URL_CHARACTERS = "!#$%&'()*+,/:;=?@[]~"
@@ -42,27 +47,39 @@ def safe_next(target: str | None, default: str = "/") -> str:
     return same_site_path(target) or default
 
 
-def page_on_this_site(request: Request, url: str | None) -> str | None:
-    """The path (and query) of an absolute `url` that points at this site, as a browser
-    sends it in `HX-Current-URL` or `Referer`; None for another site or anything odd.
-
-    This site is the host the request came to or the one of PUBLIC_URL: only the path is
-    ever used, so a forged Host header cannot send anyone elsewhere.
-    """
-    if not url:
-        return None
+def origin_of(url: str) -> str | None:
+    """`scheme://host[:port]` of an absolute http(s) URL as a browser reads it, lower-cased
+    and without its default port; None for anything else (`null`, a path, a malformed
+    address, one with a user name, which no browser sends as an Origin or Referer)."""
     try:
         parts = urlsplit(url.strip(C0_CONTROL_OR_SPACE).translate(TAB_AND_NEWLINE))
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
     except ValueError:
         return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+    if scheme not in DEFAULT_PORTS or not host or parts.username is not None:
         return None
-    hosts = {request.headers.get("host", "").lower()}
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + (f":{port}" if port and port != DEFAULT_PORTS[scheme] else "")
+
+
+def site_origin(request: Request) -> str | None:
+    """This site's origin: PUBLIC_URL's when it is set, else the address the request was
+    sent to (its scheme and Host). Only ever compared with: a forged Host header names
+    no other site than the one its own request goes to."""
     public_url = request.app.state.settings.app.public_url
     if public_url:
-        hosts.add(urlsplit(public_url).netloc.lower())
-    if parts.netloc.lower() not in hosts:
+        return origin_of(public_url)
+    host = request.headers.get("host")
+    return origin_of(f"{request.scope['scheme']}://{host}") if host else None
+
+
+def page_on_this_site(request: Request, url: str | None) -> str | None:
+    """The path (and query) of an absolute `url` on this site's origin, as a browser
+    sends it in `HX-Current-URL` or `Referer`; None for another site or anything odd."""
+    site = site_origin(request)
+    if not url or site is None or origin_of(url) != site:
         return None
+    parts = urlsplit(url.strip(C0_CONTROL_OR_SPACE).translate(TAB_AND_NEWLINE))
     return same_site_path((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
 
 

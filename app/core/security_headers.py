@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.paths import PathPrefixes
+
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
@@ -40,7 +42,7 @@ def security_headers(production: bool) -> list[tuple[bytes, bytes]]:
     return [(key.encode(), value.encode()) for key, value in headers.items()]
 
 
-PRIVATE_PREFIXES = ("/admin", "/account")
+PRIVATE = PathPrefixes("/admin", "/account")
 """Addresses whose pages are always someone's own (signed out, they redirect)."""
 NO_STORE = (b"cache-control", b"no-store")
 
@@ -48,7 +50,7 @@ NO_STORE = (b"cache-control", b"no-store")
 def is_private(scope: Scope) -> bool:
     """A response meant for one person: to a signed-in caller (IdentityMiddleware set
     `scope["user"]`), or on an admin or account address."""
-    return scope.get("user") is not None or scope["path"].startswith(PRIVATE_PREFIXES)
+    return scope.get("user") is not None or PRIVATE.matches(scope["path"])
 
 
 def _never_stored(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

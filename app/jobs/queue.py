@@ -21,12 +21,10 @@ from uuid import UUID
 import asyncpg
 from advanced_alchemy.types import JsonB
 from sqlalchemy import ColumnElement, Float, bindparam, case, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.core.db import is_unavailable
+from app.core.db import dialect_insert, is_unavailable
 from app.core.errors import DomainError
 from app.core.store import Store, StoreUnavailable
 from app.jobs.metrics import LEASE_EXPIRED, note_outcome
@@ -179,7 +177,7 @@ async def enqueue(
     if unique_key is None:
         job_id = await session.scalar(*_insert_one(postgres, values, options.delay))
     else:
-        statement = (pg_insert if postgres else sqlite_insert)(jobs).values(values)
+        statement = dialect_insert(session, jobs).values(values)
         statement = statement.on_conflict_do_nothing(
             index_elements=["unique_key"],
             index_where=text(UNFINISHED_SQL + " AND unique_key IS NOT NULL"),

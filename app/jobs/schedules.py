@@ -14,10 +14,9 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.db import dialect_insert
 from app.jobs.models import JobSchedule
 from app.jobs.queue import enqueue, is_postgres
 from app.jobs.registry import load_job_modules
@@ -81,9 +80,8 @@ async def _database_now(session: AsyncSession) -> datetime:
 async def claim_tick(session: AsyncSession, declared: Schedule, now: datetime) -> datetime | None:
     """Move the schedule to its current tick; the tick when this caller won it, else None."""
     tick = declared.tick(now)
-    insert = pg_insert if is_postgres(session) else sqlite_insert
     first_sight = await session.execute(
-        insert(JobSchedule)
+        dialect_insert(session, JobSchedule)
         .values(name=declared.name, last_tick=tick)
         .on_conflict_do_nothing(index_elements=["name"])
     )

@@ -16,11 +16,10 @@ from uuid import UUID
 
 import msgspec
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import User
+from app.core.db import dialect_insert
 from app.jobs.models import Job
 from app.jobs.queue import is_postgres
 from app.jobs.registry import JobContext, JobFailed, job_handler
@@ -53,10 +52,6 @@ class NotifyPayload(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError("`subject` must be one line")
 
 
-def _insert(session: AsyncSession, model: type[Any]) -> Any:
-    return (pg_insert if is_postgres(session) else sqlite_insert)(model)
-
-
 @job_handler("notify", timeout=120, max_attempts=5, payload=NotifyPayload)
 async def run_notify(ctx: JobContext[NotifyPayload]) -> dict[str, Any]:
     """Send an e-mail (or keep it in the outbox) and notify the user in the app."""
@@ -68,7 +63,7 @@ async def run_notify(ctx: JobContext[NotifyPayload]) -> dict[str, Any]:
             raise JobFailed(f"There is no user {note.user_id}.")
         if user is not None:
             await session.execute(
-                _insert(session, Notification)
+                dialect_insert(session, Notification)
                 .values(
                     user_id=user.id,
                     job_id=ctx.job_id,
@@ -97,7 +92,7 @@ async def _deliver(
     smtp = bool(ctx.mail.smtp_url)
     async with ctx.sessionmaker() as session, session.begin():
         await session.execute(
-            _insert(session, MailMessage)
+            dialect_insert(session, MailMessage)
             .values(
                 job_id=ctx.job_id,
                 user_id=user_id,

@@ -15,11 +15,10 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.content.cache import mark_public_change
+from app.core.db import dialect_insert
 from app.core.reads import ReadQuery, Reads
 from app.system.models import SystemSetting
 
@@ -208,10 +207,8 @@ async def write_setting(
     """Validate and store a setting; returns the stored value. Raises SettingError."""
     definition = definition_of(name)
     value = definition.coerce(raw)
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     now = datetime.now(UTC)
-    statement = insert(SystemSetting).values(
+    statement = dialect_insert(session, SystemSetting).values(
         key=name, value=value, description=definition.help, updated_at=now, updated_by=updated_by
     )
     statement = statement.on_conflict_do_update(

@@ -14,20 +14,14 @@ from sqlalchemy import select, text, update
 from app.accounts.api_keys import ApiKeyError, create_api_key
 from app.accounts.audit import Actor
 from app.accounts.models import ApiKey, AuditEntry, Role, User
-from tests.conftest import client_for, signed_in
-
-
-def bearer(app: Litestar, user: User) -> dict[str, str]:
-    """An access token for `user`, as `POST /api/v1/auth/login` would give."""
-    token = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
-    return {"Authorization": f"Bearer {token}"}
+from tests.conftest import bearer, client_for, signed_in
 
 
 async def create_key(
     client: httpx.AsyncClient, app: Litestar, user: User, **body: Any
 ) -> dict[str, Any]:
     response = await client.post(
-        "/api/v1/api-keys", json={"name": "deploy", **body}, headers=bearer(app, user)
+        "/api/v1/api-keys", json={"name": "deploy", **body}, headers=await bearer(app, user)
     )
     assert response.status_code == 201, response.text
     return response.json()
@@ -54,7 +48,7 @@ async def test_the_secret_is_shown_once_and_only_its_hash_is_stored(
 ) -> None:
     async with client_for(app) as client:
         created = await create_key(client, app, accounts["admin"], role="editor")
-        listed = await client.get("/api/v1/api-keys", headers=bearer(app, accounts["admin"]))
+        listed = await client.get("/api/v1/api-keys", headers=await bearer(app, accounts["admin"]))
 
     secret = created["secret"]
     assert secret.startswith("keel_") and len(secret) > 40
@@ -109,13 +103,13 @@ async def test_a_revoked_key_is_refused_with_a_problem_body(
         assert (await client.get("/api/v1/auth/me", headers=key_header)).status_code == 200
 
         revoked = await client.delete(
-            f"/api/v1/api-keys/{created['id']}", headers=bearer(app, accounts["admin"])
+            f"/api/v1/api-keys/{created['id']}", headers=await bearer(app, accounts["admin"])
         )
         assert revoked.status_code == 204
         refused = await client.get("/api/v1/auth/me", headers=key_header)
-        listed = await client.get("/api/v1/api-keys", headers=bearer(app, accounts["admin"]))
+        listed = await client.get("/api/v1/api-keys", headers=await bearer(app, accounts["admin"]))
         with_revoked = await client.get(
-            "/api/v1/api-keys?include_revoked=true", headers=bearer(app, accounts["admin"])
+            "/api/v1/api-keys?include_revoked=true", headers=await bearer(app, accounts["admin"])
         )
 
     assert refused.status_code == 401
@@ -130,7 +124,7 @@ async def test_revoking_an_unknown_key_is_a_404(app: Litestar, accounts: dict[st
     async with client_for(app) as client:
         response = await client.delete(
             "/api/v1/api-keys/00000000-0000-4000-8000-000000000000",
-            headers=bearer(app, accounts["admin"]),
+            headers=await bearer(app, accounts["admin"]),
         )
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -160,7 +154,7 @@ async def test_a_key_cannot_be_created_already_expired(
         response = await client.post(
             "/api/v1/api-keys",
             json={"name": "late", "expires_at": yesterday.isoformat()},
-            headers=bearer(app, accounts["admin"]),
+            headers=await bearer(app, accounts["admin"]),
         )
     assert response.status_code == 400
     assert response.json()["errors"] == [
@@ -183,7 +177,7 @@ async def test_invalid_keys_are_refused_with_the_field_named(
     async with client_for(app) as client:
         for body, field in INVALID_KEYS:  # one app for all: building it is what a test costs
             response = await client.post(
-                "/api/v1/api-keys", json=body, headers=bearer(app, accounts["admin"])
+                "/api/v1/api-keys", json=body, headers=await bearer(app, accounts["admin"])
             )
             assert response.status_code == 400, body
             assert response.json()["errors"][0]["field"] == field, body
@@ -213,7 +207,7 @@ async def test_nobody_creates_a_key_above_their_own_role(
     assert key.role == "editor"
 
     async with client_for(app) as client:
-        as_editor = bearer(app, editor)
+        as_editor = await bearer(app, editor)
         listed = await client.get("/api/v1/api-keys", headers=as_editor)
         created = await client.post("/api/v1/api-keys", json={"name": "x"}, headers=as_editor)
     assert listed.status_code == 403

@@ -16,16 +16,10 @@ from litestar import Litestar
 from app.accounts.audit import AuditFilterError, AuditFilters, iter_audit
 from app.accounts.models import AuditEntry, User
 from app.accounts.pages.audit import CSV_COLUMNS
-from tests.conftest import client_for, signed_in
+from tests.conftest import bearer, client_for, signed_in
 
 NOON = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
 USER_ID = "5f0c1d2e-0000-4000-8000-000000000001"
-
-
-def bearer(app: Litestar, user: User) -> dict[str, str]:
-    """An access token for `user`, as `POST /api/v1/auth/login` would give."""
-    token = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def add_entries(app: Litestar, *entries: dict[str, Any]) -> list[UUID]:
@@ -242,7 +236,7 @@ async def test_only_admins_see_the_audit_log(
         export = await client.get("/admin/audit/export")
         dashboard = await client.get("/admin")
     async with client_for(app) as client:
-        api = await client.get("/api/v1/audit", headers=bearer(app, accounts[role]))
+        api = await client.get("/api/v1/audit", headers=await bearer(app, accounts[role]))
         anonymous = await client.get("/admin/audit")
     assert (page.status_code, export.status_code, api.status_code) == (403, 403, 403)
     assert anonymous.status_code == 303
@@ -255,7 +249,9 @@ async def test_the_api_lists_entries_in_an_envelope(
 ) -> None:
     async with client_for(app) as client:
         response = await client.get(
-            "/api/v1/audit", params={"action": "auth.login"}, headers=bearer(app, accounts["admin"])
+            "/api/v1/audit",
+            params={"action": "auth.login"},
+            headers=await bearer(app, accounts["admin"]),
         )
     assert response.status_code == 200
     body = response.json()
@@ -295,7 +291,7 @@ async def test_the_api_filters_like_the_page(
     async with client_for(app) as client:
         for params, expected in API_FILTERS:
             response = await client.get(
-                "/api/v1/audit", params=params, headers=bearer(app, accounts["admin"])
+                "/api/v1/audit", params=params, headers=await bearer(app, accounts["admin"])
             )
             assert response.status_code == 200, (params, response.text)
             found = [item["id"] for item in response.json()["items"]]
@@ -309,7 +305,7 @@ async def test_the_api_filters_by_user_id(
         response = await client.get(
             "/api/v1/audit",
             params={"user_id": str(accounts["admin"].id)},
-            headers=bearer(app, accounts["admin"]),
+            headers=await bearer(app, accounts["admin"]),
         )
     assert [item["id"] for item in response.json()["items"]] == [
         str(log["admin_login"]),
@@ -335,7 +331,7 @@ async def test_the_api_answers_bad_filters_with_a_problem(
     async with client_for(app) as client:
         for params in BAD_API_FILTERS:
             response = await client.get(
-                "/api/v1/audit", params=params, headers=bearer(app, accounts["admin"])
+                "/api/v1/audit", params=params, headers=await bearer(app, accounts["admin"])
             )
             assert response.status_code == 400, params
             assert response.headers["content-type"].startswith("application/problem+json")

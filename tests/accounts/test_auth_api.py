@@ -16,8 +16,8 @@ import jwt
 import pytest
 from litestar import Litestar
 
-from app.accounts.models import User
-from app.accounts.tokens import ALGORITHM, AUDIENCE, ISSUER
+from app.accounts.models import TokenFamily, User
+from app.accounts.tokens import ALGORITHM, AUDIENCE, ISSUER, InvalidToken
 from app.core.db import create_engine, create_sessionmaker
 from app.settings import Settings
 from tests.accounts.test_rate_limit import app_with
@@ -35,6 +35,13 @@ async def _login(client: httpx.AsyncClient, login: str = "editor") -> dict:
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def _family(app: Litestar, user: User) -> str:
+    """The id (`fam`) of a new sign-in of `user`, as a login starts one."""
+    async with app.state.sessionmaker() as session, session.begin():
+        family, _ = await app.state.refresh_tokens.start(session, user.id, user.auth_version)
+    return family.hex
 
 
 def _forge(app: Litestar, user: User, **changes: object) -> str:
@@ -143,8 +150,9 @@ ATTACKS = (
 )
 
 
-def _attack_token(app: Litestar, user: User, attack: str) -> str:
-    """A token for `user` made as the attack `attack` would make it."""
+def _attack_token(app: Litestar, user: User, family: str, attack: str) -> str:
+    """A token for `user` of the live sign-in `family`, made as the attack `attack` would
+    make it."""
     now = int(time.time())
     claims = {
         "iss": ISSUER,
@@ -152,6 +160,7 @@ def _attack_token(app: Litestar, user: User, attack: str) -> str:
         "sub": str(user.id),
         "jti": "x",
         "ver": 1,
+        "fam": family,
         "iat": now,
         "exp": now + 600,
     }
@@ -164,17 +173,17 @@ def _attack_token(app: Litestar, user: User, attack: str) -> str:
     if attack == "wrong_key":
         return jwt.encode(claims, "x" * 64, algorithm="HS256")
     if attack == "expired":
-        return _forge(app, user, iat=now - 7200, nbf=now - 7200, exp=now - 3600)
+        return _forge(app, user, fam=family, iat=now - 7200, nbf=now - 7200, exp=now - 3600)
     if attack == "not_yet_valid":
-        return _forge(app, user, iat=now + 3600, nbf=now + 3600, exp=now + 7200)
+        return _forge(app, user, fam=family, iat=now + 3600, nbf=now + 3600, exp=now + 7200)
     if attack == "wrong_audience":
-        return _forge(app, user, aud="someone-else")
+        return _forge(app, user, fam=family, aud="someone-else")
     if attack == "wrong_issuer":
-        return _forge(app, user, iss="evil")
+        return _forge(app, user, fam=family, iss="evil")
     if attack == "missing_jti":
-        return _forge(app, user, jti=None)
+        return _forge(app, user, fam=family, jti=None)
     if attack == "missing_exp":
-        return _forge(app, user, exp=None)
+        return _forge(app, user, fam=family, exp=None)
     if attack == "kid_header":
         return jwt.encode(claims, "attacker-key", "HS256", headers={"kid": "../../dev/null"})
     if attack == "jku_header":
@@ -187,8 +196,9 @@ def _attack_token(app: Litestar, user: User, attack: str) -> str:
 async def test_tampered_or_invalid_tokens_are_401(
     client: httpx.AsyncClient, app: Litestar, accounts: dict
 ) -> None:
+    family = await _family(app, accounts["admin"])
     for attack in ATTACKS:  # one app for all: building it is what a test costs
-        token = _attack_token(app, accounts["admin"], attack)
+        token = _attack_token(app, accounts["admin"], family, attack)
         response = await client.get("/api/v1/auth/me", headers=_bearer(token))
         assert response.status_code == 401, attack
         assert response.headers["content-type"].startswith("application/problem+json"), attack
@@ -198,7 +208,9 @@ async def test_tampered_or_invalid_tokens_are_401(
 async def test_a_correctly_forged_token_is_accepted_so_the_attack_tests_mean_something(
     client: httpx.AsyncClient, app: Litestar, accounts: dict
 ) -> None:
-    response = await client.get("/api/v1/auth/me", headers=_bearer(_forge(app, accounts["admin"])))
+    admin = accounts["admin"]
+    token = _forge(app, admin, fam=await _family(app, admin))
+    response = await client.get("/api/v1/auth/me", headers=_bearer(token))
     assert response.status_code == 200
 
 
@@ -278,7 +290,8 @@ async def test_a_token_accepted_before_is_refused_once_it_expires(
     client: httpx.AsyncClient, app: Litestar, accounts: dict
 ) -> None:
     """The process remembers tokens it has verified; expiry still ends them on time."""
-    token = _forge(app, accounts["admin"], exp=int(time.time()) + 2)
+    admin = accounts["admin"]
+    token = _forge(app, admin, fam=await _family(app, admin), exp=int(time.time()) + 2)
     headers = {"Authorization": f"Bearer {token}"}
     assert (await client.get("/api/v1/auth/me", headers=headers)).status_code == 200
     assert (await client.get("/api/v1/auth/me", headers=headers)).status_code == 200
@@ -358,3 +371,67 @@ async def test_two_concurrent_rotations_of_one_refresh_token_let_exactly_one_thr
         for access in (tokens["access_token"], winner["access_token"]):
             me = await client.get("/api/v1/auth/me", headers=_bearer(access))
             assert me.status_code == 401, round_
+
+
+async def test_a_rotation_that_reaches_the_database_during_another_waits_and_ends_the_family(
+    app: Litestar, accounts: dict
+) -> None:
+    """The race of two rotations at its narrowest, without HTTP timing: the second spends
+    the token while the first's transaction is still open. It must wait for that COMMIT
+    (row lock on PostgreSQL, the write lock on SQLite), then find the token spent: a reuse,
+    which revokes the family, the winner's new refresh token included."""
+    user, tokens = accounts["editor"], app.state.refresh_tokens
+    async with app.state.sessionmaker() as session, session.begin():
+        family, refresh = await tokens.start(session, user.id, user.auth_version)
+    async with app.state.sessionmaker() as first, app.state.sessionmaker() as second:
+        won = await tokens.rotate(first, refresh)
+        late = asyncio.create_task(tokens.rotate(second, refresh))
+        await asyncio.sleep(0.5)
+        assert not late.done(), "the second spend did not wait for the first transaction"
+        await first.commit()
+        with pytest.raises(InvalidToken, match="already used"):
+            await asyncio.wait_for(late, 10)
+    async with app.state.sessionmaker() as session:
+        assert (await session.get(TokenFamily, family)).revoked_at is not None
+        with pytest.raises(InvalidToken, match="revoked"):
+            await tokens.rotate(session, won.refresh_token)
+
+
+async def test_logout_signs_out_the_token_the_caller_was_identified_by(
+    client: httpx.AsyncClient, app: Litestar
+) -> None:
+    """Logout read the token a second time from the `Authorization` header (split at its
+    first space), not the claims the identity layer had verified: a header that layer
+    accepts, like `Bearer` and two spaces, answered 500 there and signed nothing out."""
+    tokens = await _login(client)
+    spaced = {"Authorization": f"Bearer  {tokens['access_token']}"}
+    assert (await client.get("/api/v1/auth/me", headers=spaced)).status_code == 200
+    assert (await client.post("/api/v1/auth/logout", headers=spaced)).status_code == 204
+    me = await client.get("/api/v1/auth/me", headers=_bearer(tokens["access_token"]))
+    assert me.status_code == 401
+
+
+async def test_an_access_token_without_its_family_is_refused(
+    client: httpx.AsyncClient, app: Litestar, accounts: dict
+) -> None:
+    """Revoking a sign-in's family is what signs its tokens out, so a token that names no
+    family (`fam`) could never be signed out with its sign-in: it is not valid at all."""
+    admin = accounts["admin"]
+    refused = await client.get("/api/v1/auth/me", headers=_bearer(_forge(app, admin)))
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "The access token is not valid."
+    unknown = _forge(app, admin, fam=uuid.uuid4().hex)
+    assert (await client.get("/api/v1/auth/me", headers=_bearer(unknown))).status_code == 401
+    live = _forge(app, admin, fam=await _family(app, admin))
+    assert (await client.get("/api/v1/auth/me", headers=_bearer(live))).status_code == 200
+
+
+async def test_token_responses_are_never_stored(client: httpx.AsyncClient, app: Litestar) -> None:
+    """RFC 6749 §5.1: a response holding tokens carries `Cache-Control: no-store`. The
+    login and the refresh answer anonymous callers, whose responses were not marked."""
+    login = await client.post("/api/v1/auth/login", json={"login": "editor", "password": PASSWORD})
+    assert login.status_code == 200 and login.headers["cache-control"] == "no-store"
+    refresh = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": login.json()["refresh_token"]}
+    )
+    assert refresh.status_code == 200 and refresh.headers["cache-control"] == "no-store"

@@ -7,8 +7,7 @@ import httpx
 from litestar import Litestar
 
 from app.accounts.models import User
-from tests.accounts.test_audit import bearer
-from tests.conftest import client_for, signed_in
+from tests.conftest import bearer, client_for, signed_in
 from tests.jobs.test_api import api_key
 
 
@@ -18,7 +17,7 @@ async def test_pages_ignore_bearer_tokens_and_api_keys(
     """Issue 12 #6: `GET /admin` with an admin's API key or access token rendered the
     dashboard; a page's caller is whoever the session cookie says, else nobody."""
     key = await api_key(app, accounts["admin"], "admin", "ops")
-    token = bearer(app, accounts["admin"])
+    token = await bearer(app, accounts["admin"])
     async with client_for(app) as client:
         for headers in (key, token, {"Authorization": f"Bearer {key['X-API-Key']}"}):
             for page in ("/admin", "/admin/users", "/account"):
@@ -35,7 +34,7 @@ async def test_pages_ignore_bearer_tokens_and_api_keys(
 async def test_a_page_with_a_session_is_that_session_whatever_the_headers_say(
     app: Litestar, accounts: dict[str, User]
 ) -> None:
-    admin_token = bearer(app, accounts["admin"])
+    admin_token = await bearer(app, accounts["admin"])
     async with signed_in(app, accounts["viewer"]) as browser:
         as_viewer = await browser.get("/admin/api-keys", headers=admin_token)
         assert as_viewer.status_code == 403
@@ -49,6 +48,8 @@ async def test_metrics_still_take_admin_credentials_and_the_session(
 ) -> None:
     key = await api_key(app, accounts["admin"], "admin", "scraper")
     assert (await client.get("/metrics", headers=key)).status_code == 200
-    assert (await client.get("/metrics", headers=bearer(app, accounts["admin"]))).status_code == 200
+    assert (
+        await client.get("/metrics", headers=await bearer(app, accounts["admin"]))
+    ).status_code == 200
     async with signed_in(app, accounts["admin"]) as browser:
         assert (await browser.get("/metrics")).status_code == 200

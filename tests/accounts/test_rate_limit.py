@@ -21,15 +21,10 @@ from app.accounts.throttle import store_failures
 from app.asgi import create_app
 from app.settings import Settings
 from app.system.settings import write_setting
-from tests.conftest import client_for, free_port, with_app_settings
+from tests.conftest import bearer, client_for, free_port, with_app_settings
 from tests.core.test_store import silent_server
 
 LIMIT = 3
-
-
-def bearer(app: Litestar, user: User) -> dict[str, str]:
-    token = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def set_limit(app: Litestar, value: int) -> None:
@@ -64,8 +59,8 @@ async def test_the_request_over_the_limit_is_a_429_with_retry_after(
     await set_limit(app, LIMIT)
     await fresh_window()
     async with client_for(app) as client:
-        allowed = await spend(client, LIMIT, headers=bearer(app, accounts["admin"]))
-        refused = await client.get("/api/v1/auth/me", headers=bearer(app, accounts["admin"]))
+        allowed = await spend(client, LIMIT, headers=await bearer(app, accounts["admin"]))
+        refused = await client.get("/api/v1/auth/me", headers=await bearer(app, accounts["admin"]))
 
     assert [r.status_code for r in allowed] == [200] * LIMIT
     assert [r.headers["ratelimit-remaining"] for r in allowed] == ["2", "1", "0"]
@@ -119,8 +114,8 @@ async def test_two_identities_have_separate_budgets(
         )
     await fresh_window()
     async with client_for(app) as client:
-        admin_spent = await spend(client, LIMIT + 1, headers=bearer(app, admin))
-        editor = await client.get("/api/v1/auth/me", headers=bearer(app, accounts["editor"]))
+        admin_spent = await spend(client, LIMIT + 1, headers=await bearer(app, admin))
+        editor = await client.get("/api/v1/auth/me", headers=await bearer(app, accounts["editor"]))
         key = await client.get("/api/v1/auth/me", headers={"X-API-Key": secret})
 
     assert admin_spent[-1].status_code == 429
@@ -136,7 +131,7 @@ async def test_a_revoked_access_token_is_refused_without_spending_the_budget(
     be able to use up its owner's minute."""
     await set_limit(app, LIMIT)
     editor = accounts["editor"]
-    revoked, live = bearer(app, editor), bearer(app, editor)
+    revoked, live = await bearer(app, editor), await bearer(app, editor)
     await fresh_window()
     async with client_for(app) as client:
         out = await client.post("/api/v1/auth/logout", headers=revoked, json={})
@@ -202,7 +197,7 @@ async def test_processes_share_one_budget(settings: Settings, accounts: dict[str
     async with app_with(settings) as first, app_with(settings) as second:
         await set_limit(first, LIMIT)
         await fresh_window()
-        headers = bearer(first, accounts["viewer"])
+        headers = await bearer(first, accounts["viewer"])
         async with client_for(first) as one, client_for(second) as two:
             statuses = [
                 (await client.get("/api/v1/auth/me", headers=headers)).status_code

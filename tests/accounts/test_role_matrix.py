@@ -15,8 +15,8 @@ from litestar.handlers import HTTPRouteHandler
 
 from app.accounts.guards import required_role
 from app.accounts.models import Role
-from app.core.errors import is_machine_path
-from tests.conftest import client_for, fresh, signed_in, with_csrf
+from app.core.paths import MACHINE
+from tests.conftest import api_token, client_for, fresh, signed_in, with_csrf
 
 UNGUARDED_BY_DESIGN = ("/schema",)
 """The OpenAPI document is public documentation of the API itself."""
@@ -62,7 +62,7 @@ async def test_every_route_answers_every_role_as_its_guard_says(
                     response = await client.request(method, path)
             elif path.startswith("/api/"):  # the API takes tokens, never cookies
                 user = await fresh(app, accounts[role])
-                token = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
+                token = await api_token(app, user)
                 async with client_for(app) as client:
                     headers = {"Authorization": f"Bearer {token}"}
                     response = await client.request(method, path, headers=headers)
@@ -76,7 +76,7 @@ async def test_every_route_answers_every_role_as_its_guard_says(
             if needed is None or needed == Role.guest:
                 ok = status not in (401, 403) and not to_login
             elif caller < needed and role is None:  # machine paths answer 401, pages redirect
-                ok = status == 401 if is_machine_path(path) else to_login
+                ok = status == 401 if MACHINE.matches(path) else to_login
             elif caller < needed:
                 ok = status == 403
             else:  # past the guard; a POST may sign the caller out (sign out everywhere)

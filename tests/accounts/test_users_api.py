@@ -14,7 +14,7 @@ from app.accounts.audit import Actor
 from app.accounts.models import Role, User
 from app.settings import Settings
 from tests.accounts.test_users_pages import add_user, audit_actions, reload, user_count
-from tests.conftest import client_for, count_rows, signed_in
+from tests.conftest import bearer, client_for, count_rows, signed_in
 
 PROBLEM = "application/problem+json"
 NEW_PASSWORD = "a long and unusual passphrase"
@@ -23,9 +23,9 @@ NEW_PASSWORD = "a long and unusual passphrase"
 @asynccontextmanager
 async def api_as(app: Litestar, user: User) -> AsyncIterator[httpx.AsyncClient]:
     """An API client holding an access token for `user`."""
-    token = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
+    headers = await bearer(app, user)
     async with client_for(app) as client:
-        client.headers["Authorization"] = f"Bearer {token}"
+        client.headers.update(headers)
         yield client
 
 

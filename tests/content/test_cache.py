@@ -13,7 +13,7 @@ from litestar import Litestar, Request, get
 from app.asgi import create_app
 from app.settings import Settings
 from app.system.settings import write_setting
-from tests.conftest import client_for, free_port, signed_in
+from tests.conftest import api_token, client_for, free_port, signed_in
 from tests.core.test_store_outage import api_key, published_post
 from tests.private_valkey import private_valkey
 
@@ -178,7 +178,7 @@ async def test_public_api_reads_are_cached_for_anonymous_clients_only(
             session, Actor(editor.id, "editor"), EntryInput(title="Cached API")
         )
         await publish_entry(session, Actor(editor.id, "editor"), entry)
-    token = app.state.access_tokens.issue(editor.id, editor.role, editor.auth_version)
+    token = await api_token(app, editor)
     async with app.lifespan(), client_for(app) as client:
         first = await client.get("/api/v1/content")
         second = await client.get("/api/v1/content")

@@ -21,7 +21,7 @@ from app.content.media import display_name, store_upload
 from app.content.models import Media
 from app.settings import ROOT, Settings
 from app.system.settings import write_setting
-from tests.conftest import client_for, count_rows, signed_in, with_app_settings
+from tests.conftest import bearer, client_for, count_rows, signed_in, with_app_settings
 
 STORED = re.compile(r"^[0-9a-f]{32}\.(png|jpg|gif|webp|pdf)$")
 LONG_CACHE = "public, max-age=31536000, immutable"
@@ -64,11 +64,6 @@ async def app(
     await application.state.store.close()
 
 
-def bearer(app: Litestar, user: User) -> dict[str, str]:
-    token = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
-    return {"Authorization": f"Bearer {token}"}
-
-
 async def api_upload(
     app: Litestar,
     user: User,
@@ -82,7 +77,7 @@ async def api_upload(
             "/api/v1/media",
             files={"file": (name, content, claimed_type)},
             data={"alt_text": alt_text},
-            headers=bearer(app, user),
+            headers=await bearer(app, user),
         )
 
 
@@ -207,7 +202,9 @@ async def test_a_viewer_sees_the_library_and_searches_it_but_gets_no_upload_form
         cats = await client.get("/admin/media?q=CAT")
         pdfs = await client.get("/admin/media?kind=pdf")
     async with client_for(app) as client:
-        listed = await client.get("/api/v1/media?q=dog", headers=bearer(app, accounts["viewer"]))
+        listed = await client.get(
+            "/api/v1/media?q=dog", headers=await bearer(app, accounts["viewer"])
+        )
 
     assert everything.status_code == 200
     assert 'enctype="multipart/form-data"' not in everything.text
@@ -333,13 +330,13 @@ async def test_deleting_through_the_api_removes_the_file_and_the_row(
     created = (await api_upload(app, accounts["editor"], "a.png", image_bytes("PNG"))).json()
     async with client_for(app) as client:
         refused = await client.delete(
-            f"/api/v1/media/{created['id']}", headers=bearer(app, accounts["viewer"])
+            f"/api/v1/media/{created['id']}", headers=await bearer(app, accounts["viewer"])
         )
         deleted = await client.delete(
-            f"/api/v1/media/{created['id']}", headers=bearer(app, accounts["editor"])
+            f"/api/v1/media/{created['id']}", headers=await bearer(app, accounts["editor"])
         )
         again = await client.delete(
-            f"/api/v1/media/{created['id']}", headers=bearer(app, accounts["editor"])
+            f"/api/v1/media/{created['id']}", headers=await bearer(app, accounts["editor"])
         )
         served = await client.get(created["url"])
 

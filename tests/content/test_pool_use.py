@@ -20,6 +20,7 @@ from litestar.handlers import HTTPRouteHandler
 from app.accounts.models import User
 from app.asgi import create_app
 from app.settings import Settings
+from tests.accounts.test_users_api import api_as
 from tests.conftest import client_for, signed_in
 
 CONCURRENT = 64
@@ -36,15 +37,8 @@ async def _publish(api: httpx.AsyncClient, title: str, at: datetime | None = Non
     return published.json()
 
 
-def _api(app: Litestar, user: User) -> httpx.AsyncClient:
-    client = client_for(app)
-    token = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
-    client.headers["Authorization"] = f"Bearer {token}"
-    return client
-
-
 async def _a_site_with_posts(app: Litestar, admin: User) -> None:
-    async with _api(app, admin) as api:
+    async with api_as(app, admin) as api:
         for n in range(1, 31):
             await _publish(api, f"Post number {n}")
         await _publish(api, "Tomorrow", datetime.now(UTC) + timedelta(days=1))
@@ -65,7 +59,7 @@ async def test_public_pages_right_after_a_save_answer_64_concurrent_visitors(
     app = create_app(replace(settings, app=replace(settings.app, cache_ttl=cache_ttl)))
     async with app.lifespan():
         await _a_site_with_posts(app, accounts["admin"])
-        async with _api(app, accounts["admin"]) as api:
+        async with api_as(app, accounts["admin"]) as api:
             saved = await api.post("/api/v1/content", json={"title": "probe", "body_markdown": "x"})
             assert saved.status_code == 201
         paths = [f"/blog?page={n % 6 + 1}" for n in range(CONCURRENT - 8)]
@@ -105,7 +99,7 @@ async def test_every_page_and_api_read_answers_with_a_pool_of_one_connection(
     async with (
         client_for(app) as visitor,
         signed_in(app, accounts["admin"]) as admin,
-        _api(app, accounts["admin"]) as api,
+        api_as(app, accounts["admin"]) as api,
     ):
         for path in paths:
             for client in (visitor, api if path.startswith("/api/") else admin):

@@ -21,7 +21,7 @@ from app.accounts.models import User
 from app.asgi import create_app
 from app.content.cache import GENERATION_KEY
 from app.settings import Settings
-from tests.conftest import client_for
+from tests.conftest import bearer, client_for
 
 
 @asynccontextmanager
@@ -31,9 +31,8 @@ async def running_site(
     """The app with its page cache running, an editor's API client and a visitor."""
     app = create_app(settings)
     user = accounts["editor"]
-    token = app.state.access_tokens.issue(user.id, user.role, user.auth_version)
     async with app.lifespan(), client_for(app) as editor, client_for(app) as visitor:
-        editor.headers["Authorization"] = f"Bearer {token}"
+        editor.headers.update(await bearer(app, user))
         yield app, editor, visitor
 
 

@@ -10,7 +10,7 @@ from litestar import Litestar
 from litestar.routes import HTTPRoute
 
 from app.accounts.models import User
-from tests.conftest import signed_in
+from tests.conftest import api_token, signed_in
 
 
 def _concrete(template: str) -> str:
@@ -32,7 +32,7 @@ async def test_every_route_answers_options_with_every_method_it_takes(
 ) -> None:
     """As an admin (session and bearer token), so that every guard lets OPTIONS through."""
     admin = accounts["admin"]
-    token = app.state.access_tokens.issue(admin.id, admin.role, admin.auth_version)
+    token = await api_token(app, admin)
     wrong = []
     async with signed_in(app, admin) as client:
         for route in app.routes:

@@ -3,7 +3,10 @@ same-origin unsafe requests only, and malformed tokens refused with a 403, never
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,6 +14,7 @@ import pytest
 from litestar import Litestar
 
 from app.accounts.models import User
+from app.accounts.sessions import SESSION_PREFIX, USER_INDEX_PREFIX, digest_of
 from app.asgi import create_app
 from app.settings import Settings
 from tests.conftest import PASSWORD, client_for, fresh, signed_in, with_app_settings, with_csrf
@@ -76,6 +80,7 @@ async def test_another_browsers_token_does_not_pass_with_a_session(
         {"Origin": "https://testserver"},  # another scheme is another origin
         {"Origin": "http://testserver.evil.example"},
         {"Referer": "http://evil.example/form"},
+        {"Referer": "http://user@evil.example@testserver/form"},  # no browser sends one
         {"Referer": "not a url"},
     ],
 )
@@ -218,3 +223,44 @@ async def test_a_form_posted_after_the_session_ended_leads_to_sign_in(
         assert response.status_code == 303
         assert response.headers["location"] == "/login?next=%2Fadmin%2Fusers"
     assert await is_active(app, accounts["viewer"])
+
+
+async def _session_written_before_csrf_secrets(app: Litestar, user: User, role: str) -> str:
+    """A browser session for `user` as the store kept it before sessions had a CSRF secret
+    (no `csrf_secret` field), recorded with `role`; its id, for the cookie."""
+    session_id, now = secrets.token_urlsafe(32), time.time()
+    digest = digest_of(session_id)
+    record = {
+        "user_id": str(user.id),
+        "auth_version": user.auth_version,
+        "role": role,
+        "created_at": now,
+        "last_seen": now,
+        "ip_address": "203.0.113.7",
+        "user_agent": "pytest",
+        "digest": digest,
+    }
+    await app.state.store.set(SESSION_PREFIX + digest, json.dumps(record), ttl=3600)
+    await app.state.store.set(f"{USER_INDEX_PREFIX}{user.id}:{digest}", "1", ttl=3600)
+    return session_id
+
+
+@pytest.mark.parametrize("recorded_role", ["admin", "editor"])
+async def test_a_session_stored_before_csrf_secrets_keeps_its_forms_working(
+    app: Litestar, accounts: dict[str, User], recorded_role: str
+) -> None:
+    """A session without a CSRF secret took its session id's digest instead, and the id
+    changes when the role does: the page that replaced the id (the user had been made an
+    admin since) held a token that the next request's session refused, so its form answered
+    403. Such a session keeps one secret from its first request on."""
+    admin, viewer = accounts["admin"], accounts["viewer"]
+    session_id = await _session_written_before_csrf_secrets(app, admin, recorded_role)
+    async with client_for(app) as browser:
+        # the jar's name for the host `testserver`, so the replaced id overwrites this one
+        browser.cookies.set("keel_session", session_id, domain="testserver.local")
+        token = await page_token(browser)
+        assert (browser.cookies["keel_session"] == session_id) == (recorded_role == "admin")
+        foreign = await deactivate(browser, viewer, "0" * 64)
+        assert foreign.status_code == 403
+        assert (await deactivate(browser, viewer, token)).status_code == 303
+    assert not await is_active(app, viewer)

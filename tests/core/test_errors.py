@@ -156,6 +156,7 @@ async def test_a_fragment_asked_without_a_session_signs_in_back_to_its_page(
         ),
         # never another site, another scheme, or a path a browser reads as another host
         ({"HX-Current-URL": "http://evil.example/admin"}, "/login"),
+        ({"HX-Current-URL": "https://testserver/admin"}, "/login"),
         ({"HX-Current-URL": "http://testserver.evil.example/admin"}, "/login"),
         ({"HX-Current-URL": "http://user@evil.example@testserver/admin"}, "/login"),
         ({"HX-Current-URL": "javascript://testserver/%0aalert(1)"}, "/login"),
@@ -163,6 +164,8 @@ async def test_a_fragment_asked_without_a_session_signs_in_back_to_its_page(
         ({"HX-Current-URL": "http://testserver/\\evil.example/x"}, "/login"),
         ({"Referer": "https://evil.example/admin"}, "/login"),
         ({}, "/login"),
+        # this site's origin however it is written, as the CSRF check reads it
+        ({"Referer": "http://TestServer:80/admin/users"}, "/login?next=%2Fadmin%2Fusers"),
     ],
 )
 async def test_a_fragments_sign_in_link_returns_only_to_a_page_of_this_site(

@@ -11,6 +11,7 @@ from litestar import Litestar
 
 from app.accounts.models import User
 from app.core.openapi import Problem
+from tests.conftest import bearer
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
@@ -91,10 +92,7 @@ async def test_a_body_the_handler_can_do_without_is_not_required(
         ("POST", "/api/v1/content/{entry_id}/publish"),
     }
     admin = accounts["admin"]
-    token = app.state.access_tokens.issue(admin.id, admin.role, admin.auth_version)
-    response = await client.post(
-        "/api/v1/auth/logout", headers={"Authorization": f"Bearer {token}"}
-    )
+    response = await client.post("/api/v1/auth/logout", headers=await bearer(app, admin))
     assert response.status_code == 204  # no body at all, as documented
 
 

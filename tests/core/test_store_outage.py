@@ -16,8 +16,7 @@ from app.accounts.models import Role, User
 from app.asgi import create_app
 from app.content.services import EntryInput, publish_entry, save_entry
 from app.settings import Settings
-from tests.accounts.test_api_keys import bearer
-from tests.conftest import client_for, signed_in
+from tests.conftest import bearer, client_for, signed_in
 from tests.private_valkey import private_valkey
 
 SOCKET_TIMEOUT = 1.0
@@ -73,7 +72,7 @@ async def test_requests_skip_a_paused_store_and_work_again_once_it_answers(
                 "API list with an access token": (
                     visitor,
                     "/api/v1/content?per_page=5",
-                    bearer(app, accounts["editor"]),
+                    await bearer(app, accounts["editor"]),
                     200,
                 ),
                 # a public page stays readable with a session cookie (as a visitor sees it)

@@ -20,8 +20,7 @@ from app.core.store import Store, create_store
 from app.jobs.models import Job
 from app.jobs.worker import Worker
 from app.settings import Settings
-from tests.accounts.test_audit import bearer
-from tests.conftest import client_for
+from tests.conftest import bearer, client_for
 
 FAST = {
     "WORKER_LEASE_SECONDS": "1.5",
@@ -109,7 +108,7 @@ async def run_job(
     payload: dict[str, Any],
 ) -> dict[str, Any]:
     """Enqueue through the API as `user`, run a worker until the job is done, return it."""
-    headers = bearer(app, user)
+    headers = await bearer(app, user)
     created = await api.post(
         "/api/v1/jobs", json={"type": type, "payload": payload}, headers=headers
     )

@@ -11,8 +11,7 @@ from app.accounts.api_keys import create_api_key
 from app.accounts.audit import Actor
 from app.accounts.models import AuditEntry, Role, User
 from app.settings import Settings
-from tests.accounts.test_audit import bearer
-from tests.conftest import client_for, signed_in
+from tests.conftest import bearer, client_for, signed_in
 from tests.jobs.conftest import running_worker, wait_for_status
 
 
@@ -35,7 +34,7 @@ async def _audit_actions(app: Litestar) -> list[str]:
 async def test_an_editor_enqueues_a_job_it_may_run_and_the_enqueue_is_audited(
     app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User], tmp_path
 ) -> None:
-    editor = bearer(app, accounts["editor"])
+    editor = await bearer(app, accounts["editor"])
     created = await api.post(
         "/api/v1/jobs",
         json={"type": "test.record", "payload": record_payload(tmp_path), "priority": -1},
@@ -72,7 +71,9 @@ async def test_who_may_enqueue_which_type(
 ) -> None:
     payload = record_payload(tmp_path) if type == "test.record" else {}
     response = await api.post(
-        "/api/v1/jobs", json={"type": type, "payload": payload}, headers=bearer(app, accounts[role])
+        "/api/v1/jobs",
+        json={"type": type, "payload": payload},
+        headers=await bearer(app, accounts[role]),
     )
     assert response.status_code == expected, response.text
     if expected == 403:
@@ -103,7 +104,7 @@ async def test_bad_input_is_answered_with_problem_details(
     status: int,
     field: str | None,
 ) -> None:
-    headers = bearer(app, accounts["admin"])
+    headers = await bearer(app, accounts["admin"])
     if isinstance(body, str):
         response = await api.post(
             "/api/v1/jobs", content=body, headers={**headers, "Content-Type": "application/json"}
@@ -121,7 +122,7 @@ async def test_bad_input_is_answered_with_problem_details(
 async def test_a_job_id_past_bigint_is_a_400_and_the_last_bigint_a_404(
     app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User]
 ) -> None:
-    headers = bearer(app, accounts["admin"])
+    headers = await bearer(app, accounts["admin"])
     for path in ("", "/result"):
         past = await api.get(f"/api/v1/jobs/{2**63}{path}", headers=headers)
         assert past.status_code == 400 and past.json()["errors"][0]["field"] == "job_id"
@@ -140,7 +141,7 @@ async def test_a_job_id_past_bigint_is_a_400_and_the_last_bigint_a_404(
 async def test_lists_filter_and_page_and_show_viewers_only_their_own_jobs(
     app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User], tmp_path
 ) -> None:
-    viewer, editor, admin = (bearer(app, accounts[r]) for r in ("viewer", "editor", "admin"))
+    viewer, editor, admin = [await bearer(app, accounts[r]) for r in ("viewer", "editor", "admin")]
     mine = (await api.post("/api/v1/jobs", json={"type": "test.file"}, headers=viewer)).json()
     theirs = (
         await api.post(
@@ -168,7 +169,7 @@ async def test_lists_filter_and_page_and_show_viewers_only_their_own_jobs(
 async def test_cancel_and_retry_follow_the_job_state_and_are_audited(
     app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User], tmp_path
 ) -> None:
-    editor, viewer = bearer(app, accounts["editor"]), bearer(app, accounts["viewer"])
+    editor, viewer = await bearer(app, accounts["editor"]), await bearer(app, accounts["viewer"])
     job = (
         await api.post(
             "/api/v1/jobs",
@@ -191,7 +192,7 @@ async def test_cancel_and_retry_follow_the_job_state_and_are_audited(
 async def test_the_requester_downloads_the_result_file_and_others_cannot(
     app: Litestar, settings: Settings, api: httpx.AsyncClient, accounts: dict[str, User]
 ) -> None:
-    viewer, editor = bearer(app, accounts["viewer"]), bearer(app, accounts["editor"])
+    viewer, editor = await bearer(app, accounts["viewer"]), await bearer(app, accounts["editor"])
     job = (await api.post("/api/v1/jobs", json={"type": "test.file"}, headers=viewer)).json()
     early = await api.get(f"/api/v1/jobs/{job['id']}/result", headers=viewer)
     assert early.status_code == 404
@@ -237,7 +238,7 @@ async def test_an_api_key_below_admin_never_sees_another_callers_jobs(
     assert (await api.get(f"/api/v1/jobs/{job_id}/result", headers=viewer_key)).status_code == 404
     listed = (await api.get("/api/v1/jobs", headers=viewer_key)).json()
     assert listed["items"] == [] and listed["total"] == 0
-    viewer = bearer(app, accounts["viewer"])
+    viewer = await bearer(app, accounts["viewer"])
     assert (await api.get(f"/api/v1/jobs/{job_id}", headers=viewer)).status_code == 404
     assert (await api.get("/api/v1/jobs", headers=viewer)).json()["total"] == 0
     # the key that enqueued it is an admin key: it reads the result
@@ -262,21 +263,21 @@ async def test_an_api_key_sees_its_own_jobs_and_only_those(
     cancel = await api.post(f"/api/v1/jobs/{job['id']}/cancel", headers=second)
     assert cancel.status_code == 404
     # the person who made both keys is not the keys: a viewer's own list stays empty too
-    viewer = bearer(app, accounts["viewer"])
+    viewer = await bearer(app, accounts["viewer"])
     assert (await api.get("/api/v1/jobs", headers=viewer)).json()["total"] == 0
 
 
 async def test_a_job_whose_creator_is_gone_is_seen_by_admins_only(
     app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User]
 ) -> None:
-    viewer = bearer(app, accounts["viewer"])
+    viewer = await bearer(app, accounts["viewer"])
     job = (await api.post("/api/v1/jobs", json={"type": "test.file"}, headers=viewer)).json()
     async with app.state.sessionmaker() as session, session.begin():
         await session.execute(delete(User).where(User.id == accounts["viewer"].id))
     viewer_key = await api_key(app, accounts["admin"], "viewer", "dashboard")
-    editor = bearer(app, accounts["editor"])
+    editor = await bearer(app, accounts["editor"])
     for headers in (viewer_key, editor):
         assert (await api.get(f"/api/v1/jobs/{job['id']}", headers=headers)).status_code == 404
         assert (await api.get("/api/v1/jobs", headers=headers)).json()["total"] == 0
-    admin = bearer(app, accounts["admin"])
+    admin = await bearer(app, accounts["admin"])
     assert (await api.get(f"/api/v1/jobs/{job['id']}", headers=admin)).status_code == 200

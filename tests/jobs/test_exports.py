@@ -21,8 +21,7 @@ from app.jobs.models import Job
 from app.jobs.queue import enqueue
 from app.jobs.registry import files_dir
 from app.settings import Settings
-from tests.accounts.test_audit import bearer
-from tests.conftest import signed_in
+from tests.conftest import bearer, signed_in
 from tests.jobs.conftest import run_job, running_worker, wait_for_status
 
 FORMULAS = ("=1+2", "+SUM(A1)", "-3+4", "@cmd")
@@ -75,7 +74,7 @@ async def test_an_export_holds_every_row_with_its_headers(
     )
     assert job["progress"] == 100 and job["result"]["rows"] == len(expected)
     download = await api.get(
-        f"/api/v1/jobs/{job['id']}/result", headers=bearer(app, accounts["admin"])
+        f"/api/v1/jobs/{job['id']}/result", headers=await bearer(app, accounts["admin"])
     )
     assert download.status_code == 200, download.text
     name = job["result"]["files"][0]["name"]
@@ -102,7 +101,7 @@ async def test_csv_cells_that_look_like_formulas_are_escaped(
         app, settings, api, accounts["admin"], "export", {"dataset": "users", "format": "csv"}
     )
     download = await api.get(
-        f"/api/v1/jobs/{job['id']}/result", headers=bearer(app, accounts["admin"])
+        f"/api/v1/jobs/{job['id']}/result", headers=await bearer(app, accounts["admin"])
     )
     rows = {row["username"]: row for row in csv.DictReader(io.StringIO(download.text))}
     assert rows["viewer"]["display_name"] == "'=HYPERLINK(1)"
@@ -126,7 +125,7 @@ async def test_editors_export_content_and_only_admins_export_users_and_audit(
         response = await api.post(
             "/api/v1/jobs",
             json={"type": "export", "payload": {"dataset": dataset}},
-            headers=bearer(app, accounts[role]),
+            headers=await bearer(app, accounts[role]),
         )
         assert response.status_code == expected, (role, dataset, response.text)
         if expected == 403:
@@ -140,9 +139,9 @@ async def test_only_the_requester_and_admins_download_an_export(
         app, settings, api, accounts["editor"], "export", {"dataset": "content", "format": "json"}
     )
     url = f"/api/v1/jobs/{job['id']}/result"
-    assert (await api.get(url, headers=bearer(app, accounts["editor"]))).json() == []
-    assert (await api.get(url, headers=bearer(app, accounts["admin"]))).status_code == 200
-    other = await api.get(url, headers=bearer(app, accounts["viewer"]))
+    assert (await api.get(url, headers=await bearer(app, accounts["editor"]))).json() == []
+    assert (await api.get(url, headers=await bearer(app, accounts["admin"]))).status_code == 200
+    other = await api.get(url, headers=await bearer(app, accounts["viewer"]))
     assert other.status_code == 404
     assert other.headers["content-type"].startswith("application/problem+json")
     assert (await api.get(url)).status_code == 401
@@ -161,7 +160,7 @@ async def test_an_expired_export_answers_410_and_cleanup_removes_its_file(
             .where(Job.id == old["id"])
             .values(finished_at=datetime.now(UTC) - timedelta(hours=hours, minutes=5))
         )
-    expired = await api.get(f"/api/v1/jobs/{old['id']}/result", headers=bearer(app, admin))
+    expired = await api.get(f"/api/v1/jobs/{old['id']}/result", headers=await bearer(app, admin))
     assert expired.status_code == 410
     assert expired.headers["content-type"].startswith("application/problem+json")
     assert "expired" in expired.json()["detail"]
@@ -176,9 +175,9 @@ async def test_an_expired_export_answers_410_and_cleanup_removes_its_file(
         done = await wait_for_status(app.state.sessionmaker, cleanup, {"succeeded", "dead"})
     assert done.status == "succeeded", done.last_error
     assert not (folders / str(old["id"])).exists() and (folders / str(recent["id"])).is_dir()
-    fetched = await api.get(f"/api/v1/jobs/{old['id']}", headers=bearer(app, admin))
+    fetched = await api.get(f"/api/v1/jobs/{old['id']}", headers=await bearer(app, admin))
     assert fetched.status_code == 200  # the job stays until job_retention_days
-    still = await api.get(f"/api/v1/jobs/{recent['id']}/result", headers=bearer(app, admin))
+    still = await api.get(f"/api/v1/jobs/{recent['id']}/result", headers=await bearer(app, admin))
     assert still.status_code == 200
 
 
@@ -199,7 +198,7 @@ async def test_a_bad_export_payload_is_a_4xx_problem(
         response = await api.post(
             "/api/v1/jobs",
             json={"type": "export", "payload": payload},
-            headers=bearer(app, accounts["admin"]),
+            headers=await bearer(app, accounts["admin"]),
         )
         assert response.status_code == status, (payload, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
@@ -247,7 +246,9 @@ async def test_a_large_export_reads_every_row_once_across_batches(
         app, settings, api, accounts["admin"], "export", {"dataset": "audit", "format": "json"}
     )
     rows = (
-        await api.get(f"/api/v1/jobs/{job['id']}/result", headers=bearer(app, accounts["admin"]))
+        await api.get(
+            f"/api/v1/jobs/{job['id']}/result", headers=await bearer(app, accounts["admin"])
+        )
     ).json()
     actions = [row["action"] for row in rows]
     assert len(actions) == count + 1 and len(set(actions)) == count + 1  # + its own enqueue

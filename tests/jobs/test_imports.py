@@ -18,8 +18,7 @@ from sqlalchemy import func, select, update
 from app.accounts.models import AuditEntry, User
 from app.content.models import Entry, Revision
 from app.jobs.models import ImportRun, Job
-from tests.accounts.test_audit import bearer
-from tests.conftest import client_for, signed_in, with_csrf
+from tests.conftest import bearer, client_for, signed_in, with_csrf
 from tests.jobs.conftest import running_worker, wait_for_status
 from tests.jobs.test_api import api_key
 
@@ -61,7 +60,10 @@ async def upload(
     app: Litestar, api: httpx.AsyncClient, user: User, kind: str, text: str | bytes
 ) -> httpx.Response:
     return await api.post(
-        "/api/v1/jobs/import", data={"kind": kind}, files=csv_file(text), headers=bearer(app, user)
+        "/api/v1/jobs/import",
+        data={"kind": kind},
+        files=csv_file(text),
+        headers=await bearer(app, user),
     )
 
 
@@ -80,7 +82,7 @@ async def imported(
     assert created.status_code == 201, created.text
     job = await run_until_done(app, created.json()["id"])
     assert job.status == "succeeded", job.last_error
-    return (await api.get(f"/api/v1/jobs/{job.id}", headers=bearer(app, user))).json()
+    return (await api.get(f"/api/v1/jobs/{job.id}", headers=await bearer(app, user))).json()
 
 
 def reasons_by_line(job: dict[str, Any]) -> dict[int, list[str]]:
@@ -143,7 +145,7 @@ async def test_a_users_import_creates_the_valid_rows_and_lists_every_rejected_on
         )
         assert sorted(created) == sorted(str(u.id) for u in (ann, bob, eve))
     rejected = await api.get(
-        f"/api/v1/jobs/{job['id']}/result", headers=bearer(app, accounts["admin"])
+        f"/api/v1/jobs/{job['id']}/result", headers=await bearer(app, accounts["admin"])
     )
     rows = list(csv.DictReader(io.StringIO(rejected.text)))
     assert [row["email"] for row in rows] == [
@@ -246,7 +248,7 @@ async def test_a_second_run_of_the_same_job_writes_and_sends_nothing_again(
     }
     assert again.result["files"][0]["name"] == first["result"]["files"][0]["name"]
     download = await api.get(
-        f"/api/v1/jobs/{first['id']}/result", headers=bearer(app, accounts["admin"])
+        f"/api/v1/jobs/{first['id']}/result", headers=await bearer(app, accounts["admin"])
     )
     assert download.status_code == 200 and download.text.count("\n") == 5
     async with app.state.sessionmaker() as session:
@@ -341,7 +343,7 @@ async def test_the_generic_enqueue_refuses_imports(
     response = await api.post(
         "/api/v1/jobs",
         json={"type": "import", "payload": {"kind": "users"}},
-        headers=bearer(app, accounts["admin"]),
+        headers=await bearer(app, accounts["admin"]),
     )
     assert response.status_code == 422
     assert "/api/v1/jobs/import" in response.json()["detail"]
@@ -396,7 +398,7 @@ async def test_the_rejected_rows_file_can_be_fixed_and_uploaded_again(
     admin = accounts["admin"]
     text = "email,name\nann@example.com,Ann\ncarl-at-example.com,=1+2\n"
     first = await imported(app, api, admin, "users", text)
-    download = await api.get(f"/api/v1/jobs/{first['id']}/result", headers=bearer(app, admin))
+    download = await api.get(f"/api/v1/jobs/{first['id']}/result", headers=await bearer(app, admin))
     assert download.text.splitlines()[1].startswith("carl-at-example.com,'=1+2,")  # escaped
     fixed = download.text.replace("carl-at-example.com", "carl@example.com")
     second = await imported(app, api, admin, "users", fixed)  # import_errors is ignored

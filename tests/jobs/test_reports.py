@@ -18,7 +18,7 @@ from app.core.db import create_engine, create_sessionmaker
 from app.jobs.models import Job, JobStatus
 from app.jobs.queue import enqueue
 from app.settings import Settings
-from tests.accounts.test_audit import bearer
+from tests.conftest import bearer
 from tests.jobs.conftest import run_job, running_worker, wait_for_status
 
 
@@ -67,7 +67,7 @@ async def test_a_report_counts_what_was_seeded_in_its_period(
     assert job["progress"] == 100
     html_name, csv_name = (f["name"] for f in job["result"]["files"])
     assert html_name.endswith(".html") and csv_name.endswith(".csv")
-    editor = bearer(app, accounts["editor"])
+    editor = await bearer(app, accounts["editor"])
     page = await api.get(f"/api/v1/jobs/{job['id']}/result", headers=editor)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "<th>post/published</th><td>2</td>" in page.text
@@ -82,7 +82,7 @@ async def test_a_report_counts_what_was_seeded_in_its_period(
     missing = await api.get(f"/api/v1/jobs/{job['id']}/result?file=other.csv", headers=editor)
     assert missing.status_code == 404
     other = await api.get(
-        f"/api/v1/jobs/{job['id']}/result", headers=bearer(app, accounts["viewer"])
+        f"/api/v1/jobs/{job['id']}/result", headers=await bearer(app, accounts["viewer"])
     )
     assert other.status_code == 404
 
@@ -116,7 +116,7 @@ async def test_who_may_run_a_report_and_which_periods_are_refused(
         response = await api.post(
             "/api/v1/jobs",
             json={"type": "report", "payload": payload},
-            headers=bearer(app, accounts[role]),
+            headers=await bearer(app, accounts[role]),
         )
         assert response.status_code == status, (role, payload, response.text)
         if status >= 400:

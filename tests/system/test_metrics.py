@@ -14,8 +14,7 @@ from app.accounts.models import User
 from app.asgi import create_app
 from app.jobs.queue import enqueue
 from app.settings import MetricsSettings, Settings
-from tests.accounts.test_audit import bearer
-from tests.conftest import client_for, signed_in
+from tests.conftest import bearer, client_for, signed_in
 from tests.core.test_metrics import Samples, parse_exposition, value
 from tests.jobs.conftest import running_worker, wait_for_status
 
@@ -50,8 +49,8 @@ async def test_nobody_reads_the_figures_without_the_token_or_an_admin(
     async with client_for(metrics_app) as client:
         anonymous = await client.get("/metrics")
         wrong = await client.get("/metrics", headers={"Authorization": "Bearer not-the-token"})
-        viewer = await client.get("/metrics", headers=bearer(metrics_app, accounts["viewer"]))
-        admin = await client.get("/metrics", headers=bearer(metrics_app, accounts["admin"]))
+        viewer = await client.get("/metrics", headers=await bearer(metrics_app, accounts["viewer"]))
+        admin = await client.get("/metrics", headers=await bearer(metrics_app, accounts["admin"]))
         elsewhere = await client.get("/api/v1/users", headers=SCRAPER)
     for refused, status in ((anonymous, 401), (wrong, 401), (viewer, 403), (elsewhere, 401)):
         assert refused.status_code == status
@@ -119,10 +118,10 @@ async def test_job_runs_are_counted_by_type_and_outcome_with_their_waits(
         created = await client.post(
             "/api/v1/jobs",
             json={"type": "test.file", "payload": {}},
-            headers=bearer(metrics_app, accounts["admin"]),
+            headers=await bearer(metrics_app, accounts["admin"]),
         )
         cancel = f"/api/v1/jobs/{created.json()['id']}/cancel"
-        cancelled = await client.post(cancel, headers=bearer(metrics_app, accounts["admin"]))
+        cancelled = await client.post(cancel, headers=await bearer(metrics_app, accounts["admin"]))
         assert cancelled.status_code == 200, cancelled.text
     async with sessionmaker() as session, session.begin():
         ok = await enqueue(session, "test.record", {"path": str(tmp_path / "runs")})

@@ -1,9 +1,10 @@
-"""`/api/v1/auth`: tokens for API clients."""
+"""`/api/v1/auth`: tokens for API clients. No answer here is stored by any cache
+(`Cache-Control: no-store`, RFC 6749 §5.1): they hold tokens or say who holds one."""
 
 from __future__ import annotations
 
 from litestar import Controller, Request, get, post
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.params import JSONBody
 
 from app.accounts import guards
@@ -22,6 +23,7 @@ def _pair(state: State, access: str, refresh: str) -> TokenPair:
 class AuthController(Controller):
     path = "/auth"
     tags = ["auth"]
+    cache_control = CacheControlHeader(no_store=True)
 
     @post("/login", name="api:auth:login", guards=[guards.public], status_code=200)
     async def login(
@@ -59,9 +61,8 @@ class AuthController(Controller):
         """Sign out: the access token in use and every token of its sign-in are refused from
         now on (and the given refresh token's family, when it is another one)."""
         user = request.scope["user"]
-        if user.token_jti:
-            claims = state.access_tokens.verify(request.headers["authorization"].split(" ", 1)[1])
-            await state.refresh_tokens.sign_out(db_session, claims)
+        if user.token is not None:
+            await state.refresh_tokens.sign_out(db_session, user.token)
         if data is not None and data.refresh_token:
             await state.refresh_tokens.revoke(db_session, data.refresh_token)
         record(db_session, Actor.from_connection(request), "auth.logout", "user", user.id)
