@@ -196,7 +196,9 @@ class PageCache:
 
     async def publication_bound(self) -> float | None:
         """When the next scheduled entry becomes public (epoch seconds): nothing cached may
-        outlive it. Asked once per generation, and again once that moment has passed."""
+        outlive it. Asked once per generation, and again once that moment has passed. Ask
+        it before reading what will be kept: asked after, a publication that happened in
+        between is already past, and the next one would let content from before it live on."""
         if self.next_publication is None:
             return None
         held = self._publication
@@ -216,10 +218,10 @@ class PageCache:
             return held[2]  # type: ignore[no-any-return]
 
         async def load_and_keep() -> T:
+            moment = await self.publication_bound() if generation is not None else None
             value = await load()
             if generation is not None:
                 expires = time.time() + MEMO_SECONDS
-                moment = await self.publication_bound()
                 self.memo[name] = (generation, min(expires, moment or expires), value)
             return value
 
@@ -284,11 +286,10 @@ class PageCache:
         self.hits += 1
         return page
 
-    async def put(self, key: str, page: CachedPage, generation: int) -> None:
-        """Keep `page` under `generation`: the one current when its content was read, not
-        when it was finished (a change that committed in between would otherwise leave the
-        old content under the new generation until the TTL ran out)."""
-        moment = await self.publication_bound()
+    async def put(self, key: str, page: CachedPage, generation: int, moment: float | None) -> None:
+        """Keep `page` under `generation` until at most `moment`, the generation and the
+        publication bound read before its content was: a change or a publication between
+        then and now would otherwise leave the old content in use until the TTL ran out."""
         if moment is not None:
             page.expires = min(page.expires, moment)
         if page.expires <= time.time():
@@ -441,6 +442,8 @@ class PublicPageCacheMiddleware:
         if page is not None:
             await _send_hit(scope, send, cache, page)
             return
+        keep = scope["method"] == "GET" and generation is not None
+        moment = await cache.publication_bound() if keep else None  # before rendering
         start: Message | None = None
         chunks: list[bytes] = []
 
@@ -472,8 +475,8 @@ class PublicPageCacheMiddleware:
         etag = b'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
         route = scope.get("path_template")
         page = CachedPage(200, kept, body, etag, time.time() + cache.ttl, view, route)
-        if scope["method"] == "GET" and generation is not None:
-            await cache.put(key, page, generation)
+        if keep and generation is not None:
+            await cache.put(key, page, generation, moment)
         await _send_page(scope, send, page, b"miss")
 
 

@@ -6,11 +6,16 @@ import asyncio
 import itertools
 import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from litestar import Litestar, Request, get
+from litestar.params import FromQuery
 
+from app.accounts.audit import Actor
+from app.accounts.models import User
 from app.asgi import create_app
+from app.content.services import EntryInput, publish_entry, save_entry
 from app.settings import Settings
 from app.system.settings import write_setting
 from tests.conftest import client_for, free_port, signed_in
@@ -38,11 +43,20 @@ async def page_edited_while_rendering(request: Request) -> str:
     return shown
 
 
+@get("/_test/rendered-until", opt={"public_cache": True}, media_type="text/html")
+async def page_rendered_until(at: FromQuery[float]) -> str:
+    """Reads what it shows, then is still rendering at the moment `at` (epoch seconds)."""
+    shown = f"<p>render {next(counter)}</p>"
+    await asyncio.sleep(max(at - time.time(), 0) + 0.1)
+    return shown
+
+
 async def _app(settings: Settings) -> Litestar:
     app = create_app(settings)
     app.register(cached_page)
     app.register(uncached_page)
     app.register(page_edited_while_rendering)
+    app.register(page_rendered_until)
     return app
 
 
@@ -98,6 +112,52 @@ async def test_a_page_rendered_before_a_change_is_never_kept_under_the_new_gener
         again = await client.get("/_test/edited-while-rendering")
         assert first.headers["x-cache"] == "miss"
         assert again.headers["x-cache"] == "miss" and again.text != first.text
+
+
+async def scheduled_post(app: Litestar, author: User, seconds: float) -> float:
+    """A post that becomes public `seconds` from now (its cache invalidation done);
+    returns that moment (epoch seconds)."""
+    at = datetime.now(UTC) + timedelta(seconds=seconds)
+    async with app.state.sessionmaker() as session, session.begin():
+        actor = Actor(author.id, author.username)
+        entry = await save_entry(session, actor, EntryInput(title="Soon public"))
+        await publish_entry(session, actor, entry, at)
+    await app.state.page_cache.after_commit(session)
+    return at.timestamp()
+
+
+async def test_a_page_still_rendering_when_a_scheduled_post_goes_public_is_not_kept(
+    settings: Settings, accounts: dict
+) -> None:
+    """The next publication is read before the page renders: read after, it is already the
+    one after it, and the page, whose content predates the post, would be kept until its
+    TTL ran out with the post missing."""
+    app = await _app(settings)
+    async with app.lifespan(), client_for(app) as client:
+        at = await scheduled_post(app, accounts["editor"], 1.0)
+        first = await client.get(f"/_test/rendered-until?at={at}")
+        again = await client.get(f"/_test/rendered-until?at={at}")
+        assert first.headers["x-cache"] == "miss"
+        assert again.headers["x-cache"] == "miss" and again.text != first.text
+
+
+async def test_a_value_still_loading_when_a_scheduled_post_goes_public_is_not_kept(
+    settings: Settings, accounts: dict
+) -> None:
+    """The same for values kept in the process (the site settings and the menu)."""
+    app = await _app(settings)
+    async with app.lifespan():
+        at = await scheduled_post(app, accounts["editor"], 1.0)
+        loads = itertools.count()
+
+        async def load_until_published() -> int:
+            value = next(loads)
+            await asyncio.sleep(max(at - time.time(), 0) + 0.1)
+            return value
+
+        cache = app.state.page_cache
+        assert await cache.remember("menu", load_until_published) == 0
+        assert await cache.remember("menu", load_until_published) == 1, "kept past it"
 
 
 async def test_signed_in_visitors_bypass_the_cache(settings: Settings, accounts: dict) -> None:
