@@ -8,13 +8,14 @@ in-process entries at once. If a message is missed, each process re-reads the ge
 at most every `REVALIDATE_SECONDS` (the bounded staleness). A hit costs no store round
 trip; a page the process holds is answered in front of the router (`PageCacheFront`).
 
-When the store fails, nothing raises: pages are served uncached and `degraded` is set for
-/health/ready. A process that saw the store fail owes a new generation (`Invalidations`):
-a change committed meanwhile, here or in a process whose bump failed too, left no trace in
-the generation, so nothing cached before the outage is used again. The bump is retried as
-soon as the store answers (its probe, `Store.answering()`), and the cache is used again
-from the new generation on. So an edit made during an outage reaches every process within
-moments of the store answering again, not after the pages' TTL.
+When the store fails (it does not answer, or refuses a command: full, read-only), nothing
+raises: pages are served uncached and `degraded` is set for /health/ready. A process that
+saw the store fail owes a new generation (`Invalidations`): a change committed meanwhile,
+here or in a process whose bump failed too, left no trace in the generation, so nothing
+cached before the outage is used again. The bump is retried as soon as the store answers
+(its probe, `Store.answering()`), and the cache is used again from the new generation on.
+So an edit made during an outage reaches every process within moments of the store
+answering again, not after the pages' TTL.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from typing import Any, TypeVar
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.csrf import PUBLIC_PAGE_OPT
-from app.core.store import Store, StoreUnavailable
+from app.core.errors import log_failure
+from app.core.store import Store, StoreError
 
 log = logging.getLogger("keel.cache")
 GENERATION_KEY = "cache:generation"
@@ -134,7 +136,7 @@ class PageCache:
         for entry_id, count in pending.items():
             try:
                 await self.store.incr(VIEWS_PREFIX + entry_id, count)
-            except StoreUnavailable as exc:
+            except StoreError as exc:
                 self.views[entry_id] += count  # kept for the next round
                 self._lost(exc)
 
@@ -171,7 +173,7 @@ class PageCache:
             return self.generation
         try:
             raw = await self.store.get(GENERATION_KEY)
-        except StoreUnavailable as exc:
+        except StoreError as exc:
             self._lost(exc)
             return None
         self._adopt(int(raw or 0))
@@ -272,7 +274,7 @@ class PageCache:
         now = time.time()
         try:
             raw = await self.store.get("page:" + full)
-        except StoreUnavailable as exc:
+        except StoreError as exc:
             self._lost(exc)
             return None
         if raw is None:
@@ -299,7 +301,7 @@ class PageCache:
         try:
             ttl = max(page.expires - time.time(), 0.001)
             await self.store.set("page:" + full, _encode(page), ttl=ttl)
-        except StoreUnavailable as exc:
+        except StoreError as exc:
             self._lost(exc)
 
     def _remember(self, key: str, page: CachedPage) -> None:
@@ -355,6 +357,7 @@ class Invalidations:
         self.store = store
         self.adopt = adopt
         self.owed = False
+        self._owed_since = 0.0
         self._retry: asyncio.Task[None] | None = None
 
     async def after_commit(self, session: object) -> None:
@@ -364,24 +367,33 @@ class Invalidations:
             await self.bump()
 
     async def bump(self) -> bool:
-        """Start a new generation now; False when the store did not take it (then owed)."""
+        """Start a new generation now; False when the store did not take it (then owed).
+        Never raises for the store: it runs after a COMMIT, and the change is made."""
         try:
             generation = await bump_generation(self.store)
-        except StoreUnavailable as exc:
+        except StoreError as exc:
             self.owe(exc)
             return False
+        self._started(generation)
+        return True
+
+    def _started(self, generation: int) -> None:
+        if self.owed:
+            owed = round(time.monotonic() - self._owed_since, 3)
+            log.info(
+                "owed cache generation started",
+                extra={"generation": generation, "owed_seconds": owed},
+            )
         self.owed = False
         if self.adopt is not None:
             self.adopt(generation)
-        return True
 
     def owe(self, exc: BaseException) -> None:
-        """Start a new generation as soon as the store answers."""
+        """Start a new generation as soon as the store answers (and takes it)."""
         if not self.owed:
-            log.warning(
-                "new cache generation owed; started when the store answers",
-                extra={"error": repr(exc)},
-            )
+            message = "new cache generation owed; started when the store takes it"
+            log_failure(log, message, exc, logging.WARNING)
+            self._owed_since = time.monotonic()
         self.owed = True
         if self._retry is None or self._retry.done():
             self._retry = asyncio.get_running_loop().create_task(self._bump_when_answering())
@@ -389,12 +401,9 @@ class Invalidations:
     async def _bump_when_answering(self) -> None:
         while self.owed:
             await self.store.answering()
-            try:
-                if await self.bump():
-                    return
-            except Exception as exc:  # not an outage (a full or read-only Valkey): retry
-                log.warning("new cache generation not stored", extra={"error": repr(exc)})
-            await asyncio.sleep(RETRY_SECONDS)
+            if await self.bump():
+                return
+            await asyncio.sleep(RETRY_SECONDS)  # answering, but refusing (full, read-only)
 
     async def stop(self) -> None:
         retry, self._retry = self._retry, None

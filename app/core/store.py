@@ -25,6 +25,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from valkey.asyncio import Valkey
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
+from valkey.exceptions import ValkeyError
 
 from app.settings import StoreSettings
 
@@ -36,6 +37,11 @@ StoreUnavailable = (
     OSError,
 )
 """Exceptions that mean the store did not answer in time."""
+
+StoreError = (ValkeyError, *StoreUnavailable)
+"""Any failed store command: no answer (StoreUnavailable), or an answer that refuses it
+(Valkey full under `maxmemory` without eviction, a read-only replica, a wrong password).
+For callers that only save work with the store and must go on either way."""
 
 log = logging.getLogger("keel.store")
 

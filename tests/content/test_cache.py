@@ -331,6 +331,48 @@ async def test_an_edit_made_while_the_store_is_paused_reaches_every_process_once
             await app.state.store.close()
 
 
+async def change_entry(client: object, change: str, entry_id: str, key: dict) -> object:
+    """Make a change visitors see through the API: "edit" (the title to "After the
+    change"), "unpublish" or "delete"; returns the response."""
+    base = f"/api/v1/content/{entry_id}"
+    if change == "edit":
+        return await client.patch(base, json={"title": "After the change"}, headers=key)  # type: ignore[attr-defined]
+    if change == "unpublish":
+        return await client.post(base + "/unpublish", headers=key)  # type: ignore[attr-defined]
+    return await client.delete(base, headers=key)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("change", ["edit", "unpublish", "delete"])
+async def test_a_change_committed_while_the_store_refuses_writes_succeeds_and_reaches_visitors(
+    settings: Settings, accounts: dict, change: str
+) -> None:
+    """A full Valkey (or a read-only replica) answers, but refuses the new generation after
+    the COMMIT: the change is made, so the answer is a success, not a 500, and the new
+    generation is owed: pages are rendered fresh meanwhile, and cached again once the
+    store takes writes."""
+    with private_valkey() as valkey:
+        app = await _app(valkey.settings(settings))
+        await published_post(app, accounts["editor"], title="Before the change")
+        key = {"X-API-Key": await api_key(app, accounts["admin"])}
+        async with app.lifespan(), client_for(app) as visitor:
+            await visitor.get("/blog")
+            assert (await visitor.get("/blog")).headers["x-cache"] == "hit"
+            entry = (await visitor.get("/api/v1/content", headers=key)).json()["items"][0]
+            valkey.refuse_writes()
+            response = await change_entry(visitor, change, entry["id"], key)
+            assert response.status_code in (200, 204), response.text  # type: ignore[attr-defined]
+            blog = await visitor.get("/blog")
+            assert blog.status_code == 200 and "Before the change" not in blog.text
+            valkey.refuse_writes(False)
+            started = time.monotonic()
+            while (blog := await visitor.get("/blog")).headers["x-cache"] != "hit":
+                assert time.monotonic() - started < 10, "the cache is not used again"
+                await asyncio.sleep(0.05)
+            assert "Before the change" not in blog.text
+        await app.state.engine.dispose()
+        await app.state.store.close()
+
+
 async def test_a_job_s_public_change_during_a_store_pause_reaches_the_web_processes(
     settings: Settings, accounts: dict
 ) -> None:
