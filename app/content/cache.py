@@ -46,6 +46,8 @@ REVALIDATE_SECONDS = 2.0
 RETRY_SECONDS = 0.5
 """The least pause between two tries of an owed generation bump, and before a lost
 invalidation channel is subscribed again."""
+STOP_SECONDS = 2.0
+"""How long a stopping process waits for the store to take a generation it still owes."""
 LOCAL_ENTRIES = 2048
 MEMO_SECONDS = 60.0
 T = TypeVar("T")
@@ -351,7 +353,8 @@ async def bump_generation(store: Store) -> int:
 class Invalidations:
     """A process's generation bumps. One the store did not take is owed, never dropped:
     tried again as soon as the store answers (`Store.answering()`), until it is stored and
-    published. `adopt` receives each generation this process started."""
+    published, and once more when the process stops. `adopt` receives each generation
+    this process started."""
 
     def __init__(self, store: Store, adopt: Callable[[int], None] | None = None) -> None:
         self.store = store
@@ -405,12 +408,32 @@ class Invalidations:
                 return
             await asyncio.sleep(RETRY_SECONDS)  # answering, but refusing (full, read-only)
 
-    async def stop(self) -> None:
+    async def stop(self, within: float = STOP_SECONDS) -> None:
+        """Stop retrying. A generation still owed is tried once more, waiting at most
+        `within` seconds for the store to answer; one not stored is logged as an error,
+        since the other processes may never learn of the change it stood for."""
         retry, self._retry = self._retry, None
         if retry is not None:
             retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retry
+        if not self.owed:
+            return
+        try:
+            async with asyncio.timeout(within):
+                await self.store.answering()
+                generation = await bump_generation(self.store)
+        except StoreError as exc:  # TimeoutError (ours, or the store's) is one of them
+            log.error(
+                "stopping with a new cache generation owed and not stored: pages cached "
+                "before a change made while the store failed may be served until their TTL",
+                extra={
+                    "owed_seconds": round(time.monotonic() - self._owed_since, 3),
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
+            )
+            return
+        self._started(generation)
 
 
 def mark_public_change(session: object) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -15,12 +16,14 @@ from litestar.params import FromQuery
 from app.accounts.audit import Actor
 from app.accounts.models import User
 from app.asgi import create_app
+from app.content.cache import GENERATION_KEY, RETRY_SECONDS, STOP_SECONDS
 from app.content.services import EntryInput, publish_entry, save_entry
+from app.core.store import create_store
 from app.settings import Settings
 from app.system.settings import write_setting
 from tests.conftest import client_for, free_port, signed_in
 from tests.core.test_store_outage import api_key, published_post
-from tests.private_valkey import private_valkey
+from tests.private_valkey import PrivateValkey, private_valkey
 
 counter = itertools.count()
 
@@ -369,6 +372,63 @@ async def test_a_change_committed_while_the_store_refuses_writes_succeeds_and_re
                 assert time.monotonic() - started < 10, "the cache is not used again"
                 await asyncio.sleep(0.05)
             assert "Before the change" not in blog.text
+        await app.state.engine.dispose()
+        await app.state.store.close()
+
+
+async def stored_generation(valkey: PrivateValkey, settings: Settings) -> int:
+    store = create_store(valkey.settings(settings).store)
+    try:
+        return int(await store.get(GENERATION_KEY) or 0)
+    finally:
+        await store.close()
+
+
+async def test_a_generation_still_owed_is_stored_when_the_process_stops(
+    settings: Settings, accounts: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store takes writes again, but the owed generation's next try is not due yet when
+    the process is told to stop: it is stored on the way out, not dropped."""
+    with private_valkey() as valkey:
+        app = await _app(valkey.settings(settings))
+        await published_post(app, accounts["editor"])
+        key = {"X-API-Key": await api_key(app, accounts["admin"])}
+        async with app.lifespan(), client_for(app) as client:
+            entry = (await client.get("/api/v1/content", headers=key)).json()["items"][0]
+            before = await stored_generation(valkey, settings)
+            valkey.refuse_writes()
+            assert (await change_entry(client, "edit", entry["id"], key)).status_code == 200
+            assert app.state.page_cache.degraded
+            await asyncio.sleep(RETRY_SECONDS / 5)  # refused again; the next try is not due
+            caplog.set_level(logging.INFO)
+            valkey.refuse_writes(False)
+            await app.state.page_cache.stop()  # the first thing the app's shutdown does
+            assert await stored_generation(valkey, settings) == before + 1
+            assert "owed cache generation started" in caplog.messages
+        await app.state.engine.dispose()
+        await app.state.store.close()
+
+
+async def test_a_process_that_stops_owing_a_generation_says_so_within_a_bounded_time(
+    settings: Settings, accounts: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store is still away when the process is told to stop: it waits a moment for it,
+    then logs, as an error, that the change may not reach the other processes' caches."""
+    with private_valkey() as valkey:
+        app = await _app(valkey.settings(settings, socket_timeout=0.5))
+        await published_post(app, accounts["editor"])
+        key = {"X-API-Key": await api_key(app, accounts["admin"])}
+        caplog.set_level(logging.INFO)
+        async with app.lifespan(), client_for(app) as client:
+            entry = (await client.get("/api/v1/content", headers=key)).json()["items"][0]
+            valkey.pause()
+            assert (await change_entry(client, "edit", entry["id"], key)).status_code == 200
+            stopping = time.monotonic()
+        took = time.monotonic() - stopping
+        valkey.resume()
+        assert took < STOP_SECONDS + 10, f"stopping took {took:.1f} s"
+        (owed,) = [r for r in caplog.records if "stopping with a new cache generation" in r.msg]
+        assert owed.levelname == "ERROR" and not owed.exc_info
         await app.state.engine.dispose()
         await app.state.store.close()
 
