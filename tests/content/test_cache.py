@@ -319,10 +319,10 @@ async def test_an_edit_made_while_the_store_is_paused_reaches_every_process_once
             assert edited.status_code == 200
             # B cannot hear of the edit now; once it re-reads the generation (every 2 s) it
             # finds the store away and renders pages uncached
-            await serves_the_edit_within(b, page, 3)
+            await serves_the_edit_within(b, page, 10)
             valkey.resume()
             for visitor in (a, b):
-                await serves_the_edit_within(visitor, page, 3)
+                await serves_the_edit_within(visitor, page, 10)
             await asyncio.sleep(2.5)  # a process re-reads the generation every 2 s
             for visitor in (a, b):
                 for _ in range(3):
@@ -465,7 +465,7 @@ async def test_a_job_s_public_change_during_a_store_pause_reaches_the_web_proces
                 valkey.resume()
                 started = time.monotonic()
                 while "Hello World" not in (await visitor.get("/blog")).text:
-                    assert time.monotonic() - started < 3, "the blog from before the import"
+                    assert time.monotonic() - started < 10, "the blog from before the import"
                     await asyncio.sleep(0.05)
         await app.state.engine.dispose()
         await app.state.store.close()

@@ -20,10 +20,14 @@ from tests.accounts.test_api_keys import bearer
 from tests.conftest import client_for, signed_in
 from tests.private_valkey import private_valkey
 
-SOCKET_TIMEOUT = 1.0
-SKIPPED = 0.5
-"""A request that skipped the store answers well within this; one that waited on the
-paused store took at least SOCKET_TIMEOUT."""
+SOCKET_TIMEOUT = 4.0
+SKIPPED = SOCKET_TIMEOUT / 2
+"""A request that skipped the store answers well within this (in milliseconds; the bounds
+are loose so a busy machine never fails the test: speed is measured in bench/); one that
+waited on the paused store took at least SOCKET_TIMEOUT."""
+RECOVERY = 15.0
+"""Seconds after the store answers again by which sessions and the page cache are back (a
+probe interval, 0.25 s, measured by bench/store_outage.py)."""
 
 
 async def published_post(app: Litestar, author: User, title: str = "Outage probe") -> str:
@@ -93,10 +97,10 @@ async def test_requests_skip_a_paused_store_and_work_again_once_it_answers(
             valkey.resume()
             resumed = time.monotonic()
             while (await browser.get("/account")).status_code != 200:
-                assert time.monotonic() - resumed < 3, "sessions did not come back"
+                assert time.monotonic() - resumed < RECOVERY, "sessions did not come back"
                 await asyncio.sleep(0.05)
             while (await visitor.get(f"/blog/{slug}")).headers.get("x-cache") != "hit":
-                assert time.monotonic() - resumed < 3, "the page cache did not come back"
+                assert time.monotonic() - resumed < RECOVERY, "the page cache did not come back"
                 await asyncio.sleep(0.05)
             assert not app.state.page_cache.degraded
             ready = await visitor.get("/health/ready")
