@@ -17,7 +17,7 @@ from app.asgi import create_app
 from app.content.services import EntryInput, publish_entry, save_entry
 from app.settings import Settings
 from tests.accounts.test_api_keys import bearer
-from tests.conftest import client_for, signed_in
+from tests.conftest import PASSWORD, client_for, signed_in
 from tests.private_valkey import private_valkey
 
 SOCKET_TIMEOUT = 4.0
@@ -105,5 +105,37 @@ async def test_requests_skip_a_paused_store_and_work_again_once_it_answers(
             assert not app.state.page_cache.degraded
             ready = await visitor.get("/health/ready")
             assert ready.status_code == 200 and ready.json()["cache"] == {"status": "ok"}
+        await app.state.engine.dispose()
+        await app.state.store.close()
+
+
+async def test_api_sign_in_refresh_and_sign_out_work_while_the_store_is_paused(
+    settings: Settings, accounts: dict[str, User]
+) -> None:
+    """API tokens need no store: their families, refresh tokens and signed-out ids live in
+    the database, the login throttle counts in the process and the rate limit fails open.
+    So the API signs in, refreshes and signs out with Valkey away, and sign-out holds."""
+    with private_valkey() as valkey:
+        app = create_app(valkey.settings(settings, socket_timeout=SOCKET_TIMEOUT))
+        async with app.lifespan(), client_for(app) as client:
+            valkey.pause()
+            wrong = {"login": "editor", "password": "not the password"}
+            assert (await client.post("/api/v1/auth/login", json=wrong)).status_code == 401
+            login = {"login": "editor", "password": PASSWORD}
+            signed_in = await client.post("/api/v1/auth/login", json=login)
+            assert signed_in.status_code == 200, signed_in.text
+            first = signed_in.json()
+            refresh = {"refresh_token": first["refresh_token"]}
+            refreshed = await client.post("/api/v1/auth/refresh", json=refresh)
+            assert refreshed.status_code == 200, refreshed.text
+            tokens = refreshed.json()
+            headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+            me = await client.get("/api/v1/auth/me", headers=headers)
+            assert me.status_code == 200 and me.json()["username"] == "editor"
+            assert (await client.post("/api/v1/auth/logout", headers=headers)).status_code == 204
+            assert (await client.get("/api/v1/auth/me", headers=headers)).status_code == 401
+            again = {"refresh_token": tokens["refresh_token"]}
+            assert (await client.post("/api/v1/auth/refresh", json=again)).status_code == 401
+            valkey.resume()
         await app.state.engine.dispose()
         await app.state.store.close()
