@@ -24,8 +24,8 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from valkey.asyncio import Valkey
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
+from valkey.exceptions import OutOfMemoryError, ReadOnlyError, ValkeyError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
-from valkey.exceptions import ValkeyError
 
 from app.settings import StoreSettings
 
@@ -37,6 +37,10 @@ StoreUnavailable = (
     OSError,
 )
 """Exceptions that mean the store did not answer in time."""
+
+StoreRefused = (OutOfMemoryError, ReadOnlyError)
+"""Answers that refuse a write because of the server's state: full under `maxmemory`
+without eviction, or a read-only replica. An outage of its writes, not a bug."""
 
 StoreError = (ValkeyError, *StoreUnavailable)
 """Any failed store command: no answer (StoreUnavailable), or an answer that refuses it

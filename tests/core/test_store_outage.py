@@ -17,7 +17,7 @@ from app.asgi import create_app
 from app.content.services import EntryInput, publish_entry, save_entry
 from app.settings import Settings
 from tests.accounts.test_api_keys import bearer
-from tests.conftest import PASSWORD, client_for, signed_in
+from tests.conftest import PASSWORD, client_for, signed_in, with_csrf
 from tests.private_valkey import private_valkey
 
 SOCKET_TIMEOUT = 4.0
@@ -137,5 +137,33 @@ async def test_api_sign_in_refresh_and_sign_out_work_while_the_store_is_paused(
             again = {"refresh_token": tokens["refresh_token"]}
             assert (await client.post("/api/v1/auth/refresh", json=again)).status_code == 401
             valkey.resume()
+        await app.state.engine.dispose()
+        await app.state.store.close()
+
+
+async def test_a_full_store_refuses_new_sessions_with_a_503_and_serves_the_rest(
+    settings: Settings, accounts: dict[str, User]
+) -> None:
+    """Valkey full (`maxmemory` without eviction; a read-only replica answers alike): it
+    still reads, so signed-in pages and public ones work, but a new session cannot be
+    stored: the sign-in answers 503 like an outage (it was a 500), not a bug."""
+    with private_valkey() as valkey:
+        app = create_app(valkey.settings(settings))
+        slug = await published_post(app, accounts["editor"])
+        async with (
+            app.lifespan(),
+            signed_in(app, accounts["viewer"]) as browser,
+            client_for(app) as visitor,
+        ):
+            valkey.refuse_writes()
+            assert (await browser.get("/account")).status_code == 200
+            assert (await visitor.get(f"/blog/{slug}")).status_code == 200
+            token = await with_csrf(visitor)
+            form = {"login": "editor", "password": PASSWORD, "_csrf_token": token}
+            refused = await visitor.post("/login", data=form)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"]
+            valkey.refuse_writes(False)
+            assert (await visitor.post("/login", data=form)).status_code in (302, 303)
         await app.state.engine.dispose()
         await app.state.store.close()
