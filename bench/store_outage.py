@@ -1,4 +1,4 @@
-"""Keel while Valkey is paused (SIGSTOP): latency and status of a signed-in and a public page
+"""Keel while Valkey is paused (SIGSTOP): latency and status of signed-in and public pages
 before, during and after the pause, and how long an edit made during the pause takes to
 reach the page cache of every process once the store answers again.
 
@@ -6,11 +6,13 @@ Starts, on 127.0.0.1 only:
   * its own redis-server (no persistence) on a free port: the one this script pauses;
   * two `keel serve` processes, A and B (one granian worker each), on one PostgreSQL
     database and that redis-server, with a published post.
-Then, with one client each running requests one after another: the post page signed in
-(through A's sign-in form; never cached) and anonymous (cached) on A, and the anonymous
-post page on B. After `--before` seconds it sends SIGSTOP to redis-server for `--pause`
-seconds; a few seconds into the pause an API key edits the post through A (an API key
-needs no store; sessions and access tokens do). After SIGCONT it prints the seconds until
+Then, with one client each running requests one after another: on A, signed in through the
+sign-in form, the account page (it needs the session: 503 while the store is away) and the
+post page (with the session cookie; served as a visitor sees it while the store is away);
+the anonymous post page (cached) on A and on B. After `--before` seconds it sends SIGSTOP
+to redis-server for `--pause` seconds; a few seconds into the pause an API key edits the
+post through A, and the API signs in, refreshes and signs out (API keys and tokens need no
+store). After SIGCONT it prints the seconds until the account page answers again and until
 A and B first serve the edited page, and per phase (before, paused, after) and page the
 count, median, p95 and maximum latency and the statuses.
 
@@ -183,6 +185,25 @@ async def edit(base: str, secret: str) -> tuple[int, float]:
         return response.status_code, time.monotonic() - started
 
 
+async def api_sign_in_cycle(base: str) -> str:
+    """Sign in, refresh and sign out through the API; the statuses and the time taken."""
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        login = await client.post("/api/v1/auth/login", json={"login": LOGIN, "password": PASSWORD})
+        statuses = [login.status_code]
+        if login.status_code == 200:
+            refresh = {"refresh_token": login.json()["refresh_token"]}
+            refreshed = await client.post("/api/v1/auth/refresh", json=refresh)
+            statuses.append(refreshed.status_code)
+            if refreshed.status_code == 200:
+                token = refreshed.json()["access_token"]
+                auth = {"Authorization": f"Bearer {token}"}
+                out = await client.post("/api/v1/auth/logout", headers=auth)
+                statuses.append(out.status_code)
+    took = (time.monotonic() - started) * 1000
+    return f"{' / '.join(map(str, statuses))} in {took:.0f} ms"
+
+
 def first_fresh(samples: list[Sample], since: float) -> float | None:
     """Seconds after `since` from which the page showed the edit, and only the edit."""
     fresh_from = None
@@ -241,8 +262,9 @@ async def run(args: argparse.Namespace, redis: subprocess.Popen[bytes], a: str, 
         for client in (anonymous_a, anonymous_b):  # warm the caches
             await client.get(f"/blog/{SLUG}")
         loops = [
+            asyncio.create_task(drive("A account (session)", signed, "/account", timeline, until)),
             asyncio.create_task(
-                drive("A signed-in post", signed, f"/blog/{SLUG}", timeline, until)
+                drive("A post (session)", signed, f"/blog/{SLUG}", timeline, until)
             ),
             asyncio.create_task(
                 drive("A public post", anonymous_a, f"/blog/{SLUG}", timeline, until)
@@ -257,6 +279,8 @@ async def run(args: argparse.Namespace, redis: subprocess.Popen[bytes], a: str, 
         await asyncio.sleep(min(3.0, args.pause / 2))
         status, took = await edit(a, secret)
         print(f"edit through A during the pause: {status} in {took * 1000:.0f} ms")
+        cycle = await api_sign_in_cycle(a)
+        print(f"API sign-in / refresh / sign-out through A during the pause: {cycle}")
         await asyncio.sleep(max(timeline.stopped + args.pause - time.monotonic(), 0))
         redis.send_signal(signal.SIGCONT)
         timeline.resumed = time.monotonic()
@@ -265,8 +289,8 @@ async def run(args: argparse.Namespace, redis: subprocess.Popen[bytes], a: str, 
         await asyncio.gather(*loops)
     report(timeline)
     since = timeline.resumed
-    signed_in = first(timeline.samples["A signed-in post"], since, hit=False)
-    print(f"A signed-in post: first 200 {seconds(signed_in)} after SIGCONT")
+    signed_in = first(timeline.samples["A account (session)"], since, hit=False)
+    print(f"A account (session): first 200 {seconds(signed_in)} after SIGCONT")
     for name in ("A public post", "B public post"):
         fresh = first_fresh(timeline.samples[name], since)
         hit = first(timeline.samples[name], since, hit=True)

@@ -35,6 +35,17 @@ class PrivateValkey:
     def resume(self) -> None:
         self.process.send_signal(signal.SIGCONT)
 
+    def refuse_writes(self, refuse: bool = True) -> None:
+        """Full (`maxmemory` reached, no eviction): it answers, reads work, every command
+        that would take memory is refused with an OOM error. `False` lifts the limit."""
+        limit = "1" if refuse else "0"
+        for name, value in (("maxmemory-policy", "noeviction"), ("maxmemory", limit)):
+            subprocess.run(
+                ["redis-cli", "-p", str(self.port), "config", "set", name, value],
+                check=True,
+                capture_output=True,
+            )
+
     def settings(self, settings: Settings, **store: object) -> Settings:
         """`settings` (either leg's database) with this server as the store."""
         changes = {"url": self.url, "key_prefix": f"keeltest{os.getpid()}:", **store}

@@ -38,7 +38,7 @@ from app.accounts.tokens import (
 from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.paths import API, MACHINE, METRICS_PATH, PathPrefixes
 from app.core.reads import ReadQuery
-from app.core.store import StoreUnavailable
+from app.core.store import StoreRefused, StoreUnavailable
 
 log = logging.getLogger("keel.auth")
 UNAUTHENTICATED = PathPrefixes("/static", "/health", "/favicon.ico")
@@ -180,11 +180,12 @@ class IdentityMiddleware(ASGIMiddleware):
         elif not API.matches(path):
             try:
                 scope["user"], set_cookie = await self._from_session(scope, state)
-            except StoreUnavailable:
+            except (*StoreUnavailable, *StoreRefused):
                 if not _is_public_read(scope):
                     raise
-                # The sessions cannot be read (the store is away): a public page is still
-                # readable, as a visitor sees it; anything signed-in answers 503.
+                # The session cannot be read or kept (the store is away, or refuses writes):
+                # a public page is still readable, as a visitor sees it; anything signed-in
+                # answers 503.
                 scope["user"] = None
         if set_cookie is None:
             await next_app(scope, receive, send)

@@ -8,13 +8,14 @@ in-process entries at once. If a message is missed, each process re-reads the ge
 at most every `REVALIDATE_SECONDS` (the bounded staleness). A hit costs no store round
 trip; a page the process holds is answered in front of the router (`PageCacheFront`).
 
-When the store fails, nothing raises: pages are served uncached and `degraded` is set for
-/health/ready. A process that saw the store fail owes a new generation (`Invalidations`):
-a change committed meanwhile, here or in a process whose bump failed too, left no trace in
-the generation, so nothing cached before the outage is used again. The bump is retried as
-soon as the store answers (its probe, `Store.answering()`), and the cache is used again
-from the new generation on. So an edit made during an outage reaches every process within
-moments of the store answering again, not after the pages' TTL.
+When the store fails (it does not answer, or refuses a command: full, read-only), nothing
+raises: pages are served uncached and `degraded` is set for /health/ready. A process that
+saw the store fail owes a new generation (`Invalidations`): a change committed meanwhile,
+here or in a process whose bump failed too, left no trace in the generation, so nothing
+cached before the outage is used again. The bump is retried as soon as the store answers
+(its probe, `Store.answering()`), and the cache is used again from the new generation on.
+So an edit made during an outage reaches every process within moments of the store
+answering again, not after the pages' TTL.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from typing import Any, TypeVar
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.csrf import PUBLIC_PAGE_OPT
-from app.core.store import Store, StoreUnavailable
+from app.core.errors import log_failure
+from app.core.store import Store, StoreError
 
 log = logging.getLogger("keel.cache")
 GENERATION_KEY = "cache:generation"
@@ -44,6 +46,8 @@ REVALIDATE_SECONDS = 2.0
 RETRY_SECONDS = 0.5
 """The least pause between two tries of an owed generation bump, and before a lost
 invalidation channel is subscribed again."""
+STOP_SECONDS = 2.0
+"""How long a stopping process waits for the store to take a generation it still owes."""
 LOCAL_ENTRIES = 2048
 MEMO_SECONDS = 60.0
 T = TypeVar("T")
@@ -134,7 +138,7 @@ class PageCache:
         for entry_id, count in pending.items():
             try:
                 await self.store.incr(VIEWS_PREFIX + entry_id, count)
-            except StoreUnavailable as exc:
+            except StoreError as exc:
                 self.views[entry_id] += count  # kept for the next round
                 self._lost(exc)
 
@@ -171,7 +175,7 @@ class PageCache:
             return self.generation
         try:
             raw = await self.store.get(GENERATION_KEY)
-        except StoreUnavailable as exc:
+        except StoreError as exc:
             self._lost(exc)
             return None
         self._adopt(int(raw or 0))
@@ -196,7 +200,9 @@ class PageCache:
 
     async def publication_bound(self) -> float | None:
         """When the next scheduled entry becomes public (epoch seconds): nothing cached may
-        outlive it. Asked once per generation, and again once that moment has passed."""
+        outlive it. Asked once per generation, and again once that moment has passed. Ask
+        it before reading what will be kept: asked after, a publication that happened in
+        between is already past, and the next one would let content from before it live on."""
         if self.next_publication is None:
             return None
         held = self._publication
@@ -216,10 +222,10 @@ class PageCache:
             return held[2]  # type: ignore[no-any-return]
 
         async def load_and_keep() -> T:
+            moment = await self.publication_bound() if generation is not None else None
             value = await load()
             if generation is not None:
                 expires = time.time() + MEMO_SECONDS
-                moment = await self.publication_bound()
                 self.memo[name] = (generation, min(expires, moment or expires), value)
             return value
 
@@ -270,7 +276,7 @@ class PageCache:
         now = time.time()
         try:
             raw = await self.store.get("page:" + full)
-        except StoreUnavailable as exc:
+        except StoreError as exc:
             self._lost(exc)
             return None
         if raw is None:
@@ -284,11 +290,10 @@ class PageCache:
         self.hits += 1
         return page
 
-    async def put(self, key: str, page: CachedPage, generation: int) -> None:
-        """Keep `page` under `generation`: the one current when its content was read, not
-        when it was finished (a change that committed in between would otherwise leave the
-        old content under the new generation until the TTL ran out)."""
-        moment = await self.publication_bound()
+    async def put(self, key: str, page: CachedPage, generation: int, moment: float | None) -> None:
+        """Keep `page` under `generation` until at most `moment`, the generation and the
+        publication bound read before its content was: a change or a publication between
+        then and now would otherwise leave the old content in use until the TTL ran out."""
         if moment is not None:
             page.expires = min(page.expires, moment)
         if page.expires <= time.time():
@@ -298,7 +303,7 @@ class PageCache:
         try:
             ttl = max(page.expires - time.time(), 0.001)
             await self.store.set("page:" + full, _encode(page), ttl=ttl)
-        except StoreUnavailable as exc:
+        except StoreError as exc:
             self._lost(exc)
 
     def _remember(self, key: str, page: CachedPage) -> None:
@@ -348,12 +353,14 @@ async def bump_generation(store: Store) -> int:
 class Invalidations:
     """A process's generation bumps. One the store did not take is owed, never dropped:
     tried again as soon as the store answers (`Store.answering()`), until it is stored and
-    published. `adopt` receives each generation this process started."""
+    published, and once more when the process stops. `adopt` receives each generation
+    this process started."""
 
     def __init__(self, store: Store, adopt: Callable[[int], None] | None = None) -> None:
         self.store = store
         self.adopt = adopt
         self.owed = False
+        self._owed_since = 0.0
         self._retry: asyncio.Task[None] | None = None
 
     async def after_commit(self, session: object) -> None:
@@ -363,24 +370,33 @@ class Invalidations:
             await self.bump()
 
     async def bump(self) -> bool:
-        """Start a new generation now; False when the store did not take it (then owed)."""
+        """Start a new generation now; False when the store did not take it (then owed).
+        Never raises for the store: it runs after a COMMIT, and the change is made."""
         try:
             generation = await bump_generation(self.store)
-        except StoreUnavailable as exc:
+        except StoreError as exc:
             self.owe(exc)
             return False
+        self._started(generation)
+        return True
+
+    def _started(self, generation: int) -> None:
+        if self.owed:
+            owed = round(time.monotonic() - self._owed_since, 3)
+            log.info(
+                "owed cache generation started",
+                extra={"generation": generation, "owed_seconds": owed},
+            )
         self.owed = False
         if self.adopt is not None:
             self.adopt(generation)
-        return True
 
     def owe(self, exc: BaseException) -> None:
-        """Start a new generation as soon as the store answers."""
+        """Start a new generation as soon as the store answers (and takes it)."""
         if not self.owed:
-            log.warning(
-                "new cache generation owed; started when the store answers",
-                extra={"error": repr(exc)},
-            )
+            message = "new cache generation owed; started when the store takes it"
+            log_failure(log, message, exc, logging.WARNING)
+            self._owed_since = time.monotonic()
         self.owed = True
         if self._retry is None or self._retry.done():
             self._retry = asyncio.get_running_loop().create_task(self._bump_when_answering())
@@ -388,19 +404,36 @@ class Invalidations:
     async def _bump_when_answering(self) -> None:
         while self.owed:
             await self.store.answering()
-            try:
-                if await self.bump():
-                    return
-            except Exception as exc:  # not an outage (a full or read-only Valkey): retry
-                log.warning("new cache generation not stored", extra={"error": repr(exc)})
-            await asyncio.sleep(RETRY_SECONDS)
+            if await self.bump():
+                return
+            await asyncio.sleep(RETRY_SECONDS)  # answering, but refusing (full, read-only)
 
-    async def stop(self) -> None:
+    async def stop(self, within: float = STOP_SECONDS) -> None:
+        """Stop retrying. A generation still owed is tried once more, waiting at most
+        `within` seconds for the store to answer; one not stored is logged as an error,
+        since the other processes may never learn of the change it stood for."""
         retry, self._retry = self._retry, None
         if retry is not None:
             retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retry
+        if not self.owed:
+            return
+        try:
+            async with asyncio.timeout(within):
+                await self.store.answering()
+                generation = await bump_generation(self.store)
+        except StoreError as exc:  # TimeoutError (ours, or the store's) is one of them
+            log.error(
+                "stopping with a new cache generation owed and not stored: pages cached "
+                "before a change made while the store failed may be served until their TTL",
+                extra={
+                    "owed_seconds": round(time.monotonic() - self._owed_since, 3),
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
+            )
+            return
+        self._started(generation)
 
 
 def mark_public_change(session: object) -> None:
@@ -441,6 +474,8 @@ class PublicPageCacheMiddleware:
         if page is not None:
             await _send_hit(scope, send, cache, page)
             return
+        keep = scope["method"] == "GET" and generation is not None
+        moment = await cache.publication_bound() if keep else None  # before rendering
         start: Message | None = None
         chunks: list[bytes] = []
 
@@ -472,8 +507,8 @@ class PublicPageCacheMiddleware:
         etag = b'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
         route = scope.get("path_template")
         page = CachedPage(200, kept, body, etag, time.time() + cache.ttl, view, route)
-        if scope["method"] == "GET" and generation is not None:
-            await cache.put(key, page, generation)
+        if keep and generation is not None:
+            await cache.put(key, page, generation, moment)
         await _send_page(scope, send, page, b"miss")
 
 

@@ -32,7 +32,7 @@ from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import absolute_url, render, static_url
-from app.system.settings import read_settings_from
+from app.system.settings import public_settings, read_settings_from
 
 log = logging.getLogger("keel.content")
 
@@ -50,7 +50,7 @@ async def site_and_menu(request: Request) -> tuple[dict[str, Any], list[Any]]:
     state = request.app.state
 
     async def load() -> tuple[dict[str, Any], list[Any]]:
-        return await read_settings_from(state.reads), await nav_pages(state.reads)
+        return public_settings(await read_settings_from(state.reads)), await nav_pages(state.reads)
 
     return await state.page_cache.remember("site_and_menu", load)
 

@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, event, func, inspect, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from app.accounts.audit import Actor, record
 from app.accounts.models import User
-from app.content.cache import VIEWS_PREFIX, mark_public_change
+from app.content.cache import PUBLIC_CHANGE, VIEWS_PREFIX, mark_public_change
 from app.content.markdown import plain_text, render_markdown
 from app.content.models import Entry, Kind, Revision, Status, Tag
 from app.core.errors import DomainError, only_if_valid
@@ -287,6 +288,32 @@ def _changes_public_pages(session: AsyncSession, entry: Entry) -> None:
     delete): cached pages show it only if it is public now."""
     if visible_to_public(entry):
         mark_public_change(session)
+
+
+@event.listens_for(Session, "before_flush")
+def _authors_named_on_public_pages(session: Session, _context: object, _objects: object) -> None:
+    """Public pages name an entry's author (a post page, the feed, the API, whose list
+    filters by author): renaming or deleting someone who authors a public entry changes
+    them. The accounts domain knows nothing of entries, so content watches the users a
+    session writes, before the deletion leaves their entries without an author."""
+    users = [user.id for user in session.deleted if isinstance(user, User)]
+    users += [user.id for user in session.dirty if isinstance(user, User) and _renamed(user)]
+    if not users or session.info.get(PUBLIC_CHANGE):
+        return
+    authored = select(Entry.id).where(Entry.author_id.in_(users), is_public()).limit(1)
+    if session.execute(authored).first() is not None:
+        mark_public_change(session)
+
+
+def _renamed(user: User) -> bool:
+    """Whether the name shown for `user` (display name, else username) is changing."""
+    attributes = inspect(user).attrs
+
+    def before(name: str) -> str:
+        history = attributes[name].history
+        return str(history.deleted[0]) if history.deleted else str(getattr(user, name))
+
+    return (before("display_name") or before("username")) != (user.display_name or user.username)
 
 
 async def _comes_first(session: AsyncSession, entry: Entry, moment: datetime) -> bool:

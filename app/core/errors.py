@@ -21,7 +21,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from app.core import db as database
 from app.core.paths import MACHINE
 from app.core.redirects import page_to_return_to
-from app.core.store import StoreUnavailable
+from app.core.store import StoreRefused, StoreUnavailable
 from app.core.templating import redirect, render_template
 
 log = logging.getLogger("keel.errors")
@@ -95,6 +95,9 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, 
         return 503, detail, {"Retry-After": str(RETRY_AFTER_SECONDS)}, None
     if isinstance(exc, StoreUnavailable) and _from_the_store(exc):
         detail = "The session store is not answering right now. Please try again shortly."
+        return 503, detail, {"Retry-After": str(RETRY_AFTER_SECONDS)}, None
+    if isinstance(exc, StoreRefused):
+        detail = "The session store cannot take changes right now. Please try again shortly."
         return 503, detail, {"Retry-After": str(RETRY_AFTER_SECONDS)}, None
     return (
         500,

@@ -24,6 +24,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from valkey.asyncio import Valkey
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
+from valkey.exceptions import OutOfMemoryError, ReadOnlyError, ValkeyError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from app.settings import StoreSettings
@@ -36,6 +37,15 @@ StoreUnavailable = (
     OSError,
 )
 """Exceptions that mean the store did not answer in time."""
+
+StoreRefused = (OutOfMemoryError, ReadOnlyError)
+"""Answers that refuse a write because of the server's state: full under `maxmemory`
+without eviction, or a read-only replica. An outage of its writes, not a bug."""
+
+StoreError = (ValkeyError, *StoreUnavailable)
+"""Any failed store command: no answer (StoreUnavailable), or an answer that refuses it
+(Valkey full under `maxmemory` without eviction, a read-only replica, a wrong password).
+For callers that only save work with the store and must go on either way."""
 
 log = logging.getLogger("keel.store")
 

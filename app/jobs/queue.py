@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.db import dialect_insert, is_unavailable
 from app.core.errors import DomainError
-from app.core.store import Store, StoreUnavailable
+from app.core.store import Store, StoreError
 from app.jobs.metrics import LEASE_EXPIRED, note_outcome
 from app.jobs.models import UNFINISHED_SQL, Job, JobStatus
 from app.jobs.registry import JobCancelled, JobType, job_type
@@ -247,7 +247,7 @@ async def wake_workers(store: Store, session: AsyncSession) -> None:
     for queue in queues or ():
         try:
             await store.publish(WAKE_CHANNEL, queue)
-        except StoreUnavailable:
+        except StoreError:
             return
 
 

@@ -47,6 +47,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Role
+from app.core.db import run_after_commit
 from app.core.errors import DomainError
 from app.core.store import Store
 from app.settings import ConfigError, MailSettings, Settings
@@ -225,8 +226,7 @@ class JobContext(Generic[P]):
         async with self.sessionmaker() as session:
             async with session.begin():
                 yield session
-            for hook in self.after_commit:
-                await hook(session)
+            await run_after_commit(self.after_commit, session)
 
     async def progress(self, percent: float, message: str = "") -> None:
         """Record progress (0-100) and renew the lease; raises JobCancelled when the job was

@@ -1,9 +1,10 @@
 """The typed registry of runtime settings and the functions every domain reads them with.
 
 Values live in the `system_settings` table and are read from it on every call, so a change
-made by one process is seen by every other at once (public pages keep them in the process
-under the page cache's generation, which every write bumps). A setting that was never written
-has its registered default.
+made by one process is seen by every other at once. Public pages keep the `public` ones (the
+site title and intro) in the process under the page cache's generation, which a change of
+one of those bumps; a change of any other leaves every cached page in place. A setting that
+was never written has its registered default.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class SettingDefinition:
     maximum: int | None = None
     max_length: int | None = None
     validate: Validator | None = None
+    public: bool = False
+    """Shown on public pages: a change starts a new page cache generation (others never
+    do, so the public pages keep only these, `public_settings`)."""
 
     def coerce(self, raw: Any) -> Any:
         """Turn API or form input into a value of this setting's type, or raise SettingError."""
@@ -106,6 +110,7 @@ SITE_TITLE = define(
         "The site's name, shown in the header and the browser tab.",
         max_length=100,
         validate=_not_blank,
+        public=True,
     )
 )
 SITE_INTRO = define(
@@ -115,6 +120,7 @@ SITE_INTRO = define(
         "A self-hosted site, running on Keel.",
         "One or two sentences under the title on the home page.",
         max_length=500,
+        public=True,
     )
 )
 REGISTRATION_OPEN = define(
@@ -196,6 +202,11 @@ async def read_settings_from(reads: Reads) -> dict[str, Any]:
     return _with_defaults((row["key"], row["value"]) for row in await reads.all(ALL_SETTINGS))
 
 
+def public_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings public pages show, of `values`: the only ones kept with their pages."""
+    return {name: value for name, value in values.items() if REGISTRY[name].public}
+
+
 def _with_defaults(rows: Iterable[Any]) -> dict[str, Any]:
     stored = {key: value for key, value in rows}
     return {name: stored.get(name, d.default) for name, d in REGISTRY.items()}
@@ -207,6 +218,8 @@ async def write_setting(
     """Validate and store a setting; returns the stored value. Raises SettingError."""
     definition = definition_of(name)
     value = definition.coerce(raw)
+    if definition.public and value != await read_setting(session, name):
+        mark_public_change(session)  # the site title or intro, on every public page
     now = datetime.now(UTC)
     statement = dialect_insert(session, SystemSetting).values(
         key=name, value=value, description=definition.help, updated_at=now, updated_by=updated_by
@@ -216,5 +229,4 @@ async def write_setting(
         set_={"value": value, "updated_at": now, "updated_by": updated_by},
     )
     await session.execute(statement)
-    mark_public_change(session)  # the site title, intro, ... appear on public pages
     return value

@@ -17,10 +17,11 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from app.accounts.models import User
+from app.accounts.models import Role, User
 from app.asgi import create_app
 from app.content.cache import GENERATION_KEY
 from app.settings import Settings
+from app.system.settings import write_setting
 from tests.conftest import bearer, client_for
 
 
@@ -147,3 +148,96 @@ async def _schedules(site: Litestar, editor: httpx.AsyncClient, visitor: httpx.A
     assert "Very soon" not in (await cached_blog(visitor)).text
     await asyncio.sleep((soon - datetime.now(UTC)).total_seconds() + 0.1)
     assert "Very soon" in (await visitor.get("/blog")).text
+
+
+def as_admin(site: Litestar, accounts: dict[str, User]) -> dict[str, str]:
+    admin = accounts["admin"]
+    token = site.state.access_tokens.issue(admin.id, admin.role, admin.auth_version)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def cached_post(visitor: httpx.AsyncClient, slug: str) -> httpx.Response:
+    await visitor.get(f"/blog/{slug}")
+    page = await visitor.get(f"/blog/{slug}")
+    assert page.headers["x-cache"] == "hit"
+    return page
+
+
+@pytest.mark.parametrize("change", ["rename", "delete"])
+async def test_renaming_or_deleting_the_author_of_a_public_post_reaches_visitors(
+    settings: Settings, accounts: dict[str, User], change: str
+) -> None:
+    """A post page names its author ("by Editor"), and the API's list can be filtered by
+    author: both change when the author is renamed or deleted."""
+    async with running_site(settings, accounts) as (site, editor, visitor):
+        entry = await create(editor, "Signed story")
+        await publish(editor, entry)
+        slug = (await editor.get(f"/api/v1/content/{entry}")).json()["slug"]
+        assert "by Editor" in (await cached_post(visitor, slug)).text
+        before = await generation(site)
+
+        user = f"/api/v1/users/{accounts['editor'].id}"
+        admin = as_admin(site, accounts)
+        if change == "rename":
+            renamed = await visitor.patch(user, json={"display_name": "Ed Itor"}, headers=admin)
+            assert renamed.status_code == 200, renamed.text
+        else:
+            assert (await visitor.delete(user, headers=admin)).status_code == 204
+
+        assert await generation(site) == before + 1
+        page = await visitor.get(f"/blog/{slug}")
+        assert page.headers["x-cache"] == "miss" and "by Editor" not in page.text
+        assert ("by Ed Itor" in page.text) == (change == "rename")
+
+
+async def test_accounts_and_settings_visitors_never_see_keep_every_cached_page(
+    settings: Settings, accounts: dict[str, User]
+) -> None:
+    """Renaming or deleting someone who authors no public entry (a draft does not count),
+    changing a setting that no public page shows, or saving a public one unchanged."""
+    async with running_site(settings, accounts) as (site, editor, visitor):
+        await publish(editor, await create(editor, "Out there"))
+        await cached_blog(visitor)
+        before = await generation(site)
+
+        admin = as_admin(site, accounts)
+        viewer = f"/api/v1/users/{accounts['viewer'].id}"
+        renamed = await visitor.patch(viewer, json={"display_name": "Vee"}, headers=admin)
+        assert renamed.status_code == 200, renamed.text
+        assert (await visitor.delete(viewer, headers=admin)).status_code == 204
+        created = await visitor.post(
+            "/api/v1/users",
+            json={
+                "email": "drafter@example.org",
+                "username": "drafter",
+                "password": "a long enough passphrase 7",
+                "role": "editor",
+            },
+            headers=admin,
+        )
+        assert created.status_code == 201, created.text
+        drafter = f"/api/v1/users/{created.json()['id']}"
+        token = site.state.access_tokens.issue(created.json()["id"], Role.editor, 1)
+        drafted = await visitor.post(
+            "/api/v1/content",
+            json={"title": "Unfinished"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert drafted.status_code == 201, drafted.text
+        renamed = await visitor.patch(drafter, json={"display_name": "Drafty"}, headers=admin)
+        assert renamed.status_code == 200, renamed.text
+
+        async with site.state.sessionmaker() as session, session.begin():
+            await write_setting(session, "registration_open", True)
+            await write_setting(session, "api_rate_limit_per_minute", 1000)
+            await write_setting(session, "site_title", "Keel")  # its value already
+        await site.state.page_cache.after_commit(session)
+
+        assert await generation(site) == before
+        assert (await visitor.get("/blog")).headers["x-cache"] == "hit"
+
+        async with site.state.sessionmaker() as session, session.begin():
+            await write_setting(session, "site_title", "Harbour Notes")
+        await site.state.page_cache.after_commit(session)
+        assert await generation(site) == before + 1
+        assert "Harbour Notes" in (await visitor.get("/blog")).text

@@ -16,6 +16,7 @@ from app.asgi import create_app
 from app.core.logging import JsonFormatter
 from app.settings import Settings
 from tests.conftest import PASSWORD, as_production, client_for, free_port, signed_in, with_csrf
+from tests.core.test_store_outage import api_key
 from tests.private_valkey import private_valkey
 
 
@@ -256,12 +257,20 @@ async def test_a_store_outage_is_one_warning_line_per_answer_without_a_traceback
     with private_valkey() as valkey:
         app = create_app(valkey.settings(settings, socket_timeout=0.5))
         app.register(crashing_api)
+        key = {"X-API-Key": await api_key(app, accounts["admin"])}
         async with signed_in(app, accounts["viewer"]) as browser:
             valkey.pause()
             caplog.set_level(logging.INFO)
             responses = [await browser.get("/account") for _ in range(3)]
             responses.append(await browser.get("/account", headers={"Accept": "application/json"}))
             assert_one_warning_line_each(caplog, responses)
+            caplog.clear()
+            # the API's rate limit fails open: the request is let through, one line each
+            for _ in range(2):
+                assert (await browser.get("/api/v1/content", headers=key)).status_code == 200
+            limited = [r for r in caplog.records if r.name == "keel.throttle"]
+            assert [r.levelname for r in limited] == ["WARNING"] * 2
+            assert [r.getMessage() for r in caplog.records if r.exc_info] == [], "a traceback"
             caplog.clear()
             crash = await browser.get("/api/v1/_test/crash")
         await app.state.engine.dispose()

@@ -93,25 +93,24 @@ async def test_a_hung_valkey_times_out_instead_of_stalling() -> None:
 
 async def test_a_paused_valkey_is_skipped_until_a_probe_gets_an_answer() -> None:
     """After one command times out, the next ones fail at once instead of each waiting for
-    the socket timeout; a background ping puts the store back in use as soon as it answers."""
+    the socket timeout; a background ping puts the store back in use as soon as it answers.
+    (Loose bounds: ten commands that each waited would take 20 s; speed is for bench/.)"""
     with private_valkey() as valkey:
-        store = ValkeyStore(StoreSettings(url=valkey.url, socket_timeout=0.5))
+        store = ValkeyStore(StoreSettings(url=valkey.url, socket_timeout=2.0))
         try:
             await store.set("kept", "yes")
             valkey.pause()
             with pytest.raises(StoreUnavailable):
                 await store.get("kept")  # this one waits for its socket timeout
             started = time.monotonic()
-            for _ in range(20):
+            for _ in range(10):
                 with pytest.raises(StoreUnavailable):
                     await store.incr("counted")
-            assert time.monotonic() - started < 0.25, "the paused store was not skipped"
+            assert time.monotonic() - started < 5, "the paused store was not skipped"
             valkey.resume()
-            resumed = time.monotonic()
-            await asyncio.wait_for(store.answering(), 3)
+            await asyncio.wait_for(store.answering(), 15)
             assert await store.get("kept") == b"yes"
             assert await store.get("counted") is None, "a skipped command never ran"
-            assert time.monotonic() - resumed < 1.5
         finally:
             valkey.resume()
             await store.close()
