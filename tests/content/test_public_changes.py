@@ -17,7 +17,7 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from app.accounts.models import Role, User
+from app.accounts.models import User
 from app.asgi import create_app
 from app.content.cache import GENERATION_KEY
 from app.settings import Settings
@@ -150,10 +150,8 @@ async def _schedules(site: Litestar, editor: httpx.AsyncClient, visitor: httpx.A
     assert "Very soon" in (await visitor.get("/blog")).text
 
 
-def as_admin(site: Litestar, accounts: dict[str, User]) -> dict[str, str]:
-    admin = accounts["admin"]
-    token = site.state.access_tokens.issue(admin.id, admin.role, admin.auth_version)
-    return {"Authorization": f"Bearer {token}"}
+async def as_admin(site: Litestar, accounts: dict[str, User]) -> dict[str, str]:
+    return await bearer(site, accounts["admin"])
 
 
 async def cached_post(visitor: httpx.AsyncClient, slug: str) -> httpx.Response:
@@ -177,7 +175,7 @@ async def test_renaming_or_deleting_the_author_of_a_public_post_reaches_visitors
         before = await generation(site)
 
         user = f"/api/v1/users/{accounts['editor'].id}"
-        admin = as_admin(site, accounts)
+        admin = await as_admin(site, accounts)
         if change == "rename":
             renamed = await visitor.patch(user, json={"display_name": "Ed Itor"}, headers=admin)
             assert renamed.status_code == 200, renamed.text
@@ -200,7 +198,7 @@ async def test_accounts_and_settings_visitors_never_see_keep_every_cached_page(
         await cached_blog(visitor)
         before = await generation(site)
 
-        admin = as_admin(site, accounts)
+        admin = await as_admin(site, accounts)
         viewer = f"/api/v1/users/{accounts['viewer'].id}"
         renamed = await visitor.patch(viewer, json={"display_name": "Vee"}, headers=admin)
         assert renamed.status_code == 200, renamed.text
@@ -217,12 +215,11 @@ async def test_accounts_and_settings_visitors_never_see_keep_every_cached_page(
         )
         assert created.status_code == 201, created.text
         drafter = f"/api/v1/users/{created.json()['id']}"
-        token = site.state.access_tokens.issue(created.json()["id"], Role.editor, 1)
-        drafted = await visitor.post(
-            "/api/v1/content",
-            json={"title": "Unfinished"},
-            headers={"Authorization": f"Bearer {token}"},
-        )
+        async with site.state.sessionmaker() as session:
+            drafter_user = await session.get(User, created.json()["id"])
+        assert drafter_user is not None
+        as_drafter = await bearer(site, drafter_user)
+        drafted = await visitor.post("/api/v1/content", json={"title": "Unfinished"}, headers=as_drafter)
         assert drafted.status_code == 201, drafted.text
         renamed = await visitor.patch(drafter, json={"display_name": "Drafty"}, headers=admin)
         assert renamed.status_code == 200, renamed.text
