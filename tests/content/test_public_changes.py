@@ -219,7 +219,8 @@ async def test_accounts_and_settings_visitors_never_see_keep_every_cached_page(
             drafter_user = await session.get(User, created.json()["id"])
         assert drafter_user is not None
         as_drafter = await bearer(site, drafter_user)
-        drafted = await visitor.post("/api/v1/content", json={"title": "Unfinished"}, headers=as_drafter)
+        unfinished = {"title": "Unfinished"}
+        drafted = await visitor.post("/api/v1/content", json=unfinished, headers=as_drafter)
         assert drafted.status_code == 201, drafted.text
         renamed = await visitor.patch(drafter, json={"display_name": "Drafty"}, headers=admin)
         assert renamed.status_code == 200, renamed.text
