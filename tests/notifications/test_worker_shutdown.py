@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from app.core.db import create_engine, create_sessionmaker
@@ -17,6 +18,8 @@ from app.jobs.queue import enqueue
 from app.settings import Settings
 from tests.jobs.test_worker_processes import Workers, worker_env, workers  # noqa: F401
 from tests.notifications.smtp_server import SmtpServer
+
+pytestmark = pytest.mark.usefixtures("settings")  # its tables are emptied after each test
 
 GRACE = 5.0
 """WORKER_SHUTDOWN_GRACE of `worker_env`."""
