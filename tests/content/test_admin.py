@@ -298,6 +298,18 @@ async def test_a_nav_order_past_an_integer_column_comes_back_beside_its_field(
     assert await count_rows(settings, "entries") == 1
 
 
+async def test_more_than_20_tags_come_back_beside_their_field_with_the_input_kept(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    tags = ", ".join(f"tag {number}" for number in range(21))
+    async with signed_in(app, accounts["editor"]) as client:
+        refused = await client.post("/admin/content", data=entry_form(tags=tags))
+    assert refused.status_code == 400, refused.text
+    assert re.search(r'id="e-tags">[^<]*at most 20 tags', refused.text)
+    assert "tag 20" in refused.text, "the input is kept"
+    assert await count_rows(settings, "entries") == 0
+
+
 async def test_compare_shows_a_line_diff_and_restore_brings_the_text_back(
     app: Litestar, accounts: dict
 ) -> None:
