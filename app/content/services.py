@@ -28,6 +28,7 @@ from app.core.errors import DomainError, only_if_valid
 from app.core.numbers import INT32_MAX, INT32_MIN
 from app.core.pagination import Page, PageRequest, paginate
 from app.core.store import Store
+from app.core.times import utc_time
 
 if TYPE_CHECKING:
     from app.content.reads import EntryView
@@ -320,6 +321,7 @@ async def publish_entry(
     moment = at or now()
     if moment.tzinfo is None:
         raise ContentError("Give the publish time with its time zone.", "published_at")
+    moment = utc_time(moment, "published_at")
     scheduled = moment > now()
     if visible_to_public(entry) or not scheduled or await _comes_first(session, entry, moment):
         mark_public_change(session)
