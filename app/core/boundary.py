@@ -11,7 +11,8 @@ body on the API, the error page on pages):
 - `BoundaryRequest` (the app's request class), where Litestar reads a body: url-encoded
   fields, multipart field names, values and file names (never a file's content), JSON
   (raw, or as the escapes `\\u0000` and `\\ud800`). JSON that cannot be decoded at all
-  (invalid UTF-8, nested deeper than the decoder goes) is a 400 there too.
+  (invalid UTF-8, nested deeper than the decoder goes) is a 400 there too; `parse_json`
+  reads JSON that comes in a form field by the same rules.
 
 GET requests cost two substring searches (the hot paths: see docs/architecture.md).
 """
@@ -21,12 +22,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import ClientException
+from litestar.exceptions import SerializationException
 from litestar.plugins.htmx import HTMXRequest
+from litestar.serialization import decode_json
 from litestar.types import ASGIApp, Receive, Scope, Send
 from multipart import MultipartError, MultipartSegment, PushMultipartParser
 
@@ -41,7 +44,7 @@ SURROGATE_REFUSED = (
     "text: send the character itself, or both halves of its pair."
 )
 NOT_UTF8 = "The request body is not valid UTF-8 text."
-TOO_DEEP = "The JSON body is nested too deeply."
+TOO_DEEP = "The JSON is nested too deeply."
 
 _JSON_UNSTORABLE = re.compile(
     rb"(?<!\\)(?:\\\\)*"  # escaped backslashes before: the next backslash starts an escape
@@ -56,6 +59,11 @@ _NUL, _PERCENT = 0, ord("%")
 
 class UnstorableInput(DomainError):
     """A request carries text the database cannot store."""
+
+
+class UnreadableJson(DomainError):
+    """JSON text that does not decode (malformed, NaN or Infinity, a number out of range,
+    nested too deeply, not UTF-8)."""
 
 
 def refuse_nul(encoded: bytes) -> None:
@@ -153,12 +161,29 @@ class BoundaryRequest(HTMXRequest):
 
     async def json(self) -> Any:
         refuse_unstorable_json(await self.body())
-        try:
+        with _decoding_json():
             return await super().json()
-        except UnicodeDecodeError:
-            raise ClientException(NOT_UTF8) from None
-        except RecursionError:
-            raise ClientException(TOO_DEEP) from None
+
+
+def parse_json(text: bytes) -> Any:
+    """JSON text that comes in another way than as a body (the admin form's JSON box), read
+    exactly as a JSON body is: the same decoder (msgspec, through Litestar), the same
+    refusals and messages."""
+    refuse_unstorable_json(text)
+    with _decoding_json():
+        return decode_json(text)
+
+
+@contextmanager
+def _decoding_json() -> Iterator[None]:
+    try:
+        yield
+    except SerializationException as exc:  # malformed, NaN or Infinity, out of range
+        raise UnreadableJson(str(exc)) from None
+    except UnicodeDecodeError:
+        raise UnreadableJson(NOT_UTF8) from None
+    except RecursionError:
+        raise UnreadableJson(TOO_DEEP) from None
 
 
 RAW_BYTES_REFUSED = (
