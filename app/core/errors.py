@@ -90,7 +90,10 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, 
     if isinstance(exc, ServiceUnavailable) or (
         isinstance(exc, HTTPException) and exc.status_code < 500
     ):
-        return exc.status_code, exc.detail, dict(exc.headers or {}), None
+        detail = exc.detail
+        if exc.status_code != 400 and _raised_by_the_framework(exc):
+            detail = FRAMEWORK_DETAILS.get(exc.status_code, HTTPStatus(exc.status_code).phrase)
+        return exc.status_code, detail, dict(exc.headers or {}), None
     if database.is_busy(exc):
         detail = "The service is busy right now. Please try again shortly."
         return 503, detail, {"Retry-After": str(RETRY_AFTER_SECONDS)}, None
@@ -106,6 +109,23 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, 
         {},
         None,
     )
+
+
+FRAMEWORK_DETAILS = {
+    404: "There is nothing at this address.",
+    405: "This address does not take this method (see Allow).",
+    413: "The request is too large.",
+}
+"""What an error Litestar raised says, instead of its own text (its static files named the
+directory on disk); other statuses say their reason phrase. A 400 keeps its text: it says
+what is wrong with the request (a malformed body, a multipart part)."""
+
+
+def _raised_by_the_framework(exc: Exception) -> bool:
+    trace = exc.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace is not None and trace.tb_frame.f_globals.get("__name__", "").startswith("litestar")
 
 
 _STORE_CODE = ("valkey", "app.core.store")
