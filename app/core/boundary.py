@@ -19,13 +19,12 @@ GET requests cost two substring searches (the hot paths: see docs/architecture.m
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import SerializationException
 from litestar.plugins.htmx import HTMXRequest
@@ -33,7 +32,14 @@ from litestar.serialization import decode_json
 from litestar.types import ASGIApp, Receive, Scope, Send
 from multipart import MultipartError, MultipartSegment, PushMultipartParser
 
-from app.core.errors import PROBLEM_JSON, DomainError, is_machine_path
+from app.core.errors import (
+    PROBLEM_JSON,
+    DomainError,
+    is_machine_path,
+    new_error_id,
+    plain_error_page,
+    problem_body,
+)
 
 NUL_REFUSED = (
     "The request holds a NUL character (U+0000), which cannot be stored: remove it and "
@@ -208,20 +214,14 @@ class AsciiRequestTarget:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        error_id = os.urandom(8).hex()
+        error_id = new_error_id()
         scope.setdefault("state", {})["error_id"] = error_id
         if is_machine_path(path):
-            problem = {
-                "type": "about:blank",
-                "title": "Bad Request",
-                "status": 400,
-                "detail": RAW_BYTES_REFUSED,
-                "instance": path,
-                "error_id": error_id,
-            }
-            body, media_type = json.dumps(problem).encode(), PROBLEM_JSON
+            problem = problem_body(400, RAW_BYTES_REFUSED, path, error_id)
+            body, media_type = msgspec.json.encode(problem), PROBLEM_JSON
         else:
-            body, media_type = f"{RAW_BYTES_REFUSED}\n".encode(), "text/plain; charset=utf-8"
+            page = plain_error_page(400, RAW_BYTES_REFUSED, error_id)
+            body, media_type = page.encode(), "text/html; charset=utf-8"
         headers = [(b"content-type", media_type.encode()), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 400, "headers": headers})
         await send({"type": "http.response.body", "body": body})
