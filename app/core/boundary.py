@@ -41,15 +41,16 @@ from app.core.errors import (
     problem_body,
 )
 
-NUL_REFUSED = (
-    "The request holds a NUL character (U+0000), which cannot be stored: remove it and "
-    "send the request again."
-)
+NUL_REFUSED = "A NUL character (U+0000) cannot be stored: remove it and try again."
 SURROGATE_REFUSED = (
     "The request holds an unpaired surrogate escape (\\ud800 to \\udfff), which is not "
     "text: send the character itself, or both halves of its pair."
 )
 NOT_UTF8 = "The request body is not valid UTF-8 text."
+NOT_TEXT = (
+    "The text holds an unpaired surrogate (U+D800 to U+DFFF), which is what bytes that are "
+    "not UTF-8 become: it cannot be stored."
+)
 TOO_DEEP = "The JSON is nested too deeply."
 
 _JSON_UNSTORABLE = re.compile(
@@ -88,9 +89,15 @@ def refuse_unstorable_json(body: bytes) -> None:
 
 
 def refuse_unstorable_text(value: str) -> None:
-    """Decoded text (a JSON value parsed elsewhere, a header's parameter)."""
+    """Decoded text (a multipart header's parameter, a command-line argument: Python turns
+    bytes that are not UTF-8 into lone surrogates there)."""
     if "\x00" in value:
         raise UnstorableInput(NUL_REFUSED)
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise UnstorableInput(NOT_TEXT) from None
 
 
 class InputBoundary:
