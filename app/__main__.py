@@ -1,7 +1,9 @@
 """The `keel` command: serve, worker, db, check.
 
 Every subcommand reads the same settings as the app; configuration problems are printed
-one per line and end the command with exit code 2.
+one per line and end the command with exit code 2. So do arguments and a password from
+standard input that hold what no database stores (a NUL, bytes that are not UTF-8): they
+are refused as the web's input boundary refuses them (app/core/boundary.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -19,7 +21,7 @@ from app.settings import ConfigError, Settings
 EXIT_CONFIG = 2
 
 
-def _fail(problems: list[str]) -> None:
+def _fail(problems: list[str]) -> NoReturn:
     for problem in problems:
         click.echo(f"keel: {problem}", err=True)
     sys.exit(EXIT_CONFIG)
@@ -30,7 +32,6 @@ def load_settings() -> Settings:
         return Settings.from_env().with_secret()
     except ConfigError as exc:
         _fail(exc.problems)
-        raise  # unreachable: _fail exits
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -205,9 +206,24 @@ def users() -> None:
 
 
 def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        if from_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    except UnicodeDecodeError:
+        _fail(["password: the text is not UTF-8"])
+    _refuse_unstorable("password", password)
+    return password
+
+
+def _refuse_unstorable(what: str, text: str) -> None:
+    from app.core.boundary import UnstorableInput, refuse_unstorable_text
+
+    try:
+        refuse_unstorable_text(text)
+    except UnstorableInput as exc:
+        _fail([f"{what}: {exc.message}"])
 
 
 async def _with_session(settings: Settings, work: Callable[..., Any]) -> Any:
@@ -377,7 +393,10 @@ async def _connectivity_problems(settings: Settings) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> Callable[..., Any] | None:
-    return cli.main(args=argv, prog_name="keel")
+    args = sys.argv[1:] if argv is None else argv
+    for number, arg in enumerate(args, start=1):
+        _refuse_unstorable(f"argument {number} ({arg!r})", arg)
+    return cli.main(args=args, prog_name="keel")
 
 
 if __name__ == "__main__":

@@ -269,3 +269,40 @@ def test_users_commands_create_list_set_role_and_reset_password(keel_env: dict[s
     assert reset.returncode == 0 and "sessions were ended" in reset.stdout
     listed = listing.stdout
     assert "root" in listed and "admin" in listed and "eddie" in listed and "editor" in listed
+
+
+ARGUMENTS_THAT_ARE_NO_TEXT = [
+    (("users", "create", "--email", b"a\xff@example.org", "--username", "ann"), "argument 4"),
+    (("users", "create", "--email", "b@example.org", "--username", "bob", "--display-name",
+      b"B\xed\xa0\x80"), "argument 8"),
+    (("users", "set-role", b"\xff", "editor"), "argument 3"),
+]  # fmt: skip
+"""Bytes that are not UTF-8 reach Python's argv as lone surrogates, which no database
+stores (they used to end in a UnicodeEncodeError traceback)."""
+PASSWORDS_THAT_ARE_NO_TEXT = [b"violet harbour\x00lantern 42\n", b"violet \xff harbour 42\n"]
+
+
+def test_users_commands_refuse_input_that_is_no_text_with_a_message(
+    keel_env: dict[str, str],
+) -> None:
+    passphrase = b"violet harbour lantern 42\n"
+    runs = [(args, passphrase, where) for args, where in ARGUMENTS_THAT_ARE_NO_TEXT]
+    runs += [
+        (("users", "create", "--email", "c@example.org", "--username", "carl"), password, "")
+        for password in PASSWORDS_THAT_ARE_NO_TEXT
+    ]
+    for args, stdin, where in runs:
+        reads_password = ("--password-stdin",) if args[1] == "create" else ()
+        result = subprocess.run(
+            [*keel_command(), *args, *reads_password],
+            env=keel_env,
+            cwd=ROOT,
+            capture_output=True,
+            input=stdin,
+            timeout=60,
+        )
+        message = result.stderr.decode("utf-8", "replace")
+        assert result.returncode == 2, message
+        assert "Traceback" not in message and message.startswith("keel: "), message
+        assert where in message and ("not UTF-8" in message or "NUL" in message), message
+    assert "carl" not in run_keel("users", "list", env=keel_env).stdout

@@ -4,9 +4,16 @@ The walk reads the app itself (its registered routes with their methods, path an
 parameters and JSON body types, and the forms its pages render), so a new route, parameter
 or form field is covered without editing this module. Every parameter, field and body gets
 the classes of bad input that outside testing found (issue 12): NUL bytes, lone surrogates,
-invalid UTF-8, integers past every column type and negative ones, deeply nested JSON,
-100 KB strings, path traversal, line breaks and characters outside Latin-1; anonymously and
-as a signed-in admin (session cookie and CSRF token on pages, a bearer token on the API).
+invalid UTF-8, integers past every column type and negative ones, times past what a
+datetime holds, deeply nested JSON, NaN and Infinity, 100 KB strings, path traversal, line
+breaks and characters outside Latin-1; every operation also gets hostile header values
+(HX-Current-URL, Referer, Origin, Accept-Language, ...); anonymously and as a signed-in admin
+(session cookie and CSRF token on pages, a bearer token on the API). Pages are asked for
+HTML and, every other request, for JSON (the problem body says more than the error page).
+
+Each operation starts with a benign request (the baseline): as the admin, it must succeed
+(or be in UNREACHED, with the reason), so that the bad values meet the handlers and not
+only a refusal in front of them.
 
 Requests go through the app's own ASGI interface as raw bytes (not httpx), so a path can
 carry `../` and a query raw bytes, as they arrive from a real socket.
@@ -19,7 +26,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -107,13 +114,19 @@ TEXT = (
     _text("line break", b"a\r\nX-Injected: 1"),
     _text("beyond Latin-1", "\u200b\u0430\U0001f600".encode()),
 )
+DATES = (
+    _text("time past UTC's range", b"9999-12-31T23:00:00-05:00"),
+    _text("time before UTC's range", b"0001-01-01T00:30:00+01:00"),
+    _text("day that does not exist", b"2030-02-30"),
+)
+"""For every text, query parameter and form field (times come in as text there)."""
 INTEGERS = (
     _number("2^31", 2**31),
     _number("2^63", 2**63),
     _number("4.6e17", 460_000_000_000_000_000),
     _number("-1", -1),
 )
-EVERY = TEXT + INTEGERS
+EVERY = TEXT + DATES + INTEGERS
 IN_PATHS = (
     *EVERY,
     _text("encoded traversal", b"../../../../etc/passwd", url=b"%2e%2e%2f" * 4 + b"etc%2fpasswd"),
@@ -130,6 +143,8 @@ WHOLE_JSON_BODIES = {
     "invalid UTF-8 in a JSON key": b'{"\xff\xfe": 1}',
     "truncated JSON": b'{"title": ',
     "JSON number 1e999": b'{"title": 1e999}',
+    "JSON NaN": b'{"title": NaN, "nav_order": NaN, "payload": {"a": NaN}}',
+    "JSON Infinity": b'{"title": Infinity, "priority": -Infinity, "days": Infinity}',
     "JSON null": b"null",
     "JSON string": b'"\\u0000"',
     "not JSON": b"\x00\xff\xfe",
@@ -202,6 +217,11 @@ class Form:
     encoding: str
     fields: dict[str, str] = field(default_factory=dict)
     files: set[str] = field(default_factory=set)
+    upload: tuple[bytes, bytes] | None = None
+    """The file a benign request sends (name, content); None: a PNG image."""
+
+
+IMPORT_CSV = (b"probe.csv", b"kind,title\r\npost,Imported probe\r\n")
 
 
 @dataclass
@@ -250,6 +270,8 @@ def operations(app: Litestar) -> list[Operation]:
                 op.form.files = {name for name, kind in struct_fields.items() if _is_upload(kind)}
                 for name in op.form.files:
                     op.form.fields.pop(name, None)
+                if route.path.endswith("/import"):  # a CSV of content, not an image
+                    op.form.fields["kind"], op.form.upload = "content", IMPORT_CSV
             elif data is not None:
                 op.json_type = data.annotation
             found.append(op)
@@ -278,7 +300,6 @@ def _kinds(kind: msgspec.inspect.Type) -> list[msgspec.inspect.Type]:
 
 
 KNOWN_VALUES: dict[str, Any] = {
-    "email": "probe@example.org",
     "login": "admin",
     "password": PASSWORD,
     "current_password": PASSWORD,
@@ -293,9 +314,22 @@ KNOWN_VALUES: dict[str, Any] = {
 """Valid values for fields whose name says what they need; every other text is `probe`."""
 
 
+def _unique(name: str) -> str | None:
+    """Values that must not clash with an earlier operation's (an account's address and
+    name, an entry's title): new for each operation."""
+    made = uuid.uuid4().hex[:8]
+    return {
+        "email": f"probe-{made}@example.org",
+        "username": f"probe-{made}",
+        "title": f"Probe {made}",
+    }.get(name)
+
+
 def _baseline(name: str, kind: msgspec.inspect.Type) -> Any:
     if name in KNOWN_VALUES:
         return KNOWN_VALUES[name]
+    if (unique := _unique(name)) is not None:
+        return unique
     first = _kinds(kind)[0]
     if isinstance(first, msgspec.inspect.IntType):
         return max(first.ge or 1, 1)
@@ -378,7 +412,15 @@ class FormReader(HTMLParser):
 def _fill(name: str, kind: str) -> str:
     if isinstance(KNOWN_VALUES.get(name), str):
         return KNOWN_VALUES[name]
-    return {"email": "probe@example.org", "number": "1", "password": PASSWORD}.get(kind, "probe")
+    if (unique := _unique(name if kind != "email" else "email")) is not None:
+        return unique
+    filled = {
+        "number": "1",
+        "password": PASSWORD,
+        "date": "2031-01-01",
+        "datetime-local": "2031-01-01T09:00",
+    }
+    return filled.get(kind, "probe")
 
 
 CONVERTED = {"uuid": "[0-9a-fA-F-]{36}", "int": "-?[0-9]+", "path": ".+"}
@@ -408,7 +450,10 @@ def route_of(ops: list[Operation], method: str, path: str) -> Operation | None:
 async def hostile_app(
     settings: Settings, accounts: dict[str, User], tmp_path: Path
 ) -> AsyncIterator[Litestar]:
-    """The set-up app, its media in this test's folder, with no API rate limit to run into."""
+    """The set-up app, its media in this test's folder, with no API rate limit or sign-in
+    throttle to run into (the walk's own failed sign-ins would throttle the benign ones)."""
+    auth = replace(settings.auth, login_max_failures=10**6, login_max_failures_per_ip=10**6)
+    settings = replace(settings, auth=auth)
     application = create_app(with_app_settings(settings, media_dir=tmp_path / "media"))
     async with application.state.sessionmaker() as session, session.begin():
         await write_setting(session, "api_rate_limit_per_minute", 1_000_000)
@@ -421,16 +466,25 @@ async def seed(app: Litestar, accounts: dict[str, User]) -> dict[str, str]:
     """One of each thing a route can name (a post and a page, their tag and revision, a
     media file, an API key, a job; the viewer's account), so requests get past "no such
     thing" to the code behind."""
-    admin_user = accounts["admin"]
+    admin_user = await fresh(app, accounts["admin"])
     token = await api_token(app, admin_user)
-    ids: dict[str, str] = {"user_id": str(accounts["viewer"].id), "file_path": "css/app.css"}
+    ids: dict[str, str] = {"file_path": "css/app.css", "path": "openapi.json"}
+    unique = uuid.uuid4().hex[:8]
     async with client_for(app) as client:
         client.headers["Authorization"] = f"Bearer {token}"
+        user = await client.post(
+            "/api/v1/users",
+            json={"email": f"{unique}@example.org", "username": f"probe-{unique}",
+                  "password": PASSWORD, "role": "viewer"},
+        )  # fmt: skip
+        assert user.status_code == 201, user.text
+        ids["user_id"] = user.json()["id"]
         for kind in ("post", "page"):
             made = await client.post(
                 "/api/v1/content",
-                json={"title": "Probe", "kind": kind, "tags": ["probe"], "body_markdown": "x"},
-            )
+                json={"title": f"Seeded {unique}", "kind": kind, "tags": [f"Seeded {unique}"],
+                      "body_markdown": "x"},
+            )  # fmt: skip
             entry = made.json()
             assert made.status_code == 201, made.text
             await client.post(f"/api/v1/content/{entry['id']}/publish")
@@ -467,6 +521,29 @@ class Probe:
     target: bytes
     content_type: bytes | None = None
     body: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+BASELINE = "baseline"
+HOSTILE_HEADERS = (
+    b"hx-request",
+    b"hx-current-url",
+    b"referer",
+    b"origin",
+    b"accept-language",
+    b"user-agent",
+    b"x-forwarded-for",
+    b"x-request-id",
+    b"if-none-match",
+)
+HOSTILE_HEADER_VALUES = {
+    "100 KB": b"http://testserver/" + LONG,
+    "invalid UTF-8": b"http://testserver/\xff\xfe?next=\xed\xa0\x80",
+    "beyond Latin-1": "http://testserver/\u200b\u0430?next=/\U0001f600".encode(),
+    "malformed URL": b"http://[::1:x/%zz",
+    "backslashes": b"/\\evil.example\\x",
+}
+"""Every header the app reads from a request (besides credentials), all set to one value."""
 
 
 def target_for(op: Operation, ids: dict[str, str], replace: dict[str, bytes] | None = None):
@@ -485,6 +562,10 @@ def probes(op: Operation, ids: dict[str, str]) -> Iterator[Probe]:
     """Every case for one operation: each value in each parameter, field and body."""
     body_type, body = baseline_body(op)
     plain = target_for(op, ids)
+    yield Probe(BASELINE, op.method, plain, body_type, body)
+    for case, value in HOSTILE_HEADER_VALUES.items():
+        headers = [(name, value) for name in HOSTILE_HEADERS]
+        yield Probe(f"headers: {case}", op.method, plain, body_type, body, headers)
     for name, converter in op.path_params.items():
         for bad in IN_PATHS:
             target = target_for(op, ids, {name: bad.url})
@@ -531,7 +612,7 @@ def json_baseline(op: Operation) -> dict[str, Any]:
     return {
         name: _baseline(name, kind)
         for name, kind in fields.items()
-        if name in required or name in KNOWN_VALUES
+        if name in required or name in KNOWN_VALUES or _unique(name)
     }
 
 
@@ -546,7 +627,9 @@ def json_probes(op: Operation, target: bytes) -> Iterator[Probe]:
     base = json_baseline(op)
     for name, kind in _fields(op.json_type).items():
         kinds = _kinds(kind)
-        texts = any(isinstance(k, msgspec.inspect.StrType) for k in kinds)
+        texts = any(
+            isinstance(k, (msgspec.inspect.StrType, msgspec.inspect.DateTimeType)) for k in kinds
+        )
         numbers = any(isinstance(k, msgspec.inspect.IntType) for k in kinds)
         lists = any(
             isinstance(k, (msgspec.inspect.ListType, msgspec.inspect.SetType)) for k in kinds
@@ -566,6 +649,10 @@ def json_probes(op: Operation, target: bytes) -> Iterator[Probe]:
             yield Probe(
                 f"json {name}={bad.name}", op.method, target, JSON, _splice(base, name, value)
             )
+        if numbers or dicts:
+            for not_a_number in (b"NaN", b"-Infinity"):
+                body = _splice(base, name, not_a_number)
+                yield Probe(f"json {name}={not_a_number.decode()}", op.method, target, JSON, body)
         if dicts or lists:
             deep = b"[" * DEEP + b"1" + b"]" * DEEP
             yield Probe(
@@ -590,9 +677,11 @@ def _encode_form(fields: dict[str, str], name: str | None = None, value: bytes =
 def multipart(
     form: Form,
     replace: dict[str, bytes],
-    file_name: bytes = b"probe.png",
+    file_name: bytes | None = None,
     content: bytes | None = None,
 ) -> bytes:
+    upload_name, upload = form.upload or (b"probe.png", image_bytes("PNG"))
+    file_name = upload_name if file_name is None else file_name
     parts = []
     for key, text in form.fields.items():
         value = replace.get(key, text.encode())
@@ -614,7 +703,7 @@ def multipart(
             + b'"; filename="'
             + file_name
             + b'"\r\nContent-Type: image/png\r\n\r\n'
-            + (content if content is not None else image_bytes("PNG"))
+            + (content if content is not None else upload)
             + b"\r\n"
         )
     return b"".join(parts) + b"--" + BOUNDARY + b"--\r\n"
@@ -666,11 +755,19 @@ class LastError(logging.Handler):
             self.last = repr(record.exc_info[1])[:300]
 
 
-def problem_in(reply: Reply, errors: LastError) -> str | None:
+SHOWN_ON_PURPOSE = {"GET /admin": ("aiosqlite", "asyncpg")}
+"""What a page shows its reader on purpose: the dashboard's system panel names the database
+(its URL without a password) for the admin."""
+
+
+def problem_in(reply: Reply, errors: LastError, label: str = "") -> str | None:
     if reply.status >= 500:
         cause, errors.last = errors.last, ""
         return f"{reply.status} ({cause or reply.body[:200]!r})"
     text = reply.body.decode("utf-8", "replace")
+    if reply.status < 300:
+        for shown in SHOWN_ON_PURPOSE.get(label, ()):
+            text = text.replace(shown, "")
     for leak in LEAKS:
         if leak in text:
             at = text.index(leak)
@@ -680,7 +777,12 @@ def problem_in(reply: Reply, errors: LastError) -> str | None:
     return None
 
 
-DESTRUCTIVE = re.compile(r"delete|revoke|deactivate|logout|sign-out|cancel|archive|unpublish")
+ACCEPT = (b"text/html,application/xhtml+xml,*/*;q=0.8", b"application/json")
+"""Every other request asks for JSON: on a page, the problem body instead of the error page."""
+
+DESTRUCTIVE = re.compile(
+    r"delete|revoke|deactivate|logout|sign-out|cancel|archive|unpublish|password"
+)
 
 
 def walk_order(op: Operation) -> tuple[int, str]:
@@ -716,11 +818,14 @@ class Walk:
     anonymous callers, who have nothing to lose)."""
 
     app: Litestar
+    accounts: dict[str, User]
     caller: Caller
     renew: Callable[[], Awaitable[Caller]] | None
     ids: dict[str, str]
     problems: list[str] = field(default_factory=list)
     count: int = 0
+    baselines: dict[str, int] = field(default_factory=dict)
+    """Each operation's benign request: the status it answered."""
 
     async def run(self) -> None:
         ops = sorted(operations(self.app), key=walk_order)
@@ -730,6 +835,10 @@ class Walk:
         logging.getLogger("keel.errors").addHandler(errors)
         try:
             for op in ops:
+                if walk_order(op)[0]:  # what an earlier one removed or ended exists again
+                    self.ids = await seed(self.app, self.accounts)
+                    if self.renew is not None:
+                        self.caller = await self.renew()
                 await self.operation(op, errors)
         finally:
             logging.getLogger("keel.errors").removeHandler(errors)
@@ -740,20 +849,44 @@ class Walk:
         batch = list(probes(op, self.ids))
         for again in (False, True):
             failures = []
-            for probe in batch:
+            for number, probe in enumerate(batch):
                 if again and self.renew is not None:
                     self.caller = await self.renew()
-                headers = self.caller.headers(probe.target)
+                headers = [*self.caller.headers(probe.target), *probe.headers]
                 if probe.content_type:
                     headers.append((b"content-type", probe.content_type))
+                headers.append((b"accept", ACCEPT[number % 2]))
                 reply = await call(self.app, probe.method, probe.target, headers, probe.body)
                 self.count += 1
-                if (problem := problem_in(reply, errors)) is not None:
+                if probe.case == BASELINE and not again:
+                    self.baselines[op.label] = reply.status
+                if (problem := problem_in(reply, errors, op.label)) is not None:
                     failures.append(f"{self.caller.name} {op.label} [{probe.case}]: {problem}")
             if self.renew is None or await still_signed_in(self.app, self.caller):
                 break
             self.caller = await self.renew()
         self.problems.extend(failures)
+
+
+UNREACHED = {
+    "GET /admin/jobs/{job_id:int}/download": "the seeded job has not run: no file yet",
+    "GET /api/v1/jobs/{job_id:int}/result": "the seeded job has not run: no result yet",
+    "POST /admin/jobs/{job_id:int}/retry": "the seeded job is queued: only ended jobs retry",
+    "POST /api/v1/jobs/{job_id:int}/retry": "the seeded job is queued: only ended jobs retry",
+    "GET /admin/outbox/{message_id:uuid}": "no mail is in the outbox",
+    "GET /register": "self-registration is off by default",
+    "POST /register": "self-registration is off by default",
+    "GET /setup": "only before the first account exists",
+    "POST /setup": "only before the first account exists",
+    "GET /reset/{token:str}": "the walk has no mailed reset token",
+    "POST /reset/{token:str}": "the walk has no mailed reset token",
+    "GET /verify-email/{token:str}": "the walk has no mailed verification token",
+    "POST /verify-email/{token:str}": "the walk has no mailed verification token",
+    "POST /api/v1/auth/refresh": "the walk sends no refresh token of a sign-in",
+    "POST /account/sessions/{short_id:str}/revoke": "the walk knows no session's short id",
+}
+"""Operations whose benign request cannot succeed in the walk, and why (their bad input is
+still sent; it meets the refusal in front of the handler's work)."""
 
 
 @pytest.mark.parametrize("who", ["anonymous", "admin"])
@@ -766,11 +899,16 @@ async def test_no_route_answers_hostile_input_with_a_5xx_or_internals(
         async def renew() -> Caller:
             return await admin(hostile_app, accounts["admin"])
 
-        walk = Walk(hostile_app, await renew(), renew, ids)
+        walk = Walk(hostile_app, accounts, await renew(), renew, ids)
     else:
-        walk = Walk(hostile_app, await anonymous(hostile_app), None, ids)
+        walk = Walk(hostile_app, accounts, await anonymous(hostile_app), None, ids)
     await walk.run()
     assert walk.count > 1000
-    if walk.problems:
+    unreached = [
+        f"{label}: the benign request answered {status}"
+        for label, status in walk.baselines.items()
+        if who == "admin" and status >= 400 and label not in UNREACHED
+    ]
+    if walk.problems or unreached:
         message = f"{len(walk.problems)} of {walk.count} requests:\n" + "\n".join(walk.problems)
-        pytest.fail(message, pytrace=False)
+        pytest.fail("\n".join([message, *unreached]), pytrace=False)

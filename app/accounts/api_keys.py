@@ -20,6 +20,7 @@ from app.accounts.services.users import check_role
 from app.accounts.tokens import new_api_key
 from app.core.errors import DomainError
 from app.core.pagination import Page, PageRequest, paginate
+from app.core.times import utc_time
 
 NAME_MAX_LENGTH = 120
 
@@ -79,11 +80,10 @@ def _clean_role(role: str, creator_role: Role) -> Role:
 def _clean_expiry(expires_at: datetime | None, now: datetime) -> datetime | None:
     if expires_at is None:
         return None
-    if expires_at.tzinfo is None:  # a time without a zone is taken as UTC
-        expires_at = expires_at.replace(tzinfo=UTC)
+    expires_at = utc_time(expires_at, "expires_at")  # a time without a zone is UTC
     if expires_at <= now:
         raise ApiKeyError("The expiry must be in the future.", "expires_at")
-    return expires_at.astimezone(UTC)
+    return expires_at
 
 
 async def create_api_key(

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import AuditEntry, User
 from app.core.errors import DomainError
 from app.core.pagination import Page, PageRequest, paginate
+from app.core.times import parse_day, utc_time
 
 EXPORT_LIMIT = 100_000
 
@@ -89,8 +90,8 @@ class AuditFilters:
             object.__setattr__(self, name, (value or "").strip()[:255] or None)
         for name in ("since", "until"):
             value = getattr(self, name)
-            if value is not None and value.tzinfo is None:
-                object.__setattr__(self, name, value.replace(tzinfo=UTC))  # naive means UTC
+            if value is not None:
+                object.__setattr__(self, name, utc_time(value, name))  # naive means UTC
         if self.since and self.until and self.since > self.until:
             raise AuditFilterError("The start of the time range is after its end.", "until")
 
@@ -100,10 +101,7 @@ class AuditFilters:
 
         def day(name: str) -> date | None:
             text = (params.get(name) or "").strip()
-            try:
-                return date.fromisoformat(text) if text else None
-            except ValueError:
-                raise AuditFilterError("Enter a date as YYYY-MM-DD.", name) from None
+            return parse_day(text, name) if text else None
 
         first, last = day("from"), day("to")
         if first and last and first > last:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -44,6 +44,7 @@ from app.core.db import DbSession
 from app.core.errors import only_if_valid
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, redirect, render, render_list
+from app.core.times import InvalidTime, parse_time
 
 PER_PAGE = 25
 NOTICES = {
@@ -116,13 +117,7 @@ def _entry_input(data: dict[str, str], kind: str) -> EntryInput:
 def _publish_time(data: dict[str, str]) -> datetime | None:
     """The form's `datetime-local` value, read as UTC (the form says so); empty means now."""
     text = (data.get("published_at") or "").strip()
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ContentError("Enter a date and time as YYYY-MM-DD HH:MM.", "published_at") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return parse_time(text, "published_at") if text else None
 
 
 async def _entry_page(
@@ -270,7 +265,7 @@ class ContentAdminController(Controller):
             entry = await publish_entry(
                 db_session, Actor.from_connection(request), entry, _publish_time(data)
             )
-        except ContentError as exc:
+        except (ContentError, InvalidTime) as exc:
             await db_session.rollback()
             entry = await get_entry(db_session, entry_id)
             errors = {exc.field or "form": exc.message}

@@ -29,6 +29,7 @@ from app.core.errors import DomainError, only_if_valid
 from app.core.numbers import INT32_MAX, INT32_MIN
 from app.core.pagination import Page, PageRequest, paginate
 from app.core.store import Store
+from app.core.times import utc_time
 
 if TYPE_CHECKING:
     from app.content.reads import EntryView
@@ -74,6 +75,8 @@ def slugify(text: str, max_length: int = 120) -> str:
 
 
 TAG_SLUG_MAX_LENGTH = 80
+MAX_TAGS = 20
+"""Tags per entry."""
 
 
 def tag_slug(name: str) -> str:
@@ -139,16 +142,21 @@ def check_entry(data: EntryInput) -> tuple[EntryInput, list[ContentError]]:
         problems.append(
             ContentError(f"Use a number from {INT32_MIN:,} to {INT32_MAX:,}.", "nav_order")
         )
-    tags: list[str] = []
+    tags: dict[str, str] = {}  # slug → name: tags that share an address are one tag
     for raw in data.tags:
         name = raw.strip()
-        if name and tag_slug(name) not in {tag_slug(t) for t in tags}:  # the same tag
-            if len(name) > 64:
-                problems.append(ContentError("Tags are at most 64 characters.", "tags"))
-            elif any(unicodedata.category(char) == "Cc" for char in name):
-                problems.append(ContentError("Tags cannot contain control characters.", "tags"))
-            else:
-                tags.append(name)
+        if not name:
+            continue
+        if len(name) > 64:
+            problems.append(ContentError("Tags are at most 64 characters.", "tags"))
+            break
+        if any(unicodedata.category(char) == "Cc" for char in name):
+            problems.append(ContentError("Tags cannot contain control characters.", "tags"))
+            break
+        tags.setdefault(tag_slug(name), name)
+        if len(tags) > MAX_TAGS:
+            problems.append(ContentError(f"Give at most {MAX_TAGS} tags.", "tags"))
+            break
     cleaned = EntryInput(
         kind=data.kind,
         title=title,
@@ -156,7 +164,7 @@ def check_entry(data: EntryInput) -> tuple[EntryInput, list[ContentError]]:
         body_markdown=data.body_markdown,
         excerpt=data.excerpt.strip()[:500],
         meta_description=data.meta_description.strip()[:300],
-        tags=tags[:20],
+        tags=list(tags.values()),
         nav_order=data.nav_order if data.kind == Kind.page.value else None,
     )
     return cleaned, problems
@@ -192,10 +200,14 @@ def entry_input(
 
 
 async def _tags(session: AsyncSession, names: list[str]) -> list[Tag]:
+    """The Tag rows of `names` (checked by `check_entry`: at most MAX_TAGS), new ones added."""
+    slugs = {tag_slug(name): name for name in names}
+    existing = {
+        tag.slug: tag for tag in await session.scalars(select(Tag).where(Tag.slug.in_(slugs)))
+    }
     found = []
-    for name in names:
-        slug = tag_slug(name)
-        tag = await session.scalar(select(Tag).where(Tag.slug == slug))
+    for slug, name in slugs.items():
+        tag = existing.get(slug)
         if tag is None:
             tag = Tag(name=name, slug=slug)
             session.add(tag)
@@ -336,6 +348,7 @@ async def publish_entry(
     moment = at or now()
     if moment.tzinfo is None:
         raise ContentError("Give the publish time with its time zone.", "published_at")
+    moment = utc_time(moment, "published_at")
     scheduled = moment > now()
     if visible_to_public(entry) or not scheduled or await _comes_first(session, entry, moment):
         mark_public_change(session)

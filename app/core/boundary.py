@@ -11,38 +11,47 @@ body on the API, the error page on pages):
 - `BoundaryRequest` (the app's request class), where Litestar reads a body: url-encoded
   fields, multipart field names, values and file names (never a file's content), JSON
   (raw, or as the escapes `\\u0000` and `\\ud800`). JSON that cannot be decoded at all
-  (invalid UTF-8, nested deeper than the decoder goes) is a 400 there too.
+  (invalid UTF-8, nested deeper than the decoder goes) is a 400 there too; `parse_json`
+  reads JSON that comes in a form field by the same rules.
 
 GET requests cost two substring searches (the hot paths: see docs/architecture.md).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import msgspec
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import ClientException
+from litestar.exceptions import SerializationException
 from litestar.plugins.htmx import HTMXRequest
+from litestar.serialization import decode_json
 from litestar.types import ASGIApp, Receive, Scope, Send
 from multipart import MultipartError, MultipartSegment, PushMultipartParser
 
-from app.core.errors import PROBLEM_JSON, DomainError
+from app.core.errors import (
+    PROBLEM_JSON,
+    DomainError,
+    new_error_id,
+    plain_error_page,
+    problem_body,
+)
 from app.core.paths import MACHINE
 
-NUL_REFUSED = (
-    "The request holds a NUL character (U+0000), which cannot be stored: remove it and "
-    "send the request again."
-)
+NUL_REFUSED = "A NUL character (U+0000) cannot be stored: remove it and try again."
 SURROGATE_REFUSED = (
     "The request holds an unpaired surrogate escape (\\ud800 to \\udfff), which is not "
     "text: send the character itself, or both halves of its pair."
 )
 NOT_UTF8 = "The request body is not valid UTF-8 text."
-TOO_DEEP = "The JSON body is nested too deeply."
+NOT_TEXT = (
+    "The text holds an unpaired surrogate (U+D800 to U+DFFF), which is what bytes that are "
+    "not UTF-8 become: it cannot be stored."
+)
+TOO_DEEP = "The JSON is nested too deeply."
 
 _JSON_UNSTORABLE = re.compile(
     rb"(?<!\\)(?:\\\\)*"  # escaped backslashes before: the next backslash starts an escape
@@ -57,6 +66,11 @@ _NUL, _PERCENT = 0, ord("%")
 
 class UnstorableInput(DomainError):
     """A request carries text the database cannot store."""
+
+
+class UnreadableJson(DomainError):
+    """JSON text that does not decode (malformed, NaN or Infinity, a number out of range,
+    nested too deeply, not UTF-8)."""
 
 
 def refuse_nul(encoded: bytes) -> None:
@@ -75,9 +89,15 @@ def refuse_unstorable_json(body: bytes) -> None:
 
 
 def refuse_unstorable_text(value: str) -> None:
-    """Decoded text (a JSON value parsed elsewhere, a header's parameter)."""
+    """Decoded text (a multipart header's parameter, a command-line argument: Python turns
+    bytes that are not UTF-8 into lone surrogates there)."""
     if "\x00" in value:
         raise UnstorableInput(NUL_REFUSED)
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise UnstorableInput(NOT_TEXT) from None
 
 
 class InputBoundary:
@@ -154,12 +174,29 @@ class BoundaryRequest(HTMXRequest):
 
     async def json(self) -> Any:
         refuse_unstorable_json(await self.body())
-        try:
+        with _decoding_json():
             return await super().json()
-        except UnicodeDecodeError:
-            raise ClientException(NOT_UTF8) from None
-        except RecursionError:
-            raise ClientException(TOO_DEEP) from None
+
+
+def parse_json(text: bytes) -> Any:
+    """JSON text that comes in another way than as a body (the admin form's JSON box), read
+    exactly as a JSON body is: the same decoder (msgspec, through Litestar), the same
+    refusals and messages."""
+    refuse_unstorable_json(text)
+    with _decoding_json():
+        return decode_json(text)
+
+
+@contextmanager
+def _decoding_json() -> Iterator[None]:
+    try:
+        yield
+    except SerializationException as exc:  # malformed, NaN or Infinity, out of range
+        raise UnreadableJson(str(exc)) from None
+    except UnicodeDecodeError:
+        raise UnreadableJson(NOT_UTF8) from None
+    except RecursionError:
+        raise UnreadableJson(TOO_DEEP) from None
 
 
 RAW_BYTES_REFUSED = (
@@ -184,20 +221,14 @@ class AsciiRequestTarget:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        error_id = os.urandom(8).hex()
+        error_id = new_error_id()
         scope.setdefault("state", {})["error_id"] = error_id
         if MACHINE.matches(path):
-            problem = {
-                "type": "about:blank",
-                "title": "Bad Request",
-                "status": 400,
-                "detail": RAW_BYTES_REFUSED,
-                "instance": path,
-                "error_id": error_id,
-            }
-            body, media_type = json.dumps(problem).encode(), PROBLEM_JSON
+            problem = problem_body(400, RAW_BYTES_REFUSED, path, error_id)
+            body, media_type = msgspec.json.encode(problem), PROBLEM_JSON
         else:
-            body, media_type = f"{RAW_BYTES_REFUSED}\n".encode(), "text/plain; charset=utf-8"
+            page = plain_error_page(400, RAW_BYTES_REFUSED, error_id)
+            body, media_type = page.encode(), "text/html; charset=utf-8"
         headers = [(b"content-type", media_type.encode()), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 400, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -172,8 +172,10 @@ def is_busy(exc: BaseException) -> bool:
 
 def is_unavailable(exc: BaseException) -> bool:
     """Errors that mean "the database cannot be reached right now": answer 503, not 500.
-    Only the driver's and the pool's: an OSError counts when the driver raised it."""
-    if isinstance(exc, PoolTimeoutError | InterfaceError):
+    Only the driver's and the pool's: an OSError counts when the driver raised it. An
+    interface error counts only when it says the connection is gone; otherwise (asyncpg's
+    "another operation is in progress", a value the driver cannot send) it is a bug."""
+    if isinstance(exc, PoolTimeoutError):
         return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
@@ -181,6 +183,8 @@ def is_unavailable(exc: BaseException) -> bool:
         sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
         if sqlstate and str(sqlstate).startswith(_UNAVAILABLE_SQLSTATES):
             return True
+        if isinstance(exc, InterfaceError):
+            return _says_connection_lost(exc.orig)
         if isinstance(exc, OperationalError):
             message = str(exc.orig).lower()
             lost = sqlstate is None and ("connect" in message or "closed" in message)
@@ -189,8 +193,17 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):  # raised directly by app/core/reads.py
         return str(getattr(exc, "sqlstate", "")).startswith(_UNAVAILABLE_SQLSTATES)
     if isinstance(exc, asyncpg.InterfaceError):
-        return True
+        return _says_connection_lost(exc)
     return isinstance(exc, OSError) and raised_in(exc, _DRIVERS)  # refused, reset, timed out
+
+
+_CONNECTION_LOST = ("connection is closed", "connection was closed")
+"""How asyncpg's interface errors say the connection is gone (closed by the server, or
+terminated after a failure), as SQLAlchemy's asyncpg dialect recognises it."""
+
+
+def _says_connection_lost(exc: BaseException | None) -> bool:
+    return any(words in str(exc).lower() for words in _CONNECTION_LOST)
 
 
 def describe_url(url: str) -> str:

@@ -1,7 +1,9 @@
 """One exception handler for the whole app.
 
 The API (and other machine paths) answer RFC 9457 problem details; pages answer a friendly
-HTML page. Both carry an `error_id` that also lands in the request's log line. Stack traces
+HTML page. Both carry an `error_id` that also lands in the request's log line; the body and
+the id are made here only (`problem_body`, `new_error_id`), also for the answers the input
+boundary gives before Litestar and for a worker's failed attempts. Stack traces
 stay in the log, and only for bugs: an expected dependency outage (503: database or store
 not answering, pool busy) is one warning line (`log_failure`).
 """
@@ -9,8 +11,9 @@ not answering, pool busy) is one warning line (`log_failure`).
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from collections.abc import Sequence
+from html import escape
 from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -86,7 +89,10 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, 
     if isinstance(exc, ServiceUnavailable) or (
         isinstance(exc, HTTPException) and exc.status_code < 500
     ):
-        return exc.status_code, exc.detail, dict(exc.headers or {}), None
+        detail = exc.detail
+        if exc.status_code != 400 and _raised_by_the_framework(exc):
+            detail = FRAMEWORK_DETAILS.get(exc.status_code, HTTPStatus(exc.status_code).phrase)
+        return exc.status_code, detail, dict(exc.headers or {}), None
     if database.is_busy(exc):
         detail = "The service is busy right now. Please try again shortly."
         return 503, detail, {"Retry-After": str(RETRY_AFTER_SECONDS)}, None
@@ -107,6 +113,23 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, 
     )
 
 
+FRAMEWORK_DETAILS = {
+    404: "There is nothing at this address.",
+    405: "This address does not take this method (see Allow).",
+    413: "The request is too large.",
+}
+"""What an error Litestar raised says, instead of its own text (its static files named the
+directory on disk); other statuses say their reason phrase. A 400 keeps its text: it says
+what is wrong with the request (a malformed body, a multipart part)."""
+
+
+def _raised_by_the_framework(exc: Exception) -> bool:
+    trace = exc.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace is not None and trace.tb_frame.f_globals.get("__name__", "").startswith("litestar")
+
+
 _STORE_CODE = ("valkey", "app.core.store")
 
 
@@ -117,10 +140,51 @@ def _from_the_store(exc: Exception) -> bool:
     return not isinstance(exc, OSError) or database.raised_in(exc, _STORE_CODE)
 
 
+def new_error_id() -> str:
+    """The id of one error: in its answer, its request's log line and any logged traceback
+    (a worker's failed attempt too)."""
+    return os.urandom(8).hex()
+
+
+def status_title(status: int) -> str:
+    return HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+
+
+def problem_body(
+    status: int,
+    detail: str,
+    instance: str,
+    error_id: str,
+    errors: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """An RFC 9457 problem-details body, as every error answer on the API has it."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": status_title(status),
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "error_id": error_id,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return body
+
+
+def plain_error_page(status: int, detail: str, error_id: str) -> str:
+    """The error page without templates: when rendering it failed, or before a request
+    reaches Litestar (app/core/boundary.py)."""
+    title = status_title(status)
+    return (
+        f'<!doctype html><meta charset="utf-8"><title>{status} {title}</title>'
+        f"<h1>{title}</h1><p>{escape(detail)}</p><p>Error id: {error_id}</p>"
+    )
+
+
 def handle_exception(request: Request, exc: Exception) -> Response[Any]:
     """Turn any exception into a problem body (API) or an error page (pages)."""
     status, detail, headers, errors = _classify(exc)
-    error_id = uuid.uuid4().hex[:16]
+    error_id = new_error_id()
     request.scope.setdefault("state", {})["error_id"] = error_id
     if status >= 500:
         log_failure(
@@ -131,25 +195,15 @@ def handle_exception(request: Request, exc: Exception) -> Response[Any]:
             status=status,
             path=request.url.path,
         )
-    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
     headers.pop("Content-Type", None)
     headers.pop("content-type", None)
 
     if status == 401 and not (MACHINE.matches(request.url.path) or _prefers_json(request)):
         return _sign_in_redirect(request)
     if MACHINE.matches(request.url.path) or _prefers_json(request):
-        body: dict[str, Any] = {
-            "type": "about:blank",
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "instance": request.url.path,
-            "error_id": error_id,
-        }
-        if errors is not None:
-            body["errors"] = errors
+        body = problem_body(status, detail, request.url.path, error_id, errors)
         return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
-    return _error_page(request, status, title, detail, error_id, headers)
+    return _error_page(request, status, detail, error_id, headers)
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -192,12 +246,12 @@ def _prefers_json(request: Request) -> bool:
 
 
 def _error_page(
-    request: Request, status: int, title: str, detail: str, error_id: str, headers: dict[str, str]
+    request: Request, status: int, detail: str, error_id: str, headers: dict[str, str]
 ) -> Response[Any]:
     context = {
         "request": request,
         "status": status,
-        "title": title,
+        "title": status_title(status),
         "detail": detail,
         "error_id": error_id,
     }
@@ -205,8 +259,5 @@ def _error_page(
         html = render_template(request, "errors/error.html", context)
     except Exception:  # the error page itself must never fail
         log.exception("error page failed to render", extra={"error_id": error_id})
-        html = (
-            f"<!doctype html><title>{status} {title}</title>"
-            f"<h1>{title}</h1><p>Error id: {error_id}</p>"
-        )
+        html = plain_error_page(status, detail, error_id)
     return Response(html, status_code=status, media_type=MediaType.HTML, headers=headers)

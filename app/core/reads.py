@@ -6,7 +6,8 @@ no ORM, no session, no BEGIN/COMMIT (one round trip), no compilation per call. O
 the same statement runs through SQLAlchemy Core on an engine of its own. On both, reads
 never take a connection from the pool the requests' sessions use: a request holds its
 session's connection while it reads here, and waiting on its own pool for a second one
-deadlocks the pool once as many such requests are in flight as it has connections. Both
+deadlocks the pool once as many such requests are in flight as it has connections. A read
+that finds every connection taken for `pool_timeout` raises ReadsBusy (503, busy). Both
 return plain dicts keyed by column label; asyncpg already returns native UUIDs, aware
 datetimes and numbers.
 Writes never come here: they go through the ORM session and its transaction.
@@ -24,6 +25,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import Executable
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import create_engine
@@ -31,6 +33,14 @@ from app.settings import DatabaseSettings
 
 Row = dict[str, Any]
 _Compiled = tuple[str, list[tuple[str, Callable[[Any], Any] | None]], dict[str, Any]]
+
+
+class ReadsBusy(PoolTimeoutError):
+    """No read connection came free within `pool_timeout`: like the requests' pool timing
+    out (a SQLAlchemy pool TimeoutError, so `is_busy`), the service is busy."""
+
+    def __init__(self, waited: float) -> None:
+        super().__init__(f"no read connection came free within {waited} s")
 
 
 class ReadQuery:
@@ -88,8 +98,11 @@ class Reads:
             value = params[name] if name in params else values[name]
             arguments.append(process(value) if process is not None and value is not None else value)
         if self._turns.locked():
-            async with asyncio.timeout(self.settings.pool_timeout):
-                await self._turns.acquire()
+            try:
+                async with asyncio.timeout(self.settings.pool_timeout):
+                    await self._turns.acquire()
+            except TimeoutError:
+                raise ReadsBusy(self.settings.pool_timeout) from None
         else:
             await self._turns.acquire()  # a free turn: no wait, so no timer either
         try:

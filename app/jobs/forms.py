@@ -3,13 +3,13 @@
 A type declared with a msgspec Struct (or dataclass) payload gets one form field per Struct field: a
 choice list for a `Literal`, a number box (with its bounds) for an `int`, a checkbox for a
 `bool`, a text box or, for long text, a text area. A type without a schema, or with a field
-no form control fits, keeps the JSON payload box. Either way the payload is then checked by
-the type itself (`JobType.validate`), exactly as the API checks it.
+no form control fits, keeps the JSON payload box, read as a JSON body is (`parse_json`: the
+same decoder and refusals as the API's). Either way the payload is then checked by the type
+itself (`JobType.validate`), exactly as the API checks it.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 from msgspec import inspect
 
-from app.core.boundary import UnstorableInput, refuse_unstorable_json
+from app.core.boundary import UnreadableJson, UnstorableInput, parse_json
 from app.jobs.registry import JobInputError, JobType
 
 FIELD_PREFIX = "p."
@@ -107,13 +107,9 @@ def payload_from_form(kind: JobType, data: dict[str, str]) -> dict[str, Any]:
     if fields is None:
         text = data.get(JSON_FIELD, "").strip() or "{}"
         try:
-            refuse_unstorable_json(text.encode())
-            payload = json.loads(text)
-        except UnstorableInput as exc:
+            return parse_json(text.encode("utf-8", "surrogatepass"))  # type: ignore[no-any-return]
+        except (UnstorableInput, UnreadableJson) as exc:
             raise JobInputError(exc.message, JSON_FIELD) from None
-        except (ValueError, RecursionError):
-            raise JobInputError("The payload is not valid JSON.", JSON_FIELD) from None
-        return payload  # type: ignore[no-any-return]
     payload: dict[str, Any] = {}
     for field in fields:
         value = data.get(field.form_name, "")

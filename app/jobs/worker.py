@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from app.content.cache import Invalidations
 from app.core.db import is_unavailable
-from app.core.errors import log_failure
+from app.core.errors import log_failure, new_error_id
 from app.core.metrics import Tally
 from app.core.store import Store, StoreUnavailable
 from app.jobs import queue
@@ -293,7 +293,7 @@ class Worker:
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():  # not the handler's own
                 return queue.failure_outcome(job, f"timed out after {kind.timeout:g} s", base)
-            error_id = uuid.uuid4().hex[:16]
+            error_id = new_error_id()
             log.warning(
                 "job attempt failed",
                 exc_info=exc,

@@ -163,6 +163,26 @@ async def test_a_key_cannot_be_created_already_expired(
     assert await stored_keys(app) == []
 
 
+async def test_an_expiry_past_what_a_datetime_holds_is_a_400_on_the_api_and_the_form(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    async with client_for(app) as client:
+        api = await client.post(
+            "/api/v1/api-keys",
+            json={"name": "far", "expires_at": "9999-12-31T23:00:00-05:00"},
+            headers=bearer(app, accounts["admin"]),
+        )
+    async with signed_in(app, accounts["admin"]) as browser:
+        form = await browser.post(
+            "/admin/api-keys", data={"name": "far", "role": "viewer", "expires_at": "9999-12-31"}
+        )
+    assert api.status_code == 400, api.text
+    assert api.json()["errors"][0]["field"] == "expires_at"
+    assert form.status_code == 400, form.text
+    assert 'id="e-expires_at">' in form.text and "between the years" in form.text
+    assert await stored_keys(app) == []
+
+
 INVALID_KEYS = [
     ({"name": "   "}, "name"),
     ({"name": "x" * 121}, "name"),

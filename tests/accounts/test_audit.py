@@ -126,6 +126,7 @@ async def test_no_match_and_an_empty_log_each_say_so(
     [
         ("?from=2030-13-01", "from", "Enter a date as YYYY-MM-DD."),
         ("?from=2030-01-10&to=2030-01-09", "to", "The start of the time range is after its end."),
+        ("?to=9999-12-31", "to", "Give a time between the years 1000 and 9998."),
     ],
 )
 async def test_a_bad_date_comes_back_beside_its_field(
@@ -336,6 +337,19 @@ async def test_the_api_answers_bad_filters_with_a_problem(
             assert response.status_code == 400, params
             assert response.headers["content-type"].startswith("application/problem+json")
             assert response.json()["status"] == 400, params
+
+
+async def test_a_time_past_what_a_datetime_holds_is_a_400_naming_its_filter(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    async with client_for(app) as client:
+        for name in ("since", "until"):
+            for moment in ("9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"):
+                response = await client.get(
+                    "/api/v1/audit", params={name: moment}, headers=bearer(app, accounts["admin"])
+                )
+                assert response.status_code == 400, response.text
+                assert response.json()["errors"][0]["field"] == name
 
 
 async def test_the_api_needs_credentials(client: httpx.AsyncClient) -> None:

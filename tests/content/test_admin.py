@@ -298,6 +298,18 @@ async def test_a_nav_order_past_an_integer_column_comes_back_beside_its_field(
     assert await count_rows(settings, "entries") == 1
 
 
+async def test_more_than_20_tags_come_back_beside_their_field_with_the_input_kept(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    tags = ", ".join(f"tag {number}" for number in range(21))
+    async with signed_in(app, accounts["editor"]) as client:
+        refused = await client.post("/admin/content", data=entry_form(tags=tags))
+    assert refused.status_code == 400, refused.text
+    assert re.search(r'id="e-tags">[^<]*at most 20 tags', refused.text)
+    assert "tag 20" in refused.text, "the input is kept"
+    assert await count_rows(settings, "entries") == 0
+
+
 async def test_compare_shows_a_line_diff_and_restore_brings_the_text_back(
     app: Litestar, accounts: dict
 ) -> None:
@@ -329,6 +341,21 @@ async def test_compare_shows_a_line_diff_and_restore_brings_the_text_back(
 
 
 # Publishing -----------------------------------------------------------------------------
+
+
+async def test_a_publish_time_past_what_a_datetime_holds_comes_back_beside_its_field(
+    app: Litestar, accounts: dict
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        entry_id = await create(client)
+        refused = await client.post(
+            f"/admin/content/{entry_id}/publish",
+            data={"published_at": "9999-12-31T23:00:00-05:00"},
+        )
+    assert refused.status_code == 400, refused.text
+    assert re.search(r'id="e-published_at">[^<]*between the years', refused.text)
+    entry = await load(app, entry_id)
+    assert entry is not None and entry.status == "draft"
 
 
 async def test_publish_schedule_unpublish_and_archive_change_what_the_api_shows(

@@ -195,6 +195,48 @@ async def test_tags_that_share_an_address_are_one_tag_and_a_folded_name_fits_its
     assert [item["title"] for item in found.json()["items"]] == ["b"]
 
 
+async def test_an_entry_has_at_most_20_tags_and_thousands_are_refused_beside_the_field(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    """Tags that share an address count once; a 21st is refused, not dropped, and a
+    request with thousands is answered at once (each tag is slugified once)."""
+    twenty = [f"Tag {number}" for number in range(20)]
+    async with api_as(app, accounts["editor"]) as client:
+        kept = await client.post(
+            "/api/v1/content", json={"title": "a", "tags": [*twenty, "TAG 0", "tag-1"]}
+        )
+        thousands = await client.post(
+            "/api/v1/content", json={"title": "b", "tags": [f"t{n}" for n in range(2_000)]}
+        )
+        patched = await client.patch(
+            f"/api/v1/content/{kept.json()['id']}", json={"tags": [*twenty, "one more"]}
+        )
+    assert kept.status_code == 201, kept.text
+    assert kept.json()["tags"] == twenty
+    for refused in (thousands, patched):
+        assert "at most 20 tags" in assert_problem(refused, 400, "tags")["detail"]
+    assert await count_rows(settings, "entries") == 1
+    assert await count_rows(settings, "tags") == 20
+
+
+async def test_a_publish_time_past_what_a_datetime_holds_is_a_400_naming_the_field(
+    app: Litestar, accounts: dict
+) -> None:
+    """Year 9999 with a negative offset is a valid ISO 8601 time that overflows in UTC."""
+    async with api_as(app, accounts["editor"]) as client:
+        entry = await create(client)
+        refused = [
+            await client.post(
+                f"/api/v1/content/{entry['id']}/publish", json={"published_at": moment}
+            )
+            for moment in ("9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00")
+        ]
+        kept = await client.get(f"/api/v1/content/{entry['id']}")
+    for response in refused:
+        assert "between the years" in assert_problem(response, 400, "published_at")["detail"]
+    assert kept.json()["status"] == "draft"
+
+
 async def test_every_save_adds_a_revision(app: Litestar, accounts: dict) -> None:
     async with api_as(app, accounts["editor"]) as client:
         body = await create(client, body_markdown="one")

@@ -16,7 +16,14 @@ from litestar import Litestar
 from PIL import Image
 
 from app.accounts.models import User
-from app.core.boundary import NOT_UTF8, NUL_REFUSED, SURROGATE_REFUSED, TOO_DEEP
+from app.core.boundary import (
+    NOT_UTF8,
+    NUL_REFUSED,
+    RAW_BYTES_REFUSED,
+    SURROGATE_REFUSED,
+    TOO_DEEP,
+)
+from app.core.paths import MACHINE
 from app.settings import Settings
 from tests.accounts.test_users_api import api_as, assert_problem
 from tests.conftest import count_rows, signed_in
@@ -185,8 +192,20 @@ async def test_raw_bytes_in_the_query_string_are_a_400_with_a_log_line(
     assert reply.status == 400
     assert b"percent-encoded" in reply.body
     assert reply.header("x-request-id") and reply.header("x-content-type-options") == "nosniff"
-    if path.startswith("/api/"):
-        assert reply.header("content-type") == "application/problem+json"
-        assert json.loads(reply.body)["status"] == 400
     lines = [r for r in caplog.records if r.name == "keel.request"]
     assert [(r.path, r.status) for r in lines] == [(path, 400)]
+    if MACHINE.matches(path):  # the problem body every other error has, under the logged id
+        assert reply.header("content-type") == "application/problem+json"
+        problem = json.loads(reply.body)
+        assert problem == {
+            "type": "about:blank",
+            "title": "Bad Request",
+            "status": 400,
+            "detail": RAW_BYTES_REFUSED,
+            "instance": path,
+            "error_id": lines[0].error_id,
+        }
+    else:  # a page, as the error page's plain form (the request cannot reach templates)
+        assert reply.header("content-type") == "text/html; charset=utf-8"
+        assert b"<h1>Bad Request</h1>" in reply.body
+        assert f"Error id: {lines[0].error_id}".encode() in reply.body

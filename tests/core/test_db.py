@@ -173,3 +173,50 @@ async def test_only_the_drivers_os_errors_mean_the_database_is_away(tmp_path: Pa
     assert not is_unavailable(from_a_file.value)
     assert not is_unavailable(from_a_timer.value)
     assert is_unavailable(from_the_driver.value)
+
+
+@get("/api/v1/_test/driver-misuse")
+async def misuse_the_driver(db_session: DbSession) -> dict[str, bool]:
+    """A bug, not an outage: PostgreSQL's connection asked while it runs another statement
+    (asyncpg: "another operation is in progress"), SQLite's given a value it cannot bind."""
+    connection = await db_session.connection()
+    if connection.dialect.name == "sqlite":
+        await connection.execute(text("SELECT :value"), {"value": object()})
+    driver = (await connection.get_raw_connection()).driver_connection
+    running = asyncio.ensure_future(driver.fetch("SELECT pg_sleep(0.2)"))
+    await asyncio.sleep(0.05)  # the statement above has the connection
+    try:
+        await connection.execute(text("SELECT 1"))
+    finally:
+        await running
+    return {"served": True}
+
+
+async def test_misusing_the_driver_is_a_500_with_an_error_id_not_an_outage(
+    app: Litestar,
+) -> None:
+    app.register(misuse_the_driver)
+    async with client_for(app) as client:
+        response = await client.get("/api/v1/_test/driver-misuse")
+    assert response.status_code == 500, response.text
+    assert response.json()["error_id"] and "retry-after" not in response.headers
+
+
+async def test_only_a_lost_connection_means_the_database_is_away_on_the_read_path(
+    services_settings: Settings,
+) -> None:
+    """app/core/reads.py gets asyncpg's own errors: a closed connection is an outage, a
+    connection used twice at once is a bug."""
+    dsn = services_settings.db.url.replace("postgresql+asyncpg", "postgresql")
+    connection = await asyncpg.connect(dsn)
+    running = asyncio.ensure_future(connection.fetch("SELECT pg_sleep(0.2)"))
+    await asyncio.sleep(0.05)
+    with pytest.raises(asyncpg.InterfaceError) as in_progress:
+        await connection.fetch("SELECT 1")
+    await running
+    await connection.close()
+    with pytest.raises(asyncpg.InterfaceError) as closed:
+        await connection.fetch("SELECT 1")
+    assert "another operation is in progress" in str(in_progress.value)
+    assert not is_unavailable(in_progress.value)
+    assert is_unavailable(closed.value)

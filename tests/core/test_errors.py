@@ -14,7 +14,7 @@ from litestar.params import FromPath, FromQuery
 
 from app.asgi import create_app
 from app.core.logging import JsonFormatter
-from app.settings import Settings
+from app.settings import ROOT, Settings
 from tests.conftest import PASSWORD, as_production, client_for, free_port, signed_in, with_csrf
 from tests.core.test_store_outage import api_key
 from tests.private_valkey import private_valkey
@@ -83,6 +83,25 @@ async def test_wrong_method_keeps_the_allow_header(client: httpx.AsyncClient) ->
     assert response.status_code == 405
     assert "GET" in response.headers.get("allow", "")
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize(
+    "path", ["/static/css", "/static/no-such.css", "/static/css/app.css/x", "/api/v1/nothing"]
+)
+async def test_a_404_the_framework_raises_says_a_fixed_text_and_never_a_path(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    """Litestar's static files said `no file or directory match the path /srv/…/static/css`."""
+    for accept in ("application/json", "text/html"):
+        response = await client.get(path, headers={"Accept": accept})
+        assert response.status_code == 404
+        assert str(ROOT) not in response.text and "match the path" not in response.text
+    answer = await client.get(path, headers={"Accept": "application/json"})
+    assert answer.json()["detail"] == "There is nothing at this address."
+    wrong_method = await client.delete("/api/v1/site")
+    assert wrong_method.json()["detail"] == "This address does not take this method (see Allow)."
+    own = await client.get("/no-such-page", headers={"Accept": "application/json"})
+    assert own.json()["detail"] == "No such page.", "Keel's own words stay"
 
 
 @pytest.mark.parametrize("env", ["development", "production"])

@@ -229,6 +229,20 @@ async def test_a_number_past_its_column_rejects_its_row_and_the_rest_is_imported
     assert slugs == {"menu-one", "a-post"}
 
 
+async def test_a_publish_time_past_what_a_datetime_holds_rejects_its_row(
+    app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    text = (
+        "kind,title,slug,status,publish_at\n"
+        "post,Far,far,scheduled,9999-12-31T23:00:00-05:00\n"
+        "post,Soon,soon,scheduled,2099-01-01T09:00:00Z\n"
+    )
+    job = await imported(app, api, accounts["editor"], "content", text)
+    assert job["attempts"] == 1 and job["last_error"] is None
+    assert (job["result"]["imported"], job["result"]["rejected"]) == (1, 1)
+    assert reasons_by_line(job) == {2: ["publish_at: Give a time between the years 1000 and 9998."]}
+
+
 async def test_a_second_run_of_the_same_job_writes_and_sends_nothing_again(
     app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User]
 ) -> None:

@@ -3,6 +3,7 @@ cancel, retry and download, and the workers' heartbeats."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -15,7 +16,8 @@ from app.jobs.models import Job
 from app.jobs.queue import enqueue
 from app.jobs.worker import HEARTBEAT_PREFIX
 from app.settings import Settings
-from tests.conftest import signed_in
+from tests.accounts.test_audit import bearer
+from tests.conftest import client_for, signed_in
 from tests.jobs.conftest import running_worker, wait_for_status
 
 
@@ -100,7 +102,7 @@ async def test_form_mistakes_come_back_beside_the_fields_with_the_input_kept(
             "/admin/jobs", data={"type": "test.file", "payload": "{oops", "priority": "0"}
         )
         assert bad_json.status_code == 400
-        assert "The payload is not valid JSON." in bad_json.text and "{oops" in bad_json.text
+        assert "JSON is malformed" in bad_json.text and "{oops" in bad_json.text
         missing = await browser.post(
             "/admin/jobs", data={"type": "test.record", "p.steps": "2", "priority": "0"}
         )
@@ -128,7 +130,7 @@ async def test_the_json_box_refuses_what_the_database_cannot_store_beside_the_fi
     payloads = {
         '{"path": "/tmp/x\\u0000"}': "NUL character",
         '{"path": "\\ud800"}': "unpaired surrogate",
-        "[" * 5000 + "]" * 5000: "The payload is not valid JSON.",
+        "[" * 5000 + "]" * 5000: "The JSON is nested too deeply.",
     }
     async with signed_in(app, accounts["admin"]) as browser:
         for payload, message in payloads.items():
@@ -138,6 +140,47 @@ async def test_the_json_box_refuses_what_the_database_cannot_store_beside_the_fi
             assert response.status_code == 400, response.text
             assert re.search(r'id="e-payload">[^<]*' + re.escape(message), response.text)
     assert await _jobs(app) == []
+
+
+def _reason(message: str) -> str:
+    """A JSON decoding message without where it happened (an offset, a path), which differ
+    between the API's whole body and the form's box."""
+    return re.split(r" \(byte | - at ", message)[0]
+
+
+async def test_the_json_box_reads_json_exactly_as_the_api_does(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    """NaN and Infinity are not JSON, nor an integer or a number past what is kept; nesting
+    has the API's limit; of duplicate keys the last one counts."""
+    refused = [
+        '{"a": NaN}',
+        '{"a": -Infinity}',
+        '{"a": 1e999}',
+        '{"a": 1' + "0" * 5000 + "}",
+        '{"a": ' + "[" * 5000 + "]" * 5000 + "}",
+    ]
+    async with client_for(app) as api, signed_in(app, accounts["admin"]) as browser:
+        for payload in refused:
+            by_api = await api.post(
+                "/api/v1/jobs",
+                content=f'{{"type": "cleanup", "payload": {payload}}}',
+                headers={**bearer(app, accounts["admin"]), "Content-Type": "application/json"},
+            )
+            by_form = await browser.post(
+                "/admin/jobs", data={"type": "cleanup", "payload": payload, "priority": "0"}
+            )
+            assert by_api.status_code == 400, by_api.text
+            assert by_form.status_code == 400, by_form.text
+            shown = re.search(r'id="e-payload">([^<]*)<', by_form.text)
+            assert shown is not None, by_form.text
+            assert _reason(html.unescape(shown[1])) == _reason(by_api.json()["detail"])
+        assert await _jobs(app) == [], "nothing refused was enqueued"
+        duplicate = '{"a": 1, "a": 2}'
+        await browser.post(
+            "/admin/jobs", data={"type": "cleanup", "payload": duplicate, "priority": "0"}
+        )
+    assert [job.payload for job in await _jobs(app)] == [{"a": 2}]
 
 
 async def test_the_form_asks_for_each_types_own_settings(

@@ -11,10 +11,11 @@ from litestar import Controller, get
 from litestar.params import FromQuery, Parameter
 
 from app.accounts import guards
-from app.accounts.audit import AuditFilterError, AuditFilters, list_audit
+from app.accounts.audit import AuditFilters, list_audit
 from app.accounts.models import AuditEntry
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest, PerPage
+from app.core.times import parse_time
 
 DEFAULT_PER_PAGE = 50
 IsoTime = Annotated[str | None, Parameter(schema_extra={"format": "date-time"})]
@@ -23,13 +24,7 @@ datetime also takes a number as Unix seconds (`until=0.5`), which the document d
 
 
 def _moment(text: str | None, name: str) -> datetime | None:
-    if text is None:  # absent; an empty value is no time either
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        example = "2030-01-31T12:00:00Z"
-        raise AuditFilterError(f"Give a time in ISO 8601, like {example}.", name) from None
+    return None if text is None else parse_time(text, name)  # an empty value is no time either
 
 
 class AuditEntryOut(msgspec.Struct):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +23,7 @@ from app.accounts.models import ASSIGNABLE_ROLES
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, redirect, render
+from app.core.times import InvalidTime, parse_day
 
 NEVER_CACHE = {"Cache-Control": "no-store"}
 
@@ -30,12 +31,13 @@ NEVER_CACHE = {"Cache-Control": "no-store"}
 def parse_expiry(value: str) -> datetime | None:
     """The form's date: the key works through that day (UTC), so it expires at the next midnight.
 
-    Raises ValueError for anything but an empty value or a YYYY-MM-DD date.
+    Raises InvalidTime for anything but an empty value or a YYYY-MM-DD date in range.
     """
     value = value.strip()
     if not value:
         return None
-    return datetime.combine(date.fromisoformat(value) + timedelta(days=1), time(), tzinfo=UTC)
+    day = parse_day(value, "expires_at")
+    return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
 
 
 def _form_context(request: Request, form: dict[str, str], errors: dict[str, str]) -> dict[str, Any]:
@@ -76,16 +78,6 @@ class ApiKeysAdminController(Controller):
         user = request.scope["user"]
         form = {k: data.get(k, "") for k in ("name", "role", "expires_at")}
         try:
-            expires_at = parse_expiry(form["expires_at"])
-        except ValueError:
-            errors = {"expires_at": "Enter a date as YYYY-MM-DD, or leave it empty."}
-            return render(
-                request,
-                "accounts/api_keys/new.html",
-                _form_context(request, form, errors),
-                status_code=400,
-            )
-        try:
             key, secret = await create_api_key(
                 db_session,
                 Actor.from_connection(request),
@@ -93,9 +85,9 @@ class ApiKeysAdminController(Controller):
                 user.id,
                 form["name"],
                 form["role"],
-                expires_at,
+                parse_expiry(form["expires_at"]),
             )
-        except ApiKeyError as exc:
+        except (ApiKeyError, InvalidTime) as exc:
             errors = {exc.field or "form": exc.message}
             return render(
                 request,

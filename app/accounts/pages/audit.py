@@ -28,6 +28,7 @@ from app.accounts.models import AuditEntry
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import render_list
+from app.core.times import InvalidTime
 
 PER_PAGE = 50
 CSV_COLUMNS = (
@@ -119,7 +120,7 @@ class AuditAdminController(Controller):
         entries = None
         try:
             filters = AuditFilters.from_form(params)
-        except AuditFilterError as exc:
+        except (AuditFilterError, InvalidTime) as exc:
             errors[exc.field or "form"] = exc.message
         else:
             entries = await list_audit(

@@ -5,7 +5,7 @@ published, scheduled or archived as its status says."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +23,7 @@ from app.content.services import (
     slug_taken,
     taken_slugs,
 )
+from app.core.times import InvalidTime, parse_time
 from app.jobs.imports.common import Importer, reason
 from app.jobs.imports.csvfile import Columns, Row
 
@@ -53,12 +54,6 @@ class NewEntry:
     publish_at: datetime | None
 
 
-def _publish_time(text: str) -> datetime:
-    """ISO 8601; without an offset the time is UTC (as the editor's form reads it)."""
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 class ContentImporter(Importer[NewEntry]):
     columns = COLUMNS
 
@@ -81,9 +76,9 @@ class ContentImporter(Importer[NewEntry]):
         moment = None
         if text:
             try:
-                moment = _publish_time(text)
-            except ValueError:
-                row.reasons.append("publish_at: Write the time as ISO 8601 (2030-01-31T09:00Z).")
+                moment = parse_time(text, "publish_at")  # as the editor's form reads it
+            except InvalidTime as problem:
+                row.reasons.append(reason(problem))
                 return None
         if status == Status.scheduled.value and moment is None:
             row.reasons.append("publish_at: A scheduled row needs its publish time.")
