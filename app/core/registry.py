@@ -82,6 +82,9 @@ class Registry(Generic[K, T]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def items(self) -> list[tuple[K, T]]:
+        return [(key, entry.item) for key, entry in self._entries.items()]
+
     def owner_of(self, key: K) -> str | None:
         entry = self._entries.get(key)
         return None if entry is None else entry.owner

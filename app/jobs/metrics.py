@@ -18,7 +18,8 @@ JOBS_PROCESSED = Metric(
     "Job runs that ended, by type and outcome: succeeded; failed (for good, no retry); "
     "retried (the attempt failed, another follows); dead (the last attempt failed or its "
     "lease expired); lease_expired (its worker stopped renewing it, queued again); "
-    "cancelled.",
+    "cancelled; given_back (the worker did not know its type: queued again, the attempt "
+    "not counted).",
     ("type", "outcome"),
 )
 JOBS_WAIT = Metric(
@@ -58,6 +59,7 @@ OUTCOMES = {
 }
 """The outcome label of a run that ended with the job in this status."""
 LEASE_EXPIRED = "lease_expired"
+GIVEN_BACK = "given_back"
 NOTED = "keel.jobs.figures"
 """`session.info` key: (type, outcome) counts that become figures once the session commits."""
 

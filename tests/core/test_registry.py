@@ -25,6 +25,7 @@ def test_items_iterate_in_the_order_they_were_added_and_are_found_by_key() -> No
     things.add("blog", Item("a"))
     things.add(KEEL, Item("c"))
     assert [item.name for item in things] == ["b", "a", "c"]
+    assert things.items() == [("b", Item("b")), ("a", Item("a")), ("c", Item("c"))]
     assert things["a"] == Item("a") and things.get("a") == Item("a") and "a" in things
     assert things.get("z") is None and "z" not in things and len(things) == 3
     assert things.owner_of("a") == "blog" and things.owned_by(KEEL) == [Item("b"), Item("c")]
