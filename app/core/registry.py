@@ -55,7 +55,15 @@ class Registry(Generic[K, T]):
         if held is not None and held.owner != owner:
             raise RegistryClash(f"{self.kind} {key!r} is already registered by {held.owner!r}")
         self._entries[key] = Entry(owner, item)
-        self._changed()
+        try:
+            self._changed()
+        except BaseException:  # a listener could not take it (a route group's paths): undone
+            if held is None:
+                del self._entries[key]
+            else:
+                self._entries[key] = held
+            self._changed()
+            raise
         return item
 
     def remove(self, owner: str) -> list[T]:
@@ -94,7 +102,8 @@ class Registry(Generic[K, T]):
 
     def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` after every change (a router to rebuild, say); returns a function
-        that stops the calls."""
+        that stops the calls. A listener that raises on an add refuses the item: the add is
+        undone (the listeners are called again) and the error raised to the caller."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 

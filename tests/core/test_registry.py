@@ -76,3 +76,23 @@ def test_every_change_bumps_the_generation_and_tells_the_listeners() -> None:
     stop()
     things.remove(KEEL)
     assert heard[-1] == start + 4
+
+
+def test_an_add_a_listener_refuses_is_undone() -> None:
+    things = registry()
+    things.add(KEEL, Item("a", 1))
+    seen: list[list[Item]] = []
+
+    def refuse_odd() -> None:
+        seen.append(list(things))
+        if any(item.value % 2 for item in things if item.name != "a"):
+            raise RegistryClash("odd values are not taken")
+
+    things.on_change(refuse_odd)
+    with pytest.raises(RegistryClash, match="odd"):
+        things.add("blog", Item("b", 3))
+    assert list(things) == [Item("a", 1)] and seen[-1] == [Item("a", 1)]
+    things.add("blog", Item("b", 2))
+    with pytest.raises(RegistryClash):
+        things.add("blog", Item("b", 5))
+    assert list(things) == [Item("a", 1), Item("b", 2)]
