@@ -53,6 +53,7 @@ from app.jobs.registry import load_job_modules
 from app.jobs.worker import Worker, housekeeping
 from app.routes import route_groups
 from app.settings import ConfigError, Settings
+from app.system.navigation import admin_menu
 
 log = logging.getLogger("keel")
 
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[_in_process_worker] if settings.embedded else [],
         on_startup=[_start_page_cache, _start_figures, _tune_gc],
         on_shutdown=[_close_resources],
-        template_config=create_template_config(settings),
+        template_config=create_template_config(settings, {"admin_menu": admin_menu}),
         request_class=BoundaryRequest,
         exception_handlers={Exception: handle_exception},
         cors_config=CORSConfig(
