@@ -41,7 +41,9 @@ from app.core.logging import configure_logging
 from app.core.metrics import RequestTally
 from app.core.openapi import document_errors, security_components
 from app.core.reads import Reads
+from app.core.registry import KEEL
 from app.core.requests import RequestContextMiddleware
+from app.core.routing import Routing, route_group_registry
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.store import create_store
 from app.core.templating import create_template_config
@@ -51,6 +53,7 @@ from app.jobs.registry import load_job_modules
 from app.jobs.worker import Worker, housekeeping
 from app.routes import route_groups
 from app.settings import ConfigError, Settings
+from app.system.navigation import admin_menu
 
 log = logging.getLogger("keel")
 
@@ -99,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         }
     )
     app = Litestar(
-        route_handlers=route_groups(),
+        route_handlers=[],  # mounted from the route group registry below
         state=state,
         dependencies={"db_session": Provide(provide_db_session)},
         middleware=[
@@ -114,7 +117,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[_in_process_worker] if settings.embedded else [],
         on_startup=[_start_page_cache, _start_figures, _tune_gc],
         on_shutdown=[_close_resources],
-        template_config=create_template_config(settings),
+        template_config=create_template_config(settings, {"admin_menu": admin_menu}),
         request_class=BoundaryRequest,
         exception_handlers={Exception: handle_exception},
         cors_config=CORSConfig(
@@ -141,7 +144,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
         debug=False,
     )
-    document_errors(app, needs_caller=lambda handler: _needs_caller(required_role(handler)))
+    groups = route_group_registry()
+    for group in route_groups():
+        groups.add(KEEL, group)
+    app.state.routing = Routing(app, groups, prepare=_document_errors)
     # Wrap outside Litestar's own exception and CORS layers, so 404s and preflights also
     # get a request id, a log line and the security headers; a query string Litestar cannot
     # decode is refused before it (AsciiRequestTarget); a page this process holds in its
@@ -159,6 +165,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
 def _needs_caller(role: Role | None) -> bool:
     return role is not None and role > Role.guest
+
+
+def _document_errors(app: Litestar) -> None:
+    document_errors(app, needs_caller=lambda handler: _needs_caller(required_role(handler)))
 
 
 @asynccontextmanager

@@ -2,7 +2,8 @@
 
 Four groups replace the seed's separate services: the public site `/`, the admin dashboard
 `/admin`, the JSON API `/api/v1` and the plugin API `/api/plugins`; plus operator
-endpoints (`/health...`, `/metrics`) and static files.
+endpoints (`/health...`, `/metrics`) and static files. Each is a `RouteGroup` owned by
+Keel in the app's route group registry (`app.core.routing`), where a plugin adds its own.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from litestar import Router
 from litestar.datastructures import CacheControlHeader
 from litestar.file_system import BaseLocalFileSystem
 from litestar.static_files import create_static_files_router
-from litestar.types import ControllerRouterHandler, PathType
+from litestar.types import PathType
 
 from app.accounts import guards
 from app.accounts.api import ApiKeysController, AuditController, AuthController, UsersController
@@ -33,6 +34,7 @@ from app.content.api import ContentController
 from app.content.media_api import MediaController
 from app.content.media_pages import MediaAdminController, MediaFilesController
 from app.content.pages import PublicPagesController
+from app.core.routing import RouteGroup
 from app.core.templating import STATIC_DIR, STATIC_PREFIX
 from app.extensions.api import PluginIndexController
 from app.jobs.api import JobsController
@@ -61,59 +63,82 @@ class StaticFiles(BaseLocalFileSystem):
             raise
 
 
-def route_groups() -> list[ControllerRouterHandler]:
-    """New routers for one app (a Router belongs to the app it is registered with)."""
+def public_site() -> Router:
+    return Router(
+        path="/",
+        route_handlers=[
+            PublicPagesController,
+            SignInController,
+            AccountController,
+            PasswordResetController,
+            ForgotPasswordController,
+            VerifyEmailController,
+            NotificationsController,
+            MediaFilesController,
+        ],
+    )
+
+
+def admin() -> Router:
+    return Router(
+        path="/admin",
+        route_handlers=[
+            AdminDashboardController,
+            UsersAdminController,
+            ApiKeysAdminController,
+            AuditAdminController,
+            MediaAdminController,
+            ContentAdminController,
+            JobsAdminController,
+            OutboxAdminController,
+        ],
+    )
+
+
+def api() -> Router:
+    return Router(
+        path="/api/v1",
+        route_handlers=[
+            ApiIndexController,
+            SiteController,
+            AuthController,
+            UsersController,
+            ApiKeysController,
+            AuditController,
+            MediaController,
+            ContentController,
+            JobsController,
+        ],
+    )
+
+
+def plugin_api() -> Router:
+    return Router(path="/api/plugins", route_handlers=[PluginIndexController])
+
+
+def operator_endpoints() -> Router:
+    return Router(path="/", route_handlers=[HealthController, MetricsController])
+
+
+def static_files() -> Router:
+    return create_static_files_router(
+        path=STATIC_PREFIX,
+        directories=[STATIC_DIR],
+        file_system=StaticFiles(),
+        name="static",
+        cache_control=CacheControlHeader(max_age=ONE_YEAR, public=True, immutable=True),
+        include_in_schema=False,
+        guards=[guards.public],
+    )
+
+
+def route_groups() -> list[RouteGroup]:
+    """Keel's own route groups, in the order they are mounted."""
     return [
-        Router(
-            path="/",
-            route_handlers=[
-                PublicPagesController,
-                SignInController,
-                AccountController,
-                PasswordResetController,
-                ForgotPasswordController,
-                VerifyEmailController,
-                NotificationsController,
-                MediaFilesController,
-            ],
-        ),
-        Router(
-            path="/admin",
-            route_handlers=[
-                AdminDashboardController,
-                UsersAdminController,
-                ApiKeysAdminController,
-                AuditAdminController,
-                MediaAdminController,
-                ContentAdminController,
-                JobsAdminController,
-                OutboxAdminController,
-            ],
-        ),
-        Router(
-            path="/api/v1",
-            route_handlers=[
-                ApiIndexController,
-                SiteController,
-                AuthController,
-                UsersController,
-                ApiKeysController,
-                AuditController,
-                MediaController,
-                ContentController,
-                JobsController,
-            ],
-        ),
-        Router(path="/api/plugins", route_handlers=[PluginIndexController]),
-        HealthController,
-        MetricsController,
-        create_static_files_router(
-            path=STATIC_PREFIX,
-            directories=[STATIC_DIR],
-            file_system=StaticFiles(),
-            name="static",
-            cache_control=CacheControlHeader(max_age=ONE_YEAR, public=True, immutable=True),
-            include_in_schema=False,
-            guards=[guards.public],
-        ),
+        RouteGroup("public", public_site),
+        RouteGroup("admin", admin),
+        RouteGroup("api", api),
+        RouteGroup("plugin-api", plugin_api),
+        RouteGroup("operator", operator_endpoints),
+        RouteGroup("static", static_files),
     ]

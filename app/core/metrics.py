@@ -7,6 +7,11 @@ MULTI/EXEC round trip, so the figures of all granian workers, replicas and `keel
 processes add up in one place and a scrape served by any process shows the whole
 deployment. The totals live as long as the store does: a Valkey restart (or restarting an
 embedded `keel serve`) starts them from zero, which Prometheus reads as a counter reset.
+
+What a scrape shows is the families in `METRICS` (an `app.core.registry.Registry`): a
+stored family (counter, histogram) is read from those totals, a gauge from its `read` at
+scrape time. Keel's domains add theirs at import; a plugin adds and removes its own while
+Keel runs.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import logging
 import math
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.registry import KEEL, Registry
 from app.core.store import Store
 
 log = logging.getLogger("keel.metrics")
@@ -60,6 +68,53 @@ class Metric:
     def __post_init__(self) -> None:
         bounds = (*(format_value(b) for b in self.buckets), "+Inf")
         object.__setattr__(self, "bounds", bounds)
+
+
+Samples = Iterable[tuple[tuple[str, ...], float]]
+"""A gauge's samples: (label values, value) pairs."""
+R = TypeVar("R")
+
+
+class Scrape:
+    """What gauges read from while one scrape is answered: its database session and the
+    store; `shared` runs a load once for all the families that need it."""
+
+    def __init__(self, session: AsyncSession, store: Store) -> None:
+        self.session = session
+        self.store = store
+        self._shared: dict[Callable[..., Any], Any] = {}
+
+    async def shared(self, load: Callable[[Scrape], Awaitable[R]]) -> R:
+        if load not in self._shared:
+            self._shared[load] = await load(self)
+        result: R = self._shared[load]
+        return result
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family `/metrics` shows: stored (counters and histograms every process adds to the
+    store's totals) when `read` is None, else a gauge whose samples `read` gives."""
+
+    metric: Metric
+    read: Callable[[Scrape], Awaitable[Samples]] | None = None
+
+
+METRICS: Registry[str, Family] = Registry("metric family", key=lambda family: family.metric.name)
+
+
+def stored(metric: Metric, owner: str = KEEL) -> Metric:
+    """Register a counter or histogram that processes add to with a `Tally`."""
+    METRICS.add(owner, Family(metric))
+    return metric
+
+
+def gauge(
+    metric: Metric, read: Callable[[Scrape], Awaitable[Samples]], owner: str = KEEL
+) -> Metric:
+    """Register a gauge read at scrape time."""
+    METRICS.add(owner, Family(metric, read))
+    return metric
 
 
 Key = tuple[str, tuple[str, ...], str]
@@ -113,18 +168,23 @@ class Tally:
 
 # -- HTTP ----------------------------------------------------------------------------
 
-HTTP_REQUESTS = Metric(
-    "keel_http_requests_total",
-    "counter",
-    "HTTP requests answered, by method, route template and status class.",
-    ("method", "route", "status_class"),
+HTTP_REQUESTS = stored(
+    Metric(
+        "keel_http_requests_total",
+        "counter",
+        "HTTP requests answered, by method, route template and status class.",
+        ("method", "route", "status_class"),
+    )
 )
-HTTP_DURATION = Metric(
-    "keel_http_request_duration_seconds",
-    "histogram",
-    "Time from receiving an HTTP request to the end of its response, by method and route template.",
-    ("method", "route"),
-    (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+HTTP_DURATION = stored(
+    Metric(
+        "keel_http_request_duration_seconds",
+        "histogram",
+        "Time from receiving an HTTP request to the end of its response, by method and route "
+        "template.",
+        ("method", "route"),
+        (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    )
 )
 UNMATCHED = "unmatched"
 """The route label of a request no route matched (404, 405): raw paths are unbounded."""
@@ -244,3 +304,14 @@ class Exposition:
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
+
+
+async def exposition(scrape: Scrape, totals: Mapping[str, float]) -> str:
+    """Every registered family: the stored ones from `totals`, then each gauge's samples."""
+    families = list(METRICS)
+    out = Exposition()
+    out.totals([family.metric for family in families if family.read is None], totals)
+    for family in families:
+        if family.read is not None:
+            out.gauge(family.metric, await family.read(scrape))
+    return out.text()

@@ -1,14 +1,22 @@
-"""Jinja2 set-up, content-hashed static URLs, and HX-Request aware rendering."""
+"""Jinja2 set-up, content-hashed static URLs, and HX-Request aware rendering.
+
+Templates are looked up in the folders of `TEMPLATE_FOLDERS` (an `app.core.registry.Registry`),
+in the order they were added: Keel's `templates/` first, so a plugin's folder (holding
+`<plugin>/...` names) adds templates and never replaces Keel's. Compiled templates are kept
+until the folders change; the `url_for` memo until the app's routes do.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Any
 
-from jinja2 import Environment, pass_context
+from jinja2 import BaseLoader, Environment, FileSystemLoader, pass_context
 from litestar import MediaType, Request
 from litestar.datastructures import Cookie
 from litestar.enums import RequestEncodingType
@@ -20,11 +28,56 @@ from litestar.utils.scope.state import ScopeState
 
 from app import __version__
 from app.core.pagination import query_string
+from app.core.registry import KEEL, Registry
 from app.settings import ROOT, Settings
 
 TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = ROOT / "static"
 STATIC_PREFIX = "/static"
+
+
+@dataclass(frozen=True)
+class TemplateFolder:
+    name: str
+    path: Path
+
+
+TEMPLATE_FOLDERS: Registry[str, TemplateFolder] = Registry("template folder", key=lambda f: f.name)
+TEMPLATE_FOLDERS.add(KEEL, TemplateFolder("keel", TEMPLATES_DIR))
+
+
+class FolderLoader(BaseLoader):
+    """Templates from the registered folders, the first that has the name. A compiled
+    template is out of date once the folders change (and, with `watch_files`, when its
+    file does, as in development)."""
+
+    def __init__(self, folders: Registry[str, TemplateFolder], *, watch_files: bool) -> None:
+        self.folders = folders
+        self.watch_files = watch_files
+        self._generation = -1
+        self._loader = FileSystemLoader([])
+
+    def _current(self) -> FileSystemLoader:
+        if self._generation != self.folders.generation:
+            self._loader = FileSystemLoader([folder.path for folder in self.folders])
+            self._generation = self.folders.generation
+        return self._loader
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        generation = self.folders.generation
+        source, filename, file_unchanged = self._current().get_source(environment, template)
+
+        def uptodate() -> bool:
+            if self.folders.generation != generation:
+                return False
+            return not self.watch_files or file_unchanged is None or file_unchanged()
+
+        return source, filename, uptodate
+
+    def list_templates(self) -> list[str]:
+        return self._current().list_templates()
 
 
 _rendering: ContextVar[Request | None] = ContextVar("rendering_request", default=None)
@@ -58,12 +111,26 @@ def static_url(asset: str) -> str:
 URLS_KEPT = 4096
 
 
+@dataclass
+class UrlMemo:
+    """The addresses templates asked for, valid for one routing generation."""
+
+    generation: int
+    urls: dict[tuple[Any, ...], str] = field(default_factory=dict)
+
+
 @pass_context
 def url_for(context: Mapping[str, Any], route_name: str, /, **path_parameters: Any) -> str:
-    """Litestar's template `url_for`, remembered per app: routes do not change once the
-    app is built, and a page asks for the same few addresses on every render."""
+    """Litestar's template `url_for`, remembered per app until its routes change (a
+    plugin's route group added or removed): a page asks for the same few addresses on
+    every render."""
     app = context["request"].app
-    known: dict[tuple[Any, ...], str] = app.state.setdefault("template_urls", {})
+    routing = app.state.get("routing")
+    generation = routing.generation if routing is not None else 0
+    memo: UrlMemo | None = app.state.get("template_urls")
+    if memo is None or memo.generation != generation:
+        memo = app.state.template_urls = UrlMemo(generation)
+    known = memo.urls
     key = (route_name, *path_parameters.items())
     url = known.get(key)
     if url is None:
@@ -73,24 +140,28 @@ def url_for(context: Mapping[str, Any], route_name: str, /, **path_parameters: A
     return url
 
 
-def create_template_config(settings: Settings) -> TemplateConfig[JinjaTemplateEngine]:
-    def configure(engine: JinjaTemplateEngine) -> None:
-        env: Environment = engine.engine
-        # Templates ship with a release: production never stats them again per render;
-        # development picks up an edited template on the next request.
-        env.auto_reload = not settings.app.is_production
-        env.globals.update(
-            static_url=static_url,
-            keel_version=__version__,
-            production=settings.app.is_production,
-            query_string=query_string,
-            csrf_token=csrf_token,
-            url_for=url_for,
-        )
-
-    return TemplateConfig(
-        directory=TEMPLATES_DIR, engine=JinjaTemplateEngine, engine_callback=configure
+def create_template_config(
+    settings: Settings, extra_globals: Mapping[str, Any] | None = None
+) -> TemplateConfig[JinjaTemplateEngine]:
+    """The Jinja environment over `TEMPLATE_FOLDERS`, with Keel's template globals (and
+    `extra_globals`, which domains provide: the admin menu)."""
+    # Templates ship with a release: production never stats them again per render;
+    # development picks up an edited template on the next request. Either way a template
+    # is compiled again once the folders change (`FolderLoader`'s up-to-date check).
+    loader = FolderLoader(TEMPLATE_FOLDERS, watch_files=not settings.app.is_production)
+    engine = JinjaTemplateEngine.from_environment(
+        Environment(loader=loader, autoescape=True, auto_reload=True)
     )
+    engine.engine.globals.update(
+        static_url=static_url,
+        keel_version=__version__,
+        production=settings.app.is_production,
+        query_string=query_string,
+        csrf_token=csrf_token,
+        url_for=url_for,
+        **(extra_globals or {}),
+    )
+    return TemplateConfig(instance=engine)
 
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]

@@ -1,4 +1,5 @@
-"""The job figures of `/metrics`: runs by type and outcome, and how long jobs wait.
+"""The job figures of `/metrics`: runs by type and outcome, and how long jobs wait (the
+gauges, read at scrape time, are registered by `app/system/metrics.py`).
 
 Workers count what they finish and start in their own `Tally` and flush it with each
 heartbeat. Changes made outside a worker's outcome path (a cancel in a request, a reap)
@@ -9,25 +10,30 @@ from __future__ import annotations
 
 from collections import Counter
 
-from app.core.metrics import Metric, Tally
+from app.core.metrics import Metric, Tally, stored
 from app.jobs.models import JobStatus
 
-JOBS_PROCESSED = Metric(
-    "keel_jobs_processed_total",
-    "counter",
-    "Job runs that ended, by type and outcome: succeeded; failed (for good, no retry); "
-    "retried (the attempt failed, another follows); dead (the last attempt failed or its "
-    "lease expired); lease_expired (its worker stopped renewing it, queued again); "
-    "cancelled.",
-    ("type", "outcome"),
+JOBS_PROCESSED = stored(
+    Metric(
+        "keel_jobs_processed_total",
+        "counter",
+        "Job runs that ended, by type and outcome: succeeded; failed (for good, no retry); "
+        "retried (the attempt failed, another follows); dead (the last attempt failed or its "
+        "lease expired); lease_expired (its worker stopped renewing it, queued again); "
+        "cancelled; given_back (the worker did not know its type: queued again, the attempt "
+        "not counted).",
+        ("type", "outcome"),
+    )
 )
-JOBS_WAIT = Metric(
-    "keel_jobs_wait_seconds",
-    "histogram",
-    "Seconds from a job becoming due (enqueued, or its delay or retry backoff over) to a "
-    "worker starting it, by type.",
-    ("type",),
-    (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0),
+JOBS_WAIT = stored(
+    Metric(
+        "keel_jobs_wait_seconds",
+        "histogram",
+        "Seconds from a job becoming due (enqueued, or its delay or retry backoff over) to a "
+        "worker starting it, by type.",
+        ("type",),
+        (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0),
+    )
 )
 JOBS_QUEUE_DEPTH = Metric(
     "keel_jobs_queue_depth",
@@ -58,6 +64,7 @@ OUTCOMES = {
 }
 """The outcome label of a run that ended with the job in this status."""
 LEASE_EXPIRED = "lease_expired"
+GIVEN_BACK = "given_back"
 NOTED = "keel.jobs.figures"
 """`session.info` key: (type, outcome) counts that become figures once the session commits."""
 

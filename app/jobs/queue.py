@@ -72,6 +72,8 @@ class Outcome:
     result: Any = None
     error: str | None = None
     retry_in: float = 0.0
+    given_back: bool = False
+    """Queued again without counting the attempt (`give_back`)."""
 
 
 Executor = AsyncSession | AsyncConnection
@@ -366,10 +368,24 @@ def failure_outcome(job: ClaimedJob, error: str, base_backoff: float) -> Outcome
     return Outcome(job.id, job.lease_token, JobStatus.queued, error=error, retry_in=delay)
 
 
+def give_back(job: ClaimedJob, base_backoff: float) -> Outcome:
+    """A job of a type this worker does not know (a rolling deploy, a plugin not loaded in
+    this process): queued again after about `base_backoff` seconds, the attempt not counted,
+    so a worker that knows the type runs it and no number of give-backs makes it `dead`."""
+    error = (
+        f"No job type {job.type!r} in the worker that claimed it (an older version, or a "
+        "plugin not loaded there): given back to the queue."
+    )
+    delay = retry_delay(1, base_backoff)
+    queued = JobStatus.queued
+    return Outcome(job.id, job.lease_token, queued, error=error, retry_in=delay, given_back=True)
+
+
 _RECORD_PG = text(
     """
     UPDATE jobs AS j SET
         status = o.status,
+        attempts = CASE WHEN o.given_back THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
         result = CASE WHEN o.status = 'succeeded' THEN CAST(o.result AS jsonb) ELSE j.result END,
         last_error = COALESCE(o.error, j.last_error),
         progress = CASE WHEN o.status = 'succeeded' THEN 100 ELSE j.progress END,
@@ -381,8 +397,9 @@ _RECORD_PG = text(
         updated_at = now()
     FROM unnest(
         CAST(:ids AS bigint[]), CAST(:tokens AS text[]), CAST(:statuses AS text[]),
-        CAST(:results AS text[]), CAST(:errors AS text[]), CAST(:delays AS float8[])
-    ) AS o(id, token, status, result, error, delay)
+        CAST(:results AS text[]), CAST(:errors AS text[]), CAST(:delays AS float8[]),
+        CAST(:given_back AS boolean[])
+    ) AS o(id, token, status, result, error, delay, given_back)
     WHERE j.id = o.id AND j.lease_token = o.token
     RETURNING j.id
     """
@@ -409,6 +426,7 @@ async def record_outcomes(session: Executor, outcomes: Sequence[Outcome]) -> set
                 "results": [None if o.result is None else json.dumps(o.result) for o in outcomes],
                 "errors": [o.error for o in outcomes],
                 "delays": [o.retry_in for o in outcomes],
+                "given_back": [o.given_back for o in outcomes],
             },
         )
         return {row[0] for row in rows}
@@ -428,6 +446,8 @@ async def record_outcomes(session: Executor, outcomes: Sequence[Outcome]) -> set
             changes["last_error"] = outcome.error
         if outcome.status == JobStatus.queued:
             changes["run_at"] = now + timedelta(seconds=outcome.retry_in)
+        if outcome.given_back:
+            changes["attempts"] = func.max(c.attempts - 1, 0)
         result = await session.execute(
             update(jobs)
             .where(

@@ -30,6 +30,9 @@ Declaring a job type (the whole API another domain needs)::
   that enqueues it (`import`); the file lives in `ctx.input_dir`, which `attach` keeps.
 - The module declaring handlers must be imported by the worker: built-in modules are
   listed in `BUILTIN_MODULES`, others in the JOB_MODULES setting.
+- The types live in `JOB_TYPES` (an `app.core.registry.Registry`): `job_handler` adds to
+  it for Keel (`owner="keel"`), a plugin adds and removes its own while Keel runs. A
+  worker that claims a job of a type it does not know gives it back (see `queue.give_back`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Role
 from app.core.db import run_after_commit
 from app.core.errors import DomainError
+from app.core.registry import KEEL, Registry
 from app.core.store import Store
 from app.settings import ConfigError, MailSettings, Settings
 
@@ -120,7 +124,7 @@ class JobType:
             raise JobInputError(f"Invalid payload: {exc}", "payload", status=422) from None
 
 
-_REGISTRY: dict[str, JobType] = {}
+JOB_TYPES: Registry[str, JobType] = Registry("job type", key=lambda kind: kind.name)
 
 
 def job_handler(
@@ -134,41 +138,51 @@ def job_handler(
     role_for: Callable[[Any], Role] | None = None,
     expiring_files: bool = False,
     from_upload: bool = False,
+    owner: str = KEEL,
 ) -> Callable[[Callable[[JobContext[Any]], Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Declare the handler of job type `name` (see the module docstring)."""
 
     def register(
         run: Callable[[JobContext[Any]], Awaitable[Any]],
     ) -> Callable[[JobContext[Any]], Awaitable[Any]]:
-        _REGISTRY[name] = JobType(
-            name=name,
-            run=run,
-            timeout=timeout,
-            max_attempts=max_attempts,
-            queue=queue,
-            payload=payload,
-            role=role,
-            role_for=role_for,
-            expiring_files=expiring_files,
-            from_upload=from_upload,
-            description=(run.__doc__ or "").strip().split("\n")[0],
+        JOB_TYPES.add(
+            owner,
+            JobType(
+                name=name,
+                run=run,
+                timeout=timeout,
+                max_attempts=max_attempts,
+                queue=queue,
+                payload=payload,
+                role=role,
+                role_for=role_for,
+                expiring_files=expiring_files,
+                from_upload=from_upload,
+                description=(run.__doc__ or "").strip().split("\n")[0],
+            ),
         )
         return run
 
     return register
 
 
-def job_type(name: str) -> JobType:
+def known_job_type(name: str) -> JobType | None:
+    """The type `name`, or None when this process has no such type (never had, or its
+    plugin was removed; a job of it may still be in the queue)."""
     load_job_modules()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise JobInputError(f"There is no job type {name!r}.", "type", status=422) from None
+    return JOB_TYPES.get(name)
+
+
+def job_type(name: str) -> JobType:
+    kind = known_job_type(name)
+    if kind is None:
+        raise JobInputError(f"There is no job type {name!r}.", "type", status=422)
+    return kind
 
 
 def job_types() -> list[JobType]:
     load_job_modules()
-    return sorted(_REGISTRY.values(), key=lambda t: t.name)
+    return sorted(JOB_TYPES, key=lambda t: t.name)
 
 
 def files_dir(settings: Settings) -> Path:

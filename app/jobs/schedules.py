@@ -5,6 +5,9 @@ by the old value; only one worker's UPDATE can match, and it enqueues the job in
 transaction (with a unique key naming the tick). A schedule seen for the first time
 starts at its next tick; ticks missed while no worker ran are not made up, only the
 latest one runs.
+
+Schedules live in `SCHEDULES` (an `app.core.registry.Registry`): `schedule()` adds one for
+Keel, a plugin adds and removes its own while Keel runs; workers read it at every check.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import dialect_insert
+from app.core.registry import KEEL, Registry
 from app.jobs.models import JobSchedule
 from app.jobs.queue import enqueue, is_postgres
 from app.jobs.registry import load_job_modules
@@ -49,7 +53,7 @@ class Schedule:
         return today if today <= now else today - timedelta(days=1)
 
 
-_SCHEDULES: dict[str, Schedule] = {}
+SCHEDULES: Registry[str, Schedule] = Registry("schedule", key=lambda declared: declared.name)
 
 
 def schedule(
@@ -59,16 +63,15 @@ def schedule(
     every: timedelta | None = None,
     daily_at: time | None = None,
     payload: dict[str, Any] | None = None,
+    owner: str = KEEL,
 ) -> Schedule:
-    """Declare a periodic job (call at import time of a job module)."""
-    declared = Schedule(name, job_type, every, daily_at, payload or {})
-    _SCHEDULES[name] = declared
-    return declared
+    """Declare a periodic job (Keel's: at import time of a job module)."""
+    return SCHEDULES.add(owner, Schedule(name, job_type, every, daily_at, payload or {}))
 
 
 def schedules() -> list[Schedule]:
     load_job_modules()
-    return list(_SCHEDULES.values())
+    return list(SCHEDULES)
 
 
 async def _database_now(session: AsyncSession) -> datetime:

@@ -31,16 +31,16 @@ from app.core.errors import log_failure, new_error_id
 from app.core.metrics import Tally
 from app.core.store import Store, StoreUnavailable
 from app.jobs import queue
-from app.jobs.metrics import JOBS_PROCESSED, JOBS_WAIT, OUTCOMES, count_committed
+from app.jobs.metrics import GIVEN_BACK, JOBS_PROCESSED, JOBS_WAIT, OUTCOMES, count_committed
 from app.jobs.models import JobStatus
 from app.jobs.queue import ClaimedJob, Outcome
 from app.jobs.registry import (
+    JOB_TYPES,
     JobCancelled,
     JobContext,
     JobFailed,
     JobInputError,
     files_dir,
-    job_type,
     load_job_modules,
 )
 from app.jobs.schedules import SCHEDULE_CHECK_SECONDS, enqueue_due_schedules
@@ -261,8 +261,10 @@ class Worker:
 
     async def _outcome_of(self, job: ClaimedJob) -> Outcome | None:
         base = self.config.retry_backoff
+        kind = JOB_TYPES.get(job.type)
+        if kind is None:
+            return queue.give_back(job, base)
         try:
-            kind = job_type(job.type)
             payload = kind.parse(job.payload)
         except JobInputError as exc:
             return Outcome(job.id, job.lease_token, JobStatus.failed, error=exc.message)
@@ -371,7 +373,8 @@ class Worker:
             raise
         for outcome in batch:
             if outcome.id in written and (job := self._held.get(outcome.lease_token)):
-                self.figures.add(JOBS_PROCESSED, (job.type, OUTCOMES[outcome.status]))
+                outcome_label = GIVEN_BACK if outcome.given_back else OUTCOMES[outcome.status]
+                self.figures.add(JOBS_PROCESSED, (job.type, outcome_label))
         return written
 
     async def _record_one_by_one(self, batch: list[Outcome]) -> set[int]:

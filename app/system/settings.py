@@ -5,6 +5,10 @@ made by one process is seen by every other at once. Public pages keep the `publi
 site title and intro) in the process under the page cache's generation, which a change of
 one of those bumps; a change of any other leaves every cached page in place. A setting that
 was never written has its registered default.
+
+Definitions live in `SETTINGS` (an `app.core.registry.Registry`): `define()` adds Keel's,
+a plugin adds and removes its own while Keel runs; whatever lists settings lists what is
+registered at the time of the request.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.content.cache import mark_public_change
 from app.core.db import dialect_insert
 from app.core.reads import ReadQuery, Reads
+from app.core.registry import KEEL, Registry
 from app.system.models import SystemSetting
 
 Validator = Callable[[Any], str | None]
@@ -86,16 +91,13 @@ def _coerce(definition: SettingDefinition, raw: Any) -> Any:
     return raw.strip()
 
 
-REGISTRY: dict[str, SettingDefinition] = {}
+SETTINGS: Registry[str, SettingDefinition] = Registry("setting", key=lambda d: d.name)
 
 
-def define(definition: SettingDefinition) -> SettingDefinition:
-    """Register a setting; domains call this at import time for the settings they own."""
-    if definition.name in REGISTRY:
-        raise ValueError(f"setting {definition.name!r} is defined twice")
+def define(definition: SettingDefinition, owner: str = KEEL) -> SettingDefinition:
+    """Register a setting (Keel's domains: at import time); its default must fit it."""
     definition.coerce(definition.default)
-    REGISTRY[definition.name] = definition
-    return definition
+    return SETTINGS.add(owner, definition)
 
 
 def _not_blank(value: str) -> str | None:
@@ -175,10 +177,10 @@ UPLOAD_MAX_BYTES = define(
 
 
 def definition_of(name: str) -> SettingDefinition:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise SettingError(name, "is not a known setting") from None
+    definition = SETTINGS.get(name)
+    if definition is None:
+        raise SettingError(name, "is not a known setting")
+    return definition
 
 
 async def read_setting(session: AsyncSession, name: str) -> Any:
@@ -204,12 +206,12 @@ async def read_settings_from(reads: Reads) -> dict[str, Any]:
 
 def public_settings(values: dict[str, Any]) -> dict[str, Any]:
     """The settings public pages show, of `values`: the only ones kept with their pages."""
-    return {name: value for name, value in values.items() if REGISTRY[name].public}
+    return {name: value for name, value in values.items() if SETTINGS[name].public}
 
 
 def _with_defaults(rows: Iterable[Any]) -> dict[str, Any]:
     stored = {key: value for key, value in rows}
-    return {name: stored.get(name, d.default) for name, d in REGISTRY.items()}
+    return {name: stored.get(name, d.default) for name, d in SETTINGS.items()}
 
 
 async def write_setting(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -14,10 +14,11 @@ from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import tests.jobs.handlers  # noqa: F401  (declares the test.* job types)
-from app.accounts.models import User
+from app.accounts.models import Role, User
 from app.core.db import create_engine, create_sessionmaker
 from app.core.store import Store, create_store
 from app.jobs.models import Job
+from app.jobs.registry import JOB_TYPES, JobContext, JobType
 from app.jobs.worker import Worker
 from app.settings import Settings
 from tests.conftest import bearer, client_for
@@ -91,6 +92,24 @@ async def wait_for_status(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"job {job_id} stayed {job.status} ({job.last_error})")
         await asyncio.sleep(0.05)
+
+
+PLUGIN = "test-plugin"
+
+
+async def greet(ctx: JobContext[dict[str, Any]]) -> dict[str, int]:
+    """Say which attempt ran."""
+    return {"ran": ctx.attempt}
+
+
+@pytest.fixture
+def plugin_job_type() -> Iterator[JobType]:
+    """`plugin.greet`, added by a plugin while Keel runs (editors may enqueue it; one
+    attempt only), and removed with the plugin after the test."""
+    kind = JobType("plugin.greet", greet, max_attempts=1, role=Role.editor, description="Greet.")
+    JOB_TYPES.add(PLUGIN, kind)
+    yield kind
+    JOB_TYPES.remove(PLUGIN)
 
 
 @pytest.fixture

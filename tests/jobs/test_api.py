@@ -10,9 +10,10 @@ from sqlalchemy import delete, select
 from app.accounts.api_keys import create_api_key
 from app.accounts.audit import Actor
 from app.accounts.models import AuditEntry, Role, User
+from app.jobs.registry import JOB_TYPES, JobType
 from app.settings import Settings
 from tests.conftest import bearer, client_for, signed_in
-from tests.jobs.conftest import running_worker, wait_for_status
+from tests.jobs.conftest import PLUGIN, running_worker, wait_for_status
 
 
 @pytest.fixture
@@ -117,6 +118,30 @@ async def test_bad_input_is_answered_with_problem_details(
     assert problem["status"] == status
     if field:
         assert problem["errors"][0]["field"] == field
+
+
+async def test_a_job_type_added_while_keel_runs_is_listed_and_enqueued_and_refused_once_removed(
+    app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User], plugin_job_type: JobType
+) -> None:
+    editor, admin = await bearer(app, accounts["editor"]), await bearer(app, accounts["admin"])
+    listed = (await api.get("/api/v1/jobs/types", headers=editor)).json()
+    assert "plugin.greet" in [kind["name"] for kind in listed]
+    created = await api.post("/api/v1/jobs", json={"type": "plugin.greet"}, headers=editor)
+    assert created.status_code == 201, created.text
+
+    JOB_TYPES.remove(PLUGIN)
+    listed = (await api.get("/api/v1/jobs/types", headers=editor)).json()
+    assert "plugin.greet" not in [kind["name"] for kind in listed]
+    refused = await api.post("/api/v1/jobs", json={"type": "plugin.greet"}, headers=editor)
+    assert refused.status_code == 422
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["errors"][0]["field"] == "type"
+    # the job queued before stays visible, and an admin can still cancel it
+    job_id = created.json()["id"]
+    assert (await api.get(f"/api/v1/jobs/{job_id}", headers=editor)).status_code == 200
+    assert (await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=editor)).status_code == 403
+    cancelled = await api.post(f"/api/v1/jobs/{job_id}/cancel", headers=admin)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
 
 
 async def test_a_job_id_past_bigint_is_a_400_and_the_last_bigint_a_404(

@@ -16,8 +16,7 @@ from app.jobs.models import Job
 from app.jobs.queue import enqueue
 from app.jobs.worker import HEARTBEAT_PREFIX
 from app.settings import Settings
-from tests.accounts.test_audit import bearer
-from tests.conftest import client_for, signed_in
+from tests.conftest import bearer, client_for, signed_in
 from tests.jobs.conftest import running_worker, wait_for_status
 
 
@@ -160,12 +159,13 @@ async def test_the_json_box_reads_json_exactly_as_the_api_does(
         '{"a": 1' + "0" * 5000 + "}",
         '{"a": ' + "[" * 5000 + "]" * 5000 + "}",
     ]
+    as_admin = await bearer(app, accounts["admin"])
     async with client_for(app) as api, signed_in(app, accounts["admin"]) as browser:
         for payload in refused:
             by_api = await api.post(
                 "/api/v1/jobs",
                 content=f'{{"type": "cleanup", "payload": {payload}}}',
-                headers={**bearer(app, accounts["admin"]), "Content-Type": "application/json"},
+                headers={**as_admin, "Content-Type": "application/json"},
             )
             by_form = await browser.post(
                 "/admin/jobs", data={"type": "cleanup", "payload": payload, "priority": "0"}

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.metrics import TOTALS_KEY
+from app.core.store import Store, create_store
+from app.jobs.metrics import GIVEN_BACK, JOBS_PROCESSED
+from app.jobs.models import Job
 from app.jobs.queue import enqueue
+from app.jobs.registry import JOB_TYPES, JobType
 from app.jobs.worker import list_workers
 from app.settings import Settings
-from tests.jobs.conftest import running_worker, wait_for_status
+from tests.jobs.conftest import PLUGIN, running_worker, wait_for_status
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -30,3 +37,38 @@ async def test_a_stop_with_every_slot_busy_releases_the_jobs_after_the_grace_per
     assert time.monotonic() - started < 2
     job = await wait_for_status(sessionmaker, job_id, {"queued"})
     assert job.attempts == 0 and job.lease_token is None
+
+
+async def _given_back(store: Store, type: str) -> int:
+    key = json.dumps([JOBS_PROCESSED.name, [type, GIVEN_BACK], ""])
+    return int((await store.read_fields(TOTALS_KEY)).get(key, 0))
+
+
+async def test_a_job_of_a_type_the_worker_does_not_know_is_given_back_until_one_that_knows_runs_it(
+    settings: Settings, sessionmaker: Sessions, plugin_job_type: JobType
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        job_id = await enqueue(session, "plugin.greet", {})
+    async with sessionmaker() as session:
+        enqueued = await session.get(Job, job_id)
+    assert enqueued is not None and enqueued.max_attempts == 1
+    JOB_TYPES.remove(PLUGIN)  # this worker is an older version, or the plugin is not loaded here
+    store = create_store(settings.store)
+    before = await _given_back(store, "plugin.greet")
+    async with running_worker(settings, sessionmaker, store) as worker:
+        deadline = time.monotonic() + 10
+        while await _given_back(store, "plugin.greet") - before < 3:  # more than max_attempts
+            assert time.monotonic() < deadline, "the job was not given back three times"
+            await worker.figures.flush(store)
+            await asyncio.sleep(0.05)
+    async with sessionmaker() as session:
+        job = await session.get(Job, job_id)
+    assert job is not None and job.status == "queued" and job.attempts == 0
+    assert job.run_at >= enqueued.run_at and job.finished_at is None
+    assert "No job type 'plugin.greet'" in (job.last_error or "")
+
+    JOB_TYPES.add(PLUGIN, plugin_job_type)  # a worker that knows the type
+    async with running_worker(settings, sessionmaker, store):
+        job = await wait_for_status(sessionmaker, job_id, {"succeeded", "failed", "dead"})
+    await store.close()
+    assert job.status == "succeeded" and job.attempts == 1 and job.result == {"ran": 1}

@@ -12,6 +12,8 @@ from litestar import Litestar
 import tests.jobs.handlers  # noqa: F401  (declares the test.* job types)
 from app.accounts.models import User
 from app.asgi import create_app
+from app.core.metrics import METRICS, Metric, Scrape, Tally, gauge, stored
+from app.core.registry import RegistryClash
 from app.jobs.queue import enqueue
 from app.settings import MetricsSettings, Settings
 from tests.conftest import bearer, client_for, signed_in
@@ -189,3 +191,28 @@ async def test_the_metrics_page_is_not_a_first_run_redirect(settings: Settings) 
     finally:
         await application.state.engine.dispose()
         await application.state.store.close()
+
+
+async def test_a_family_added_while_keel_runs_is_scraped_until_removed(
+    metrics_app: Litestar,
+) -> None:
+    async def switch(_: Scrape) -> list[tuple[tuple[str, ...], float]]:
+        return [(("on",), 1)]
+
+    gauge(Metric("hello_switch", "gauge", "Whether hello is on.", ("state",)), switch, "hello")
+    said = stored(Metric("hello_greetings_total", "counter", "Greetings.", ("lang",)), "hello")
+    try:
+        tally = Tally()
+        tally.add(said, ("en",), 2)
+        await tally.flush(metrics_app.state.store)
+        samples = await scrape(metrics_app)
+        assert value(samples, "hello_switch", state="on") == 1
+        assert value(samples, "hello_greetings_total", lang="en") == 2
+        assert value(samples, "keel_workers_live") is not None
+    finally:
+        METRICS.remove("hello")
+    samples = await scrape(metrics_app)
+    assert not [name for name, _ in samples if name.startswith("hello_")]
+    assert value(samples, "keel_workers_live") is not None
+    with pytest.raises(RegistryClash, match="'keel_build_info' is already registered by 'keel'"):
+        gauge(Metric("keel_build_info", "gauge", "Mine."), switch, "hello")

@@ -8,8 +8,17 @@ from litestar import Litestar
 
 from app.asgi import create_app
 from app.core.db import create_engine, create_sessionmaker
+from app.core.registry import RegistryClash
 from app.settings import Settings
-from app.system.settings import REGISTRY, SettingError, read_setting, read_settings, write_setting
+from app.system.settings import (
+    SETTINGS,
+    SettingDefinition,
+    SettingError,
+    define,
+    read_setting,
+    read_settings,
+    write_setting,
+)
 from tests.conftest import client_for, count_rows
 
 
@@ -36,7 +45,7 @@ async def test_unwritten_settings_read_their_defaults(settings: Settings) -> Non
     async with create_sessionmaker(engine)() as session:
         values = await read_settings(session)
     await engine.dispose()
-    assert values == {name: d.default for name, d in REGISTRY.items()}
+    assert values == {name: d.default for name, d in SETTINGS.items()}
     assert values["site_title"] == "Keel"
     assert values["registration_open"] is False
 
@@ -98,3 +107,31 @@ async def test_site_endpoint_reports_public_settings(
     assert body["title"] == "Keel"
     assert body["registration_open"] is False
     assert set(body) == {"title", "intro", "registration_open", "version"}
+
+
+async def test_a_setting_added_while_keel_runs_is_read_written_and_refused_once_removed(
+    settings: Settings,
+) -> None:
+    greeting = SettingDefinition("blog_greeting", str, "Hello", "What the blog says first.")
+    define(greeting, owner="blog")
+    try:
+        engine = create_engine(settings.db)
+        async with create_sessionmaker(engine)() as session:
+            assert (await read_settings(session))["blog_greeting"] == "Hello"
+        await engine.dispose()
+        assert await _write(settings, "blog_greeting", " Hi ") == "Hi"
+        assert await _read(settings, "blog_greeting") == "Hi"
+    finally:
+        SETTINGS.remove("blog")
+    engine = create_engine(settings.db)
+    async with create_sessionmaker(engine)() as session:
+        assert "blog_greeting" not in await read_settings(session)
+    await engine.dispose()
+    with pytest.raises(SettingError, match="not a known setting"):
+        await _write(settings, "blog_greeting", "Hey")
+
+
+def test_a_plugin_cannot_take_the_name_of_a_keel_setting() -> None:
+    with pytest.raises(RegistryClash, match="setting 'site_title' is already registered by 'keel'"):
+        define(SettingDefinition("site_title", str, "Mine", "A plugin's title."), owner="blog")
+    assert SETTINGS["site_title"].default == "Keel"
