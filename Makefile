@@ -26,9 +26,11 @@ run: install
 	$(KEEL) db upgrade
 	$(KEEL) serve
 
-## test: the whole suite (both storage legs, browser tests)
+## test: the whole suite (both storage legs, browser tests), one test process per core
+## (TEST_WORKERS=0 runs it in this process, e.g. with PYTEST_ARGS="tests/core -x")
+TEST_WORKERS ?= auto
 test: install
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check app tests migrations bench
