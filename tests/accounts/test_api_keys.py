@@ -170,7 +170,7 @@ async def test_an_expiry_past_what_a_datetime_holds_is_a_400_on_the_api_and_the_
         api = await client.post(
             "/api/v1/api-keys",
             json={"name": "far", "expires_at": "9999-12-31T23:00:00-05:00"},
-            headers=bearer(app, accounts["admin"]),
+            headers=await bearer(app, accounts["admin"]),
         )
     async with signed_in(app, accounts["admin"]) as browser:
         form = await browser.post(
