@@ -26,11 +26,14 @@ run: install
 	$(KEEL) db upgrade
 	$(KEEL) serve
 
-## test: the whole suite (both storage legs, browser tests), one test process per core
-## (TEST_WORKERS=0 runs it in this process, e.g. with PYTEST_ARGS="tests/core -x")
+## test: the whole suite (both storage legs), one test process per core, then the browser
+## tests in one process (Playwright's sync API keeps an event loop in the process that runs
+## them); TEST_WORKERS=0 runs the first part in this process too. Exit status 5 of the
+## second part means PYTEST_ARGS named no browser test.
 TEST_WORKERS ?= auto
 test: install
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) -m "not browser" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m browser $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: install
 	$(VENV)/bin/ruff check app tests migrations bench
