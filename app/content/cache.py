@@ -415,8 +415,7 @@ class Invalidations:
         retry, self._retry = self._retry, None
         if retry is not None:
             retry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await retry
+            await asyncio.wait([retry])  # its end, not its CancelledError: ours still propagates
         if not self.owed:
             return
         try:
