@@ -382,9 +382,10 @@ def run_keel(
 
 
 @pytest.fixture
-def keel_env(leg: str, tmp_path: Path, leg_base: dict[str, Settings]) -> Iterator[dict[str, str]]:
-    """Environment for a `keel` subprocess on this test's leg (migrated database)."""
+def keel_env(leg: str, tmp_path: Path, settings: Settings) -> Iterator[dict[str, str]]:
+    """Environment for a `keel` subprocess on this test's leg (migrated database; what the
+    subprocess writes is removed after the test, as `settings` does for every test)."""
     env = leg_environment(leg, tmp_path)
     if leg == "embedded":
-        env["DATABASE_URL"] = leg_base["embedded"].db.url
+        env["DATABASE_URL"] = settings.db.url
     yield env

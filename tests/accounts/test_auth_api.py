@@ -258,15 +258,14 @@ async def test_unknown_authorization_schemes_are_refused(
     assert response.status_code == 401
 
 
-async def test_login_throttling_holds_when_valkey_is_down(leg_base: dict) -> None:
+async def test_login_throttling_holds_when_valkey_is_down(services_settings: Settings) -> None:
     """The store is unreachable: failed logins are still counted (per process) and refused."""
     from dataclasses import replace
 
     from app.asgi import create_app
-    from tests.conftest import client_for, free_port, require_services
+    from tests.conftest import client_for, free_port
 
-    require_services()
-    settings = leg_base["services"]
+    settings = services_settings
     down = replace(
         settings, store=replace(settings.store, url=f"redis://127.0.0.1:{free_port()}/0")
     )

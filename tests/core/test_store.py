@@ -11,7 +11,7 @@ import pytest
 
 from app.core.store import Store, StoreUnavailable, ValkeyStore, create_store
 from app.settings import Settings, StoreSettings
-from tests.conftest import free_port, require_services
+from tests.conftest import free_port
 from tests.private_valkey import private_valkey
 
 
@@ -44,10 +44,9 @@ async def test_keys_are_listed_by_pattern(store: Store) -> None:
     assert sorted(await store.keys("workers:*")) == ["workers:a", "workers:b"]
 
 
-async def test_two_clients_of_one_valkey_share_state(leg_base: dict[str, Settings]) -> None:
+async def test_two_clients_of_one_valkey_share_state(services_settings: Settings) -> None:
     """What one process writes, another reads (the memory store is per process by design)."""
-    require_services()
-    shared = leg_base["services"].store
+    shared = services_settings.store
     first, second = create_store(shared), create_store(shared)
     await first.set("shared", "yes")
     assert await second.get("shared") == b"yes"
