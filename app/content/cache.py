@@ -21,7 +21,6 @@ answering again, not after the pages' TTL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -38,6 +37,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.errors import log_failure
 from app.core.store import Store, StoreError
+from app.core.tasks import cancel_and_wait
 
 log = logging.getLogger("keel.cache")
 GENERATION_KEY = "cache:generation"
@@ -108,11 +108,7 @@ class PageCache:
         self._flusher = asyncio.create_task(self._flush_views_regularly())
 
     async def stop(self) -> None:
-        for task in (self._listener, self._flusher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await cancel_and_wait(self._listener, self._flusher)
         await self.flush_views()
         await self.invalidations.stop()
 
@@ -413,9 +409,7 @@ class Invalidations:
         `within` seconds for the store to answer; one not stored is logged as an error,
         since the other processes may never learn of the change it stood for."""
         retry, self._retry = self._retry, None
-        if retry is not None:
-            retry.cancel()
-            await asyncio.wait([retry])  # its end, not its CancelledError: ours still propagates
+        await cancel_and_wait(retry)
         if not self.owed:
             return
         try:

@@ -17,7 +17,6 @@ Keel runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -31,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.registry import KEEL, Registry
 from app.core.store import Store
+from app.core.tasks import cancel_and_wait
 
 log = logging.getLogger("keel.metrics")
 
@@ -231,10 +231,7 @@ class RequestTally(Tally):
         self._task = asyncio.create_task(self.flush_regularly(self.store))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self.flush(self.store)
 
 

@@ -27,6 +27,7 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import OutOfMemoryError, ReadOnlyError, ValkeyError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
+from app.core.tasks import cancel_and_wait
 from app.settings import StoreSettings
 
 StoreUnavailable = (
@@ -108,10 +109,7 @@ class Breaker:
 
     async def close(self) -> None:
         probe, self._probe = self._probe, None
-        if probe is not None:
-            probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probe
+        await cancel_and_wait(probe)
 
 
 P = ParamSpec("P")

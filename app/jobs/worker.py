@@ -30,6 +30,7 @@ from app.core.db import is_unavailable
 from app.core.errors import log_failure, new_error_id
 from app.core.metrics import Tally
 from app.core.store import Store, StoreUnavailable
+from app.core.tasks import cancel_and_wait
 from app.jobs import queue
 from app.jobs.metrics import GIVEN_BACK, JOBS_PROCESSED, JOBS_WAIT, OUTCOMES, count_committed
 from app.jobs.models import JobStatus
@@ -182,9 +183,7 @@ class Worker:
             await self._claim_loop()
             await self._drain()
         finally:
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            await cancel_and_wait(*helpers)
             await self._write_outcomes()
             await self._release_held()
             await self.figures.flush(self.store)
@@ -434,14 +433,12 @@ class Worker:
             return
         pending = set(self.running)
         _, still_running = await asyncio.wait(pending, timeout=self.config.shutdown_grace)
-        for task in still_running:
-            task.cancel()
         if still_running:
             log.warning(
                 "worker released unfinished jobs after the grace period",
                 extra={"worker_id": self.id, "released": len(still_running)},
             )
-            await asyncio.gather(*still_running, return_exceptions=True)
+            await cancel_and_wait(*still_running)
 
     async def _release_held(self) -> None:
         leases = {t: job.id for t, job in self._held.items() if t not in self._lost}

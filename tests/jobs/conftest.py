@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
@@ -70,9 +71,21 @@ async def running_worker(
         yield worker
     finally:
         worker.request_stop()
-        await task
+        await ended_within(task, 60)
         if own:
             await store.close()
+
+
+async def ended_within(task: asyncio.Task[Any], seconds: float) -> None:
+    """Await `task`; one still running after `seconds` fails the test with the stack of
+    every task of the loop (a stop that hangs says where)."""
+    done, _ = await asyncio.wait([task], timeout=seconds)
+    if not done:
+        stacks = io.StringIO()
+        for other in asyncio.all_tasks():
+            other.print_stack(file=stacks)
+        raise AssertionError(f"still running after {seconds} s:\n{stacks.getvalue()}")
+    await task
 
 
 async def wait_for_status(
