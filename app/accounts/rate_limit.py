@@ -17,7 +17,7 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.accounts.throttle import RateDecision, store_failures, take_rate_limit
+from app.accounts.throttle import RateDecision, take_rate_limit
 from app.core.errors import DomainError, log_failure
 from app.core.paths import API
 from app.system.settings import API_RATE_LIMIT, read_setting
@@ -87,7 +87,6 @@ async def _take(scope: Scope) -> RateDecision:
     try:
         return await take_rate_limit(state.store, identity_key(scope), limit)
     except Exception as exc:  # an odd store error (auth, read-only replica) is no 500 either
-        store_failures["rate_limit"] += 1
         log.warning("rate limit store failed; request allowed", exc_info=exc)
         return RateDecision(True, limit, limit, 60 - int(time.time() % 60))
 

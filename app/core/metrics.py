@@ -147,6 +147,8 @@ class Tally:
         """Move everything into the store in one round trip; kept for the next try when
         the store does not answer."""
         self.fold()
+        for labels, count in store.take_failures().items():
+            self.add(STORE_FAILURES, labels, count)
         if not self.pending:
             return
         pending, self.pending = self.pending, defaultdict(int)
@@ -165,6 +167,18 @@ class Tally:
             await asyncio.sleep(every)
             await self.flush(store)
 
+
+STORE_FAILURES = stored(
+    Metric(
+        "keel_store_failures_total",
+        "counter",
+        "Store commands that failed, by command and reason: unanswered (no answer within the "
+        "socket timeout, or no connection), skipped (the store was taken for down), refused "
+        "(an error answer: full, read-only, a wrong password). Counted in each process and "
+        "added here once the store answers again.",
+        ("command", "reason"),
+    )
+)
 
 # -- HTTP ----------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import fnmatch
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -53,6 +54,14 @@ log = logging.getLogger("keel.store")
 PROBE_SECONDS = 0.25
 """While the store is taken for down, the pause between the background probe's pings (each
 waits at most the socket timeout, so a paused server is asked about once a second)."""
+
+
+UNANSWERED, SKIPPED, REFUSED = "unanswered", "skipped", "refused"
+"""Why a store command failed (`keel_store_failures_total`'s reasons): it got no answer in
+time, it was skipped while the store was taken for down, or the store answered with an
+error (full, read-only, a wrong password)."""
+Failures = Counter[tuple[str, str]]
+"""Failed commands by (command, reason)."""
 
 
 class StoreDown(ValkeyConnectionError):
@@ -122,13 +131,23 @@ def _through_breaker(
     """Skip the command while the breaker is open; open it when the command fails to
     reach the store."""
 
+    name = command.__name__
+
     @functools.wraps(command)
     async def guarded(self: ValkeyStore, *args: P.args, **kwargs: P.kwargs) -> R:
-        self.breaker.check()
+        try:
+            self.breaker.check()
+        except StoreDown:
+            self.failures[(name, SKIPPED)] += 1
+            raise
         try:
             return await command(self, *args, **kwargs)
         except StoreUnavailable as exc:
+            self.failures[(name, UNANSWERED)] += 1
             self.breaker.trip(exc)
+            raise
+        except ValkeyError:
+            self.failures[(name, REFUSED)] += 1
             raise
 
     return guarded
@@ -147,6 +166,7 @@ class Store(Protocol):
     async def take(self, key: str) -> bytes | None: ...
     async def publish(self, channel: str, message: str) -> None: ...
     def listen(self, channel: str) -> AsyncIterator[bytes]: ...
+    def take_failures(self) -> Failures: ...
     async def incr_fields(self, key: str, amounts: Mapping[str, int | float]) -> None: ...
     async def read_fields(self, key: str) -> dict[str, float]: ...
     async def answering(self) -> None:
@@ -165,6 +185,9 @@ class MemoryStore:
         self._lock = asyncio.Lock()
         self._subscribers: dict[str, set[asyncio.Queue[bytes]]] = {}
         self._fields: dict[str, dict[str, float]] = {}
+
+    def take_failures(self) -> Failures:
+        return Counter()  # process memory does not fail
 
     def _live(self, key: str) -> bytes | None:
         entry = self._data.get(key)
@@ -264,6 +287,13 @@ class ValkeyStore:
         )
         self._incr_with_ttl = self.client.register_script(_INCR_WITH_TTL)
         self.breaker = Breaker(self.client.ping)
+        self.failures: Failures = Counter()
+        """Failed commands not yet handed to a tally (`take_failures`)."""
+
+    def take_failures(self) -> Failures:
+        """What failed since the last call (counted again from nothing)."""
+        taken, self.failures = self.failures, Counter()
+        return taken
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -320,7 +350,11 @@ class ValkeyStore:
     async def listen(self, channel: str) -> AsyncIterator[bytes]:
         """Messages on `channel` until cancelled; raises StoreUnavailable when cut off (at
         once while the store is taken for down)."""
-        self.breaker.check()
+        try:
+            self.breaker.check()
+        except StoreDown:
+            self.failures[("listen", SKIPPED)] += 1
+            raise
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self._key(channel))
@@ -329,6 +363,7 @@ class ValkeyStore:
                 if message is not None and message.get("type") == "message":
                     yield message["data"]
         except StoreUnavailable as exc:
+            self.failures[("listen", UNANSWERED)] += 1
             self.breaker.trip(exc)
             raise
         finally:

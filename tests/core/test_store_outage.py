@@ -166,3 +166,39 @@ async def test_a_full_store_refuses_new_sessions_with_a_503_and_serves_the_rest(
             assert (await visitor.post("/login", data=form)).status_code in (302, 303)
         await app.state.engine.dispose()
         await app.state.store.close()
+
+
+async def test_store_failures_are_counted_by_command_and_reason_for_the_scrape(
+    settings: Settings, accounts: dict[str, User]
+) -> None:
+    """`keel_store_failures_total`: a command that waited on the paused store is
+    `unanswered`, one skipped while the store was taken for down is `skipped`; the counts
+    wait in the process until the store takes them."""
+    from tests.core.test_metrics import parse_exposition, value
+    from tests.system.test_metrics import SCRAPER, with_token
+
+    with private_valkey() as valkey:
+        app = create_app(with_token(valkey.settings(settings, socket_timeout=0.5)))
+        secret = await api_key(app, accounts["admin"])
+        async with app.lifespan(), client_for(app) as client:
+            valkey.pause()
+            for _ in range(3):  # the API rate limit asks the store on every request
+                assert (await timed(client, "/api/v1/site", headers={"X-API-Key": secret}))[
+                    0
+                ] == 200
+            valkey.resume()
+            deadline = time.monotonic() + RECOVERY
+            while True:
+                response = await client.get("/metrics", headers=SCRAPER)  # 503 until back
+                if response.status_code == 200:
+                    samples = parse_exposition(response.text)
+                    failures = "keel_store_failures_total"
+                    unanswered = value(samples, failures, command="incr", reason="unanswered")
+                    skipped = value(samples, failures, command="incr", reason="skipped")
+                    if unanswered and skipped:
+                        break
+                assert time.monotonic() < deadline, response.text
+                await asyncio.sleep(0.2)
+        assert unanswered == 1 and skipped == 2
+        await app.state.engine.dispose()
+        await app.state.store.close()
