@@ -94,8 +94,6 @@ class PageCache:
         self._publication: tuple[int, float | None] | None = None
         self._loading: dict[tuple[str, int | None], asyncio.Task[Any]] = {}
         """Loads in flight (memo values, the publication bound) by name and generation."""
-        self.hits = 0
-        self.misses = 0
         self.views: Counter[str] = Counter()
         self._listener: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -260,7 +258,6 @@ class PageCache:
         if page is None or page.expires <= time.time():
             return None
         self.local.move_to_end(full)
-        self.hits += 1
         return page
 
     async def get(self, key: str, generation: int) -> CachedPage | None:
@@ -276,14 +273,11 @@ class PageCache:
             self._lost(exc)
             return None
         if raw is None:
-            self.misses += 1
             return None
         page = _decode(raw)
         if page.expires <= now:
-            self.misses += 1
             return None
         self._remember(full, page)
-        self.hits += 1
         return page
 
     async def put(self, key: str, page: CachedPage, generation: int, moment: float | None) -> None:

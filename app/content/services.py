@@ -401,11 +401,6 @@ async def get_public_entry(session: AsyncSession, kind: str, slug: str) -> Entry
     )
 
 
-async def get_entry_by_slug(session: AsyncSession, kind: str, slug: str) -> Entry | None:
-    """Any status (for editors' previews)."""
-    return await session.scalar(select(Entry).where(Entry.kind == kind, Entry.slug == slug))
-
-
 async def list_public_posts(
     session: AsyncSession, page: PageRequest, tag_slug: str | None = None
 ) -> Page[Entry]:

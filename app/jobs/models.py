@@ -78,7 +78,7 @@ class Job(AdvancedDeclarativeBase):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(120))
     lease_token: Mapped[str | None] = mapped_column(String(36))
-    """New on every claim; finishing with another token changes nothing (LeaseLost)."""
+    """New on every claim; an outcome or renewal with another token changes nothing."""
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     progress: Mapped[int] = mapped_column(SmallInteger, default=0)
     progress_message: Mapped[str] = mapped_column(String(200), default="")

@@ -43,10 +43,6 @@ jobs = Job.__table__
 c = jobs.c
 
 
-class LeaseLost(Exception):
-    """The job's lease belongs to another claim now (expired and reclaimed, or cancelled)."""
-
-
 @dataclass(frozen=True)
 class ClaimedJob:
     """A job this worker holds the lease of."""
