@@ -192,12 +192,8 @@ async def _in_process_worker(app: Litestar) -> AsyncGenerator[None, None]:
 GC_YOUNG_THRESHOLD = 2_000
 GC_OLD_THRESHOLD = 100
 """After start-up: a young collection every 2,000 allocations (CPython: 700) and a full one
-every 100 middle ones (CPython: 10). Every pause stalls all requests in flight, so short
-pauses matter more than few: young collections every 20,000 allocations took 15 to 25 ms
-each (the middle ones 60 to 90 ms), and the uncached post page's p99 was 145 to 172 ms
-at 64 connections and 34 to 45 ms at 8; with these thresholds 112 to 125 ms and 13 to
-23 ms (bench/content_load.py, same machine). Full collections every 10 kept them in the
-tail."""
+every 100 middle ones (CPython: 10): every pause stalls all requests in flight, so pauses
+are kept short rather than rare (figures: docs/performance.md)."""
 
 
 def _tune_gc() -> None:

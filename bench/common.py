@@ -1,11 +1,6 @@
-"""What the benchmark scripts share: their environment, a fresh PostgreSQL database, the
-benchmark account, the processes they start and stop, free ports and percentiles.
+"""What the benchmark scripts share: environment, database, account, processes, percentiles.
 
-The scripts run as files (`.venv/bin/python bench/jobs_load.py`), and `keel worker`
-processes import `bench.jobs_load` through JOB_MODULES; both find this module as
-`bench.common` because the project's editable install (`make install`) puts the
-repository root on `sys.path`, and the processes the scripts start run with it as their
-working directory.
+Found as `bench.common` through the editable install (`make install`). See docs/performance.md.
 """
 
 from __future__ import annotations

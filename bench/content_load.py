@@ -1,36 +1,8 @@
 """Public pages and the content API under load, next to the machine's ceiling, in one run.
 
-Starts, on 127.0.0.1 only:
-  * a raw ASGI hello-world on granian (one worker): the ceiling;
-  * Keel with one granian worker on PostgreSQL + Valkey, with seeded posts (cache on);
-  * the same Keel with CACHE_TTL_SECONDS=0 (every post page rendered);
-  * for the mixed case (below), a cached Keel with the default database pool.
-The Keel servers run as in production (APP_ENV=production, a generated SECRET_KEY,
-PUBLIC_URL). Then drives each with `wrk` (Debian's package) at 64 and at 8 connections for
-a bounded time, each case after a discarded warm-up run at the same concurrency (the first
-requests of a new process compile templates and open pool connections), and prints
-requests/s, p50 and p99 for: the cached anonymous post page, the uncached post page and the
-authenticated JSON content list (20 entries), each as a ratio to the ceiling. Every case
-runs `--rounds` times, the rounds interleaved, and the medians are printed with the range
-of requests/s: on this VM one run of the same case moves by up to a third between runs.
-Targets (2 cores): cached ≥ 0.30 of the ceiling; uncached ≥ 0.03 with p99 < 100 ms;
-JSON list ≥ 0.035 with p99 < 100 ms; all three p99 < 20 ms at 8 connections.
-
-Then the mixed case, on a cached server of its own with the default database pool (the
-others run with DB_POOL_SIZE=20), at 64 connections: anonymous /blog pages 1-6 and
-post pages, and the authenticated JSON list, in one wrk run (a Lua script rotates the
-requests), while a writer in this script saves a draft `--draft-saves` times a second and
-edits a published post once a second, through the API as the editor would. It prints the
-same figures plus the count of non-2xx answers (and wrk's socket timeouts; the timeout is
-10 s, above the database pool's 5 s, so a 503 is counted as an answer) and what the writer
-saw (one write at a time: a slow write lowers the rate). Target: no non-2xx answer and
-no failed write.
-
     .venv/bin/python bench/content_load.py [--seconds 10] [--warmup 2] [--rounds 3]
                                            [--draft-saves 4]
-Needs PostgreSQL on 127.0.0.1:5432 (user postgres), Valkey/Redis on 127.0.0.1:6379, wrk.
-The run uses a database of its own (`keel_bench_<pid>`, dropped at the end) and a Valkey
-key prefix of its own, so runs side by side do not meet.
+Needs PostgreSQL and Valkey/Redis on 127.0.0.1, and wrk. See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -258,7 +230,7 @@ class Writer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=10, help="measured seconds per case")
     parser.add_argument("--warmup", type=int, default=2, help="discarded seconds per case")
     parser.add_argument(
         "--rounds", type=int, default=3, help="runs of every case; medians are printed"

@@ -1,4 +1,8 @@
-"""The machine's ceiling: the smallest ASGI app granian can serve (plain text, no framework)."""
+"""The machine's ceiling: the smallest ASGI app granian can serve (plain text, no framework).
+
+    .venv/bin/python -m granian --interface asgi --workers 1 --no-ws bench.hello_asgi:app
+Started by bench/content_load.py. See docs/performance.md.
+"""
 
 BODY = b"Hello, world!"
 START = {

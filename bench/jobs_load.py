@@ -1,32 +1,7 @@
 """The job queue on PostgreSQL: enqueue rates, worker throughput, enqueue→start latency.
 
-Measured with 100,000 finished jobs in the history (they must not slow the claim: the
-claim index covers queued rows only): enqueues/s from one producer, jobs/s of two
-`keel worker` processes, enqueue→start latency when idle and under a backlog.
-
-Phases, on 127.0.0.1 only, in a fresh database `keel_bench_jobs`:
-  1. seed 100,000 finished jobs;
-  2. one producer process enqueues 20,000 no-op jobs, no worker running, through
-     `queue.enqueue` with durable commits (and a wake-up after each, as a page does):
-     2,000 one transaction each, one after another (each commit waits for its own disk
-     flush: this is bound by the disk, not the queue); 5,000 from 16 and 5,000 from 64
-     concurrent tasks, each job still one transaction of its own, as a web process
-     enqueues under concurrent requests (PostgreSQL's group commit lets the commits share
-     flushes); the rest with `enqueue_many`, 100 per transaction: enqueues/s of each way;
-  3. the claim query's plan (which index, how long) with all of that in the table;
-     two `keel worker --concurrency 32` processes drain the 20,000: jobs/s, from the first
-     start to the last finish as the database recorded them;
-  4. idle: 200 jobs enqueued one at a time, 20 ms apart: enqueue→start p50/p99;
-  5. under a backlog: 20,000 jobs enqueued with `enqueue_many` while the workers run, and
-     meanwhile an urgent job (priority -10) every 20 ms: jobs/s, enqueue→start p50/p99
-     of the urgent jobs, and how long the backlog waited.
-Targets (2 cores): ≥ 5,000 jobs/s with two workers, ≥ 2,500 enqueues/s from one producer
-(a producer that waits for each commit before the next measures the disk's flush time;
-the concurrent figures are a web process under concurrent requests; `enqueue_many` is a
-service fanning out), p50 enqueue→start < 50 ms idle.
-
     .venv/bin/python bench/jobs_load.py [--jobs 20000] [--producer-tasks 16,64]
-Needs PostgreSQL on 127.0.0.1:5432 (user postgres) and Valkey/Redis on 127.0.0.1:6379.
+Needs PostgreSQL and Valkey/Redis on 127.0.0.1. See docs/performance.md.
 """
 
 from __future__ import annotations

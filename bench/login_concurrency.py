@@ -1,12 +1,7 @@
 """Does a burst of logins stall the event loop? Logins/s and /health/live latency under load.
 
-Starts `keel serve` in embedded mode (a temporary VAR_DIR, migrated, one account) on a free
-port of 127.0.0.1, runs 20 concurrent `POST /api/v1/auth/login` loops for ~10 s and, in
-a thread of its own, samples `GET /health/live` every 10 ms. Password hashing runs off the
-event loop, so the liveness probe should stay fast: the target is p99 < 50 ms. Exits 1
-when the target is missed or the server does not come up. Stops the server with SIGTERM.
-
     .venv/bin/python bench/login_concurrency.py [--seconds 10] [--concurrency 20]
+Embedded mode: needs nothing running. See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -92,8 +87,8 @@ async def login_loops(base: str, concurrency: int, stop_at: float) -> Counter[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the run (1-120)")
+    parser.add_argument("--concurrency", type=int, default=20, help="concurrent login loops")
     args = parser.parse_args()
     seconds = min(max(args.seconds, 1.0), 120.0)
 

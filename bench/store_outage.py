@@ -1,23 +1,7 @@
-"""Keel while Valkey is paused (SIGSTOP): latency and status of signed-in and public pages
-before, during and after the pause, and how long an edit made during the pause takes to
-reach the page cache of every process once the store answers again.
-
-Starts, on 127.0.0.1 only:
-  * its own redis-server (no persistence) on a free port: the one this script pauses;
-  * two `keel serve` processes, A and B (one granian worker each), on one PostgreSQL
-    database and that redis-server, with a published post.
-Then, with one client each running requests one after another: on A, signed in through the
-sign-in form, the account page (it needs the session: 503 while the store is away) and the
-post page (with the session cookie; served as a visitor sees it while the store is away);
-the anonymous post page (cached) on A and on B. After `--before` seconds it sends SIGSTOP
-to redis-server for `--pause` seconds; a few seconds into the pause an API key edits the
-post through A, and the API signs in, refreshes and signs out (API keys and tokens need no
-store). After SIGCONT it prints the seconds until the account page answers again and until
-A and B first serve the edited page, and per phase (before, paused, after) and page the
-count, median, p95 and maximum latency and the statuses.
+"""Keel while Valkey is paused (SIGSTOP): latency, statuses and recovery of its pages.
 
     .venv/bin/python bench/store_outage.py [--before 5] [--pause 20] [--after 8]
-Needs PostgreSQL on 127.0.0.1:5432 (user postgres) and `redis-server` on the PATH.
+Needs PostgreSQL on 127.0.0.1 and `redis-server` on the PATH. See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -302,9 +286,15 @@ async def run(args: argparse.Namespace, redis: subprocess.Popen[bytes], a: str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=float, default=5.0)
-    parser.add_argument("--pause", type=float, default=20.0)
-    parser.add_argument("--after", type=float, default=8.0)
+    parser.add_argument(
+        "--before", type=float, default=5.0, help="seconds measured before the pause"
+    )
+    parser.add_argument(
+        "--pause", type=float, default=20.0, help="seconds redis-server stays stopped"
+    )
+    parser.add_argument(
+        "--after", type=float, default=8.0, help="seconds measured after it resumes"
+    )
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
         sys.exit("redis-server is not installed")

@@ -501,10 +501,10 @@ class PublicPageCacheMiddleware:
 
 class PageCacheFront:
     """In front of Litestar's router: an anonymous GET of a page this process holds is
-    answered here, without routing, the exception layer or the route's middleware (a hit
-    cost about half as much CPU). Anything else, and every miss, goes on to Litestar, where
-    PublicPageCacheMiddleware reads the store, renders and fills the cache. Requests with
-    an `Origin` header go on too, so CORS answers them as before."""
+    answered here, without routing, the exception layer or the route's middleware (about
+    half the CPU; docs/performance.md). Anything else, and every miss, goes on to
+    Litestar, where PublicPageCacheMiddleware reads the store, renders and fills the cache.
+    Requests with an `Origin` header go on too, so CORS answers them as before."""
 
     def __init__(self, app: ASGIApp, cache: PageCache) -> None:
         self.app = app

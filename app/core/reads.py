@@ -67,13 +67,12 @@ class Reads:
 
     On PostgreSQL it keeps its own small set of connections instead of an asyncpg Pool:
     a semaphore of `read_pool_size` turns is the only queue (first come, first served:
-    asyncpg's pool queue let a newcomer take a connection just handed to a waiter, so
-    under load some requests waited ten times the median), and taking or returning an
-    idle connection is a list operation (the pool's acquire and release cost a timer and
-    a shielded task per statement). A connection goes back only after a statement that
-    completed; one that failed is closed. A statement that finds its connection closed by
-    the server (a restart, an administrator) is run once more on a new connection: these
-    are single reads, so repeating one is safe.
+    asyncpg's pool queue let a newcomer take a connection just handed to a waiter), and
+    taking or returning an idle connection is a list operation, cheaper than the pool's
+    acquire and release (docs/performance.md). A connection goes back only after a
+    statement that completed; one that failed is closed. A statement that finds its
+    connection closed by the server (a restart, an administrator) is run once more on a new
+    connection: these are single reads, so repeating one is safe.
     """
 
     def __init__(self, engine: AsyncEngine, settings: DatabaseSettings) -> None:
