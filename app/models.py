@@ -1,4 +1,6 @@
-"""Every domain's tables, imported in one place so Alembic and tests see the whole schema."""
+"""Every domain's tables, imported in one place so Alembic (`migrations/env.py`) and the tests
+see the whole schema. It sits beside `asgi.py` and `routes.py`, above the domains: `app.core`
+knows no domain, so no table."""
 
 from __future__ import annotations
 
