@@ -22,10 +22,11 @@ from sqlalchemy.orm import Session
 
 from app.accounts.audit import Actor, record
 from app.accounts.models import User
-from app.content.cache import PUBLIC_CHANGE, VIEWS_PREFIX, mark_public_change
+from app.content.cache import VIEWS_PREFIX
 from app.content.markdown import plain_text, render_markdown
 from app.content.models import Entry, Kind, Revision, Status, Tag
 from app.core.errors import DomainError, only_if_valid
+from app.core.events import PUBLIC_CHANGED, is_pending, mark_public_change
 from app.core.numbers import INT32_MAX, INT32_MIN
 from app.core.pagination import Page, PageRequest, paginate
 from app.core.store import Store
@@ -310,7 +311,7 @@ def _authors_named_on_public_pages(session: Session, _context: object, _objects:
     session writes, before the deletion leaves their entries without an author."""
     users = [user.id for user in session.deleted if isinstance(user, User)]
     users += [user.id for user in session.dirty if isinstance(user, User) and _renamed(user)]
-    if not users or session.info.get(PUBLIC_CHANGE):
+    if not users or is_pending(session, PUBLIC_CHANGED):
         return
     authored = select(Entry.id).where(Entry.author_id.in_(users), is_public()).limit(1)
     if session.execute(authored).first() is not None:
