@@ -17,7 +17,7 @@ from app.accounts.models import (
 from app.content.models import Entry, Media, Revision, Tag, entry_tags
 from app.jobs.models import ImportRun, Job, JobSchedule
 from app.notifications.models import MailMessage, Notification
-from app.system.models import SystemSetting
+from app.site_settings.models import SystemSetting
 
 metadata = metadata_registry.get(None)
 

@@ -52,6 +52,8 @@ STOP_SECONDS = 2.0
 LOCAL_ENTRIES = 2048
 MEMO_SECONDS = 60.0
 T = TypeVar("T")
+PUBLIC_CACHE = {PUBLIC_PAGE_OPT: True}
+"""The `opt` of a route whose anonymous GETs the page cache may keep (pages and API alike)."""
 CACHEABLE_HEADERS = {b"content-type", b"vary", b"content-language", b"link"}
 
 

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, and_, event, func, inspect, or_, select, update
@@ -31,9 +31,6 @@ from app.core.numbers import INT32_MAX, INT32_MIN
 from app.core.pagination import Page, PageRequest, paginate
 from app.core.store import Store
 from app.core.times import utc_time
-
-if TYPE_CHECKING:
-    from app.content.reads import EntryView
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 RESERVED_PAGE_SLUGS = {
@@ -96,7 +93,16 @@ def is_public(moment: datetime | ColumnElement[datetime] | None = None) -> Colum
     )
 
 
-def visible_to_public(entry: Entry | EntryView) -> bool:
+class Publication(Protocol):
+    """What says whether visitors see an entry: an `Entry`, or a read's `EntryView`."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def published_at(self) -> datetime | None: ...
+
+
+def visible_to_public(entry: Publication) -> bool:
     return (
         entry.status in (Status.published.value, Status.scheduled.value)
         and entry.published_at is not None

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.core.db import dialect_insert, is_unavailable
 from app.core.errors import DomainError
 from app.core.events import Event, Events, emit
+from app.core.queueing import provide_queue
 from app.core.registry import KEEL
 from app.core.store import Store, StoreError
 from app.jobs.metrics import LEASE_EXPIRED, note_outcome
@@ -630,3 +631,6 @@ async def _fresh(session: AsyncSession, job_id: int) -> Job:
     job = await session.get(Job, job_id, populate_existing=True)
     assert job is not None
     return job
+
+
+provide_queue(enqueue, enqueue_many)  # accounts adds its e-mails through app/core/queueing.py

@@ -20,7 +20,7 @@ from app.content.cache import GENERATION_KEY, RETRY_SECONDS, STOP_SECONDS
 from app.content.services import EntryInput, publish_entry, save_entry
 from app.core.store import create_store
 from app.settings import Settings
-from app.system.settings import write_setting
+from app.site_settings.services import write_setting
 from tests.conftest import api_token, client_for, free_port, signed_in
 from tests.core.test_store_outage import api_key, published_post
 from tests.private_valkey import PrivateValkey, private_valkey

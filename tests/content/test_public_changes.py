@@ -21,7 +21,7 @@ from app.accounts.models import User
 from app.asgi import create_app
 from app.content.cache import GENERATION_KEY
 from app.settings import Settings
-from app.system.settings import write_setting
+from app.site_settings.services import write_setting
 from tests.conftest import bearer, client_for
 
 

@@ -26,7 +26,7 @@ from app.core.db import dialect_insert
 from app.core.events import mark_public_change
 from app.core.reads import ReadQuery, Reads
 from app.core.registry import KEEL, Registry
-from app.system.models import SystemSetting
+from app.site_settings.models import SystemSetting
 
 Validator = Callable[[Any], str | None]
 
