@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
-from functools import partial
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -37,6 +36,7 @@ from app.core.boundary import AsciiRequestTarget, BoundaryRequest, InputBoundary
 from app.core.csrf import csrf_middleware
 from app.core.db import create_engine, create_sessionmaker, provide_db_session
 from app.core.errors import handle_exception
+from app.core.events import PUBLIC_CHANGED, Events
 from app.core.logging import configure_logging
 from app.core.metrics import RequestTally
 from app.core.openapi import document_errors, security_components
@@ -47,8 +47,8 @@ from app.core.routing import Routing, route_group_registry
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.store import create_store
 from app.core.templating import create_template_config
-from app.jobs.metrics import count_committed
-from app.jobs.queue import wake_workers
+from app.jobs.metrics import subscribe_outcomes
+from app.jobs.queue import subscribe_wake_ups
 from app.jobs.registry import load_job_modules
 from app.jobs.worker import Worker, housekeeping
 from app.routes import route_groups
@@ -76,6 +76,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         settings.app.cache_ttl,
         next_publication=lambda: next_scheduled_publication(reads),
     )
+    events = Events()
+    events.subscribe(KEEL, PUBLIC_CHANGED, page_cache.on_public_change)
+    subscribe_wake_ups(events, store)
+    subscribe_outcomes(events, figures)
     state = State(
         {
             "settings": settings,
@@ -94,11 +98,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
             "page_cache": page_cache,
             "figures": figures,
-            "after_commit": [
-                page_cache.after_commit,
-                partial(wake_workers, store),
-                partial(_count_committed, figures),
-            ],
+            "events": events,
         }
     )
     app = Litestar(
@@ -211,10 +211,6 @@ async def _start_page_cache(app: Litestar) -> None:
 
 async def _start_figures(app: Litestar) -> None:
     app.state.figures.start()
-
-
-async def _count_committed(figures: RequestTally, session: object) -> None:
-    count_committed(figures, session)
 
 
 async def _close_resources(app: Litestar) -> None:

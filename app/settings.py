@@ -2,7 +2,7 @@
 
 One frozen dataclass per concern; every field names the variable it comes from. Runtime
 settings that admins change (site title, registration, ...) are not here: they live in
-the database behind `app.system.settings`.
+the database behind `app.site_settings.services`.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def create_account(env: dict[str, str], role: str | None = None) -> None:
 async def lift_api_rate_limit(env: dict[str, str]) -> None:
     """One account drives the load: lift the per-identity API limit for the run."""
     from app.core.db import create_engine, create_sessionmaker
-    from app.system.settings import write_setting
+    from app.site_settings.services import write_setting
 
     engine = create_engine(settings_of(env).db)
     try:

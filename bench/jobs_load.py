@@ -51,7 +51,9 @@ def bench_environment(var_dir: Path) -> dict[str, str]:
 class Bench:
     def __init__(self, env: dict[str, str]) -> None:
         from app.core.db import create_engine, create_sessionmaker
+        from app.core.events import Events
         from app.core.store import create_store
+        from app.jobs.queue import subscribe_wake_ups
 
         self.env = env
         settings = settings_of(env)
@@ -59,6 +61,8 @@ class Bench:
         self.engine = create_engine(settings.db)
         self.sessionmaker = create_sessionmaker(self.engine)
         self.store = create_store(settings.store)
+        self.events = Events()
+        subscribe_wake_ups(self.events, self.store)
         self.workers: list[subprocess.Popen[bytes]] = []
 
     async def close(self) -> None:
@@ -109,28 +113,28 @@ class Bench:
         return f"{node.get('Index Name', node['Node Type'])}, {top['Execution Time']:.2f} ms"
 
     async def enqueue_one(self, priority: int = 0) -> None:
-        from app.jobs.queue import enqueue, wake_workers
+        from app.jobs.queue import enqueue
 
         async with self.sessionmaker() as session:
             async with session.begin():
                 await enqueue(session, "bench.noop", priority=priority)
-            await wake_workers(self.store, session)
+            await self.events.deliver(session)
 
     async def enqueue_batches(self, count: int, size: int = 100) -> float:
-        from app.jobs.queue import enqueue_many, wake_workers
+        from app.jobs.queue import enqueue_many
 
         started = time.perf_counter()
         for _ in range(count // size):
             async with self.sessionmaker() as session:
                 async with session.begin():
                     await enqueue_many(session, "bench.noop", [{}] * size)
-                await wake_workers(self.store, session)
+                await self.events.deliver(session)
         return (count // size * size) / (time.perf_counter() - started)
 
     async def enqueue_in_transactions(self, count: int, size: int = 100) -> float:
         """`enqueue()` called once per job, `size` calls to a transaction: a service that
         adds its jobs one by one inside its own change."""
-        from app.jobs.queue import enqueue, wake_workers
+        from app.jobs.queue import enqueue
 
         started = time.perf_counter()
         for _ in range(count // size):
@@ -138,7 +142,7 @@ class Bench:
                 async with session.begin():
                     for _ in range(size):
                         await enqueue(session, "bench.noop")
-                await wake_workers(self.store, session)
+                await self.events.deliver(session)
         return (count // size * size) / (time.perf_counter() - started)
 
     async def enqueue_sequentially(self, count: int) -> float:

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.migrations import compare_type
-from app.core.models import metadata
+from app.models import metadata
 
 config = context.config
 

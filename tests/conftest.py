@@ -29,7 +29,7 @@ from app.accounts.models import User
 from app.asgi import create_app
 from app.core.db import create_engine, create_sessionmaker
 from app.core.migrations import migration_commands
-from app.core.models import metadata
+from app.models import metadata
 from app.settings import ROOT, Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

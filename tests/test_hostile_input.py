@@ -42,7 +42,7 @@ from app.accounts.models import User
 from app.asgi import create_app
 from app.core.paths import MACHINE
 from app.settings import ROOT, Settings
-from app.system.settings import write_setting
+from app.site_settings.services import write_setting
 from tests.conftest import (
     PASSWORD,
     api_token,

@@ -14,7 +14,7 @@ from sqlalchemy import inspect, text
 
 from app.core.db import MIGRATIONS_DIR, create_engine
 from app.core.migrations import compare_type, current_revision, head_revision, migration_commands
-from app.core.models import metadata
+from app.models import metadata
 from app.settings import Settings
 from tests.conftest import PG_TEST_DB, count_rows, pg_url, recreate_pg_database
 

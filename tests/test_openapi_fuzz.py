@@ -41,7 +41,7 @@ from app.accounts.models import User
 from app.asgi import create_app
 from app.core.db import create_engine, create_sessionmaker
 from app.settings import Settings
-from app.system.settings import write_setting
+from app.site_settings.services import write_setting
 from tests.conftest import LEGS, create_accounts, empty_storage, require_services
 
 EXAMPLES = 12

@@ -20,7 +20,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from app.accounts.throttle import RateDecision, take_rate_limit
 from app.core.errors import DomainError, log_failure
 from app.core.paths import API
-from app.system.settings import API_RATE_LIMIT, read_setting
+from app.site_settings.services import API_RATE_LIMIT, read_setting
 
 log = logging.getLogger("keel.throttle")
 LIMIT_REFRESH_SECONDS = 5.0

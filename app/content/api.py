@@ -16,8 +16,8 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from app.accounts import guards
 from app.accounts.audit import Actor
 from app.accounts.models import Role
+from app.content.cache import PUBLIC_CACHE
 from app.content.models import Entry
-from app.content.pages import PUBLIC_CACHE
 from app.content.reads import entry_row_by_id
 from app.content.reads import list_entries as read_entries
 from app.content.schemas import (

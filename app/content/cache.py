@@ -36,6 +36,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.errors import log_failure
+from app.core.events import Event
 from app.core.store import Store, StoreError
 from app.core.tasks import cancel_and_wait
 
@@ -51,6 +52,8 @@ STOP_SECONDS = 2.0
 LOCAL_ENTRIES = 2048
 MEMO_SECONDS = 60.0
 T = TypeVar("T")
+PUBLIC_CACHE = {PUBLIC_PAGE_OPT: True}
+"""The `opt` of a route whose anonymous GETs the page cache may keep (pages and API alike)."""
 CACHEABLE_HEADERS = {b"content-type", b"vary", b"content-language", b"link"}
 
 
@@ -175,11 +178,9 @@ class PageCache:
         self._adopt(int(raw or 0))
         return self.generation
 
-    async def after_commit(self, session: object) -> None:
-        """The database session provider's hook: invalidate when the commit changed pages."""
-        info = session.info  # type: ignore[attr-defined]
-        if info.pop(PUBLIC_CHANGE, False):
-            await self.invalidate()
+    async def on_public_change(self, _event: Event) -> None:
+        """Subscribed to `PUBLIC_CHANGED` (app/core/events.py): visitors see something new."""
+        await self.invalidate()
 
     async def invalidate(self) -> None:
         """Everything cached is stale now, on every replica (once the store answers, if it
@@ -330,9 +331,6 @@ def _decode(raw: bytes) -> CachedPage:
     )
 
 
-PUBLIC_CHANGE = "public_content_changed"
-
-
 async def bump_generation(store: Store) -> int:
     """Make every cached page stale on every replica: a new generation, published."""
     generation = await store.incr(GENERATION_KEY)
@@ -353,11 +351,10 @@ class Invalidations:
         self._owed_since = 0.0
         self._retry: asyncio.Task[None] | None = None
 
-    async def after_commit(self, session: object) -> None:
-        """After a commit outside a request (a job): what `PageCache.after_commit` does in
-        one, for a process that has no page cache of its own."""
-        if session.info.pop(PUBLIC_CHANGE, False):  # type: ignore[attr-defined]
-            await self.bump()
+    async def on_public_change(self, _event: Event) -> None:
+        """Subscribed to `PUBLIC_CHANGED` in a process that has no page cache of its own (a
+        worker): what `PageCache.on_public_change` does in one."""
+        await self.bump()
 
     async def bump(self) -> bool:
         """Start a new generation now; False when the store did not take it (then owed).
@@ -421,12 +418,6 @@ class Invalidations:
             )
             return
         self._started(generation)
-
-
-def mark_public_change(session: object) -> None:
-    """Note on a database session that visitors will see something new once it commits;
-    the request's session provider then invalidates the page cache after the COMMIT."""
-    session.info[PUBLIC_CHANGE] = True  # type: ignore[attr-defined]
 
 
 def _is_anonymous(scope: Scope) -> bool:

@@ -34,7 +34,7 @@ from app.content.models import Media
 from app.core.errors import DomainError
 from app.core.files import remove_files, remove_on_commit, remove_on_rollback
 from app.core.pagination import Page, PageRequest, paginate
-from app.system.settings import UPLOAD_MAX_BYTES
+from app.site_settings.services import UPLOAD_MAX_BYTES
 
 HARD_MAX_BYTES: int = UPLOAD_MAX_BYTES.maximum or 200 * 1024 * 1024
 """No upload is ever larger than this, whatever the runtime setting says."""

@@ -27,7 +27,7 @@ from app.content.media import (
 from app.content.models import Media
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest, PerPage
-from app.system.settings import read_setting
+from app.site_settings.services import read_setting
 
 
 @dataclass

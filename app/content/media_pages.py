@@ -35,7 +35,7 @@ from app.content.media import (
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import MultipartForm, redirect, render
-from app.system.settings import read_setting
+from app.site_settings.services import read_setting
 
 PER_PAGE = 24
 ONE_YEAR = 365 * 24 * 3600

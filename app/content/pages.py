@@ -17,7 +17,7 @@ from litestar.response import Redirect
 from app.accounts import guards
 from app.accounts.models import Role
 from app.content import feeds
-from app.content.cache import VIEW_HEADER
+from app.content.cache import PUBLIC_CACHE, VIEW_HEADER
 from app.content.models import Entry, Kind
 from app.content.reads import EntryView, entry_for_reader, nav_pages
 from app.content.services import (
@@ -28,11 +28,10 @@ from app.content.services import (
     search_public,
     visible_to_public,
 )
-from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import absolute_url, render, static_url
-from app.system.settings import public_settings, read_settings_from
+from app.site_settings.services import public_settings, read_settings_from
 
 log = logging.getLogger("keel.content")
 
@@ -41,7 +40,6 @@ BLOG_PER_PAGE = 10
 SEARCH_PER_PAGE = 10
 FEED_POSTS = 20
 PREVIEW_HEADERS = {"Cache-Control": "private, no-store"}
-PUBLIC_CACHE = {PUBLIC_PAGE_OPT: True}
 """Anonymous GETs of these routes are served from the page cache (app/content/cache.py)."""
 
 

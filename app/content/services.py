@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, and_, event, func, inspect, or_, select, update
@@ -22,17 +22,15 @@ from sqlalchemy.orm import Session
 
 from app.accounts.audit import Actor, record
 from app.accounts.models import User
-from app.content.cache import PUBLIC_CHANGE, VIEWS_PREFIX, mark_public_change
+from app.content.cache import VIEWS_PREFIX
 from app.content.markdown import plain_text, render_markdown
 from app.content.models import Entry, Kind, Revision, Status, Tag
 from app.core.errors import DomainError, only_if_valid
+from app.core.events import PUBLIC_CHANGED, is_pending, mark_public_change
 from app.core.numbers import INT32_MAX, INT32_MIN
 from app.core.pagination import Page, PageRequest, paginate
 from app.core.store import Store
 from app.core.times import utc_time
-
-if TYPE_CHECKING:
-    from app.content.reads import EntryView
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 RESERVED_PAGE_SLUGS = {
@@ -95,7 +93,16 @@ def is_public(moment: datetime | ColumnElement[datetime] | None = None) -> Colum
     )
 
 
-def visible_to_public(entry: Entry | EntryView) -> bool:
+class Publication(Protocol):
+    """What says whether visitors see an entry: an `Entry`, or a read's `EntryView`."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def published_at(self) -> datetime | None: ...
+
+
+def visible_to_public(entry: Publication) -> bool:
     return (
         entry.status in (Status.published.value, Status.scheduled.value)
         and entry.published_at is not None
@@ -310,7 +317,7 @@ def _authors_named_on_public_pages(session: Session, _context: object, _objects:
     session writes, before the deletion leaves their entries without an author."""
     users = [user.id for user in session.deleted if isinstance(user, User)]
     users += [user.id for user in session.dirty if isinstance(user, User) and _renamed(user)]
-    if not users or session.info.get(PUBLIC_CHANGE):
+    if not users or is_pending(session, PUBLIC_CHANGED):
         return
     authored = select(Entry.id).where(Entry.author_id.in_(users), is_public()).limit(1)
     if session.execute(authored).first() is not None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from sqlalchemy.ext.asyncio import (
 from app.settings import ROOT, DatabaseSettings
 
 MIGRATIONS_DIR = ROOT / "migrations"
-log = logging.getLogger("keel.db")
 
 DbSession = NamedDependency[AsyncSession]
 """Annotation for a handler parameter named `db_session`: the request's session."""
@@ -111,25 +109,11 @@ async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]
             except BaseException:
                 await session.rollback()  # a failed COMMIT can leave the transaction open
                 raise
-        await run_after_commit(getattr(state, "after_commit", ()), session)
+        events = getattr(state, "events", None)
+        if events is not None:  # what the commit did, to its subscribers (app/core/events.py)
+            await events.deliver(session)
     finally:
         await session.close()
-
-
-async def run_after_commit(
-    hooks: Iterable[Callable[[AsyncSession], Awaitable[None]]], session: AsyncSession
-) -> None:
-    """Run what follows a COMMIT (wake-ups, cache invalidation, figures), each whatever the
-    others did. The change is committed, so no hook's failure may turn the answer into an
-    error: hooks cope with the store's failures themselves (a cache generation the store
-    did not take is owed, see app/content/cache.py), and anything else is a bug, logged
-    with its traceback."""
-    for hook in hooks:
-        try:
-            await hook(session)
-        except Exception:
-            name = getattr(hook, "__qualname__", None) or repr(hook)
-            log.exception("after-commit hook failed; the change is committed", extra={"hook": name})
 
 
 async def ping(engine: AsyncEngine, timeout: float) -> None:

@@ -20,11 +20,7 @@ from app.core.openapi import problem_responses
 from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.core.templating import site_base
 from app.jobs import services
-from app.jobs.models import Job
 from app.jobs.schemas import JobCreate, JobOut, JobTypeOut
-from app.settings import Settings
-
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 @dataclass
@@ -47,17 +43,6 @@ IMPORT_DESCRIPTION = (
     "`imported` and `rejected` and lists every rejected row (`line`, `values`, `reasons`); "
     "its result file holds those rows with an `import_errors` column, to fix and upload again."
 )
-
-UPLOAD_BODY_LIMIT = 101 * 1024 * 1024
-"""Above IMPORT_MAX_BYTES' own maximum: the service answers a clear 413 below this."""
-
-
-async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
-    """The uploaded file, read up to one byte past IMPORT_MAX_BYTES (enough to refuse it)."""
-    try:
-        return await upload.read(settings.worker.import_max_bytes + 1)
-    finally:
-        await upload.close()
 
 
 class JobsController(Controller):
@@ -110,7 +95,7 @@ class JobsController(Controller):
         status_code=201,
         summary="Import users or content from a CSV file",
         description=IMPORT_DESCRIPTION,
-        request_max_body_size=UPLOAD_BODY_LIMIT,
+        request_max_body_size=services.UPLOAD_BODY_LIMIT,
     )
     async def create_import(
         self,
@@ -126,7 +111,7 @@ class JobsController(Controller):
             Actor.from_connection(request),
             request.scope["user"],
             data.kind,
-            await read_upload(data.file, state.settings),
+            await services.read_upload(data.file, state.settings),
             data.file.filename,
             site_base(request),
         )
@@ -173,13 +158,4 @@ class JobsController(Controller):
         """The job's result file, or the one named `file` (404 when it has none, 410 once
         it expired)."""
         job = await services.visible_job(db_session, request.scope["user"], job_id)
-        return result_download(state.settings, job, file)
-
-
-def result_download(settings: Settings, job: Job, name: str | None = None) -> File:
-    """The job's result file as an attachment (for the API and the admin page alike)."""
-    found = services.result_file(settings, job, name)
-    # Files are stored as `text/csv; charset=utf-8`; Litestar adds the charset to text types
-    # itself, and a second one is a malformed Content-Type.
-    media_type = found.content_type.split(";", 1)[0].strip()
-    return File(found.path, filename=found.name, media_type=media_type, headers=NO_STORE)
+        return services.result_download(state.settings, job, file)

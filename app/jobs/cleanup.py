@@ -26,7 +26,7 @@ from app.accounts.sessions import SESSION_PREFIX, USER_INDEX_PREFIX
 from app.jobs.models import FINISHED, Job
 from app.jobs.registry import JobContext, job_handler, job_types
 from app.jobs.schedules import schedule
-from app.system.settings import AUDIT_RETENTION_DAYS, JOB_RETENTION_DAYS, read_setting
+from app.site_settings.services import AUDIT_RETENTION_DAYS, JOB_RETENTION_DAYS, read_setting
 
 BATCH = 1000
 

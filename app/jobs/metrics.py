@@ -3,14 +3,17 @@ gauges, read at scrape time, are registered by `app/system/metrics.py`).
 
 Workers count what they finish and start in their own `Tally` and flush it with each
 heartbeat. Changes made outside a worker's outcome path (a cancel in a request, a reap)
-are noted on the database session and counted once it commits (`count_committed`).
+are emitted on the database session (`note_outcome`, the `JOB_ENDED` event) and counted
+once it commits (`subscribe_outcomes`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from functools import partial
 
+from app.core.events import Event, Events, emit
 from app.core.metrics import Metric, Tally, stored
+from app.core.registry import KEEL
 from app.jobs.models import JobStatus
 
 JOBS_PROCESSED = stored(
@@ -65,18 +68,21 @@ OUTCOMES = {
 """The outcome label of a run that ended with the job in this status."""
 LEASE_EXPIRED = "lease_expired"
 GIVEN_BACK = "given_back"
-NOTED = "keel.jobs.figures"
-"""`session.info` key: (type, outcome) counts that become figures once the session commits."""
+JOB_ENDED = "jobs.run_ended"
+"""Event (app/core/events.py): a run ended outside a worker's outcome path; the payload is
+(type, outcome)."""
 
 
 def note_outcome(session: object, type: str, outcome: str) -> None:
     """Count a run's end when the caller's transaction commits (never if it rolls back)."""
-    noted: Counter[tuple[str, str]] = session.info.setdefault(NOTED, Counter())  # type: ignore[attr-defined]
-    noted[(type, outcome)] += 1
+    emit(session, JOB_ENDED, (type, outcome))
 
 
-def count_committed(tally: Tally, session: object) -> None:
-    """After a commit: move what the session noted into `tally`."""
-    noted = session.info.pop(NOTED, None)  # type: ignore[attr-defined]
-    for labels, count in (noted or {}).items():
-        tally.add(JOBS_PROCESSED, labels, count)
+async def count_outcome(tally: Tally, event: Event) -> None:
+    """After a commit: one run's end into `tally`."""
+    tally.add(JOBS_PROCESSED, event.payload)
+
+
+def subscribe_outcomes(events: Events, tally: Tally) -> None:
+    """Count the runs' ends that commits emit into `tally`."""
+    events.subscribe(KEEL, JOB_ENDED, partial(count_outcome, tally), name="jobs.count_outcome")

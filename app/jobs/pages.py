@@ -21,7 +21,6 @@ from app.core.numbers import RowId
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, MultipartForm, redirect, render, render_list, site_base
 from app.jobs import services
-from app.jobs.api import UPLOAD_BODY_LIMIT, read_upload, result_download
 from app.jobs.forms import error_field, form_defaults, payload_fields, payload_from_form
 from app.jobs.models import FINISHED
 from app.jobs.registry import JobInputError, JobType, job_type, job_types
@@ -156,7 +155,7 @@ class JobsAdminController(Controller):
         context = {"fields": fields, "form": form_defaults(kind)}
         return render(request, "jobs/_fields_block.html", context, block=None)
 
-    @post("/import", name="admin:jobs:import", request_max_body_size=UPLOAD_BODY_LIMIT)
+    @post("/import", name="admin:jobs:import", request_max_body_size=services.UPLOAD_BODY_LIMIT)
     async def create_import(
         self, request: HTMXRequest, state: State, db_session: DbSession, data: MultipartForm
     ) -> Response[Any]:
@@ -173,7 +172,7 @@ class JobsAdminController(Controller):
                 Actor.from_connection(request),
                 request.scope["user"],
                 kind,
-                await read_upload(upload, state.settings),
+                await services.read_upload(upload, state.settings),
                 upload.filename,
                 site_base(request),
             )
@@ -230,4 +229,4 @@ class JobsAdminController(Controller):
         file: FromQuery[str | None] = None,
     ) -> File:
         job = await services.visible_job(db_session, request.scope["user"], job_id)
-        return result_download(state.settings, job, file)
+        return services.result_download(state.settings, job, file)

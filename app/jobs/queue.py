@@ -8,13 +8,14 @@ UPDATE and takes the time from the machine clock, which is then the database's c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.db import dialect_insert, is_unavailable
 from app.core.errors import DomainError
+from app.core.events import Event, Events, emit
+from app.core.queueing import provide_queue
+from app.core.registry import KEEL
 from app.core.store import Store, StoreError
 from app.jobs.metrics import LEASE_EXPIRED, note_outcome
 from app.jobs.models import UNFINISHED_SQL, Job, JobStatus
@@ -33,8 +37,9 @@ from app.jobs.registry import JobCancelled, JobType, job_type
 
 WAKE_CHANNEL = "jobs:wake"
 """Store pub/sub channel: the message is the queue that has new work."""
-WAKE_KEY = "keel.jobs.wake"
-"""`session.info` key: queues that got jobs in the session's transaction."""
+JOBS_ADDED = "jobs.added"
+"""Event (app/core/events.py), once per queue and transaction: the payload is a queue that
+got jobs; after the COMMIT idle workers are woken (`wake_workers`)."""
 CLAIM_BATCH = 10
 MAX_BACKOFF_SECONDS = 3600.0
 LEASE_LOST_ERROR = "lease expired: the worker stopped renewing it"
@@ -185,7 +190,7 @@ async def enqueue(
             job_id = await session.scalar(
                 select(c.id).where(c.unique_key == unique_key, text(UNFINISHED_SQL))
             )
-    session.info.setdefault(WAKE_KEY, set()).add(values["queue"])
+    emit(session, JOBS_ADDED, values["queue"], once=True)
     return int(job_id)  # type: ignore[arg-type]
 
 
@@ -220,7 +225,7 @@ async def enqueue_many(
     else:
         rows = [_job_row(False, kind, p, options, None) for p in payloads]
         ids = await session.scalars(insert(jobs).values(rows).returning(c.id))
-    session.info.setdefault(WAKE_KEY, set()).add(queue)
+    emit(session, JOBS_ADDED, queue, once=True)
     return list(ids)
 
 
@@ -239,14 +244,15 @@ _ENQUEUE_MANY_PG = text(
 """Plain SQL on PostgreSQL: one statement whatever the number of jobs, no per-row building."""
 
 
-async def wake_workers(store: Store, session: AsyncSession) -> None:
-    """After a commit: tell idle workers which queues got new jobs (polling covers a miss)."""
-    queues = session.info.pop(WAKE_KEY, None)
-    for queue in queues or ():
-        try:
-            await store.publish(WAKE_CHANNEL, queue)
-        except StoreError:
-            return
+async def wake_workers(store: Store, event: Event) -> None:
+    """After a commit: tell idle workers that a queue got new jobs (polling covers a miss)."""
+    with contextlib.suppress(StoreError):
+        await store.publish(WAKE_CHANNEL, event.payload)
+
+
+def subscribe_wake_ups(events: Events, store: Store) -> None:
+    """Wake idle workers (through `store`) after each commit that added jobs."""
+    events.subscribe(KEEL, JOBS_ADDED, partial(wake_workers, store), name="jobs.wake_workers")
 
 
 _CLAIM_PG = """
@@ -613,7 +619,7 @@ async def retry_job(session: AsyncSession, job_id: int) -> Job:
         raise JobStateError("Another run of this job is already queued or running.") from None
     if found is None:
         raise JobStateError("Only a failed, dead or cancelled job can be retried.")
-    session.info.setdefault(WAKE_KEY, set()).add(found.queue)
+    emit(session, JOBS_ADDED, found.queue, once=True)
     return await _fresh(session, job_id)
 
 
@@ -621,3 +627,6 @@ async def _fresh(session: AsyncSession, job_id: int) -> Job:
     job = await session.get(Job, job_id, populate_existing=True)
     assert job is not None
     return job
+
+
+provide_queue(enqueue, enqueue_many)  # accounts adds its e-mails through app/core/queueing.py

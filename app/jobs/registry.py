@@ -50,8 +50,8 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Role
-from app.core.db import run_after_commit
 from app.core.errors import DomainError
+from app.core.events import Events
 from app.core.registry import KEEL, Registry
 from app.core.store import Store
 from app.settings import ConfigError, MailSettings, Settings
@@ -225,8 +225,9 @@ class JobContext(Generic[P]):
     files: list[dict[str, Any]] = field(default_factory=list)
     mail: MailSettings = field(default_factory=MailSettings)
     """Where e-mail goes (SMTP_URL, MAIL_FROM), for handlers that send it."""
-    after_commit: tuple[Callable[[AsyncSession], Awaitable[None]], ...] = ()
-    """What runs after `transaction()` commits (wake-ups, page cache invalidation)."""
+    events: Events = field(default_factory=Events)
+    """The worker's subscriptions: what `transaction()` delivers the committed events to
+    (wake-ups, page cache invalidation, job figures)."""
 
     @property
     def input_dir(self) -> Path:
@@ -236,11 +237,12 @@ class JobContext(Generic[P]):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session whose transaction commits when the block ends (rolls back on an
-        error); after the commit, the worker's hooks run as a request's would."""
+        error); after the commit, its events reach the worker's subscribers as a request's
+        do."""
         async with self.sessionmaker() as session:
             async with session.begin():
                 yield session
-            await run_after_commit(self.after_commit, session)
+            await self.events.deliver(session)
 
     async def progress(self, percent: float, message: str = "") -> None:
         """Record progress (0-100) and renew the lease; raises JobCancelled when the job was

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from litestar.datastructures import UploadFile
+from litestar.response import File
 from sqlalchemy import func, literal_column, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -296,3 +298,27 @@ def result_file(settings: Settings, job: Job, name: str | None = None) -> Result
     if not name or not path.is_file():
         raise DomainError("The result file has expired and was removed.", status=410)
     return ResultFile(path, name, str(first.get("content_type") or "application/octet-stream"))
+
+
+UPLOAD_BODY_LIMIT = 101 * 1024 * 1024
+"""Above IMPORT_MAX_BYTES' own maximum: the service answers a clear 413 below this."""
+
+
+async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
+    """The uploaded file, read up to one byte past IMPORT_MAX_BYTES (enough to refuse it)."""
+    try:
+        return await upload.read(settings.worker.import_max_bytes + 1)
+    finally:
+        await upload.close()
+
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def result_download(settings: Settings, job: Job, name: str | None = None) -> File:
+    """The job's result file as an attachment (for the API and the admin page alike)."""
+    found = result_file(settings, job, name)
+    # Files are stored as `text/csv; charset=utf-8`; Litestar adds the charset to text types
+    # itself, and a second one is a malformed Content-Type.
+    media_type = found.content_type.split(";", 1)[0].strip()
+    return File(found.path, filename=found.name, media_type=media_type, headers=NO_STORE)

@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -28,13 +27,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from app.content.cache import Invalidations
 from app.core.db import is_unavailable
 from app.core.errors import log_failure, new_error_id
+from app.core.events import PUBLIC_CHANGED, Events
 from app.core.metrics import Tally
+from app.core.registry import KEEL
 from app.core.store import Store, StoreUnavailable
 from app.core.tasks import cancel_and_wait
 from app.jobs import queue
-from app.jobs.metrics import GIVEN_BACK, JOBS_PROCESSED, JOBS_WAIT, OUTCOMES, count_committed
+from app.jobs.metrics import (
+    GIVEN_BACK,
+    JOBS_PROCESSED,
+    JOBS_WAIT,
+    OUTCOMES,
+    subscribe_outcomes,
+)
 from app.jobs.models import JobStatus
-from app.jobs.queue import ClaimedJob, Outcome
+from app.jobs.queue import ClaimedJob, Outcome, subscribe_wake_ups
 from app.jobs.registry import (
     JOB_TYPES,
     JobCancelled,
@@ -127,6 +134,12 @@ class Worker:
         self.invalidations = Invalidations(store)
         """New cache generations after jobs' public changes; one the store did not take is
         started as soon as it answers."""
+        self.events = Events()
+        """What follows the COMMIT of a job's `transaction()` and of the worker's own writes:
+        wake-ups, cache invalidation, job figures (app/core/events.py)."""
+        subscribe_wake_ups(self.events, store)
+        subscribe_outcomes(self.events, self.figures)
+        self.events.subscribe(KEEL, PUBLIC_CHANGED, self.invalidations.on_public_change)
         self.running: dict[asyncio.Task[Any], ClaimedJob] = {}
         self._held: dict[str, ClaimedJob] = {}
         """Leases this worker holds: running jobs and finished ones not yet written."""
@@ -278,10 +291,7 @@ class Worker:
             report=lambda percent, message: self._report(job, percent, message),
             file_retention=timedelta(hours=self.config.export_retention_hours),
             mail=self.settings.mail,
-            after_commit=(
-                partial(queue.wake_workers, self.store),
-                self.invalidations.after_commit,
-            ),
+            events=self.events,
         )
         deadline = asyncio.timeout(kind.timeout)
         try:
@@ -402,7 +412,7 @@ class Worker:
                 await self.renew_leases()
                 async with self.sessionmaker() as session, session.begin():
                     reaped = await queue.reap_expired_leases(session)
-                count_committed(self.figures, session)
+                await self.events.deliver(session)
                 if reaped:
                     log.info("requeued jobs of a lost worker", extra={"job_ids": reaped})
                     self._wake.set()

@@ -14,9 +14,9 @@ from app import __version__
 from app.accounts import guards
 from app.core import metrics
 from app.core.db import DbSession
+from app.site_settings.services import read_settings
 from app.system.metrics import scrape
 from app.system.services import check_readiness
-from app.system.settings import read_settings
 
 
 class HealthController(Controller):

@@ -20,7 +20,7 @@ from app.accounts.audit import Actor
 from app.accounts.models import Role, User
 from app.asgi import create_app
 from app.settings import Settings
-from app.system.settings import write_setting
+from app.site_settings.services import write_setting
 from tests.conftest import bearer, client_for, free_port, with_app_settings
 from tests.core.test_store import silent_server
 

@@ -14,7 +14,7 @@ from app.accounts.models import AuditEntry, User
 from app.accounts.sessions import cookie_name
 from app.core.db import create_engine, create_sessionmaker
 from app.settings import Settings
-from app.system.settings import write_setting
+from app.site_settings.services import write_setting
 from tests.conftest import PASSWORD, client_for, count_rows, signed_in, with_csrf
 
 NEW_ADMIN = {

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from app.accounts.models import AuditEntry, User
 from app.accounts.services.verification import VERIFY_KEY, VERIFY_SECONDS
 from app.jobs.models import Job
-from app.system.settings import write_setting
+from app.site_settings.services import write_setting
 from tests.conftest import client_for, signed_in, with_csrf
 
 EXPIRED = "This link has expired or was already used"

@@ -20,7 +20,7 @@ from app.content.cache import GENERATION_KEY, RETRY_SECONDS, STOP_SECONDS
 from app.content.services import EntryInput, publish_entry, save_entry
 from app.core.store import create_store
 from app.settings import Settings
-from app.system.settings import write_setting
+from app.site_settings.services import write_setting
 from tests.conftest import api_token, client_for, free_port, signed_in
 from tests.core.test_store_outage import api_key, published_post
 from tests.private_valkey import PrivateValkey, private_valkey
@@ -125,7 +125,7 @@ async def scheduled_post(app: Litestar, author: User, seconds: float) -> float:
         actor = Actor(author.id, author.username)
         entry = await save_entry(session, actor, EntryInput(title="Soon public"))
         await publish_entry(session, actor, entry, at)
-    await app.state.page_cache.after_commit(session)
+    await app.state.events.deliver(session)
     return at.timestamp()
 
 
@@ -180,7 +180,7 @@ async def test_a_setting_change_invalidates_after_commit(
         assert (await client.get("/_test/cached")).headers["x-cache"] == "hit"
         async with app.state.sessionmaker() as session, session.begin():
             await write_setting(session, "site_title", "Renamed")
-        await app.state.page_cache.after_commit(session)
+        await app.state.events.deliver(session)
         assert (await client.get("/_test/cached")).headers["x-cache"] == "miss"
 
 
@@ -272,7 +272,7 @@ async def test_site_settings_kept_in_process_follow_a_change_made_elsewhere(
         assert "Renamed elsewhere" not in (await browser.get("/")).text
         async with first.state.sessionmaker() as session, session.begin():
             await write_setting(session, "site_title", "Renamed elsewhere")
-        await first.state.page_cache.after_commit(session)
+        await first.state.events.deliver(session)
         for _ in range(50):
             if second.state.page_cache.generation == first.state.page_cache.generation:
                 break

@@ -20,7 +20,7 @@ from app.asgi import create_app
 from app.content.media import display_name, store_upload
 from app.content.models import Media
 from app.settings import ROOT, Settings
-from app.system.settings import write_setting
+from app.site_settings.services import write_setting
 from tests.conftest import bearer, client_for, count_rows, signed_in, with_app_settings
 
 STORED = re.compile(r"^[0-9a-f]{32}\.(png|jpg|gif|webp|pdf)$")

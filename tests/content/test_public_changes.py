@@ -21,7 +21,7 @@ from app.accounts.models import User
 from app.asgi import create_app
 from app.content.cache import GENERATION_KEY
 from app.settings import Settings
-from app.system.settings import write_setting
+from app.site_settings.services import write_setting
 from tests.conftest import bearer, client_for
 
 
@@ -229,13 +229,13 @@ async def test_accounts_and_settings_visitors_never_see_keep_every_cached_page(
             await write_setting(session, "registration_open", True)
             await write_setting(session, "api_rate_limit_per_minute", 1000)
             await write_setting(session, "site_title", "Keel")  # its value already
-        await site.state.page_cache.after_commit(session)
+        await site.state.events.deliver(session)
 
         assert await generation(site) == before
         assert (await visitor.get("/blog")).headers["x-cache"] == "hit"
 
         async with site.state.sessionmaker() as session, session.begin():
             await write_setting(session, "site_title", "Harbour Notes")
-        await site.state.page_cache.after_commit(session)
+        await site.state.events.deliver(session)
         assert await generation(site) == before + 1
         assert "Harbour Notes" in (await visitor.get("/blog")).text

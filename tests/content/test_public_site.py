@@ -26,7 +26,7 @@ from app.content.services import (
     save_entry,
 )
 from app.settings import Settings
-from app.system.settings import write_setting
+from app.site_settings.services import write_setting
 from tests.conftest import client_for, free_port, signed_in, with_app_settings
 
 ATOM = "{http://www.w3.org/2005/Atom}"

@@ -24,7 +24,7 @@ from app.content.services import (
 )
 from app.core.pagination import PageRequest
 from app.core.reads import ReadQuery
-from app.system.settings import read_settings, read_settings_from, write_setting
+from app.site_settings.services import read_settings, read_settings_from, write_setting
 
 FILTERS = [
     EntryFilters(),

@@ -10,7 +10,6 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.accounts import guards
 from app.accounts.audit import Actor
-from app.accounts.pages.reset import reset_link_url
 from app.accounts.schemas import PasswordResetOut, UserCreate, UserOut, UserPageOut, UserUpdate
 from app.accounts.services import (
     RESET_LINK_SECONDS,
@@ -20,10 +19,12 @@ from app.accounts.services import (
     delete_user,
     get_user,
     list_users,
+    reset_link,
     update_user,
 )
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest, PerPage
+from app.core.templating import site_base
 
 
 class UsersController(Controller):
@@ -106,7 +107,7 @@ class UsersController(Controller):
             request.scope["user"].role,
             await get_user(db_session, user_id),
         )
-        return PasswordResetOut(reset_link_url(request, token), RESET_LINK_SECONDS)
+        return PasswordResetOut(reset_link(site_base(request), token), RESET_LINK_SECONDS)
 
     @delete("/{user_id:uuid}", name="api:users:delete", guards=[guards.editor], status_code=204)
     async def remove(

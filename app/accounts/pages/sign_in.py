@@ -27,7 +27,7 @@ from app.accounts.throttle import Throttled
 from app.core.db import DbSession
 from app.core.redirects import safe_next
 from app.core.templating import Form, redirect, render
-from app.system.settings import read_setting
+from app.site_settings.services import read_setting
 
 
 async def start_session(

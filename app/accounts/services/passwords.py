@@ -16,8 +16,8 @@ from app.accounts.models import Role, User
 from app.accounts.passwords import PasswordHashing, PasswordRuleError, check_password_rules
 from app.accounts.services.users import AccountError, can_manage, find_by_login
 from app.accounts.throttle import Throttled
+from app.core.queueing import enqueue, enqueue_many
 from app.core.store import Store
-from app.jobs.queue import enqueue, enqueue_many
 
 
 async def change_password(

@@ -21,7 +21,7 @@ from app.accounts.services.users import (
 )
 from app.accounts.throttle import LoginThrottle, Throttled
 from app.core.errors import DomainError
-from app.system.models import SystemSetting
+from app.site_settings.models import SystemSetting
 
 SETUP_MARKER = "_setup_completed"
 

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.audit import Actor, record
 from app.accounts.models import User
 from app.accounts.services.users import AccountError
+from app.core.queueing import enqueue
 from app.core.store import Store
-from app.jobs.queue import enqueue
 
 VERIFY_KEY = "email-verify:"
 VERIFY_SECONDS = 24 * 3600

@@ -1,4 +1,4 @@
-"""The runtime settings registry: app/system/settings.py (both storage legs)."""
+"""The site settings registry: app/site_settings/services.py (both storage legs)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from app.asgi import create_app
 from app.core.db import create_engine, create_sessionmaker
 from app.core.registry import RegistryClash
 from app.settings import Settings
-from app.system.settings import (
+from app.site_settings.services import (
     SETTINGS,
     SettingDefinition,
     SettingError,

@@ -1,4 +1,6 @@
-"""Every domain's tables, imported in one place so Alembic and tests see the whole schema."""
+"""Every domain's tables, imported in one place so Alembic (`migrations/env.py`) and the tests
+see the whole schema. It sits beside `asgi.py` and `routes.py`, above the domains: `app.core`
+knows no domain, so no table."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from app.accounts.models import (
 from app.content.models import Entry, Media, Revision, Tag, entry_tags
 from app.jobs.models import ImportRun, Job, JobSchedule
 from app.notifications.models import MailMessage, Notification
-from app.system.models import SystemSetting
+from app.site_settings.models import SystemSetting
 
 metadata = metadata_registry.get(None)
 

@@ -1,4 +1,4 @@
-"""Tables of the system domain."""
+"""The site settings' table."""
 
 from __future__ import annotations
 

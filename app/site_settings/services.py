@@ -22,11 +22,11 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.content.cache import mark_public_change
 from app.core.db import dialect_insert
+from app.core.events import mark_public_change
 from app.core.reads import ReadQuery, Reads
 from app.core.registry import KEEL, Registry
-from app.system.models import SystemSetting
+from app.site_settings.models import SystemSetting
 
 Validator = Callable[[Any], str | None]
 
