@@ -38,6 +38,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check app tests migrations bench
 	$(VENV)/bin/ruff format --check app tests migrations bench
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff check --fix app tests migrations bench

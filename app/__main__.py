@@ -268,7 +268,6 @@ def users_create(
         user = asyncio.run(_with_session(settings, work))
     except AccountError as exc:
         _fail([f"{exc.field + ': ' if exc.field else ''}{exc.message}"])
-        return
     click.echo(f"created {user.role} {user.username} <{user.email}> ({user.id})")
 
 
@@ -316,7 +315,6 @@ def users_set_role(login: str, role: str) -> None:
         user = asyncio.run(_with_session(load_settings(), work))
     except AccountError as exc:
         _fail([exc.message])
-        return
     click.echo(f"{user.username} is now {user.role}")
 
 
@@ -340,7 +338,6 @@ def users_reset_password(login: str, password_stdin: bool) -> None:
         user = asyncio.run(_with_session(settings, work))
     except AccountError as exc:
         _fail([exc.message])
-        return
     click.echo(f"password of {user.username} changed; their sessions were ended")
 
 
@@ -351,7 +348,6 @@ def check() -> None:
         settings = Settings.from_env().with_secret()
     except ConfigError as exc:
         _fail(exc.problems)
-        return
     problems = settings.startup_problems()
     problems += asyncio.run(_connectivity_problems(settings))
     from app.extensions.manifest import discover_plugins

@@ -24,6 +24,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy import ColumnElement, and_, bindparam, false, select, update
+from sqlalchemy.orm import QueryableAttribute
 
 from app.accounts.api_keys import acting_name, acting_role, key_status
 from app.accounts.models import ApiKey, RevokedAccessToken, Role, TokenFamily, User
@@ -75,7 +76,9 @@ class CurrentUser:
 
 
 def created_by(
-    user: CurrentUser, user_column: ColumnElement[Any], api_key_column: ColumnElement[Any]
+    user: CurrentUser,
+    user_column: ColumnElement[Any] | QueryableAttribute[Any],
+    api_key_column: ColumnElement[Any] | QueryableAttribute[Any],
 ) -> ColumnElement[bool]:
     """The SQL condition "this row was made by `user`": its user id, or for an API key the
     key's id. Never a comparison with None, which SQL renders `IS NULL` and which would match
@@ -170,7 +173,7 @@ class IdentityMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         state = scope["litestar_app"].state
-        headers = MutableScopeHeaders.from_message({"headers": scope["headers"]})  # type: ignore[arg-type, typeddict-item]
+        headers = MutableScopeHeaders(scope)
         set_cookie: Cookie | None = None
         machine = CREDENTIAL_PATHS.matches(path)
         authorization = headers.get("authorization", "") if machine else ""
@@ -195,7 +198,7 @@ class IdentityMiddleware(ASGIMiddleware):
             if message["type"] == "http.response.start":
                 MutableScopeHeaders.from_message(message).add(
                     "set-cookie", set_cookie.to_header(header="")
-                )  # type: ignore[union-attr]
+                )
             await send(message)
 
         await next_app(scope, receive, send_with_cookie)
@@ -322,7 +325,8 @@ def _is_public_read(scope: Scope) -> bool:
     """A GET or HEAD of a public page (a route marked `public_cache`)."""
     handler = scope.get("route_handler")
     return (
-        scope["method"] in ("GET", "HEAD")
+        scope["type"] == ScopeType.HTTP
+        and scope["method"] in ("GET", "HEAD")
         and handler is not None
         and bool(handler.opt.get(PUBLIC_PAGE_OPT))
     )
@@ -382,4 +386,4 @@ class FirstRunMiddleware(ASGIMiddleware):
                 "headers": [(b"location", b"/setup"), (b"content-length", b"0")],
             }
         )
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -171,7 +171,7 @@ class MediaAdminController(Controller):
     ) -> Response[Any]:
         """Store one file, then back to the library; a refused file shows the form again."""
         upload = data.get("file")
-        alt_text = data.get("alt_text") if isinstance(data.get("alt_text"), str) else ""
+        alt_text = value if isinstance(value := data.get("alt_text"), str) else ""
         form = {"alt_text": alt_text}
         try:
             if not isinstance(upload, UploadFile) or not upload.filename:

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from sqlalchemy import event, text
+from sqlalchemy import CursorResult, Executable, event, text
 from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -24,6 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -94,6 +95,14 @@ def dialect_insert(session: AsyncSession, table: Any) -> PostgresInsert | Sqlite
     clauses (`on_conflict_do_nothing`, `on_conflict_do_update`: spelled alike in both)."""
     postgres = session.get_bind().dialect.name == "postgresql"
     return (postgres_insert if postgres else sqlite_insert)(table)
+
+
+async def rows_changed(session: AsyncSession | AsyncConnection, statement: Executable) -> int:
+    """Run an INSERT, UPDATE or DELETE without RETURNING; the number of rows it matched
+    (`Session.execute` is typed to return a plain `Result`, which has no row count)."""
+    result = await session.execute(statement)
+    assert isinstance(result, CursorResult)  # what SQLAlchemy returns for such a statement
+    return result.rowcount
 
 
 async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]:

@@ -21,6 +21,7 @@ from litestar import MediaType, Request
 from litestar.datastructures import Cookie
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
+from litestar.plugins.htmx import HTMXDetails
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Response
 from litestar.template import TemplateConfig
@@ -88,7 +89,8 @@ def csrf_token() -> str:
     request = _rendering.get()
     if request is None:
         return ""
-    return ScopeState.from_scope(request.scope).csrf_token or ""
+    token = ScopeState.from_scope(request.scope).csrf_token
+    return token if isinstance(token, str) else ""  # Empty: no CSRF layer ran
 
 
 @cache
@@ -207,8 +209,10 @@ def absolute_url(request: Request, route_name: str, **path_params: Any) -> str:
 
 def wants_fragment(request: Request) -> bool:
     """An htmx request that swaps part of a page (not a boosted full-page navigation)."""
-    htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+    htmx: HTMXDetails | None = getattr(request, "htmx", None)
+    if not htmx:  # not an HTMXRequest, or no HX-Request header
+        return False
+    return not htmx.boosted and not htmx.history_restore_request
 
 
 def render_template(request: Request, template_name: str, context: dict[str, Any]) -> str:

@@ -127,7 +127,7 @@ class JobsAdminController(Controller):
             priority = None
         try:
             if priority is None:
-                raise services.JobInputError("Priority must be a whole number.", "priority")
+                raise JobInputError("Priority must be a whole number.", "priority")
             payload = payload_from_form(job_type(form.get("type", "")), form)
             job = await services.submit_job(
                 db_session,
@@ -162,11 +162,11 @@ class JobsAdminController(Controller):
     ) -> Response[Any]:
         """Upload a CSV file as a new import job; a refused file shows the form again with
         the reason beside its field."""
-        kind = data.get("kind") if isinstance(data.get("kind"), str) else ""
+        kind = value if isinstance(value := data.get("kind"), str) else ""
         upload = data.get("file")
         try:
             if not isinstance(upload, UploadFile) or not upload.filename:
-                raise services.JobInputError("Choose a CSV file to upload.", "file")
+                raise JobInputError("Choose a CSV file to upload.", "file")
             job = await services.submit_import(
                 db_session,
                 state.settings,

@@ -20,11 +20,22 @@ from uuid import UUID
 
 import asyncpg
 from advanced_alchemy.types import JsonB
-from sqlalchemy import ColumnElement, Float, bindparam, case, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Table,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.core.db import dialect_insert, is_unavailable
+from app.core.db import dialect_insert, is_unavailable, rows_changed
 from app.core.errors import DomainError
 from app.core.store import Store, StoreError
 from app.jobs.metrics import LEASE_EXPIRED, note_outcome
@@ -39,7 +50,7 @@ CLAIM_BATCH = 10
 MAX_BACKOFF_SECONDS = 3600.0
 LEASE_LOST_ERROR = "lease expired: the worker stopped renewing it"
 
-jobs = Job.__table__
+jobs: Table = Job.metadata.tables[Job.__tablename__]  # Job.__table__, typed as a Table
 c = jobs.c
 
 
@@ -190,7 +201,7 @@ async def enqueue(
                 select(c.id).where(c.unique_key == unique_key, text(UNFINISHED_SQL))
             )
     session.info.setdefault(WAKE_KEY, set()).add(values["queue"])
-    return int(job_id)  # type: ignore[arg-type]
+    return int(job_id)
 
 
 async def enqueue_many(
@@ -324,7 +335,19 @@ async def claim_jobs(
     returned = (c.id, c.type, c.queue, c.payload, c.attempts, c.max_attempts, c.lease_token)
     statement = update(jobs).where(c.id.in_(due.scalar_subquery())).values(changes)
     rows = await executor.execute(statement.returning(*returned, c.run_at))
-    return [ClaimedJob(*row[:-1], waited=max((now - row[-1]).total_seconds(), 0.0)) for row in rows]
+    return [
+        ClaimedJob(
+            row.id,
+            row.type,
+            row.queue,
+            row.payload,
+            row.attempts,
+            row.max_attempts,
+            row.lease_token,
+            waited=max((now - row.run_at).total_seconds(), 0.0),
+        )
+        for row in rows
+    ]
 
 
 def retry_delay(attempt: int, base: float) -> float:
@@ -448,16 +471,17 @@ async def record_outcomes(session: Executor, outcomes: Sequence[Outcome]) -> set
             changes["run_at"] = now + timedelta(seconds=outcome.retry_in)
         if outcome.given_back:
             changes["attempts"] = func.max(c.attempts - 1, 0)
-        result = await session.execute(
+        changed = await rows_changed(
+            session,
             update(jobs)
             .where(
                 c.id == outcome.id,
                 c.lease_token == outcome.lease_token,
                 c.status == JobStatus.running.value,
             )
-            .values(changes)
+            .values(changes),
         )
-        if result.rowcount:
+        if changed:
             written.add(outcome.id)
     return written
 
@@ -472,7 +496,8 @@ async def report_progress(
 ) -> None:
     """Store progress and renew the lease; JobCancelled when the run no longer holds it."""
     postgres = is_postgres(session)
-    result = await session.execute(
+    changed = await rows_changed(
+        session,
         update(jobs)
         .where(c.id == job_id, c.lease_token == lease_token, c.status == JobStatus.running.value)
         .values(
@@ -480,9 +505,9 @@ async def report_progress(
             progress_message=message,
             lease_expires_at=_later(postgres, lease_seconds),
             updated_at=_now(postgres),
-        )
+        ),
     )
-    if not result.rowcount:
+    if not changed:
         raise JobCancelled(f"job {job_id} was cancelled or its lease was lost")
 
 
@@ -514,7 +539,8 @@ async def release_jobs(session: AsyncSession, leases: Mapping[str, int]) -> int:
     if not leases:
         return 0
     postgres = is_postgres(session)
-    result = await session.execute(
+    return await rows_changed(
+        session,
         update(jobs)
         .where(_held(leases))
         .values(
@@ -524,9 +550,8 @@ async def release_jobs(session: AsyncSession, leases: Mapping[str, int]) -> int:
             lease_expires_at=None,
             run_at=_now(postgres),
             updated_at=_now(postgres),
-        )
+        ),
     )
-    return int(result.rowcount or 0)
 
 
 async def reap_expired_leases(session: AsyncSession) -> list[int]:

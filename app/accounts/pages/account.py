@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
@@ -54,12 +55,12 @@ class SessionRow:
         )
 
 
-def _me(request: Request) -> CurrentUser:
-    """The signed-in person; an API key is a service and has no account page."""
+def _me(request: Request) -> tuple[CurrentUser, UUID]:
+    """The signed-in person and their id; an API key is a service and has no account page."""
     me: CurrentUser = request.scope["user"]
     if me.id is None:
         raise PermissionDeniedException("An API key has no account page.")
-    return me
+    return me, me.id
 
 
 def _account_url(request: Request, saved: str | None = None) -> str:
@@ -78,7 +79,7 @@ async def _page(
     status_code: int = 200,
 ) -> Response[str]:
     """The account page; `form` keeps what the user typed (never a password)."""
-    me = _me(request)
+    me, _ = _me(request)
     sessions = [
         SessionRow.of(session, me.session_digest)
         for session in await state.sessions.list_for_user(user.id)
@@ -115,15 +116,15 @@ class AccountController(Controller):
         saved: FromQuery[str | None] = None,
     ) -> Response[str]:
         """Profile, password and sessions of whoever is signed in."""
-        user = await get_user(db_session, _me(request).id)  # type: ignore[arg-type]
+        user = await get_user(db_session, _me(request)[1])
         return await _page(request, state, user, message=SAVED_MESSAGES.get(saved or ""))
 
     @post("/profile", name="accounts:profile_update")
     async def profile_update(
         self, request: Request, state: State, db_session: DbSession, data: Form
     ) -> Response[Any]:
-        me = _me(request)
-        user = await get_user(db_session, me.id)  # type: ignore[arg-type]
+        me, my_id = _me(request)
+        user = await get_user(db_session, my_id)
         old_email = user.email
         try:
             await update_user(
@@ -147,8 +148,8 @@ class AccountController(Controller):
         self, request: Request, state: State, db_session: DbSession, data: Form
     ) -> Response[Any]:
         """A new password ends every session; this browser gets a fresh one at once."""
-        me = _me(request)
-        user = await get_user(db_session, me.id)  # type: ignore[arg-type]
+        _, my_id = _me(request)
+        user = await get_user(db_session, my_id)
         errors: dict[str, str] = {}
         if data.get("new_password", "") != data.get("new_password_confirm", ""):
             errors["new_password_confirm"] = PASSWORDS_DIFFER
@@ -176,15 +177,15 @@ class AccountController(Controller):
         self, request: Request, state: State, db_session: DbSession, short_id: FromPath[str]
     ) -> Response[bytes]:
         """End one of the user's own sessions (another browser's, or this one)."""
-        me = _me(request)
-        if not await state.sessions.revoke_by_short_id(me.id, short_id):  # type: ignore[arg-type]
+        me, my_id = _me(request)
+        if not await state.sessions.revoke_by_short_id(my_id, short_id):
             raise NotFoundException("No such session; it may have ended already.")
         record(
             db_session,
             Actor.from_connection(request),
             "auth.session_revoked",
             "user",
-            me.id,
+            my_id,
             browser_session=short_id,
         )
         if me.session_digest and me.session_digest.startswith(short_id):
@@ -196,16 +197,16 @@ class AccountController(Controller):
         self, request: Request, state: State, db_session: DbSession
     ) -> Response[bytes]:
         """End every session and API token of the user, this one included."""
-        me = _me(request)
-        user = await get_user(db_session, me.id)  # type: ignore[arg-type]
+        _, my_id = _me(request)
+        user = await get_user(db_session, my_id)
         user.auth_version += 1  # access and refresh tokens carry the version: all now fail
-        ended = await state.sessions.revoke_all(me.id)  # type: ignore[arg-type]
+        ended = await state.sessions.revoke_all(my_id)
         record(
             db_session,
             Actor.from_connection(request),
             "auth.signed_out_everywhere",
             "user",
-            me.id,
+            my_id,
             sessions=ended,
         )
         return signed_out(state, "/login")

@@ -89,9 +89,9 @@ async def authenticate(
             if user.failed_login_count >= max_failures:
                 user.locked_until = now + timedelta(minutes=lockout_minutes)
         record(session, actor, "auth.login_failed", "user", user.id if user else None, login=login)
-        if locked:
+        if locked and user is not None and user.locked_until is not None:  # locked says so
             raise Throttled(
-                int((user.locked_until - now).total_seconds()) + 1,  # type: ignore[union-attr]
+                int((user.locked_until - now).total_seconds()) + 1,
                 "Too many failed sign-ins for this account. Try again later.",
             )
         raise LoginFailed
