@@ -38,8 +38,10 @@ from app.accounts.tokens import (
 )
 from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.paths import API, MACHINE, METRICS_PATH, PathPrefixes
-from app.core.reads import ReadQuery
+from app.core.reads import ReadQuery, Reads
+from app.core.runtime import Runtime, runtime_of
 from app.core.store import StoreRefused, StoreUnavailable
+from app.settings import Settings
 
 log = logging.getLogger("keel.auth")
 UNAUTHENTICATED = PathPrefixes("/static", "/health", "/favicon.ico")
@@ -133,14 +135,14 @@ family (the sign-in it came from) must exist, be the user's and not be revoked, 
 not listed."""
 
 
-async def _load_caller(state: object, user_id: UUID) -> _Caller | None:
-    row = await state.reads.one(CALLER, user_id=user_id)  # type: ignore[attr-defined]
+async def _load_caller(reads: Reads, user_id: UUID) -> _Caller | None:
+    row = await reads.one(CALLER, user_id=user_id)
     return _Caller(**row) if row is not None else None
 
 
-async def _load_token_caller(state: object, claims: AccessClaims) -> tuple[_Caller | None, bool]:
+async def _load_token_caller(reads: Reads, claims: AccessClaims) -> tuple[_Caller | None, bool]:
     """The token's user, and whether the token is still signed in (not revoked)."""
-    row = await state.reads.one(  # type: ignore[attr-defined]
+    row = await reads.one(
         TOKEN_CALLER, user_id=claims.user_id, family_id=claims.family, jti=claims.jti
     )
     if row is None:
@@ -172,7 +174,7 @@ class IdentityMiddleware(ASGIMiddleware):
         if UNAUTHENTICATED.matches(path):
             await next_app(scope, receive, send)
             return
-        state = scope["litestar_app"].state
+        runtime = runtime_of(scope["litestar_app"].state)
         headers = MutableScopeHeaders(scope)
         set_cookie: Cookie | None = None
         machine = CREDENTIAL_PATHS.matches(path)
@@ -182,7 +184,7 @@ class IdentityMiddleware(ASGIMiddleware):
             scope["user"] = await self._from_credentials(scope, authorization, api_key)
         elif not API.matches(path):
             try:
-                scope["user"], set_cookie = await self._from_session(scope, state)
+                scope["user"], set_cookie = await self._from_session(scope, runtime)
             except (*StoreUnavailable, *StoreRefused):
                 if not _is_public_read(scope):
                     raise
@@ -206,36 +208,36 @@ class IdentityMiddleware(ASGIMiddleware):
     async def _from_credentials(
         self, scope: Scope, authorization: str, api_key: str
     ) -> CurrentUser:
-        state = scope["litestar_app"].state
+        runtime = runtime_of(scope["litestar_app"].state)
         scheme, _, credential = authorization.partition(" ")
         if authorization and scheme.lower() != "bearer":
             raise _unauthorized("Use `Authorization: Bearer <token>`.")
         secret = api_key or credential.strip()
         if not secret:
             raise _unauthorized("The credentials are empty.")
-        if scope["path"] == METRICS_PATH and _is_metrics_token(state, secret):
+        if scope["path"] == METRICS_PATH and _is_metrics_token(runtime.settings, secret):
             return METRICS_SCRAPER
         if looks_like_jwt(secret) and not api_key:
             return await self._from_access_token(scope, secret)
-        return await self._from_api_key(state, secret)
+        return await self._from_api_key(runtime, secret)
 
     async def _from_access_token(self, scope: Scope, token: str) -> CurrentUser:
-        state = scope["litestar_app"].state
-        tokens: AccessTokens = state.access_tokens
+        runtime = runtime_of(scope["litestar_app"].state)
+        tokens = runtime.service(AccessTokens)
         try:
             claims = tokens.verify(token)
         except InvalidToken as exc:
             raise _unauthorized(str(exc)) from None
-        user, live = await _load_token_caller(state, claims)
+        user, live = await _load_token_caller(runtime.reads, claims)
         if user is not None and not live:
             raise _unauthorized("The access token has been revoked.")
         if user is None or not user.is_active or user.auth_version != claims.auth_version:
             raise _unauthorized("The access token is no longer valid.")
         return _as_current(user, "token", token=claims)
 
-    async def _from_api_key(self, state: object, secret: str) -> CurrentUser:
+    async def _from_api_key(self, runtime: Runtime, secret: str) -> CurrentUser:
         now = datetime.now(UTC)
-        async with state.sessionmaker() as session:  # type: ignore[attr-defined]
+        async with runtime.sessionmaker() as session:
             key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_secret(secret)))
             if key is None or key_status(key, now) != "active":
                 raise _unauthorized("The API key is not valid.")
@@ -259,18 +261,18 @@ class IdentityMiddleware(ASGIMiddleware):
             )
 
     async def _from_session(
-        self, scope: Scope, state: object
+        self, scope: Scope, runtime: Runtime
     ) -> tuple[CurrentUser | None, Cookie | None]:
-        settings = state.settings  # type: ignore[attr-defined]
+        settings = runtime.settings
         name = cookie_name(settings.app.is_production)
         session_id = _cookie(scope, name)
         if not session_id:
             return None, None
-        sessions: SessionStore = state.sessions  # type: ignore[attr-defined]
+        sessions = runtime.service(SessionStore)
         browser_session = await sessions.load(session_id)
         user = None
         if browser_session is not None:
-            user = await _load_caller(state, UUID(browser_session.user_id))
+            user = await _load_caller(runtime.reads, UUID(browser_session.user_id))
         if (
             browser_session is None
             or user is None
@@ -306,8 +308,8 @@ METRICS_SCRAPER = CurrentUser(
 """The caller holding METRICS_TOKEN: a guest anywhere else, let in by the /metrics guard."""
 
 
-def _is_metrics_token(state: object, secret: str) -> bool:
-    token: str = state.settings.metrics.token  # type: ignore[attr-defined]
+def _is_metrics_token(settings: Settings, secret: str) -> bool:
+    token = settings.metrics.token
     return bool(token) and hmac.compare_digest(secret.encode(), token.encode())
 
 
@@ -359,6 +361,13 @@ def expired_session_cookie(name: str, production: bool) -> Cookie:
     )
 
 
+@dataclass
+class FirstRun:
+    """Whether an account exists yet: checked on each request until one does."""
+
+    has_users: bool = False
+
+
 FIRST_RUN_OPEN = PathPrefixes("/setup", "/static", "/favicon.ico", *MACHINE.prefixes)
 
 
@@ -368,15 +377,16 @@ class FirstRunMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        state = scope["litestar_app"].state
-        if state.has_users or FIRST_RUN_OPEN.matches(scope["path"]):
+        runtime = runtime_of(scope["litestar_app"].state)
+        first_run = runtime.service(FirstRun)
+        if first_run.has_users or FIRST_RUN_OPEN.matches(scope["path"]):
             await next_app(scope, receive, send)
             return
         from app.accounts.services import users_exist
 
-        async with state.sessionmaker() as session:
-            state.has_users = await users_exist(session)
-        if state.has_users:
+        async with runtime.sessionmaker() as session:
+            first_run.has_users = await users_exist(session)
+        if first_run.has_users:
             await next_app(scope, receive, send)
             return
         await send(

@@ -46,6 +46,7 @@ from litestar.types import (
 
 from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.errors import log_failure
+from app.core.runtime import runtime_of
 from app.core.store import Store, StoreError
 
 log = logging.getLogger("keel.cache")
@@ -468,10 +469,9 @@ class PublicPageCacheMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = scope.get("route_handler")
-        cache: PageCache | None = getattr(scope["litestar_app"].state, "page_cache", None)
+        cache = runtime_of(scope["litestar_app"].state).service(PageCache)
         if (
-            cache is None
-            or handler is None
+            handler is None
             or not handler.opt.get(PUBLIC_PAGE_OPT)
             or scope["type"] != ScopeType.HTTP
         ):

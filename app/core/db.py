@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.core.runtime import runtime_of
 from app.settings import ROOT, DatabaseSettings
 
 MIGRATIONS_DIR = ROOT / "migrations"
@@ -107,7 +108,8 @@ async def rows_changed(session: AsyncSession | AsyncConnection, statement: Execu
 
 async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]:
     """One session per request, committed after the handler returns, rolled back on error."""
-    session: AsyncSession = state.sessionmaker()
+    runtime = runtime_of(state)
+    session = runtime.sessionmaker()
     try:
         yield session
     except BaseException:
@@ -120,7 +122,7 @@ async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]
             except BaseException:
                 await session.rollback()  # a failed COMMIT can leave the transaction open
                 raise
-        await run_after_commit(getattr(state, "after_commit", ()), session)
+        await run_after_commit(runtime.after_commit, session)
     finally:
         await session.close()
 

@@ -30,6 +30,7 @@ from litestar.utils.scope.state import ScopeState
 from app import __version__
 from app.core.pagination import query_string
 from app.core.registry import KEEL, Registry
+from app.core.runtime import runtime_of
 from app.settings import ROOT, Settings
 
 TEMPLATES_DIR = ROOT / "templates"
@@ -115,9 +116,10 @@ URLS_KEPT = 4096
 
 @dataclass
 class UrlMemo:
-    """The addresses templates asked for, valid for one routing generation."""
+    """The addresses templates asked for, valid for one routing generation (one per
+    runtime: `Runtime.service(UrlMemo)`)."""
 
-    generation: int
+    generation: int = 0
     urls: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
 
@@ -127,11 +129,12 @@ def url_for(context: Mapping[str, Any], route_name: str, /, **path_parameters: A
     plugin's route group added or removed): a page asks for the same few addresses on
     every render."""
     app = context["request"].app
-    routing = app.state.get("routing")
+    runtime = runtime_of(app.state)
+    routing = runtime.routing
     generation = routing.generation if routing is not None else 0
-    memo: UrlMemo | None = app.state.get("template_urls")
-    if memo is None or memo.generation != generation:
-        memo = app.state.template_urls = UrlMemo(generation)
+    memo = runtime.service(UrlMemo)
+    if memo.generation != generation:
+        memo.generation, memo.urls = generation, {}
     known = memo.urls
     key = (route_name, *path_parameters.items())
     url = known.get(key)
@@ -197,7 +200,7 @@ def site_base(request: Request) -> str:
     """The site's address for links that leave a page: PUBLIC_URL, or (in development,
     where it may be unset) the address Keel listens on. Never the request's Host header,
     which anyone can forge into an e-mail, a feed or a cached page."""
-    app = request.app.state.settings.app
+    app = runtime_of(request.app.state).settings.app
     return app.public_url or listening_address(app.host, app.port)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +20,7 @@ from app.accounts.services.users import (
 )
 from app.accounts.throttle import LoginThrottle, Throttled
 from app.core.errors import DomainError
+from app.core.runtime import Runtime
 from app.system.models import SystemSetting
 
 SETUP_MARKER = "_setup_completed"
@@ -112,16 +112,16 @@ async def authenticate(
 
 
 async def sign_in_with_password(
-    session: AsyncSession, state: Any, actor: Actor, login: str, password: str
+    session: AsyncSession, runtime: Runtime, actor: Actor, login: str, password: str
 ) -> User:
     """`authenticate` with the app's hashing, throttle and limits; a failure is committed
     (its audit entry and counters survive) before the error is raised."""
-    settings = state.settings.auth
+    settings = runtime.settings.auth
     try:
         return await authenticate(
             session,
-            state.hashing,
-            state.login_throttle,
+            runtime.service(PasswordHashing),
+            runtime.service(LoginThrottle),
             actor,
             login,
             password,
