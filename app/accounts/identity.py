@@ -151,7 +151,14 @@ async def _load_token_caller(reads: Reads, claims: AccessClaims) -> tuple[_Calle
     return _Caller(**row), bool(family_live) and not signed_out
 
 
-def _as_current(user: _Caller, via: str, **extra: object) -> CurrentUser:
+def _as_current(
+    user: _Caller,
+    via: str,
+    *,
+    session_digest: str | None = None,
+    session_csrf: str | None = None,
+    token: AccessClaims | None = None,
+) -> CurrentUser:
     return CurrentUser(
         id=user.id,
         username=user.username,
@@ -159,7 +166,9 @@ def _as_current(user: _Caller, via: str, **extra: object) -> CurrentUser:
         display_name=user.display_name,
         role=Role[user.role],
         via=via,
-        **extra,  # type: ignore[arg-type]
+        session_digest=session_digest,
+        session_csrf=session_csrf,
+        token=token,
     )
 
 
@@ -340,9 +349,9 @@ def _unauthorized(detail: str) -> NotAuthorizedException:
     )
 
 
-def session_cookie(name: str, session_id: str, settings: object) -> Cookie:
+def session_cookie(name: str, session_id: str, settings: Settings) -> Cookie:
     """The session cookie: HttpOnly, SameSite=Lax, Secure in production, no Max-Age."""
-    production = settings.app.is_production  # type: ignore[attr-defined]
+    production = settings.app.is_production
     return Cookie(
         key=name, value=session_id, path="/", httponly=True, secure=production, samesite="lax"
     )

@@ -97,7 +97,7 @@ class ContentController(Controller):
             PageRequest.of(page, per_page),
             EntryOut.from_row,
         )
-        return EntryPageOut(**found.envelope(found.items))  # type: ignore[arg-type]
+        return EntryPageOut(list(found.items), found.total, found.page, found.per_page)
 
     @get("/{entry_id:uuid}", name="api:content:get", guards=[guards.public], opt=PUBLIC_CACHE)
     async def show(self, request: Request, entry_id: FromPath[UUID]) -> EntryOut:

@@ -218,9 +218,16 @@ def wants_fragment(request: Request) -> bool:
     return not htmx.boosted and not htmx.history_restore_request
 
 
+def _jinja(request: Request) -> JinjaTemplateEngine:
+    """The app's template engine: Jinja (`create_template_config`)."""
+    engine = request.app.template_engine
+    assert isinstance(engine, JinjaTemplateEngine)
+    return engine
+
+
 def render_template(request: Request, template_name: str, context: dict[str, Any]) -> str:
     """A whole template as a string, with the request's CSRF token available to macros."""
-    engine: JinjaTemplateEngine = request.app.template_engine  # type: ignore[assignment]
+    engine = _jinja(request)
     token = _rendering.set(request)
     try:
         return engine.engine.get_template(template_name).render({"request": request, **context})
@@ -243,7 +250,7 @@ def render(
     A block rendered alone does not see the template's top-level imports: import macros
     inside the block.
     """
-    engine: JinjaTemplateEngine = request.app.template_engine  # type: ignore[assignment]
+    engine = _jinja(request)
     template = engine.engine.get_template(template_name)
     values = {"request": request, **(context or {})}
     token = _rendering.set(request)

@@ -76,7 +76,8 @@ def schedules() -> list[Schedule]:
 
 async def _database_now(session: AsyncSession) -> datetime:
     if is_postgres(session):
-        return (await session.scalar(select(func.now()))).astimezone(UTC)  # type: ignore[union-attr]
+        now: datetime = (await session.execute(select(func.now()))).scalar_one()
+        return now.astimezone(UTC)
     return datetime.now(UTC)
 
 

@@ -47,7 +47,8 @@ class UsersController(Controller):
         (active|inactive), sorted by `sort` (username, email, role, created_at,
         last_login_at; prefix `-` for descending)."""
         found = await list_users(db_session, q, role, status, sort, PageRequest.of(page, per_page))
-        return UserPageOut(**found.envelope([UserOut.of(user) for user in found.items]))  # type: ignore[arg-type]
+        users = [UserOut.of(user) for user in found.items]
+        return UserPageOut(users, found.total, found.page, found.per_page)
 
     @get("/{user_id:uuid}", name="api:users:get", guards=[guards.viewer])
     async def show(self, db_session: DbSession, user_id: FromPath[UUID]) -> UserOut:
