@@ -11,12 +11,20 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from app.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.accounts.models import User
+    from app.core.runtime import Runtime
+
+T = TypeVar("T")
 
 EXIT_CONFIG = 2
 
@@ -126,26 +134,21 @@ def _reason(exc: BaseException) -> str:
 def worker(concurrency: int | None, queues: str) -> None:
     """Run background jobs until SIGTERM or SIGINT, then finish running work and exit 0."""
     from app.core.logging import configure_logging
-    from app.core.store import create_store
-    from app.jobs.worker import Worker
+    from app.jobs.worker import Worker, housekeeping
+    from app.runtime import build_runtime
 
     settings = load_settings()
     configure_logging(settings.app.log_level)
 
     async def run() -> None:
-        from app.core.db import create_engine, create_sessionmaker
-        from app.jobs.worker import housekeeping
-
-        store = create_store(settings.store)
-        engine = create_engine(settings.db)
-        sessionmaker = create_sessionmaker(engine)
+        runtime = build_runtime(settings)
         process = Worker(
             settings,
-            store,
-            sessionmaker,
+            runtime.store,
+            runtime.sessionmaker,
             queues=tuple(q.strip() for q in queues.split(",") if q.strip()) or ("default",),
             concurrency=concurrency,
-            periodic=housekeeping(sessionmaker, store),
+            periodic=housekeeping(runtime.sessionmaker, runtime.store),
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -153,8 +156,7 @@ def worker(concurrency: int | None, queues: str) -> None:
         try:
             await process.run()
         finally:
-            await store.close()
-            await engine.dispose()
+            await runtime.close()
 
     asyncio.run(run())
 
@@ -226,15 +228,18 @@ def _refuse_unstorable(what: str, text: str) -> None:
         _fail([f"{what}: {exc.message}"])
 
 
-async def _with_session(settings: Settings, work: Callable[..., Any]) -> Any:
-    from app.core.db import create_engine, create_sessionmaker
+async def _with_session(
+    settings: Settings, work: Callable[[AsyncSession, Runtime], Awaitable[T]]
+) -> T:
+    """`work` in one transaction, with the process's runtime (`app/runtime.py`)."""
+    from app.runtime import build_runtime
 
-    engine = create_engine(settings.db)
+    runtime = build_runtime(settings)
     try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            return await work(session)
+        async with runtime.sessionmaker() as session, session.begin():
+            return await work(session, runtime)
     finally:
-        await engine.dispose()
+        await runtime.close()
 
 
 @users.command("create")
@@ -260,15 +265,14 @@ def users_create(
         email=email, username=username, password=password, role=role, display_name=display_name
     )
 
-    async def work(session: Any) -> Any:
-        hashing = PasswordHashing(1)
+    async def work(session: AsyncSession, runtime: Runtime) -> User:
+        hashing = runtime.service(PasswordHashing)
         return await create_user(session, hashing, Actor.system("cli"), Role.admin, data)
 
     try:
         user = asyncio.run(_with_session(settings, work))
     except AccountError as exc:
         _fail([f"{exc.field + ': ' if exc.field else ''}{exc.message}"])
-        return
     click.echo(f"created {user.role} {user.username} <{user.email}> ({user.id})")
 
 
@@ -279,7 +283,7 @@ def users_list() -> None:
 
     from app.accounts.models import User
 
-    async def work(session: Any) -> list[Any]:
+    async def work(session: AsyncSession, runtime: Runtime) -> list[User]:
         return list((await session.scalars(select(User).order_by(User.created_at))).all())
 
     for user in asyncio.run(_with_session(load_settings(), work)):
@@ -290,7 +294,7 @@ def users_list() -> None:
         )
 
 
-async def _user_by_login(session: Any, login: str) -> Any:
+async def _user_by_login(session: AsyncSession, login: str) -> User:
     from app.accounts.services import find_by_login
 
     user = await find_by_login(session, login)
@@ -308,7 +312,7 @@ def users_set_role(login: str, role: str) -> None:
     from app.accounts.models import Role
     from app.accounts.services import AccountError, update_user
 
-    async def work(session: Any) -> Any:
+    async def work(session: AsyncSession, runtime: Runtime) -> User:
         user = await _user_by_login(session, login)
         return await update_user(session, Actor.system("cli"), Role.admin, user, role=role)
 
@@ -316,7 +320,6 @@ def users_set_role(login: str, role: str) -> None:
         user = asyncio.run(_with_session(load_settings(), work))
     except AccountError as exc:
         _fail([exc.message])
-        return
     click.echo(f"{user.username} is now {user.role}")
 
 
@@ -332,15 +335,15 @@ def users_reset_password(login: str, password_stdin: bool) -> None:
     settings = load_settings()
     password = _read_password(password_stdin)
 
-    async def work(session: Any) -> Any:
+    async def work(session: AsyncSession, runtime: Runtime) -> User:
         user = await _user_by_login(session, login)
-        return await set_password(session, PasswordHashing(1), Actor.system("cli"), user, password)
+        hashing = runtime.service(PasswordHashing)
+        return await set_password(session, hashing, Actor.system("cli"), user, password)
 
     try:
         user = asyncio.run(_with_session(settings, work))
     except AccountError as exc:
         _fail([exc.message])
-        return
     click.echo(f"password of {user.username} changed; their sessions were ended")
 
 
@@ -351,7 +354,6 @@ def check() -> None:
         settings = Settings.from_env().with_secret()
     except ConfigError as exc:
         _fail(exc.problems)
-        return
     problems = settings.startup_problems()
     problems += asyncio.run(_connectivity_problems(settings))
     from app.extensions.manifest import discover_plugins

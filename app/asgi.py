@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
@@ -24,34 +22,28 @@ from app import __version__
 from app.accounts.guards import required_role
 from app.accounts.identity import FirstRunMiddleware, IdentityMiddleware
 from app.accounts.models import Role
-from app.accounts.passwords import PasswordHashing
 from app.accounts.rate_limit import ApiRateLimitMiddleware
-from app.accounts.sessions import SessionStore, cookie_name
-from app.accounts.throttle import LoginThrottle
-from app.accounts.tokens import AccessTokens, RefreshTokens
+from app.accounts.sessions import cookie_name
 from app.content.cache import PageCache, PageCacheFront, PublicPageCacheMiddleware
-from app.content.reads import next_scheduled_publication
 from app.core.allow import AllowEveryMethod
 from app.core.boundary import AsciiRequestTarget, BoundaryRequest, InputBoundary
 from app.core.csrf import csrf_middleware
-from app.core.db import create_engine, create_sessionmaker, provide_db_session
 from app.core.errors import handle_exception
-from app.core.events import PUBLIC_CHANGED, Events
+from app.core.events import PUBLIC_CHANGED
 from app.core.logging import configure_logging
-from app.core.metrics import RequestTally
 from app.core.openapi import document_errors, security_components
-from app.core.reads import Reads
 from app.core.registry import KEEL
 from app.core.requests import RequestContextMiddleware
 from app.core.routing import Routing, route_group_registry
+from app.core.runtime import provide_db_session, provide_runtime, runtime_of
 from app.core.security_headers import SecurityHeadersMiddleware
-from app.core.store import create_store
 from app.core.templating import create_template_config
 from app.jobs.metrics import subscribe_outcomes
 from app.jobs.queue import subscribe_wake_ups
 from app.jobs.registry import load_job_modules
 from app.jobs.worker import Worker, housekeeping
 from app.routes import route_groups
+from app.runtime import AppState, build_runtime
 from app.settings import ConfigError, Settings
 from app.system.navigation import admin_menu
 
@@ -65,46 +57,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
         raise ConfigError(problems)
     configure_logging(settings.app.log_level)
     load_job_modules(settings.worker.job_modules)
-    engine = create_engine(settings.db)
-    store = create_store(settings.store)
-    auth = settings.auth
-    sessionmaker = create_sessionmaker(engine)
-    figures = RequestTally(store)
-    reads = Reads(engine, settings.db)
-    page_cache = PageCache(
-        store,
-        settings.app.cache_ttl,
-        next_publication=lambda: next_scheduled_publication(reads),
-    )
-    events = Events()
+    runtime = build_runtime(settings)
+    page_cache = runtime.service(PageCache)
+    events = runtime.events
     events.subscribe(KEEL, PUBLIC_CHANGED, page_cache.on_public_change)
-    subscribe_wake_ups(events, store)
-    subscribe_outcomes(events, figures)
-    state = State(
-        {
-            "settings": settings,
-            "engine": engine,
-            "sessionmaker": sessionmaker,
-            "reads": reads,
-            "store": store,
-            "started_monotonic": time.monotonic(),
-            "has_users": False,
-            "hashing": PasswordHashing(auth.password_hash_concurrency),
-            "sessions": SessionStore(store, auth),
-            "login_throttle": LoginThrottle(store, auth),
-            "access_tokens": AccessTokens(settings.app.secret_key, auth.access_token_minutes * 60),
-            "refresh_tokens": RefreshTokens(
-                auth.refresh_token_days * 86400, auth.access_token_minutes * 60
-            ),
-            "page_cache": page_cache,
-            "figures": figures,
-            "events": events,
-        }
-    )
+    subscribe_wake_ups(events, runtime.store)
+    subscribe_outcomes(events, runtime.figures)
     app = Litestar(
         route_handlers=[],  # mounted from the route group registry below
-        state=state,
-        dependencies={"db_session": Provide(provide_db_session)},
+        state=AppState.of(runtime),
+        dependencies={
+            "db_session": Provide(provide_db_session),
+            "runtime": Provide(provide_runtime, sync_to_thread=False),
+        },
         middleware=[
             InputBoundary,
             PublicPageCacheMiddleware,
@@ -147,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     groups = route_group_registry()
     for group in route_groups():
         groups.add(KEEL, group)
-    app.state.routing = Routing(app, groups, prepare=_document_errors)
+    runtime.routing = Routing(app, groups, prepare=_document_errors)
     # Wrap outside Litestar's own exception and CORS layers, so 404s and preflights also
     # get a request id, a log line and the security headers; a query string Litestar cannot
     # decode is refused before it (AsciiRequestTarget); a page this process holds in its
@@ -158,7 +123,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             production=settings.app.is_production,
         ),
         trusted_proxies=settings.app.trusted_proxies,
-        tally=figures,
+        tally=runtime.figures,
     )
     return app
 
@@ -174,12 +139,13 @@ def _document_errors(app: Litestar) -> None:
 @asynccontextmanager
 async def _in_process_worker(app: Litestar) -> AsyncGenerator[None, None]:
     """Embedded mode: one `keel serve` is the whole system, so it runs the worker too."""
+    runtime = runtime_of(app.state)
     worker = Worker(
-        app.state.settings,
-        app.state.store,
-        app.state.sessionmaker,
+        runtime.settings,
+        runtime.store,
+        runtime.sessionmaker,
         mode="in-process",
-        periodic=housekeeping(app.state.sessionmaker, app.state.store),
+        periodic=housekeeping(runtime.sessionmaker, runtime.store),
     )
     task = asyncio.create_task(worker.run())
     try:
@@ -206,16 +172,15 @@ def _tune_gc() -> None:
 
 
 async def _start_page_cache(app: Litestar) -> None:
-    await app.state.page_cache.start()
+    await runtime_of(app.state).service(PageCache).start()
 
 
 async def _start_figures(app: Litestar) -> None:
-    app.state.figures.start()
+    runtime_of(app.state).figures.start()
 
 
 async def _close_resources(app: Litestar) -> None:
-    await app.state.page_cache.stop()
-    await app.state.figures.stop()
-    await app.state.reads.close()
-    await app.state.engine.dispose()
-    await app.state.store.close()
+    runtime = runtime_of(app.state)
+    await runtime.service(PageCache).stop()
+    await runtime.figures.stop()
+    await runtime.close()

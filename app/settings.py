@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -391,6 +391,9 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+_Choice = TypeVar("_Choice", bound=str)
+
+
 class _Reader:
     """Typed look-ups over the merged environment that collect every problem at once."""
 
@@ -440,13 +443,16 @@ class _Reader:
         self.problems.append(f"{name}={raw!r} must be true or false")
         return default
 
-    def choice(self, name: str, options: tuple[str, ...], default: str, upper: bool = False) -> str:
+    def choice(
+        self, name: str, options: tuple[_Choice, ...], default: _Choice, upper: bool = False
+    ) -> _Choice:
         raw = self.text(name, default)
         value = raw.upper() if upper else raw.lower()
-        if value not in options:
-            self.problems.append(f"{name}={raw!r} must be one of: {', '.join(options)}")
-            return default
-        return value
+        for option in options:
+            if option == value:
+                return option
+        self.problems.append(f"{name}={raw!r} must be one of: {', '.join(options)}")
+        return default
 
     def site_url(self, name: str) -> str:
         """An http(s) address without path, query or fragment; kept without a final `/`."""

@@ -24,6 +24,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy import ColumnElement, and_, bindparam, false, select, update
+from sqlalchemy.orm import QueryableAttribute
 
 from app.accounts.api_keys import acting_name, acting_role, key_status
 from app.accounts.models import ApiKey, RevokedAccessToken, Role, TokenFamily, User
@@ -37,8 +38,10 @@ from app.accounts.tokens import (
 )
 from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.paths import API, MACHINE, METRICS_PATH, PathPrefixes
-from app.core.reads import ReadQuery
+from app.core.reads import ReadQuery, Reads
+from app.core.runtime import Runtime, runtime_of
 from app.core.store import StoreRefused, StoreUnavailable
+from app.settings import Settings
 
 log = logging.getLogger("keel.auth")
 UNAUTHENTICATED = PathPrefixes("/static", "/health", "/favicon.ico")
@@ -75,7 +78,9 @@ class CurrentUser:
 
 
 def created_by(
-    user: CurrentUser, user_column: ColumnElement[Any], api_key_column: ColumnElement[Any]
+    user: CurrentUser,
+    user_column: ColumnElement[Any] | QueryableAttribute[Any],
+    api_key_column: ColumnElement[Any] | QueryableAttribute[Any],
 ) -> ColumnElement[bool]:
     """The SQL condition "this row was made by `user`": its user id, or for an API key the
     key's id. Never a comparison with None, which SQL renders `IS NULL` and which would match
@@ -130,14 +135,14 @@ family (the sign-in it came from) must exist, be the user's and not be revoked, 
 not listed."""
 
 
-async def _load_caller(state: object, user_id: UUID) -> _Caller | None:
-    row = await state.reads.one(CALLER, user_id=user_id)  # type: ignore[attr-defined]
+async def _load_caller(reads: Reads, user_id: UUID) -> _Caller | None:
+    row = await reads.one(CALLER, user_id=user_id)
     return _Caller(**row) if row is not None else None
 
 
-async def _load_token_caller(state: object, claims: AccessClaims) -> tuple[_Caller | None, bool]:
+async def _load_token_caller(reads: Reads, claims: AccessClaims) -> tuple[_Caller | None, bool]:
     """The token's user, and whether the token is still signed in (not revoked)."""
-    row = await state.reads.one(  # type: ignore[attr-defined]
+    row = await reads.one(
         TOKEN_CALLER, user_id=claims.user_id, family_id=claims.family, jti=claims.jti
     )
     if row is None:
@@ -146,7 +151,14 @@ async def _load_token_caller(state: object, claims: AccessClaims) -> tuple[_Call
     return _Caller(**row), bool(family_live) and not signed_out
 
 
-def _as_current(user: _Caller, via: str, **extra: object) -> CurrentUser:
+def _as_current(
+    user: _Caller,
+    via: str,
+    *,
+    session_digest: str | None = None,
+    session_csrf: str | None = None,
+    token: AccessClaims | None = None,
+) -> CurrentUser:
     return CurrentUser(
         id=user.id,
         username=user.username,
@@ -154,7 +166,9 @@ def _as_current(user: _Caller, via: str, **extra: object) -> CurrentUser:
         display_name=user.display_name,
         role=Role[user.role],
         via=via,
-        **extra,  # type: ignore[arg-type]
+        session_digest=session_digest,
+        session_csrf=session_csrf,
+        token=token,
     )
 
 
@@ -169,8 +183,8 @@ class IdentityMiddleware(ASGIMiddleware):
         if UNAUTHENTICATED.matches(path):
             await next_app(scope, receive, send)
             return
-        state = scope["litestar_app"].state
-        headers = MutableScopeHeaders.from_message({"headers": scope["headers"]})  # type: ignore[arg-type, typeddict-item]
+        runtime = runtime_of(scope["litestar_app"].state)
+        headers = MutableScopeHeaders(scope)
         set_cookie: Cookie | None = None
         machine = CREDENTIAL_PATHS.matches(path)
         authorization = headers.get("authorization", "") if machine else ""
@@ -179,7 +193,7 @@ class IdentityMiddleware(ASGIMiddleware):
             scope["user"] = await self._from_credentials(scope, authorization, api_key)
         elif not API.matches(path):
             try:
-                scope["user"], set_cookie = await self._from_session(scope, state)
+                scope["user"], set_cookie = await self._from_session(scope, runtime)
             except (*StoreUnavailable, *StoreRefused):
                 if not _is_public_read(scope):
                     raise
@@ -195,7 +209,7 @@ class IdentityMiddleware(ASGIMiddleware):
             if message["type"] == "http.response.start":
                 MutableScopeHeaders.from_message(message).add(
                     "set-cookie", set_cookie.to_header(header="")
-                )  # type: ignore[union-attr]
+                )
             await send(message)
 
         await next_app(scope, receive, send_with_cookie)
@@ -203,36 +217,36 @@ class IdentityMiddleware(ASGIMiddleware):
     async def _from_credentials(
         self, scope: Scope, authorization: str, api_key: str
     ) -> CurrentUser:
-        state = scope["litestar_app"].state
+        runtime = runtime_of(scope["litestar_app"].state)
         scheme, _, credential = authorization.partition(" ")
         if authorization and scheme.lower() != "bearer":
             raise _unauthorized("Use `Authorization: Bearer <token>`.")
         secret = api_key or credential.strip()
         if not secret:
             raise _unauthorized("The credentials are empty.")
-        if scope["path"] == METRICS_PATH and _is_metrics_token(state, secret):
+        if scope["path"] == METRICS_PATH and _is_metrics_token(runtime.settings, secret):
             return METRICS_SCRAPER
         if looks_like_jwt(secret) and not api_key:
             return await self._from_access_token(scope, secret)
-        return await self._from_api_key(state, secret)
+        return await self._from_api_key(runtime, secret)
 
     async def _from_access_token(self, scope: Scope, token: str) -> CurrentUser:
-        state = scope["litestar_app"].state
-        tokens: AccessTokens = state.access_tokens
+        runtime = runtime_of(scope["litestar_app"].state)
+        tokens = runtime.service(AccessTokens)
         try:
             claims = tokens.verify(token)
         except InvalidToken as exc:
             raise _unauthorized(str(exc)) from None
-        user, live = await _load_token_caller(state, claims)
+        user, live = await _load_token_caller(runtime.reads, claims)
         if user is not None and not live:
             raise _unauthorized("The access token has been revoked.")
         if user is None or not user.is_active or user.auth_version != claims.auth_version:
             raise _unauthorized("The access token is no longer valid.")
         return _as_current(user, "token", token=claims)
 
-    async def _from_api_key(self, state: object, secret: str) -> CurrentUser:
+    async def _from_api_key(self, runtime: Runtime, secret: str) -> CurrentUser:
         now = datetime.now(UTC)
-        async with state.sessionmaker() as session:  # type: ignore[attr-defined]
+        async with runtime.sessionmaker() as session:
             key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_secret(secret)))
             if key is None or key_status(key, now) != "active":
                 raise _unauthorized("The API key is not valid.")
@@ -256,18 +270,18 @@ class IdentityMiddleware(ASGIMiddleware):
             )
 
     async def _from_session(
-        self, scope: Scope, state: object
+        self, scope: Scope, runtime: Runtime
     ) -> tuple[CurrentUser | None, Cookie | None]:
-        settings = state.settings  # type: ignore[attr-defined]
+        settings = runtime.settings
         name = cookie_name(settings.app.is_production)
         session_id = _cookie(scope, name)
         if not session_id:
             return None, None
-        sessions: SessionStore = state.sessions  # type: ignore[attr-defined]
+        sessions = runtime.service(SessionStore)
         browser_session = await sessions.load(session_id)
         user = None
         if browser_session is not None:
-            user = await _load_caller(state, UUID(browser_session.user_id))
+            user = await _load_caller(runtime.reads, UUID(browser_session.user_id))
         if (
             browser_session is None
             or user is None
@@ -303,8 +317,8 @@ METRICS_SCRAPER = CurrentUser(
 """The caller holding METRICS_TOKEN: a guest anywhere else, let in by the /metrics guard."""
 
 
-def _is_metrics_token(state: object, secret: str) -> bool:
-    token: str = state.settings.metrics.token  # type: ignore[attr-defined]
+def _is_metrics_token(settings: Settings, secret: str) -> bool:
+    token = settings.metrics.token
     return bool(token) and hmac.compare_digest(secret.encode(), token.encode())
 
 
@@ -322,7 +336,8 @@ def _is_public_read(scope: Scope) -> bool:
     """A GET or HEAD of a public page (a route marked `public_cache`)."""
     handler = scope.get("route_handler")
     return (
-        scope["method"] in ("GET", "HEAD")
+        scope["type"] == ScopeType.HTTP
+        and scope["method"] in ("GET", "HEAD")
         and handler is not None
         and bool(handler.opt.get(PUBLIC_PAGE_OPT))
     )
@@ -334,9 +349,9 @@ def _unauthorized(detail: str) -> NotAuthorizedException:
     )
 
 
-def session_cookie(name: str, session_id: str, settings: object) -> Cookie:
+def session_cookie(name: str, session_id: str, settings: Settings) -> Cookie:
     """The session cookie: HttpOnly, SameSite=Lax, Secure in production, no Max-Age."""
-    production = settings.app.is_production  # type: ignore[attr-defined]
+    production = settings.app.is_production
     return Cookie(
         key=name, value=session_id, path="/", httponly=True, secure=production, samesite="lax"
     )
@@ -355,6 +370,13 @@ def expired_session_cookie(name: str, production: bool) -> Cookie:
     )
 
 
+@dataclass
+class FirstRun:
+    """Whether an account exists yet: checked on each request until one does."""
+
+    has_users: bool = False
+
+
 FIRST_RUN_OPEN = PathPrefixes("/setup", "/static", "/favicon.ico", *MACHINE.prefixes)
 
 
@@ -364,15 +386,16 @@ class FirstRunMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        state = scope["litestar_app"].state
-        if state.has_users or FIRST_RUN_OPEN.matches(scope["path"]):
+        runtime = runtime_of(scope["litestar_app"].state)
+        first_run = runtime.service(FirstRun)
+        if first_run.has_users or FIRST_RUN_OPEN.matches(scope["path"]):
             await next_app(scope, receive, send)
             return
         from app.accounts.services import users_exist
 
-        async with state.sessionmaker() as session:
-            state.has_users = await users_exist(session)
-        if state.has_users:
+        async with runtime.sessionmaker() as session:
+            first_run.has_users = await users_exist(session)
+        if first_run.has_users:
             await next_app(scope, receive, send)
             return
         await send(
@@ -382,4 +405,4 @@ class FirstRunMiddleware(ASGIMiddleware):
                 "headers": [(b"location", b"/setup"), (b"content-length", b"0")],
             }
         )
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
@@ -20,6 +20,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from app.accounts.throttle import RateDecision, take_rate_limit
 from app.core.errors import DomainError, log_failure
 from app.core.paths import API
+from app.core.runtime import Runtime, runtime_of
 from app.site_settings.services import API_RATE_LIMIT, read_setting
 
 log = logging.getLogger("keel.throttle")
@@ -58,34 +59,42 @@ def identity_key(scope: Scope) -> str:
     return f"ip:{scope.get('state', {}).get('client_ip') or 'unknown'}"
 
 
-async def current_limit(state: Any) -> int:
+@dataclass
+class LimitCache:
+    """The API rate limit last read from the database, and when (a monotonic time)."""
+
+    cached: tuple[int, float] | None = None
+
+
+async def current_limit(runtime: Runtime) -> int:
     """The configured limit, read from the database at most every LIMIT_REFRESH_SECONDS.
 
-    The cache lives in app.state, so each process reads it on its own. A failed read keeps
-    the last value (or the default) and waits for the next refresh instead of failing.
+    The cache lives in the runtime, so each process reads it on its own. A failed read
+    keeps the last value (or the default) and waits for the next refresh instead of failing.
     """
-    cached: tuple[int, float] | None = getattr(state, "api_rate_limit_cache", None)
+    memo = runtime.service(LimitCache)
+    cached = memo.cached
     now = time.monotonic()
     if cached is not None and now - cached[1] < LIMIT_REFRESH_SECONDS:
         return cached[0]
     value = cached[0] if cached is not None else int(API_RATE_LIMIT.default)
-    state.api_rate_limit_cache = (value, now)  # concurrent requests use it meanwhile
+    memo.cached = (value, now)  # concurrent requests use it meanwhile
     try:
-        async with state.sessionmaker() as session:
+        async with runtime.sessionmaker() as session:
             value = int(await read_setting(session, API_RATE_LIMIT.name))
     except Exception as exc:  # the limit must never be why a request fails
         log_failure(
             log, f"could not read the API rate limit; keeping {value}", exc, logging.WARNING
         )
-    state.api_rate_limit_cache = (value, time.monotonic())
+    memo.cached = (value, time.monotonic())
     return value
 
 
 async def _take(scope: Scope) -> RateDecision:
-    state = scope["litestar_app"].state
-    limit = await current_limit(state)
+    runtime = runtime_of(scope["litestar_app"].state)
+    limit = await current_limit(runtime)
     try:
-        return await take_rate_limit(state.store, identity_key(scope), limit)
+        return await take_rate_limit(runtime.store, identity_key(scope), limit)
     except Exception as exc:  # an odd store error (auth, read-only replica) is no 500 either
         log.warning("rate limit store failed; request allowed", exc_info=exc)
         return RateDecision(True, limit, limit, 60 - int(time.time() % 60))

@@ -42,6 +42,7 @@ from app.content.services import (
 )
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest, PerPage
+from app.core.runtime import runtime_of
 
 T = TypeVar("T")
 
@@ -91,14 +92,17 @@ class ContentController(Controller):
             public_only=not _sees_everything(request),
         )
         found = await read_entries(
-            request.app.state.reads, filters, PageRequest.of(page, per_page), EntryOut.from_row
+            runtime_of(request.app.state).reads,
+            filters,
+            PageRequest.of(page, per_page),
+            EntryOut.from_row,
         )
-        return EntryPageOut(**found.envelope(found.items))  # type: ignore[arg-type]
+        return EntryPageOut(list(found.items), found.total, found.page, found.per_page)
 
     @get("/{entry_id:uuid}", name="api:content:get", guards=[guards.public], opt=PUBLIC_CACHE)
     async def show(self, request: Request, entry_id: FromPath[UUID]) -> EntryOut:
         row = await entry_row_by_id(
-            request.app.state.reads, entry_id, may_preview=_sees_everything(request)
+            runtime_of(request.app.state).reads, entry_id, may_preview=_sees_everything(request)
         )
         if row is None:
             raise ContentError("No such entry.", status=404)

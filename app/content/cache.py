@@ -32,11 +32,21 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseStartEvent,
+    HTTPScope,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
 from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.errors import log_failure
 from app.core.events import Event
+from app.core.runtime import runtime_of
 from app.core.store import Store, StoreError
 from app.core.tasks import cancel_and_wait
 
@@ -214,7 +224,7 @@ class PageCache:
         generation = await self.current_generation()
         held = self.memo.get(name)
         if held is not None and held[0] == generation and held[1] > time.time():
-            return held[2]  # type: ignore[no-any-return]
+            return held[2]
 
         async def load_and_keep() -> T:
             moment = await self.publication_bound() if generation is not None else None
@@ -236,7 +246,7 @@ class PageCache:
             task = asyncio.ensure_future(load())
             self._loading[key] = task
             task.add_done_callback(partial(self._loaded, key))
-        return await asyncio.shield(task)  # type: ignore[no-any-return]
+        return await asyncio.shield(task)
 
     def _loaded(self, key: tuple[str, int | None], task: asyncio.Task[Any]) -> None:
         if self._loading.get(key) is task:
@@ -438,8 +448,12 @@ class PublicPageCacheMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = scope.get("route_handler")
-        cache: PageCache | None = getattr(scope["litestar_app"].state, "page_cache", None)
-        if cache is None or handler is None or not handler.opt.get(PUBLIC_PAGE_OPT):
+        cache = runtime_of(scope["litestar_app"].state).service(PageCache)
+        if (
+            handler is None
+            or not handler.opt.get(PUBLIC_PAGE_OPT)
+            or scope["type"] != ScopeType.HTTP
+        ):
             await self.app(scope, receive, send)
             return
         cacheable = cache.ttl > 0 and scope["method"] in ("GET", "HEAD") and _is_anonymous(scope)
@@ -454,7 +468,7 @@ class PublicPageCacheMiddleware:
             return
         keep = scope["method"] == "GET" and generation is not None
         moment = await cache.publication_bound() if keep else None  # before rendering
-        start: Message | None = None
+        start: HTTPResponseStartEvent | None = None
         chunks: list[bytes] = []
 
         async def capture(message: Message) -> None:
@@ -479,7 +493,7 @@ class PublicPageCacheMiddleware:
         )
         if start["status"] != 200 or private or any(k == b"set-cookie" for k, _ in headers):
             await send(start)
-            await send({"type": "http.response.body", "body": body})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
             return
         kept = [(k, v) for k, v in headers if k.lower() in CACHEABLE_HEADERS]
         etag = b'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
@@ -503,7 +517,7 @@ class PageCacheFront:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
-            scope["type"] == "http"
+            scope["type"] == ScopeType.HTTP
             and scope["method"] == "GET"  # HEAD arrives as GET (RequestContextMiddleware)
             and self.cache.ttl > 0
             and _is_anonymous(scope)
@@ -511,7 +525,8 @@ class PageCacheFront:
         ):
             page = self.cache.held(_page_key(scope))
             if page is not None:
-                scope["path_template"] = page.route
+                if page.route is not None:
+                    scope["path_template"] = page.route
                 await _send_hit(scope, send, self.cache, page)
                 return
         await self.app(scope, receive, send)
@@ -530,7 +545,7 @@ def _variant(scope: Scope) -> str:
     return ""
 
 
-def _pop_view(start: Message) -> str | None:
+def _pop_view(start: HTTPResponseStartEvent) -> str | None:
     """Take the view header off a response start message; returns the entry id."""
     view = None
     kept = []
@@ -552,21 +567,21 @@ def _counting_views(send: Send, cache: PageCache) -> Send:
     return wrapped
 
 
-async def _send_hit(scope: Scope, send: Send, cache: PageCache, page: CachedPage) -> None:
+async def _send_hit(scope: HTTPScope, send: Send, cache: PageCache, page: CachedPage) -> None:
     """A cached page answered: its view counted (in the process) and the page sent."""
     if page.view:
         cache.count_view(page.view)
     await _send_page(scope, send, page, b"hit")
 
 
-async def _send_page(scope: Scope, send: Send, page: CachedPage, outcome: bytes) -> None:
+async def _send_page(scope: HTTPScope, send: Send, page: CachedPage, outcome: bytes) -> None:
     if_none_match = next((v for k, v in scope["headers"] if k == b"if-none-match"), None)
     headers = [*page.headers, (b"etag", page.etag), (b"x-cache", outcome)]
     if if_none_match is not None and page.etag in [t.strip() for t in if_none_match.split(b",")]:
         await send({"type": "http.response.start", "status": 304, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
     headers.append((b"content-length", str(len(page.body)).encode()))
     await send({"type": "http.response.start", "status": page.status, "headers": headers})
     body = b"" if scope["method"] == "HEAD" else page.body
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

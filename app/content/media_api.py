@@ -10,7 +10,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.datastructures import State, UploadFile
+from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery
 
@@ -27,6 +27,7 @@ from app.content.media import (
 from app.content.models import Media
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest, PerPage
+from app.core.runtime import AppRuntime
 from app.site_settings.services import read_setting
 
 
@@ -93,7 +94,7 @@ class MediaController(Controller):
     async def upload(
         self,
         request: Request,
-        state: State,
+        runtime: AppRuntime,
         db_session: DbSession,
         data: Annotated[MediaUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> Response[MediaOut]:
@@ -103,7 +104,7 @@ class MediaController(Controller):
             media = await store_upload(
                 db_session,
                 Actor.from_connection(request),
-                state.settings.app.media_dir,
+                runtime.settings.app.media_dir,
                 await read_setting(db_session, "upload_max_bytes"),
                 data.file.filename,
                 data.file,
@@ -117,9 +118,9 @@ class MediaController(Controller):
 
     @delete("/{media_id:uuid}", name="api:media:delete", status_code=204, guards=[guards.editor])
     async def delete_file(
-        self, request: Request, state: State, db_session: DbSession, media_id: FromPath[UUID]
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, media_id: FromPath[UUID]
     ) -> None:
         """Delete the file and its record; URLs to it answer 404 from then on."""
         await delete_media(
-            db_session, Actor.from_connection(request), state.settings.app.media_dir, media_id
+            db_session, Actor.from_connection(request), runtime.settings.app.media_dir, media_id
         )

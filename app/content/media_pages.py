@@ -10,7 +10,7 @@ from uuid import UUID
 
 import anyio
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State, UploadFile
+from litestar.datastructures import UploadFile
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
 from litestar.response import File
@@ -34,6 +34,7 @@ from app.content.media import (
 )
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
+from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import MultipartForm, redirect, render
 from app.site_settings.services import read_setting
 
@@ -46,8 +47,8 @@ NOTICES = {
 }
 
 
-def media_dir(state: State) -> Path:
-    return state.settings.app.media_dir
+def media_dir(runtime: Runtime) -> Path:
+    return runtime.settings.app.media_dir
 
 
 SANDBOX = "sandbox; default-src 'none'; frame-ancestors 'none'"
@@ -72,7 +73,7 @@ class MediaFilesController(Controller):
 
     @get("/{name:str}", name="media:file")
     async def serve(
-        self, request: Request, state: State, db_session: DbSession, name: FromPath[str]
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, name: FromPath[str]
     ) -> Response[Any]:
         """A stored file with its checked type. Names are random and never reused, so
         caches may keep it for a year; anything but a stored name is a 404. Only verified
@@ -80,7 +81,7 @@ class MediaFilesController(Controller):
         media = await find_stored(db_session, name)
         if media is None:
             raise NotFoundException("No such media file.")
-        path = stored_path(media_dir(state), media)
+        path = stored_path(media_dir(runtime), media)
         if not await anyio.Path(path).is_file():
             raise NotFoundException("No such media file.")
         if request.headers.get("hx-request"):
@@ -167,11 +168,11 @@ class MediaAdminController(Controller):
         request_max_body_size=HARD_MAX_BYTES + 1024 * 1024,
     )
     async def upload(
-        self, request: Request, state: State, db_session: DbSession, data: MultipartForm
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: MultipartForm
     ) -> Response[Any]:
         """Store one file, then back to the library; a refused file shows the form again."""
         upload = data.get("file")
-        alt_text = data.get("alt_text") if isinstance(data.get("alt_text"), str) else ""
+        alt_text = value if isinstance(value := data.get("alt_text"), str) else ""
         form = {"alt_text": alt_text}
         try:
             if not isinstance(upload, UploadFile) or not upload.filename:
@@ -179,7 +180,7 @@ class MediaAdminController(Controller):
             await store_upload(
                 db_session,
                 Actor.from_connection(request),
-                media_dir(state),
+                media_dir(runtime),
                 await read_setting(db_session, "upload_max_bytes"),
                 upload.filename,
                 upload,
@@ -214,8 +215,8 @@ class MediaAdminController(Controller):
 
     @post("/{media_id:uuid}/delete", name="admin:media:delete_submit", guards=[guards.editor])
     async def delete(
-        self, request: Request, state: State, db_session: DbSession, media_id: FromPath[UUID]
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, media_id: FromPath[UUID]
     ) -> Response[bytes]:
-        await delete_media(db_session, Actor.from_connection(request), media_dir(state), media_id)
+        await delete_media(db_session, Actor.from_connection(request), media_dir(runtime), media_id)
         location = request.app.route_reverse("admin:media") + "?notice=deleted"
         return redirect(location)

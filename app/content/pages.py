@@ -17,7 +17,7 @@ from litestar.response import Redirect
 from app.accounts import guards
 from app.accounts.models import Role
 from app.content import feeds
-from app.content.cache import PUBLIC_CACHE, VIEW_HEADER
+from app.content.cache import PUBLIC_CACHE, VIEW_HEADER, PageCache
 from app.content.models import Entry, Kind
 from app.content.reads import EntryView, entry_for_reader, nav_pages
 from app.content.services import (
@@ -30,6 +30,7 @@ from app.content.services import (
 )
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
+from app.core.runtime import runtime_of
 from app.core.templating import absolute_url, render, static_url
 from app.site_settings.services import public_settings, read_settings_from
 
@@ -45,12 +46,13 @@ PREVIEW_HEADERS = {"Cache-Control": "private, no-store"}
 
 async def site_and_menu(request: Request) -> tuple[dict[str, Any], list[Any]]:
     """The site settings and the menu pages, kept in the process until a public change."""
-    state = request.app.state
+    runtime = runtime_of(request.app.state)
+    reads = runtime.reads
 
     async def load() -> tuple[dict[str, Any], list[Any]]:
-        return public_settings(await read_settings_from(state.reads)), await nav_pages(state.reads)
+        return public_settings(await read_settings_from(reads)), await nav_pages(reads)
 
-    return await state.page_cache.remember("site_and_menu", load)
+    return await runtime.service(PageCache).remember("site_and_menu", load)
 
 
 async def public_context(request: Request, **values: Any) -> dict[str, Any]:
@@ -74,7 +76,7 @@ async def _entry_page(
     request: Request, kind: str, slug: str, preview: bool, template: str
 ) -> Response[str]:
     previewing = _may_preview(request, preview)
-    reads = request.app.state.reads
+    reads = runtime_of(request.app.state).reads
     entry = await entry_for_reader(reads, kind, slug, may_preview=previewing)
     if entry is None:
         raise NotFoundException("No such page.")

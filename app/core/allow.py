@@ -36,7 +36,7 @@ class AllowEveryMethod(ASGIMiddleware):
         return self._allow[path_template]
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        if scope["method"] != "OPTIONS":
+        if scope["type"] != ScopeType.HTTP or scope["method"] != "OPTIONS":
             await next_app(scope, receive, send)
             return
         allow = self.allowed(scope["litestar_app"], scope.get("path_template", ""))

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import msgspec
-from litestar.enums import RequestEncodingType
+from litestar.enums import RequestEncodingType, ScopeType
 from litestar.exceptions import SerializationException
 from litestar.plugins.htmx import HTMXRequest
 from litestar.serialization import decode_json
@@ -107,7 +107,7 @@ class InputBoundary:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == ScopeType.HTTP:
             if "\x00" in scope["path"]:
                 raise UnstorableInput(NUL_REFUSED)
             refuse_nul(scope["query_string"])
@@ -217,7 +217,7 @@ class AsciiRequestTarget:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("query_string", b"").isascii():
+        if scope["type"] != ScopeType.HTTP or scope.get("query_string", b"").isascii():
             await self.app(scope, receive, send)
             return
         path = scope["path"]
@@ -231,4 +231,4 @@ class AsciiRequestTarget:
             body, media_type = page.encode(), "text/html; charset=utf-8"
         headers = [(b"content-type", media_type.encode()), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 400, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -33,7 +33,7 @@ import hmac
 from typing import Any
 
 from litestar.config.csrf import CSRFConfig
-from litestar.enums import RequestEncodingType
+from litestar.enums import RequestEncodingType, ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import DefineMiddleware
 from litestar.middleware._utils import should_bypass_middleware
@@ -75,10 +75,14 @@ class CsrfMiddleware(CSRFMiddleware):
         self.session_cookie = session_cookie
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if EXEMPT.matches(scope["path"]) or should_bypass_middleware(
-            scope=scope,
-            scopes=self.scopes,
-            exclude_opt_key=self.config.exclude_from_csrf_key,
+        if (
+            scope["type"] != ScopeType.HTTP
+            or EXEMPT.matches(scope["path"])
+            or should_bypass_middleware(
+                scope=scope,
+                scopes=self.scopes,
+                exclude_opt_key=self.config.exclude_from_csrf_key,
+            )
         ):
             await self.app(scope, receive, send)
             return

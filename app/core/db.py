@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from litestar.datastructures import State
 from litestar.di import NamedDependency
-from sqlalchemy import event, text
+from sqlalchemy import CursorResult, Executable, event, text
 from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -23,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -94,26 +93,12 @@ def dialect_insert(session: AsyncSession, table: Any) -> PostgresInsert | Sqlite
     return (postgres_insert if postgres else sqlite_insert)(table)
 
 
-async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]:
-    """One session per request, committed after the handler returns, rolled back on error."""
-    session: AsyncSession = state.sessionmaker()
-    try:
-        yield session
-    except BaseException:
-        await session.rollback()
-        raise
-    else:
-        if session.in_transaction():
-            try:
-                await session.commit()
-            except BaseException:
-                await session.rollback()  # a failed COMMIT can leave the transaction open
-                raise
-        events = getattr(state, "events", None)
-        if events is not None:  # what the commit did, to its subscribers (app/core/events.py)
-            await events.deliver(session)
-    finally:
-        await session.close()
+async def rows_changed(session: AsyncSession | AsyncConnection, statement: Executable) -> int:
+    """Run an INSERT, UPDATE or DELETE without RETURNING; the number of rows it matched
+    (`Session.execute` is typed to return a plain `Result`, which has no row count)."""
+    result = await session.execute(statement)
+    assert isinstance(result, CursorResult)  # what SQLAlchemy returns for such a statement
+    return result.rowcount
 
 
 async def ping(engine: AsyncEngine, timeout: float) -> None:

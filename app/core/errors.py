@@ -76,6 +76,7 @@ def only_if_valid(value: T, problems: Sequence[DomainError]) -> T:
 
 def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, Any]] | None]:
     """Status, client-safe detail, extra headers and field errors for an exception."""
+    errors: list[dict[str, Any]] | None
     if isinstance(exc, ValidationException):
         errors = [
             {"field": item.get("key"), "source": item.get("source"), "message": item.get("message")}

@@ -25,6 +25,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     Components,
     Operation,
+    Reference,
     RequestBody,
     SecurityRequirement,
     SecurityScheme,
@@ -70,7 +71,7 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
-SECURITY_SCHEMES = {
+SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     "bearer": SecurityScheme(
         type="http",
         scheme="bearer",
@@ -93,7 +94,7 @@ class OptionalBodyOperation(Operation):
 
 def security_components() -> Components:
     """The credential schemes that `document_errors` refers to, for the OpenAPI config."""
-    return Components(security_schemes=SECURITY_SCHEMES)  # type: ignore[arg-type]
+    return Components(security_schemes=SECURITY_SCHEMES)
 
 
 def error_statuses(path: str, handler: HTTPRouteHandler, needs_caller: bool) -> list[int]:

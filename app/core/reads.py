@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Executable
+from sqlalchemy import Select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -48,7 +48,7 @@ class ReadQuery:
 
     __slots__ = ("_asyncpg", "statement")
 
-    def __init__(self, statement: Executable) -> None:
+    def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
         self._asyncpg: _Compiled | None = None
 
@@ -57,7 +57,12 @@ class ReadQuery:
         if self._asyncpg is None:
             compiled = self.statement.compile(dialect=engine.dialect)  # no IN (expanding)
             processors = compiled._bind_processors
-            order = [(name, processors.get(name)) for name in compiled.positiontup or ()]
+            order: list[tuple[str, Callable[[Any], Any] | None]] = []
+            for name in compiled.positiontup or ():
+                processor = processors.get(name)
+                if processor is not None and not callable(processor):  # a tuple's, per element
+                    raise TypeError(f"a ReadQuery takes no tuple parameter ({name})")
+                order.append((name, processor))
             self._asyncpg = (compiled.string, order, dict(compiled.params))
         return self._asyncpg
 

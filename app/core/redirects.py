@@ -18,6 +18,8 @@ from urllib.parse import quote, urlsplit
 
 from litestar import Request
 
+from app.core.runtime import runtime_of
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 TAB_AND_NEWLINE = str.maketrans("", "", "\t\n\r")
 C0_CONTROL_OR_SPACE = "".join(chr(code) for code in range(0x21))
@@ -66,7 +68,7 @@ def site_origin(request: Request) -> str | None:
     """This site's origin: PUBLIC_URL's when it is set, else the address the request was
     sent to (its scheme and Host). Only ever compared with: a forged Host header names
     no other site than the one its own request goes to."""
-    public_url = request.app.state.settings.app.public_url
+    public_url = runtime_of(request.app.state).settings.app.public_url
     if public_url:
         return origin_of(public_url)
     host = request.headers.get("host")

@@ -12,6 +12,7 @@ import re
 import time
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.logging import request_id_var
@@ -66,13 +67,14 @@ class RequestContextMiddleware:
         self.tally = tally
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         headers = {
             key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
         }
-        peer = scope["client"][0] if scope.get("client") else None
+        client = scope.get("client")
+        peer = client[0] if client else None
         offered_id = headers.get("x-request-id", "")
         if is_trusted(peer, self.trusted_proxies) and _REQUEST_ID.match(offered_id):
             request_id = offered_id

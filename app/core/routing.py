@@ -82,7 +82,7 @@ class Routing:
             )
         known = {id(route) for route in self.app.routes}
         self.app.register(router)
-        added = [route for route in self.app.routes if id(route) not in known]
+        added: list[BaseRoute] = [route for route in self.app.routes if id(route) not in known]
         self._mounted[group.name] = (group, added)
 
     def _unmount(self, names: list[str]) -> None:

@@ -8,6 +8,7 @@ marked its response `public` (the same bytes for everyone, like a media file).
 
 from __future__ import annotations
 
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.paths import PathPrefixes
@@ -70,13 +71,13 @@ class SecurityHeadersMiddleware:
         self.headers = security_headers(production)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                existing = message.get("headers", [])
+                existing = list(message.get("headers", []))
                 if is_private(scope):
                     existing = _never_stored(existing)
                 present = {name.lower() for name, _ in existing}

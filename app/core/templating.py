@@ -21,6 +21,7 @@ from litestar import MediaType, Request
 from litestar.datastructures import Cookie
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
+from litestar.plugins.htmx import HTMXDetails
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Response
 from litestar.template import TemplateConfig
@@ -29,6 +30,7 @@ from litestar.utils.scope.state import ScopeState
 from app import __version__
 from app.core.pagination import query_string
 from app.core.registry import KEEL, Registry
+from app.core.runtime import runtime_of
 from app.settings import ROOT, Settings
 
 TEMPLATES_DIR = ROOT / "templates"
@@ -88,7 +90,8 @@ def csrf_token() -> str:
     request = _rendering.get()
     if request is None:
         return ""
-    return ScopeState.from_scope(request.scope).csrf_token or ""
+    token = ScopeState.from_scope(request.scope).csrf_token
+    return token if isinstance(token, str) else ""  # Empty: no CSRF layer ran
 
 
 @cache
@@ -113,9 +116,10 @@ URLS_KEPT = 4096
 
 @dataclass
 class UrlMemo:
-    """The addresses templates asked for, valid for one routing generation."""
+    """The addresses templates asked for, valid for one routing generation (one per
+    runtime: `Runtime.service(UrlMemo)`)."""
 
-    generation: int
+    generation: int = 0
     urls: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
 
@@ -125,11 +129,12 @@ def url_for(context: Mapping[str, Any], route_name: str, /, **path_parameters: A
     plugin's route group added or removed): a page asks for the same few addresses on
     every render."""
     app = context["request"].app
-    routing = app.state.get("routing")
+    runtime = runtime_of(app.state)
+    routing = runtime.routing
     generation = routing.generation if routing is not None else 0
-    memo: UrlMemo | None = app.state.get("template_urls")
-    if memo is None or memo.generation != generation:
-        memo = app.state.template_urls = UrlMemo(generation)
+    memo = runtime.service(UrlMemo)
+    if memo.generation != generation:
+        memo.generation, memo.urls = generation, {}
     known = memo.urls
     key = (route_name, *path_parameters.items())
     url = known.get(key)
@@ -195,7 +200,7 @@ def site_base(request: Request) -> str:
     """The site's address for links that leave a page: PUBLIC_URL, or (in development,
     where it may be unset) the address Keel listens on. Never the request's Host header,
     which anyone can forge into an e-mail, a feed or a cached page."""
-    app = request.app.state.settings.app
+    app = runtime_of(request.app.state).settings.app
     return app.public_url or listening_address(app.host, app.port)
 
 
@@ -207,13 +212,22 @@ def absolute_url(request: Request, route_name: str, **path_params: Any) -> str:
 
 def wants_fragment(request: Request) -> bool:
     """An htmx request that swaps part of a page (not a boosted full-page navigation)."""
-    htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+    htmx: HTMXDetails | None = getattr(request, "htmx", None)
+    if not htmx:  # not an HTMXRequest, or no HX-Request header
+        return False
+    return not htmx.boosted and not htmx.history_restore_request
+
+
+def _jinja(request: Request) -> JinjaTemplateEngine:
+    """The app's template engine: Jinja (`create_template_config`)."""
+    engine = request.app.template_engine
+    assert isinstance(engine, JinjaTemplateEngine)
+    return engine
 
 
 def render_template(request: Request, template_name: str, context: dict[str, Any]) -> str:
     """A whole template as a string, with the request's CSRF token available to macros."""
-    engine: JinjaTemplateEngine = request.app.template_engine  # type: ignore[assignment]
+    engine = _jinja(request)
     token = _rendering.set(request)
     try:
         return engine.engine.get_template(template_name).render({"request": request, **context})
@@ -236,7 +250,7 @@ def render(
     A block rendered alone does not see the template's top-level imports: import macros
     inside the block.
     """
-    engine: JinjaTemplateEngine = request.app.template_engine  # type: ignore[assignment]
+    engine = _jinja(request)
     template = engine.engine.get_template(template_name)
     values = {"request": request, **(context or {})}
     token = _rendering.set(request)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, get
-from litestar.datastructures import State
 
 from app.accounts import guards
+from app.core.runtime import AppRuntime
 from app.extensions.manifest import discover_plugins
 
 
@@ -17,9 +17,9 @@ class PluginIndexController(Controller):
     guards = [guards.public]
 
     @get("/", name="plugins:index")
-    async def list_plugins(self, state: State) -> dict[str, Any]:
+    async def list_plugins(self, runtime: AppRuntime) -> dict[str, Any]:
         """Plugins found under plugins/; their own routes mount under /api/plugins/<name>/."""
-        manifests, _ = discover_plugins(state.settings.app.plugins_dir)
+        manifests, _ = discover_plugins(runtime.settings.app.plugins_dir)
         items = [
             {"name": m.name, "version": m.version, "description": m.description} for m in manifests
         ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
-from litestar.datastructures import State, UploadFile
+from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery, JSONBody
 from litestar.response import File
@@ -18,6 +18,7 @@ from app.core.db import DbSession
 from app.core.numbers import RowId
 from app.core.openapi import problem_responses
 from app.core.pagination import PageNumber, PageRequest, PerPage
+from app.core.runtime import AppRuntime
 from app.core.templating import site_base
 from app.jobs import services
 from app.jobs.schemas import JobCreate, JobOut, JobTypeOut
@@ -100,18 +101,18 @@ class JobsController(Controller):
     async def create_import(
         self,
         request: Request,
-        state: State,
+        runtime: AppRuntime,
         db_session: DbSession,
         data: Annotated[ImportUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> JobOut:
         """Enqueue an `import` job from an uploaded CSV file (see IMPORT_DESCRIPTION)."""
         job = await services.submit_import(
             db_session,
-            state.settings,
+            runtime.settings,
             Actor.from_connection(request),
             request.scope["user"],
             data.kind,
-            await services.read_upload(data.file, state.settings),
+            await services.read_upload(data.file, runtime.settings),
             data.file.filename,
             site_base(request),
         )
@@ -150,7 +151,7 @@ class JobsController(Controller):
     async def download_result(
         self,
         request: Request,
-        state: State,
+        runtime: AppRuntime,
         db_session: DbSession,
         job_id: FromPath[RowId],
         file: FromQuery[str | None] = None,
@@ -158,4 +159,4 @@ class JobsController(Controller):
         """The job's result file, or the one named `file` (404 when it has none, 410 once
         it expired)."""
         job = await services.visible_job(db_session, request.scope["user"], job_id)
-        return services.result_download(state.settings, job, file)
+        return services.result_download(runtime.settings, job, file)

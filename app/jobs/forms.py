@@ -75,20 +75,32 @@ def _field(field: inspect.Field) -> PayloadField | None:
             return None
         kind, optional = others[0], True
     default = "" if field.default in (msgspec.NODEFAULT, None) else str(field.default)
-    common = {"name": field.name, "required": field.required and not optional}
-    if isinstance(kind, inspect.LiteralType) and all(isinstance(v, str) for v in kind.values):
-        return PayloadField(control="select", default=default, choices=kind.values, **common)
+    name, required = field.name, field.required and not optional
+    if isinstance(kind, inspect.LiteralType):
+        choices = tuple(value for value in kind.values if isinstance(value, str))
+        if len(choices) != len(kind.values):
+            return None
+        return PayloadField(
+            name=name, control="select", required=required, default=default, choices=choices
+        )
     if isinstance(kind, inspect.BoolType):
-        return PayloadField(control="checkbox", default="on" if field.default else "", **common)
+        checked = "on" if field.default else ""
+        return PayloadField(name=name, control="checkbox", required=required, default=checked)
     if isinstance(kind, inspect.IntType):
         minimum = kind.ge if kind.ge is not None else (kind.gt + 1 if kind.gt is not None else None)
         maximum = kind.le if kind.le is not None else (kind.lt - 1 if kind.lt is not None else None)
         return PayloadField(
-            control="number", default=default, minimum=minimum, maximum=maximum, **common
+            name=name,
+            control="number",
+            required=required,
+            default=default,
+            minimum=minimum,
+            maximum=maximum,
         )
     if isinstance(kind, inspect.StrType | inspect.UUIDType | inspect.FloatType):
         long = isinstance(kind, inspect.StrType) and (kind.max_length or 10**9) > TEXTAREA_FROM
-        return PayloadField(control="textarea" if long else "text", default=default, **common)
+        control = "textarea" if long else "text"
+        return PayloadField(name=name, control=control, required=required, default=default)
     return None
 
 
@@ -107,7 +119,7 @@ def payload_from_form(kind: JobType, data: dict[str, str]) -> dict[str, Any]:
     if fields is None:
         text = data.get(JSON_FIELD, "").strip() or "{}"
         try:
-            return parse_json(text.encode("utf-8", "surrogatepass"))  # type: ignore[no-any-return]
+            return parse_json(text.encode("utf-8", "surrogatepass"))
         except (UnstorableInput, UnreadableJson) as exc:
             raise JobInputError(exc.message, JSON_FIELD) from None
     payload: dict[str, Any] = {}

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State, UploadFile
+from litestar.datastructures import UploadFile
 from litestar.params import FromPath, FromQuery
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import File
@@ -19,6 +19,7 @@ from app.core.db import DbSession
 from app.core.errors import DomainError
 from app.core.numbers import RowId
 from app.core.pagination import PageNumber, PageRequest
+from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import Form, MultipartForm, redirect, render, render_list, site_base
 from app.jobs import services
 from app.jobs.forms import error_field, form_defaults, payload_fields, payload_from_form
@@ -46,7 +47,7 @@ class JobsAdminController(Controller):
     async def index(
         self,
         request: HTMXRequest,
-        state: State,
+        runtime: AppRuntime,
         db_session: DbSession,
         status: FromQuery[str] = "",
         type: FromQuery[str] = "",
@@ -54,13 +55,13 @@ class JobsAdminController(Controller):
     ) -> Response[str]:
         """Newest first; the results (jobs and workers) refresh every two seconds."""
         return await self._list_page(
-            request, state, db_session, {"status": status, "type": type}, page
+            request, runtime, db_session, {"status": status, "type": type}, page
         )
 
     async def _list_page(
         self,
         request: HTMXRequest,
-        state: State,
+        runtime: Runtime,
         db_session: DbSession,
         params: dict[str, str],
         page: int | None,
@@ -94,9 +95,9 @@ class JobsAdminController(Controller):
             "errors": errors or {},
             "import_form": import_form or {},
             "import_errors": import_errors or {},
-            "import_limits": state.settings.worker,
-            "import_max_size": human_size(state.settings.worker.import_max_bytes),
-            "workers": await list_workers(state.store),
+            "import_limits": runtime.settings.worker,
+            "import_max_size": human_size(runtime.settings.worker.import_max_bytes),
+            "workers": await list_workers(runtime.store),
             "queues": await services.queue_figures(db_session),
             "finished": FINISHED,
             "now": time.time(),
@@ -115,7 +116,7 @@ class JobsAdminController(Controller):
 
     @post("/", name="admin:jobs:create")
     async def create(
-        self, request: HTMXRequest, state: State, db_session: DbSession, data: Form
+        self, request: HTMXRequest, runtime: AppRuntime, db_session: DbSession, data: Form
     ) -> Response[Any]:
         """Enqueue a job of the chosen type; errors come back beside the form's fields."""
         form = {k: v for k, v in data.items() if isinstance(v, str)}
@@ -126,7 +127,7 @@ class JobsAdminController(Controller):
             priority = None
         try:
             if priority is None:
-                raise services.JobInputError("Priority must be a whole number.", "priority")
+                raise JobInputError("Priority must be a whole number.", "priority")
             payload = payload_from_form(job_type(form.get("type", "")), form)
             job = await services.submit_job(
                 db_session,
@@ -142,7 +143,7 @@ class JobsAdminController(Controller):
                 raise
             field = error_field(kind, exc) if isinstance(exc, JobInputError) else exc.field
             errors = {field or "form": exc.message}
-            response = await self._list_page(request, state, db_session, {}, None, form, errors)
+            response = await self._list_page(request, runtime, db_session, {}, None, form, errors)
             response.status_code = 400
             return response
         return redirect(request.app.route_reverse("admin:job", job_id=job.id))
@@ -157,22 +158,22 @@ class JobsAdminController(Controller):
 
     @post("/import", name="admin:jobs:import", request_max_body_size=services.UPLOAD_BODY_LIMIT)
     async def create_import(
-        self, request: HTMXRequest, state: State, db_session: DbSession, data: MultipartForm
+        self, request: HTMXRequest, runtime: AppRuntime, db_session: DbSession, data: MultipartForm
     ) -> Response[Any]:
         """Upload a CSV file as a new import job; a refused file shows the form again with
         the reason beside its field."""
-        kind = data.get("kind") if isinstance(data.get("kind"), str) else ""
+        kind = value if isinstance(value := data.get("kind"), str) else ""
         upload = data.get("file")
         try:
             if not isinstance(upload, UploadFile) or not upload.filename:
-                raise services.JobInputError("Choose a CSV file to upload.", "file")
+                raise JobInputError("Choose a CSV file to upload.", "file")
             job = await services.submit_import(
                 db_session,
-                state.settings,
+                runtime.settings,
                 Actor.from_connection(request),
                 request.scope["user"],
                 kind,
-                await services.read_upload(upload, state.settings),
+                await services.read_upload(upload, runtime.settings),
                 upload.filename,
                 site_base(request),
             )
@@ -182,7 +183,7 @@ class JobsAdminController(Controller):
                 raise
             errors = {exc.field or "form": exc.message}
             response = await self._list_page(
-                request, state, db_session, {}, None, None, None, {"kind": kind}, errors
+                request, runtime, db_session, {}, None, None, None, {"kind": kind}, errors
             )
             response.status_code = 413 if exc.status == 413 else 400
             return response
@@ -193,11 +194,15 @@ class JobsAdminController(Controller):
 
     @get("/{job_id:int}", name="admin:job")
     async def detail(
-        self, request: HTMXRequest, state: State, db_session: DbSession, job_id: FromPath[RowId]
+        self,
+        request: HTMXRequest,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        job_id: FromPath[RowId],
     ) -> Response[str]:
         """One job: payload, attempts, errors, result; refreshes itself until it finishes."""
         job = await services.visible_job(db_session, request.scope["user"], job_id)
-        expired = services.files_expired(state.settings, job)
+        expired = services.files_expired(runtime.settings, job)
         context = {"job": job, "finished": FINISHED, "files_expired": expired}
         return render(request, "jobs/detail.html", context, block="status")
 
@@ -223,10 +228,10 @@ class JobsAdminController(Controller):
     async def download(
         self,
         request: Request,
-        state: State,
+        runtime: AppRuntime,
         db_session: DbSession,
         job_id: FromPath[RowId],
         file: FromQuery[str | None] = None,
     ) -> File:
         job = await services.visible_job(db_session, request.scope["user"], job_id)
-        return services.result_download(state.settings, job, file)
+        return services.result_download(runtime.settings, job, file)

@@ -21,11 +21,22 @@ from uuid import UUID
 
 import asyncpg
 from advanced_alchemy.types import JsonB
-from sqlalchemy import ColumnElement, Float, bindparam, case, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Table,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.core.db import dialect_insert, is_unavailable
+from app.core.db import dialect_insert, is_unavailable, rows_changed
 from app.core.errors import DomainError
 from app.core.events import Event, Events, emit
 from app.core.queueing import provide_queue
@@ -44,7 +55,7 @@ CLAIM_BATCH = 10
 MAX_BACKOFF_SECONDS = 3600.0
 LEASE_LOST_ERROR = "lease expired: the worker stopped renewing it"
 
-jobs = Job.__table__
+jobs: Table = Job.metadata.tables[Job.__tablename__]  # Job.__table__, typed as a Table
 c = jobs.c
 
 
@@ -191,7 +202,7 @@ async def enqueue(
                 select(c.id).where(c.unique_key == unique_key, text(UNFINISHED_SQL))
             )
     emit(session, JOBS_ADDED, values["queue"], once=True)
-    return int(job_id)  # type: ignore[arg-type]
+    return int(job_id)
 
 
 async def enqueue_many(
@@ -246,7 +257,7 @@ _ENQUEUE_MANY_PG = text(
 
 async def wake_workers(store: Store, event: Event) -> None:
     """After a commit: tell idle workers that a queue got new jobs (polling covers a miss)."""
-    with contextlib.suppress(StoreError):
+    with contextlib.suppress(*StoreError):
         await store.publish(WAKE_CHANNEL, event.payload)
 
 
@@ -326,7 +337,19 @@ async def claim_jobs(
     returned = (c.id, c.type, c.queue, c.payload, c.attempts, c.max_attempts, c.lease_token)
     statement = update(jobs).where(c.id.in_(due.scalar_subquery())).values(changes)
     rows = await executor.execute(statement.returning(*returned, c.run_at))
-    return [ClaimedJob(*row[:-1], waited=max((now - row[-1]).total_seconds(), 0.0)) for row in rows]
+    return [
+        ClaimedJob(
+            row.id,
+            row.type,
+            row.queue,
+            row.payload,
+            row.attempts,
+            row.max_attempts,
+            row.lease_token,
+            waited=max((now - row.run_at).total_seconds(), 0.0),
+        )
+        for row in rows
+    ]
 
 
 def retry_delay(attempt: int, base: float) -> float:
@@ -450,16 +473,17 @@ async def record_outcomes(session: Executor, outcomes: Sequence[Outcome]) -> set
             changes["run_at"] = now + timedelta(seconds=outcome.retry_in)
         if outcome.given_back:
             changes["attempts"] = func.max(c.attempts - 1, 0)
-        result = await session.execute(
+        changed = await rows_changed(
+            session,
             update(jobs)
             .where(
                 c.id == outcome.id,
                 c.lease_token == outcome.lease_token,
                 c.status == JobStatus.running.value,
             )
-            .values(changes)
+            .values(changes),
         )
-        if result.rowcount:
+        if changed:
             written.add(outcome.id)
     return written
 
@@ -474,7 +498,8 @@ async def report_progress(
 ) -> None:
     """Store progress and renew the lease; JobCancelled when the run no longer holds it."""
     postgres = is_postgres(session)
-    result = await session.execute(
+    changed = await rows_changed(
+        session,
         update(jobs)
         .where(c.id == job_id, c.lease_token == lease_token, c.status == JobStatus.running.value)
         .values(
@@ -482,9 +507,9 @@ async def report_progress(
             progress_message=message,
             lease_expires_at=_later(postgres, lease_seconds),
             updated_at=_now(postgres),
-        )
+        ),
     )
-    if not result.rowcount:
+    if not changed:
         raise JobCancelled(f"job {job_id} was cancelled or its lease was lost")
 
 
@@ -516,7 +541,8 @@ async def release_jobs(session: AsyncSession, leases: Mapping[str, int]) -> int:
     if not leases:
         return 0
     postgres = is_postgres(session)
-    result = await session.execute(
+    return await rows_changed(
+        session,
         update(jobs)
         .where(_held(leases))
         .values(
@@ -526,9 +552,8 @@ async def release_jobs(session: AsyncSession, leases: Mapping[str, int]) -> int:
             lease_expires_at=None,
             run_at=_now(postgres),
             updated_at=_now(postgres),
-        )
+        ),
     )
-    return int(result.rowcount or 0)
 
 
 async def reap_expired_leases(session: AsyncSession) -> list[int]:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.db import dialect_insert
+from app.core.db import dialect_insert, rows_changed
 from app.core.registry import KEEL, Registry
 from app.jobs.models import JobSchedule
 from app.jobs.queue import enqueue, is_postgres
@@ -76,26 +76,29 @@ def schedules() -> list[Schedule]:
 
 async def _database_now(session: AsyncSession) -> datetime:
     if is_postgres(session):
-        return (await session.scalar(select(func.now()))).astimezone(UTC)  # type: ignore[union-attr]
+        now: datetime = (await session.execute(select(func.now()))).scalar_one()
+        return now.astimezone(UTC)
     return datetime.now(UTC)
 
 
 async def claim_tick(session: AsyncSession, declared: Schedule, now: datetime) -> datetime | None:
     """Move the schedule to its current tick; the tick when this caller won it, else None."""
     tick = declared.tick(now)
-    first_sight = await session.execute(
+    first_sight = await rows_changed(
+        session,
         dialect_insert(session, JobSchedule)
         .values(name=declared.name, last_tick=tick)
-        .on_conflict_do_nothing(index_elements=["name"])
+        .on_conflict_do_nothing(index_elements=["name"]),
     )
-    if first_sight.rowcount:
+    if first_sight:
         return None
-    moved = await session.execute(
+    moved = await rows_changed(
+        session,
         update(JobSchedule)
         .where(JobSchedule.name == declared.name, JobSchedule.last_tick < tick)
-        .values(last_tick=tick)
+        .values(last_tick=tick),
     )
-    return tick if moved.rowcount else None
+    return tick if moved else None
 
 
 async def enqueue_due_schedules(

@@ -17,7 +17,7 @@ from typing import Any
 
 from litestar.datastructures import UploadFile
 from litestar.response import File
-from sqlalchemy import func, literal_column, select, union_all
+from sqlalchemy import ColumnClause, func, literal_column, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.audit import Actor, record
@@ -174,7 +174,11 @@ async def submit_import(
     importer = IMPORTERS.get(kind)
     if importer is None:
         raise JobInputError("Choose users or content.", "kind", status=422)
-    payload = {"kind": kind, "filename": Path(filename or "").name[:255], "base_url": base_url}
+    payload: dict[str, Any] = {
+        "kind": kind,
+        "filename": Path(filename or "").name[:255],
+        "base_url": base_url,
+    }
     _may_run(user, "import", payload)
     limits = settings.worker
     if len(upload) > limits.import_max_bytes:
@@ -229,6 +233,12 @@ class QueueFigures:
     """How long the oldest due job has waited."""
 
 
+_STATUSES_SQL: tuple[ColumnClause[str], ...] = (
+    literal_column("'queued'"),
+    literal_column("'running'"),
+)
+
+
 async def queue_figures(session: AsyncSession) -> list[QueueFigures]:
     """Depth of every queue that has unfinished jobs (counts only: anyone may see them).
 
@@ -241,7 +251,7 @@ async def queue_figures(session: AsyncSession) -> list[QueueFigures]:
         select(Job.queue, status, due, func.count(), func.min(Job.run_at))
         .where(Job.status == status)
         .group_by(Job.queue, due)
-        for status in (literal_column("'queued'"), literal_column("'running'"))
+        for status in _STATUSES_SQL
     ]
     rows = await session.execute(union_all(*parts))
     figures: dict[str, dict[str, Any]] = {}

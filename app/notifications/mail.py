@@ -84,7 +84,7 @@ class _Tracked(smtplib.SMTP):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         sock = super()._get_socket(host, port, timeout)  # type: ignore[misc]
         self.conversation.opened(sock)
-        return sock  # type: ignore[no-any-return]
+        return sock
 
     def starttls(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
         reply = super().starttls(*args, **kwargs)

@@ -13,6 +13,7 @@ from litestar.params import FromPath, FromQuery
 
 from app.accounts import guards
 from app.accounts.audit import Actor
+from app.accounts.identity import CurrentUser
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import redirect, render
@@ -59,10 +60,10 @@ class OutboxAdminController(Controller):
 
 
 def _my_id(request: Request) -> UUID:
-    me = request.scope["user"]
+    me: CurrentUser = request.scope["user"]
     if me.id is None:
         raise PermissionDeniedException("An API key has no notifications.")
-    return me.id  # type: ignore[no-any-return]
+    return me.id
 
 
 class NotificationsController(Controller):

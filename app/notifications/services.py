@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.audit import Actor, record
+from app.core.db import rows_changed
 from app.core.errors import DomainError
 from app.core.pagination import Page, PageRequest, paginate
 from app.notifications.models import MailMessage, Notification
@@ -58,10 +59,9 @@ async def mark_read(
     where = [Notification.user_id == user_id, Notification.read_at.is_(None)]
     if notification_id is not None:
         where.append(Notification.id == notification_id)
-    result = await session.execute(
-        update(Notification).where(*where).values(read_at=datetime.now(UTC))
+    count = await rows_changed(
+        session, update(Notification).where(*where).values(read_at=datetime.now(UTC))
     )
-    count = int(result.rowcount or 0)
     if count:
         record(
             session,

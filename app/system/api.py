@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Controller, Request, Response, get
-from litestar.datastructures import State
 
 from app import __version__
 from app.accounts import guards
+from app.content.cache import PageCache
 from app.core import metrics
 from app.core.db import DbSession
+from app.core.runtime import AppRuntime
 from app.site_settings.services import read_settings
 from app.system.metrics import scrape
 from app.system.services import check_readiness
@@ -25,13 +26,13 @@ class HealthController(Controller):
     guards = [guards.public]
 
     @get("/", name="health:summary")
-    async def summary(self, state: State) -> dict[str, Any]:
+    async def summary(self, runtime: AppRuntime) -> dict[str, Any]:
         """Service identity and uptime; answers as long as the process runs."""
         return {
             "status": "ok",
             "service": "keel",
             "version": __version__,
-            "uptime_seconds": round(time.monotonic() - state.started_monotonic, 3),
+            "uptime_seconds": round(time.monotonic() - runtime.started_monotonic, 3),
             "timestamp": datetime.now(UTC).isoformat(),
         }
 
@@ -41,10 +42,10 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/ready", name="health:ready")
-    async def ready(self, request: Request, state: State) -> Response[dict[str, Any]]:
+    async def ready(self, request: Request, runtime: AppRuntime) -> Response[dict[str, Any]]:
         """200 when the database and the store answer in time; 503 naming what fails."""
         readiness = await check_readiness(
-            state.engine, state.store, state.settings.health.check_timeout
+            runtime.engine, runtime.store, runtime.settings.health.check_timeout
         )
         body = {
             "status": "ready" if readiness.ready else "unavailable",
@@ -58,7 +59,7 @@ class HealthController(Controller):
                 for c in readiness.components
             },
             # The page cache never makes Keel unready: without it pages are served uncached.
-            "cache": {"status": "degraded" if state.page_cache.degraded else "ok"},
+            "cache": {"status": "degraded" if runtime.service(PageCache).degraded else "ok"},
         }
         if readiness.ready:
             return Response(body, headers={"Cache-Control": "no-store"})
@@ -76,9 +77,9 @@ class MetricsController(Controller):
     include_in_schema = False
 
     @get("/", name="metrics")
-    async def metrics(self, state: State, db_session: DbSession) -> Response[str]:
+    async def metrics(self, runtime: AppRuntime, db_session: DbSession) -> Response[str]:
         """The deployment's figures in the Prometheus text format 0.0.4."""
-        body = await scrape(db_session, state.store, state.figures)
+        body = await scrape(db_session, runtime.store, runtime.figures)
         return Response(body, media_type=metrics.MEDIA_TYPE, headers={"Cache-Control": "no-store"})
 
 

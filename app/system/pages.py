@@ -7,11 +7,11 @@ import time
 from datetime import UTC, datetime
 
 from litestar import Controller, Request, Response, get
-from litestar.datastructures import State
 
 from app import __version__
 from app.accounts import guards
 from app.core.db import describe_url
+from app.core.runtime import AppRuntime
 from app.core.templating import render
 from app.jobs.worker import list_workers
 from app.system.services import check_readiness
@@ -23,25 +23,27 @@ class AdminDashboardController(Controller):
     include_in_schema = False
 
     @get("/", name="admin:dashboard")
-    async def dashboard(self, request: Request, state: State) -> Response[str]:
+    async def dashboard(self, request: Request, runtime: AppRuntime) -> Response[str]:
         """System health at a glance; the health panel refreshes itself through htmx."""
-        settings = state.settings
-        readiness = await check_readiness(state.engine, state.store, settings.health.check_timeout)
+        settings = runtime.settings
+        readiness = await check_readiness(
+            runtime.engine, runtime.store, settings.health.check_timeout
+        )
         try:
-            workers = await list_workers(state.store)
+            workers = await list_workers(runtime.store)
         except Exception:  # the store being down is shown by the readiness panel
             workers = []
         context = {
             "readiness": readiness,
             "workers": workers,
             "checked_at": datetime.now(UTC),
-            "uptime_seconds": int(time.monotonic() - state.started_monotonic),
+            "uptime_seconds": int(time.monotonic() - runtime.started_monotonic),
             "facts": {
                 "Version": __version__,
                 "Mode": "embedded" if settings.embedded else "services",
                 "Environment": settings.app.env,
                 "Database": describe_url(settings.db.url),
-                "Store": state.store.kind,
+                "Store": runtime.store.kind,
                 "Python": platform.python_version(),
             },
         }

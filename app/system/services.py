@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -34,10 +35,10 @@ class Readiness:
         return [component.name for component in self.components if not component.ok]
 
 
-async def _timed(name: str, probe: asyncio.Future | object, timeout: float) -> ComponentHealth:
+async def _timed(name: str, probe: Awaitable[object], timeout: float) -> ComponentHealth:
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(probe, timeout)  # type: ignore[arg-type]
+        await asyncio.wait_for(probe, timeout)
     except TimeoutError:
         return ComponentHealth(name, False, _ms(started), f"no answer within {timeout:g}s")
     except Exception as exc:  # any failure of the probe means "not ready"

@@ -4,20 +4,21 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, get, post
-from litestar.datastructures import CacheControlHeader, State
+from litestar.datastructures import CacheControlHeader
 from litestar.params import JSONBody
 
 from app.accounts import guards
 from app.accounts.audit import Actor, record
 from app.accounts.schemas import LoginRequest, LogoutRequest, MeOut, RefreshRequest, TokenPair
 from app.accounts.services import sign_in_with_password
-from app.accounts.tokens import InvalidToken
+from app.accounts.tokens import AccessTokens, InvalidToken, RefreshTokens
 from app.core.db import DbSession
 from app.core.errors import DomainError
+from app.core.runtime import AppRuntime, Runtime
 
 
-def _pair(state: State, access: str, refresh: str) -> TokenPair:
-    return TokenPair(access, refresh, "Bearer", state.access_tokens.lifetime)
+def _pair(runtime: Runtime, access: str, refresh: str) -> TokenPair:
+    return TokenPair(access, refresh, "Bearer", runtime.service(AccessTokens).lifetime)
 
 
 class AuthController(Controller):
@@ -27,34 +28,42 @@ class AuthController(Controller):
 
     @post("/login", name="api:auth:login", guards=[guards.public], status_code=200)
     async def login(
-        self, request: Request, state: State, db_session: DbSession, data: JSONBody[LoginRequest]
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        data: JSONBody[LoginRequest],
     ) -> TokenPair:
         """Exchange a login and password for an access token (30 min) and a refresh token."""
         user = await sign_in_with_password(
-            db_session, state, Actor.from_connection(request), data.login, data.password
+            db_session, runtime, Actor.from_connection(request), data.login, data.password
         )
-        family, refresh = await state.refresh_tokens.start(db_session, user.id, user.auth_version)
-        access = state.access_tokens.issue(user.id, user.role, user.auth_version, family)
-        return _pair(state, access, refresh)
+        family, refresh = await runtime.service(RefreshTokens).start(
+            db_session, user.id, user.auth_version
+        )
+        access = runtime.service(AccessTokens).issue(user.id, user.role, user.auth_version, family)
+        return _pair(runtime, access, refresh)
 
     @post("/refresh", name="api:auth:refresh", guards=[guards.public], status_code=200)
     async def refresh(
-        self, state: State, db_session: DbSession, data: JSONBody[RefreshRequest]
+        self, runtime: AppRuntime, db_session: DbSession, data: JSONBody[RefreshRequest]
     ) -> TokenPair:
         """Rotate a refresh token: the old one stops working; reusing it revokes its family."""
         try:
-            spent = await state.refresh_tokens.rotate(db_session, data.refresh_token)
+            spent = await runtime.service(RefreshTokens).rotate(db_session, data.refresh_token)
         except InvalidToken as exc:
             raise DomainError(str(exc), status=401) from None
         user = spent.user
-        access = state.access_tokens.issue(user.id, user.role, user.auth_version, spent.family)
-        return _pair(state, access, spent.refresh_token)
+        access = runtime.service(AccessTokens).issue(
+            user.id, user.role, user.auth_version, spent.family
+        )
+        return _pair(runtime, access, spent.refresh_token)
 
     @post("/logout", name="api:auth:logout", guards=[guards.viewer], status_code=204)
     async def logout(
         self,
         request: Request,
-        state: State,
+        runtime: AppRuntime,
         db_session: DbSession,
         data: JSONBody[LogoutRequest | None] = None,
     ) -> None:
@@ -62,9 +71,9 @@ class AuthController(Controller):
         now on (and the given refresh token's family, when it is another one)."""
         user = request.scope["user"]
         if user.token is not None:
-            await state.refresh_tokens.sign_out(db_session, user.token)
+            await runtime.service(RefreshTokens).sign_out(db_session, user.token)
         if data is not None and data.refresh_token:
-            await state.refresh_tokens.revoke(db_session, data.refresh_token)
+            await runtime.service(RefreshTokens).revoke(db_session, data.refresh_token)
         record(db_session, Actor.from_connection(request), "auth.logout", "user", user.id)
 
     @get("/me", name="api:auth:me", guards=[guards.viewer])

@@ -5,11 +5,12 @@ from __future__ import annotations
 from uuid import UUID
 
 from litestar import Controller, Request, delete, get, patch, post
-from litestar.datastructures import CacheControlHeader, State
+from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.accounts import guards
 from app.accounts.audit import Actor
+from app.accounts.passwords import PasswordHashing
 from app.accounts.schemas import PasswordResetOut, UserCreate, UserOut, UserPageOut, UserUpdate
 from app.accounts.services import (
     RESET_LINK_SECONDS,
@@ -24,6 +25,7 @@ from app.accounts.services import (
 )
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest, PerPage
+from app.core.runtime import AppRuntime
 from app.core.templating import site_base
 
 
@@ -46,7 +48,8 @@ class UsersController(Controller):
         (active|inactive), sorted by `sort` (username, email, role, created_at,
         last_login_at; prefix `-` for descending)."""
         found = await list_users(db_session, q, role, status, sort, PageRequest.of(page, per_page))
-        return UserPageOut(**found.envelope([UserOut.of(user) for user in found.items]))  # type: ignore[arg-type]
+        users = [UserOut.of(user) for user in found.items]
+        return UserPageOut(users, found.total, found.page, found.per_page)
 
     @get("/{user_id:uuid}", name="api:users:get", guards=[guards.viewer])
     async def show(self, db_session: DbSession, user_id: FromPath[UUID]) -> UserOut:
@@ -54,13 +57,17 @@ class UsersController(Controller):
 
     @post("/", name="api:users:create", guards=[guards.editor], status_code=201)
     async def create(
-        self, request: Request, state: State, db_session: DbSession, data: JSONBody[UserCreate]
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        data: JSONBody[UserCreate],
     ) -> UserOut:
         """Create an account; editors may create viewers and editors, admins anyone."""
         new_user = NewUser(data.email, data.username, data.password, data.role, data.display_name)
         user = await create_user(
             db_session,
-            state.hashing,
+            runtime.service(PasswordHashing),
             Actor.from_connection(request),
             request.scope["user"].role,
             new_user,
@@ -97,12 +104,12 @@ class UsersController(Controller):
         cache_control=CacheControlHeader(no_store=True),
     )
     async def password_reset(
-        self, request: Request, state: State, db_session: DbSession, user_id: FromPath[UUID]
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, user_id: FromPath[UUID]
     ) -> PasswordResetOut:
         """A one-time link with which the user sets a new password within an hour."""
         token = await create_password_reset(
             db_session,
-            state.store,
+            runtime.store,
             Actor.from_connection(request),
             request.scope["user"].role,
             await get_user(db_session, user_id),

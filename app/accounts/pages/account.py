@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,9 +18,11 @@ from app.accounts.identity import CurrentUser
 from app.accounts.models import User
 from app.accounts.pages.sign_in import PASSWORDS_DIFFER, signed_out, start_session
 from app.accounts.pages.verify import mail_verification_link
+from app.accounts.passwords import PasswordHashing
 from app.accounts.services import AccountError, change_password, get_user, update_user
-from app.accounts.sessions import BrowserSession
+from app.accounts.sessions import BrowserSession, SessionStore
 from app.core.db import DbSession
+from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import Form, redirect, render
 
 SAVED_MESSAGES = {
@@ -54,12 +56,12 @@ class SessionRow:
         )
 
 
-def _me(request: Request) -> CurrentUser:
-    """The signed-in person; an API key is a service and has no account page."""
+def _me(request: Request) -> tuple[CurrentUser, UUID]:
+    """The signed-in person and their id; an API key is a service and has no account page."""
     me: CurrentUser = request.scope["user"]
     if me.id is None:
         raise PermissionDeniedException("An API key has no account page.")
-    return me
+    return me, me.id
 
 
 def _account_url(request: Request, saved: str | None = None) -> str:
@@ -69,7 +71,7 @@ def _account_url(request: Request, saved: str | None = None) -> str:
 
 async def _page(
     request: Request,
-    state: State,
+    runtime: Runtime,
     user: User,
     *,
     form: dict[str, str] | None = None,
@@ -78,10 +80,10 @@ async def _page(
     status_code: int = 200,
 ) -> Response[str]:
     """The account page; `form` keeps what the user typed (never a password)."""
-    me = _me(request)
+    me, _ = _me(request)
     sessions = [
         SessionRow.of(session, me.session_digest)
-        for session in await state.sessions.list_for_user(user.id)
+        for session in await runtime.service(SessionStore).list_for_user(user.id)
         if session.auth_version == user.auth_version  # older ones are already dead
     ]
     typed = {k: v for k, v in (form or {}).items() if "password" not in k}
@@ -110,20 +112,20 @@ class AccountController(Controller):
     async def account(
         self,
         request: Request,
-        state: State,
+        runtime: AppRuntime,
         db_session: DbSession,
         saved: FromQuery[str | None] = None,
     ) -> Response[str]:
         """Profile, password and sessions of whoever is signed in."""
-        user = await get_user(db_session, _me(request).id)  # type: ignore[arg-type]
-        return await _page(request, state, user, message=SAVED_MESSAGES.get(saved or ""))
+        user = await get_user(db_session, _me(request)[1])
+        return await _page(request, runtime, user, message=SAVED_MESSAGES.get(saved or ""))
 
     @post("/profile", name="accounts:profile_update")
     async def profile_update(
-        self, request: Request, state: State, db_session: DbSession, data: Form
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
     ) -> Response[Any]:
-        me = _me(request)
-        user = await get_user(db_session, me.id)  # type: ignore[arg-type]
+        me, my_id = _me(request)
+        user = await get_user(db_session, my_id)
         old_email = user.email
         try:
             await update_user(
@@ -137,18 +139,18 @@ class AccountController(Controller):
         except AccountError as exc:
             await _discard(db_session, user)
             errors = {exc.field or "form": exc.message}
-            return await _page(request, state, user, form=data, errors=errors, status_code=400)
+            return await _page(request, runtime, user, form=data, errors=errors, status_code=400)
         if user.email != old_email:
-            await mail_verification_link(request, state, db_session, user)
+            await mail_verification_link(request, runtime, db_session, user)
         return redirect(_account_url(request, "profile"))
 
     @post("/password", name="accounts:password_change")
     async def password_change(
-        self, request: Request, state: State, db_session: DbSession, data: Form
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
     ) -> Response[Any]:
         """A new password ends every session; this browser gets a fresh one at once."""
-        me = _me(request)
-        user = await get_user(db_session, me.id)  # type: ignore[arg-type]
+        _, my_id = _me(request)
+        user = await get_user(db_session, my_id)
         errors: dict[str, str] = {}
         if data.get("new_password", "") != data.get("new_password_confirm", ""):
             errors["new_password_confirm"] = PASSWORDS_DIFFER
@@ -156,7 +158,7 @@ class AccountController(Controller):
             try:
                 await change_password(
                     db_session,
-                    state.hashing,
+                    runtime.service(PasswordHashing),
                     Actor.from_connection(request),
                     user,
                     data.get("current_password", ""),
@@ -166,46 +168,48 @@ class AccountController(Controller):
                 errors[exc.field or "form"] = exc.message
         if errors:
             await _discard(db_session, user)
-            return await _page(request, state, user, errors=errors, status_code=400)
+            return await _page(request, runtime, user, errors=errors, status_code=400)
         await db_session.commit()
-        await state.sessions.revoke_all(user.id)  # dead already (auth_version); tidy the list
-        return await start_session(request, state, user, _account_url(request, "password"))
+        await runtime.service(SessionStore).revoke_all(
+            user.id
+        )  # dead already (auth_version); tidy the list
+        return await start_session(request, runtime, user, _account_url(request, "password"))
 
     @post("/sessions/{short_id:str}/revoke", name="accounts:session_revoke")
     async def session_revoke(
-        self, request: Request, state: State, db_session: DbSession, short_id: FromPath[str]
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, short_id: FromPath[str]
     ) -> Response[bytes]:
         """End one of the user's own sessions (another browser's, or this one)."""
-        me = _me(request)
-        if not await state.sessions.revoke_by_short_id(me.id, short_id):  # type: ignore[arg-type]
+        me, my_id = _me(request)
+        if not await runtime.service(SessionStore).revoke_by_short_id(my_id, short_id):
             raise NotFoundException("No such session; it may have ended already.")
         record(
             db_session,
             Actor.from_connection(request),
             "auth.session_revoked",
             "user",
-            me.id,
+            my_id,
             browser_session=short_id,
         )
         if me.session_digest and me.session_digest.startswith(short_id):
-            return signed_out(state, "/login")
+            return signed_out(runtime, "/login")
         return redirect(_account_url(request, "session"))
 
     @post("/sign-out-everywhere", name="accounts:sign_out_everywhere")
     async def sign_out_everywhere(
-        self, request: Request, state: State, db_session: DbSession
+        self, request: Request, runtime: AppRuntime, db_session: DbSession
     ) -> Response[bytes]:
         """End every session and API token of the user, this one included."""
-        me = _me(request)
-        user = await get_user(db_session, me.id)  # type: ignore[arg-type]
+        _, my_id = _me(request)
+        user = await get_user(db_session, my_id)
         user.auth_version += 1  # access and refresh tokens carry the version: all now fail
-        ended = await state.sessions.revoke_all(me.id)  # type: ignore[arg-type]
+        ended = await runtime.service(SessionStore).revoke_all(my_id)
         record(
             db_session,
             Actor.from_connection(request),
             "auth.signed_out_everywhere",
             "user",
-            me.id,
+            my_id,
             sessions=ended,
         )
-        return signed_out(state, "/login")
+        return signed_out(runtime, "/login")

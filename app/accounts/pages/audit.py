@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from litestar import Controller, Response, get
-from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromQuery, QueryParameter
 from litestar.plugins.htmx import HTMXRequest
@@ -27,6 +26,7 @@ from app.accounts.audit import (
 from app.accounts.models import AuditEntry
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
+from app.core.runtime import AppRuntime
 from app.core.templating import render_list
 from app.core.times import InvalidTime
 
@@ -143,12 +143,12 @@ class AuditAdminController(Controller):
         )
 
     @get("/export", name="admin:audit_export")
-    async def export(self, state: State, params: NamedDependency[dict[str, str]]) -> Stream:
+    async def export(self, runtime: AppRuntime, params: NamedDependency[dict[str, str]]) -> Stream:
         """Every matching entry (up to 100,000) as a CSV download, newest first."""
         filters = AuditFilters.from_form(params)  # a bad filter is a 400 before any row
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         return Stream(
-            _csv(iter_audit(state.sessionmaker, filters)),
+            _csv(iter_audit(runtime.sessionmaker, filters)),
             media_type="text/csv",  # Litestar adds "; charset=utf-8" to text types
             headers={
                 "Content-Disposition": f'attachment; filename="keel-audit-{stamp}.csv"',

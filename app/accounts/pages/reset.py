@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import CacheControlHeader, State
+from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath, FromQuery
 
 from app.accounts import guards
 from app.accounts.audit import Actor
 from app.accounts.pages.sign_in import PASSWORDS_DIFFER
+from app.accounts.passwords import PasswordHashing
 from app.accounts.services import (
     AccountError,
     PasswordResetInvalid,
@@ -22,6 +23,7 @@ from app.accounts.services import (
 )
 from app.accounts.throttle import Throttled
 from app.core.db import DbSession
+from app.core.runtime import AppRuntime
 from app.core.store import StoreUnavailable
 from app.core.templating import Form, redirect, render, site_base
 
@@ -45,11 +47,11 @@ class PasswordResetController(Controller):
 
     @get("/{token:str}", name="accounts:reset")
     async def reset_form(
-        self, request: Request, state: State, db_session: DbSession, token: FromPath[str]
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, token: FromPath[str]
     ) -> Response[str]:
         """Ask for the new password; looking at the link does not use it up."""
         try:
-            user = await find_password_reset(db_session, state.store, token)
+            user = await find_password_reset(db_session, runtime.store, token)
         except PasswordResetInvalid:
             return _link_invalid(request)
         context = {"invalid": False, "token": token, "account": user.username, "errors": {}}
@@ -59,14 +61,14 @@ class PasswordResetController(Controller):
     async def reset_submit(
         self,
         request: Request,
-        state: State,
+        runtime: AppRuntime,
         db_session: DbSession,
         token: FromPath[str],
         data: Form,
     ) -> Response[Any]:
         """Set the new password, use the link up, end the user's sessions, go to sign-in."""
         try:
-            user = await find_password_reset(db_session, state.store, token)
+            user = await find_password_reset(db_session, runtime.store, token)
         except PasswordResetInvalid:
             return _link_invalid(request)
         account = user.username
@@ -77,8 +79,8 @@ class PasswordResetController(Controller):
             try:
                 await consume_password_reset(
                     db_session,
-                    state.store,
-                    state.hashing,
+                    runtime.store,
+                    runtime.service(PasswordHashing),
                     Actor.from_connection(request),
                     token,
                     data.get("new_password", ""),
@@ -111,7 +113,7 @@ class ForgotPasswordController(Controller):
 
     @post("/", name="accounts:forgot_password_submit")
     async def forgot_submit(
-        self, request: Request, state: State, db_session: DbSession, data: Form
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
     ) -> Response[Any]:
         """E-mail a reset link when the address belongs to an active account; answer alike."""
         email = data.get("email", "").strip()[:320]
@@ -123,7 +125,7 @@ class ForgotPasswordController(Controller):
         try:
             await request_password_reset(
                 db_session,
-                state.store,
+                runtime.store,
                 Actor.from_connection(request),
                 email,
                 lambda token: reset_link_url(request, token),

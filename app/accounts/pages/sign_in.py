@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromQuery
 
 from app.accounts import guards
 from app.accounts.audit import Actor, record
-from app.accounts.identity import expired_session_cookie, session_cookie
+from app.accounts.identity import FirstRun, expired_session_cookie, session_cookie
 from app.accounts.models import User
 from app.accounts.pages.verify import mail_verification_link
+from app.accounts.passwords import PasswordHashing
 from app.accounts.services import (
     AccountError,
     NewUser,
@@ -22,27 +22,28 @@ from app.accounts.services import (
     sign_in_with_password,
     users_exist,
 )
-from app.accounts.sessions import cookie_name
+from app.accounts.sessions import SessionStore, cookie_name
 from app.accounts.throttle import Throttled
 from app.core.db import DbSession
 from app.core.redirects import safe_next
+from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import Form, redirect, render
 from app.site_settings.services import read_setting
 
 
 async def start_session(
-    request: Request, state: State, user: User, location: str
+    request: Request, runtime: Runtime, user: User, location: str
 ) -> Response[bytes]:
     """Sign `user` in: a fresh session id (any old one is deleted), then go to `location`."""
     old = request.scope.get("state", {}).get("session_id")
     if old:
-        await state.sessions.revoke(old)
+        await runtime.service(SessionStore).revoke(old)
     actor = Actor.from_connection(request)
-    session_id = await state.sessions.create(
+    session_id = await runtime.service(SessionStore).create(
         user.id, user.auth_version, user.role, actor.ip_address, actor.user_agent
     )
-    name = cookie_name(state.settings.app.is_production)
-    return redirect(location, session_cookie(name, session_id, state.settings))
+    name = cookie_name(runtime.settings.app.is_production)
+    return redirect(location, session_cookie(name, session_id, runtime.settings))
 
 
 FORGET_THIS_SITE = {"Clear-Site-Data": '"cache", "storage"'}
@@ -50,10 +51,10 @@ FORGET_THIS_SITE = {"Clear-Site-Data": '"cache", "storage"'}
 htmx keeps pages for Back (cookies stay: other sites on localhost share them)."""
 
 
-def signed_out(state: State, location: str) -> Response[bytes]:
+def signed_out(runtime: Runtime, location: str) -> Response[bytes]:
     """This browser's session has ended: drop the cookie, make the browser forget the pages
     it kept, and go to `location`."""
-    production = state.settings.app.is_production
+    production = runtime.settings.app.is_production
     response = redirect(location, expired_session_cookie(cookie_name(production), production))
     response.headers.update(FORGET_THIS_SITE)
     return response
@@ -98,7 +99,7 @@ class SignInController(Controller):
 
     @post("/setup", name="accounts:setup_submit")
     async def setup_submit(
-        self, request: Request, state: State, db_session: DbSession, data: Form
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
     ) -> Response[Any]:
         if await users_exist(db_session):
             raise NotFoundException()
@@ -106,7 +107,10 @@ class SignInController(Controller):
         if not errors:
             try:
                 user = await create_first_admin(
-                    db_session, state.hashing, Actor.from_connection(request), new_user
+                    db_session,
+                    runtime.service(PasswordHashing),
+                    Actor.from_connection(request),
+                    new_user,
                 )
             except AccountError as exc:
                 if exc.status == 409:
@@ -114,8 +118,8 @@ class SignInController(Controller):
                 errors[exc.field or "form"] = exc.message
             else:
                 await db_session.commit()
-                state.has_users = True
-                return await start_session(request, state, user, "/admin")
+                runtime.service(FirstRun).has_users = True
+                return await start_session(request, runtime, user, "/admin")
         return form_again(request, "accounts/setup.html", data, errors)
 
     @get("/login", name="accounts:login")
@@ -130,13 +134,13 @@ class SignInController(Controller):
 
     @post("/login", name="accounts:login_submit")
     async def login_submit(
-        self, request: Request, state: State, db_session: DbSession, data: Form
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
     ) -> Response[Any]:
         login = data.get("login", "")
         target = safe_next(data.get("next"), "")
         try:
             user = await sign_in_with_password(
-                db_session, state, Actor.from_connection(request), login, data.get("password", "")
+                db_session, runtime, Actor.from_connection(request), login, data.get("password", "")
             )
         except (AccountError, Throttled) as exc:
             status = 429 if isinstance(exc, Throttled) else 400
@@ -150,15 +154,15 @@ class SignInController(Controller):
             )
         await db_session.commit()
         default = "/admin" if user.role_level.value >= 1 else "/"
-        return await start_session(request, state, user, target or default)
+        return await start_session(request, runtime, user, target or default)
 
     @post("/logout", name="accounts:logout")
     async def logout(
-        self, request: Request, state: State, db_session: DbSession
+        self, request: Request, runtime: AppRuntime, db_session: DbSession
     ) -> Response[bytes]:
         session_id = request.scope.get("state", {}).get("session_id")
         if session_id:
-            await state.sessions.revoke(session_id)
+            await runtime.service(SessionStore).revoke(session_id)
             record(
                 db_session,
                 Actor.from_connection(request),
@@ -166,7 +170,7 @@ class SignInController(Controller):
                 "user",
                 getattr(request.scope.get("user"), "id", None),
             )
-        return signed_out(state, "/")
+        return signed_out(runtime, "/")
 
     @get("/register", name="accounts:register")
     async def register_form(self, request: Request, db_session: DbSession) -> Response[str]:
@@ -176,7 +180,7 @@ class SignInController(Controller):
 
     @post("/register", name="accounts:register_submit")
     async def register_submit(
-        self, request: Request, state: State, db_session: DbSession, data: Form
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
     ) -> Response[Any]:
         if not await read_setting(db_session, "registration_open"):
             raise NotFoundException()
@@ -184,12 +188,15 @@ class SignInController(Controller):
         if not errors:
             try:
                 user = await register_user(
-                    db_session, state.hashing, Actor.from_connection(request), new_user
+                    db_session,
+                    runtime.service(PasswordHashing),
+                    Actor.from_connection(request),
+                    new_user,
                 )
             except AccountError as exc:
                 errors[exc.field or "form"] = exc.message
             else:
-                await mail_verification_link(request, state, db_session, user)
+                await mail_verification_link(request, runtime, db_session, user)
                 await db_session.commit()
-                return await start_session(request, state, user, "/")
+                return await start_session(request, runtime, user, "/")
         return form_again(request, "accounts/register.html", data, errors)

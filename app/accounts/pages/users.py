@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import CacheControlHeader, State
+from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath, FromQuery
 
 from app.accounts import guards
@@ -18,6 +18,7 @@ from app.accounts.audit import Actor
 from app.accounts.models import ASSIGNABLE_ROLES, Role, User
 from app.accounts.pages.reset import reset_link_url
 from app.accounts.pages.sign_in import account_form
+from app.accounts.passwords import PasswordHashing
 from app.accounts.services import (
     RESET_LINK_SECONDS,
     USER_STATUSES,
@@ -32,6 +33,7 @@ from app.accounts.services import (
 )
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
+from app.core.runtime import AppRuntime
 from app.core.templating import Form, redirect, render, render_list
 
 PER_PAGE = 25
@@ -158,7 +160,7 @@ class UsersAdminController(Controller):
 
     @post("/", name="admin:user_create", guards=[guards.editor])
     async def create(
-        self, request: Request, state: State, db_session: DbSession, data: Form
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
     ) -> Response[Any]:
         new_user, errors = account_form(data)
         new_user.role = data.get("role", Role.viewer.name)
@@ -166,7 +168,7 @@ class UsersAdminController(Controller):
             try:
                 user = await create_user(
                     db_session,
-                    state.hashing,
+                    runtime.service(PasswordHashing),
                     Actor.from_connection(request),
                     _caller_role(request),
                     new_user,
@@ -242,13 +244,13 @@ class UsersAdminController(Controller):
         cache_control=CacheControlHeader(no_store=True),
     )
     async def reset_link(
-        self, request: Request, state: State, db_session: DbSession, user_id: FromPath[UUID]
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, user_id: FromPath[UUID]
     ) -> Response[str]:
         """Show a new one-time reset link, once: Keel keeps only its hash, so this page
         is rendered directly instead of redirecting to it."""
         user = await get_user(db_session, user_id)
         token = await create_password_reset(
-            db_session, state.store, Actor.from_connection(request), _caller_role(request), user
+            db_session, runtime.store, Actor.from_connection(request), _caller_role(request), user
         )
         context = {
             "user": user,

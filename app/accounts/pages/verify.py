@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import CacheControlHeader, State
+from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath, FromQuery
 
 from app.accounts import guards
@@ -20,6 +20,7 @@ from app.accounts.services import (
     verify_address,
 )
 from app.core.db import DbSession
+from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import absolute_url, redirect, render
 
 TEMPLATE = "accounts/verify_email.html"
@@ -31,12 +32,12 @@ def verify_link_url(request: Request, token: str) -> str:
 
 
 async def mail_verification_link(
-    request: Request, state: State, db_session: DbSession, user: User
+    request: Request, runtime: Runtime, db_session: DbSession, user: User
 ) -> int:
     """Enqueue the e-mail with a link that confirms `user`'s current address."""
     return await send_address_verification(
         db_session,
-        state.store,
+        runtime.store,
         Actor.from_connection(request),
         user,
         lambda token: verify_link_url(request, token),
@@ -57,7 +58,7 @@ class VerifyEmailController(Controller):
     async def verify_form(
         self,
         request: Request,
-        state: State,
+        runtime: AppRuntime,
         db_session: DbSession,
         token: FromPath[str],
         done: FromQuery[bool] = False,
@@ -65,17 +66,17 @@ class VerifyEmailController(Controller):
         if done:
             return render(request, TEMPLATE, {"state": "done"})
         try:
-            user = await find_verification(db_session, state.store, token)
+            user = await find_verification(db_session, runtime.store, token)
         except VerificationInvalid:
             return _invalid(request)
         return render(request, TEMPLATE, {"state": "ask", "token": token, "email": user.email})
 
     @post("/{token:str}", name="accounts:verify_email_submit")
     async def verify_submit(
-        self, request: Request, state: State, db_session: DbSession, token: FromPath[str]
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, token: FromPath[str]
     ) -> Response[Any]:
         try:
-            await verify_address(db_session, state.store, Actor.from_connection(request), token)
+            await verify_address(db_session, runtime.store, Actor.from_connection(request), token)
         except VerificationInvalid:
             await db_session.rollback()
             return _invalid(request)

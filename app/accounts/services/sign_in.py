@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +20,7 @@ from app.accounts.services.users import (
 )
 from app.accounts.throttle import LoginThrottle, Throttled
 from app.core.errors import DomainError
+from app.core.runtime import Runtime
 from app.site_settings.models import SystemSetting
 
 SETUP_MARKER = "_setup_completed"
@@ -89,9 +89,9 @@ async def authenticate(
             if user.failed_login_count >= max_failures:
                 user.locked_until = now + timedelta(minutes=lockout_minutes)
         record(session, actor, "auth.login_failed", "user", user.id if user else None, login=login)
-        if locked:
+        if locked and user is not None and user.locked_until is not None:  # locked says so
             raise Throttled(
-                int((user.locked_until - now).total_seconds()) + 1,  # type: ignore[union-attr]
+                int((user.locked_until - now).total_seconds()) + 1,
                 "Too many failed sign-ins for this account. Try again later.",
             )
         raise LoginFailed
@@ -112,16 +112,16 @@ async def authenticate(
 
 
 async def sign_in_with_password(
-    session: AsyncSession, state: Any, actor: Actor, login: str, password: str
+    session: AsyncSession, runtime: Runtime, actor: Actor, login: str, password: str
 ) -> User:
     """`authenticate` with the app's hashing, throttle and limits; a failure is committed
     (its audit entry and counters survive) before the error is raised."""
-    settings = state.settings.auth
+    settings = runtime.settings.auth
     try:
         return await authenticate(
             session,
-            state.hashing,
-            state.login_throttle,
+            runtime.service(PasswordHashing),
+            runtime.service(LoginThrottle),
             actor,
             login,
             password,

@@ -1,0 +1,131 @@
+"""`build_runtime(settings)`: the one place that opens Keel's resources and builds its
+long-lived services, for the web app (`create_app`), `keel worker` and the CLI alike.
+
+`AppState` is the app's `State`: it holds the `Runtime` only, and names its parts
+(`app.state.sessionmaker`, `app.state.page_cache`...) as typed read-only views of it,
+for code outside a request (tests, scripts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.accounts.identity import FirstRun
+from app.accounts.passwords import PasswordHashing
+from app.accounts.rate_limit import LimitCache
+from app.accounts.sessions import SessionStore
+from app.accounts.throttle import LoginThrottle
+from app.accounts.tokens import AccessTokens, RefreshTokens
+from app.content.cache import PageCache
+from app.content.reads import next_scheduled_publication
+from app.core.db import create_engine, create_sessionmaker
+from app.core.events import Events
+from app.core.metrics import RequestTally
+from app.core.reads import Reads
+from app.core.routing import Routing
+from app.core.runtime import RUNTIME_KEY, Runtime, runtime_of
+from app.core.store import Store, create_store
+from app.core.templating import UrlMemo
+from app.settings import Settings
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Engine, sessions, store, reads and figures, and the domains' services over them.
+    Nothing connects yet: each opens on first use. `Runtime.close()` lets go."""
+    engine = create_engine(settings.db)
+    store = create_store(settings.store)
+    reads = Reads(engine, settings.db)
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        store=store,
+        reads=reads,
+        figures=RequestTally(store),
+    )
+    auth = settings.auth
+    for service in (
+        PageCache(
+            store,
+            settings.app.cache_ttl,
+            next_publication=lambda: next_scheduled_publication(reads),
+        ),
+        PasswordHashing(auth.password_hash_concurrency),
+        SessionStore(store, auth),
+        LoginThrottle(store, auth),
+        AccessTokens(settings.app.secret_key, auth.access_token_minutes * 60),
+        RefreshTokens(auth.refresh_token_days * 86400, auth.access_token_minutes * 60),
+        FirstRun(),
+        LimitCache(),
+        UrlMemo(),
+    ):
+        runtime.add_service(service)
+    return runtime
+
+
+class AppState(State):
+    """`app.state`: `{"runtime": Runtime}`, and the runtime's parts by name (read-only).
+    A handler's `state` parameter is a plain `State` over the same entries: in a request,
+    use `runtime_of(state)`."""
+
+    @classmethod
+    def of(cls, runtime: Runtime) -> AppState:
+        return cls({RUNTIME_KEY: runtime})
+
+    @property
+    def runtime(self) -> Runtime:
+        return runtime_of(self)
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.runtime.engine
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        return self.runtime.sessionmaker
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    @property
+    def reads(self) -> Reads:
+        return self.runtime.reads
+
+    @property
+    def figures(self) -> RequestTally:
+        return self.runtime.figures
+
+    @property
+    def events(self) -> Events:
+        return self.runtime.events
+
+    @property
+    def routing(self) -> Routing | None:
+        return self.runtime.routing
+
+    @property
+    def page_cache(self) -> PageCache:
+        return self.runtime.service(PageCache)
+
+    @property
+    def sessions(self) -> SessionStore:
+        return self.runtime.service(SessionStore)
+
+    @property
+    def access_tokens(self) -> AccessTokens:
+        return self.runtime.service(AccessTokens)
+
+    @property
+    def refresh_tokens(self) -> RefreshTokens:
+        return self.runtime.service(RefreshTokens)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"app.state is read-only: set {key} on the Runtime")
