@@ -35,7 +35,7 @@ from app.core.openapi import document_errors, security_components
 from app.core.registry import KEEL
 from app.core.requests import RequestContextMiddleware
 from app.core.routing import Routing, route_group_registry
-from app.core.runtime import provide_db_session, provide_runtime, runtime_of
+from app.core.runtime import RUNTIME_KEY, Runtime, provide_db_session, provide_runtime, runtime_of
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.templating import create_template_config
 from app.jobs.metrics import subscribe_outcomes
@@ -59,10 +59,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     load_job_modules(settings.worker.job_modules)
     runtime = build_runtime(settings)
     page_cache = runtime.service(PageCache)
-    events = runtime.events
-    events.subscribe(KEEL, PUBLIC_CHANGED, page_cache.on_public_change)
-    subscribe_wake_ups(events, runtime.store)
-    subscribe_outcomes(events, runtime.figures)
+    _subscribe(runtime)
     app = Litestar(
         route_handlers=[],  # mounted from the route group registry below
         state=AppState.of(runtime),
@@ -126,6 +123,33 @@ def create_app(settings: Settings | None = None) -> Litestar:
         tally=runtime.figures,
     )
     return app
+
+
+def _subscribe(runtime: Runtime) -> None:
+    """What follows a request's COMMIT in a web process: the page cache starts a new
+    generation after a public change, idle workers wake for new jobs, job figures count."""
+    events = runtime.events
+    events.subscribe(KEEL, PUBLIC_CHANGED, runtime.service(PageCache).on_public_change)
+    subscribe_wake_ups(events, runtime.store)
+    subscribe_outcomes(events, runtime.figures)
+
+
+def attach_runtime(app: Litestar, runtime: Runtime) -> None:
+    """Serve `app` with another `runtime` (of the same settings) from now on, wired as
+    `create_app` wires its own: the app's state, the after-commit subscribers, the route
+    groups, and the layers in front of the router that hold the page cache and the request
+    figures. The one it replaces is not closed. The tests use it to build the routes once
+    for many runtimes (building them is most of `create_app`'s cost)."""
+    previous = runtime_of(app.state)
+    runtime.routing = previous.routing
+    app.state[RUNTIME_KEY] = runtime
+    _subscribe(runtime)
+    layer: object = app.asgi_handler  # RequestContextMiddleware ... PageCacheFront, router
+    while not isinstance(layer, PageCacheFront):
+        if isinstance(layer, RequestContextMiddleware):
+            layer.tally = runtime.figures
+        layer = getattr(layer, "app")  # noqa: B009  (each front layer wraps the next as .app)
+    layer.cache = runtime.service(PageCache)
 
 
 def _needs_caller(role: Role | None) -> bool:

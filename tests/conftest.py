@@ -26,10 +26,12 @@ from litestar import Litestar
 from sqlalchemy import text
 
 from app.accounts.models import User
-from app.asgi import create_app
+from app.asgi import attach_runtime, create_app
 from app.core.db import create_engine, create_sessionmaker
 from app.core.migrations import migration_commands
+from app.core.runtime import runtime_of
 from app.models import metadata
+from app.runtime import build_runtime
 from app.settings import ROOT, Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -265,14 +267,34 @@ async def services_accounts(services_settings: Settings, password_hash: str) -> 
     return await create_accounts(services_settings, password_hash)
 
 
+_BUILT: dict[int, Litestar] = {}
+"""An app per leg whose routes were built once (`create_app` spends most of its time
+there), served with a new runtime by each test that takes `fresh_app`."""
+
+
 @pytest.fixture
 async def fresh_app(settings: Settings) -> AsyncIterator[Litestar]:
-    """The app on an empty database: the first run, before any account exists."""
-    application = create_app(settings)
+    """The app on an empty database: the first run, before any account exists. Each test
+    gets a runtime of its own (engine, store client, page cache, figures...), opened on its
+    own event loop; the routes are the leg's, built once. A test that changes the routes
+    (a route group, `app.register`) leaves them to itself: the next test gets new ones."""
+    application = _BUILT.get(id(settings))
+    if application is None:
+        application = _BUILT[id(settings)] = create_app(settings)
+        runtime = runtime_of(application.state)
+    else:
+        runtime = build_runtime(settings)
+        attach_runtime(application, runtime)
+    routes = _routes(application)
     yield application
-    await application.state.reads.close()
-    await application.state.engine.dispose()
-    await application.state.store.close()
+    await runtime.close()
+    if _routes(application) != routes:
+        del _BUILT[id(settings)]
+
+
+def _routes(app: Litestar) -> list[tuple[str, tuple[str, ...]]]:
+    """What `app` routes: each path with its handlers (added by `register` or a route group)."""
+    return [(route.path, tuple(map(str, route.route_handlers))) for route in app.routes]
 
 
 @pytest.fixture
