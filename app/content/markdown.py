@@ -8,6 +8,7 @@ types, the stored HTML cannot run script in a visitor's browser.
 from __future__ import annotations
 
 import re
+from html import unescape
 
 import nh3
 from markdown_it import MarkdownIt
@@ -72,16 +73,18 @@ def render_markdown(source: str) -> str:
     return sanitize_html(_renderer.render(source))
 
 
+_INLINE_TAGS = re.compile(
+    r"</?(?:a|abbr|b|code|del|em|i|kbd|mark|s|small|span|strong|sub|sup|u)(?:\s[^>]*)?>"
+)
+"""Tags inside a run of text: they go without a trace ("*text*." reads "text.")."""
 _TAGS = re.compile(r"<[^>]+>")
+"""Every other tag ends a block (a paragraph, a list item, an image): a space."""
 _SPACE = re.compile(r"\s+")
 
 
 def plain_text(html: str, limit: int | None = None) -> str:
     """The text of sanitized HTML, for excerpts, meta descriptions and search."""
-    text = _SPACE.sub(" ", _TAGS.sub(" ", html)).strip()
-    text = (
-        text.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"')
-    )
+    text = _SPACE.sub(" ", unescape(_TAGS.sub(" ", _INLINE_TAGS.sub("", html)))).strip()
     if limit is not None and len(text) > limit:
         text = text[: limit - 1].rsplit(" ", 1)[0] + "…"
     return text

@@ -9,7 +9,7 @@ import pytest
 from litestar import Litestar
 
 from app.accounts.audit import Actor
-from app.content.markdown import render_markdown, sanitize_html
+from app.content.markdown import plain_text, render_markdown, sanitize_html
 from app.content.services import (
     ContentError,
     EntryInput,
@@ -213,3 +213,18 @@ async def test_views_are_counted_in_the_store_and_moved_to_the_entry_once(
     assert await flush_view_counts(app.state.sessionmaker, app.state.store) == 1
     async with app.state.sessionmaker() as session:
         assert (await get_entry(session, entry.id)).view_count == 8
+
+
+@pytest.mark.parametrize(
+    ("markdown", "text"),
+    [
+        ("Some *text*.", "Some text."),
+        ("A [link](https://example.org), **bold** and `code`!", "A link, bold and code!"),
+        ("# Title\n\nFirst paragraph.\n\n- one\n- two", "Title First paragraph. one two"),
+        ('Tom &amp; Jerry\'s "show"', 'Tom & Jerry\'s "show"'),
+    ],
+)
+def test_the_plain_text_of_an_entry_reads_as_its_words_do(markdown: str, text: str) -> None:
+    """Excerpts, meta descriptions and search read the words as written: no space before
+    punctuation where an inline tag ended, paragraphs apart, every entity decoded."""
+    assert plain_text(render_markdown(markdown)) == text
