@@ -93,11 +93,12 @@ async def current_limit(runtime: Runtime) -> int:
 async def _take(scope: Scope) -> RateDecision:
     runtime = runtime_of(scope["litestar_app"].state)
     limit = await current_limit(runtime)
+    now = runtime.clock.time()
     try:
-        return await take_rate_limit(runtime.store, identity_key(scope), limit)
+        return await take_rate_limit(runtime.store, identity_key(scope), limit, now)
     except Exception as exc:  # an odd store error (auth, read-only replica) is no 500 either
         log.warning("rate limit store failed; request allowed", exc_info=exc)
-        return RateDecision(True, limit, limit, 60 - int(time.time() % 60))
+        return RateDecision(True, limit, limit, 60 - int(now % 60))
 
 
 class ApiRateLimitMiddleware(ASGIMiddleware):

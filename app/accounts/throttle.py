@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 
 from app.core.errors import DomainError
@@ -80,9 +79,9 @@ class RateDecision:
     reset_seconds: int
 
 
-async def take_rate_limit(store: Store, identity: str, limit: int) -> RateDecision:
-    """A fixed one-minute window per identity; fails open when the store does not answer."""
-    now = time.time()
+async def take_rate_limit(store: Store, identity: str, limit: int, now: float) -> RateDecision:
+    """A fixed one-minute window per identity (the one `now`, in epoch seconds, falls in);
+    fails open when the store does not answer."""
     window = int(now // 60)
     reset = int(60 - now % 60) or 1
     key = f"ratelimit:{identity}:{window}"

@@ -18,6 +18,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.clock import SYSTEM_CLOCK, Clock
 from app.core.events import Events
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class Runtime:
         """The process's request and job figures not yet in the store."""
         self.started_monotonic = time.monotonic()
         self.events = Events()
+        self.clock: Clock = SYSTEM_CLOCK
+        """What windows and ticks read the time from (a test sets one it moves)."""
         """What this process's transactions did, delivered to subscribers after COMMIT
         (the page cache, worker wake-ups, job figures; app/core/events.py)."""
         self.routing: Routing | None = None

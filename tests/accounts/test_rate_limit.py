@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from ipaddress import ip_network
 
 import httpx
@@ -19,6 +21,7 @@ from app.accounts.api_keys import create_api_key
 from app.accounts.audit import Actor
 from app.accounts.models import Role, User
 from app.asgi import create_app
+from app.core.clock import Clock
 from app.settings import Settings
 from app.site_settings.services import write_setting
 from tests.conftest import bearer, client_for, free_port, with_app_settings
@@ -32,11 +35,30 @@ async def set_limit(app: Litestar, value: int) -> None:
         await write_setting(session, "api_rate_limit_per_minute", value)
 
 
-async def fresh_window() -> None:
-    """Start a test early in a minute, so the fixed window cannot roll over in the middle."""
-    left = 60 - time.time() % 60
-    if left < 5:
-        await asyncio.sleep(left + 0.05)
+class SetClock(Clock):
+    """A clock that stays where a test puts it."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.at, UTC)
+
+    def time(self) -> float:
+        return self.at
+
+
+def fresh_window(*apps: Litestar) -> SetClock:
+    """Hold the apps' clock one second into a minute of its own (each test's), so the
+    one-minute window cannot roll over in the middle of a test."""
+    clock = SetClock((int(time.time() // 60) + next(_MINUTES)) * 60 + 1.0)
+    for app in apps:
+        app.state.runtime.clock = clock
+    return clock
+
+
+_MINUTES = itertools.count(10_000)
+"""Minutes far ahead of now, a new one per test: no two tests share a window in the store."""
 
 
 @asynccontextmanager
@@ -57,7 +79,7 @@ async def test_the_request_over_the_limit_is_a_429_with_retry_after(
     app: Litestar, accounts: dict[str, User]
 ) -> None:
     await set_limit(app, LIMIT)
-    await fresh_window()
+    fresh_window(app)
     async with client_for(app) as client:
         allowed = await spend(client, LIMIT, headers=await bearer(app, accounts["admin"]))
         refused = await client.get("/api/v1/auth/me", headers=await bearer(app, accounts["admin"]))
@@ -78,7 +100,7 @@ async def test_the_request_over_the_limit_is_a_429_with_retry_after(
 async def test_every_api_response_carries_the_rate_limit_headers(
     app: Litestar, accounts: dict[str, User]
 ) -> None:
-    await fresh_window()
+    fresh_window(app)
     async with client_for(app) as client:
         site = await client.get("/api/v1/site")
         anonymous = await client.get("/api/v1/auth/me")
@@ -95,7 +117,7 @@ async def test_every_api_response_carries_the_rate_limit_headers(
 
 async def test_pages_are_not_counted(app: Litestar, accounts: dict[str, User]) -> None:
     await set_limit(app, LIMIT)
-    await fresh_window()
+    fresh_window(app)
     async with client_for(app) as client:
         pages = [await client.get("/login") for _ in range(LIMIT + 2)]
         api = await client.get("/api/v1/site")
@@ -112,7 +134,7 @@ async def test_two_identities_have_separate_budgets(
         _, secret = await create_api_key(
             session, Actor(admin.id, admin.username), Role.admin, admin.id, "ci", "viewer", None
         )
-    await fresh_window()
+    fresh_window(app)
     async with client_for(app) as client:
         admin_spent = await spend(client, LIMIT + 1, headers=await bearer(app, admin))
         editor = await client.get("/api/v1/auth/me", headers=await bearer(app, accounts["editor"]))
@@ -132,7 +154,7 @@ async def test_a_revoked_access_token_is_refused_without_spending_the_budget(
     await set_limit(app, LIMIT)
     editor = accounts["editor"]
     revoked, live = await bearer(app, editor), await bearer(app, editor)
-    await fresh_window()
+    fresh_window(app)
     async with client_for(app) as client:
         out = await client.post("/api/v1/auth/logout", headers=revoked, json={})
         refused = await spend(client, LIMIT + 2, headers=revoked)
@@ -142,11 +164,26 @@ async def test_a_revoked_access_token_is_refused_without_spending_the_budget(
     assert after.status_code == 200 and after.headers["ratelimit-remaining"] == str(LIMIT - 2)
 
 
+async def test_a_new_minute_brings_a_new_budget(app: Litestar, accounts: dict[str, User]) -> None:
+    await set_limit(app, LIMIT)
+    clock = fresh_window(app)
+    async with client_for(app) as client:
+        spent = [await client.get("/api/v1/site") for _ in range(LIMIT + 1)]
+        clock.at += 58  # 59 s into the same minute
+        still = await client.get("/api/v1/site")
+        clock.at += 1  # the next minute
+        renewed = await client.get("/api/v1/site")
+    assert [r.status_code for r in spent] == [200] * LIMIT + [429]
+    assert spent[0].headers["ratelimit-reset"] == "59"
+    assert still.status_code == 429 and still.headers["retry-after"] == "1"
+    assert renewed.status_code == 200 and renewed.headers["ratelimit-remaining"] == "2"
+
+
 async def test_anonymous_callers_are_counted_by_client_address(
     app: Litestar, accounts: dict[str, User]
 ) -> None:
     await set_limit(app, LIMIT)
-    await fresh_window()
+    fresh_window(app)
     async with client_for(app, "198.51.100.1") as first, client_for(app, "198.51.100.2") as second:
         spent = [await first.get("/api/v1/site") for _ in range(LIMIT + 1)]
         forged = await first.get("/api/v1/site", headers={"X-Forwarded-For": "192.0.2.99"})
@@ -162,7 +199,7 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_is_counted(
     proxied = with_app_settings(settings, trusted_proxies=(ip_network("10.0.0.0/8"),))
     async with app_with(proxied) as app:
         await set_limit(app, LIMIT)
-        await fresh_window()
+        fresh_window(app)
         async with client_for(app, "10.0.0.5") as proxy:
             one = [
                 await proxy.get("/api/v1/site", headers={"X-Forwarded-For": "198.51.100.1"})
@@ -179,7 +216,7 @@ async def test_a_changed_limit_is_picked_up_within_seconds(
     """The limit is cached per process, so the API costs no settings query per request."""
     monkeypatch.setattr(rate_limit, "LIMIT_REFRESH_SECONDS", 0.3)
     await set_limit(app, LIMIT)
-    await fresh_window()
+    fresh_window(app)
     async with client_for(app) as client:
         before = await client.get("/api/v1/site")
         await set_limit(app, 50)
@@ -196,7 +233,7 @@ async def test_processes_share_one_budget(settings: Settings, accounts: dict[str
     """Two app instances, as two granian workers would be, count against one Valkey."""
     async with app_with(settings) as first, app_with(settings) as second:
         await set_limit(first, LIMIT)
-        await fresh_window()
+        fresh_window(first, second)
         headers = await bearer(first, accounts["viewer"])
         async with client_for(first) as one, client_for(second) as two:
             statuses = [
