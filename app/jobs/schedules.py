@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.clock import SYSTEM_CLOCK, Clock
 from app.core.db import dialect_insert, rows_changed
 from app.core.registry import KEEL, Registry
 from app.jobs.models import JobSchedule
@@ -102,20 +103,25 @@ async def claim_tick(session: AsyncSession, declared: Schedule, now: datetime) -
 
 
 async def enqueue_due_schedules(
-    sessionmaker: async_sessionmaker[AsyncSession], seen: dict[str, datetime] | None = None
+    sessionmaker: async_sessionmaker[AsyncSession],
+    seen: dict[str, datetime] | None = None,
+    clock: Clock | None = None,
 ) -> int:
     """Enqueue every schedule whose tick is due and not yet taken; returns how many.
 
     `seen` (kept by the caller between calls) remembers the tick last settled per schedule,
     so the database is only asked when the local clock says a new tick may have begun.
+    Ticks are decided on the database's clock (PostgreSQL's, which every worker shares),
+    or on `clock` when one is given (a test's).
     """
     enqueued = 0
     seen = {} if seen is None else seen
+    local = clock or SYSTEM_CLOCK
     for declared in schedules():
-        if seen.get(declared.name) == declared.tick(datetime.now(UTC)):
+        if seen.get(declared.name) == declared.tick(local.now()):
             continue
         async with sessionmaker() as session, session.begin():
-            now = await _database_now(session)
+            now = clock.now() if clock is not None else await _database_now(session)
             tick = await claim_tick(session, declared, now)
             if tick is not None:
                 await enqueue(

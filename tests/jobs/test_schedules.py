@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.clock import Clock
 from app.jobs.models import Job
 from app.jobs.registry import JobType
 from app.jobs.schedules import SCHEDULES, enqueue_due_schedules, schedule, schedules
@@ -24,16 +24,38 @@ async def _jobs_of(sessionmaker: async_sessionmaker[AsyncSession], type: str) ->
 async def test_a_schedule_added_while_keel_runs_enqueues_its_ticks_until_removed(
     sessionmaker: async_sessionmaker[AsyncSession], plugin_job_type: JobType
 ) -> None:
+    clock = SteppedClock(datetime(2026, 5, 1, 10, 0, 0, 20_000, tzinfo=UTC))
     schedule("plugin-greet", "plugin.greet", every=EVERY, owner=PLUGIN)
     try:
         assert "plugin-greet" in [declared.name for declared in schedules()]
-        await enqueue_due_schedules(sessionmaker)  # first sight: starts at the next tick
-        await asyncio.sleep(EVERY.total_seconds() * 1.5)
-        await enqueue_due_schedules(sessionmaker)
+        await enqueue_due_schedules(sessionmaker, clock=clock)  # first sight: the next tick
+        assert await _jobs_of(sessionmaker, "plugin.greet") == 0
+        clock.advance(EVERY * 0.5)  # not yet the next tick
+        await enqueue_due_schedules(sessionmaker, clock=clock)
+        assert await _jobs_of(sessionmaker, "plugin.greet") == 0
+        clock.advance(EVERY)
+        await enqueue_due_schedules(sessionmaker, clock=clock)
+        await enqueue_due_schedules(sessionmaker, clock=clock)  # once per tick
         assert await _jobs_of(sessionmaker, "plugin.greet") == 1
     finally:
         SCHEDULES.remove(PLUGIN)
     assert "plugin-greet" not in [declared.name for declared in schedules()]
-    await asyncio.sleep(EVERY.total_seconds() * 1.5)
-    await enqueue_due_schedules(sessionmaker)
+    clock.advance(EVERY * 3)
+    await enqueue_due_schedules(sessionmaker, clock=clock)
     assert await _jobs_of(sessionmaker, "plugin.greet") == 1
+
+
+class SteppedClock(Clock):
+    """A clock that moves only when the test moves it."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def advance(self, by: timedelta) -> None:
+        self.at += by
+
+    def now(self) -> datetime:
+        return self.at
+
+    def time(self) -> float:
+        return self.at.timestamp()
