@@ -21,7 +21,7 @@ from app.accounts.throttle import RateDecision, take_rate_limit
 from app.core.errors import DomainError, log_failure
 from app.core.paths import API
 from app.core.runtime import Runtime, runtime_of
-from app.site_settings.services import API_RATE_LIMIT, read_setting
+from app.site_settings.services import API_RATE_LIMIT
 
 log = logging.getLogger("keel.throttle")
 LIMIT_REFRESH_SECONDS = 5.0
@@ -81,7 +81,7 @@ async def current_limit(runtime: Runtime) -> int:
     memo.cached = (value, now)  # concurrent requests use it meanwhile
     try:
         async with runtime.sessionmaker() as session:
-            value = int(await read_setting(session, API_RATE_LIMIT.name))
+            value = await API_RATE_LIMIT.read(session)
     except Exception as exc:  # the limit must never be why a request fails
         log_failure(
             log, f"could not read the API rate limit; keeping {value}", exc, logging.WARNING

@@ -28,7 +28,7 @@ from app.content.models import Media
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.core.runtime import AppRuntime
-from app.site_settings.services import read_setting
+from app.site_settings.services import UPLOAD_MAX_BYTES
 
 
 @dataclass
@@ -105,7 +105,7 @@ class MediaController(Controller):
                 db_session,
                 Actor.from_connection(request),
                 runtime.settings.app.media_dir,
-                await read_setting(db_session, "upload_max_bytes"),
+                await UPLOAD_MAX_BYTES.read(db_session),
                 data.file.filename,
                 data.file,
                 data.alt_text,

@@ -36,7 +36,7 @@ from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import MultipartForm, redirect, render
-from app.site_settings.services import read_setting
+from app.site_settings.services import UPLOAD_MAX_BYTES
 
 PER_PAGE = 24
 ONE_YEAR = 365 * 24 * 3600
@@ -138,7 +138,7 @@ class MediaAdminController(Controller):
         except MediaError:  # only a hand-made URL gets here: the form offers valid kinds
             params = {**params, "kind": ""}
             found = await list_media(db_session, params.get("q"), None, page)
-        max_bytes = await read_setting(db_session, "upload_max_bytes")
+        max_bytes = await UPLOAD_MAX_BYTES.read(db_session)
         context = _library_context(request, found, params, max_bytes)
         context.update(
             form=form or {}, errors=errors or {}, notice=NOTICES.get(notice or ""), kinds=KINDS
@@ -181,7 +181,7 @@ class MediaAdminController(Controller):
                 db_session,
                 Actor.from_connection(request),
                 media_dir(runtime),
-                await read_setting(db_session, "upload_max_bytes"),
+                await UPLOAD_MAX_BYTES.read(db_session),
                 upload.filename,
                 upload,
                 alt_text,

@@ -26,7 +26,7 @@ from app.accounts.sessions import SESSION_PREFIX, USER_INDEX_PREFIX
 from app.jobs.models import FINISHED, Job
 from app.jobs.registry import JobContext, job_handler, job_types
 from app.jobs.schedules import schedule
-from app.site_settings.services import AUDIT_RETENTION_DAYS, JOB_RETENTION_DAYS, read_setting
+from app.site_settings.services import AUDIT_RETENTION_DAYS, JOB_RETENTION_DAYS
 
 BATCH = 1000
 
@@ -35,8 +35,8 @@ BATCH = 1000
 async def run_cleanup(ctx: JobContext[dict[str, Any]]) -> dict[str, int]:
     """Remove finished jobs, result files and audit entries past their retention."""
     async with ctx.sessionmaker() as session:
-        job_days = await read_setting(session, JOB_RETENTION_DAYS.name)
-        audit_days = await read_setting(session, AUDIT_RETENTION_DAYS.name)
+        job_days = await JOB_RETENTION_DAYS.read(session)
+        audit_days = await AUDIT_RETENTION_DAYS.read(session)
     now = datetime.now(UTC)
     jobs = await _delete_finished_jobs(ctx, now - timedelta(days=job_days))
     await ctx.progress(40, f"{jobs} finished jobs removed")

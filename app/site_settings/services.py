@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 from uuid import UUID
 
 from sqlalchemy import select
@@ -40,11 +40,16 @@ class SettingError(ValueError):
         self.message = message
 
 
+T = TypeVar("T", str, int, bool)
+
+
 @dataclass(frozen=True)
-class SettingDefinition:
+class SettingDefinition(Generic[T]):
+    """A runtime setting; code reads its value with `await DEFINITION.read(session)`."""
+
     name: str
-    type: type[str] | type[int] | type[bool]
-    default: Any
+    type: type[T]
+    default: T
     help: str
     minimum: int | None = None
     maximum: int | None = None
@@ -53,6 +58,13 @@ class SettingDefinition:
     public: bool = False
     """Shown on public pages: a change starts a new page cache generation (others never
     do, so the public pages keep only these, `public_settings`)."""
+
+    async def read(self, session: AsyncSession) -> T:
+        """The current value (the default when never written), of this setting's type."""
+        stored = await session.scalar(
+            select(SystemSetting.value).where(SystemSetting.key == self.name)
+        )
+        return self.default if stored is None else cast(T, stored)  # coerced when written
 
     def coerce(self, raw: Any) -> Any:
         """Turn API or form input into a value of this setting's type, or raise SettingError."""
@@ -68,7 +80,7 @@ class SettingDefinition:
         return value
 
 
-def _coerce(definition: SettingDefinition, raw: Any) -> Any:
+def _coerce(definition: SettingDefinition[Any], raw: Any) -> Any:
     kind = definition.type
     if kind is bool:
         if isinstance(raw, bool):
@@ -91,10 +103,10 @@ def _coerce(definition: SettingDefinition, raw: Any) -> Any:
     return raw.strip()
 
 
-SETTINGS: Registry[str, SettingDefinition] = Registry("setting", key=lambda d: d.name)
+SETTINGS: Registry[str, SettingDefinition[Any]] = Registry("setting", key=lambda d: d.name)
 
 
-def define(definition: SettingDefinition, owner: str = KEEL) -> SettingDefinition:
+def define(definition: SettingDefinition[T], owner: str = KEEL) -> SettingDefinition[T]:
     """Register a setting (Keel's domains: at import time); its default must fit it."""
     definition.coerce(definition.default)
     return SETTINGS.add(owner, definition)
@@ -176,7 +188,7 @@ UPLOAD_MAX_BYTES = define(
 )
 
 
-def definition_of(name: str) -> SettingDefinition:
+def definition_of(name: str) -> SettingDefinition[Any]:
     definition = SETTINGS.get(name)
     if definition is None:
         raise SettingError(name, "is not a known setting")
@@ -184,10 +196,9 @@ def definition_of(name: str) -> SettingDefinition:
 
 
 async def read_setting(session: AsyncSession, name: str) -> Any:
-    """The current value of one setting (its default when never written)."""
-    definition = definition_of(name)
-    stored = await session.scalar(select(SystemSetting.value).where(SystemSetting.key == name))
-    return definition.default if stored is None else stored
+    """The current value of the setting called `name` (for code that has only its name:
+    the settings API, a plugin's form); Keel's code reads `DEFINITION.read(session)`."""
+    return await definition_of(name).read(session)
 
 
 _ALL = select(SystemSetting.key, SystemSetting.value)
@@ -220,7 +231,7 @@ async def write_setting(
     """Validate and store a setting; returns the stored value. Raises SettingError."""
     definition = definition_of(name)
     value = definition.coerce(raw)
-    if definition.public and value != await read_setting(session, name):
+    if definition.public and value != await definition.read(session):
         mark_public_change(session)  # the site title or intro, on every public page
     now = datetime.now(UTC)
     statement = dialect_insert(session, SystemSetting).values(

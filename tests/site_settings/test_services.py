@@ -11,7 +11,9 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.registry import RegistryClash
 from app.settings import Settings
 from app.site_settings.services import (
+    REGISTRATION_OPEN,
     SETTINGS,
+    UPLOAD_MAX_BYTES,
     SettingDefinition,
     SettingError,
     define,
@@ -58,6 +60,21 @@ async def test_a_written_value_is_typed_and_read_back(settings: Settings) -> Non
     assert await _write(settings, "api_rate_limit_per_minute", 300) == 300
     assert await _read(settings, "api_rate_limit_per_minute") == 300
     assert await count_rows(settings, "system_settings") == 2
+
+
+async def test_a_setting_is_read_through_its_definition_with_its_type(settings: Settings) -> None:
+    engine = create_engine(settings.db)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            assert await REGISTRATION_OPEN.read(session) is False  # the default
+            assert await UPLOAD_MAX_BYTES.read(session) == UPLOAD_MAX_BYTES.default
+        await _write(settings, "registration_open", "yes")
+        await _write(settings, "upload_max_bytes", "2048")
+        async with create_sessionmaker(engine)() as session:
+            assert await REGISTRATION_OPEN.read(session) is True
+            assert await UPLOAD_MAX_BYTES.read(session) == 2048
+    finally:
+        await engine.dispose()
 
 
 @pytest.mark.parametrize(

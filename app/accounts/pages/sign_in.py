@@ -28,7 +28,7 @@ from app.core.db import DbSession
 from app.core.redirects import safe_next
 from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import Form, redirect, render
-from app.site_settings.services import read_setting
+from app.site_settings.services import REGISTRATION_OPEN
 
 
 async def start_session(
@@ -174,7 +174,7 @@ class SignInController(Controller):
 
     @get("/register", name="accounts:register")
     async def register_form(self, request: Request, db_session: DbSession) -> Response[str]:
-        if not await read_setting(db_session, "registration_open"):
+        if not await REGISTRATION_OPEN.read(db_session):
             raise NotFoundException()
         return render(request, "accounts/register.html", {"form": {}, "errors": {}})
 
@@ -182,7 +182,7 @@ class SignInController(Controller):
     async def register_submit(
         self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
     ) -> Response[Any]:
-        if not await read_setting(db_session, "registration_open"):
+        if not await REGISTRATION_OPEN.read(db_session):
             raise NotFoundException()
         new_user, errors = account_form(data)
         if not errors:
