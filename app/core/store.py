@@ -135,19 +135,11 @@ def _through_breaker(
 
     @functools.wraps(command)
     async def guarded(self: ValkeyStore, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            self.breaker.check()
-        except StoreDown:
-            self.failures[(name, SKIPPED)] += 1
-            raise
+        self._admit(name)
         try:
             return await command(self, *args, **kwargs)
-        except StoreUnavailable as exc:
-            self.failures[(name, UNANSWERED)] += 1
-            self.breaker.trip(exc)
-            raise
-        except ValkeyError:
-            self.failures[(name, REFUSED)] += 1
+        except StoreError as exc:
+            self._failed(name, exc)
             raise
 
     return guarded
@@ -290,6 +282,22 @@ class ValkeyStore:
         self.failures: Failures = Counter()
         """Failed commands not yet handed to a tally (`take_failures`)."""
 
+    def _admit(self, command: str) -> None:
+        """Let `command` through unless the store is taken for down (counted as skipped)."""
+        try:
+            self.breaker.check()
+        except StoreDown:
+            self.failures[(command, SKIPPED)] += 1
+            raise
+
+    def _failed(self, command: str, exc: BaseException) -> None:
+        """Count a failed command; one that got no answer takes the store for down."""
+        if isinstance(exc, StoreUnavailable):
+            self.failures[(command, UNANSWERED)] += 1
+            self.breaker.trip(exc)
+        else:
+            self.failures[(command, REFUSED)] += 1
+
     def take_failures(self) -> Failures:
         """What failed since the last call (counted again from nothing)."""
         taken, self.failures = self.failures, Counter()
@@ -350,11 +358,7 @@ class ValkeyStore:
     async def listen(self, channel: str) -> AsyncIterator[bytes]:
         """Messages on `channel` until cancelled; raises StoreUnavailable when cut off (at
         once while the store is taken for down)."""
-        try:
-            self.breaker.check()
-        except StoreDown:
-            self.failures[("listen", SKIPPED)] += 1
-            raise
+        self._admit("listen")
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self._key(channel))
@@ -362,9 +366,8 @@ class ValkeyStore:
                 message = await pubsub.get_message(timeout=1.0)
                 if message is not None and message.get("type") == "message":
                     yield message["data"]
-        except StoreUnavailable as exc:
-            self.failures[("listen", UNANSWERED)] += 1
-            self.breaker.trip(exc)
+        except StoreError as exc:
+            self._failed("listen", exc)
             raise
         finally:
             with contextlib.suppress(Exception):
