@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,7 @@ from sqlalchemy import text
 
 from app.accounts.models import User
 from app.asgi import attach_runtime, create_app
+from app.core.clock import Clock
 from app.core.db import create_engine, create_sessionmaker
 from app.core.migrations import migration_commands
 from app.core.runtime import runtime_of
@@ -265,6 +267,22 @@ async def accounts(settings: Settings, password_hash: str) -> dict[str, User]:
 @pytest.fixture
 async def services_accounts(services_settings: Settings, password_hash: str) -> dict[str, User]:
     return await create_accounts(services_settings, password_hash)
+
+
+class SteppedClock(Clock):
+    """A clock that moves only when the test moves it (`runtime.clock`, schedule ticks)."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def advance(self, by: timedelta) -> None:
+        self.at += by
+
+    def now(self) -> datetime:
+        return self.at
+
+    def time(self) -> float:
+        return self.at.timestamp()
 
 
 _BUILT: dict[int, Litestar] = {}

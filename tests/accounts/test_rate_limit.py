@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_network
 
 import httpx
@@ -21,10 +21,9 @@ from app.accounts.api_keys import create_api_key
 from app.accounts.audit import Actor
 from app.accounts.models import Role, User
 from app.asgi import create_app
-from app.core.clock import Clock
 from app.settings import Settings
 from app.site_settings.services import write_setting
-from tests.conftest import bearer, client_for, free_port, with_app_settings
+from tests.conftest import SteppedClock, bearer, client_for, free_port, with_app_settings
 from tests.core.test_store import silent_server
 
 LIMIT = 3
@@ -35,23 +34,11 @@ async def set_limit(app: Litestar, value: int) -> None:
         await write_setting(session, "api_rate_limit_per_minute", value)
 
 
-class SetClock(Clock):
-    """A clock that stays where a test puts it."""
-
-    def __init__(self, at: float) -> None:
-        self.at = at
-
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.at, UTC)
-
-    def time(self) -> float:
-        return self.at
-
-
-def fresh_window(*apps: Litestar) -> SetClock:
+def fresh_window(*apps: Litestar) -> SteppedClock:
     """Hold the apps' clock one second into a minute of its own (each test's), so the
     one-minute window cannot roll over in the middle of a test."""
-    clock = SetClock((int(time.time() // 60) + next(_MINUTES)) * 60 + 1.0)
+    minute = (int(time.time() // 60) + next(_MINUTES)) * 60
+    clock = SteppedClock(datetime.fromtimestamp(minute + 1, UTC))
     for app in apps:
         app.state.runtime.clock = clock
     return clock
@@ -169,9 +156,9 @@ async def test_a_new_minute_brings_a_new_budget(app: Litestar, accounts: dict[st
     clock = fresh_window(app)
     async with client_for(app) as client:
         spent = [await client.get("/api/v1/site") for _ in range(LIMIT + 1)]
-        clock.at += 58  # 59 s into the same minute
+        clock.advance(timedelta(seconds=58))  # 59 s into the same minute
         still = await client.get("/api/v1/site")
-        clock.at += 1  # the next minute
+        clock.advance(timedelta(seconds=1))  # the next minute
         renewed = await client.get("/api/v1/site")
     assert [r.status_code for r in spent] == [200] * LIMIT + [429]
     assert spent[0].headers["ratelimit-reset"] == "59"

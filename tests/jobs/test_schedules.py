@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.clock import Clock
 from app.jobs.models import Job
 from app.jobs.registry import JobType
 from app.jobs.schedules import SCHEDULES, enqueue_due_schedules, schedule, schedules
+from tests.conftest import SteppedClock
 from tests.jobs.conftest import PLUGIN
 
 EVERY = timedelta(milliseconds=200)
@@ -43,19 +43,3 @@ async def test_a_schedule_added_while_keel_runs_enqueues_its_ticks_until_removed
     clock.advance(EVERY * 3)
     await enqueue_due_schedules(sessionmaker, clock=clock)
     assert await _jobs_of(sessionmaker, "plugin.greet") == 1
-
-
-class SteppedClock(Clock):
-    """A clock that moves only when the test moves it."""
-
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def advance(self, by: timedelta) -> None:
-        self.at += by
-
-    def now(self) -> datetime:
-        return self.at
-
-    def time(self) -> float:
-        return self.at.timestamp()
