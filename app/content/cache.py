@@ -448,7 +448,6 @@ class PublicPageCacheMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = scope.get("route_handler")
-        cache = runtime_of(scope["litestar_app"].state).service(PageCache)
         if (
             handler is None
             or not handler.opt.get(PUBLIC_PAGE_OPT)
@@ -456,6 +455,7 @@ class PublicPageCacheMiddleware:
         ):
             await self.app(scope, receive, send)
             return
+        cache = runtime_of(scope["litestar_app"].state).service(PageCache)
         cacheable = cache.ttl > 0 and scope["method"] in ("GET", "HEAD") and _is_anonymous(scope)
         if not cacheable:
             await self.app(scope, receive, _counting_views(send, cache))
