@@ -134,7 +134,7 @@ def _reason(exc: BaseException) -> str:
 def worker(concurrency: int | None, queues: str) -> None:
     """Run background jobs until SIGTERM or SIGINT, then finish running work and exit 0."""
     from app.core.logging import configure_logging
-    from app.jobs.worker import Worker, housekeeping
+    from app.jobs.services.worker import Worker, housekeeping
     from app.runtime import build_runtime
 
     settings = load_settings()
@@ -254,10 +254,10 @@ def users_create(
     email: str, username: str, role: str, display_name: str, password_stdin: bool
 ) -> None:
     """Create an account (the first one is how an admin exists without the /setup page)."""
-    from app.accounts.audit import Actor
     from app.accounts.models import Role
-    from app.accounts.passwords import PasswordHashing
-    from app.accounts.services import AccountError, NewUser, create_user
+    from app.accounts.services.audit import Actor
+    from app.accounts.services.password_hashing import PasswordHashing
+    from app.accounts.services.users import AccountError, NewUser, create_user
 
     settings = load_settings()
     password = _read_password(password_stdin)
@@ -295,7 +295,7 @@ def users_list() -> None:
 
 
 async def _user_by_login(session: AsyncSession, login: str) -> User:
-    from app.accounts.services import find_by_login
+    from app.accounts.services.users import find_by_login
 
     user = await find_by_login(session, login)
     if user is None:
@@ -308,9 +308,9 @@ async def _user_by_login(session: AsyncSession, login: str) -> User:
 @click.argument("role", type=click.Choice(["viewer", "editor", "admin"]))
 def users_set_role(login: str, role: str) -> None:
     """Give the account LOGIN (e-mail or username) another role."""
-    from app.accounts.audit import Actor
     from app.accounts.models import Role
-    from app.accounts.services import AccountError, update_user
+    from app.accounts.services.audit import Actor
+    from app.accounts.services.users import AccountError, update_user
 
     async def work(session: AsyncSession, runtime: Runtime) -> User:
         user = await _user_by_login(session, login)
@@ -328,9 +328,10 @@ def users_set_role(login: str, role: str) -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
 def users_reset_password(login: str, password_stdin: bool) -> None:
     """Set a new password for LOGIN; their sessions and tokens end."""
-    from app.accounts.audit import Actor
-    from app.accounts.passwords import PasswordHashing
-    from app.accounts.services import AccountError, set_password
+    from app.accounts.services.audit import Actor
+    from app.accounts.services.password_hashing import PasswordHashing
+    from app.accounts.services.passwords import set_password
+    from app.accounts.services.users import AccountError
 
     settings = load_settings()
     password = _read_password(password_stdin)
@@ -356,7 +357,7 @@ def check() -> None:
         _fail(exc.problems)
     problems = settings.startup_problems()
     problems += asyncio.run(_connectivity_problems(settings))
-    from app.extensions.manifest import discover_plugins
+    from app.extensions.services import discover_plugins
 
     _, manifest_problems = discover_plugins(settings.app.plugins_dir)
     problems += [f"plugin manifest {p.path}: {p.message}" for p in manifest_problems]

@@ -19,12 +19,14 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
 from app import __version__
-from app.accounts.guards import required_role
-from app.accounts.identity import FirstRunMiddleware, IdentityMiddleware
+from app.accounts.guards.identity import FirstRunMiddleware, IdentityMiddleware
+from app.accounts.guards.rate_limit import ApiRateLimitMiddleware
+from app.accounts.guards.roles import required_role
 from app.accounts.models import Role
-from app.accounts.rate_limit import ApiRateLimitMiddleware
-from app.accounts.sessions import cookie_name
-from app.content.cache import PageCache, PageCacheFront, PublicPageCacheMiddleware
+from app.accounts.services.sessions import cookie_name
+from app.content.pages.cache import PageCacheFront, PublicPageCacheMiddleware
+from app.content.services.page_cache import PageCache
+from app.content.services.views import ViewCounts
 from app.core.allow import AllowEveryMethod
 from app.core.boundary import AsciiRequestTarget, BoundaryRequest, InputBoundary
 from app.core.csrf import csrf_middleware
@@ -38,14 +40,14 @@ from app.core.routing import Routing, route_group_registry
 from app.core.runtime import RUNTIME_KEY, Runtime, provide_db_session, provide_runtime, runtime_of
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.templating import create_template_config
-from app.jobs.metrics import subscribe_outcomes
-from app.jobs.queue import subscribe_wake_ups
-from app.jobs.registry import load_job_modules
-from app.jobs.worker import Worker, housekeeping
+from app.jobs.services.metrics import subscribe_outcomes
+from app.jobs.services.queue import subscribe_wake_ups
+from app.jobs.services.registry import load_job_modules
+from app.jobs.services.worker import Worker, housekeeping
 from app.routes import route_groups
 from app.runtime import AppState, build_runtime
 from app.settings import ConfigError, Settings
-from app.system.navigation import admin_menu
+from app.system.services.navigation import admin_menu
 
 log = logging.getLogger("keel")
 
@@ -116,11 +118,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # cache is answered in front of the router (PageCacheFront).
     app.asgi_handler = RequestContextMiddleware(
         SecurityHeadersMiddleware(
-            AsciiRequestTarget(PageCacheFront(app.asgi_handler, page_cache)),
+            AsciiRequestTarget(
+                PageCacheFront(app.asgi_handler, page_cache, runtime.service(ViewCounts))
+            ),
             production=settings.app.is_production,
         ),
         trusted_proxies=settings.app.trusted_proxies,
-        tally=runtime.figures,
+        runtime=runtime,
     )
     return app
 
@@ -147,9 +151,10 @@ def attach_runtime(app: Litestar, runtime: Runtime) -> None:
     layer: object = app.asgi_handler  # RequestContextMiddleware ... PageCacheFront, router
     while not isinstance(layer, PageCacheFront):
         if isinstance(layer, RequestContextMiddleware):
-            layer.tally = runtime.figures
+            layer.runtime = runtime
         layer = getattr(layer, "app")  # noqa: B009  (each front layer wraps the next as .app)
     layer.cache = runtime.service(PageCache)
+    layer.views = runtime.service(ViewCounts)
 
 
 def _needs_caller(role: Role | None) -> bool:
@@ -196,7 +201,9 @@ def _tune_gc() -> None:
 
 
 async def _start_page_cache(app: Litestar) -> None:
-    await runtime_of(app.state).service(PageCache).start()
+    runtime = runtime_of(app.state)
+    await runtime.service(PageCache).start()
+    await runtime.service(ViewCounts).start()
 
 
 async def _start_figures(app: Litestar) -> None:
@@ -205,6 +212,7 @@ async def _start_figures(app: Litestar) -> None:
 
 async def _close_resources(app: Litestar) -> None:
     runtime = runtime_of(app.state)
+    await runtime.service(ViewCounts).stop()
     await runtime.service(PageCache).stop()
     await runtime.figures.stop()
     await runtime.close()

@@ -17,28 +17,28 @@ from litestar.file_system import BaseLocalFileSystem
 from litestar.static_files import create_static_files_router
 from litestar.types import PathType
 
-from app.accounts import guards
-from app.accounts.api import ApiKeysController, AuditController, AuthController, UsersController
-from app.accounts.pages import (
-    AccountController,
-    ApiKeysAdminController,
-    AuditAdminController,
-    ForgotPasswordController,
-    PasswordResetController,
-    SignInController,
-    UsersAdminController,
-    VerifyEmailController,
-)
-from app.content.admin import ContentAdminController
-from app.content.api import ContentController
-from app.content.media_api import MediaController
-from app.content.media_pages import MediaAdminController, MediaFilesController
-from app.content.pages import PublicPagesController
+from app.accounts.api.api_keys import ApiKeysController
+from app.accounts.api.audit import AuditController
+from app.accounts.api.auth import AuthController
+from app.accounts.api.users import UsersController
+from app.accounts.guards import roles
+from app.accounts.pages.account import AccountController
+from app.accounts.pages.api_keys import ApiKeysAdminController
+from app.accounts.pages.audit import AuditAdminController
+from app.accounts.pages.reset import ForgotPasswordController, PasswordResetController
+from app.accounts.pages.sign_in import SignInController
+from app.accounts.pages.users import UsersAdminController
+from app.accounts.pages.verify import VerifyEmailController
+from app.content.api.entries import ContentController
+from app.content.api.media import MediaController
+from app.content.pages.admin import ContentAdminController
+from app.content.pages.media import MediaAdminController, MediaFilesController
+from app.content.pages.public import PublicPagesController
 from app.core.routing import RouteGroup
 from app.core.templating import STATIC_DIR, STATIC_PREFIX
 from app.extensions.api import PluginIndexController
 from app.jobs.api import JobsController
-from app.jobs.pages import JobsAdminController
+from app.jobs.pages.admin import JobsAdminController
 from app.notifications.pages import NotificationsController, OutboxAdminController
 from app.system.api import ApiIndexController, HealthController, MetricsController, SiteController
 from app.system.pages import AdminDashboardController
@@ -128,7 +128,7 @@ def static_files() -> Router:
         name="static",
         cache_control=CacheControlHeader(max_age=ONE_YEAR, public=True, immutable=True),
         include_in_schema=False,
-        guards=[guards.public],
+        guards=[roles.public],
     )
 
 

@@ -13,14 +13,15 @@ from typing import Any
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.accounts.identity import FirstRun
-from app.accounts.passwords import PasswordHashing
-from app.accounts.rate_limit import LimitCache
-from app.accounts.sessions import SessionStore
-from app.accounts.throttle import LoginThrottle
-from app.accounts.tokens import AccessTokens, RefreshTokens
-from app.content.cache import PageCache
-from app.content.reads import next_scheduled_publication
+from app.accounts.guards.identity import FirstRun
+from app.accounts.guards.rate_limit import LimitCache
+from app.accounts.services.password_hashing import PasswordHashing
+from app.accounts.services.sessions import SessionStore
+from app.accounts.services.throttle import LoginThrottle
+from app.accounts.services.tokens import AccessTokens, RefreshTokens
+from app.content.services.page_cache import PageCache
+from app.content.services.reads import next_scheduled_publication
+from app.content.services.views import ViewCounts
 from app.core.db import create_engine, create_sessionmaker
 from app.core.events import Events
 from app.core.metrics import RequestTally
@@ -47,12 +48,12 @@ def build_runtime(settings: Settings) -> Runtime:
         figures=RequestTally(store),
     )
     auth = settings.auth
+    page_cache = PageCache(
+        store, settings.app.cache_ttl, next_publication=lambda: next_scheduled_publication(reads)
+    )
     for service in (
-        PageCache(
-            store,
-            settings.app.cache_ttl,
-            next_publication=lambda: next_scheduled_publication(reads),
-        ),
+        page_cache,
+        ViewCounts(store, on_store_failure=page_cache.store_failed),
         PasswordHashing(auth.password_hash_concurrency),
         SessionStore(store, auth),
         LoginThrottle(store, auth),
@@ -114,6 +115,10 @@ class AppState(State):
     @property
     def page_cache(self) -> PageCache:
         return self.runtime.service(PageCache)
+
+    @property
+    def views(self) -> ViewCounts:
+        return self.runtime.service(ViewCounts)
 
     @property
     def sessions(self) -> SessionStore:

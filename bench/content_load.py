@@ -70,8 +70,8 @@ def bench_environment(var_dir: Path, cache_ttl: int, pool_size: int = 20) -> dic
 async def seed(env: dict[str, str]) -> str:
     """Create POSTS published posts of ~2.5 KB; returns one slug to load."""
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "VALKEY_URL", "VAR_DIR")})
-    from app.accounts.audit import Actor
-    from app.content.services import EntryInput, publish_entry, save_entry
+    from app.accounts.services.audit import Actor
+    from app.content.services.entries import EntryInput, publish_entry, save_entry
     from app.core.db import create_engine, create_sessionmaker
 
     engine = create_engine(settings_of(env).db)

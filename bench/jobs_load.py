@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.jobs.registry import JobContext, job_handler
+from app.jobs.services.registry import JobContext, job_handler
 from bench.common import (
     ROOT,
     environment,
@@ -53,7 +53,7 @@ class Bench:
         from app.core.db import create_engine, create_sessionmaker
         from app.core.events import Events
         from app.core.store import create_store
-        from app.jobs.queue import subscribe_wake_ups
+        from app.jobs.services.queue import subscribe_wake_ups
 
         self.env = env
         settings = settings_of(env)
@@ -113,7 +113,7 @@ class Bench:
         return f"{node.get('Index Name', node['Node Type'])}, {top['Execution Time']:.2f} ms"
 
     async def enqueue_one(self, priority: int = 0) -> None:
-        from app.jobs.queue import enqueue
+        from app.jobs.services.queue import enqueue
 
         async with self.sessionmaker() as session:
             async with session.begin():
@@ -121,7 +121,7 @@ class Bench:
             await self.events.deliver(session)
 
     async def enqueue_batches(self, count: int, size: int = 100) -> float:
-        from app.jobs.queue import enqueue_many
+        from app.jobs.services.queue import enqueue_many
 
         started = time.perf_counter()
         for _ in range(count // size):
@@ -134,7 +134,7 @@ class Bench:
     async def enqueue_in_transactions(self, count: int, size: int = 100) -> float:
         """`enqueue()` called once per job, `size` calls to a transaction: a service that
         adds its jobs one by one inside its own change."""
-        from app.jobs.queue import enqueue
+        from app.jobs.services.queue import enqueue
 
         started = time.perf_counter()
         for _ in range(count // size):
@@ -192,7 +192,7 @@ class Bench:
             await asyncio.sleep(0.05)
 
     async def wait_for_workers(self, count: int) -> None:
-        from app.jobs.worker import list_workers
+        from app.jobs.services.worker import list_workers
 
         deadline = time.monotonic() + 30
         # The workers are other processes: the store's registry is the only thing to poll.

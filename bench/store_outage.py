@@ -88,8 +88,8 @@ def start_redis(port: int) -> subprocess.Popen[bytes]:
 async def seed(env: dict[str, str]) -> None:
     """One published post that the pages load and the edit changes."""
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "VALKEY_URL", "VAR_DIR")})
-    from app.accounts.audit import Actor
-    from app.content.services import EntryInput, publish_entry, save_entry
+    from app.accounts.services.audit import Actor
+    from app.content.services.entries import EntryInput, publish_entry, save_entry
     from app.core.db import create_engine, create_sessionmaker
 
     engine = create_engine(settings_of(env).db)

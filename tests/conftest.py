@@ -16,9 +16,9 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,7 @@ from sqlalchemy import text
 
 from app.accounts.models import User
 from app.asgi import attach_runtime, create_app
-from app.core.clock import Clock
+from app.core.clock import Clock, clock_in_use
 from app.core.db import create_engine, create_sessionmaker
 from app.core.migrations import migration_commands
 from app.core.runtime import runtime_of
@@ -231,7 +231,7 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture(scope="session")
 def password_hash() -> str:
-    from app.accounts.passwords import hasher
+    from app.accounts.services.password_hashing import hasher
 
     return hasher.hash(PASSWORD)
 
@@ -285,6 +285,18 @@ class SteppedClock(Clock):
         return self.at.timestamp()
 
 
+@contextmanager
+def stopped_clock(*apps: Litestar) -> Iterator[SteppedClock]:
+    """Stop time at now for the apps' requests and for the test itself (services it calls
+    directly): it moves only when the test advances it, so a scheduled moment comes
+    without waiting for it."""
+    clock = SteppedClock(datetime.now(UTC))
+    for app in apps:
+        app.state.runtime.clock = clock
+    with clock_in_use(clock):
+        yield clock
+
+
 _BUILT: dict[int, Litestar] = {}
 """An app per leg whose routes were built once (`create_app` spends most of its time
 there), served with a new runtime by each test that takes `fresh_app`."""
@@ -332,7 +344,7 @@ async def signed_in(
     app: Litestar, user: User, client_ip: str = "203.0.113.7"
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A browser-like client with a live session for `user` and a CSRF token to send."""
-    from app.accounts.sessions import cookie_name
+    from app.accounts.services.sessions import cookie_name
     from app.core.csrf import session_csrf_token
 
     user = await fresh(app, user)

@@ -166,7 +166,7 @@ def test_worker_heartbeats_and_exits_0_on_sigterm(keel_env: dict[str, str]) -> N
         import asyncio
 
         from app.core.store import create_store
-        from app.jobs.worker import list_workers
+        from app.jobs.services.worker import list_workers
         from app.settings import Settings
 
         store_settings = Settings.from_env(env, env_file=Path("/nonexistent")).store

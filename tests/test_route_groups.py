@@ -12,7 +12,7 @@ from litestar import Litestar, Request, Router, get
 from litestar.exceptions import TemplateNotFoundException
 from litestar.response import Response
 
-from app.accounts import guards
+from app.accounts.guards import roles
 from app.core.registry import RegistryClash
 from app.core.routing import RouteGroup
 from app.core.templating import TEMPLATE_FOLDERS, TemplateFolder, render
@@ -22,7 +22,7 @@ PLUGIN = "hello"
 
 def hello_group(path: str) -> RouteGroup:
     def build() -> Router:
-        @get("/", name="hello:page", guards=[guards.public])
+        @get("/", name="hello:page", guards=[roles.public])
         async def page(request: Request) -> Response[str]:
             """The plugin's page, rendered from the plugin's template folder."""
             return render(request, "hello/page.html", {"greeting": "Hello from a plugin"})

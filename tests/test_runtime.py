@@ -6,7 +6,7 @@ from litestar import Litestar
 
 from app.accounts.models import User
 from app.asgi import attach_runtime, create_app
-from app.content.cache import PageCache
+from app.content.services.page_cache import PageCache
 from app.core.events import PUBLIC_CHANGED, mark_public_change
 from app.core.runtime import runtime_of
 from app.runtime import build_runtime

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.jobs.registry import files_dir
+from app.jobs.services.registry import files_dir
 from app.settings import ROOT, ConfigError, Settings
 
 NO_FILE = Path("/nonexistent/.env")

@@ -7,8 +7,8 @@ from uuid import UUID
 
 import msgspec
 
-from app.accounts.api_keys import key_status
 from app.accounts.models import ApiKey, User
+from app.accounts.services.api_keys import key_status
 
 
 class LoginRequest(msgspec.Struct):

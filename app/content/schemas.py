@@ -9,12 +9,12 @@ from uuid import UUID
 import msgspec
 
 from app.content.models import Entry, Kind, Revision
-from app.content.reads import tag_names
+from app.content.services.reads import tag_names
 from app.core.numbers import Int32
 from app.core.reads import Row
 
 if TYPE_CHECKING:
-    from app.content.reads import EntryView
+    from app.content.services.reads import EntryView
 
 
 _PUBLIC_PREFIX = ("/", "/blog/")
@@ -49,7 +49,7 @@ class EntryOut(msgspec.Struct):
 
     @classmethod
     def from_row(cls, row: Row) -> EntryOut:
-        """Straight from a row of app/content/reads.py's list (no EntryView between)."""
+        """Straight from a row of app/content/services/reads.py's list (no EntryView between)."""
         return cls(
             id=row["id"],
             kind=row["kind"],

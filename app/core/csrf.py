@@ -46,7 +46,7 @@ from app.core.redirects import origin_of, site_origin
 from app.settings import Settings
 
 PUBLIC_PAGE_OPT = "public_cache"
-"""The route option that marks a public page (app/content/pages.py sets it)."""
+"""The route option that marks a public page (app/content/pages/public.py sets it)."""
 FORM_FIELD = "_csrf_token"
 FORM_TYPES = {RequestEncodingType.URL_ENCODED, RequestEncodingType.MULTI_PART}
 

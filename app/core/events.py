@@ -12,8 +12,8 @@ Delivery (`Events.deliver`) follows the COMMIT: the request's session provider a
 `JobContext.transaction` call it. Every subscriber hears every event of its name, in the
 order they were emitted, whatever the others did: the change is committed, so no failure
 may turn the answer into an error. Subscribers cope with the store's failures themselves
-(a cache generation the store did not take is owed, see app/content/cache.py); one that
-raises anyway is a bug, logged with its traceback.
+(a cache generation the store did not take is owed, see
+app/content/services/page_cache.py); one that raises anyway is a bug, logged with its traceback.
 
 `on_commit` and `on_rollback` are the synchronous side, run by SQLAlchemy at the end of the
 transaction whoever opened the session (files that follow database rows, app/core/files.py).

@@ -15,8 +15,10 @@ from ipaddress import IPv4Network, IPv6Network, ip_address
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.clock import release_clock, use_clock
 from app.core.logging import request_id_var
-from app.core.metrics import UNMATCHED, RequestTally
+from app.core.metrics import UNMATCHED
+from app.core.runtime import Runtime
 
 log = logging.getLogger("keel.request")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -60,11 +62,16 @@ class RequestContextMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, trusted_proxies: Networks, tally: RequestTally | None = None
+        self,
+        app: ASGIApp,
+        trusted_proxies: Networks,
+        runtime: Runtime,
     ) -> None:
         self.app = app
         self.trusted_proxies = trusted_proxies
-        self.tally = tally
+        self.runtime = runtime
+        """Its figures count the request; its clock is the one the request runs under
+        (`current_clock()`)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -85,6 +92,8 @@ class RequestContextMiddleware:
         state["request_id"] = request_id
         state["client_ip"] = client_ip
         token = request_id_var.set(request_id)
+        runtime = self.runtime
+        clock_token = use_clock(runtime.clock)
         status = 500
         started = time.perf_counter()
         method = scope["method"]
@@ -107,9 +116,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            if self.tally is not None:
-                route = scope.get("path_template") or UNMATCHED
-                self.tally.record_request(method, route, status, seconds)
+            route = scope.get("path_template") or UNMATCHED
+            runtime.figures.record_request(method, route, status, seconds)
             if log.isEnabledFor(logging.INFO):  # the line's fields cost more than the check
                 user = scope.get("user")
                 log.info(
@@ -126,3 +134,4 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
+            release_clock(clock_token)

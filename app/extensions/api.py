@@ -6,15 +6,15 @@ from typing import Any
 
 from litestar import Controller, get
 
-from app.accounts import guards
+from app.accounts.guards import roles
 from app.core.runtime import AppRuntime
-from app.extensions.manifest import discover_plugins
+from app.extensions.services import discover_plugins
 
 
 class PluginIndexController(Controller):
     path = "/"
     tags = ["plugins"]
-    guards = [guards.public]
+    guards = [roles.public]
 
     @get("/", name="plugins:index")
     async def list_plugins(self, runtime: AppRuntime) -> dict[str, Any]:

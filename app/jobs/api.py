@@ -12,16 +12,17 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery, JSONBody
 from litestar.response import File
 
-from app.accounts import guards
-from app.accounts.audit import Actor
+from app.accounts.guards import roles
+from app.accounts.services.audit import Actor
 from app.core.db import DbSession
 from app.core.numbers import RowId
 from app.core.openapi import problem_responses
 from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.core.runtime import AppRuntime
 from app.core.templating import site_base
-from app.jobs import services
+from app.jobs.jobs.imports.upload import submit_import
 from app.jobs.schemas import JobCreate, JobOut, JobTypeOut
+from app.jobs.services import jobs as services
 
 
 @dataclass
@@ -49,7 +50,7 @@ IMPORT_DESCRIPTION = (
 class JobsController(Controller):
     path = "/jobs"
     tags = ["jobs"]
-    guards = [guards.viewer]
+    guards = [roles.viewer]
 
     @get("/", name="api:jobs:list")
     async def list_jobs(
@@ -106,7 +107,7 @@ class JobsController(Controller):
         data: Annotated[ImportUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> JobOut:
         """Enqueue an `import` job from an uploaded CSV file (see IMPORT_DESCRIPTION)."""
-        job = await services.submit_import(
+        job = await submit_import(
             db_session,
             runtime.settings,
             Actor.from_connection(request),

@@ -9,8 +9,8 @@ from uuid import UUID
 import msgspec
 
 from app.jobs.models import Job
-from app.jobs.registry import JobType
-from app.jobs.services import MAX_PRIORITY, MIN_PRIORITY
+from app.jobs.services.jobs import MAX_PRIORITY, MIN_PRIORITY
+from app.jobs.services.registry import JobType
 
 
 class JobCreate(msgspec.Struct):

@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import User
 from app.core.db import dialect_insert
 from app.jobs.models import Job
-from app.jobs.queue import is_postgres
-from app.jobs.registry import JobContext, JobFailed, job_handler
-from app.notifications.mail import MailNotSent, build_message, message_id, send_mail
+from app.jobs.services.queue import is_postgres
+from app.jobs.services.registry import JobContext, JobFailed, job_handler
 from app.notifications.models import OUTBOX, SENDING, SENT, MailMessage, Notification
+from app.notifications.services import MailNotSent, build_message, message_id, send_mail
 
 
 class NotifyPayload(msgspec.Struct, forbid_unknown_fields=True):

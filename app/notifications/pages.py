@@ -11,9 +11,9 @@ from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery
 
-from app.accounts import guards
-from app.accounts.audit import Actor
-from app.accounts.identity import CurrentUser
+from app.accounts.guards import roles
+from app.accounts.guards.identity import CurrentUser
+from app.accounts.services.audit import Actor
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import redirect, render
@@ -31,7 +31,7 @@ PER_PAGE = 50
 
 class OutboxAdminController(Controller):
     path = "/outbox"
-    guards = [guards.admin]
+    guards = [roles.admin]
     include_in_schema = False
     cache_control = CacheControlHeader(no_store=True)
 
@@ -68,7 +68,7 @@ def _my_id(request: Request) -> UUID:
 
 class NotificationsController(Controller):
     path = "/account/notifications"
-    guards = [guards.viewer]
+    guards = [roles.viewer]
     include_in_schema = False
     cache_control = CacheControlHeader(no_store=True)
 

@@ -137,55 +137,6 @@ SITE_INTRO = define(
         public=True,
     )
 )
-REGISTRATION_OPEN = define(
-    SettingDefinition(
-        "registration_open",
-        bool,
-        False,
-        "Whether visitors may create their own accounts.",
-    )
-)
-API_RATE_LIMIT = define(
-    SettingDefinition(
-        "api_rate_limit_per_minute",
-        int,
-        600,
-        "API requests one identity may make per minute.",
-        minimum=1,
-        maximum=1_000_000,
-    )
-)
-AUDIT_RETENTION_DAYS = define(
-    SettingDefinition(
-        "audit_retention_days",
-        int,
-        365,
-        "Days audit log entries are kept before cleanup.",
-        minimum=1,
-        maximum=3650,
-    )
-)
-JOB_RETENTION_DAYS = define(
-    SettingDefinition(
-        "job_retention_days",
-        int,
-        30,
-        "Days finished jobs and their export files are kept.",
-        minimum=1,
-        maximum=3650,
-    )
-)
-
-UPLOAD_MAX_BYTES = define(
-    SettingDefinition(
-        "upload_max_bytes",
-        int,
-        10 * 1024 * 1024,
-        "Largest media file (image or PDF) that may be uploaded, in bytes.",
-        minimum=1024,
-        maximum=200 * 1024 * 1024,
-    )
-)
 
 
 def definition_of(name: str) -> SettingDefinition[Any]:

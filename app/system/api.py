@@ -10,20 +10,20 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 
 from app import __version__
-from app.accounts import guards
-from app.content.cache import PageCache
+from app.accounts.guards import roles
+from app.content.services.page_cache import PageCache
 from app.core import metrics
 from app.core.db import DbSession
 from app.core.runtime import AppRuntime
 from app.site_settings.services import read_settings
-from app.system.metrics import scrape
-from app.system.services import check_readiness
+from app.system.services.health import check_readiness
+from app.system.services.metrics import scrape
 
 
 class HealthController(Controller):
     path = "/health"
     tags = ["health"]
-    guards = [guards.public]
+    guards = [roles.public]
 
     @get("/", name="health:summary")
     async def summary(self, runtime: AppRuntime) -> dict[str, Any]:
@@ -73,7 +73,7 @@ class MetricsController(Controller):
 
     path = "/metrics"
     tags = ["health"]
-    guards = [guards.metrics_reader]
+    guards = [roles.metrics_reader]
     include_in_schema = False
 
     @get("/", name="metrics")
@@ -88,7 +88,7 @@ class SiteController(Controller):
 
     path = "/site"
     tags = ["site"]
-    guards = [guards.public]
+    guards = [roles.public]
 
     @get("/", name="api:site")
     async def site(self, db_session: DbSession) -> dict[str, Any]:
@@ -105,7 +105,7 @@ class SiteController(Controller):
 class ApiIndexController(Controller):
     path = "/"
     tags = ["api"]
-    guards = [guards.public]
+    guards = [roles.public]
 
     @get("/", name="api:index")
     async def index(self) -> dict[str, Any]:

@@ -9,17 +9,17 @@ from datetime import UTC, datetime
 from litestar import Controller, Request, Response, get
 
 from app import __version__
-from app.accounts import guards
+from app.accounts.guards import roles
 from app.core.db import describe_url
 from app.core.runtime import AppRuntime
 from app.core.templating import render
-from app.jobs.worker import list_workers
-from app.system.services import check_readiness
+from app.jobs.services.worker import list_workers
+from app.system.services.health import check_readiness
 
 
 class AdminDashboardController(Controller):
     path = "/"
-    guards = [guards.viewer]
+    guards = [roles.viewer]
     include_in_schema = False
 
     @get("/", name="admin:dashboard")

@@ -9,7 +9,7 @@ from litestar import Litestar
 from sqlalchemy import select
 
 from app.accounts.models import AuditEntry, User
-from app.accounts.sessions import cookie_name
+from app.accounts.services.sessions import cookie_name
 from tests.conftest import PASSWORD, client_for, signed_in
 
 NEW_PASSWORD = "a brand new long passphrase"

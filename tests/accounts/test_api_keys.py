@@ -1,4 +1,4 @@
-"""API keys: app/accounts/api_keys.py, its admin page and its API (both storage legs)."""
+"""API keys: app/accounts/services/api_keys.py, its admin page and its API (both storage legs)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from litestar import Litestar
 from sqlalchemy import select, text, update
 
-from app.accounts.api_keys import ApiKeyError, create_api_key
-from app.accounts.audit import Actor
 from app.accounts.models import ApiKey, AuditEntry, Role, User
+from app.accounts.services.api_keys import ApiKeyError, create_api_key
+from app.accounts.services.audit import Actor
 from tests.conftest import bearer, client_for, signed_in
 
 

@@ -1,4 +1,4 @@
-"""The audit log: app/accounts/audit.py queries, the admin page and the API (both legs)."""
+"""The audit log: app/accounts/services/audit.py queries, the admin page and the API (both legs)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from app.accounts.audit import AuditFilterError, AuditFilters, iter_audit
 from app.accounts.models import AuditEntry, User
 from app.accounts.pages.audit import CSV_COLUMNS
+from app.accounts.services.audit import AuditFilterError, AuditFilters, iter_audit
 from tests.conftest import bearer, client_for, signed_in
 
 NOON = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)

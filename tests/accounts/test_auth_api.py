@@ -17,7 +17,7 @@ import pytest
 from litestar import Litestar
 
 from app.accounts.models import TokenFamily, User
-from app.accounts.tokens import ALGORITHM, AUDIENCE, ISSUER, InvalidToken
+from app.accounts.services.tokens import ALGORITHM, AUDIENCE, ISSUER, InvalidToken
 from app.core.db import create_engine, create_sessionmaker
 from app.settings import Settings
 from tests.accounts.test_rate_limit import app_with

@@ -12,8 +12,11 @@ from litestar import Litestar
 from sqlalchemy import select, update
 
 from app.accounts.models import AuditEntry, User
-from app.accounts.services import RESET_LINK_KEY
-from app.accounts.services.passwords import FORGOT_MAX_PER_ADDRESS, FORGOT_MAX_PER_IP
+from app.accounts.services.passwords import (
+    FORGOT_MAX_PER_ADDRESS,
+    FORGOT_MAX_PER_IP,
+    RESET_LINK_KEY,
+)
 from app.asgi import create_app
 from app.jobs.models import Job
 from app.notifications.models import MailMessage, Notification

@@ -1,4 +1,4 @@
-"""Who is calling (app/accounts/identity.py): pages take only the session cookie, the
+"""Who is calling (app/accounts/guards/identity.py): pages take only the session cookie, the
 machine paths only credentials in headers (both storage legs)."""
 
 from __future__ import annotations

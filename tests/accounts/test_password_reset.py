@@ -11,9 +11,10 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from app.accounts.audit import Actor
 from app.accounts.models import Role, User
-from app.accounts.services import RESET_LINK_KEY, AccountError, create_password_reset
+from app.accounts.services.audit import Actor
+from app.accounts.services.passwords import RESET_LINK_KEY, create_password_reset
+from app.accounts.services.users import AccountError
 from tests.accounts.test_users_pages import audit_actions, reload
 from tests.conftest import PASSWORD, client_for, signed_in, with_csrf
 

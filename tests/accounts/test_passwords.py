@@ -1,4 +1,4 @@
-"""Password rules and hashing: app/accounts/passwords.py."""
+"""Password rules and hashing: app/accounts/services/password_hashing.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from argon2 import PasswordHasher
 from argon2.low_level import Type
 
-from app.accounts.passwords import (
+from app.accounts.services.password_hashing import (
     MAX_LENGTH,
     PasswordHashing,
     PasswordRuleError,

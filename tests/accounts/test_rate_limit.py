@@ -1,4 +1,4 @@
-"""The per-identity API rate limit: app/accounts/rate_limit.py (both storage legs)."""
+"""The per-identity API rate limit: app/accounts/guards/rate_limit.py (both storage legs)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from app.accounts import rate_limit
-from app.accounts.api_keys import create_api_key
-from app.accounts.audit import Actor
+from app.accounts.guards import rate_limit
 from app.accounts.models import Role, User
+from app.accounts.services.api_keys import create_api_key
+from app.accounts.services.audit import Actor
 from app.asgi import create_app
 from app.settings import Settings
 from app.site_settings.services import write_setting

@@ -13,7 +13,7 @@ import uuid
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 
-from app.accounts.guards import required_role
+from app.accounts.guards.roles import required_role
 from app.accounts.models import Role
 from app.core.paths import MACHINE
 from tests.conftest import api_token, client_for, fresh, signed_in, with_csrf

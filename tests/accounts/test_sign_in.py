@@ -11,7 +11,7 @@ from litestar import Litestar
 from sqlalchemy import select
 
 from app.accounts.models import AuditEntry, User
-from app.accounts.sessions import cookie_name
+from app.accounts.services.sessions import cookie_name
 from app.core.db import create_engine, create_sessionmaker
 from app.settings import Settings
 from app.site_settings.services import write_setting

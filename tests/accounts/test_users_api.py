@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import httpx
 from litestar import Litestar
 
-from app.accounts.api_keys import create_api_key
-from app.accounts.audit import Actor
 from app.accounts.models import Role, User
+from app.accounts.services.api_keys import create_api_key
+from app.accounts.services.audit import Actor
 from app.settings import Settings
 from tests.accounts.test_users_pages import add_user, audit_actions, reload, user_count
 from tests.conftest import bearer, client_for, count_rows, signed_in

@@ -1,4 +1,4 @@
-"""`/admin/content`: app/content/admin.py (both storage legs)."""
+"""`/admin/content`: app/content/pages/admin.py (both storage legs)."""
 
 from __future__ import annotations
 

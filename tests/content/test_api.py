@@ -1,9 +1,8 @@
-"""`/api/v1/content`: app/content/api.py (both storage legs)."""
+"""`/api/v1/content`: app/content/api/entries.py (both storage legs)."""
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from uuid import UUID
 
@@ -15,7 +14,7 @@ from app.accounts.models import AuditEntry
 from app.content.models import Entry, Revision
 from app.settings import Settings
 from tests.accounts.test_users_api import api_as, assert_problem
-from tests.conftest import count_rows, signed_in
+from tests.conftest import SteppedClock, count_rows, signed_in, stopped_clock
 
 XSS_PAYLOADS = (
     "<script>alert(1)</script>",
@@ -282,6 +281,13 @@ async def test_delete_removes_the_entry_and_audits(
 async def test_publishing_schedules_and_unpublishing_change_what_anonymous_callers_see(
     app: Litestar, accounts: dict
 ) -> None:
+    with stopped_clock(app) as clock:
+        await _publish_schedule_and_unpublish(app, accounts, clock)
+
+
+async def _publish_schedule_and_unpublish(
+    app: Litestar, accounts: dict, clock: SteppedClock
+) -> None:
     async with api_as(app, accounts["editor"]) as client:
         now_post = await create(client, title="Now")
         later = await create(client, title="Later")
@@ -291,7 +297,7 @@ async def test_publishing_schedules_and_unpublishing_change_what_anonymous_calle
         published = await client.post(f"/api/v1/content/{now_post['id']}/publish")
         assert published.status_code == 200
         assert published.json()["status"] == "published"
-        soon = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
+        soon = (clock.now() + timedelta(hours=1)).isoformat()
         scheduled = await client.post(
             f"/api/v1/content/{later['id']}/publish", json={"published_at": soon}
         )
@@ -299,7 +305,7 @@ async def test_publishing_schedules_and_unpublishing_change_what_anonymous_calle
         assert await public_slugs(app) == ["now"]
         assert await public_slugs(app) == ["now"]  # the second answer may come from the cache
 
-        await asyncio.sleep(1.6)  # the time comes; nobody acts
+        clock.advance(timedelta(hours=1))  # the time comes; nobody acts
         assert await public_slugs(app) == ["later", "now"]
 
         unpublished = await client.post(f"/api/v1/content/{now_post['id']}/unpublish")

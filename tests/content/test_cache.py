@@ -1,4 +1,5 @@
-"""The public page cache: app/content/cache.py (both legs; cross-process on Valkey)."""
+"""The public page cache: app/content/services/page_cache.py and app/content/pages/cache.py
+(both legs; cross-process on Valkey)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,22 @@ import itertools
 import logging
 import time
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from litestar import Litestar, Request, get
 from litestar.params import FromQuery
 
-from app.accounts.audit import Actor
 from app.accounts.models import User
+from app.accounts.services.audit import Actor
 from app.asgi import create_app
-from app.content.cache import GENERATION_KEY, RETRY_SECONDS, STOP_SECONDS
-from app.content.services import EntryInput, publish_entry, save_entry
+from app.content.services.entries import EntryInput, publish_entry, save_entry
+from app.content.services.page_cache import GENERATION_KEY, RETRY_SECONDS, STOP_SECONDS
+from app.core.clock import current_clock
 from app.core.store import create_store
 from app.settings import Settings
 from app.site_settings.services import write_setting
-from tests.conftest import api_token, client_for, free_port, signed_in
+from tests.conftest import SteppedClock, api_token, client_for, free_port, signed_in, stopped_clock
 from tests.core.test_store_outage import api_key, published_post
 from tests.private_valkey import PrivateValkey, private_valkey
 
@@ -50,8 +52,15 @@ async def page_edited_while_rendering(request: Request) -> str:
 async def page_rendered_until(at: FromQuery[float]) -> str:
     """Reads what it shows, then is still rendering at the moment `at` (epoch seconds)."""
     shown = f"<p>render {next(counter)}</p>"
-    await asyncio.sleep(max(at - time.time(), 0) + 0.1)
+    _pass(at)
     return shown
+
+
+def _pass(at: float) -> None:
+    """Move the (stopped) clock of the running request or test just past `at`."""
+    clock = current_clock()
+    assert isinstance(clock, SteppedClock)
+    clock.advance(timedelta(seconds=max(at - clock.time(), 0) + 0.1))
 
 
 async def _app(settings: Settings) -> Litestar:
@@ -120,7 +129,7 @@ async def test_a_page_rendered_before_a_change_is_never_kept_under_the_new_gener
 async def scheduled_post(app: Litestar, author: User, seconds: float) -> float:
     """A post that becomes public `seconds` from now (its cache invalidation done);
     returns that moment (epoch seconds)."""
-    at = datetime.now(UTC) + timedelta(seconds=seconds)
+    at = current_clock().now() + timedelta(seconds=seconds)
     async with app.state.sessionmaker() as session, session.begin():
         actor = Actor(author.id, author.username)
         entry = await save_entry(session, actor, EntryInput(title="Soon public"))
@@ -137,11 +146,12 @@ async def test_a_page_still_rendering_when_a_scheduled_post_goes_public_is_not_k
     TTL ran out with the post missing."""
     app = await _app(settings)
     async with app.lifespan(), client_for(app) as client:
-        at = await scheduled_post(app, accounts["editor"], 1.0)
-        first = await client.get(f"/_test/rendered-until?at={at}")
-        again = await client.get(f"/_test/rendered-until?at={at}")
-        assert first.headers["x-cache"] == "miss"
-        assert again.headers["x-cache"] == "miss" and again.text != first.text
+        with stopped_clock(app):
+            at = await scheduled_post(app, accounts["editor"], 1.0)
+            first = await client.get(f"/_test/rendered-until?at={at}")
+            again = await client.get(f"/_test/rendered-until?at={at}")
+            assert first.headers["x-cache"] == "miss"
+            assert again.headers["x-cache"] == "miss" and again.text != first.text
 
 
 async def test_a_value_still_loading_when_a_scheduled_post_goes_public_is_not_kept(
@@ -150,17 +160,18 @@ async def test_a_value_still_loading_when_a_scheduled_post_goes_public_is_not_ke
     """The same for values kept in the process (the site settings and the menu)."""
     app = await _app(settings)
     async with app.lifespan():
-        at = await scheduled_post(app, accounts["editor"], 1.0)
-        loads = itertools.count()
+        with stopped_clock(app):
+            at = await scheduled_post(app, accounts["editor"], 1.0)
+            loads = itertools.count()
 
-        async def load_until_published() -> int:
-            value = next(loads)
-            await asyncio.sleep(max(at - time.time(), 0) + 0.1)
-            return value
+            async def load_until_published() -> int:
+                value = next(loads)
+                _pass(at)
+                return value
 
-        cache = app.state.page_cache
-        assert await cache.remember("menu", load_until_published) == 0
-        assert await cache.remember("menu", load_until_published) == 1, "kept past it"
+            cache = app.state.page_cache
+            assert await cache.remember("menu", load_until_published) == 0
+            assert await cache.remember("menu", load_until_published) == 1, "kept past it"
 
 
 async def test_signed_in_visitors_bypass_the_cache(settings: Settings, accounts: dict) -> None:
@@ -232,8 +243,8 @@ async def test_a_zero_ttl_turns_the_cache_off(settings: Settings, accounts: dict
 async def test_public_api_reads_are_cached_for_anonymous_clients_only(
     app: Litestar, accounts: dict
 ) -> None:
-    from app.accounts.audit import Actor
-    from app.content.services import EntryInput, publish_entry, save_entry
+    from app.accounts.services.audit import Actor
+    from app.content.services.entries import EntryInput, publish_entry, save_entry
 
     editor = accounts["editor"]
     async with app.state.sessionmaker() as session, session.begin():

@@ -1,4 +1,4 @@
-"""The media library: app/content/media.py, its pages and its API (both storage legs)."""
+"""The media library: app/content/services/media.py, its pages and its API (both storage legs)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from litestar import Litestar
 from PIL import Image
 from sqlalchemy import select
 
-from app.accounts.audit import Actor
 from app.accounts.models import AuditEntry, User
+from app.accounts.services.audit import Actor
 from app.asgi import create_app
-from app.content.media import display_name, store_upload
 from app.content.models import Media
+from app.content.services.media import display_name, store_upload
 from app.settings import ROOT, Settings
 from app.site_settings.services import write_setting
 from tests.conftest import bearer, client_for, count_rows, signed_in, with_app_settings

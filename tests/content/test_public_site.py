@@ -1,8 +1,7 @@
-"""The public site: app/content/pages.py and app/content/feeds.py (both legs)."""
+"""The public site: app/content/pages/public.py and app/content/pages/feeds.py (both legs)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -14,11 +13,11 @@ import pytest
 from litestar import Litestar
 from sqlalchemy import update
 
-from app.accounts.audit import Actor
 from app.accounts.models import User
+from app.accounts.services.audit import Actor
 from app.asgi import create_app
 from app.content.models import Entry
-from app.content.services import (
+from app.content.services.entries import (
     EntryInput,
     archive_entry,
     get_entry,
@@ -27,7 +26,7 @@ from app.content.services import (
 )
 from app.settings import Settings
 from app.site_settings.services import write_setting
-from tests.conftest import client_for, free_port, signed_in, with_app_settings
+from tests.conftest import client_for, free_port, signed_in, stopped_clock, with_app_settings
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 SITEMAP = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
@@ -130,18 +129,19 @@ async def test_drafts_archived_and_future_posts_are_invisible_everywhere(
 async def test_a_scheduled_post_appears_once_its_time_has_passed(
     app: Litestar, client: httpx.AsyncClient, accounts: dict[str, User]
 ) -> None:
-    entry = await _entry(app, accounts["editor"], "Tomorrow's news", state="scheduled")
-    await _move_publish_time(app, entry.id, datetime.now(UTC) + timedelta(seconds=1.5))
-    assert (await client.get(f"/blog/{entry.slug}")).status_code == 404
-    assert "Tomorrow&#39;s news" not in (await client.get("/blog")).text
-    assert "Tomorrow&#39;s news" not in (await client.get("/blog")).text  # now from the cache
+    with stopped_clock(app) as clock:
+        entry = await _entry(app, accounts["editor"], "Tomorrow's news", state="scheduled")
+        await _move_publish_time(app, entry.id, clock.now() + timedelta(hours=1))
+        assert (await client.get(f"/blog/{entry.slug}")).status_code == 404
+        assert "Tomorrow&#39;s news" not in (await client.get("/blog")).text
+        assert "Tomorrow&#39;s news" not in (await client.get("/blog")).text  # from the cache
 
-    await asyncio.sleep(1.6)  # nobody acts: the time simply comes
+        clock.advance(timedelta(hours=1))  # nobody acts: the time simply comes
 
-    response = await client.get(f"/blog/{entry.slug}")
-    assert response.status_code == 200 and "Tomorrow&#39;s news" in response.text
-    assert "Tomorrow&#39;s news" in (await client.get("/blog")).text
-    assert "Tomorrow's news" in _titles_in_feed((await client.get("/feed.xml")).content)
+        response = await client.get(f"/blog/{entry.slug}")
+        assert response.status_code == 200 and "Tomorrow&#39;s news" in response.text
+        assert "Tomorrow&#39;s news" in (await client.get("/blog")).text
+        assert "Tomorrow's news" in _titles_in_feed((await client.get("/feed.xml")).content)
 
 
 async def test_only_editors_may_preview_what_is_not_public(
@@ -173,7 +173,7 @@ async def test_public_entries_show_no_preview_banner_and_are_counted(
         assert response.status_code == 200 and "Preview — not public" not in response.text
     async with signed_in(app, accounts["editor"]) as editor:
         assert "Preview — not public" not in (await editor.get("/blog/counted?preview=1")).text
-    await app.state.page_cache.flush_views()  # views are batched in the process first
+    await app.state.views.flush()  # views are batched in the process first
     assert int(await app.state.store.get(f"views:{entry.id}") or 0) == 2
 
 
@@ -190,8 +190,8 @@ async def test_pages_and_view_counts_survive_valkey_being_down(
         entry = await _entry(app, services_accounts["editor"], "Sturdy")
         async with client_for(app) as client:
             assert (await client.get(f"/blog/{entry.slug}")).status_code == 200
-        await app.state.page_cache.flush_views()
-        assert app.state.page_cache.views[str(entry.id)] == 1  # kept for the next round
+        await app.state.views.flush()
+        assert app.state.views.pending[str(entry.id)] == 1  # kept for the next round
     finally:
         await app.state.engine.dispose()
 

@@ -1,4 +1,4 @@
-"""The read path without the ORM: app/core/reads.py and app/content/reads.py (both legs).
+"""The read path without the ORM: app/core/reads.py and app/content/services/reads.py (both legs).
 
 The public pages and the content API read through compiled Core statements; these tests
 hold them to the ORM services' answers, so the two ways of reading never drift apart.
@@ -6,15 +6,14 @@ hold them to the ORM services' answers, so the two ways of reading never drift a
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import pytest
 from litestar import Litestar
 
-from app.accounts.audit import Actor
-from app.content import reads
-from app.content.services import (
+from app.accounts.services.audit import Actor
+from app.content.services import reads
+from app.content.services.entries import (
     EntryFilters,
     EntryInput,
     list_entries,
@@ -25,6 +24,7 @@ from app.content.services import (
 from app.core.pagination import PageRequest
 from app.core.reads import ReadQuery
 from app.site_settings.services import read_settings, read_settings_from, write_setting
+from tests.conftest import stopped_clock
 
 FILTERS = [
     EntryFilters(),
@@ -97,17 +97,19 @@ async def test_an_entry_by_id_is_what_the_orm_loads_and_public_only_unless_previ
 
 async def test_a_scheduled_entry_stays_hidden_until_its_time(app: Litestar, accounts: dict) -> None:
     actor = await _seed(app, accounts)
-    async with app.state.sessionmaker() as session, session.begin():
-        entry = await save_entry(session, actor, EntryInput(title="Soon", tags=["Later"]))
-        await publish_entry(session, actor, entry, at=now() + timedelta(seconds=1.5))
-        slug = entry.slug
-    assert await reads.entry_for_reader(app.state.reads, "post", slug, may_preview=False) is None
-    preview = await reads.entry_for_reader(app.state.reads, "post", slug, may_preview=True)
-    assert preview is not None and preview.status == "scheduled"
-    assert [(t.name, t.slug) for t in preview.tags] == [("Later", "later")]
-    await asyncio.sleep(1.6)
-    public = await reads.entry_for_reader(app.state.reads, "post", slug, may_preview=False)
-    assert public is not None and public.title == "Soon"
+    with stopped_clock(app) as clock:
+        async with app.state.sessionmaker() as session, session.begin():
+            entry = await save_entry(session, actor, EntryInput(title="Soon", tags=["Later"]))
+            await publish_entry(session, actor, entry, at=clock.now() + timedelta(hours=1))
+            slug = entry.slug
+        hidden = await reads.entry_for_reader(app.state.reads, "post", slug, may_preview=False)
+        assert hidden is None
+        preview = await reads.entry_for_reader(app.state.reads, "post", slug, may_preview=True)
+        assert preview is not None and preview.status == "scheduled"
+        assert [(t.name, t.slug) for t in preview.tags] == [("Later", "later")]
+        clock.advance(timedelta(hours=1))
+        public = await reads.entry_for_reader(app.state.reads, "post", slug, may_preview=False)
+        assert public is not None and public.title == "Soon"
 
 
 async def test_the_next_publication_is_the_earliest_scheduled_entry_still_to_come(

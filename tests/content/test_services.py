@@ -1,4 +1,4 @@
-"""Content rules: app/content/services.py and app/content/markdown.py (both legs)."""
+"""Content rules: app/content/services/entries.py, markdown.py and views.py (both legs)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from html.parser import HTMLParser
 import pytest
 from litestar import Litestar
 
-from app.accounts.audit import Actor
-from app.content.markdown import plain_text, render_markdown, sanitize_html
-from app.content.services import (
+from app.accounts.services.audit import Actor
+from app.content.services.entries import (
     ContentError,
     EntryInput,
     get_public_entry,
@@ -22,6 +21,7 @@ from app.content.services import (
     slugify,
     unpublish_entry,
 )
+from app.content.services.markdown import plain_text, render_markdown, sanitize_html
 from app.core.pagination import PageRequest
 
 XSS_PAYLOADS = [
@@ -194,22 +194,23 @@ async def test_views_are_counted_in_the_store_and_moved_to_the_entry_once(
 ) -> None:
     import asyncio
 
-    from app.content.services import flush_view_counts, get_entry
+    from app.content.services.entries import get_entry
+    from app.content.services.views import flush_view_counts
 
     actor = await _editor(app, accounts)
     async with app.state.sessionmaker() as session, session.begin():
         entry = await save_entry(session, actor, EntryInput(title="Popular"))
-    cache = app.state.page_cache
+    views = app.state.views
     for _ in range(7):
-        cache.count_view(str(entry.id))
-    await cache.flush_views()  # from the process to the store, in one increment
+        views.count(str(entry.id))
+    await views.flush()  # from the process to the store, in one increment
     moved = await asyncio.gather(
         flush_view_counts(app.state.sessionmaker, app.state.store),
         flush_view_counts(app.state.sessionmaker, app.state.store),
     )
     assert sum(moved) == 7  # two workers flushing at once never count a view twice
-    cache.count_view(str(entry.id))
-    await cache.flush_views()
+    views.count(str(entry.id))
+    await views.flush()
     assert await flush_view_counts(app.state.sessionmaker, app.state.store) == 1
     async with app.state.sessionmaker() as session:
         assert (await get_entry(session, entry.id)).view_count == 8

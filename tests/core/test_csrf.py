@@ -14,7 +14,7 @@ import pytest
 from litestar import Litestar
 
 from app.accounts.models import User
-from app.accounts.sessions import SESSION_PREFIX, USER_INDEX_PREFIX, digest_of
+from app.accounts.services.sessions import SESSION_PREFIX, USER_INDEX_PREFIX, digest_of
 from app.asgi import create_app
 from app.settings import Settings
 from tests.conftest import PASSWORD, client_for, fresh, signed_in, with_app_settings, with_csrf

@@ -10,11 +10,11 @@ import time
 import httpx
 from litestar import Litestar
 
-from app.accounts.api_keys import create_api_key
-from app.accounts.audit import Actor
 from app.accounts.models import Role, User
+from app.accounts.services.api_keys import create_api_key
+from app.accounts.services.audit import Actor
 from app.asgi import create_app
-from app.content.services import EntryInput, publish_entry, save_entry
+from app.content.services.entries import EntryInput, publish_entry, save_entry
 from app.settings import Settings
 from tests.conftest import PASSWORD, bearer, client_for, signed_in, with_csrf
 from tests.private_valkey import private_valkey

@@ -19,8 +19,8 @@ from app.accounts.models import Role, User
 from app.core.db import create_engine, create_sessionmaker
 from app.core.store import Store, create_store
 from app.jobs.models import Job
-from app.jobs.registry import JOB_TYPES, JobContext, JobType
-from app.jobs.worker import Worker
+from app.jobs.services.registry import JOB_TYPES, JobContext, JobType
+from app.jobs.services.worker import Worker
 from app.settings import Settings
 from tests.conftest import bearer, client_for
 

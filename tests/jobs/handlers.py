@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from app.accounts.models import Role
-from app.jobs.registry import JobContext, JobFailed, job_handler
+from app.jobs.services.registry import JobContext, JobFailed, job_handler
 
 
 @dataclass

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from app.jobs.registry import JobContext, job_handler
-from app.jobs.schedules import schedule
+from app.jobs.services.registry import JobContext, job_handler
+from app.jobs.services.schedules import schedule
 from tests.jobs.handlers import append
 
 

@@ -7,10 +7,10 @@ import pytest
 from litestar import Litestar
 from sqlalchemy import delete, select
 
-from app.accounts.api_keys import create_api_key
-from app.accounts.audit import Actor
 from app.accounts.models import AuditEntry, Role, User
-from app.jobs.registry import JOB_TYPES, JobType
+from app.accounts.services.api_keys import create_api_key
+from app.accounts.services.audit import Actor
+from app.jobs.services.registry import JOB_TYPES, JobType
 from app.settings import Settings
 from tests.conftest import bearer, client_for, signed_in
 from tests.jobs.conftest import PLUGIN, running_worker, wait_for_status

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, time, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accounts.audit import Actor, record
 from app.accounts.models import AuditEntry, RefreshToken, RevokedAccessToken, TokenFamily, User
-from app.accounts.tokens import RefreshTokens
+from app.accounts.services.audit import Actor, record
+from app.accounts.services.tokens import RefreshTokens
 from app.jobs.models import Job, JobStatus
-from app.jobs.queue import enqueue
-from app.jobs.schedules import Schedule, schedules
+from app.jobs.services.queue import enqueue
+from app.jobs.services.schedules import Schedule, schedules
 from app.settings import Settings
 from tests.jobs.conftest import running_worker, wait_for_status
 

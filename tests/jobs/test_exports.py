@@ -16,10 +16,10 @@ from sqlalchemy import update
 
 from app.accounts.models import AuditEntry, User
 from app.content.models import Entry
-from app.jobs.exports import BATCH, DATASETS
+from app.jobs.jobs.exports import BATCH, DATASETS
 from app.jobs.models import Job
-from app.jobs.queue import enqueue
-from app.jobs.registry import files_dir
+from app.jobs.services.queue import enqueue
+from app.jobs.services.registry import files_dir
 from app.settings import Settings
 from tests.conftest import bearer, signed_in
 from tests.jobs.conftest import run_job, running_worker, wait_for_status

@@ -275,7 +275,7 @@ async def test_a_second_run_of_the_same_job_writes_and_sends_nothing_again(
 async def test_a_failure_part_way_leaves_nothing_imported(
     app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User], monkeypatch: Any
 ) -> None:
-    from app.jobs.imports import content
+    from app.jobs.jobs.imports import content
 
     real, calls = content.publish_entry, []
 

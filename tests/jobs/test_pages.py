@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from app.accounts.models import User
 from app.jobs.models import Job
-from app.jobs.queue import enqueue
-from app.jobs.worker import HEARTBEAT_PREFIX
+from app.jobs.services.queue import enqueue
+from app.jobs.services.worker import HEARTBEAT_PREFIX
 from app.settings import Settings
 from tests.conftest import bearer, client_for, signed_in
 from tests.jobs.conftest import running_worker, wait_for_status

@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import User
 from app.core.events import Events
 from app.core.metrics import Tally
-from app.jobs import queue
-from app.jobs.metrics import JOBS_PROCESSED, subscribe_outcomes
 from app.jobs.models import Job, JobStatus
-from app.jobs.queue import Outcome, claim_jobs, enqueue, record_outcomes
-from app.jobs.registry import JobInputError
+from app.jobs.services import queue
+from app.jobs.services.metrics import JOBS_PROCESSED, subscribe_outcomes
+from app.jobs.services.queue import Outcome, claim_jobs, enqueue, record_outcomes
+from app.jobs.services.registry import JobInputError
 from app.settings import Settings
 from tests.accounts.test_users_api import api_as
 from tests.conftest import signed_in
@@ -247,7 +247,7 @@ async def test_enqueue_many_adds_validated_jobs_in_one_statement_of_the_transact
 
 
 def test_a_job_module_that_cannot_be_imported_is_a_configuration_problem() -> None:
-    from app.jobs.registry import load_job_modules
+    from app.jobs.services.registry import load_job_modules
     from app.settings import ConfigError
 
     with pytest.raises(ConfigError, match="JOB_MODULES: cannot import 'no_such_module'"):

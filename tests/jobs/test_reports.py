@@ -16,7 +16,7 @@ from app.accounts.models import AuditEntry, User
 from app.content.models import Entry
 from app.core.db import create_engine, create_sessionmaker
 from app.jobs.models import Job, JobStatus
-from app.jobs.queue import enqueue
+from app.jobs.services.queue import enqueue
 from app.settings import Settings
 from tests.conftest import bearer
 from tests.jobs.conftest import run_job, running_worker, wait_for_status

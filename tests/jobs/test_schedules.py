@@ -8,8 +8,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.jobs.models import Job
-from app.jobs.registry import JobType
-from app.jobs.schedules import SCHEDULES, enqueue_due_schedules, schedule, schedules
+from app.jobs.services.registry import JobType
+from app.jobs.services.schedules import SCHEDULES, enqueue_due_schedules, schedule, schedules
 from tests.conftest import SteppedClock
 from tests.jobs.conftest import PLUGIN
 

@@ -11,11 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.metrics import TOTALS_KEY
 from app.core.store import Store, create_store
-from app.jobs.metrics import GIVEN_BACK, JOBS_PROCESSED
 from app.jobs.models import Job
-from app.jobs.queue import enqueue
-from app.jobs.registry import JOB_TYPES, JobType
-from app.jobs.worker import list_workers
+from app.jobs.services.metrics import GIVEN_BACK, JOBS_PROCESSED
+from app.jobs.services.queue import enqueue
+from app.jobs.services.registry import JOB_TYPES, JobType
+from app.jobs.services.worker import list_workers
 from app.settings import Settings
 from tests.jobs.conftest import PLUGIN, running_worker, wait_for_status
 

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from app.core.db import create_engine, create_sessionmaker
 from app.jobs.models import Job
-from app.jobs.queue import enqueue
+from app.jobs.services.queue import enqueue
 from app.settings import ROOT, Settings
 from tests.conftest import keel_command
 from tests.jobs.conftest import FAST

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import User
 from app.jobs.models import Job, JobStatus
-from app.jobs.queue import enqueue
-from app.jobs.registry import JobInputError
+from app.jobs.services.queue import enqueue
+from app.jobs.services.registry import JobInputError
 from app.notifications.models import MailMessage, Notification
 from app.settings import MailSettings, Settings
 from tests.jobs.conftest import running_worker, wait_for_status

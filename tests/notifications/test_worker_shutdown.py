@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from app.core.db import create_engine, create_sessionmaker
 from app.jobs.models import Job
-from app.jobs.queue import enqueue
+from app.jobs.services.queue import enqueue
 from app.settings import Settings
 from tests.jobs.test_worker_processes import Workers, worker_env, workers  # noqa: F401
 from tests.notifications.smtp_server import SmtpServer

@@ -6,14 +6,14 @@ import httpx
 import pytest
 from litestar import Litestar
 
+from app.accounts.services.users import REGISTRATION_OPEN
 from app.asgi import create_app
+from app.content.services.media import UPLOAD_MAX_BYTES
 from app.core.db import create_engine, create_sessionmaker
 from app.core.registry import RegistryClash
 from app.settings import Settings
 from app.site_settings.services import (
-    REGISTRATION_OPEN,
     SETTINGS,
-    UPLOAD_MAX_BYTES,
     SettingDefinition,
     SettingError,
     define,

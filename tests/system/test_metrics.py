@@ -14,7 +14,7 @@ from app.accounts.models import User
 from app.asgi import create_app
 from app.core.metrics import METRICS, Metric, Scrape, Tally, gauge, stored
 from app.core.registry import RegistryClash
-from app.jobs.queue import enqueue
+from app.jobs.services.queue import enqueue
 from app.settings import MetricsSettings, Settings
 from tests.conftest import bearer, client_for, signed_in
 from tests.core.test_metrics import Samples, parse_exposition, value

@@ -1,4 +1,4 @@
-"""The admin menu (app/system/navigation.py) as each role sees it, with a plugin's section
+"""The admin menu (app/system/services/navigation.py) as each role sees it, with a plugin's section
 added and removed while Keel runs (both legs)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 from litestar import Litestar, Router, get
 
-from app.accounts import guards
+from app.accounts.guards import roles
 from app.accounts.models import Role, User
 from app.core.routing import RouteGroup
-from app.system.navigation import ADMIN_MENU, AdminLink
+from app.system.services.navigation import ADMIN_MENU, AdminLink
 from tests.conftest import signed_in
 
 PLUGIN = "hello"
@@ -21,7 +21,7 @@ KEEL_FOR_ADMINS = ["API keys", "Audit log", "Outbox"]
 
 
 def hello_admin() -> Router:
-    @get("/", name="hello:admin", guards=[guards.editor])
+    @get("/", name="hello:admin", guards=[roles.editor])
     async def page() -> str:
         """The plugin's admin page."""
         return "hello"

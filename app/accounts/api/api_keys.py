@@ -9,10 +9,10 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from app.accounts import guards
-from app.accounts.api_keys import create_api_key, list_api_keys, revoke_api_key
-from app.accounts.audit import Actor
+from app.accounts.guards import roles
 from app.accounts.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
+from app.accounts.services.api_keys import create_api_key, list_api_keys, revoke_api_key
+from app.accounts.services.audit import Actor
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest, PerPage
 
@@ -20,7 +20,7 @@ from app.core.pagination import PageNumber, PageRequest, PerPage
 class ApiKeysController(Controller):
     path = "/api-keys"
     tags = ["api-keys"]
-    guards = [guards.admin]
+    guards = [roles.admin]
 
     @get("/", name="api:api_keys:list")
     async def list_keys(

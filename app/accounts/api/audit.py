@@ -10,9 +10,9 @@ import msgspec
 from litestar import Controller, get
 from litestar.params import FromQuery, Parameter
 
-from app.accounts import guards
-from app.accounts.audit import AuditFilters, list_audit
+from app.accounts.guards import roles
 from app.accounts.models import AuditEntry
+from app.accounts.services.audit import AuditFilters, list_audit
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.core.times import parse_time
@@ -58,7 +58,7 @@ class AuditEntryOut(msgspec.Struct):
 class AuditController(Controller):
     path = "/audit"
     tags = ["audit"]
-    guards = [guards.admin]
+    guards = [roles.admin]
 
     @get("/", name="api:audit")
     async def list_entries(

@@ -7,11 +7,11 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.params import JSONBody
 
-from app.accounts import guards
-from app.accounts.audit import Actor, record
+from app.accounts.guards import roles
 from app.accounts.schemas import LoginRequest, LogoutRequest, MeOut, RefreshRequest, TokenPair
-from app.accounts.services import sign_in_with_password
-from app.accounts.tokens import AccessTokens, InvalidToken, RefreshTokens
+from app.accounts.services.audit import Actor, record
+from app.accounts.services.sign_in import sign_in_with_password
+from app.accounts.services.tokens import AccessTokens, InvalidToken, RefreshTokens
 from app.core.db import DbSession
 from app.core.errors import DomainError
 from app.core.runtime import AppRuntime, Runtime
@@ -26,7 +26,7 @@ class AuthController(Controller):
     tags = ["auth"]
     cache_control = CacheControlHeader(no_store=True)
 
-    @post("/login", name="api:auth:login", guards=[guards.public], status_code=200)
+    @post("/login", name="api:auth:login", guards=[roles.public], status_code=200)
     async def login(
         self,
         request: Request,
@@ -44,7 +44,7 @@ class AuthController(Controller):
         access = runtime.service(AccessTokens).issue(user.id, user.role, user.auth_version, family)
         return _pair(runtime, access, refresh)
 
-    @post("/refresh", name="api:auth:refresh", guards=[guards.public], status_code=200)
+    @post("/refresh", name="api:auth:refresh", guards=[roles.public], status_code=200)
     async def refresh(
         self, runtime: AppRuntime, db_session: DbSession, data: JSONBody[RefreshRequest]
     ) -> TokenPair:
@@ -59,7 +59,7 @@ class AuthController(Controller):
         )
         return _pair(runtime, access, spent.refresh_token)
 
-    @post("/logout", name="api:auth:logout", guards=[guards.viewer], status_code=204)
+    @post("/logout", name="api:auth:logout", guards=[roles.viewer], status_code=204)
     async def logout(
         self,
         request: Request,
@@ -76,7 +76,7 @@ class AuthController(Controller):
             await runtime.service(RefreshTokens).revoke(db_session, data.refresh_token)
         record(db_session, Actor.from_connection(request), "auth.logout", "user", user.id)
 
-    @get("/me", name="api:auth:me", guards=[guards.viewer])
+    @get("/me", name="api:auth:me", guards=[roles.viewer])
     async def me(self, request: Request) -> MeOut:
         """The caller as Keel sees them."""
         user = request.scope["user"]

@@ -8,19 +8,17 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from app.accounts import guards
-from app.accounts.audit import Actor
-from app.accounts.passwords import PasswordHashing
+from app.accounts.guards import roles
 from app.accounts.schemas import PasswordResetOut, UserCreate, UserOut, UserPageOut, UserUpdate
-from app.accounts.services import (
-    RESET_LINK_SECONDS,
+from app.accounts.services.audit import Actor
+from app.accounts.services.password_hashing import PasswordHashing
+from app.accounts.services.passwords import RESET_LINK_SECONDS, create_password_reset, reset_link
+from app.accounts.services.users import (
     NewUser,
-    create_password_reset,
     create_user,
     delete_user,
     get_user,
     list_users,
-    reset_link,
     update_user,
 )
 from app.core.db import DbSession
@@ -33,7 +31,7 @@ class UsersController(Controller):
     path = "/users"
     tags = ["users"]
 
-    @get("/", name="api:users:list", guards=[guards.viewer])
+    @get("/", name="api:users:list", guards=[roles.viewer])
     async def index(
         self,
         db_session: DbSession,
@@ -51,11 +49,11 @@ class UsersController(Controller):
         users = [UserOut.of(user) for user in found.items]
         return UserPageOut(users, found.total, found.page, found.per_page)
 
-    @get("/{user_id:uuid}", name="api:users:get", guards=[guards.viewer])
+    @get("/{user_id:uuid}", name="api:users:get", guards=[roles.viewer])
     async def show(self, db_session: DbSession, user_id: FromPath[UUID]) -> UserOut:
         return UserOut.of(await get_user(db_session, user_id))
 
-    @post("/", name="api:users:create", guards=[guards.editor], status_code=201)
+    @post("/", name="api:users:create", guards=[roles.editor], status_code=201)
     async def create(
         self,
         request: Request,
@@ -74,7 +72,7 @@ class UsersController(Controller):
         )
         return UserOut.of(user)
 
-    @patch("/{user_id:uuid}", name="api:users:update", guards=[guards.editor])
+    @patch("/{user_id:uuid}", name="api:users:update", guards=[roles.editor])
     async def update(
         self,
         request: Request,
@@ -99,7 +97,7 @@ class UsersController(Controller):
     @post(
         "/{user_id:uuid}/password-reset",
         name="api:users:password_reset",
-        guards=[guards.editor],
+        guards=[roles.editor],
         status_code=200,
         cache_control=CacheControlHeader(no_store=True),
     )
@@ -116,7 +114,7 @@ class UsersController(Controller):
         )
         return PasswordResetOut(reset_link(site_base(request), token), RESET_LINK_SECONDS)
 
-    @delete("/{user_id:uuid}", name="api:users:delete", guards=[guards.editor], status_code=204)
+    @delete("/{user_id:uuid}", name="api:users:delete", guards=[roles.editor], status_code=204)
     async def remove(
         self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
     ) -> None:

@@ -12,15 +12,16 @@ from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts import guards
-from app.accounts.audit import Actor, record
-from app.accounts.identity import CurrentUser
+from app.accounts.guards import roles
+from app.accounts.guards.identity import CurrentUser
 from app.accounts.models import User
 from app.accounts.pages.sign_in import PASSWORDS_DIFFER, signed_out, start_session
 from app.accounts.pages.verify import mail_verification_link
-from app.accounts.passwords import PasswordHashing
-from app.accounts.services import AccountError, change_password, get_user, update_user
-from app.accounts.sessions import BrowserSession, SessionStore
+from app.accounts.services.audit import Actor, record
+from app.accounts.services.password_hashing import PasswordHashing
+from app.accounts.services.passwords import change_password
+from app.accounts.services.sessions import BrowserSession, SessionStore
+from app.accounts.services.users import AccountError, get_user, update_user
 from app.core.db import DbSession
 from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import Form, redirect, render
@@ -105,7 +106,7 @@ async def _discard(db_session: AsyncSession, user: User) -> None:
 
 class AccountController(Controller):
     path = "/account"
-    guards = [guards.viewer]
+    guards = [roles.viewer]
     include_in_schema = False
 
     @get("/", name="accounts:account")

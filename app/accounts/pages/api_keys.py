@@ -9,8 +9,9 @@ from uuid import UUID
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 
-from app.accounts import guards
-from app.accounts.api_keys import (
+from app.accounts.guards import roles
+from app.accounts.models import ASSIGNABLE_ROLES
+from app.accounts.services.api_keys import (
     ApiKeyError,
     create_api_key,
     get_api_key,
@@ -18,8 +19,7 @@ from app.accounts.api_keys import (
     list_api_keys,
     revoke_api_key,
 )
-from app.accounts.audit import Actor
-from app.accounts.models import ASSIGNABLE_ROLES
+from app.accounts.services.audit import Actor
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, redirect, render
@@ -48,7 +48,7 @@ def _form_context(request: Request, form: dict[str, str], errors: dict[str, str]
 
 class ApiKeysAdminController(Controller):
     path = "/api-keys"
-    guards = [guards.admin]
+    guards = [roles.admin]
     include_in_schema = False
 
     @get("/", name="admin:api_keys")

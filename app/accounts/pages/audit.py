@@ -15,15 +15,15 @@ from litestar.params import FromQuery, QueryParameter
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Stream
 
-from app.accounts import guards
-from app.accounts.audit import (
+from app.accounts.guards import roles
+from app.accounts.models import AuditEntry
+from app.accounts.services.audit import (
     AuditFilterError,
     AuditFilters,
     audit_actions,
     iter_audit,
     list_audit,
 )
-from app.accounts.models import AuditEntry
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.runtime import AppRuntime
@@ -103,7 +103,7 @@ async def _csv(entries: AsyncIterator[AuditEntry]) -> AsyncIterator[str]:
 
 class AuditAdminController(Controller):
     path = "/audit"
-    guards = [guards.admin]
+    guards = [roles.admin]
     include_in_schema = False
     dependencies = {"params": Provide(filter_params, sync_to_thread=False)}
 

@@ -9,19 +9,19 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath, FromQuery
 
-from app.accounts import guards
-from app.accounts.audit import Actor
+from app.accounts.guards import roles
 from app.accounts.pages.sign_in import PASSWORDS_DIFFER
-from app.accounts.passwords import PasswordHashing
-from app.accounts.services import (
-    AccountError,
+from app.accounts.services.audit import Actor
+from app.accounts.services.password_hashing import PasswordHashing
+from app.accounts.services.passwords import (
     PasswordResetInvalid,
     consume_password_reset,
     find_password_reset,
     request_password_reset,
     reset_link,
 )
-from app.accounts.throttle import Throttled
+from app.accounts.services.throttle import Throttled
+from app.accounts.services.users import AccountError
 from app.core.db import DbSession
 from app.core.runtime import AppRuntime
 from app.core.store import StoreUnavailable
@@ -42,7 +42,7 @@ def _link_invalid(request: Request) -> Response[str]:
 class PasswordResetController(Controller):
     path = "/reset"
     include_in_schema = False
-    guards = [guards.public]
+    guards = [roles.public]
     cache_control = CacheControlHeader(no_store=True)
 
     @get("/{token:str}", name="accounts:reset")
@@ -103,7 +103,7 @@ FORGOT_TEMPLATE = "accounts/forgot_password.html"
 class ForgotPasswordController(Controller):
     path = "/forgot-password"
     include_in_schema = False
-    guards = [guards.public]
+    guards = [roles.public]
     cache_control = CacheControlHeader(no_store=True)
 
     @get("/", name="accounts:forgot_password")

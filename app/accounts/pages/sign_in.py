@@ -8,27 +8,26 @@ from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import NotFoundException
 from litestar.params import FromQuery
 
-from app.accounts import guards
-from app.accounts.audit import Actor, record
-from app.accounts.identity import FirstRun, expired_session_cookie, session_cookie
+from app.accounts.guards import roles
+from app.accounts.guards.identity import FirstRun, expired_session_cookie, session_cookie
 from app.accounts.models import User
 from app.accounts.pages.verify import mail_verification_link
-from app.accounts.passwords import PasswordHashing
-from app.accounts.services import (
+from app.accounts.services.audit import Actor, record
+from app.accounts.services.password_hashing import PasswordHashing
+from app.accounts.services.sessions import SessionStore, cookie_name
+from app.accounts.services.sign_in import create_first_admin, sign_in_with_password
+from app.accounts.services.throttle import Throttled
+from app.accounts.services.users import (
+    REGISTRATION_OPEN,
     AccountError,
     NewUser,
-    create_first_admin,
     register_user,
-    sign_in_with_password,
     users_exist,
 )
-from app.accounts.sessions import SessionStore, cookie_name
-from app.accounts.throttle import Throttled
 from app.core.db import DbSession
 from app.core.redirects import safe_next
 from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import Form, redirect, render
-from app.site_settings.services import REGISTRATION_OPEN
 
 
 async def start_session(
@@ -88,7 +87,7 @@ def form_again(
 class SignInController(Controller):
     path = "/"
     include_in_schema = False
-    guards = [guards.public]
+    guards = [roles.public]
 
     @get("/setup", name="accounts:setup")
     async def setup_form(self, request: Request, db_session: DbSession) -> Response[str]:

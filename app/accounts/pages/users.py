@@ -13,18 +13,17 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath, FromQuery
 
-from app.accounts import guards
-from app.accounts.audit import Actor
+from app.accounts.guards import roles
 from app.accounts.models import ASSIGNABLE_ROLES, Role, User
 from app.accounts.pages.reset import reset_link_url
 from app.accounts.pages.sign_in import account_form
-from app.accounts.passwords import PasswordHashing
-from app.accounts.services import (
-    RESET_LINK_SECONDS,
+from app.accounts.services.audit import Actor
+from app.accounts.services.password_hashing import PasswordHashing
+from app.accounts.services.passwords import RESET_LINK_SECONDS, create_password_reset
+from app.accounts.services.users import (
     USER_STATUSES,
     AccountError,
     can_manage,
-    create_password_reset,
     create_user,
     delete_user,
     get_user,
@@ -109,7 +108,7 @@ class UsersAdminController(Controller):
     path = "/users"
     include_in_schema = False
 
-    @get("/", name="admin:users", guards=[guards.viewer])
+    @get("/", name="admin:users", guards=[roles.viewer])
     async def index(
         self,
         request: Request,
@@ -154,11 +153,11 @@ class UsersAdminController(Controller):
             invalid=bool(error),
         )
 
-    @get("/new", name="admin:user_new", guards=[guards.editor])
+    @get("/new", name="admin:user_new", guards=[roles.editor])
     async def new(self, request: Request) -> Response[str]:
         return _user_page(request, None, {"role": Role.viewer.name}, {})
 
-    @post("/", name="admin:user_create", guards=[guards.editor])
+    @post("/", name="admin:user_create", guards=[roles.editor])
     async def create(
         self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
     ) -> Response[Any]:
@@ -182,7 +181,7 @@ class UsersAdminController(Controller):
                 return redirect(_edit_url(request, user.id, "created"))
         return _user_page(request, None, data, errors, status_code=400)
 
-    @get("/{user_id:uuid}", name="admin:user_edit", guards=[guards.viewer])
+    @get("/{user_id:uuid}", name="admin:user_edit", guards=[roles.viewer])
     async def edit(
         self,
         request: Request,
@@ -193,7 +192,7 @@ class UsersAdminController(Controller):
         user = await get_user(db_session, user_id)
         return _user_page(request, user, _user_values(user), {}, notice=notice)
 
-    @post("/{user_id:uuid}", name="admin:user_update", guards=[guards.editor])
+    @post("/{user_id:uuid}", name="admin:user_update", guards=[roles.editor])
     async def update(
         self, request: Request, db_session: DbSession, user_id: FromPath[UUID], data: Form
     ) -> Response[Any]:
@@ -218,7 +217,7 @@ class UsersAdminController(Controller):
             return _user_page(request, user, data, errors, status_code=_form_status(exc))
         return redirect(_edit_url(request, user_id, "saved"))
 
-    @post("/{user_id:uuid}/deactivate", name="admin:user_deactivate", guards=[guards.editor])
+    @post("/{user_id:uuid}/deactivate", name="admin:user_deactivate", guards=[roles.editor])
     async def deactivate(
         self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
     ) -> Response[bytes]:
@@ -228,7 +227,7 @@ class UsersAdminController(Controller):
         await update_user(db_session, actor, _caller_role(request), user, is_active=False)
         return redirect(_edit_url(request, user_id, "deactivated"))
 
-    @post("/{user_id:uuid}/reactivate", name="admin:user_reactivate", guards=[guards.editor])
+    @post("/{user_id:uuid}/reactivate", name="admin:user_reactivate", guards=[roles.editor])
     async def reactivate(
         self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
     ) -> Response[bytes]:
@@ -240,7 +239,7 @@ class UsersAdminController(Controller):
     @post(
         "/{user_id:uuid}/reset-link",
         name="admin:user_reset_link",
-        guards=[guards.editor],
+        guards=[roles.editor],
         cache_control=CacheControlHeader(no_store=True),
     )
     async def reset_link(
@@ -259,7 +258,7 @@ class UsersAdminController(Controller):
         }
         return render(request, "accounts/users/reset_link.html", context)
 
-    @get("/{user_id:uuid}/delete", name="admin:user_delete_confirm", guards=[guards.editor])
+    @get("/{user_id:uuid}/delete", name="admin:user_delete_confirm", guards=[roles.editor])
     async def delete_confirm(
         self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
     ) -> Response[str]:
@@ -268,7 +267,7 @@ class UsersAdminController(Controller):
             raise AccountError("You cannot delete this account.", None, 403)
         return render(request, "accounts/users/confirm_delete.html", {"user": user})
 
-    @post("/{user_id:uuid}/delete", name="admin:user_delete", guards=[guards.editor])
+    @post("/{user_id:uuid}/delete", name="admin:user_delete", guards=[roles.editor])
     async def delete(
         self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
     ) -> Response[bytes]:

@@ -10,10 +10,10 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath, FromQuery
 
-from app.accounts import guards
-from app.accounts.audit import Actor
+from app.accounts.guards import roles
 from app.accounts.models import User
-from app.accounts.services import (
+from app.accounts.services.audit import Actor
+from app.accounts.services.verification import (
     VerificationInvalid,
     find_verification,
     send_address_verification,
@@ -51,7 +51,7 @@ def _invalid(request: Request) -> Response[str]:
 class VerifyEmailController(Controller):
     path = "/verify-email"
     include_in_schema = False
-    guards = [guards.public]
+    guards = [roles.public]
     cache_control = CacheControlHeader(no_store=True)
 
     @get("/{token:str}", name="accounts:verify_email")

@@ -11,11 +11,15 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.audit import Actor, record
 from app.accounts.models import Role, User
-from app.accounts.passwords import PasswordHashing, PasswordRuleError, check_password_rules
+from app.accounts.services.audit import Actor, record
+from app.accounts.services.password_hashing import (
+    PasswordHashing,
+    PasswordRuleError,
+    check_password_rules,
+)
+from app.accounts.services.throttle import Throttled
 from app.accounts.services.users import AccountError, can_manage, find_by_login
-from app.accounts.throttle import Throttled
 from app.core.queueing import enqueue, enqueue_many
 from app.core.store import Store
 

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.audit import Actor, record
 from app.accounts.models import Role, User
-from app.accounts.passwords import PasswordHashing
+from app.accounts.services.audit import Actor, record
+from app.accounts.services.password_hashing import PasswordHashing
+from app.accounts.services.throttle import LoginThrottle, Throttled
 from app.accounts.services.users import (
     AccountError,
     NewUser,
@@ -18,7 +19,6 @@ from app.accounts.services.users import (
     users_exist,
     validate_new_user,
 )
-from app.accounts.throttle import LoginThrottle, Throttled
 from app.core.errors import DomainError
 from app.core.runtime import Runtime
 from app.site_settings.models import SystemSetting

@@ -12,9 +12,9 @@ from sqlalchemy import case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.audit import Actor, record
 from app.accounts.models import ASSIGNABLE_ROLES, Role, User
-from app.accounts.passwords import (
+from app.accounts.services.audit import Actor, record
+from app.accounts.services.password_hashing import (
     UNUSABLE_PASSWORD,
     PasswordHashing,
     PasswordRuleError,
@@ -22,6 +22,16 @@ from app.accounts.passwords import (
 )
 from app.core.errors import DomainError, only_if_valid
 from app.core.pagination import Page, PageRequest, paginate
+from app.site_settings.services import SettingDefinition, define
+
+REGISTRATION_OPEN = define(
+    SettingDefinition(
+        "registration_open",
+        bool,
+        False,
+        "Whether visitors may create their own accounts.",
+    )
+)
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")

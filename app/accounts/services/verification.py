@@ -12,8 +12,8 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.audit import Actor, record
 from app.accounts.models import User
+from app.accounts.services.audit import Actor, record
 from app.accounts.services.users import AccountError
 from app.core.queueing import enqueue
 from app.core.store import Store

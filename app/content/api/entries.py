@@ -1,0 +1,201 @@
+"""`/api/v1/content`: entries for API clients, under the same rules as the admin pages.
+
+Reads are open to anyone, but only editors and admins see entries that are not public;
+everyone else (anonymous callers, viewers) sees exactly what a visitor of the site sees.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from app.accounts.guards import roles
+from app.accounts.models import Role
+from app.accounts.services.audit import Actor
+from app.content.models import Entry
+from app.content.schemas import (
+    EntryCreate,
+    EntryOut,
+    EntryPageOut,
+    EntryUpdate,
+    PublishIn,
+    RevisionOut,
+)
+from app.content.services.entries import (
+    ContentError,
+    EntryFilters,
+    EntryInput,
+    delete_entry,
+    get_entry,
+    list_revisions,
+    publish_entry,
+    save_entry,
+    unpublish_entry,
+    visible_to_public,
+)
+from app.content.services.page_cache import PUBLIC_CACHE
+from app.content.services.reads import entry_row_by_id
+from app.content.services.reads import list_entries as read_entries
+from app.core.db import DbSession
+from app.core.pagination import PageNumber, PageRequest, PerPage
+from app.core.runtime import runtime_of
+
+T = TypeVar("T")
+
+
+def _given(value: T | None, current: T) -> T:
+    """A PATCH field: the new value when the client sent one, else the current value."""
+    return current if value is None else value
+
+
+def _sees_everything(request: Request) -> bool:
+    user = request.scope.get("user")
+    return user is not None and user.has(Role.editor)
+
+
+async def _visible_entry(request: Request, db_session: DbSession, entry_id: UUID) -> Entry:
+    """The entry, or a 404 when the caller may not see it (never a hint that it exists)."""
+    entry = await get_entry(db_session, entry_id)
+    if not _sees_everything(request) and not visible_to_public(entry):
+        raise ContentError("No such entry.", status=404)
+    return entry
+
+
+class ContentController(Controller):
+    path = "/content"
+    tags = ["content"]
+
+    @get("/", name="api:content:list", guards=[roles.public], opt=PUBLIC_CACHE)
+    async def index(
+        self,
+        request: Request,
+        kind: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+        author_id: FromQuery[UUID | None] = None,
+        tag: FromQuery[str | None] = None,
+        q: FromQuery[str | None] = None,
+        page: FromQuery[PageNumber] = 1,
+        per_page: FromQuery[PerPage] = 20,
+    ) -> EntryPageOut:
+        """Entries of `kind` (page|post) and `status`, by `author_id`, tagged `tag`, with
+        `q` in the title or slug; most recently changed first."""
+        filters = EntryFilters(
+            kind=kind or None,
+            status=status or None,
+            author_id=author_id,
+            tag=tag or None,
+            q=q or None,
+            public_only=not _sees_everything(request),
+        )
+        found = await read_entries(
+            runtime_of(request.app.state).reads,
+            filters,
+            PageRequest.of(page, per_page),
+            EntryOut.from_row,
+        )
+        return EntryPageOut(list(found.items), found.total, found.page, found.per_page)
+
+    @get("/{entry_id:uuid}", name="api:content:get", guards=[roles.public], opt=PUBLIC_CACHE)
+    async def show(self, request: Request, entry_id: FromPath[UUID]) -> EntryOut:
+        row = await entry_row_by_id(
+            runtime_of(request.app.state).reads, entry_id, may_preview=_sees_everything(request)
+        )
+        if row is None:
+            raise ContentError("No such entry.", status=404)
+        return EntryOut.from_row(row)
+
+    @post("/", name="api:content:create", guards=[roles.editor], status_code=201)
+    async def create(
+        self, request: Request, db_session: DbSession, data: JSONBody[EntryCreate]
+    ) -> EntryOut:
+        """A new draft; the slug is made from the title when not given (409 when taken)."""
+        entry = await save_entry(
+            db_session,
+            Actor.from_connection(request),
+            EntryInput(
+                kind=data.kind,
+                title=data.title,
+                slug=data.slug,
+                body_markdown=data.body_markdown,
+                excerpt=data.excerpt,
+                meta_description=data.meta_description,
+                tags=data.tags,
+                nav_order=data.nav_order,
+            ),
+        )
+        return EntryOut.of(entry)
+
+    @patch("/{entry_id:uuid}", name="api:content:update", guards=[roles.editor])
+    async def update(
+        self,
+        request: Request,
+        db_session: DbSession,
+        entry_id: FromPath[UUID],
+        data: JSONBody[EntryUpdate],
+    ) -> EntryOut:
+        """Change the fields given; every save keeps a revision."""
+        entry = await get_entry(db_session, entry_id)
+        changes = EntryInput(
+            kind=entry.kind,
+            title=_given(data.title, entry.title),
+            slug=_given(data.slug, entry.slug),
+            body_markdown=_given(data.body_markdown, entry.body_markdown),
+            excerpt=_given(data.excerpt, entry.excerpt),
+            meta_description=_given(data.meta_description, entry.meta_description),
+            tags=_given(data.tags, [tag.name for tag in entry.tags]),
+            nav_order=entry.nav_order if data.nav_order is msgspec.UNSET else data.nav_order,
+        )
+        return EntryOut.of(
+            await save_entry(db_session, Actor.from_connection(request), changes, entry)
+        )
+
+    @delete("/{entry_id:uuid}", name="api:content:delete", guards=[roles.editor], status_code=204)
+    async def remove(
+        self, request: Request, db_session: DbSession, entry_id: FromPath[UUID]
+    ) -> None:
+        entry = await get_entry(db_session, entry_id)
+        await delete_entry(db_session, Actor.from_connection(request), entry)
+
+    @post(
+        "/{entry_id:uuid}/publish",
+        name="api:content:publish",
+        guards=[roles.editor],
+        status_code=200,
+    )
+    async def publish(
+        self,
+        request: Request,
+        db_session: DbSession,
+        entry_id: FromPath[UUID],
+        data: JSONBody[PublishIn | None] = None,
+    ) -> EntryOut:
+        """Publish now, or at `published_at` (with its offset): a future time schedules it."""
+        entry = await get_entry(db_session, entry_id)
+        at = data.published_at if data is not None else None
+        entry = await publish_entry(db_session, Actor.from_connection(request), entry, at)
+        return EntryOut.of(entry)
+
+    @post(
+        "/{entry_id:uuid}/unpublish",
+        name="api:content:unpublish",
+        guards=[roles.editor],
+        status_code=200,
+    )
+    async def unpublish(
+        self, request: Request, db_session: DbSession, entry_id: FromPath[UUID]
+    ) -> EntryOut:
+        """Back to draft: invisible to visitors at once."""
+        entry = await get_entry(db_session, entry_id)
+        return EntryOut.of(await unpublish_entry(db_session, Actor.from_connection(request), entry))
+
+    @get("/{entry_id:uuid}/revisions", name="api:content:revisions", guards=[roles.viewer])
+    async def revisions(
+        self, request: Request, db_session: DbSession, entry_id: FromPath[UUID]
+    ) -> list[RevisionOut]:
+        """Every saved version of the entry, newest first."""
+        entry = await _visible_entry(request, db_session, entry_id)
+        return [RevisionOut.of(revision) for revision in await list_revisions(db_session, entry.id)]

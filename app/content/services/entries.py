@@ -1,0 +1,552 @@
+"""Every rule about content: saving with revisions, publishing, visibility, queries.
+
+An entry is public when it is published or scheduled and its publish time has come; that
+filter runs in every public query, so a scheduled post appears on time with nobody acting
+and never early. Bodies are rendered and sanitized here, at save time.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from sqlalchemy import ColumnElement, and_, event, func, inspect, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from app.accounts.models import User
+from app.accounts.services.audit import Actor, record
+from app.content.models import Entry, Kind, Revision, Status, Tag
+from app.content.services.markdown import plain_text, render_markdown
+from app.core.clock import current_clock
+from app.core.errors import DomainError, only_if_valid
+from app.core.events import PUBLIC_CHANGED, is_pending, mark_public_change
+from app.core.numbers import INT32_MAX, INT32_MIN
+from app.core.pagination import Page, PageRequest, paginate
+from app.core.times import utc_time
+
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+RESERVED_PAGE_SLUGS = {
+    "admin",
+    "api",
+    "blog",
+    "tags",
+    "search",
+    "static",
+    "media",
+    "health",
+    "schema",
+    "login",
+    "logout",
+    "register",
+    "setup",
+    "account",
+    "reset",
+    "feed.xml",
+    "sitemap.xml",
+    "robots.txt",
+    "favicon.ico",
+    "p",
+}
+
+
+class ContentError(DomainError):
+    """A rule about content said no."""
+
+
+def now() -> datetime:
+    """The moment publication is decided at: the clock of the request running now
+    (app/core/clock.py), so a test moves it instead of waiting for a scheduled time."""
+    return current_clock().now()
+
+
+def slugify(text: str, max_length: int = 120) -> str:
+    """`Hello, World!` → `hello-world` (accents folded, at most `max_length` characters)."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")
+    return slug[:max_length].rstrip("-") or "untitled"
+
+
+TAG_SLUG_MAX_LENGTH = 80
+MAX_TAGS = 20
+"""Tags per entry."""
+
+
+def tag_slug(name: str) -> str:
+    """A tag's address (`/tags/<slug>`). A 64-character name can fold into more (the
+    ligature `ﬀ` is `ff`): the slug stays within its column."""
+    return slugify(name, TAG_SLUG_MAX_LENGTH)
+
+
+def is_public(moment: datetime | ColumnElement[datetime] | None = None) -> ColumnElement[bool]:
+    """The visitor's filter: published or scheduled, and the publish time (`moment`, by
+    default now) has come."""
+    return and_(
+        or_(Entry.status == Status.published.value, Entry.status == Status.scheduled.value),
+        Entry.published_at.is_not(None),
+        Entry.published_at <= (now() if moment is None else moment),
+    )
+
+
+class Publication(Protocol):
+    """What says whether visitors see an entry: an `Entry`, or a read's `EntryView`."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def published_at(self) -> datetime | None: ...
+
+
+def visible_to_public(entry: Publication) -> bool:
+    return (
+        entry.status in (Status.published.value, Status.scheduled.value)
+        and entry.published_at is not None
+        and entry.published_at <= now()
+    )
+
+
+@dataclass
+class EntryInput:
+    """What an editor submits; every field is validated by `save_entry`."""
+
+    kind: str = Kind.post.value
+    title: str = ""
+    slug: str = ""
+    body_markdown: str = ""
+    excerpt: str = ""
+    meta_description: str = ""
+    tags: list[str] = field(default_factory=list)
+    nav_order: int | None = None
+
+
+def check_entry(data: EntryInput) -> tuple[EntryInput, list[ContentError]]:
+    """The entry's fields cleaned, and every rule they break (none: the list is empty)."""
+    problems: list[ContentError] = []
+    if data.kind not in (Kind.page.value, Kind.post.value):
+        problems.append(ContentError("Choose page or post.", "kind"))
+    title = data.title.strip()
+    if not title:
+        problems.append(ContentError("Give it a title.", "title"))
+    if len(title) > 200:
+        problems.append(ContentError("Use at most 200 characters.", "title"))
+    slug = data.slug.strip().lower() or slugify(title)
+    if not SLUG.match(slug) or len(slug) > 120:
+        problems.append(ContentError("Use lowercase letters, digits and single dashes.", "slug"))
+    elif data.kind == Kind.page.value and slug in RESERVED_PAGE_SLUGS:
+        problems.append(
+            ContentError("This address is used by the site itself; choose another.", "slug")
+        )
+    if len(data.body_markdown) > 200_000:
+        problems.append(
+            ContentError("The text is too long (200,000 characters at most).", "body_markdown")
+        )
+    if data.nav_order is not None and not INT32_MIN <= data.nav_order <= INT32_MAX:
+        problems.append(
+            ContentError(f"Use a number from {INT32_MIN:,} to {INT32_MAX:,}.", "nav_order")
+        )
+    tags: dict[str, str] = {}  # slug → name: tags that share an address are one tag
+    for raw in data.tags:
+        name = raw.strip()
+        if not name:
+            continue
+        if len(name) > 64:
+            problems.append(ContentError("Tags are at most 64 characters.", "tags"))
+            break
+        if any(unicodedata.category(char) == "Cc" for char in name):
+            problems.append(ContentError("Tags cannot contain control characters.", "tags"))
+            break
+        tags.setdefault(tag_slug(name), name)
+        if len(tags) > MAX_TAGS:
+            problems.append(ContentError(f"Give at most {MAX_TAGS} tags.", "tags"))
+            break
+    cleaned = EntryInput(
+        kind=data.kind,
+        title=title,
+        slug=slug,
+        body_markdown=data.body_markdown,
+        excerpt=data.excerpt.strip()[:500],
+        meta_description=data.meta_description.strip()[:300],
+        tags=list(tags.values()),
+        nav_order=data.nav_order if data.kind == Kind.page.value else None,
+    )
+    return cleaned, problems
+
+
+def _validated(data: EntryInput) -> EntryInput:
+    cleaned, problems = check_entry(data)
+    return only_if_valid(cleaned, problems)
+
+
+def entry_input(
+    fields: Mapping[str, str], kind: str, body: str = "body_markdown"
+) -> tuple[EntryInput, ContentError | None]:
+    """What text fields describe (the editor's form, a CSV row; the Markdown under `body`,
+    tags separated by commas), and the problem of a nav order that is not a number."""
+    order = (fields.get("nav_order") or "").strip()
+    problem, nav_order = None, None
+    try:
+        nav_order = int(order) if order else None
+    except ValueError:
+        problem = ContentError("Enter a whole number, or leave it empty.", "nav_order")
+    data = EntryInput(
+        kind=kind,
+        title=fields.get("title", ""),
+        slug=fields.get("slug", ""),
+        body_markdown=fields.get(body, "").replace("\r\n", "\n"),
+        excerpt=fields.get("excerpt", ""),
+        meta_description=fields.get("meta_description", ""),
+        tags=[tag for tag in fields.get("tags", "").split(",") if tag.strip()],
+        nav_order=nav_order,
+    )
+    return data, problem
+
+
+async def _tags(session: AsyncSession, names: list[str]) -> list[Tag]:
+    """The Tag rows of `names` (checked by `check_entry`: at most MAX_TAGS), new ones added."""
+    slugs = {tag_slug(name): name for name in names}
+    existing = {
+        tag.slug: tag for tag in await session.scalars(select(Tag).where(Tag.slug.in_(slugs)))
+    }
+    found = []
+    for slug, name in slugs.items():
+        tag = existing.get(slug)
+        if tag is None:
+            tag = Tag(name=name, slug=slug)
+            session.add(tag)
+        found.append(tag)
+    return found
+
+
+async def taken_slugs(
+    session: AsyncSession, kind: str, slugs: Collection[str], exclude: UUID | None = None
+) -> set[str]:
+    """Which of these addresses other entries of `kind` use already."""
+    taken: set[str] = set()
+    left = sorted(set(slugs))
+    while left:  # in chunks: SQLite limits bound parameters
+        some, left = left[:500], left[500:]
+        query = select(Entry.slug).where(Entry.kind == kind, Entry.slug.in_(some))
+        if exclude is not None:
+            query = query.where(Entry.id != exclude)
+        taken.update(await session.scalars(query))
+    return taken
+
+
+def slug_taken(kind: str) -> ContentError:
+    return ContentError(f"Another {kind} already uses this address.", "slug", status=409)
+
+
+async def _ensure_free_slug(
+    session: AsyncSession, kind: str, slug: str, exclude: UUID | None
+) -> None:
+    if await taken_slugs(session, kind, [slug], exclude):
+        raise slug_taken(kind)
+
+
+async def save_entry(
+    session: AsyncSession, actor: Actor, data: EntryInput, entry: Entry | None = None
+) -> Entry:
+    """Create or update an entry; every save keeps a revision and an audit entry. Only a
+    public entry's save empties the page cache: drafts are nobody's business but editors'."""
+    data = _validated(data)
+    public = entry is not None and visible_to_public(entry)
+    await _ensure_free_slug(session, data.kind, data.slug, entry.id if entry else None)
+    creating = entry is None
+    # Tags first: the queries autoflush, and a new entry must not be flushed before its
+    # collection is set (setting it on a flushed entry would lazy-load, which async forbids).
+    tags = await _tags(session, data.tags)
+    if entry is None:
+        entry = Entry(
+            kind=data.kind, status=Status.draft.value, author_id=actor.user_id, view_count=0
+        )
+        entry.tags = tags
+        session.add(entry)
+    entry.title = data.title
+    entry.slug = data.slug
+    entry.body_markdown = data.body_markdown
+    entry.body_html = render_markdown(data.body_markdown)
+    entry.excerpt = data.excerpt or plain_text(entry.body_html, 300)
+    entry.meta_description = data.meta_description or plain_text(entry.body_html, 160)
+    entry.tags = tags
+    entry.nav_order = data.nav_order
+    try:
+        await session.flush()
+    except IntegrityError:  # a concurrent save took the address; the caller rolls back
+        raise slug_taken(data.kind) from None
+    session.add(
+        Revision(
+            entry_id=entry.id,
+            author_id=actor.user_id,
+            author_name=actor.name,
+            title=entry.title,
+            body_markdown=entry.body_markdown,
+            created_at=now(),
+        )
+    )
+    if public:
+        mark_public_change(session)
+    record(
+        session,
+        actor,
+        "content.created" if creating else "content.updated",
+        entry.kind,
+        entry.id,
+        title=entry.title,
+        slug=entry.slug,
+    )
+    return entry
+
+
+def _changes_public_pages(session: AsyncSession, entry: Entry) -> None:
+    """Call before a change that takes `entry` away from visitors (unpublish, archive,
+    delete): cached pages show it only if it is public now."""
+    if visible_to_public(entry):
+        mark_public_change(session)
+
+
+@event.listens_for(Session, "before_flush")
+def _authors_named_on_public_pages(session: Session, _context: object, _objects: object) -> None:
+    """Public pages name an entry's author (a post page, the feed, the API, whose list
+    filters by author): renaming or deleting someone who authors a public entry changes
+    them. The accounts domain knows nothing of entries, so content watches the users a
+    session writes, before the deletion leaves their entries without an author."""
+    users = [user.id for user in session.deleted if isinstance(user, User)]
+    users += [user.id for user in session.dirty if isinstance(user, User) and _renamed(user)]
+    if not users or is_pending(session, PUBLIC_CHANGED):
+        return
+    authored = select(Entry.id).where(Entry.author_id.in_(users), is_public()).limit(1)
+    if session.execute(authored).first() is not None:
+        mark_public_change(session)
+
+
+def _renamed(user: User) -> bool:
+    """Whether the name shown for `user` (display name, else username) is changing."""
+    attributes = inspect(user).attrs
+
+    def before(name: str) -> str:
+        history = attributes[name].history
+        return str(history.deleted[0]) if history.deleted else str(getattr(user, name))
+
+    return (before("display_name") or before("username")) != (user.display_name or user.username)
+
+
+async def _comes_first(session: AsyncSession, entry: Entry, moment: datetime) -> bool:
+    """Whether scheduling `entry` for `moment` makes it the next publication: cached pages
+    expire at the next one (PageCache.publication_bound), which then moves earlier."""
+    following = await session.scalar(
+        select(func.min(Entry.published_at)).where(
+            Entry.status == Status.scheduled.value,
+            Entry.published_at > now(),
+            Entry.id != entry.id,
+        )
+    )
+    return following is None or moment < following
+
+
+async def publish_entry(
+    session: AsyncSession, actor: Actor, entry: Entry, at: datetime | None = None
+) -> Entry:
+    """Publish now, or schedule for `at` (a future time): public from then on, not before."""
+    moment = at or now()
+    if moment.tzinfo is None:
+        raise ContentError("Give the publish time with its time zone.", "published_at")
+    moment = utc_time(moment, "published_at")
+    scheduled = moment > now()
+    if visible_to_public(entry) or not scheduled or await _comes_first(session, entry, moment):
+        mark_public_change(session)
+    entry.status = Status.scheduled.value if scheduled else Status.published.value
+    entry.published_at = moment
+    record(
+        session,
+        actor,
+        "content.scheduled" if scheduled else "content.published",
+        entry.kind,
+        entry.id,
+        published_at=moment.isoformat(),
+    )
+    return entry
+
+
+async def unpublish_entry(session: AsyncSession, actor: Actor, entry: Entry) -> Entry:
+    """Back to draft: invisible to visitors at once."""
+    _changes_public_pages(session, entry)
+    entry.status = Status.draft.value
+    record(session, actor, "content.unpublished", entry.kind, entry.id)
+    return entry
+
+
+async def archive_entry(session: AsyncSession, actor: Actor, entry: Entry) -> Entry:
+    _changes_public_pages(session, entry)
+    entry.status = Status.archived.value
+    record(session, actor, "content.archived", entry.kind, entry.id)
+    return entry
+
+
+async def delete_entry(session: AsyncSession, actor: Actor, entry: Entry) -> None:
+    _changes_public_pages(session, entry)
+    record(
+        session, actor, "content.deleted", entry.kind, entry.id, title=entry.title, slug=entry.slug
+    )
+    await session.delete(entry)
+
+
+async def get_entry(session: AsyncSession, entry_id: UUID) -> Entry:
+    entry = await session.get(Entry, entry_id)
+    if entry is None:
+        raise ContentError("No such entry.", status=404)
+    return entry
+
+
+async def get_public_entry(session: AsyncSession, kind: str, slug: str) -> Entry | None:
+    return await session.scalar(
+        select(Entry).where(Entry.kind == kind, Entry.slug == slug, is_public())
+    )
+
+
+async def list_public_posts(
+    session: AsyncSession, page: PageRequest, tag_slug: str | None = None
+) -> Page[Entry]:
+    query = select(Entry).where(Entry.kind == Kind.post.value, is_public())
+    if tag_slug:
+        query = query.where(Entry.tags.any(Tag.slug == tag_slug))
+    return await paginate(session, query.order_by(Entry.published_at.desc(), Entry.id), page)
+
+
+async def search_public(session: AsyncSession, q: str, page: PageRequest) -> Page[Entry]:
+    """Full-text search on PostgreSQL; every word must appear (case-insensitive) on SQLite."""
+    q = q.strip()[:200]
+    query = select(Entry).where(is_public())
+    if session.get_bind().dialect.name == "postgresql":
+        document = func.to_tsvector("simple", Entry.title + " " + Entry.body_markdown)
+        terms = func.websearch_to_tsquery("simple", q)
+        query = query.where(document.op("@@")(terms)).order_by(func.ts_rank(document, terms).desc())
+    else:
+        for word in q.split()[:10]:
+            pattern = f"%{word.replace('%', '').replace('_', '')}%"
+            query = query.where(or_(Entry.title.ilike(pattern), Entry.body_markdown.ilike(pattern)))
+        query = query.order_by(Entry.published_at.desc())
+    return await paginate(session, query, page)
+
+
+async def get_tag(session: AsyncSession, slug: str) -> Tag | None:
+    return await session.scalar(select(Tag).where(Tag.slug == slug))
+
+
+async def list_public_entries(session: AsyncSession) -> list[Entry]:
+    """Every public page and post (for the sitemap), newest first."""
+    query = select(Entry).where(is_public()).order_by(Entry.published_at.desc(), Entry.id)
+    return list((await session.scalars(query)).all())
+
+
+async def entry_authors(session: AsyncSession) -> dict[UUID, str]:
+    """Everyone who wrote an entry (display name or username by user id), by name: the
+    admin list's author filter and the names in it."""
+    wrote = select(Entry.author_id).where(Entry.author_id.is_not(None)).distinct()
+    rows = await session.execute(
+        select(User.id, User.display_name, User.username).where(User.id.in_(wrote))
+    )
+    names = {user_id: display or username for user_id, display, username in rows}
+    return dict(sorted(names.items(), key=lambda item: item[1].casefold()))
+
+
+async def author_names(session: AsyncSession, entries: list[Entry]) -> dict[UUID | None, str]:
+    """Each author's display name (or username), by user id, in one query."""
+    ids = {entry.author_id for entry in entries if entry.author_id is not None}
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(User.id, User.display_name, User.username).where(User.id.in_(ids))
+    )
+    return {user_id: display or username for user_id, display, username in rows}
+
+
+@dataclass(frozen=True)
+class EntryFilters:
+    kind: str | None = None
+    status: str | None = None
+    author_id: UUID | None = None
+    tag: str | None = None
+    q: str | None = None
+    public_only: bool = False
+    """Only what a visitor may see (the API's answer to anonymous callers and viewers)."""
+
+
+SEARCH_MAX = 200
+"""Characters of a title/slug filter that count; the rest is cut, as the other searches do
+(SQLite refuses a LIKE pattern over 50,000 bytes: a long `q` answered 500)."""
+
+
+def title_pattern(q: str) -> str:
+    """The LIKE pattern of the `q` filter (title or slug), for the ORM and the read path."""
+    return f"%{q.strip()[:SEARCH_MAX]}%"
+
+
+def check_filters(filters: EntryFilters) -> None:
+    if filters.kind and filters.kind not in (Kind.page.value, Kind.post.value):
+        raise ContentError("Choose page or post.", "kind")
+    if filters.status and filters.status not in {s.value for s in Status}:
+        raise ContentError("Choose draft, scheduled, published or archived.", "status")
+
+
+async def list_entries(
+    session: AsyncSession, filters: EntryFilters, page: PageRequest
+) -> Page[Entry]:
+    """The admin list: every status, newest change first."""
+    check_filters(filters)
+    query = select(Entry)
+    if filters.public_only:
+        query = query.where(is_public())
+    if filters.kind:
+        query = query.where(Entry.kind == filters.kind)
+    if filters.status:
+        query = query.where(Entry.status == filters.status)
+    if filters.author_id:
+        query = query.where(Entry.author_id == filters.author_id)
+    if filters.tag:
+        query = query.where(Entry.tags.any(Tag.slug == tag_slug(filters.tag)))
+    if filters.q:
+        pattern = title_pattern(filters.q)
+        query = query.where(or_(Entry.title.ilike(pattern), Entry.slug.ilike(pattern)))
+    return await paginate(session, query.order_by(Entry.updated_at.desc(), Entry.id), page)
+
+
+async def list_revisions(session: AsyncSession, entry_id: UUID) -> list[Revision]:
+    query = (
+        select(Revision).where(Revision.entry_id == entry_id).order_by(Revision.created_at.desc())
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def get_revision(session: AsyncSession, entry: Entry, revision_id: UUID) -> Revision:
+    revision = await session.get(Revision, revision_id)
+    if revision is None or revision.entry_id != entry.id:
+        raise ContentError("No such revision of this entry.", status=404)
+    return revision
+
+
+async def restore_revision(
+    session: AsyncSession, actor: Actor, entry: Entry, revision_id: UUID
+) -> Entry:
+    """Put a revision's text back (itself a save, so it leaves a new revision)."""
+    revision = await get_revision(session, entry, revision_id)
+    data = EntryInput(
+        kind=entry.kind,
+        title=revision.title,
+        slug=entry.slug,
+        body_markdown=revision.body_markdown,
+        excerpt="",
+        meta_description=entry.meta_description,
+        tags=[t.name for t in entry.tags],
+        nav_order=entry.nav_order,
+    )
+    entry = await save_entry(session, actor, data, entry)
+    record(
+        session, actor, "content.revision_restored", entry.kind, entry.id, revision=str(revision_id)
+    )
+    return entry

@@ -1,0 +1,1 @@
+"""The built-in job types of the jobs domain: `cleanup`, `exports`, `reports`, `imports`."""

@@ -1,0 +1,2 @@
+"""Operations: `health` (readiness probes), `metrics` (the build and queue gauges of
+/metrics) and `navigation` (the admin menu registry)."""
