@@ -19,8 +19,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
 from app import __version__
+from app.accounts.audit import provide_actor
 from app.accounts.guards import required_role
-from app.accounts.identity import FirstRunMiddleware, IdentityMiddleware
+from app.accounts.identity import FirstRunMiddleware, IdentityMiddleware, provide_caller
 from app.accounts.models import Role
 from app.accounts.rate_limit import ApiRateLimitMiddleware
 from app.accounts.sessions import cookie_name
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "db_session": Provide(provide_db_session),
             "runtime": Provide(provide_runtime, sync_to_thread=False),
+            "actor": Provide(provide_actor, sync_to_thread=False),
+            "caller": Provide(provide_caller, sync_to_thread=False),
         },
         middleware=[
             InputBoundary,

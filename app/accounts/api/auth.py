@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.params import JSONBody
 
 from app.accounts import guards
-from app.accounts.audit import Actor, record
+from app.accounts.audit import CurrentActor, record
+from app.accounts.identity import Caller
 from app.accounts.schemas import LoginRequest, LogoutRequest, MeOut, RefreshRequest, TokenPair
 from app.accounts.services import sign_in_with_password
 from app.accounts.tokens import AccessTokens, InvalidToken, RefreshTokens
@@ -29,15 +30,13 @@ class AuthController(Controller):
     @post("/login", name="api:auth:login", guards=[guards.public], status_code=200)
     async def login(
         self,
-        request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
+        actor: CurrentActor,
         data: JSONBody[LoginRequest],
     ) -> TokenPair:
         """Exchange a login and password for an access token (30 min) and a refresh token."""
-        user = await sign_in_with_password(
-            db_session, runtime, Actor.from_connection(request), data.login, data.password
-        )
+        user = await sign_in_with_password(db_session, runtime, actor, data.login, data.password)
         family, refresh = await runtime.service(RefreshTokens).start(
             db_session, user.id, user.auth_version
         )
@@ -62,24 +61,28 @@ class AuthController(Controller):
     @post("/logout", name="api:auth:logout", guards=[guards.viewer], status_code=204)
     async def logout(
         self,
-        request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
         data: JSONBody[LogoutRequest | None] = None,
     ) -> None:
         """Sign out: the access token in use and every token of its sign-in are refused from
         now on (and the given refresh token's family, when it is another one)."""
-        user = request.scope["user"]
-        if user.token is not None:
-            await runtime.service(RefreshTokens).sign_out(db_session, user.token)
+        if caller.token is not None:
+            await runtime.service(RefreshTokens).sign_out(db_session, caller.token)
         if data is not None and data.refresh_token:
             await runtime.service(RefreshTokens).revoke(db_session, data.refresh_token)
-        record(db_session, Actor.from_connection(request), "auth.logout", "user", user.id)
+        record(db_session, actor, "auth.logout", "user", caller.id)
 
     @get("/me", name="api:auth:me", guards=[guards.viewer])
-    async def me(self, request: Request) -> MeOut:
+    async def me(self, caller: Caller) -> MeOut:
         """The caller as Keel sees them."""
-        user = request.scope["user"]
         return MeOut(
-            user.id, user.username, user.email, user.display_name, user.role.name, user.via
+            caller.id,
+            caller.username,
+            caller.email,
+            caller.display_name,
+            caller.role.name,
+            caller.via,
         )

@@ -9,7 +9,8 @@ from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.accounts import guards
-from app.accounts.audit import Actor
+from app.accounts.audit import CurrentActor
+from app.accounts.identity import Caller
 from app.accounts.passwords import PasswordHashing
 from app.accounts.schemas import PasswordResetOut, UserCreate, UserOut, UserPageOut, UserUpdate
 from app.accounts.services import (
@@ -58,9 +59,10 @@ class UsersController(Controller):
     @post("/", name="api:users:create", guards=[guards.editor], status_code=201)
     async def create(
         self,
-        request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
         data: JSONBody[UserCreate],
     ) -> UserOut:
         """Create an account; editors may create viewers and editors, admins anyone."""
@@ -68,8 +70,8 @@ class UsersController(Controller):
         user = await create_user(
             db_session,
             runtime.service(PasswordHashing),
-            Actor.from_connection(request),
-            request.scope["user"].role,
+            actor,
+            caller.role,
             new_user,
         )
         return UserOut.of(user)
@@ -77,16 +79,17 @@ class UsersController(Controller):
     @patch("/{user_id:uuid}", name="api:users:update", guards=[guards.editor])
     async def update(
         self,
-        request: Request,
         db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
         user_id: FromPath[UUID],
         data: JSONBody[UserUpdate],
     ) -> UserOut:
         """Change the fields given; `is_active: false` ends the user's sessions and tokens."""
         user = await update_user(
             db_session,
-            Actor.from_connection(request),
-            request.scope["user"].role,
+            actor,
+            caller.role,
             await get_user(db_session, user_id),
             email=data.email,
             username=data.username,
@@ -104,25 +107,31 @@ class UsersController(Controller):
         cache_control=CacheControlHeader(no_store=True),
     )
     async def password_reset(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, user_id: FromPath[UUID]
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        user_id: FromPath[UUID],
     ) -> PasswordResetOut:
         """A one-time link with which the user sets a new password within an hour."""
         token = await create_password_reset(
             db_session,
             runtime.store,
-            Actor.from_connection(request),
-            request.scope["user"].role,
+            actor,
+            caller.role,
             await get_user(db_session, user_id),
         )
         return PasswordResetOut(reset_link(site_base(request), token), RESET_LINK_SECONDS)
 
     @delete("/{user_id:uuid}", name="api:users:delete", guards=[guards.editor], status_code=204)
     async def remove(
-        self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
+        self, db_session: DbSession, actor: CurrentActor, caller: Caller, user_id: FromPath[UUID]
     ) -> None:
         await delete_user(
             db_session,
-            Actor.from_connection(request),
-            request.scope["user"].role,
+            actor,
+            caller.role,
             await get_user(db_session, user_id),
         )
