@@ -196,4 +196,5 @@ class ContentController(Controller):
     ) -> list[RevisionOut]:
         """Every saved version of the entry, newest first."""
         entry = await _visible_entry(request, db_session, entry_id)
-        return [RevisionOut.of(revision) for revision in await list_revisions(db_session, entry.id)]
+        revisions = await list_revisions(db_session, entry.id)
+        return msgspec.convert(revisions, list[RevisionOut], from_attributes=True)

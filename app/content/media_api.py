@@ -53,6 +53,7 @@ class MediaOut(msgspec.Struct):
 
     @classmethod
     def of(cls, media: Media, uploaded_by: str | None) -> MediaOut:
+        """Not a plain copy: `url` and `markdown` are made, `uploaded_by` comes from a join."""
         return cls(
             id=media.id,
             url=media_url(media),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -49,12 +50,12 @@ class UsersController(Controller):
         (active|inactive), sorted by `sort` (username, email, role, created_at,
         last_login_at; prefix `-` for descending)."""
         found = await list_users(db_session, q, role, status, sort, PageRequest.of(page, per_page))
-        users = [UserOut.of(user) for user in found.items]
+        users = msgspec.convert(found.items, list[UserOut], from_attributes=True)
         return UserPageOut(users, found.total, found.page, found.per_page)
 
     @get("/{user_id:uuid}", name="api:users:get", guards=[guards.viewer])
     async def show(self, db_session: DbSession, user_id: FromPath[UUID]) -> UserOut:
-        return UserOut.of(await get_user(db_session, user_id))
+        return msgspec.convert(await get_user(db_session, user_id), UserOut, from_attributes=True)
 
     @post("/", name="api:users:create", guards=[guards.editor], status_code=201)
     async def create(
@@ -74,7 +75,7 @@ class UsersController(Controller):
             caller.role,
             new_user,
         )
-        return UserOut.of(user)
+        return msgspec.convert(user, UserOut, from_attributes=True)
 
     @patch("/{user_id:uuid}", name="api:users:update", guards=[guards.editor])
     async def update(
@@ -97,7 +98,7 @@ class UsersController(Controller):
             role=data.role,
             is_active=data.is_active,
         )
-        return UserOut.of(user)
+        return msgspec.convert(user, UserOut, from_attributes=True)
 
     @post(
         "/{user_id:uuid}/password-reset",
