@@ -1,17 +1,20 @@
-"""`/api/v1/auth`: tokens for API clients. No answer here is stored by any cache
-(`Cache-Control: no-store`, RFC 6749 §5.1): they hold tokens or say who holds one."""
+"""`/api/v1/auth`: tokens for API clients, and signing out everywhere. No answer here is
+stored by any cache (`Cache-Control: no-store`, RFC 6749 §5.1): they hold tokens or say
+who holds one."""
 
 from __future__ import annotations
 
 from litestar import Controller, get, post
 from litestar.datastructures import CacheControlHeader
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import JSONBody
 
 from app.accounts import guards
 from app.accounts.audit import CurrentActor, record
 from app.accounts.identity import Caller
 from app.accounts.schemas import LoginRequest, LogoutRequest, MeOut, RefreshRequest, TokenPair
-from app.accounts.services import sign_in_with_password
+from app.accounts.services import get_user, sign_in_with_password, sign_out_everywhere
+from app.accounts.sessions import SessionStore
 from app.accounts.tokens import AccessTokens, InvalidToken, RefreshTokens
 from app.core.db import DbSession
 from app.core.errors import DomainError
@@ -74,6 +77,23 @@ class AuthController(Controller):
         if data is not None and data.refresh_token:
             await runtime.service(RefreshTokens).revoke(db_session, data.refresh_token)
         record(db_session, actor, "auth.logout", "user", caller.id)
+
+    @post(
+        "/sign-out-everywhere",
+        name="api:auth:sign_out_everywhere",
+        guards=[guards.viewer],
+        status_code=204,
+    )
+    async def sign_out_everywhere(
+        self, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor, caller: Caller
+    ) -> None:
+        """Sign the caller out everywhere: every browser session and every access and refresh
+        token of theirs is refused from now on, the token in use included. An API key has no
+        sign-ins of its own (403)."""
+        if caller.id is None:
+            raise PermissionDeniedException("An API key has no sign-ins to end.")
+        user = await get_user(db_session, caller.id)
+        await sign_out_everywhere(db_session, runtime.service(SessionStore), actor, user)
 
     @get("/me", name="api:auth:me", guards=[guards.viewer])
     async def me(self, caller: Caller) -> MeOut:

@@ -19,7 +19,13 @@ from app.accounts.models import User
 from app.accounts.pages.sign_in import PASSWORDS_DIFFER, signed_out, start_session
 from app.accounts.pages.verify import mail_verification_link
 from app.accounts.passwords import PasswordHashing
-from app.accounts.services import AccountError, change_password, get_user, update_user
+from app.accounts.services import (
+    AccountError,
+    change_password,
+    get_user,
+    sign_out_everywhere,
+    update_user,
+)
 from app.accounts.sessions import BrowserSession, SessionStore
 from app.core.db import DbSession
 from app.core.runtime import AppRuntime, Runtime
@@ -216,16 +222,6 @@ class AccountController(Controller):
         self, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor, caller: Caller
     ) -> Response[bytes]:
         """End every session and API token of the user, this one included."""
-        my_id = _my_id(caller)
-        user = await get_user(db_session, my_id)
-        user.auth_version += 1  # access and refresh tokens carry the version: all now fail
-        ended = await runtime.service(SessionStore).revoke_all(my_id)
-        record(
-            db_session,
-            actor,
-            "auth.signed_out_everywhere",
-            "user",
-            my_id,
-            sessions=ended,
-        )
+        user = await get_user(db_session, _my_id(caller))
+        await sign_out_everywhere(db_session, runtime.service(SessionStore), actor, user)
         return signed_out(runtime, "/login")

@@ -1,7 +1,8 @@
 """Every rule about accounts, for the pages, the API and the `keel users` command alike.
 
-`users` creates, finds, changes and deletes accounts; `sign_in` covers the first run and
-signing in; `passwords` covers password changes and one-time reset links.
+`users` creates, finds, changes and deletes accounts; `sign_in` covers the first run,
+signing in and signing out everywhere; `passwords` covers password changes and one-time
+reset links.
 """
 
 from app.accounts.services.passwords import (
@@ -23,6 +24,7 @@ from app.accounts.services.sign_in import (
     authenticate,
     create_first_admin,
     sign_in_with_password,
+    sign_out_everywhere,
 )
 from app.accounts.services.users import (
     EMAIL,
@@ -81,6 +83,7 @@ __all__ = (
     "send_password_setup",
     "set_password",
     "sign_in_with_password",
+    "sign_out_everywhere",
     "update_user",
     "users_exist",
     "verify_address",
