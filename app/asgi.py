@@ -19,10 +19,11 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
 from app import __version__
-from app.accounts.guards.identity import FirstRunMiddleware, IdentityMiddleware
+from app.accounts.guards.identity import FirstRunMiddleware, IdentityMiddleware, provide_caller
 from app.accounts.guards.rate_limit import ApiRateLimitMiddleware
 from app.accounts.guards.roles import required_role
 from app.accounts.models import Role
+from app.accounts.services.audit import provide_actor
 from app.accounts.services.sessions import cookie_name
 from app.content.pages.cache import PageCacheFront, PublicPageCacheMiddleware
 from app.content.services.page_cache import PageCache
@@ -68,6 +69,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "db_session": Provide(provide_db_session),
             "runtime": Provide(provide_runtime, sync_to_thread=False),
+            "actor": Provide(provide_actor, sync_to_thread=False),
+            "caller": Provide(provide_caller, sync_to_thread=False),
         },
         middleware=[
             InputBoundary,

@@ -7,7 +7,7 @@ from uuid import UUID
 
 import msgspec
 
-from app.accounts.models import ApiKey, User
+from app.accounts.models import ApiKey
 from app.accounts.services.api_keys import key_status
 
 
@@ -41,19 +41,6 @@ class UserOut(msgspec.Struct):
     is_active: bool
     created_at: datetime
     last_login_at: datetime | None
-
-    @classmethod
-    def of(cls, user: User) -> UserOut:
-        return cls(
-            id=user.id,
-            email=user.email,
-            username=user.username,
-            display_name=user.display_name,
-            role=user.role,
-            is_active=user.is_active,
-            created_at=user.created_at,
-            last_login_at=user.last_login_at,
-        )
 
 
 class MeOut(msgspec.Struct):
@@ -91,6 +78,7 @@ class ApiKeyOut(msgspec.Struct):
 
     @classmethod
     def of(cls, key: ApiKey, created_by: str | None = None) -> ApiKeyOut:
+        """Not a plain copy: `status` is worked out and `created_by` comes from a join."""
         return cls(
             id=key.id,
             name=key.name,

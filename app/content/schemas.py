@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 
-from app.content.models import Entry, Kind, Revision
+from app.content.models import Entry, Kind
 from app.content.services.reads import tag_names
 from app.core.numbers import Int32
 from app.core.reads import Row
@@ -72,6 +72,7 @@ class EntryOut(msgspec.Struct):
 
     @classmethod
     def of(cls, entry: Entry) -> EntryOut:
+        """Not a plain copy: the tags' names, a view count of 0 for none, the public url."""
         return cls(
             id=entry.id,
             kind=entry.kind,
@@ -142,15 +143,3 @@ class RevisionOut(msgspec.Struct):
     title: str
     body_markdown: str
     created_at: datetime
-
-    @classmethod
-    def of(cls, revision: Revision) -> RevisionOut:
-        return cls(
-            id=revision.id,
-            entry_id=revision.entry_id,
-            author_id=revision.author_id,
-            author_name=revision.author_name,
-            title=revision.title,
-            body_markdown=revision.body_markdown,
-            created_at=revision.created_at,
-        )

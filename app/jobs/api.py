@@ -13,7 +13,8 @@ from litestar.params import Body, FromPath, FromQuery, JSONBody
 from litestar.response import File
 
 from app.accounts.guards import roles
-from app.accounts.services.audit import Actor
+from app.accounts.guards.identity import Caller
+from app.accounts.services.audit import CurrentActor
 from app.core.db import DbSession
 from app.core.numbers import RowId
 from app.core.openapi import problem_responses
@@ -55,8 +56,8 @@ class JobsController(Controller):
     @get("/", name="api:jobs:list")
     async def list_jobs(
         self,
-        request: Request,
         db_session: DbSession,
+        caller: Caller,
         status: FromQuery[str | None] = None,
         type: FromQuery[str | None] = None,
         page: FromQuery[PageNumber] = 1,
@@ -65,26 +66,26 @@ class JobsController(Controller):
         """Jobs the caller may see (their own; admins: all), newest first."""
         found = await services.list_jobs(
             db_session,
-            request.scope["user"],
+            caller,
             services.JobFilters(status=status, type=type),
             PageRequest.of(page, per_page),
         )
         return found.envelope([JobOut.of(job) for job in found.items])
 
     @get("/types", name="api:jobs:types")
-    async def list_types(self, request: Request) -> list[JobTypeOut]:
+    async def list_types(self, caller: Caller) -> list[JobTypeOut]:
         """The job types the caller may enqueue."""
-        return [JobTypeOut.of(kind) for kind in services.runnable_types(request.scope["user"])]
+        return [JobTypeOut.of(kind) for kind in services.runnable_types(caller)]
 
     @post("/", name="api:jobs:create", status_code=201)
     async def create_job(
-        self, request: Request, db_session: DbSession, data: JSONBody[JobCreate]
+        self, db_session: DbSession, actor: CurrentActor, caller: Caller, data: JSONBody[JobCreate]
     ) -> JobOut:
         """Enqueue a job; the payload is validated against its type (422 when it does not fit)."""
         job = await services.submit_job(
             db_session,
-            Actor.from_connection(request),
-            request.scope["user"],
+            actor,
+            caller,
             data.type,
             data.payload,
             data.priority,
@@ -104,14 +105,16 @@ class JobsController(Controller):
         request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
         data: Annotated[ImportUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> JobOut:
         """Enqueue an `import` job from an uploaded CSV file (see IMPORT_DESCRIPTION)."""
         job = await submit_import(
             db_session,
             runtime.settings,
-            Actor.from_connection(request),
-            request.scope["user"],
+            actor,
+            caller,
             data.kind,
             await services.read_upload(data.file, runtime.settings),
             data.file.filename,
@@ -121,27 +124,23 @@ class JobsController(Controller):
 
     @get("/{job_id:int}", name="api:jobs:get")
     async def get_job(
-        self, request: Request, db_session: DbSession, job_id: FromPath[RowId]
+        self, db_session: DbSession, caller: Caller, job_id: FromPath[RowId]
     ) -> JobOut:
-        return JobOut.of(await services.visible_job(db_session, request.scope["user"], job_id))
+        return JobOut.of(await services.visible_job(db_session, caller, job_id))
 
     @post("/{job_id:int}/cancel", name="api:jobs:cancel", status_code=200)
     async def cancel_job(
-        self, request: Request, db_session: DbSession, job_id: FromPath[RowId]
+        self, db_session: DbSession, actor: CurrentActor, caller: Caller, job_id: FromPath[RowId]
     ) -> JobOut:
         """Cancel: a queued job at once, a running one at its next progress report."""
-        user = request.scope["user"]
-        actor = Actor.from_connection(request)
-        return JobOut.of(await services.cancel_job(db_session, actor, user, job_id))
+        return JobOut.of(await services.cancel_job(db_session, actor, caller, job_id))
 
     @post("/{job_id:int}/retry", name="api:jobs:retry", status_code=200)
     async def retry_job(
-        self, request: Request, db_session: DbSession, job_id: FromPath[RowId]
+        self, db_session: DbSession, actor: CurrentActor, caller: Caller, job_id: FromPath[RowId]
     ) -> JobOut:
         """Queue a failed, dead or cancelled job again."""
-        user = request.scope["user"]
-        actor = Actor.from_connection(request)
-        return JobOut.of(await services.retry_job(db_session, actor, user, job_id))
+        return JobOut.of(await services.retry_job(db_session, actor, caller, job_id))
 
     @get(
         "/{job_id:int}/result",
@@ -151,13 +150,13 @@ class JobsController(Controller):
     )
     async def download_result(
         self,
-        request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
+        caller: Caller,
         job_id: FromPath[RowId],
         file: FromQuery[str | None] = None,
     ) -> File:
         """The job's result file, or the one named `file` (404 when it has none, 410 once
         it expired)."""
-        job = await services.visible_job(db_session, request.scope["user"], job_id)
+        job = await services.visible_job(db_session, caller, job_id)
         return services.result_download(runtime.settings, job, file)

@@ -47,6 +47,7 @@ class JobOut(msgspec.Struct):
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
+        """Not a plain copy: `has_file` is read off the result, two fields drop their `_id`."""
         return cls(
             id=job.id,
             type=job.type,
@@ -81,6 +82,7 @@ class JobTypeOut(msgspec.Struct):
 
     @classmethod
     def of(cls, kind: JobType) -> JobTypeOut:
+        """Not a plain copy: the role is given by its name."""
         return cls(
             name=kind.name,
             description=kind.description,

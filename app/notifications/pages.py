@@ -12,8 +12,8 @@ from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery
 
 from app.accounts.guards import roles
-from app.accounts.guards.identity import CurrentUser
-from app.accounts.services.audit import Actor
+from app.accounts.guards.identity import Caller, CurrentUser
+from app.accounts.services.audit import CurrentActor
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import redirect, render
@@ -59,11 +59,10 @@ class OutboxAdminController(Controller):
         return render(request, "notifications/message.html", {"message": message})
 
 
-def _my_id(request: Request) -> UUID:
-    me: CurrentUser = request.scope["user"]
-    if me.id is None:
+def _my_id(caller: CurrentUser) -> UUID:
+    if caller.id is None:
         raise PermissionDeniedException("An API key has no notifications.")
-    return me.id
+    return caller.id
 
 
 class NotificationsController(Controller):
@@ -74,10 +73,14 @@ class NotificationsController(Controller):
 
     @get("/", name="accounts:notifications")
     async def notifications(
-        self, request: Request, db_session: DbSession, page: FromQuery[PageNumber] = 1
+        self,
+        request: Request,
+        db_session: DbSession,
+        caller: Caller,
+        page: FromQuery[PageNumber] = 1,
     ) -> Response[str]:
         """Unread first, then newest first."""
-        user_id = _my_id(request)
+        user_id = _my_id(caller)
         items = await list_notifications(
             db_session, user_id, PageRequest.of(page, PER_PAGE, PER_PAGE)
         )
@@ -89,24 +92,29 @@ class NotificationsController(Controller):
         return render(request, "notifications/list.html", context, block="results")
 
     @get("/count", name="accounts:notifications_count")
-    async def count(self, request: Request, db_session: DbSession) -> Response[str]:
+    async def count(self, db_session: DbSession, caller: Caller) -> Response[str]:
         """The header link's label, loaded by htmx on every page (plain text, escaped)."""
-        unread = await unread_count(db_session, _my_id(request))
+        unread = await unread_count(db_session, _my_id(caller))
         label = f"Notifications ({unread})" if unread else "Notifications"
         return Response(label, media_type="text/html", headers={"Vary": "HX-Request"})
 
     @post("/{notification_id:uuid}/read", name="accounts:notification_read")
     async def read_one(
-        self, request: Request, db_session: DbSession, notification_id: FromPath[UUID]
+        self,
+        request: Request,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        notification_id: FromPath[UUID],
     ) -> Response[Any]:
-        await mark_read(
-            db_session, Actor.from_connection(request), _my_id(request), notification_id
-        )
+        await mark_read(db_session, actor, _my_id(caller), notification_id)
         await db_session.commit()
         return redirect(request.app.route_reverse("accounts:notifications"))
 
     @post("/read-all", name="accounts:notifications_read_all")
-    async def read_all(self, request: Request, db_session: DbSession) -> Response[Any]:
-        await mark_read(db_session, Actor.from_connection(request), _my_id(request), None)
+    async def read_all(
+        self, request: Request, db_session: DbSession, actor: CurrentActor, caller: Caller
+    ) -> Response[Any]:
+        await mark_read(db_session, actor, _my_id(caller), None)
         await db_session.commit()
         return redirect(request.app.route_reverse("accounts:notifications"))

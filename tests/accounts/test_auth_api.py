@@ -15,13 +15,16 @@ import httpx
 import jwt
 import pytest
 from litestar import Litestar
+from sqlalchemy import select
 
-from app.accounts.models import TokenFamily, User
+from app.accounts.models import AuditEntry, Role, TokenFamily, User
+from app.accounts.services.api_keys import create_api_key
+from app.accounts.services.audit import Actor
 from app.accounts.services.tokens import ALGORITHM, AUDIENCE, ISSUER, InvalidToken
 from app.core.db import create_engine, create_sessionmaker
 from app.settings import Settings
 from tests.accounts.test_rate_limit import app_with
-from tests.conftest import PASSWORD, client_for, own_valkey
+from tests.conftest import PASSWORD, client_for, own_valkey, signed_in
 
 # The attack tokens below are signed with deliberately poor keys.
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
@@ -133,6 +136,66 @@ async def test_logout_revokes_the_access_token_and_the_refresh_family(
         "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
     )
     assert refresh.status_code == 401
+
+
+async def test_sign_out_everywhere_ends_every_browser_session_and_token_of_the_caller(
+    client: httpx.AsyncClient, app: Litestar, accounts: dict[str, User]
+) -> None:
+    """The API twin of the account page's button: one call, and the caller's browsers and
+    every sign-in of theirs (the token in use included) are refused; others are untouched."""
+    editor = accounts["editor"]
+    this, other = await _login(client), await _login(client)
+    async with (
+        signed_in(app, editor) as browser,
+        signed_in(app, accounts["viewer"]) as bystander,
+    ):
+        assert (await browser.get("/account")).status_code == 200
+        answer = await client.post(
+            "/api/v1/auth/sign-out-everywhere", headers=_bearer(this["access_token"])
+        )
+        assert answer.status_code == 204 and answer.content == b""
+        assert (await browser.get("/account")).status_code == 303  # sent to sign in
+        assert (await bystander.get("/account")).status_code == 200
+    for tokens in (this, other):
+        me = await client.get("/api/v1/auth/me", headers=_bearer(tokens["access_token"]))
+        assert me.status_code == 401
+        refresh = {"refresh_token": tokens["refresh_token"]}
+        assert (await client.post("/api/v1/auth/refresh", json=refresh)).status_code == 401
+    assert await app.state.sessions.list_for_user(editor.id) == []
+    async with app.state.sessionmaker() as session:
+        query = select(AuditEntry).where(AuditEntry.action == "auth.signed_out_everywhere")
+        [entry] = (await session.scalars(query)).all()
+    assert (entry.user_id, entry.resource_id, entry.details) == (
+        editor.id,
+        str(editor.id),
+        {"sessions": 1},
+    )
+    again = await _login(client)  # signing in again works as before
+    me = await client.get("/api/v1/auth/me", headers=_bearer(again["access_token"]))
+    assert me.status_code == 200
+
+
+async def test_sign_out_everywhere_needs_a_signed_in_person(
+    client: httpx.AsyncClient, app: Litestar, accounts: dict[str, User]
+) -> None:
+    """Anonymous callers get 401; an API key, which has no sign-ins, 403."""
+    anonymous = await client.post("/api/v1/auth/sign-out-everywhere")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"].startswith("application/problem+json")
+    async with app.state.sessionmaker() as session, session.begin():
+        admin = accounts["admin"]
+        actor = Actor(admin.id, admin.username)
+        _, secret = await create_api_key(session, actor, Role.admin, admin.id, "ops", "admin", None)
+    by_key = await client.post("/api/v1/auth/sign-out-everywhere", headers={"X-API-Key": secret})
+    assert by_key.status_code == 403
+    assert (await _fresh_version(app, admin)) == admin.auth_version
+
+
+async def _fresh_version(app: Litestar, user: User) -> int:
+    async with app.state.sessionmaker() as session:
+        stored = await session.get(User, user.id)
+        assert stored is not None
+        return stored.auth_version
 
 
 ATTACKS = (

@@ -140,6 +140,29 @@ async def test_api_sign_in_refresh_and_sign_out_work_while_the_store_is_paused(
         await app.state.store.close()
 
 
+async def test_api_sign_out_everywhere_holds_while_the_store_is_paused(
+    settings: Settings, accounts: dict[str, User]
+) -> None:
+    """The account's version, in the database, is what ends every sign-in: with the store
+    away, the browser sessions cannot be deleted, but the tokens are refused all the same
+    (and so would the sessions be, once the store answers)."""
+    with private_valkey() as valkey:
+        app = create_app(valkey.settings(settings, socket_timeout=SOCKET_TIMEOUT))
+        async with app.lifespan(), client_for(app) as client:
+            valkey.pause()
+            login = {"login": "editor", "password": PASSWORD}
+            tokens = (await client.post("/api/v1/auth/login", json=login)).json()
+            headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+            everywhere = await client.post("/api/v1/auth/sign-out-everywhere", headers=headers)
+            assert everywhere.status_code == 204, everywhere.text
+            assert (await client.get("/api/v1/auth/me", headers=headers)).status_code == 401
+            again = {"refresh_token": tokens["refresh_token"]}
+            assert (await client.post("/api/v1/auth/refresh", json=again)).status_code == 401
+            valkey.resume()
+        await app.state.engine.dispose()
+        await app.state.store.close()
+
+
 async def test_a_full_store_refuses_new_sessions_with_a_503_and_serves_the_rest(
     settings: Settings, accounts: dict[str, User]
 ) -> None:

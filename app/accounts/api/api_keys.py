@@ -6,13 +6,14 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.accounts.guards import roles
+from app.accounts.guards.identity import Caller
 from app.accounts.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from app.accounts.services.api_keys import create_api_key, list_api_keys, revoke_api_key
-from app.accounts.services.audit import Actor
+from app.accounts.services.audit import CurrentActor
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest, PerPage
 
@@ -36,20 +37,23 @@ class ApiKeysController(Controller):
 
     @post("/", name="api:api_keys:create", status_code=201)
     async def create_key(
-        self, request: Request, db_session: DbSession, data: JSONBody[ApiKeyCreate]
+        self,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        data: JSONBody[ApiKeyCreate],
     ) -> Response[ApiKeyCreated]:
         """Create a key. The response holds its `secret`, which is never shown again."""
-        user = request.scope["user"]
         key, secret = await create_api_key(
             db_session,
-            Actor.from_connection(request),
-            user.role,
-            user.id,
+            actor,
+            caller.role,
+            caller.id,
             data.name,
             data.role,
             data.expires_at,
         )
-        shown = ApiKeyOut.of(key, user.username)
+        shown = ApiKeyOut.of(key, caller.username)
         return Response(
             ApiKeyCreated(**msgspec.structs.asdict(shown), secret=secret),
             status_code=201,
@@ -58,7 +62,7 @@ class ApiKeysController(Controller):
 
     @delete("/{key_id:uuid}", name="api:api_keys:revoke", status_code=204)
     async def revoke_key(
-        self, request: Request, db_session: DbSession, key_id: FromPath[UUID]
+        self, db_session: DbSession, actor: CurrentActor, key_id: FromPath[UUID]
     ) -> None:
         """Revoke a key: it stops working with the next request."""
-        await revoke_api_key(db_session, Actor.from_connection(request), key_id)
+        await revoke_api_key(db_session, actor, key_id)

@@ -11,7 +11,6 @@ from litestar import Controller, get
 from litestar.params import FromQuery, Parameter
 
 from app.accounts.guards import roles
-from app.accounts.models import AuditEntry
 from app.accounts.services.audit import AuditFilters, list_audit
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest, PerPage
@@ -38,21 +37,6 @@ class AuditEntryOut(msgspec.Struct):
     details: dict[str, Any] | None
     ip_address: str | None
     user_agent: str | None
-
-    @classmethod
-    def of(cls, entry: AuditEntry) -> AuditEntryOut:
-        return cls(
-            id=entry.id,
-            created_at=entry.created_at,
-            user_id=entry.user_id,
-            actor=entry.actor,
-            action=entry.action,
-            resource_type=entry.resource_type,
-            resource_id=entry.resource_id,
-            details=entry.details,
-            ip_address=entry.ip_address,
-            user_agent=entry.user_agent,
-        )
 
 
 class AuditController(Controller):
@@ -86,4 +70,6 @@ class AuditController(Controller):
         entries = await list_audit(
             db_session, filters, PageRequest.of(page, per_page, default=DEFAULT_PER_PAGE)
         )
-        return entries.envelope([AuditEntryOut.of(entry) for entry in entries.items])
+        return entries.envelope(
+            msgspec.convert(entries.items, list[AuditEntryOut], from_attributes=True)
+        )

@@ -1,17 +1,22 @@
-"""`/api/v1/auth`: tokens for API clients. No answer here is stored by any cache
-(`Cache-Control: no-store`, RFC 6749 §5.1): they hold tokens or say who holds one."""
+"""`/api/v1/auth`: tokens for API clients, and signing out everywhere. No answer here is
+stored by any cache (`Cache-Control: no-store`, RFC 6749 §5.1): they hold tokens or say
+who holds one."""
 
 from __future__ import annotations
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.datastructures import CacheControlHeader
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import JSONBody
 
 from app.accounts.guards import roles
+from app.accounts.guards.identity import Caller
 from app.accounts.schemas import LoginRequest, LogoutRequest, MeOut, RefreshRequest, TokenPair
-from app.accounts.services.audit import Actor, record
-from app.accounts.services.sign_in import sign_in_with_password
+from app.accounts.services.audit import CurrentActor, record
+from app.accounts.services.sessions import SessionStore
+from app.accounts.services.sign_in import sign_in_with_password, sign_out_everywhere
 from app.accounts.services.tokens import AccessTokens, InvalidToken, RefreshTokens
+from app.accounts.services.users import get_user
 from app.core.db import DbSession
 from app.core.errors import DomainError
 from app.core.runtime import AppRuntime, Runtime
@@ -29,15 +34,13 @@ class AuthController(Controller):
     @post("/login", name="api:auth:login", guards=[roles.public], status_code=200)
     async def login(
         self,
-        request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
+        actor: CurrentActor,
         data: JSONBody[LoginRequest],
     ) -> TokenPair:
         """Exchange a login and password for an access token (30 min) and a refresh token."""
-        user = await sign_in_with_password(
-            db_session, runtime, Actor.from_connection(request), data.login, data.password
-        )
+        user = await sign_in_with_password(db_session, runtime, actor, data.login, data.password)
         family, refresh = await runtime.service(RefreshTokens).start(
             db_session, user.id, user.auth_version
         )
@@ -62,24 +65,45 @@ class AuthController(Controller):
     @post("/logout", name="api:auth:logout", guards=[roles.viewer], status_code=204)
     async def logout(
         self,
-        request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
         data: JSONBody[LogoutRequest | None] = None,
     ) -> None:
         """Sign out: the access token in use and every token of its sign-in are refused from
         now on (and the given refresh token's family, when it is another one)."""
-        user = request.scope["user"]
-        if user.token is not None:
-            await runtime.service(RefreshTokens).sign_out(db_session, user.token)
+        if caller.token is not None:
+            await runtime.service(RefreshTokens).sign_out(db_session, caller.token)
         if data is not None and data.refresh_token:
             await runtime.service(RefreshTokens).revoke(db_session, data.refresh_token)
-        record(db_session, Actor.from_connection(request), "auth.logout", "user", user.id)
+        record(db_session, actor, "auth.logout", "user", caller.id)
+
+    @post(
+        "/sign-out-everywhere",
+        name="api:auth:sign_out_everywhere",
+        guards=[roles.viewer],
+        status_code=204,
+    )
+    async def sign_out_everywhere(
+        self, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor, caller: Caller
+    ) -> None:
+        """Sign the caller out everywhere: every browser session and every access and refresh
+        token of theirs is refused from now on, the token in use included. An API key has no
+        sign-ins of its own (403)."""
+        if caller.id is None:
+            raise PermissionDeniedException("An API key has no sign-ins to end.")
+        user = await get_user(db_session, caller.id)
+        await sign_out_everywhere(db_session, runtime.service(SessionStore), actor, user)
 
     @get("/me", name="api:auth:me", guards=[roles.viewer])
-    async def me(self, request: Request) -> MeOut:
+    async def me(self, caller: Caller) -> MeOut:
         """The caller as Keel sees them."""
-        user = request.scope["user"]
         return MeOut(
-            user.id, user.username, user.email, user.display_name, user.role.name, user.via
+            caller.id,
+            caller.username,
+            caller.email,
+            caller.display_name,
+            caller.role.name,
+            caller.via,
         )

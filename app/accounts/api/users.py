@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.accounts.guards import roles
+from app.accounts.guards.identity import Caller
 from app.accounts.schemas import PasswordResetOut, UserCreate, UserOut, UserPageOut, UserUpdate
-from app.accounts.services.audit import Actor
+from app.accounts.services.audit import CurrentActor
 from app.accounts.services.password_hashing import PasswordHashing
 from app.accounts.services.passwords import RESET_LINK_SECONDS, create_password_reset, reset_link
 from app.accounts.services.users import (
@@ -46,19 +48,20 @@ class UsersController(Controller):
         (active|inactive), sorted by `sort` (username, email, role, created_at,
         last_login_at; prefix `-` for descending)."""
         found = await list_users(db_session, q, role, status, sort, PageRequest.of(page, per_page))
-        users = [UserOut.of(user) for user in found.items]
+        users = msgspec.convert(found.items, list[UserOut], from_attributes=True)
         return UserPageOut(users, found.total, found.page, found.per_page)
 
     @get("/{user_id:uuid}", name="api:users:get", guards=[roles.viewer])
     async def show(self, db_session: DbSession, user_id: FromPath[UUID]) -> UserOut:
-        return UserOut.of(await get_user(db_session, user_id))
+        return msgspec.convert(await get_user(db_session, user_id), UserOut, from_attributes=True)
 
     @post("/", name="api:users:create", guards=[roles.editor], status_code=201)
     async def create(
         self,
-        request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
         data: JSONBody[UserCreate],
     ) -> UserOut:
         """Create an account; editors may create viewers and editors, admins anyone."""
@@ -66,25 +69,26 @@ class UsersController(Controller):
         user = await create_user(
             db_session,
             runtime.service(PasswordHashing),
-            Actor.from_connection(request),
-            request.scope["user"].role,
+            actor,
+            caller.role,
             new_user,
         )
-        return UserOut.of(user)
+        return msgspec.convert(user, UserOut, from_attributes=True)
 
     @patch("/{user_id:uuid}", name="api:users:update", guards=[roles.editor])
     async def update(
         self,
-        request: Request,
         db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
         user_id: FromPath[UUID],
         data: JSONBody[UserUpdate],
     ) -> UserOut:
         """Change the fields given; `is_active: false` ends the user's sessions and tokens."""
         user = await update_user(
             db_session,
-            Actor.from_connection(request),
-            request.scope["user"].role,
+            actor,
+            caller.role,
             await get_user(db_session, user_id),
             email=data.email,
             username=data.username,
@@ -92,7 +96,7 @@ class UsersController(Controller):
             role=data.role,
             is_active=data.is_active,
         )
-        return UserOut.of(user)
+        return msgspec.convert(user, UserOut, from_attributes=True)
 
     @post(
         "/{user_id:uuid}/password-reset",
@@ -102,25 +106,31 @@ class UsersController(Controller):
         cache_control=CacheControlHeader(no_store=True),
     )
     async def password_reset(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, user_id: FromPath[UUID]
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        user_id: FromPath[UUID],
     ) -> PasswordResetOut:
         """A one-time link with which the user sets a new password within an hour."""
         token = await create_password_reset(
             db_session,
             runtime.store,
-            Actor.from_connection(request),
-            request.scope["user"].role,
+            actor,
+            caller.role,
             await get_user(db_session, user_id),
         )
         return PasswordResetOut(reset_link(site_base(request), token), RESET_LINK_SECONDS)
 
     @delete("/{user_id:uuid}", name="api:users:delete", guards=[roles.editor], status_code=204)
     async def remove(
-        self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
+        self, db_session: DbSession, actor: CurrentActor, caller: Caller, user_id: FromPath[UUID]
     ) -> None:
         await delete_user(
             db_session,
-            Actor.from_connection(request),
-            request.scope["user"].role,
+            actor,
+            caller.role,
             await get_user(db_session, user_id),
         )

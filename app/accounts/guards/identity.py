@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from litestar.datastructures import Cookie, MutableScopeHeaders
+from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import ASGIMiddleware
@@ -75,6 +76,20 @@ class CurrentUser:
     @property
     def name(self) -> str:
         return self.display_name or self.username
+
+
+def provide_caller(scope: Scope) -> CurrentUser:
+    """The `caller` dependency of handlers (`caller: Caller`): who is signed in. Their route's
+    role guard has let them in; a route open to anonymous visitors that asks for a caller
+    answers an anonymous one 401, as a role guard would."""
+    caller = scope.get("user")
+    if not isinstance(caller, CurrentUser):
+        raise _unauthorized("Sign in to continue.")
+    return caller
+
+
+Caller = NamedDependency[CurrentUser]
+"""A handler's `caller` parameter: the signed-in CurrentUser (`create_app` provides it)."""
 
 
 def created_by(

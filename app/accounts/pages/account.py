@@ -13,14 +13,15 @@ from litestar.params import FromPath, FromQuery
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.guards import roles
-from app.accounts.guards.identity import CurrentUser
+from app.accounts.guards.identity import Caller, CurrentUser
 from app.accounts.models import User
 from app.accounts.pages.sign_in import PASSWORDS_DIFFER, signed_out, start_session
 from app.accounts.pages.verify import mail_verification_link
-from app.accounts.services.audit import Actor, record
+from app.accounts.services.audit import CurrentActor, record
 from app.accounts.services.password_hashing import PasswordHashing
 from app.accounts.services.passwords import change_password
 from app.accounts.services.sessions import BrowserSession, SessionStore
+from app.accounts.services.sign_in import sign_out_everywhere
 from app.accounts.services.users import AccountError, get_user, update_user
 from app.core.db import DbSession
 from app.core.runtime import AppRuntime, Runtime
@@ -57,12 +58,11 @@ class SessionRow:
         )
 
 
-def _me(request: Request) -> tuple[CurrentUser, UUID]:
-    """The signed-in person and their id; an API key is a service and has no account page."""
-    me: CurrentUser = request.scope["user"]
-    if me.id is None:
+def _my_id(caller: CurrentUser) -> UUID:
+    """The signed-in person's id; an API key is a service and has no account page."""
+    if caller.id is None:
         raise PermissionDeniedException("An API key has no account page.")
-    return me, me.id
+    return caller.id
 
 
 def _account_url(request: Request, saved: str | None = None) -> str:
@@ -81,9 +81,9 @@ async def _page(
     status_code: int = 200,
 ) -> Response[str]:
     """The account page; `form` keeps what the user typed (never a password)."""
-    me, _ = _me(request)
+    current_digest = request.scope["user"].session_digest
     sessions = [
-        SessionRow.of(session, me.session_digest)
+        SessionRow.of(session, current_digest)
         for session in await runtime.service(SessionStore).list_for_user(user.id)
         if session.auth_version == user.auth_version  # older ones are already dead
     ]
@@ -115,24 +115,30 @@ class AccountController(Controller):
         request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
+        caller: Caller,
         saved: FromQuery[str | None] = None,
     ) -> Response[str]:
         """Profile, password and sessions of whoever is signed in."""
-        user = await get_user(db_session, _me(request)[1])
+        user = await get_user(db_session, _my_id(caller))
         return await _page(request, runtime, user, message=SAVED_MESSAGES.get(saved or ""))
 
     @post("/profile", name="accounts:profile_update")
     async def profile_update(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        data: Form,
     ) -> Response[Any]:
-        me, my_id = _me(request)
-        user = await get_user(db_session, my_id)
+        user = await get_user(db_session, _my_id(caller))
         old_email = user.email
         try:
             await update_user(
                 db_session,
-                Actor.from_connection(request),
-                me.role,
+                actor,
+                caller.role,
                 user,
                 email=data.get("email", ""),
                 display_name=data.get("display_name", ""),
@@ -142,16 +148,21 @@ class AccountController(Controller):
             errors = {exc.field or "form": exc.message}
             return await _page(request, runtime, user, form=data, errors=errors, status_code=400)
         if user.email != old_email:
-            await mail_verification_link(request, runtime, db_session, user)
+            await mail_verification_link(request, runtime, db_session, actor, user)
         return redirect(_account_url(request, "profile"))
 
     @post("/password", name="accounts:password_change")
     async def password_change(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        data: Form,
     ) -> Response[Any]:
         """A new password ends every session; this browser gets a fresh one at once."""
-        _, my_id = _me(request)
-        user = await get_user(db_session, my_id)
+        user = await get_user(db_session, _my_id(caller))
         errors: dict[str, str] = {}
         if data.get("new_password", "") != data.get("new_password_confirm", ""):
             errors["new_password_confirm"] = PASSWORDS_DIFFER
@@ -160,7 +171,7 @@ class AccountController(Controller):
                 await change_password(
                     db_session,
                     runtime.service(PasswordHashing),
-                    Actor.from_connection(request),
+                    actor,
                     user,
                     data.get("current_password", ""),
                     data.get("new_password", ""),
@@ -174,43 +185,39 @@ class AccountController(Controller):
         await runtime.service(SessionStore).revoke_all(
             user.id
         )  # dead already (auth_version); tidy the list
-        return await start_session(request, runtime, user, _account_url(request, "password"))
+        return await start_session(request, runtime, actor, user, _account_url(request, "password"))
 
     @post("/sessions/{short_id:str}/revoke", name="accounts:session_revoke")
     async def session_revoke(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, short_id: FromPath[str]
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        short_id: FromPath[str],
     ) -> Response[bytes]:
         """End one of the user's own sessions (another browser's, or this one)."""
-        me, my_id = _me(request)
+        my_id = _my_id(caller)
         if not await runtime.service(SessionStore).revoke_by_short_id(my_id, short_id):
             raise NotFoundException("No such session; it may have ended already.")
         record(
             db_session,
-            Actor.from_connection(request),
+            actor,
             "auth.session_revoked",
             "user",
             my_id,
             browser_session=short_id,
         )
-        if me.session_digest and me.session_digest.startswith(short_id):
+        if caller.session_digest and caller.session_digest.startswith(short_id):
             return signed_out(runtime, "/login")
         return redirect(_account_url(request, "session"))
 
     @post("/sign-out-everywhere", name="accounts:sign_out_everywhere")
     async def sign_out_everywhere(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession
+        self, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor, caller: Caller
     ) -> Response[bytes]:
         """End every session and API token of the user, this one included."""
-        _, my_id = _me(request)
-        user = await get_user(db_session, my_id)
-        user.auth_version += 1  # access and refresh tokens carry the version: all now fail
-        ended = await runtime.service(SessionStore).revoke_all(my_id)
-        record(
-            db_session,
-            Actor.from_connection(request),
-            "auth.signed_out_everywhere",
-            "user",
-            my_id,
-            sessions=ended,
-        )
+        user = await get_user(db_session, _my_id(caller))
+        await sign_out_everywhere(db_session, runtime.service(SessionStore), actor, user)
         return signed_out(runtime, "/login")

@@ -10,6 +10,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 
 from app.accounts.guards import roles
+from app.accounts.guards.identity import Caller
 from app.accounts.models import ASSIGNABLE_ROLES
 from app.accounts.services.api_keys import (
     ApiKeyError,
@@ -19,7 +20,7 @@ from app.accounts.services.api_keys import (
     list_api_keys,
     revoke_api_key,
 )
-from app.accounts.services.audit import Actor
+from app.accounts.services.audit import CurrentActor
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, redirect, render
@@ -72,17 +73,21 @@ class ApiKeysAdminController(Controller):
 
     @post("/", name="admin:api_keys:create")
     async def create_key(
-        self, request: Request, db_session: DbSession, data: Form
+        self,
+        request: Request,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        data: Form,
     ) -> Response[str]:
         """Create the key and show its secret on this response only; it is never stored."""
-        user = request.scope["user"]
         form = {k: data.get(k, "") for k in ("name", "role", "expires_at")}
         try:
             key, secret = await create_api_key(
                 db_session,
-                Actor.from_connection(request),
-                user.role,
-                user.id,
+                actor,
+                caller.role,
+                caller.id,
                 form["name"],
                 form["role"],
                 parse_expiry(form["expires_at"]),
@@ -116,8 +121,8 @@ class ApiKeysAdminController(Controller):
 
     @post("/{key_id:uuid}/revoke", name="admin:api_keys:revoke_submit")
     async def revoke_key(
-        self, request: Request, db_session: DbSession, key_id: FromPath[UUID]
+        self, request: Request, db_session: DbSession, actor: CurrentActor, key_id: FromPath[UUID]
     ) -> Response[bytes]:
-        await revoke_api_key(db_session, Actor.from_connection(request), key_id)
+        await revoke_api_key(db_session, actor, key_id)
         location = request.app.route_reverse("admin:api_keys")
         return redirect(location)

@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery
 
 from app.accounts.guards import roles
 from app.accounts.pages.sign_in import PASSWORDS_DIFFER
-from app.accounts.services.audit import Actor
+from app.accounts.services.audit import CurrentActor
 from app.accounts.services.password_hashing import PasswordHashing
 from app.accounts.services.passwords import (
     PasswordResetInvalid,
@@ -63,6 +63,7 @@ class PasswordResetController(Controller):
         request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
+        actor: CurrentActor,
         token: FromPath[str],
         data: Form,
     ) -> Response[Any]:
@@ -81,7 +82,7 @@ class PasswordResetController(Controller):
                     db_session,
                     runtime.store,
                     runtime.service(PasswordHashing),
-                    Actor.from_connection(request),
+                    actor,
                     token,
                     data.get("new_password", ""),
                 )
@@ -113,7 +114,12 @@ class ForgotPasswordController(Controller):
 
     @post("/", name="accounts:forgot_password_submit")
     async def forgot_submit(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        data: Form,
     ) -> Response[Any]:
         """E-mail a reset link when the address belongs to an active account; answer alike."""
         email = data.get("email", "").strip()[:320]
@@ -126,7 +132,7 @@ class ForgotPasswordController(Controller):
             await request_password_reset(
                 db_session,
                 runtime.store,
-                Actor.from_connection(request),
+                actor,
                 email,
                 lambda token: reset_link_url(request, token),
             )

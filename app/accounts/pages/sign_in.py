@@ -12,7 +12,7 @@ from app.accounts.guards import roles
 from app.accounts.guards.identity import FirstRun, expired_session_cookie, session_cookie
 from app.accounts.models import User
 from app.accounts.pages.verify import mail_verification_link
-from app.accounts.services.audit import Actor, record
+from app.accounts.services.audit import Actor, CurrentActor, record
 from app.accounts.services.password_hashing import PasswordHashing
 from app.accounts.services.sessions import SessionStore, cookie_name
 from app.accounts.services.sign_in import create_first_admin, sign_in_with_password
@@ -31,13 +31,13 @@ from app.core.templating import Form, redirect, render
 
 
 async def start_session(
-    request: Request, runtime: Runtime, user: User, location: str
+    request: Request, runtime: Runtime, actor: Actor, user: User, location: str
 ) -> Response[bytes]:
-    """Sign `user` in: a fresh session id (any old one is deleted), then go to `location`."""
+    """Sign `user` in: a fresh session id (any old one is deleted), then go to `location`;
+    the session notes the address and browser of `actor`, who asked for it."""
     old = request.scope.get("state", {}).get("session_id")
     if old:
         await runtime.service(SessionStore).revoke(old)
-    actor = Actor.from_connection(request)
     session_id = await runtime.service(SessionStore).create(
         user.id, user.auth_version, user.role, actor.ip_address, actor.user_agent
     )
@@ -98,7 +98,12 @@ class SignInController(Controller):
 
     @post("/setup", name="accounts:setup_submit")
     async def setup_submit(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        data: Form,
     ) -> Response[Any]:
         if await users_exist(db_session):
             raise NotFoundException()
@@ -108,7 +113,7 @@ class SignInController(Controller):
                 user = await create_first_admin(
                     db_session,
                     runtime.service(PasswordHashing),
-                    Actor.from_connection(request),
+                    actor,
                     new_user,
                 )
             except AccountError as exc:
@@ -118,7 +123,7 @@ class SignInController(Controller):
             else:
                 await db_session.commit()
                 runtime.service(FirstRun).has_users = True
-                return await start_session(request, runtime, user, "/admin")
+                return await start_session(request, runtime, actor, user, "/admin")
         return form_again(request, "accounts/setup.html", data, errors)
 
     @get("/login", name="accounts:login")
@@ -133,13 +138,18 @@ class SignInController(Controller):
 
     @post("/login", name="accounts:login_submit")
     async def login_submit(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        data: Form,
     ) -> Response[Any]:
         login = data.get("login", "")
         target = safe_next(data.get("next"), "")
         try:
             user = await sign_in_with_password(
-                db_session, runtime, Actor.from_connection(request), login, data.get("password", "")
+                db_session, runtime, actor, login, data.get("password", "")
             )
         except (AccountError, Throttled) as exc:
             status = 429 if isinstance(exc, Throttled) else 400
@@ -153,22 +163,16 @@ class SignInController(Controller):
             )
         await db_session.commit()
         default = "/admin" if user.role_level.value >= 1 else "/"
-        return await start_session(request, runtime, user, target or default)
+        return await start_session(request, runtime, actor, user, target or default)
 
     @post("/logout", name="accounts:logout")
     async def logout(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor
     ) -> Response[bytes]:
         session_id = request.scope.get("state", {}).get("session_id")
         if session_id:
             await runtime.service(SessionStore).revoke(session_id)
-            record(
-                db_session,
-                Actor.from_connection(request),
-                "auth.logout",
-                "user",
-                getattr(request.scope.get("user"), "id", None),
-            )
+            record(db_session, actor, "auth.logout", "user", actor.user_id)
         return signed_out(runtime, "/")
 
     @get("/register", name="accounts:register")
@@ -179,7 +183,12 @@ class SignInController(Controller):
 
     @post("/register", name="accounts:register_submit")
     async def register_submit(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        data: Form,
     ) -> Response[Any]:
         if not await REGISTRATION_OPEN.read(db_session):
             raise NotFoundException()
@@ -189,13 +198,13 @@ class SignInController(Controller):
                 user = await register_user(
                     db_session,
                     runtime.service(PasswordHashing),
-                    Actor.from_connection(request),
+                    actor,
                     new_user,
                 )
             except AccountError as exc:
                 errors[exc.field or "form"] = exc.message
             else:
-                await mail_verification_link(request, runtime, db_session, user)
+                await mail_verification_link(request, runtime, db_session, actor, user)
                 await db_session.commit()
-                return await start_session(request, runtime, user, "/")
+                return await start_session(request, runtime, actor, user, "/")
         return form_again(request, "accounts/register.html", data, errors)

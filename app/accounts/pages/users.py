@@ -14,10 +14,11 @@ from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath, FromQuery
 
 from app.accounts.guards import roles
+from app.accounts.guards.identity import Caller
 from app.accounts.models import ASSIGNABLE_ROLES, Role, User
 from app.accounts.pages.reset import reset_link_url
 from app.accounts.pages.sign_in import account_form
-from app.accounts.services.audit import Actor
+from app.accounts.services.audit import CurrentActor
 from app.accounts.services.password_hashing import PasswordHashing
 from app.accounts.services.passwords import RESET_LINK_SECONDS, create_password_reset
 from app.accounts.services.users import (
@@ -52,10 +53,6 @@ NOTICES = {
     "deleted": "The account was deleted.",
 }
 FORM_TEMPLATE = "accounts/users/form.html"
-
-
-def _caller_role(request: Request) -> Role:
-    return request.scope["user"].role
 
 
 def _edit_url(request: Request, user_id: FromPath[UUID], notice: str | None = None) -> str:
@@ -159,7 +156,13 @@ class UsersAdminController(Controller):
 
     @post("/", name="admin:user_create", guards=[roles.editor])
     async def create(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: Form
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        data: Form,
     ) -> Response[Any]:
         new_user, errors = account_form(data)
         new_user.role = data.get("role", Role.viewer.name)
@@ -168,8 +171,8 @@ class UsersAdminController(Controller):
                 user = await create_user(
                     db_session,
                     runtime.service(PasswordHashing),
-                    Actor.from_connection(request),
-                    _caller_role(request),
+                    actor,
+                    caller.role,
                     new_user,
                 )
             except AccountError as exc:
@@ -194,14 +197,20 @@ class UsersAdminController(Controller):
 
     @post("/{user_id:uuid}", name="admin:user_update", guards=[roles.editor])
     async def update(
-        self, request: Request, db_session: DbSession, user_id: FromPath[UUID], data: Form
+        self,
+        request: Request,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        user_id: FromPath[UUID],
+        data: Form,
     ) -> Response[Any]:
         """E-mail, username, display name and role (changing the role is part of editing)."""
         try:
             await update_user(
                 db_session,
-                Actor.from_connection(request),
-                _caller_role(request),
+                actor,
+                caller.role,
                 await get_user(db_session, user_id),
                 email=data.get("email"),
                 username=data.get("username"),
@@ -219,21 +228,29 @@ class UsersAdminController(Controller):
 
     @post("/{user_id:uuid}/deactivate", name="admin:user_deactivate", guards=[roles.editor])
     async def deactivate(
-        self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
+        self,
+        request: Request,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        user_id: FromPath[UUID],
     ) -> Response[bytes]:
         """Deactivating ends every session and token of the user at once."""
         user = await get_user(db_session, user_id)
-        actor = Actor.from_connection(request)
-        await update_user(db_session, actor, _caller_role(request), user, is_active=False)
+        await update_user(db_session, actor, caller.role, user, is_active=False)
         return redirect(_edit_url(request, user_id, "deactivated"))
 
     @post("/{user_id:uuid}/reactivate", name="admin:user_reactivate", guards=[roles.editor])
     async def reactivate(
-        self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
+        self,
+        request: Request,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        user_id: FromPath[UUID],
     ) -> Response[bytes]:
         user = await get_user(db_session, user_id)
-        actor = Actor.from_connection(request)
-        await update_user(db_session, actor, _caller_role(request), user, is_active=True)
+        await update_user(db_session, actor, caller.role, user, is_active=True)
         return redirect(_edit_url(request, user_id, "reactivated"))
 
     @post(
@@ -243,14 +260,18 @@ class UsersAdminController(Controller):
         cache_control=CacheControlHeader(no_store=True),
     )
     async def reset_link(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, user_id: FromPath[UUID]
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        user_id: FromPath[UUID],
     ) -> Response[str]:
         """Show a new one-time reset link, once: Keel keeps only its hash, so this page
         is rendered directly instead of redirecting to it."""
         user = await get_user(db_session, user_id)
-        token = await create_password_reset(
-            db_session, runtime.store, Actor.from_connection(request), _caller_role(request), user
-        )
+        token = await create_password_reset(db_session, runtime.store, actor, caller.role, user)
         context = {
             "user": user,
             "reset_url": reset_link_url(request, token),
@@ -260,17 +281,22 @@ class UsersAdminController(Controller):
 
     @get("/{user_id:uuid}/delete", name="admin:user_delete_confirm", guards=[roles.editor])
     async def delete_confirm(
-        self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
+        self, request: Request, db_session: DbSession, caller: Caller, user_id: FromPath[UUID]
     ) -> Response[str]:
         user = await get_user(db_session, user_id)
-        if not can_manage(_caller_role(request), user.role_level):
+        if not can_manage(caller.role, user.role_level):
             raise AccountError("You cannot delete this account.", None, 403)
         return render(request, "accounts/users/confirm_delete.html", {"user": user})
 
     @post("/{user_id:uuid}/delete", name="admin:user_delete", guards=[roles.editor])
     async def delete(
-        self, request: Request, db_session: DbSession, user_id: FromPath[UUID]
+        self,
+        request: Request,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        user_id: FromPath[UUID],
     ) -> Response[bytes]:
         user = await get_user(db_session, user_id)
-        await delete_user(db_session, Actor.from_connection(request), _caller_role(request), user)
+        await delete_user(db_session, actor, caller.role, user)
         return redirect(request.app.route_reverse("admin:users") + "?notice=deleted")

@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery
 
 from app.accounts.guards import roles
 from app.accounts.models import User
-from app.accounts.services.audit import Actor
+from app.accounts.services.audit import Actor, CurrentActor
 from app.accounts.services.verification import (
     VerificationInvalid,
     find_verification,
@@ -32,13 +32,13 @@ def verify_link_url(request: Request, token: str) -> str:
 
 
 async def mail_verification_link(
-    request: Request, runtime: Runtime, db_session: DbSession, user: User
+    request: Request, runtime: Runtime, db_session: DbSession, actor: Actor, user: User
 ) -> int:
     """Enqueue the e-mail with a link that confirms `user`'s current address."""
     return await send_address_verification(
         db_session,
         runtime.store,
-        Actor.from_connection(request),
+        actor,
         user,
         lambda token: verify_link_url(request, token),
     )
@@ -73,10 +73,15 @@ class VerifyEmailController(Controller):
 
     @post("/{token:str}", name="accounts:verify_email_submit")
     async def verify_submit(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, token: FromPath[str]
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        token: FromPath[str],
     ) -> Response[Any]:
         try:
-            await verify_address(db_session, runtime.store, Actor.from_connection(request), token)
+            await verify_address(db_session, runtime.store, actor, token)
         except VerificationInvalid:
             await db_session.rollback()
             return _invalid(request)

@@ -9,7 +9,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
 
+from litestar import Request
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -55,6 +57,16 @@ class Actor:
     @classmethod
     def system(cls, name: str = "system") -> Actor:
         return cls(user_id=None, name=name)
+
+
+def provide_actor(request: Request) -> Actor:
+    """The `actor` dependency of handlers (`actor: CurrentActor`): who makes this request."""
+    return Actor.from_connection(request)
+
+
+CurrentActor = NamedDependency[Actor]
+"""A handler's `actor` parameter: the caller (or `anonymous`), their address and browser,
+for the audit entries of the change (`create_app` provides it)."""
 
 
 def record(

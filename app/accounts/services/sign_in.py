@@ -1,4 +1,4 @@
-"""The first run's admin and signing in."""
+"""The first run's admin, signing in, and signing out everywhere."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import Role, User
 from app.accounts.services.audit import Actor, record
 from app.accounts.services.password_hashing import PasswordHashing
+from app.accounts.services.sessions import SessionStore
 from app.accounts.services.throttle import LoginThrottle, Throttled
 from app.accounts.services.users import (
     AccountError,
@@ -21,6 +22,7 @@ from app.accounts.services.users import (
 )
 from app.core.errors import DomainError
 from app.core.runtime import Runtime
+from app.core.store import StoreError
 from app.site_settings.models import SystemSetting
 
 SETUP_MARKER = "_setup_completed"
@@ -131,3 +133,22 @@ async def sign_in_with_password(
     except DomainError:
         await session.commit()
         raise
+
+
+async def sign_out_everywhere(
+    session: AsyncSession, sessions: SessionStore, actor: Actor, user: User
+) -> int | None:
+    """End every sign-in of `user`: their browser sessions, the caller's own included, and
+    their API tokens. Sessions, access and refresh tokens all carry the account's
+    `auth_version`, which this moves on, so each is refused once the change commits;
+    deleting the sessions from the store only tidies the list (with the store away, the
+    API's sign-out still holds and the keys expire on their own). Audited, with the number
+    of browser sessions deleted (None when the store could not say)."""
+    user.auth_version += 1
+    ended: int | None
+    try:
+        ended = await sessions.revoke_all(user.id)
+    except StoreError:
+        ended = None
+    record(session, actor, "auth.signed_out_everywhere", "user", user.id, sessions=ended)
+    return ended

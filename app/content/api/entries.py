@@ -15,7 +15,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.accounts.guards import roles
 from app.accounts.models import Role
-from app.accounts.services.audit import Actor
+from app.accounts.services.audit import CurrentActor
 from app.content.models import Entry
 from app.content.schemas import (
     EntryCreate,
@@ -110,12 +110,12 @@ class ContentController(Controller):
 
     @post("/", name="api:content:create", guards=[roles.editor], status_code=201)
     async def create(
-        self, request: Request, db_session: DbSession, data: JSONBody[EntryCreate]
+        self, db_session: DbSession, actor: CurrentActor, data: JSONBody[EntryCreate]
     ) -> EntryOut:
         """A new draft; the slug is made from the title when not given (409 when taken)."""
         entry = await save_entry(
             db_session,
-            Actor.from_connection(request),
+            actor,
             EntryInput(
                 kind=data.kind,
                 title=data.title,
@@ -132,8 +132,8 @@ class ContentController(Controller):
     @patch("/{entry_id:uuid}", name="api:content:update", guards=[roles.editor])
     async def update(
         self,
-        request: Request,
         db_session: DbSession,
+        actor: CurrentActor,
         entry_id: FromPath[UUID],
         data: JSONBody[EntryUpdate],
     ) -> EntryOut:
@@ -149,16 +149,14 @@ class ContentController(Controller):
             tags=_given(data.tags, [tag.name for tag in entry.tags]),
             nav_order=entry.nav_order if data.nav_order is msgspec.UNSET else data.nav_order,
         )
-        return EntryOut.of(
-            await save_entry(db_session, Actor.from_connection(request), changes, entry)
-        )
+        return EntryOut.of(await save_entry(db_session, actor, changes, entry))
 
     @delete("/{entry_id:uuid}", name="api:content:delete", guards=[roles.editor], status_code=204)
     async def remove(
-        self, request: Request, db_session: DbSession, entry_id: FromPath[UUID]
+        self, db_session: DbSession, actor: CurrentActor, entry_id: FromPath[UUID]
     ) -> None:
         entry = await get_entry(db_session, entry_id)
-        await delete_entry(db_session, Actor.from_connection(request), entry)
+        await delete_entry(db_session, actor, entry)
 
     @post(
         "/{entry_id:uuid}/publish",
@@ -168,15 +166,15 @@ class ContentController(Controller):
     )
     async def publish(
         self,
-        request: Request,
         db_session: DbSession,
+        actor: CurrentActor,
         entry_id: FromPath[UUID],
         data: JSONBody[PublishIn | None] = None,
     ) -> EntryOut:
         """Publish now, or at `published_at` (with its offset): a future time schedules it."""
         entry = await get_entry(db_session, entry_id)
         at = data.published_at if data is not None else None
-        entry = await publish_entry(db_session, Actor.from_connection(request), entry, at)
+        entry = await publish_entry(db_session, actor, entry, at)
         return EntryOut.of(entry)
 
     @post(
@@ -186,11 +184,11 @@ class ContentController(Controller):
         status_code=200,
     )
     async def unpublish(
-        self, request: Request, db_session: DbSession, entry_id: FromPath[UUID]
+        self, db_session: DbSession, actor: CurrentActor, entry_id: FromPath[UUID]
     ) -> EntryOut:
         """Back to draft: invisible to visitors at once."""
         entry = await get_entry(db_session, entry_id)
-        return EntryOut.of(await unpublish_entry(db_session, Actor.from_connection(request), entry))
+        return EntryOut.of(await unpublish_entry(db_session, actor, entry))
 
     @get("/{entry_id:uuid}/revisions", name="api:content:revisions", guards=[roles.viewer])
     async def revisions(
@@ -198,4 +196,5 @@ class ContentController(Controller):
     ) -> list[RevisionOut]:
         """Every saved version of the entry, newest first."""
         entry = await _visible_entry(request, db_session, entry_id)
-        return [RevisionOut.of(revision) for revision in await list_revisions(db_session, entry.id)]
+        revisions = await list_revisions(db_session, entry.id)
+        return msgspec.convert(revisions, list[RevisionOut], from_attributes=True)

@@ -9,13 +9,14 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery
 
 from app.accounts.guards import roles
-from app.accounts.services.audit import Actor
+from app.accounts.guards.identity import Caller
+from app.accounts.services.audit import CurrentActor
 from app.content.models import Media
 from app.content.services.media import (
     HARD_MAX_BYTES,
@@ -52,6 +53,7 @@ class MediaOut(msgspec.Struct):
 
     @classmethod
     def of(cls, media: Media, uploaded_by: str | None) -> MediaOut:
+        """Not a plain copy: `url` and `markdown` are made, `uploaded_by` comes from a join."""
         return cls(
             id=media.id,
             url=media_url(media),
@@ -93,9 +95,10 @@ class MediaController(Controller):
     )
     async def upload(
         self,
-        request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
         data: Annotated[MediaUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> Response[MediaOut]:
         """Upload one image (PNG, JPEG, GIF, WebP) or PDF as the `file` part; the type is
@@ -103,7 +106,7 @@ class MediaController(Controller):
         try:
             media = await store_upload(
                 db_session,
-                Actor.from_connection(request),
+                actor,
                 runtime.settings.app.media_dir,
                 await UPLOAD_MAX_BYTES.read(db_session),
                 data.file.filename,
@@ -112,15 +115,15 @@ class MediaController(Controller):
             )
         finally:
             await data.file.close()
-        user = request.scope["user"]
-        uploaded_by = getattr(user, "username", None)
-        return Response(MediaOut.of(media, uploaded_by), status_code=201)
+        return Response(MediaOut.of(media, caller.username), status_code=201)
 
     @delete("/{media_id:uuid}", name="api:media:delete", status_code=204, guards=[roles.editor])
     async def delete_file(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, media_id: FromPath[UUID]
+        self,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        media_id: FromPath[UUID],
     ) -> None:
         """Delete the file and its record; URLs to it answer 404 from then on."""
-        await delete_media(
-            db_session, Actor.from_connection(request), runtime.settings.app.media_dir, media_id
-        )
+        await delete_media(db_session, actor, runtime.settings.app.media_dir, media_id)

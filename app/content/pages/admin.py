@@ -17,7 +17,7 @@ from litestar.params import FromPath, FromQuery
 
 from app.accounts.guards import roles
 from app.accounts.models import Role
-from app.accounts.services.audit import Actor
+from app.accounts.services.audit import CurrentActor
 from app.content.models import Entry, Kind, Status
 from app.content.schemas import public_path
 from app.content.services.entries import (
@@ -213,11 +213,13 @@ class ContentAdminController(Controller):
         return await _entry_page(request, db_session, None, {"kind": kind}, {})
 
     @post("/", name="admin:content_create", guards=[roles.editor])
-    async def create(self, request: Request, db_session: DbSession, data: Form) -> Response[Any]:
+    async def create(
+        self, request: Request, db_session: DbSession, actor: CurrentActor, data: Form
+    ) -> Response[Any]:
         try:
             entry = await save_entry(
                 db_session,
-                Actor.from_connection(request),
+                actor,
                 _entry_input(data, data.get("kind", "")),
             )
         except ContentError as exc:
@@ -239,14 +241,17 @@ class ContentAdminController(Controller):
 
     @post("/{entry_id:uuid}", name="admin:content_update", guards=[roles.editor])
     async def update(
-        self, request: Request, db_session: DbSession, entry_id: FromPath[UUID], data: Form
+        self,
+        request: Request,
+        db_session: DbSession,
+        actor: CurrentActor,
+        entry_id: FromPath[UUID],
+        data: Form,
     ) -> Response[Any]:
         """Save the text; every save keeps a revision."""
         entry = await get_entry(db_session, entry_id)
         try:
-            await save_entry(
-                db_session, Actor.from_connection(request), _entry_input(data, entry.kind), entry
-            )
+            await save_entry(db_session, actor, _entry_input(data, entry.kind), entry)
         except ContentError as exc:
             await db_session.rollback()
             entry = await get_entry(db_session, entry_id)
@@ -257,14 +262,17 @@ class ContentAdminController(Controller):
 
     @post("/{entry_id:uuid}/publish", name="admin:content_publish", guards=[roles.editor])
     async def publish(
-        self, request: Request, db_session: DbSession, entry_id: FromPath[UUID], data: Form
+        self,
+        request: Request,
+        db_session: DbSession,
+        actor: CurrentActor,
+        entry_id: FromPath[UUID],
+        data: Form,
     ) -> Response[Any]:
         """Publish now, or schedule when the time given (UTC) is in the future."""
         entry = await get_entry(db_session, entry_id)
         try:
-            entry = await publish_entry(
-                db_session, Actor.from_connection(request), entry, _publish_time(data)
-            )
+            entry = await publish_entry(db_session, actor, entry, _publish_time(data))
         except (ContentError, InvalidTime) as exc:
             await db_session.rollback()
             entry = await get_entry(db_session, entry_id)
@@ -276,18 +284,18 @@ class ContentAdminController(Controller):
 
     @post("/{entry_id:uuid}/unpublish", name="admin:content_unpublish", guards=[roles.editor])
     async def unpublish(
-        self, request: Request, db_session: DbSession, entry_id: FromPath[UUID]
+        self, request: Request, db_session: DbSession, actor: CurrentActor, entry_id: FromPath[UUID]
     ) -> Response[bytes]:
         entry = await get_entry(db_session, entry_id)
-        await unpublish_entry(db_session, Actor.from_connection(request), entry)
+        await unpublish_entry(db_session, actor, entry)
         return redirect(_edit_url(request, entry_id, "unpublished"))
 
     @post("/{entry_id:uuid}/archive", name="admin:content_archive", guards=[roles.editor])
     async def archive(
-        self, request: Request, db_session: DbSession, entry_id: FromPath[UUID]
+        self, request: Request, db_session: DbSession, actor: CurrentActor, entry_id: FromPath[UUID]
     ) -> Response[bytes]:
         entry = await get_entry(db_session, entry_id)
-        await archive_entry(db_session, Actor.from_connection(request), entry)
+        await archive_entry(db_session, actor, entry)
         return redirect(_edit_url(request, entry_id, "archived"))
 
     @get("/{entry_id:uuid}/delete", name="admin:content_delete_confirm", guards=[roles.editor])
@@ -299,10 +307,10 @@ class ContentAdminController(Controller):
 
     @post("/{entry_id:uuid}/delete", name="admin:content_delete", guards=[roles.editor])
     async def delete(
-        self, request: Request, db_session: DbSession, entry_id: FromPath[UUID]
+        self, request: Request, db_session: DbSession, actor: CurrentActor, entry_id: FromPath[UUID]
     ) -> Response[bytes]:
         entry = await get_entry(db_session, entry_id)
-        await delete_entry(db_session, Actor.from_connection(request), entry)
+        await delete_entry(db_session, actor, entry)
         return redirect(request.app.route_reverse("admin:content") + "?notice=deleted")
 
     @get("/{entry_id:uuid}/revisions", name="admin:content_revisions", guards=[roles.viewer])
@@ -345,11 +353,12 @@ class ContentAdminController(Controller):
         self,
         request: Request,
         db_session: DbSession,
+        actor: CurrentActor,
         entry_id: FromPath[UUID],
         revision_id: FromPath[UUID],
     ) -> Response[bytes]:
         entry = await get_entry(db_session, entry_id)
-        await restore_revision(db_session, Actor.from_connection(request), entry, revision_id)
+        await restore_revision(db_session, actor, entry, revision_id)
         return redirect(_edit_url(request, entry_id, "restored"))
 
     @post("/preview", name="admin:content_preview", guards=[roles.editor], status_code=200)

@@ -17,7 +17,7 @@ from litestar.response import File
 
 from app.accounts.guards import roles
 from app.accounts.models import Role
-from app.accounts.services.audit import Actor
+from app.accounts.services.audit import CurrentActor
 from app.content.services.media import (
     HARD_MAX_BYTES,
     UPLOAD_MAX_BYTES,
@@ -168,7 +168,12 @@ class MediaAdminController(Controller):
         request_max_body_size=HARD_MAX_BYTES + 1024 * 1024,
     )
     async def upload(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, data: MultipartForm
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        data: MultipartForm,
     ) -> Response[Any]:
         """Store one file, then back to the library; a refused file shows the form again."""
         upload = data.get("file")
@@ -179,7 +184,7 @@ class MediaAdminController(Controller):
                 raise MediaError("Choose a file to upload.", "file")
             await store_upload(
                 db_session,
-                Actor.from_connection(request),
+                actor,
                 media_dir(runtime),
                 await UPLOAD_MAX_BYTES.read(db_session),
                 upload.filename,
@@ -215,8 +220,13 @@ class MediaAdminController(Controller):
 
     @post("/{media_id:uuid}/delete", name="admin:media:delete_submit", guards=[roles.editor])
     async def delete(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, media_id: FromPath[UUID]
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        media_id: FromPath[UUID],
     ) -> Response[bytes]:
-        await delete_media(db_session, Actor.from_connection(request), media_dir(runtime), media_id)
+        await delete_media(db_session, actor, media_dir(runtime), media_id)
         location = request.app.route_reverse("admin:media") + "?notice=deleted"
         return redirect(location)

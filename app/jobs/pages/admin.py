@@ -13,7 +13,8 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.response import File
 
 from app.accounts.guards import roles
-from app.accounts.services.audit import Actor
+from app.accounts.guards.identity import Caller, CurrentUser
+from app.accounts.services.audit import CurrentActor
 from app.content.services.media import human_size
 from app.core.db import DbSession
 from app.core.errors import DomainError
@@ -50,13 +51,14 @@ class JobsAdminController(Controller):
         request: HTMXRequest,
         runtime: AppRuntime,
         db_session: DbSession,
+        caller: Caller,
         status: FromQuery[str] = "",
         type: FromQuery[str] = "",
         page: FromQuery[PageNumber] = 1,
     ) -> Response[str]:
         """Newest first; the results (jobs and workers) refresh every two seconds."""
         return await self._list_page(
-            request, runtime, db_session, {"status": status, "type": type}, page
+            request, runtime, db_session, caller, {"status": status, "type": type}, page
         )
 
     async def _list_page(
@@ -64,6 +66,7 @@ class JobsAdminController(Controller):
         request: HTMXRequest,
         runtime: Runtime,
         db_session: DbSession,
+        user: CurrentUser,
         params: dict[str, str],
         page: int | None,
         form: dict[str, str] | None = None,
@@ -71,7 +74,6 @@ class JobsAdminController(Controller):
         import_form: dict[str, str] | None = None,
         import_errors: dict[str, str] | None = None,
     ) -> Response[str]:
-        user = request.scope["user"]
         chosen = _chosen(user, (form or {}).get("type"))
         params = {k: v for k, v in params.items() if v}
         jobs, filter_error = None, None
@@ -117,11 +119,17 @@ class JobsAdminController(Controller):
 
     @post("/", name="admin:jobs:create")
     async def create(
-        self, request: HTMXRequest, runtime: AppRuntime, db_session: DbSession, data: Form
+        self,
+        request: HTMXRequest,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        data: Form,
     ) -> Response[Any]:
         """Enqueue a job of the chosen type; errors come back beside the form's fields."""
         form = {k: v for k, v in data.items() if isinstance(v, str)}
-        kind = _chosen(request.scope["user"], form.get("type"))
+        kind = _chosen(caller, form.get("type"))
         try:
             priority = int(form.get("priority") or 0)
         except ValueError:
@@ -132,8 +140,8 @@ class JobsAdminController(Controller):
             payload = payload_from_form(job_type(form.get("type", "")), form)
             job = await services.submit_job(
                 db_session,
-                Actor.from_connection(request),
-                request.scope["user"],
+                actor,
+                caller,
                 form.get("type", ""),
                 payload,
                 priority,
@@ -144,22 +152,32 @@ class JobsAdminController(Controller):
                 raise
             field = error_field(kind, exc) if isinstance(exc, JobInputError) else exc.field
             errors = {field or "form": exc.message}
-            response = await self._list_page(request, runtime, db_session, {}, None, form, errors)
+            response = await self._list_page(
+                request, runtime, db_session, caller, {}, None, form, errors
+            )
             response.status_code = 400
             return response
         return redirect(request.app.route_reverse("admin:job", job_id=job.id))
 
     @get("/fields", name="admin:jobs:fields")
-    async def fields(self, request: HTMXRequest, type: FromQuery[str] = "") -> Response[str]:
+    async def fields(
+        self, request: HTMXRequest, caller: Caller, type: FromQuery[str] = ""
+    ) -> Response[str]:
         """The enqueue form's payload fields for `type` (htmx swaps them in on a change)."""
-        kind = _chosen(request.scope["user"], type)
+        kind = _chosen(caller, type)
         fields = payload_fields(kind) if kind is not None else None
         context = {"fields": fields, "form": form_defaults(kind)}
         return render(request, "jobs/_fields_block.html", context, block=None)
 
     @post("/import", name="admin:jobs:import", request_max_body_size=services.UPLOAD_BODY_LIMIT)
     async def create_import(
-        self, request: HTMXRequest, runtime: AppRuntime, db_session: DbSession, data: MultipartForm
+        self,
+        request: HTMXRequest,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        data: MultipartForm,
     ) -> Response[Any]:
         """Upload a CSV file as a new import job; a refused file shows the form again with
         the reason beside its field."""
@@ -171,8 +189,8 @@ class JobsAdminController(Controller):
             job = await submit_import(
                 db_session,
                 runtime.settings,
-                Actor.from_connection(request),
-                request.scope["user"],
+                actor,
+                caller,
                 kind,
                 await services.read_upload(upload, runtime.settings),
                 upload.filename,
@@ -184,7 +202,7 @@ class JobsAdminController(Controller):
                 raise
             errors = {exc.field or "form": exc.message}
             response = await self._list_page(
-                request, runtime, db_session, {}, None, None, None, {"kind": kind}, errors
+                request, runtime, db_session, caller, {}, None, None, None, {"kind": kind}, errors
             )
             response.status_code = 413 if exc.status == 413 else 400
             return response
@@ -199,30 +217,37 @@ class JobsAdminController(Controller):
         request: HTMXRequest,
         runtime: AppRuntime,
         db_session: DbSession,
+        caller: Caller,
         job_id: FromPath[RowId],
     ) -> Response[str]:
         """One job: payload, attempts, errors, result; refreshes itself until it finishes."""
-        job = await services.visible_job(db_session, request.scope["user"], job_id)
+        job = await services.visible_job(db_session, caller, job_id)
         expired = services.files_expired(runtime.settings, job)
         context = {"job": job, "finished": FINISHED, "files_expired": expired}
         return render(request, "jobs/detail.html", context, block="status")
 
     @post("/{job_id:int}/cancel", name="admin:job:cancel")
     async def cancel(
-        self, request: Request, db_session: DbSession, job_id: FromPath[RowId]
+        self,
+        request: Request,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        job_id: FromPath[RowId],
     ) -> Response[Any]:
-        await services.cancel_job(
-            db_session, Actor.from_connection(request), request.scope["user"], job_id
-        )
+        await services.cancel_job(db_session, actor, caller, job_id)
         return redirect(request.app.route_reverse("admin:job", job_id=job_id))
 
     @post("/{job_id:int}/retry", name="admin:job:retry")
     async def retry(
-        self, request: Request, db_session: DbSession, job_id: FromPath[RowId]
+        self,
+        request: Request,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+        job_id: FromPath[RowId],
     ) -> Response[Any]:
-        await services.retry_job(
-            db_session, Actor.from_connection(request), request.scope["user"], job_id
-        )
+        await services.retry_job(db_session, actor, caller, job_id)
         return redirect(request.app.route_reverse("admin:job", job_id=job_id))
 
     @get("/{job_id:int}/download", name="admin:job:download")
@@ -231,8 +256,9 @@ class JobsAdminController(Controller):
         request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
+        caller: Caller,
         job_id: FromPath[RowId],
         file: FromQuery[str | None] = None,
     ) -> File:
-        job = await services.visible_job(db_session, request.scope["user"], job_id)
+        job = await services.visible_job(db_session, caller, job_id)
         return services.result_download(runtime.settings, job, file)
