@@ -25,6 +25,7 @@ from app.content.services import (
     ContentError,
     EntryFilters,
     EntryInput,
+    InvalidContent,
     archive_entry,
     author_names,
     delete_entry,
@@ -109,7 +110,7 @@ def _form_values(entry: Entry) -> dict[str, str]:
 
 
 def _entry_input(data: dict[str, str], kind: str) -> EntryInput:
-    """What the editor's form describes; a nav order that is not a number is a ContentError."""
+    """What the editor's form describes; a nav order that is not a number is InvalidContent."""
     entry, problem = entry_input(data, kind)
     return only_if_valid(entry, [problem] if problem else [])
 
@@ -176,7 +177,7 @@ class ContentAdminController(Controller):
             try:
                 author_id = UUID(author) if author else None
             except ValueError:
-                raise ContentError("Choose an author from the list.", "author") from None
+                raise InvalidContent("Choose an author from the list.", "author") from None
             filters = EntryFilters(
                 kind=kind or None,
                 status=status or None,

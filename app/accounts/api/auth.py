@@ -13,7 +13,7 @@ from app.accounts.schemas import LoginRequest, LogoutRequest, MeOut, RefreshRequ
 from app.accounts.services import sign_in_with_password
 from app.accounts.tokens import AccessTokens, InvalidToken, RefreshTokens
 from app.core.db import DbSession
-from app.core.errors import DomainError
+from app.core.errors import NotSignedIn
 from app.core.runtime import AppRuntime, Runtime
 
 
@@ -52,7 +52,7 @@ class AuthController(Controller):
         try:
             spent = await runtime.service(RefreshTokens).rotate(db_session, data.refresh_token)
         except InvalidToken as exc:
-            raise DomainError(str(exc), status=401) from None
+            raise NotSignedIn(str(exc)) from None
         user = spent.user
         access = runtime.service(AccessTokens).issue(
             user.id, user.role, user.auth_version, spent.family

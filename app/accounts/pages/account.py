@@ -8,7 +8,6 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +21,7 @@ from app.accounts.passwords import PasswordHashing
 from app.accounts.services import AccountError, change_password, get_user, update_user
 from app.accounts.sessions import BrowserSession, SessionStore
 from app.core.db import DbSession
+from app.core.errors import Forbidden, NotFound
 from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import Form, redirect, render
 
@@ -60,7 +60,7 @@ def _me(request: Request) -> tuple[CurrentUser, UUID]:
     """The signed-in person and their id; an API key is a service and has no account page."""
     me: CurrentUser = request.scope["user"]
     if me.id is None:
-        raise PermissionDeniedException("An API key has no account page.")
+        raise Forbidden("An API key has no account page.")
     return me, me.id
 
 
@@ -182,7 +182,7 @@ class AccountController(Controller):
         """End one of the user's own sessions (another browser's, or this one)."""
         me, my_id = _me(request)
         if not await runtime.service(SessionStore).revoke_by_short_id(my_id, short_id):
-            raise NotFoundException("No such session; it may have ended already.")
+            raise NotFound("No such session; it may have ended already.")
         record(
             db_session,
             Actor.from_connection(request),

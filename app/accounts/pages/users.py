@@ -23,6 +23,7 @@ from app.accounts.services import (
     RESET_LINK_SECONDS,
     USER_STATUSES,
     AccountError,
+    AccountForbidden,
     can_manage,
     create_password_reset,
     create_user,
@@ -265,7 +266,7 @@ class UsersAdminController(Controller):
     ) -> Response[str]:
         user = await get_user(db_session, user_id)
         if not can_manage(_caller_role(request), user.role_level):
-            raise AccountError("You cannot delete this account.", None, 403)
+            raise AccountForbidden("You cannot delete this account.")
         return render(request, "accounts/users/confirm_delete.html", {"user": user})
 
     @post("/{user_id:uuid}/delete", name="admin:user_delete", guards=[guards.editor])

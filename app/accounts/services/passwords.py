@@ -14,7 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.audit import Actor, record
 from app.accounts.models import Role, User
 from app.accounts.passwords import PasswordHashing, PasswordRuleError, check_password_rules
-from app.accounts.services.users import AccountError, can_manage, find_by_login
+from app.accounts.services.users import (
+    AccountConflict,
+    AccountForbidden,
+    AccountNotFound,
+    InvalidAccount,
+    can_manage,
+    find_by_login,
+)
 from app.accounts.throttle import Throttled
 from app.core.queueing import enqueue, enqueue_many
 from app.core.store import Store
@@ -30,7 +37,7 @@ async def change_password(
 ) -> User:
     """The user's own change: needs the current password; ends their other sessions."""
     if not await hashing.verify(user.password_hash, current[:1024]):
-        raise AccountError("The current password is not right.", "current_password")
+        raise InvalidAccount("The current password is not right.", "current_password")
     return await set_password(session, hashing, actor, user, new)
 
 
@@ -40,7 +47,7 @@ async def set_password(
     try:
         check_password_rules(new, username=user.username, email=user.email)
     except PasswordRuleError as exc:
-        raise AccountError(str(exc), "new_password") from None
+        raise InvalidAccount(str(exc), "new_password") from None
     user.password_hash = await hashing.hash(new)
     user.password_changed_at = datetime.now(UTC)
     user.auth_version += 1
@@ -54,11 +61,11 @@ RESET_LINK_KEY = "password-reset:"
 RESET_LINK_SECONDS = 3600
 
 
-class PasswordResetInvalid(AccountError):
+class PasswordResetInvalid(AccountNotFound):
     """A reset link that is unknown, expired, used, or no longer matches its account."""
 
     def __init__(self) -> None:
-        super().__init__("This link has expired or was already used.", None, 404)
+        super().__init__("This link has expired or was already used.")
 
 
 def _reset_key(token: str) -> str:
@@ -76,9 +83,9 @@ async def create_password_reset(
     """A one-time link token for `user` (valid `ttl` seconds, an hour by default); only its
     hash is stored."""
     if actor.user_id != user.id and not can_manage(actor_role, user.role_level):
-        raise AccountError("You cannot reset this account's password.", None, 403)
+        raise AccountForbidden("You cannot reset this account's password.")
     if not user.is_active:
-        raise AccountError("This account is deactivated; reactivate it first.", None, 409)
+        raise AccountConflict("This account is deactivated; reactivate it first.")
     token = secrets.token_urlsafe(32)
     ticket = {"user_id": str(user.id), "auth_version": user.auth_version}
     await store.set(_reset_key(token), json.dumps(ticket), ttl=ttl)
