@@ -222,7 +222,6 @@ class ContentAdminController(Controller):
                 _entry_input(data, data.get("kind", "")),
             )
         except ContentError as exc:
-            await db_session.rollback()
             errors = {exc.field or "form": exc.message}
             return await _entry_page(request, db_session, None, data, errors, status_code=400)
         return redirect(_edit_url(request, entry.id, "created"))
@@ -249,8 +248,6 @@ class ContentAdminController(Controller):
                 db_session, Actor.from_connection(request), _entry_input(data, entry.kind), entry
             )
         except ContentError as exc:
-            await db_session.rollback()
-            entry = await get_entry(db_session, entry_id)
             errors = {exc.field or "form": exc.message}
             form = {**data, "kind": entry.kind}
             return await _entry_page(request, db_session, entry, form, errors, status_code=400)
@@ -267,8 +264,6 @@ class ContentAdminController(Controller):
                 db_session, Actor.from_connection(request), entry, _publish_time(data)
             )
         except (ContentError, InvalidTime) as exc:
-            await db_session.rollback()
-            entry = await get_entry(db_session, entry_id)
             errors = {exc.field or "form": exc.message}
             return await _entry_page(
                 request, db_session, entry, _form_values(entry), errors, status_code=400

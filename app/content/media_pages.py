@@ -188,7 +188,6 @@ class MediaAdminController(Controller):
                 alt_text,
             )
         except MediaError as exc:
-            await db_session.rollback()
             params = {"q": "", "kind": "", "page": None}
             errors = {exc.field or "form": exc.message}
             return await self._library(

@@ -263,7 +263,9 @@ async def save_entry(
     session: AsyncSession, actor: Actor, data: EntryInput, entry: Entry | None = None
 ) -> Entry:
     """Create or update an entry; every save keeps a revision and an audit entry. Only a
-    public entry's save empties the page cache: drafts are nobody's business but editors'."""
+    public entry's save empties the page cache: drafts are nobody's business but editors'.
+    Every rule is checked before `entry` changes; an address taken by a concurrent save
+    (the unique index) rolls the transaction back and reloads `entry`."""
     data = _validated(data)
     public = entry is not None and visible_to_public(entry)
     await _ensure_free_slug(session, data.kind, data.slug, entry.id if entry else None)
@@ -287,7 +289,10 @@ async def save_entry(
     entry.nav_order = data.nav_order
     try:
         await session.flush()
-    except IntegrityError:  # a concurrent save took the address; the caller rolls back
+    except IntegrityError:  # a concurrent save took the address since the check above
+        await session.rollback()  # the failed flush ended the transaction: start clean
+        if not creating:
+            await session.refresh(entry)
         raise SlugTaken(data.kind) from None
     session.add(
         Revision(

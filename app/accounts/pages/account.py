@@ -9,7 +9,6 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import guards
 from app.accounts.audit import Actor, record
@@ -97,12 +96,6 @@ async def _page(
     return render(request, "accounts/account.html", context, status_code=status_code)
 
 
-async def _discard(db_session: AsyncSession, user: User) -> None:
-    """Undo a refused change, so the request's commit keeps nothing of it."""
-    await db_session.rollback()
-    await db_session.refresh(user)
-
-
 class AccountController(Controller):
     path = "/account"
     guards = [guards.viewer]
@@ -136,8 +129,7 @@ class AccountController(Controller):
                 email=data.get("email", ""),
                 display_name=data.get("display_name", ""),
             )
-        except AccountError as exc:
-            await _discard(db_session, user)
+        except AccountError as exc:  # update_user changed nothing
             errors = {exc.field or "form": exc.message}
             return await _page(request, runtime, user, form=data, errors=errors, status_code=400)
         if user.email != old_email:
@@ -166,8 +158,7 @@ class AccountController(Controller):
                 )
             except AccountError as exc:
                 errors[exc.field or "form"] = exc.message
-        if errors:
-            await _discard(db_session, user)
+        if errors:  # change_password changed nothing
             return await _page(request, runtime, user, errors=errors, status_code=400)
         await db_session.commit()
         await runtime.service(SessionStore).revoke_all(

@@ -78,7 +78,6 @@ class VerifyEmailController(Controller):
         try:
             await verify_address(db_session, runtime.store, Actor.from_connection(request), token)
         except VerificationInvalid:
-            await db_session.rollback()
             return _invalid(request)
         await db_session.commit()
         return redirect(request.url.path + "?done=true")

@@ -41,14 +41,24 @@ async def change_password(
     return await set_password(session, hashing, actor, user, new)
 
 
-async def set_password(
-    session: AsyncSession, hashing: PasswordHashing, actor: Actor, user: User, new: str
-) -> User:
+def check_new_password(user: User, new: str) -> None:
+    """InvalidAccount (beside `new_password`) when `new` breaks a password rule for `user`."""
     try:
         check_password_rules(new, username=user.username, email=user.email)
     except PasswordRuleError as exc:
         raise InvalidAccount(str(exc), "new_password") from None
-    user.password_hash = await hashing.hash(new)
+
+
+async def set_password(
+    session: AsyncSession, hashing: PasswordHashing, actor: Actor, user: User, new: str
+) -> User:
+    check_new_password(user, new)
+    return _password_set(session, actor, user, await hashing.hash(new))
+
+
+def _password_set(session: AsyncSession, actor: Actor, user: User, password_hash: str) -> User:
+    """Store a checked password's hash; every session and token of `user` ends."""
+    user.password_hash = password_hash
     user.password_changed_at = datetime.now(UTC)
     user.auth_version += 1
     user.failed_login_count = 0
@@ -165,13 +175,16 @@ async def consume_password_reset(
     """Set the password a reset link allows, once: the link is deleted and old sessions end.
 
     A password that breaks the rules leaves the link usable; of two racing uses, only the
-    one that deletes the key wins (the other raises, rolling its transaction back).
+    one that deletes the key wins (the other raises PasswordResetInvalid, having changed
+    nothing).
     """
     user = await find_password_reset(session, store, token)
-    actor = Actor(user.id, user.username, actor.ip_address, actor.user_agent)
-    await set_password(session, hashing, actor, user, new_password)
+    check_new_password(user, new_password)
+    password_hash = await hashing.hash(new_password)
     if await store.delete(_reset_key(token)) == 0:
         raise PasswordResetInvalid()
+    actor = Actor(user.id, user.username, actor.ip_address, actor.user_agent)
+    _password_set(session, actor, user, password_hash)
     record(session, actor, "user.password_reset", "user", user.id, via="link")
     return user
 

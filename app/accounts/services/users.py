@@ -181,7 +181,9 @@ async def insert_user(
     *,
     is_active: bool = True,
 ) -> User:
-    """Add the account (checked already). With no `hashing` its password is unusable."""
+    """Add the account (checked already). With no `hashing` its password is unusable. An
+    address a concurrent transaction took since (the unique index) rolls the transaction
+    back: AccountConflict."""
     user = User(
         email=data.email,
         username=data.username,
@@ -196,7 +198,8 @@ async def insert_user(
     session.add(user)
     try:
         await session.flush()
-    except IntegrityError:
+    except IntegrityError:  # a concurrent sign-up took the address since it was checked
+        await session.rollback()  # the failed flush ended the transaction: start clean
         raise AccountConflict(
             "An account with this e-mail address or username exists.", "email"
         ) from None
@@ -269,8 +272,10 @@ async def _active_admins(session: AsyncSession) -> int:
     )
 
 
-async def _guard_last_admin(session: AsyncSession, user: User) -> None:
-    if user.role == Role.admin.name and user.is_active and await _active_admins(session) <= 1:
+async def _guard_last_admin(session: AsyncSession, user: User, role: str | None = None) -> None:
+    """Refuse to take the last active admin away; `role`: the user's role by then."""
+    role = role or user.role
+    if role == Role.admin.name and user.is_active and await _active_admins(session) <= 1:
         raise AccountConflict("This is the last active admin; make another admin first.")
 
 
@@ -286,11 +291,12 @@ async def update_user(
     role: str | None = None,
     is_active: bool | None = None,
 ) -> User:
-    """Edit a user under the role rules; every change is audited with what changed."""
+    """Edit a user under the role rules; every change is audited with what changed. Every
+    rule is checked before `user` changes, so a refused edit changes nothing."""
     is_self = actor.user_id == user.id
     if not is_self and not _can_manage(actor_role, user.role_level):
         raise AccountForbidden("You cannot change this account.")
-    changes: dict[str, object] = {}
+    changes: dict[str, list[object]] = {}
     if email is not None or username is not None:
         new_email, email_problem = check_email(email if email is not None else user.email)
         new_username, username_problem = check_username(
@@ -302,14 +308,10 @@ async def update_user(
         await _ensure_unique(session, new_email, new_username, exclude=user.id)
         if new_email != user.email:
             changes["email"] = [user.email, new_email]
-            user.email = new_email
-            user.email_verified_at = None
         if new_username != user.username:
             changes["username"] = [user.username, new_username]
-            user.username = new_username
     if display_name is not None and clean_display_name(display_name) != user.display_name:
         changes["display_name"] = [user.display_name, clean_display_name(display_name)]
-        user.display_name = clean_display_name(display_name)
     if role is not None and role != user.role:
         new_role, problem = check_role(role)
         if problem is not None:
@@ -321,17 +323,30 @@ async def update_user(
         if new_role < Role.admin:
             await _guard_last_admin(session, user)
         changes["role"] = [user.role, new_role.name]
-        user.role = new_role.name
+    deactivating = is_active is False and user.is_active
+    if deactivating:
+        if is_self:
+            raise AccountConflict("You cannot deactivate yourself.")
+        role_by_then = str(changes["role"][1]) if "role" in changes else user.role
+        await _guard_last_admin(session, user, role_by_then)
     if is_active is not None and is_active != user.is_active:
-        if not is_active:
-            if is_self:
-                raise AccountConflict("You cannot deactivate yourself.")
-            await _guard_last_admin(session, user)
-            user.auth_version += 1  # ends every session and token at once
         changes["is_active"] = [user.is_active, is_active]
-        user.is_active = is_active
-    if changes:
-        record(session, actor, "user.updated", "user", user.id, changes=changes)
+    if not changes:
+        return user
+    if "email" in changes:
+        user.email = str(changes["email"][1])
+        user.email_verified_at = None
+    if "username" in changes:
+        user.username = str(changes["username"][1])
+    if "display_name" in changes:
+        user.display_name = str(changes["display_name"][1])
+    if "role" in changes:
+        user.role = str(changes["role"][1])
+    if "is_active" in changes:
+        user.is_active = bool(is_active)
+        if deactivating:
+            user.auth_version += 1  # ends every session and token at once
+    record(session, actor, "user.updated", "user", user.id, changes=changes)
     return user
 
 
