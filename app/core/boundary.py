@@ -34,7 +34,7 @@ from multipart import MultipartError, MultipartSegment, PushMultipartParser
 
 from app.core.errors import (
     PROBLEM_JSON,
-    DomainError,
+    InvalidField,
     new_error_id,
     plain_error_page,
     problem_body,
@@ -64,11 +64,11 @@ _JSON_UNSTORABLE = re.compile(
 _NUL, _PERCENT = 0, ord("%")
 
 
-class UnstorableInput(DomainError):
+class UnstorableInput(InvalidField):
     """A request carries text the database cannot store."""
 
 
-class UnreadableJson(DomainError):
+class UnreadableJson(InvalidField):
     """JSON text that does not decode (malformed, NaN or Infinity, a number out of range,
     nested too deeply, not UTF-8)."""
 

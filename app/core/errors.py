@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from html import escape
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 from litestar import MediaType, Request, Response
@@ -46,8 +46,28 @@ T = TypeVar("T")
 
 
 class DomainError(Exception):
-    """A business rule said no. Services raise it; the API answers it as a problem body
-    with `status`, pages catch it and show `message` beside `field`."""
+    """A business rule said no. Services raise one of the kinds below (each domain derives
+    its errors from them); the API answers it as a problem body with the kind's status,
+    pages catch it and show `message` beside `field`."""
+
+    status = 400
+
+    def __init__(
+        self, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+
+# The kinds of "no", and the one place that gives each its status: a domain error derives
+# from exactly one kind and never sets a status of its own (tests/core/test_errors.py).
+
+
+class InvalidField(DomainError):
+    """What the caller sent breaks a rule; `field` names the value when there is one. 400,
+    or for a body that parses but does not fit what it asks 422 (413: an upload too big)."""
 
     status = 400
 
@@ -55,15 +75,66 @@ class DomainError(Exception):
         self,
         message: str,
         field: str | None = None,
-        status: int | None = None,
+        *,
+        status: Literal[400, 413, 422] = 400,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.headers = headers or {}
-        if status is not None:
-            self.status = status
+        super().__init__(message, field, headers)
+        self.status = status
+
+
+class NotFound(DomainError):
+    """What was asked for does not exist (or the caller may not know that it does): 404."""
+
+    status = 404
+
+
+class Forbidden(DomainError):
+    """The caller is known but may not do this: 403."""
+
+    status = 403
+
+
+class Conflict(DomainError):
+    """The request is valid, but the state of things refuses it (an address taken, the last
+    admin, a job already finished): 409."""
+
+    status = 409
+
+
+class NotSignedIn(DomainError):
+    """Credentials that do not prove who the caller is (a spent refresh token): 401."""
+
+    status = 401
+
+
+class Gone(DomainError):
+    """It existed and no longer does (an expired result file): 410."""
+
+    status = 410
+
+
+class TooManyRequests(DomainError):
+    """The caller asked too often; `Retry-After` says when to come back: 429."""
+
+    status = 429
+
+    def __init__(
+        self, message: str, retry_after: int, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, None, {**(headers or {}), "Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
+KINDS: tuple[type[DomainError], ...] = (
+    InvalidField,
+    NotFound,
+    Forbidden,
+    Conflict,
+    NotSignedIn,
+    Gone,
+    TooManyRequests,
+)
 
 
 def only_if_valid(value: T, problems: Sequence[DomainError]) -> T:

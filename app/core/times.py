@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from app.core.errors import DomainError
+from app.core.errors import InvalidField
 
 EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
@@ -25,7 +25,7 @@ NOT_A_TIME = (
 NOT_A_DAY = "Enter a date as YYYY-MM-DD."
 
 
-class InvalidTime(DomainError):
+class InvalidTime(InvalidField):
     """A time or date a request carries cannot be read, or is outside EARLIEST..LATEST."""
 
 

@@ -8,17 +8,16 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import CacheControlHeader
-from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery
 
 from app.accounts.guards import roles
 from app.accounts.guards.identity import Caller, CurrentUser
 from app.accounts.services.audit import CurrentActor
 from app.core.db import DbSession
+from app.core.errors import Forbidden
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import redirect, render
 from app.notifications.services import (
-    NotFound,
     get_message,
     list_messages,
     list_notifications,
@@ -52,16 +51,13 @@ class OutboxAdminController(Controller):
     async def message(
         self, request: Request, db_session: DbSession, message_id: FromPath[UUID]
     ) -> Response[str]:
-        try:
-            message = await get_message(db_session, message_id)
-        except NotFound:
-            raise NotFoundException("There is no such message.") from None
+        message = await get_message(db_session, message_id)
         return render(request, "notifications/message.html", {"message": message})
 
 
 def _my_id(caller: CurrentUser) -> UUID:
     if caller.id is None:
-        raise PermissionDeniedException("An API key has no notifications.")
+        raise Forbidden("An API key has no notifications.")
     return caller.id
 
 

@@ -30,14 +30,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.services.audit import Actor, record
 from app.core.db import rows_changed
-from app.core.errors import DomainError
+from app.core.errors import NotFound
 from app.core.pagination import Page, PageRequest, paginate
 from app.notifications.models import MailMessage, Notification
 from app.settings import MailSettings
 
 
-class NotFound(DomainError):
-    status = 404
+class MessageNotFound(NotFound):
+    """No such e-mail in the outbox."""
+
+    def __init__(self) -> None:
+        super().__init__("There is no such message.")
 
 
 async def list_messages(session: AsyncSession, page: PageRequest) -> Page[MailMessage]:
@@ -49,7 +52,7 @@ async def list_messages(session: AsyncSession, page: PageRequest) -> Page[MailMe
 async def get_message(session: AsyncSession, message_id: UUID) -> MailMessage:
     message = await session.get(MailMessage, message_id)
     if message is None:
-        raise NotFound("There is no such message.")
+        raise MessageNotFound()
     return message
 
 

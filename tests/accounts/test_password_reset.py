@@ -13,8 +13,15 @@ from litestar import Litestar
 
 from app.accounts.models import Role, User
 from app.accounts.services.audit import Actor
-from app.accounts.services.passwords import RESET_LINK_KEY, create_password_reset
+from app.accounts.services.password_hashing import PasswordHashing
+from app.accounts.services.passwords import (
+    RESET_LINK_KEY,
+    PasswordResetInvalid,
+    consume_password_reset,
+    create_password_reset,
+)
 from app.accounts.services.users import AccountError
+from app.core.store import Store
 from tests.accounts.test_users_pages import audit_actions, reload
 from tests.conftest import PASSWORD, client_for, signed_in, with_csrf
 
@@ -165,3 +172,42 @@ async def test_the_service_checks_who_may_make_a_link(app: Litestar, accounts: d
             await create_password_reset(session, app.state.store, editor, Role.editor, admin)
     assert refused.value.status == 403
     assert await app.state.store.keys(RESET_LINK_KEY + "*") == []
+
+
+class _UsedMeanwhile:
+    """The store as a second use of the same link leaves it: the link is there when it is
+    looked up, and gone when this use deletes it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def get(self, key: str) -> str | None:
+        return await self.store.get(key)
+
+    async def delete(self, key: str) -> int:
+        await self.store.delete(key)
+        return 0
+
+
+async def test_a_link_used_meanwhile_changes_nothing_in_the_session(
+    app: Litestar, accounts: dict
+) -> None:
+    """Of two racing uses the one that deletes the link wins; the other raises having set
+    nothing (the password, the sign-out of every session, the audit entry)."""
+    viewer = accounts["viewer"]
+    token = await reset_token(app, accounts["admin"], viewer)
+    async with app.state.sessionmaker() as session:
+        user = await session.get(User, viewer.id)
+        assert user is not None
+        before = (user.password_hash, user.auth_version, user.password_changed_at)
+        with pytest.raises(PasswordResetInvalid):
+            await consume_password_reset(
+                session,
+                _UsedMeanwhile(app.state.store),  # type: ignore[arg-type]
+                PasswordHashing(1),
+                Actor(None, "visitor"),
+                token,
+                NEW_PASSWORD,
+            )
+        assert not session.dirty and not session.new
+        assert (user.password_hash, user.auth_version, user.password_changed_at) == before

@@ -9,9 +9,12 @@ import pytest
 from litestar import Litestar
 
 from app.accounts.services.audit import Actor
+from app.content.services import entries as services
 from app.content.services.entries import (
     ContentError,
     EntryInput,
+    SlugTaken,
+    get_entry,
     get_public_entry,
     list_public_posts,
     list_revisions,
@@ -229,3 +232,29 @@ def test_the_plain_text_of_an_entry_reads_as_its_words_do(markdown: str, text: s
     """Excerpts, meta descriptions and search read the words as written: no space before
     punctuation where an inline tag ended, paragraphs apart, every entity decoded."""
     assert plain_text(render_markdown(markdown)) == text
+
+
+async def test_a_save_that_loses_the_address_to_a_concurrent_save_changes_nothing(
+    app: Litestar, accounts: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The address check passed, then another save took the address before this one's
+    flush (the unique index refuses it): the entry is as it was and the session clean, so
+    the editor's form can show the refusal without rolling anything back itself."""
+    actor = await _editor(app, accounts)
+    async with app.state.sessionmaker() as session, session.begin():
+        await save_entry(session, actor, EntryInput(kind="post", title="Taken"))
+        entry = await save_entry(session, actor, EntryInput(kind="post", title="Mine"))
+    monkeypatch.setattr(services, "taken_slugs", _nothing_taken)
+    async with app.state.sessionmaker() as session:
+        entry = await get_entry(session, entry.id)
+        with pytest.raises(SlugTaken):
+            await save_entry(
+                session, actor, EntryInput(kind="post", title="Renamed", slug="taken"), entry
+            )
+        assert not session.dirty and not session.new
+        assert (entry.title, entry.slug, [tag.name for tag in entry.tags]) == ("Mine", "mine", [])
+        assert len(await list_revisions(session, entry.id)) == 1  # the session still works
+
+
+async def _nothing_taken(*_args: object, **_kwargs: object) -> set[str]:
+    return set()

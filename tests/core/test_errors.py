@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import pkgutil
 import re
 from dataclasses import replace
 
@@ -13,6 +15,17 @@ from litestar import Litestar, get
 from litestar.params import FromPath, FromQuery
 
 from app.asgi import create_app
+from app.core.errors import (
+    KINDS,
+    Conflict,
+    DomainError,
+    Forbidden,
+    Gone,
+    InvalidField,
+    NotFound,
+    NotSignedIn,
+    TooManyRequests,
+)
 from app.core.logging import JsonFormatter
 from app.settings import ROOT, Settings
 from tests.conftest import PASSWORD, as_production, client_for, free_port, signed_in, with_csrf
@@ -298,3 +311,64 @@ async def test_a_store_outage_is_one_warning_line_per_answer_without_a_traceback
     (logged,) = [r for r in caplog.records if r.name == "keel.errors"]
     assert logged.levelname == "ERROR" and logged.exc_info, "a bug keeps its traceback"
     assert "Traceback" in JsonFormatter().format(logged)
+
+
+def _domain_errors() -> list[type[DomainError]]:
+    """Every DomainError subclass Keel defines (its modules imported: create_app loads them)."""
+    for module in pkgutil.walk_packages(importlib.import_module("app").__path__, "app."):
+        importlib.import_module(module.name)
+    found, todo = [], [DomainError]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub.__module__.startswith("app.") and sub not in found:
+                found.append(sub)
+                todo.append(sub)
+    return found
+
+
+def test_every_domain_error_is_exactly_one_kind_and_sets_no_status_of_its_own() -> None:
+    """The status of a refusal comes from its kind (app/core/errors.py); a domain's family
+    root (ContentError, AccountError...) is no kind itself and only groups its kinds."""
+    errors = [error for error in _domain_errors() if error not in KINDS]
+    assert len(errors) > 20
+    for error in errors:
+        kinds = [kind for kind in KINDS if issubclass(error, kind)]
+        if not kinds:
+            assert error.__subclasses__(), f"{error.__qualname__} is no kind and no family"
+            continue
+        assert len(kinds) == 1, f"{error.__qualname__} is {kinds}"
+        assert "status" not in vars(error), f"{error.__qualname__} sets a status"
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (InvalidField("Give it a title.", "title"), 400),
+        (InvalidField("Invalid payload.", "payload", status=422), 422),
+        (NotFound("No such entry."), 404),
+        (Forbidden("You cannot give this role.", "role"), 403),
+        (Conflict("Another post already uses this address.", "slug"), 409),
+        (NotSignedIn("This refresh token was already used."), 401),
+        (Gone("The result file has expired and was removed."), 410),
+        (TooManyRequests("Too many attempts.", 60), 429),
+    ],
+)
+async def test_each_kind_answers_its_status_with_the_message_and_the_field(
+    app: Litestar, error: DomainError, status: int
+) -> None:
+    @get("/api/v1/_test/refused", sync_to_thread=False)
+    def refused() -> None:
+        raise error
+
+    app.register(refused)
+    async with client_for(app) as client:
+        answer = await client.get("/api/v1/_test/refused")
+    assert answer.status_code == status
+    body = answer.json()
+    assert body["status"] == status and body["detail"] == error.message
+    if error.field:
+        assert body["errors"] == [{"field": error.field, "message": error.message}]
+    else:
+        assert "errors" not in body
+    if isinstance(error, TooManyRequests):
+        assert answer.headers["retry-after"] == "60"

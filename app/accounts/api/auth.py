@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from litestar import Controller, get, post
 from litestar.datastructures import CacheControlHeader
-from litestar.exceptions import PermissionDeniedException
 from litestar.params import JSONBody
 
 from app.accounts.guards import roles
@@ -18,7 +17,7 @@ from app.accounts.services.sign_in import sign_in_with_password, sign_out_everyw
 from app.accounts.services.tokens import AccessTokens, InvalidToken, RefreshTokens
 from app.accounts.services.users import get_user
 from app.core.db import DbSession
-from app.core.errors import DomainError
+from app.core.errors import Forbidden, NotSignedIn
 from app.core.runtime import AppRuntime, Runtime
 
 
@@ -55,7 +54,7 @@ class AuthController(Controller):
         try:
             spent = await runtime.service(RefreshTokens).rotate(db_session, data.refresh_token)
         except InvalidToken as exc:
-            raise DomainError(str(exc), status=401) from None
+            raise NotSignedIn(str(exc)) from None
         user = spent.user
         access = runtime.service(AccessTokens).issue(
             user.id, user.role, user.auth_version, spent.family
@@ -92,7 +91,7 @@ class AuthController(Controller):
         token of theirs is refused from now on, the token in use included. An API key has no
         sign-ins of its own (403)."""
         if caller.id is None:
-            raise PermissionDeniedException("An API key has no sign-ins to end.")
+            raise Forbidden("An API key has no sign-ins to end.")
         user = await get_user(db_session, caller.id)
         await sign_out_everywhere(db_session, runtime.service(SessionStore), actor, user)
 

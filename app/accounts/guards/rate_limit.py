@@ -18,7 +18,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.accounts.services.throttle import RateDecision, take_rate_limit
-from app.core.errors import DomainError, log_failure
+from app.core.errors import TooManyRequests, log_failure
 from app.core.paths import API
 from app.core.runtime import Runtime, runtime_of
 from app.site_settings.services import SettingDefinition, define
@@ -39,15 +39,15 @@ LIMIT_REFRESH_SECONDS = 5.0
 """How long a process keeps the `api_rate_limit_per_minute` value before reading it again."""
 
 
-class RateLimited(DomainError):
+class RateLimited(TooManyRequests):
     """The caller spent this minute's budget: 429 with Retry-After and the RateLimit headers."""
 
     def __init__(self, decision: RateDecision) -> None:
         super().__init__(
             f"Too many requests: the limit is {decision.limit} per minute. "
             f"Try again in {decision.reset_seconds} s.",
-            status=429,
-            headers={**rate_limit_headers(decision), "Retry-After": str(decision.reset_seconds)},
+            decision.reset_seconds,
+            rate_limit_headers(decision),
         )
         self.decision = decision
 

@@ -8,9 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.guards import roles
 from app.accounts.guards.identity import Caller, CurrentUser
@@ -24,6 +22,7 @@ from app.accounts.services.sessions import BrowserSession, SessionStore
 from app.accounts.services.sign_in import sign_out_everywhere
 from app.accounts.services.users import AccountError, get_user, update_user
 from app.core.db import DbSession
+from app.core.errors import Forbidden, NotFound
 from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import Form, redirect, render
 
@@ -61,7 +60,7 @@ class SessionRow:
 def _my_id(caller: CurrentUser) -> UUID:
     """The signed-in person's id; an API key is a service and has no account page."""
     if caller.id is None:
-        raise PermissionDeniedException("An API key has no account page.")
+        raise Forbidden("An API key has no account page.")
     return caller.id
 
 
@@ -96,12 +95,6 @@ async def _page(
         "sessions": sessions,
     }
     return render(request, "accounts/account.html", context, status_code=status_code)
-
-
-async def _discard(db_session: AsyncSession, user: User) -> None:
-    """Undo a refused change, so the request's commit keeps nothing of it."""
-    await db_session.rollback()
-    await db_session.refresh(user)
 
 
 class AccountController(Controller):
@@ -143,8 +136,7 @@ class AccountController(Controller):
                 email=data.get("email", ""),
                 display_name=data.get("display_name", ""),
             )
-        except AccountError as exc:
-            await _discard(db_session, user)
+        except AccountError as exc:  # update_user changed nothing
             errors = {exc.field or "form": exc.message}
             return await _page(request, runtime, user, form=data, errors=errors, status_code=400)
         if user.email != old_email:
@@ -178,8 +170,7 @@ class AccountController(Controller):
                 )
             except AccountError as exc:
                 errors[exc.field or "form"] = exc.message
-        if errors:
-            await _discard(db_session, user)
+        if errors:  # change_password changed nothing
             return await _page(request, runtime, user, errors=errors, status_code=400)
         await db_session.commit()
         await runtime.service(SessionStore).revoke_all(
@@ -200,7 +191,7 @@ class AccountController(Controller):
         """End one of the user's own sessions (another browser's, or this one)."""
         my_id = _my_id(caller)
         if not await runtime.service(SessionStore).revoke_by_short_id(my_id, short_id):
-            raise NotFoundException("No such session; it may have ended already.")
+            raise NotFound("No such session; it may have ended already.")
         record(
             db_session,
             actor,

@@ -87,10 +87,8 @@ class PasswordResetController(Controller):
                     data.get("new_password", ""),
                 )
             except PasswordResetInvalid:
-                await db_session.rollback()
                 return _link_invalid(request)
             except AccountError as exc:
-                await db_session.rollback()
                 errors[exc.field or "form"] = exc.message
             else:
                 return redirect("/login")
@@ -137,12 +135,10 @@ class ForgotPasswordController(Controller):
                 lambda token: reset_link_url(request, token),
             )
         except Throttled as exc:
-            await db_session.rollback()
             context = {"sent": False, "form": form, "errors": {"form": exc.message}}
             headers = {"Retry-After": str(exc.retry_after)}
             return render(request, FORGOT_TEMPLATE, context, status_code=429, headers=headers)
         except StoreUnavailable:
-            await db_session.rollback()
             errors = {"form": "Password reset is unavailable right now. Try again in a minute."}
             context = {"sent": False, "form": form, "errors": errors}
             return render(request, FORGOT_TEMPLATE, context, status_code=503)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import NotFoundException
 from litestar.params import FromQuery
 
 from app.accounts.guards import roles
@@ -25,9 +24,13 @@ from app.accounts.services.users import (
     users_exist,
 )
 from app.core.db import DbSession
+from app.core.errors import Conflict, NotFound
 from app.core.redirects import safe_next
 from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import Form, redirect, render
+
+NOT_FOUND = "Not Found"
+"""What a page that is off (set-up once done, registration closed) says: its status's name."""
 
 
 async def start_session(
@@ -93,7 +96,7 @@ class SignInController(Controller):
     async def setup_form(self, request: Request, db_session: DbSession) -> Response[str]:
         """The first run's page; it disappears once an account exists."""
         if await users_exist(db_session):
-            raise NotFoundException()
+            raise NotFound(NOT_FOUND)
         return render(request, "accounts/setup.html", {"form": {}, "errors": {}})
 
     @post("/setup", name="accounts:setup_submit")
@@ -106,7 +109,7 @@ class SignInController(Controller):
         data: Form,
     ) -> Response[Any]:
         if await users_exist(db_session):
-            raise NotFoundException()
+            raise NotFound(NOT_FOUND)
         new_user, errors = account_form(data)
         if not errors:
             try:
@@ -117,7 +120,7 @@ class SignInController(Controller):
                     new_user,
                 )
             except AccountError as exc:
-                if exc.status == 409:
+                if isinstance(exc, Conflict):
                     return redirect("/login")
                 errors[exc.field or "form"] = exc.message
             else:
@@ -178,7 +181,7 @@ class SignInController(Controller):
     @get("/register", name="accounts:register")
     async def register_form(self, request: Request, db_session: DbSession) -> Response[str]:
         if not await REGISTRATION_OPEN.read(db_session):
-            raise NotFoundException()
+            raise NotFound(NOT_FOUND)
         return render(request, "accounts/register.html", {"form": {}, "errors": {}})
 
     @post("/register", name="accounts:register_submit")
@@ -191,7 +194,7 @@ class SignInController(Controller):
         data: Form,
     ) -> Response[Any]:
         if not await REGISTRATION_OPEN.read(db_session):
-            raise NotFoundException()
+            raise NotFound(NOT_FOUND)
         new_user, errors = account_form(data)
         if not errors:
             try:

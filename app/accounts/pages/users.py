@@ -24,6 +24,7 @@ from app.accounts.services.passwords import RESET_LINK_SECONDS, create_password_
 from app.accounts.services.users import (
     USER_STATUSES,
     AccountError,
+    AccountForbidden,
     can_manage,
     create_user,
     delete_user,
@@ -32,6 +33,7 @@ from app.accounts.services.users import (
     update_user,
 )
 from app.core.db import DbSession
+from app.core.errors import Forbidden, NotFound
 from app.core.pagination import PageNumber, PageRequest
 from app.core.runtime import AppRuntime
 from app.core.templating import Form, redirect, render, render_list
@@ -176,9 +178,8 @@ class UsersAdminController(Controller):
                     new_user,
                 )
             except AccountError as exc:
-                if exc.status in (403, 404):
+                if isinstance(exc, Forbidden | NotFound):
                     raise
-                await db_session.rollback()
                 errors[exc.field or "form"] = exc.message
             else:
                 return redirect(_edit_url(request, user.id, "created"))
@@ -206,22 +207,21 @@ class UsersAdminController(Controller):
         data: Form,
     ) -> Response[Any]:
         """E-mail, username, display name and role (changing the role is part of editing)."""
+        user = await get_user(db_session, user_id)
         try:
             await update_user(
                 db_session,
                 actor,
                 caller.role,
-                await get_user(db_session, user_id),
+                user,
                 email=data.get("email"),
                 username=data.get("username"),
                 display_name=data.get("display_name"),
                 role=data.get("role") or None,
             )
-        except AccountError as exc:
-            if exc.status in (403, 404):
+        except AccountError as exc:  # update_user changed nothing
+            if isinstance(exc, Forbidden | NotFound):
                 raise
-            await db_session.rollback()  # update_user may have changed some fields already
-            user = await get_user(db_session, user_id)
             errors = {exc.field or "form": exc.message}
             return _user_page(request, user, data, errors, status_code=_form_status(exc))
         return redirect(_edit_url(request, user_id, "saved"))
@@ -285,7 +285,7 @@ class UsersAdminController(Controller):
     ) -> Response[str]:
         user = await get_user(db_session, user_id)
         if not can_manage(caller.role, user.role_level):
-            raise AccountError("You cannot delete this account.", None, 403)
+            raise AccountForbidden("You cannot delete this account.")
         return render(request, "accounts/users/confirm_delete.html", {"user": user})
 
     @post("/{user_id:uuid}/delete", name="admin:user_delete", guards=[roles.editor])

@@ -83,7 +83,6 @@ class VerifyEmailController(Controller):
         try:
             await verify_address(db_session, runtime.store, actor, token)
         except VerificationInvalid:
-            await db_session.rollback()
             return _invalid(request)
         await db_session.commit()
         return redirect(request.url.path + "?done=true")

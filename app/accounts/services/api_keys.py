@@ -18,7 +18,7 @@ from app.accounts.models import ApiKey, Role, User
 from app.accounts.services.audit import Actor, record
 from app.accounts.services.tokens import new_api_key
 from app.accounts.services.users import check_role
-from app.core.errors import DomainError
+from app.core.errors import DomainError, Forbidden, InvalidField, NotFound
 from app.core.pagination import Page, PageRequest, paginate
 from app.core.times import utc_time
 
@@ -26,7 +26,19 @@ NAME_MAX_LENGTH = 120
 
 
 class ApiKeyError(DomainError):
-    """A rule about API keys said no."""
+    """A rule about API keys said no: one of the kinds below."""
+
+
+class InvalidApiKey(ApiKeyError, InvalidField):
+    """A field of a new key breaks a rule."""
+
+
+class ApiKeyNotFound(ApiKeyError, NotFound):
+    """No such API key."""
+
+
+class ApiKeyForbidden(ApiKeyError, Forbidden):
+    """The caller may not make this key."""
 
 
 @dataclass(frozen=True)
@@ -64,16 +76,16 @@ def acting_name(key: ApiKey) -> str:
 def _clean_name(name: str) -> str:
     name = name.strip()
     if not 1 <= len(name) <= NAME_MAX_LENGTH:
-        raise ApiKeyError(f"Give the key a name of 1-{NAME_MAX_LENGTH} characters.", "name")
+        raise InvalidApiKey(f"Give the key a name of 1-{NAME_MAX_LENGTH} characters.", "name")
     return name
 
 
 def _clean_role(role: str, creator_role: Role) -> Role:
     parsed, problem = check_role(role.strip())
     if problem is not None:
-        raise ApiKeyError(problem.message, "role")
+        raise InvalidApiKey(problem.message, "role")
     if parsed > creator_role:
-        raise ApiKeyError("A key cannot have a higher role than yours.", "role", 403)
+        raise ApiKeyForbidden("A key cannot have a higher role than yours.", "role")
     return parsed
 
 
@@ -82,7 +94,7 @@ def _clean_expiry(expires_at: datetime | None, now: datetime) -> datetime | None
         return None
     expires_at = utc_time(expires_at, "expires_at")  # a time without a zone is UTC
     if expires_at <= now:
-        raise ApiKeyError("The expiry must be in the future.", "expires_at")
+        raise InvalidApiKey("The expiry must be in the future.", "expires_at")
     return expires_at
 
 
@@ -97,9 +109,7 @@ async def create_api_key(
 ) -> tuple[ApiKey, str]:
     """A new key and its secret; the secret is returned here once and never stored."""
     if creator_id is None:
-        raise ApiKeyError(
-            "API keys are created by a person: sign in or use an access token.", None, 403
-        )
+        raise ApiKeyForbidden("API keys are created by a person: sign in or use an access token.")
     now = datetime.now(UTC)
     clean_name = _clean_name(name)
     clean_role = _clean_role(role, actor_role)
@@ -148,7 +158,7 @@ async def list_api_keys(
 async def get_api_key(session: AsyncSession, key_id: UUID) -> ApiKey:
     key = await session.get(ApiKey, key_id)
     if key is None:
-        raise ApiKeyError("No such API key.", None, 404)
+        raise ApiKeyNotFound("No such API key.")
     return key
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import AuditEntry, User
-from app.core.errors import DomainError
+from app.core.errors import InvalidField
 from app.core.pagination import Page, PageRequest, paginate
 from app.core.times import parse_day, utc_time
 from app.site_settings.services import SettingDefinition, define
@@ -93,7 +93,7 @@ def record(
     return entry
 
 
-class AuditFilterError(DomainError):
+class AuditFilterError(InvalidField):
     """A filter of the audit log cannot be understood (a bad date, an inverted range)."""
 
 

@@ -19,7 +19,14 @@ from app.accounts.services.password_hashing import (
     check_password_rules,
 )
 from app.accounts.services.throttle import Throttled
-from app.accounts.services.users import AccountError, can_manage, find_by_login
+from app.accounts.services.users import (
+    AccountConflict,
+    AccountForbidden,
+    AccountNotFound,
+    InvalidAccount,
+    can_manage,
+    find_by_login,
+)
 from app.core.queueing import enqueue, enqueue_many
 from app.core.store import Store
 
@@ -34,18 +41,28 @@ async def change_password(
 ) -> User:
     """The user's own change: needs the current password; ends their other sessions."""
     if not await hashing.verify(user.password_hash, current[:1024]):
-        raise AccountError("The current password is not right.", "current_password")
+        raise InvalidAccount("The current password is not right.", "current_password")
     return await set_password(session, hashing, actor, user, new)
+
+
+def check_new_password(user: User, new: str) -> None:
+    """InvalidAccount (beside `new_password`) when `new` breaks a password rule for `user`."""
+    try:
+        check_password_rules(new, username=user.username, email=user.email)
+    except PasswordRuleError as exc:
+        raise InvalidAccount(str(exc), "new_password") from None
 
 
 async def set_password(
     session: AsyncSession, hashing: PasswordHashing, actor: Actor, user: User, new: str
 ) -> User:
-    try:
-        check_password_rules(new, username=user.username, email=user.email)
-    except PasswordRuleError as exc:
-        raise AccountError(str(exc), "new_password") from None
-    user.password_hash = await hashing.hash(new)
+    check_new_password(user, new)
+    return _password_set(session, actor, user, await hashing.hash(new))
+
+
+def _password_set(session: AsyncSession, actor: Actor, user: User, password_hash: str) -> User:
+    """Store a checked password's hash; every session and token of `user` ends."""
+    user.password_hash = password_hash
     user.password_changed_at = datetime.now(UTC)
     user.auth_version += 1
     user.failed_login_count = 0
@@ -58,11 +75,11 @@ RESET_LINK_KEY = "password-reset:"
 RESET_LINK_SECONDS = 3600
 
 
-class PasswordResetInvalid(AccountError):
+class PasswordResetInvalid(AccountNotFound):
     """A reset link that is unknown, expired, used, or no longer matches its account."""
 
     def __init__(self) -> None:
-        super().__init__("This link has expired or was already used.", None, 404)
+        super().__init__("This link has expired or was already used.")
 
 
 def _reset_key(token: str) -> str:
@@ -80,9 +97,9 @@ async def create_password_reset(
     """A one-time link token for `user` (valid `ttl` seconds, an hour by default); only its
     hash is stored."""
     if actor.user_id != user.id and not can_manage(actor_role, user.role_level):
-        raise AccountError("You cannot reset this account's password.", None, 403)
+        raise AccountForbidden("You cannot reset this account's password.")
     if not user.is_active:
-        raise AccountError("This account is deactivated; reactivate it first.", None, 409)
+        raise AccountConflict("This account is deactivated; reactivate it first.")
     token = secrets.token_urlsafe(32)
     ticket = {"user_id": str(user.id), "auth_version": user.auth_version}
     await store.set(_reset_key(token), json.dumps(ticket), ttl=ttl)
@@ -162,13 +179,16 @@ async def consume_password_reset(
     """Set the password a reset link allows, once: the link is deleted and old sessions end.
 
     A password that breaks the rules leaves the link usable; of two racing uses, only the
-    one that deletes the key wins (the other raises, rolling its transaction back).
+    one that deletes the key wins (the other raises PasswordResetInvalid, having changed
+    nothing).
     """
     user = await find_password_reset(session, store, token)
-    actor = Actor(user.id, user.username, actor.ip_address, actor.user_agent)
-    await set_password(session, hashing, actor, user, new_password)
+    check_new_password(user, new_password)
+    password_hash = await hashing.hash(new_password)
     if await store.delete(_reset_key(token)) == 0:
         raise PasswordResetInvalid()
+    actor = Actor(user.id, user.username, actor.ip_address, actor.user_agent)
+    _password_set(session, actor, user, password_hash)
     record(session, actor, "user.password_reset", "user", user.id, via="link")
     return user
 

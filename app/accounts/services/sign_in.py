@@ -13,6 +13,7 @@ from app.accounts.services.password_hashing import PasswordHashing
 from app.accounts.services.sessions import SessionStore
 from app.accounts.services.throttle import LoginThrottle, Throttled
 from app.accounts.services.users import (
+    AccountConflict,
     AccountError,
     NewUser,
     find_by_login,
@@ -20,7 +21,7 @@ from app.accounts.services.users import (
     users_exist,
     validate_new_user,
 )
-from app.core.errors import DomainError
+from app.core.errors import DomainError, NotSignedIn
 from app.core.runtime import Runtime
 from app.core.store import StoreError
 from app.site_settings.models import SystemSetting
@@ -28,11 +29,11 @@ from app.site_settings.models import SystemSetting
 SETUP_MARKER = "_setup_completed"
 
 
-class LoginFailed(AccountError):
+class LoginFailed(AccountError, NotSignedIn):
     """The one message for an unknown user, a wrong password and an inactive account."""
 
     def __init__(self) -> None:
-        super().__init__("The e-mail/username or password is not right.", None, 401)
+        super().__init__("The e-mail/username or password is not right.")
 
 
 async def create_first_admin(
@@ -43,13 +44,13 @@ async def create_first_admin(
         NewUser(data.email, data.username, data.password, Role.admin.name, data.display_name)
     )
     if await users_exist(session):
-        raise AccountError("Keel is already set up.", None, 409)
+        raise AccountConflict("Keel is already set up.")
     session.add(SystemSetting(key=SETUP_MARKER, value=True, updated_at=datetime.now(UTC)))
     try:
         await session.flush()
     except IntegrityError:
         await session.rollback()  # a concurrent set-up won the race
-        raise AccountError("Keel is already set up.", None, 409) from None
+        raise AccountConflict("Keel is already set up.") from None
     user = await insert_user(session, hashing, data)
     record(
         session,

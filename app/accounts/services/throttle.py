@@ -12,19 +12,18 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from app.core.errors import DomainError
+from app.core.errors import TooManyRequests
 from app.core.store import MemoryStore, Store, StoreUnavailable
 from app.settings import AuthSettings
 
 log = logging.getLogger("keel.throttle")
 
 
-class Throttled(DomainError):
+class Throttled(TooManyRequests):
     """Too many attempts: 429 with Retry-After."""
 
     def __init__(self, retry_after: int, message: str) -> None:
-        super().__init__(message, status=429, headers={"Retry-After": str(retry_after)})
-        self.retry_after = retry_after
+        super().__init__(message, retry_after)
 
 
 class LoginThrottle:

@@ -20,7 +20,14 @@ from app.accounts.services.password_hashing import (
     PasswordRuleError,
     check_password_rules,
 )
-from app.core.errors import DomainError, only_if_valid
+from app.core.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidField,
+    NotFound,
+    only_if_valid,
+)
 from app.core.pagination import Page, PageRequest, paginate
 from app.site_settings.services import SettingDefinition, define
 
@@ -38,7 +45,23 @@ EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 
 
 class AccountError(DomainError):
-    """A rule about accounts said no."""
+    """A rule about accounts said no: one of the kinds below."""
+
+
+class InvalidAccount(AccountError, InvalidField):
+    """A field of an account (or of a filter over accounts) breaks a rule."""
+
+
+class AccountNotFound(AccountError, NotFound):
+    """No such account (or link to one)."""
+
+
+class AccountForbidden(AccountError, Forbidden):
+    """The caller's role may not make this change to this account."""
+
+
+class AccountConflict(AccountError, Conflict):
+    """The accounts as they are refuse the change: an address taken, the last admin."""
 
 
 @dataclass
@@ -62,28 +85,28 @@ ROLE_RULE = "Choose viewer, editor or admin."
 # rule it breaks, if any.
 
 
-def check_email(value: str) -> tuple[str, AccountError | None]:
+def check_email(value: str) -> tuple[str, InvalidAccount | None]:
     email = value.strip().lower()
     if not EMAIL.match(email) or len(email) > EMAIL_MAX_LENGTH:
-        return email, AccountError("Enter a valid e-mail address.", "email")
+        return email, InvalidAccount("Enter a valid e-mail address.", "email")
     return email, None
 
 
-def check_username(value: str) -> tuple[str, AccountError | None]:
+def check_username(value: str) -> tuple[str, InvalidAccount | None]:
     username = value.strip()
     if not USERNAME.match(username):
-        return username, AccountError(USERNAME_RULE, "username")
+        return username, InvalidAccount(USERNAME_RULE, "username")
     return username, None
 
 
-def check_role(value: str) -> tuple[Role, AccountError | None]:
+def check_role(value: str) -> tuple[Role, InvalidAccount | None]:
     """A role an account may have (guest is not one); viewer with the problem otherwise."""
     try:
         role = Role.parse(value)
     except ValueError:
-        return Role.viewer, AccountError(ROLE_RULE, "role")
+        return Role.viewer, InvalidAccount(ROLE_RULE, "role")
     if role not in ASSIGNABLE_ROLES:
-        return Role.viewer, AccountError(ROLE_RULE, "role")
+        return Role.viewer, InvalidAccount(ROLE_RULE, "role")
     return role, None
 
 
@@ -91,7 +114,7 @@ def clean_display_name(value: str) -> str:
     return value.strip()[:DISPLAY_NAME_MAX_LENGTH]
 
 
-def check_new_user(data: NewUser, *, password: bool = True) -> tuple[NewUser, list[AccountError]]:
+def check_new_user(data: NewUser, *, password: bool = True) -> tuple[NewUser, list[InvalidAccount]]:
     """The new account's fields cleaned, and every rule they break (none: the list is
     empty). `password=False` skips the password rules: an imported account gets none."""
     email, email_problem = check_email(data.email)
@@ -102,7 +125,7 @@ def check_new_user(data: NewUser, *, password: bool = True) -> tuple[NewUser, li
         try:
             check_password_rules(data.password, username=username, email=email)
         except PasswordRuleError as exc:
-            problems.append(AccountError(str(exc), "password"))
+            problems.append(InvalidAccount(str(exc), "password"))
     display_name = clean_display_name(data.display_name)
     return NewUser(email, username, data.password, role.name, display_name), problems
 
@@ -156,9 +179,9 @@ async def _ensure_unique(
 ) -> None:
     emails, usernames = await taken_logins(session, [email], [username], exclude)
     if emails:
-        raise AccountError(EMAIL_TAKEN, "email", 409)
+        raise AccountConflict(EMAIL_TAKEN, "email")
     if usernames:
-        raise AccountError("This username is taken.", "username", 409)
+        raise AccountConflict("This username is taken.", "username")
 
 
 async def insert_user(
@@ -168,7 +191,9 @@ async def insert_user(
     *,
     is_active: bool = True,
 ) -> User:
-    """Add the account (checked already). With no `hashing` its password is unusable."""
+    """Add the account (checked already). With no `hashing` its password is unusable. An
+    address a concurrent transaction took since (the unique index) rolls the transaction
+    back: AccountConflict."""
     user = User(
         email=data.email,
         username=data.username,
@@ -183,9 +208,10 @@ async def insert_user(
     session.add(user)
     try:
         await session.flush()
-    except IntegrityError:
-        raise AccountError(
-            "An account with this e-mail address or username exists.", "email", 409
+    except IntegrityError:  # a concurrent sign-up took the address since it was checked
+        await session.rollback()  # the failed flush ended the transaction: start clean
+        raise AccountConflict(
+            "An account with this e-mail address or username exists.", "email"
         ) from None
     return user
 
@@ -205,7 +231,7 @@ async def create_user(
 ) -> User:
     data = validate_new_user(data)
     if not may_create(actor_role, Role[data.role]):
-        raise AccountError("You cannot create an account with this role.", "role", 403)
+        raise AccountForbidden("You cannot create an account with this role.", "role")
     await _ensure_unique(session, data.email, data.username)
     user = await insert_user(session, hashing, data)
     record(session, actor, "user.created", "user", user.id, email=user.email, role=user.role)
@@ -241,7 +267,7 @@ async def find_by_login(session: AsyncSession, login: str) -> User | None:
 async def get_user(session: AsyncSession, user_id: UUID) -> User:
     user = await session.get(User, user_id)
     if user is None:
-        raise AccountError("No such user.", None, 404)
+        raise AccountNotFound("No such user.")
     return user
 
 
@@ -256,9 +282,11 @@ async def _active_admins(session: AsyncSession) -> int:
     )
 
 
-async def _guard_last_admin(session: AsyncSession, user: User) -> None:
-    if user.role == Role.admin.name and user.is_active and await _active_admins(session) <= 1:
-        raise AccountError("This is the last active admin; make another admin first.", None, 409)
+async def _guard_last_admin(session: AsyncSession, user: User, role: str | None = None) -> None:
+    """Refuse to take the last active admin away; `role`: the user's role by then."""
+    role = role or user.role
+    if role == Role.admin.name and user.is_active and await _active_admins(session) <= 1:
+        raise AccountConflict("This is the last active admin; make another admin first.")
 
 
 async def update_user(
@@ -273,11 +301,12 @@ async def update_user(
     role: str | None = None,
     is_active: bool | None = None,
 ) -> User:
-    """Edit a user under the role rules; every change is audited with what changed."""
+    """Edit a user under the role rules; every change is audited with what changed. Every
+    rule is checked before `user` changes, so a refused edit changes nothing."""
     is_self = actor.user_id == user.id
     if not is_self and not _can_manage(actor_role, user.role_level):
-        raise AccountError("You cannot change this account.", None, 403)
-    changes: dict[str, object] = {}
+        raise AccountForbidden("You cannot change this account.")
+    changes: dict[str, list[object]] = {}
     if email is not None or username is not None:
         new_email, email_problem = check_email(email if email is not None else user.email)
         new_username, username_problem = check_username(
@@ -289,44 +318,53 @@ async def update_user(
         await _ensure_unique(session, new_email, new_username, exclude=user.id)
         if new_email != user.email:
             changes["email"] = [user.email, new_email]
-            user.email = new_email
-            user.email_verified_at = None
         if new_username != user.username:
             changes["username"] = [user.username, new_username]
-            user.username = new_username
     if display_name is not None and clean_display_name(display_name) != user.display_name:
         changes["display_name"] = [user.display_name, clean_display_name(display_name)]
-        user.display_name = clean_display_name(display_name)
     if role is not None and role != user.role:
         new_role, problem = check_role(role)
         if problem is not None:
             raise problem
         if is_self and new_role < user.role_level and actor_role != Role.admin:
-            raise AccountError("You cannot change your own role.", "role", 403)
+            raise AccountForbidden("You cannot change your own role.", "role")
         if not _can_manage(actor_role, new_role) or new_role > actor_role:
-            raise AccountError("You cannot give this role.", "role", 403)
+            raise AccountForbidden("You cannot give this role.", "role")
         if new_role < Role.admin:
             await _guard_last_admin(session, user)
         changes["role"] = [user.role, new_role.name]
-        user.role = new_role.name
+    deactivating = is_active is False and user.is_active
+    if deactivating:
+        if is_self:
+            raise AccountConflict("You cannot deactivate yourself.")
+        role_by_then = str(changes["role"][1]) if "role" in changes else user.role
+        await _guard_last_admin(session, user, role_by_then)
     if is_active is not None and is_active != user.is_active:
-        if not is_active:
-            if is_self:
-                raise AccountError("You cannot deactivate yourself.", None, 409)
-            await _guard_last_admin(session, user)
-            user.auth_version += 1  # ends every session and token at once
         changes["is_active"] = [user.is_active, is_active]
-        user.is_active = is_active
-    if changes:
-        record(session, actor, "user.updated", "user", user.id, changes=changes)
+    if not changes:
+        return user
+    if "email" in changes:
+        user.email = str(changes["email"][1])
+        user.email_verified_at = None
+    if "username" in changes:
+        user.username = str(changes["username"][1])
+    if "display_name" in changes:
+        user.display_name = str(changes["display_name"][1])
+    if "role" in changes:
+        user.role = str(changes["role"][1])
+    if "is_active" in changes:
+        user.is_active = bool(is_active)
+        if deactivating:
+            user.auth_version += 1  # ends every session and token at once
+    record(session, actor, "user.updated", "user", user.id, changes=changes)
     return user
 
 
 async def delete_user(session: AsyncSession, actor: Actor, actor_role: Role, user: User) -> None:
     if actor.user_id == user.id:
-        raise AccountError("You cannot delete yourself.", None, 409)
+        raise AccountConflict("You cannot delete yourself.")
     if not _can_manage(actor_role, user.role_level):
-        raise AccountError("You cannot delete this account.", None, 403)
+        raise AccountForbidden("You cannot delete this account.")
     await _guard_last_admin(session, user)
     record(
         session, actor, "user.deleted", "user", user.id, email=user.email, username=user.username
@@ -368,15 +406,15 @@ async def list_users(
         )
     if role:
         if role not in {r.name for r in ASSIGNABLE_ROLES}:
-            raise AccountError("Choose viewer, editor or admin.", "role")
+            raise InvalidAccount("Choose viewer, editor or admin.", "role")
         query = query.where(User.role == role)
     if status:
         if status not in USER_STATUSES:
-            raise AccountError("Choose active or inactive.", "status")
+            raise InvalidAccount("Choose active or inactive.", "status")
         query = query.where(User.is_active.is_(status == "active"))
     key = (sort or "username").removeprefix("-")
     if key not in USER_SORTS:
-        raise AccountError(f"Sort by one of: {', '.join(USER_SORTS)}.", "sort")
+        raise InvalidAccount(f"Sort by one of: {', '.join(USER_SORTS)}.", "sort")
     column = USER_SORTS[key]
     order = column.desc() if (sort or "").startswith("-") else column.asc()
     return await paginate(

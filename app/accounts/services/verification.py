@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import User
 from app.accounts.services.audit import Actor, record
-from app.accounts.services.users import AccountError
+from app.accounts.services.users import AccountNotFound
 from app.core.queueing import enqueue
 from app.core.store import Store
 
@@ -23,11 +23,11 @@ VERIFY_SECONDS = 24 * 3600
 VERIFY_MAIL_SUBJECT = "Confirm your e-mail address"
 
 
-class VerificationInvalid(AccountError):
+class VerificationInvalid(AccountNotFound):
     """A verification link that is unknown, expired, used, or for an address since changed."""
 
     def __init__(self) -> None:
-        super().__init__("This link has expired or was already used.", None, 404)
+        super().__init__("This link has expired or was already used.")
 
 
 def _key(token: str) -> str:

@@ -26,7 +26,7 @@ from app.content.schemas import (
     RevisionOut,
 )
 from app.content.services.entries import (
-    ContentError,
+    ContentNotFound,
     EntryFilters,
     EntryInput,
     delete_entry,
@@ -61,7 +61,7 @@ async def _visible_entry(request: Request, db_session: DbSession, entry_id: UUID
     """The entry, or a 404 when the caller may not see it (never a hint that it exists)."""
     entry = await get_entry(db_session, entry_id)
     if not _sees_everything(request) and not visible_to_public(entry):
-        raise ContentError("No such entry.", status=404)
+        raise ContentNotFound("No such entry.")
     return entry
 
 
@@ -105,7 +105,7 @@ class ContentController(Controller):
             runtime_of(request.app.state).reads, entry_id, may_preview=_sees_everything(request)
         )
         if row is None:
-            raise ContentError("No such entry.", status=404)
+            raise ContentNotFound("No such entry.")
         return EntryOut.from_row(row)
 
     @post("/", name="api:content:create", guards=[roles.editor], status_code=201)

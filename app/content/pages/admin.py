@@ -24,6 +24,7 @@ from app.content.services.entries import (
     ContentError,
     EntryFilters,
     EntryInput,
+    InvalidContent,
     archive_entry,
     author_names,
     delete_entry,
@@ -109,7 +110,7 @@ def _form_values(entry: Entry) -> dict[str, str]:
 
 
 def _entry_input(data: dict[str, str], kind: str) -> EntryInput:
-    """What the editor's form describes; a nav order that is not a number is a ContentError."""
+    """What the editor's form describes; a nav order that is not a number is InvalidContent."""
     entry, problem = entry_input(data, kind)
     return only_if_valid(entry, [problem] if problem else [])
 
@@ -176,7 +177,7 @@ class ContentAdminController(Controller):
             try:
                 author_id = UUID(author) if author else None
             except ValueError:
-                raise ContentError("Choose an author from the list.", "author") from None
+                raise InvalidContent("Choose an author from the list.", "author") from None
             filters = EntryFilters(
                 kind=kind or None,
                 status=status or None,
@@ -223,7 +224,6 @@ class ContentAdminController(Controller):
                 _entry_input(data, data.get("kind", "")),
             )
         except ContentError as exc:
-            await db_session.rollback()
             errors = {exc.field or "form": exc.message}
             return await _entry_page(request, db_session, None, data, errors, status_code=400)
         return redirect(_edit_url(request, entry.id, "created"))
@@ -253,8 +253,6 @@ class ContentAdminController(Controller):
         try:
             await save_entry(db_session, actor, _entry_input(data, entry.kind), entry)
         except ContentError as exc:
-            await db_session.rollback()
-            entry = await get_entry(db_session, entry_id)
             errors = {exc.field or "form": exc.message}
             form = {**data, "kind": entry.kind}
             return await _entry_page(request, db_session, entry, form, errors, status_code=400)
@@ -274,8 +272,6 @@ class ContentAdminController(Controller):
         try:
             entry = await publish_entry(db_session, actor, entry, _publish_time(data))
         except (ContentError, InvalidTime) as exc:
-            await db_session.rollback()
-            entry = await get_entry(db_session, entry_id)
             errors = {exc.field or "form": exc.message}
             return await _entry_page(
                 request, db_session, entry, _form_values(entry), errors, status_code=400

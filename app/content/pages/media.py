@@ -11,7 +11,6 @@ from uuid import UUID
 import anyio
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import UploadFile
-from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
 from litestar.response import File
 
@@ -21,7 +20,9 @@ from app.accounts.services.audit import CurrentActor
 from app.content.services.media import (
     HARD_MAX_BYTES,
     UPLOAD_MAX_BYTES,
+    InvalidMedia,
     MediaError,
+    MediaNotFound,
     delete_media,
     find_stored,
     get_media,
@@ -80,10 +81,10 @@ class MediaFilesController(Controller):
         images are shown inline; everything is served in a CSP sandbox."""
         media = await find_stored(db_session, name)
         if media is None:
-            raise NotFoundException("No such media file.")
+            raise MediaNotFound("No such media file.")
         path = stored_path(media_dir(runtime), media)
         if not await anyio.Path(path).is_file():
-            raise NotFoundException("No such media file.")
+            raise MediaNotFound("No such media file.")
         if request.headers.get("hx-request"):
             # A link in a boosted page: htmx would swap the file's bytes into the page.
             # The browser loads it itself instead (shows an image, saves anything else).
@@ -181,7 +182,7 @@ class MediaAdminController(Controller):
         form = {"alt_text": alt_text}
         try:
             if not isinstance(upload, UploadFile) or not upload.filename:
-                raise MediaError("Choose a file to upload.", "file")
+                raise InvalidMedia("Choose a file to upload.", "file")
             await store_upload(
                 db_session,
                 actor,
@@ -192,7 +193,6 @@ class MediaAdminController(Controller):
                 alt_text,
             )
         except MediaError as exc:
-            await db_session.rollback()
             params = {"q": "", "kind": "", "page": None}
             errors = {exc.field or "form": exc.message}
             return await self._library(

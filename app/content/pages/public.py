@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 from litestar import Controller, MediaType, Request, Response, get
-from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 
@@ -19,6 +18,7 @@ from app.accounts.models import Role
 from app.content.models import Entry, Kind
 from app.content.pages import feeds
 from app.content.services.entries import (
+    ContentNotFound,
     author_names,
     get_tag,
     list_public_entries,
@@ -81,7 +81,7 @@ async def _entry_page(
     reads = runtime_of(request.app.state).reads
     entry = await entry_for_reader(reads, kind, slug, may_preview=previewing)
     if entry is None:
-        raise NotFoundException("No such page.")
+        raise ContentNotFound("No such page.")
     if previewing:
         is_public = visible_to_public(entry)
         headers = PREVIEW_HEADERS
@@ -139,7 +139,7 @@ class PublicPagesController(Controller):
         """The public posts that carry one tag."""
         found = await get_tag(db_session, slug)
         if found is None:
-            raise NotFoundException("No such tag.")
+            raise ContentNotFound("No such tag.")
         posts = await list_public_posts(db_session, PageRequest.of(page, BLOG_PER_PAGE), slug)
         context = await public_context(request, tag=found, posts=posts, params={})
         return render(request, "content/tag.html", context, block="results")

@@ -25,7 +25,7 @@ from app.accounts.services.audit import Actor, record
 from app.content.models import Entry, Kind, Revision, Status, Tag
 from app.content.services.markdown import plain_text, render_markdown
 from app.core.clock import current_clock
-from app.core.errors import DomainError, only_if_valid
+from app.core.errors import Conflict, DomainError, InvalidField, NotFound, only_if_valid
 from app.core.events import PUBLIC_CHANGED, is_pending, mark_public_change
 from app.core.numbers import INT32_MAX, INT32_MIN
 from app.core.pagination import Page, PageRequest, paginate
@@ -57,7 +57,22 @@ RESERVED_PAGE_SLUGS = {
 
 
 class ContentError(DomainError):
-    """A rule about content said no."""
+    """A rule about content said no: one of the kinds below."""
+
+
+class InvalidContent(ContentError, InvalidField):
+    """A field of an entry (or of a filter over entries) breaks a rule."""
+
+
+class ContentNotFound(ContentError, NotFound):
+    """No such entry, revision, page or tag."""
+
+
+class SlugTaken(ContentError, Conflict):
+    """Another entry of the kind uses the address."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"Another {kind} already uses this address.", "slug")
 
 
 def now() -> datetime:
@@ -125,30 +140,30 @@ class EntryInput:
     nav_order: int | None = None
 
 
-def check_entry(data: EntryInput) -> tuple[EntryInput, list[ContentError]]:
+def check_entry(data: EntryInput) -> tuple[EntryInput, list[InvalidContent]]:
     """The entry's fields cleaned, and every rule they break (none: the list is empty)."""
-    problems: list[ContentError] = []
+    problems: list[InvalidContent] = []
     if data.kind not in (Kind.page.value, Kind.post.value):
-        problems.append(ContentError("Choose page or post.", "kind"))
+        problems.append(InvalidContent("Choose page or post.", "kind"))
     title = data.title.strip()
     if not title:
-        problems.append(ContentError("Give it a title.", "title"))
+        problems.append(InvalidContent("Give it a title.", "title"))
     if len(title) > 200:
-        problems.append(ContentError("Use at most 200 characters.", "title"))
+        problems.append(InvalidContent("Use at most 200 characters.", "title"))
     slug = data.slug.strip().lower() or slugify(title)
     if not SLUG.match(slug) or len(slug) > 120:
-        problems.append(ContentError("Use lowercase letters, digits and single dashes.", "slug"))
+        problems.append(InvalidContent("Use lowercase letters, digits and single dashes.", "slug"))
     elif data.kind == Kind.page.value and slug in RESERVED_PAGE_SLUGS:
         problems.append(
-            ContentError("This address is used by the site itself; choose another.", "slug")
+            InvalidContent("This address is used by the site itself; choose another.", "slug")
         )
     if len(data.body_markdown) > 200_000:
         problems.append(
-            ContentError("The text is too long (200,000 characters at most).", "body_markdown")
+            InvalidContent("The text is too long (200,000 characters at most).", "body_markdown")
         )
     if data.nav_order is not None and not INT32_MIN <= data.nav_order <= INT32_MAX:
         problems.append(
-            ContentError(f"Use a number from {INT32_MIN:,} to {INT32_MAX:,}.", "nav_order")
+            InvalidContent(f"Use a number from {INT32_MIN:,} to {INT32_MAX:,}.", "nav_order")
         )
     tags: dict[str, str] = {}  # slug → name: tags that share an address are one tag
     for raw in data.tags:
@@ -156,14 +171,14 @@ def check_entry(data: EntryInput) -> tuple[EntryInput, list[ContentError]]:
         if not name:
             continue
         if len(name) > 64:
-            problems.append(ContentError("Tags are at most 64 characters.", "tags"))
+            problems.append(InvalidContent("Tags are at most 64 characters.", "tags"))
             break
         if any(unicodedata.category(char) == "Cc" for char in name):
-            problems.append(ContentError("Tags cannot contain control characters.", "tags"))
+            problems.append(InvalidContent("Tags cannot contain control characters.", "tags"))
             break
         tags.setdefault(tag_slug(name), name)
         if len(tags) > MAX_TAGS:
-            problems.append(ContentError(f"Give at most {MAX_TAGS} tags.", "tags"))
+            problems.append(InvalidContent(f"Give at most {MAX_TAGS} tags.", "tags"))
             break
     cleaned = EntryInput(
         kind=data.kind,
@@ -185,7 +200,7 @@ def _validated(data: EntryInput) -> EntryInput:
 
 def entry_input(
     fields: Mapping[str, str], kind: str, body: str = "body_markdown"
-) -> tuple[EntryInput, ContentError | None]:
+) -> tuple[EntryInput, InvalidContent | None]:
     """What text fields describe (the editor's form, a CSV row; the Markdown under `body`,
     tags separated by commas), and the problem of a nav order that is not a number."""
     order = (fields.get("nav_order") or "").strip()
@@ -193,7 +208,7 @@ def entry_input(
     try:
         nav_order = int(order) if order else None
     except ValueError:
-        problem = ContentError("Enter a whole number, or leave it empty.", "nav_order")
+        problem = InvalidContent("Enter a whole number, or leave it empty.", "nav_order")
     data = EntryInput(
         kind=kind,
         title=fields.get("title", ""),
@@ -238,22 +253,20 @@ async def taken_slugs(
     return taken
 
 
-def slug_taken(kind: str) -> ContentError:
-    return ContentError(f"Another {kind} already uses this address.", "slug", status=409)
-
-
 async def _ensure_free_slug(
     session: AsyncSession, kind: str, slug: str, exclude: UUID | None
 ) -> None:
     if await taken_slugs(session, kind, [slug], exclude):
-        raise slug_taken(kind)
+        raise SlugTaken(kind)
 
 
 async def save_entry(
     session: AsyncSession, actor: Actor, data: EntryInput, entry: Entry | None = None
 ) -> Entry:
     """Create or update an entry; every save keeps a revision and an audit entry. Only a
-    public entry's save empties the page cache: drafts are nobody's business but editors'."""
+    public entry's save empties the page cache: drafts are nobody's business but editors'.
+    Every rule is checked before `entry` changes; an address taken by a concurrent save
+    (the unique index) rolls the transaction back and reloads `entry`."""
     data = _validated(data)
     public = entry is not None and visible_to_public(entry)
     await _ensure_free_slug(session, data.kind, data.slug, entry.id if entry else None)
@@ -277,8 +290,11 @@ async def save_entry(
     entry.nav_order = data.nav_order
     try:
         await session.flush()
-    except IntegrityError:  # a concurrent save took the address; the caller rolls back
-        raise slug_taken(data.kind) from None
+    except IntegrityError:  # a concurrent save took the address since the check above
+        await session.rollback()  # the failed flush ended the transaction: start clean
+        if not creating:
+            await session.refresh(entry)
+        raise SlugTaken(data.kind) from None
     session.add(
         Revision(
             entry_id=entry.id,
@@ -355,7 +371,7 @@ async def publish_entry(
     """Publish now, or schedule for `at` (a future time): public from then on, not before."""
     moment = at or now()
     if moment.tzinfo is None:
-        raise ContentError("Give the publish time with its time zone.", "published_at")
+        raise InvalidContent("Give the publish time with its time zone.", "published_at")
     moment = utc_time(moment, "published_at")
     scheduled = moment > now()
     if visible_to_public(entry) or not scheduled or await _comes_first(session, entry, moment):
@@ -399,7 +415,7 @@ async def delete_entry(session: AsyncSession, actor: Actor, entry: Entry) -> Non
 async def get_entry(session: AsyncSession, entry_id: UUID) -> Entry:
     entry = await session.get(Entry, entry_id)
     if entry is None:
-        raise ContentError("No such entry.", status=404)
+        raise ContentNotFound("No such entry.")
     return entry
 
 
@@ -489,9 +505,9 @@ def title_pattern(q: str) -> str:
 
 def check_filters(filters: EntryFilters) -> None:
     if filters.kind and filters.kind not in (Kind.page.value, Kind.post.value):
-        raise ContentError("Choose page or post.", "kind")
+        raise InvalidContent("Choose page or post.", "kind")
     if filters.status and filters.status not in {s.value for s in Status}:
-        raise ContentError("Choose draft, scheduled, published or archived.", "status")
+        raise InvalidContent("Choose draft, scheduled, published or archived.", "status")
 
 
 async def list_entries(
@@ -526,7 +542,7 @@ async def list_revisions(session: AsyncSession, entry_id: UUID) -> list[Revision
 async def get_revision(session: AsyncSession, entry: Entry, revision_id: UUID) -> Revision:
     revision = await session.get(Revision, revision_id)
     if revision is None or revision.entry_id != entry.id:
-        raise ContentError("No such revision of this entry.", status=404)
+        raise ContentNotFound("No such revision of this entry.")
     return revision
 
 

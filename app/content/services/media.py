@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import User
 from app.accounts.services.audit import Actor, record
 from app.content.models import Media
-from app.core.errors import DomainError
+from app.core.errors import DomainError, InvalidField, NotFound
 from app.core.files import remove_files, remove_on_commit, remove_on_rollback
 from app.core.pagination import Page, PageRequest, paginate
 from app.site_settings.services import SettingDefinition, define
@@ -60,7 +60,15 @@ STORED_NAME = re.compile(r"^[0-9a-f]{32}\.(png|jpg|gif|webp|pdf)$")
 
 
 class MediaError(DomainError):
-    """A rule about media said no."""
+    """A rule about media said no: one of the kinds below."""
+
+
+class InvalidMedia(MediaError, InvalidField):
+    """An upload (or a filter over the library) breaks a rule."""
+
+
+class MediaNotFound(MediaError, NotFound):
+    """No such media file."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +132,7 @@ def inspect_file(path: Path) -> Inspected:
         head = handle.read(16)
     file_type = detect_type(head)
     if file_type is None:
-        raise MediaError(
+        raise InvalidMedia(
             "Only PNG, JPEG, GIF and WebP images and PDF files can be uploaded.", "file"
         )
     if file_type.pillow_format is None:
@@ -135,7 +143,7 @@ def inspect_file(path: Path) -> Inspected:
             with Image.open(path) as image:
                 width, height = image.size
                 if image.format != file_type.pillow_format:
-                    raise MediaError("The image is damaged or not what it claims to be.", "file")
+                    raise InvalidMedia("The image is damaged or not what it claims to be.", "file")
                 if width * height > MAX_IMAGE_PIXELS:
                     raise _too_many_pixels()
                 image.verify()
@@ -144,13 +152,13 @@ def inspect_file(path: Path) -> Inspected:
     except MediaError:
         raise
     except Exception:  # Pillow signals a broken file with many exception types
-        raise MediaError("The image is damaged or not what it claims to be.", "file") from None
+        raise InvalidMedia("The image is damaged or not what it claims to be.", "file") from None
     return Inspected(file_type, width, height)
 
 
-def _too_many_pixels() -> MediaError:
+def _too_many_pixels() -> InvalidMedia:
     limit = MAX_IMAGE_PIXELS // 1_000_000
-    return MediaError(f"The image is larger than {limit} megapixels.", "file")
+    return InvalidMedia(f"The image is larger than {limit} megapixels.", "file")
 
 
 def display_name(filename: str | None) -> str:
@@ -219,9 +227,9 @@ async def _copy_limited(source: bytes | Readable, target: Path, max_bytes: int) 
     return size
 
 
-def _too_large(max_bytes: int) -> MediaError:
+def _too_large(max_bytes: int) -> InvalidMedia:
     limit = human_size(max_bytes)
-    return MediaError(f"The file is larger than the upload limit of {limit}.", "file")
+    return InvalidMedia(f"The file is larger than the upload limit of {limit}.", "file")
 
 
 async def store_upload(
@@ -237,13 +245,13 @@ async def store_upload(
     max_bytes = min(max_bytes, HARD_MAX_BYTES)
     alt = " ".join((alt_text or "").split())
     if len(alt) > ALT_MAX_LENGTH:
-        raise MediaError(f"Keep the alt text to {ALT_MAX_LENGTH} characters.", "alt_text")
+        raise InvalidMedia(f"Keep the alt text to {ALT_MAX_LENGTH} characters.", "alt_text")
     temp_path = await anyio.to_thread.run_sync(_temp_file, media_dir)
     final_path: Path | None = None
     try:
         size = await _copy_limited(source, temp_path, max_bytes)
         if size == 0:
-            raise MediaError("The file is empty.", "file")
+            raise InvalidMedia("The file is empty.", "file")
         found = await anyio.to_thread.run_sync(inspect_file, temp_path)
         final_path = _move_into_place(temp_path, media_dir, found.type.extension)
         remove_on_rollback(session, final_path)
@@ -295,7 +303,7 @@ def _move_into_place(temp_path: Path, media_dir: Path, extension: str) -> Path:
 async def get_media(session: AsyncSession, media_id: UUID) -> Media:
     media = await session.get(Media, media_id)
     if media is None:
-        raise MediaError("No such media file.", None, 404)
+        raise MediaNotFound("No such media file.")
     return media
 
 
@@ -309,7 +317,7 @@ async def find_stored(session: AsyncSession, stored_name: str) -> Media | None:
 def stored_path(media_dir: Path, media: Media) -> Path:
     """Where a stored file lives; the name is checked, so the path is always in media_dir."""
     if not STORED_NAME.fullmatch(media.stored_name):
-        raise MediaError("No such media file.", None, 404)
+        raise MediaNotFound("No such media file.")
     return media_dir / media.stored_name
 
 
@@ -353,7 +361,7 @@ async def list_media(
     elif kind == "pdf":
         conditions.append(Media.content_type == PDF.content_type)
     elif kind:
-        raise MediaError("Choose images or PDFs.", "kind")
+        raise InvalidMedia("Choose images or PDFs.", "kind")
     statement = (
         select(Media, User.username)
         .outerjoin(User, User.id == Media.uploaded_by_id)

@@ -17,7 +17,7 @@ from app.accounts.guards.identity import Caller, CurrentUser
 from app.accounts.services.audit import CurrentActor
 from app.content.services.media import human_size
 from app.core.db import DbSession
-from app.core.errors import DomainError
+from app.core.errors import DomainError, Forbidden
 from app.core.numbers import RowId
 from app.core.pagination import PageNumber, PageRequest
 from app.core.runtime import AppRuntime, Runtime
@@ -147,8 +147,7 @@ class JobsAdminController(Controller):
                 priority,
             )
         except DomainError as exc:
-            await db_session.rollback()
-            if exc.status == 403:
+            if isinstance(exc, Forbidden):
                 raise
             field = error_field(kind, exc) if isinstance(exc, JobInputError) else exc.field
             errors = {field or "form": exc.message}
@@ -197,8 +196,7 @@ class JobsAdminController(Controller):
                 site_base(request),
             )
         except DomainError as exc:
-            await db_session.rollback()
-            if exc.status == 403:
+            if isinstance(exc, Forbidden):
                 raise
             errors = {exc.field or "form": exc.message}
             response = await self._list_page(

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.guards.identity import CurrentUser, created_by
 from app.accounts.models import Role
 from app.accounts.services.audit import Actor, record
-from app.core.errors import DomainError
+from app.core.errors import Forbidden, Gone, NotFound
 from app.core.pagination import Page, PageRequest, paginate
 from app.jobs.models import Job, JobStatus
 from app.jobs.services import queue
@@ -40,15 +40,13 @@ from app.settings import Settings
 STATUSES = tuple(status.value for status in JobStatus)
 
 
-class JobNotFound(DomainError):
-    status = 404
-
+class JobNotFound(NotFound):
     def __init__(self) -> None:
         super().__init__("There is no such job.")
 
 
-class JobForbidden(DomainError):
-    status = 403
+class JobForbidden(Forbidden):
+    """The caller's role does not reach the job's type (or this payload of it)."""
 
 
 def runnable_types(user: CurrentUser, *, uploads: bool = True) -> list[JobType]:
@@ -245,16 +243,16 @@ def result_file(settings: Settings, job: Job, name: str | None = None) -> Result
     none, 410 once it expired or cleanup removed it."""
     files = job.result.get("files") if isinstance(job.result, dict) else None
     if job.status != JobStatus.succeeded or not files:
-        raise DomainError("This job has no result file.", status=404)
+        raise NotFound("This job has no result file.")
     if files_expired(settings, job):
-        raise DomainError("The result file has expired and was removed.", status=410)
+        raise Gone("The result file has expired and was removed.")
     first = files[0] if not name else next((f for f in files if f.get("name") == name), None)
     if first is None:
-        raise DomainError("This job has no result file of that name.", status=404)
+        raise NotFound("This job has no result file of that name.")
     name = Path(str(first.get("name", ""))).name
     path = files_dir(settings) / str(job.id) / name
     if not name or not path.is_file():
-        raise DomainError("The result file has expired and was removed.", status=410)
+        raise Gone("The result file has expired and was removed.")
     return ResultFile(path, name, str(first.get("content_type") or "application/octet-stream"))
 
 

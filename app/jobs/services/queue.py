@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.db import dialect_insert, is_unavailable, rows_changed
-from app.core.errors import DomainError
+from app.core.errors import Conflict, DomainError
 from app.core.events import Event, Events, emit
 from app.core.queueing import provide_queue
 from app.core.registry import KEEL
@@ -584,10 +584,8 @@ async def reap_expired_leases(session: AsyncSession) -> list[int]:
     return reaped
 
 
-class JobStateError(DomainError):
+class JobStateError(Conflict):
     """The job is not in a state that allows what was asked (cancel a finished job, ...)."""
-
-    status = 409
 
 
 async def cancel_job(session: AsyncSession, job_id: int) -> Job:

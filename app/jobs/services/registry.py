@@ -50,7 +50,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Role
-from app.core.errors import DomainError
+from app.core.errors import InvalidField
 from app.core.events import Events
 from app.core.registry import KEEL, Registry
 from app.core.store import Store
@@ -76,7 +76,7 @@ class JobCancelled(Exception):
     """The job was cancelled (or its lease taken over) while it ran; the handler should stop."""
 
 
-class JobInputError(DomainError):
+class JobInputError(InvalidField):
     """An enqueue request names an unknown type or a payload that does not fit it."""
 
 

@@ -14,13 +14,13 @@ from app.accounts.services.audit import Actor
 from app.content.models import Status
 from app.content.services.entries import (
     EntryInput,
+    SlugTaken,
     archive_entry,
     check_entry,
     entry_input,
     now,
     publish_entry,
     save_entry,
-    slug_taken,
     taken_slugs,
 )
 from app.core.times import InvalidTime, parse_time
@@ -100,7 +100,7 @@ class ContentImporter(Importer[NewEntry]):
             taken = await taken_slugs(session, kind, [item.data.slug for item in same_kind])
             for item in same_kind:
                 if item.data.slug in taken:
-                    item.row.reasons.append(f"slug: {slug_taken(kind).message}")
+                    item.row.reasons.append(f"slug: {SlugTaken(kind).message}")
 
     async def write(
         self,

@@ -7,6 +7,7 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from app.jobs.jobs.exports import FORMULA_PREFIXES, csv_cell
 from app.jobs.services.registry import JobInputError
@@ -22,7 +23,7 @@ csv.field_size_limit(max(csv.field_size_limit(), MAX_CELL_CHARS))
 class ImportFileError(JobInputError):
     """The uploaded file cannot be imported at all (not CSV, wrong columns, too big)."""
 
-    def __init__(self, message: str, status: int = 422) -> None:
+    def __init__(self, message: str, status: Literal[413, 422] = 422) -> None:
         super().__init__(message, "file", status=status)
 
 
