@@ -17,10 +17,10 @@ from app.content.services.entries import (
     EntryFilters,
     EntryInput,
     list_entries,
-    now,
     publish_entry,
     save_entry,
 )
+from app.content.services.public import now
 from app.core.pagination import PageRequest
 from app.core.reads import ReadQuery
 from app.site_settings.services import read_settings, read_settings_from, write_setting

@@ -15,8 +15,6 @@ from app.content.services.entries import (
     EntryInput,
     SlugTaken,
     get_entry,
-    get_public_entry,
-    list_public_posts,
     list_revisions,
     publish_entry,
     restore_revision,
@@ -25,6 +23,7 @@ from app.content.services.entries import (
     unpublish_entry,
 )
 from app.content.services.markdown import plain_text, render_markdown, sanitize_html
+from app.content.services.public import get_public_entry, list_public_posts
 from app.core.pagination import PageRequest
 
 XSS_PAYLOADS = [

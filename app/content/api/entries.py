@@ -35,9 +35,9 @@ from app.content.services.entries import (
     publish_entry,
     save_entry,
     unpublish_entry,
-    visible_to_public,
 )
 from app.content.services.page_cache import PUBLIC_CACHE
+from app.content.services.public import visible_to_public
 from app.content.services.reads import entry_row_by_id
 from app.content.services.reads import list_entries as read_entries
 from app.core.db import DbSession

@@ -26,7 +26,6 @@ from app.content.services.entries import (
     EntryInput,
     InvalidContent,
     archive_entry,
-    author_names,
     delete_entry,
     entry_authors,
     entry_input,
@@ -38,9 +37,9 @@ from app.content.services.entries import (
     restore_revision,
     save_entry,
     unpublish_entry,
-    visible_to_public,
 )
 from app.content.services.markdown import render_markdown
+from app.content.services.public import author_names, visible_to_public
 from app.core.db import DbSession
 from app.core.errors import only_if_valid
 from app.core.pagination import PageNumber, PageRequest

@@ -17,8 +17,9 @@ from app.accounts.guards import roles
 from app.accounts.models import Role
 from app.content.models import Entry, Kind
 from app.content.pages import feeds
-from app.content.services.entries import (
-    ContentNotFound,
+from app.content.services.entries import ContentNotFound
+from app.content.services.page_cache import PUBLIC_CACHE, PageCache
+from app.content.services.public import (
     author_names,
     get_tag,
     list_public_entries,
@@ -26,7 +27,6 @@ from app.content.services.entries import (
     search_public,
     visible_to_public,
 )
-from app.content.services.page_cache import PUBLIC_CACHE, PageCache
 from app.content.services.reads import EntryView, entry_for_reader, nav_pages
 from app.content.services.views import VIEW_HEADER
 from app.core.db import DbSession

@@ -19,14 +19,8 @@ from sqlalchemy import ColumnElement, Select, bindparam, exists, func, or_, sele
 
 from app.accounts.models import User
 from app.content.models import Entry, Kind, Status, Tag, entry_tags
-from app.content.services.entries import (
-    EntryFilters,
-    check_filters,
-    is_public,
-    now,
-    tag_slug,
-    title_pattern,
-)
+from app.content.services.entries import EntryFilters, check_filters, tag_slug, title_pattern
+from app.content.services.public import is_public, now
 from app.core.pagination import Page, PageRequest
 from app.core.reads import ReadQuery, Reads, Row
 

@@ -18,11 +18,11 @@ from app.content.services.entries import (
     archive_entry,
     check_entry,
     entry_input,
-    now,
     publish_entry,
     save_entry,
     taken_slugs,
 )
+from app.content.services.public import now
 from app.core.times import InvalidTime, parse_time
 from app.jobs.jobs.imports.common import Importer, reason
 from app.jobs.jobs.imports.csvfile import Columns, Row
