@@ -16,9 +16,10 @@ from app.accounts.models import User
 from app.core.events import Events
 from app.core.metrics import Tally
 from app.jobs.models import Job, JobStatus
-from app.jobs.services import queue
+from app.jobs.services import outcomes, queue
 from app.jobs.services.metrics import JOBS_PROCESSED, subscribe_outcomes
-from app.jobs.services.queue import Outcome, claim_jobs, enqueue, record_outcomes
+from app.jobs.services.outcomes import Outcome, record_outcomes
+from app.jobs.services.queue import claim_jobs, enqueue
 from app.jobs.services.registry import JobInputError
 from app.settings import Settings
 from tests.accounts.test_users_api import api_as
@@ -103,7 +104,7 @@ async def test_a_worker_that_lost_its_lease_cannot_overwrite_the_result(
             update(Job).values(lease_expires_at=datetime.now(UTC) - timedelta(minutes=5))
         )
     async with sessionmaker() as session, session.begin():
-        assert await queue.reap_expired_leases(session) == [job_id]
+        assert await outcomes.reap_expired_leases(session) == [job_id]
     figures, events = Tally(), Events()
     subscribe_outcomes(events, figures)
     await events.deliver(session)  # the reaping worker counts it once committed
@@ -206,7 +207,7 @@ async def test_cancelling_a_running_job_stops_it_at_its_next_progress_report(
     async with running_worker(settings, sessionmaker):
         await wait_for_status(sessionmaker, job_id, {"running"})
         async with sessionmaker() as session, session.begin():
-            await queue.cancel_job(session, job_id)
+            await outcomes.cancel_job(session, job_id)
         job = await wait_for_status(sessionmaker, job_id, {"cancelled"})
         assert job.finished_at is not None
         await asyncio.sleep(0.5)  # time for the handler to reach its next report

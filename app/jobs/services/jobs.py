@@ -26,7 +26,7 @@ from app.accounts.services.audit import Actor, record
 from app.core.errors import Forbidden, Gone, NotFound
 from app.core.pagination import Page, PageRequest, paginate
 from app.jobs.models import Job, JobStatus
-from app.jobs.services import queue
+from app.jobs.services import outcomes, queue
 from app.jobs.services.registry import (
     JobInputError,
     JobType,
@@ -154,7 +154,7 @@ async def submit_job(
 async def cancel_job(session: AsyncSession, actor: Actor, user: CurrentUser, job_id: int) -> Job:
     job = await visible_job(session, user, job_id)
     _may_change(user, job)
-    job = await queue.cancel_job(session, job.id)
+    job = await outcomes.cancel_job(session, job.id)
     record(session, actor, "job.cancel", "job", job_id, type=job.type)
     return job
 
@@ -162,7 +162,7 @@ async def cancel_job(session: AsyncSession, actor: Actor, user: CurrentUser, job
 async def retry_job(session: AsyncSession, actor: Actor, user: CurrentUser, job_id: int) -> Job:
     job = await visible_job(session, user, job_id)
     _may_change(user, job)
-    job = await queue.retry_job(session, job.id)
+    job = await outcomes.retry_job(session, job.id)
     record(session, actor, "job.retry", "job", job_id, type=job.type)
     return job
 

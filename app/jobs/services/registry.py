@@ -32,7 +32,7 @@ Declaring a job type (the whole API another domain needs)::
   listed in `BUILTIN_MODULES`, others in the JOB_MODULES setting.
 - The types live in `JOB_TYPES` (an `app.core.registry.Registry`): `job_handler` adds to
   it for Keel (`owner="keel"`), a plugin adds and removes its own while Keel runs. A
-  worker that claims a job of a type it does not know gives it back (see `queue.give_back`).
+  worker that claims a job of a type it does not know gives it back (see `outcomes.give_back`).
 """
 
 from __future__ import annotations

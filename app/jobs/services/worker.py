@@ -33,7 +33,7 @@ from app.core.registry import KEEL
 from app.core.store import Store, StoreUnavailable
 from app.core.tasks import cancel_and_wait
 from app.jobs.models import JobStatus
-from app.jobs.services import queue
+from app.jobs.services import outcomes, queue
 from app.jobs.services.metrics import (
     GIVEN_BACK,
     JOBS_PROCESSED,
@@ -41,7 +41,8 @@ from app.jobs.services.metrics import (
     OUTCOMES,
     subscribe_outcomes,
 )
-from app.jobs.services.queue import ClaimedJob, Outcome, subscribe_wake_ups
+from app.jobs.services.outcomes import Outcome
+from app.jobs.services.queue import ClaimedJob, subscribe_wake_ups
 from app.jobs.services.registry import (
     JOB_TYPES,
     JobCancelled,
@@ -275,7 +276,7 @@ class Worker:
         base = self.config.retry_backoff
         kind = JOB_TYPES.get(job.type)
         if kind is None:
-            return queue.give_back(job, base)
+            return outcomes.give_back(job, base)
         try:
             payload = kind.parse(job.payload)
         except JobInputError as exc:
@@ -303,7 +304,7 @@ class Worker:
             return Outcome(job.id, job.lease_token, JobStatus.failed, error=str(exc) or "failed")
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():  # not the handler's own
-                return queue.failure_outcome(job, f"timed out after {kind.timeout:g} s", base)
+                return outcomes.failure_outcome(job, f"timed out after {kind.timeout:g} s", base)
             error_id = new_error_id()
             log.warning(
                 "job attempt failed",
@@ -315,7 +316,7 @@ class Worker:
                     "error_id": error_id,
                 },
             )
-            return queue.failure_outcome(job, queue.failure_text(exc, error_id), base)
+            return outcomes.failure_outcome(job, outcomes.failure_text(exc, error_id), base)
         result = returned
         if context.files:
             result = returned if isinstance(returned, dict) else {"value": returned}
@@ -331,7 +332,7 @@ class Worker:
         if job.lease_token in self._lost:
             raise JobCancelled(f"job {job.id} lost its lease")
         async with self.sessionmaker() as session, session.begin():
-            await queue.report_progress(
+            await outcomes.report_progress(
                 session, job.id, job.lease_token, percent, message, self.config.lease_seconds
             )
 
@@ -376,7 +377,7 @@ class Worker:
     async def _record(self, batch: list[Outcome]) -> set[int]:
         try:
             async with self._own_rows:
-                written = await queue.record_outcomes(await self._outcome_line.open(), batch)
+                written = await outcomes.record_outcomes(await self._outcome_line.open(), batch)
         except BaseException:
             await self._outcome_line.close()
             raise
@@ -411,7 +412,7 @@ class Worker:
             try:
                 await self.renew_leases()
                 async with self.sessionmaker() as session, session.begin():
-                    reaped = await queue.reap_expired_leases(session)
+                    reaped = await outcomes.reap_expired_leases(session)
                 await self.events.deliver(session)
                 if reaped:
                     log.info("requeued jobs of a lost worker", extra={"job_ids": reaped})
@@ -424,7 +425,7 @@ class Worker:
         if not leases:
             return
         async with self._own_rows, self.sessionmaker() as session, session.begin():
-            kept = await queue.renew_leases(session, leases, self.config.lease_seconds)
+            kept = await outcomes.renew_leases(session, leases, self.config.lease_seconds)
         held = set(leases)
         lost = held - kept - {o.lease_token for o in self._outcomes}
         lost &= set(self._held)  # outcomes written meanwhile are not lost
@@ -456,7 +457,7 @@ class Worker:
             return
         try:
             async with self.sessionmaker() as session, session.begin():
-                released = await queue.release_jobs(session, leases)
+                released = await outcomes.release_jobs(session, leases)
             log.info("released jobs to the queue", extra={"released": released})
         except Exception as exc:
             log.warning("releasing jobs failed", extra={"error": repr(exc)})
