@@ -19,6 +19,7 @@ from app.accounts.services.password_hashing import PasswordHashing
 from app.accounts.services.sessions import SessionStore
 from app.accounts.services.throttle import LoginThrottle
 from app.accounts.services.tokens import AccessTokens, RefreshTokens
+from app.content.services import media as _defines_upload_max_bytes  # noqa: F401
 from app.content.services.page_cache import PageCache
 from app.content.services.reads import next_scheduled_publication
 from app.content.services.views import ViewCounts
@@ -30,7 +31,12 @@ from app.core.routing import Routing
 from app.core.runtime import RUNTIME_KEY, Runtime, runtime_of
 from app.core.store import Store, create_store
 from app.core.templating import UrlMemo
+from app.jobs.jobs import cleanup as _defines_job_retention_days  # noqa: F401
 from app.settings import Settings
+
+# The two `_defines_…` imports: each domain defines its runtime settings where it reads
+# them, and a runtime knows all of Keel's (a script or the CLI writing one by name, a
+# settings page) whichever modules its process uses (tests/site_settings/test_services.py).
 
 
 def build_runtime(settings: Settings) -> Runtime:

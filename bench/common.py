@@ -109,13 +109,14 @@ def create_account(env: dict[str, str], role: str | None = None) -> None:
 
 async def lift_api_rate_limit(env: dict[str, str]) -> None:
     """One account drives the load: lift the per-identity API limit for the run."""
+    from app.accounts.guards.rate_limit import API_RATE_LIMIT
     from app.core.db import create_engine, create_sessionmaker
     from app.site_settings.services import write_setting
 
     engine = create_engine(settings_of(env).db)
     try:
         async with create_sessionmaker(engine)() as session, session.begin():
-            await write_setting(session, "api_rate_limit_per_minute", 1_000_000)
+            await write_setting(session, API_RATE_LIMIT.name, 1_000_000)
     finally:
         await engine.dispose()
 

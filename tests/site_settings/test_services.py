@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import pytest
 from litestar import Litestar
@@ -152,3 +155,30 @@ def test_a_plugin_cannot_take_the_name_of_a_keel_setting() -> None:
     with pytest.raises(RegistryClash, match="setting 'site_title' is already registered by 'keel'"):
         define(SettingDefinition("site_title", str, "Mine", "A plugin's title."), owner="blog")
     assert SETTINGS["site_title"].default == "Keel"
+
+
+def _settings_known_after(statement: str) -> list[str]:
+    script = (
+        f"{statement}\n"
+        "from app.site_settings.services import SETTINGS\n"
+        "print(' '.join(sorted(name for name, _ in SETTINGS.items())))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stdout.split()
+
+
+def test_every_process_knows_every_setting_keel_defines() -> None:
+    """Each domain defines its settings where it reads them; building a runtime (the web app,
+    `keel worker`, the CLI, a script) knows all of Keel's, so none is "not a known setting"
+    by name in a process that happened not to import its module."""
+    everything = (
+        "import importlib, pkgutil, app\n"
+        "for module in pkgutil.walk_packages(app.__path__, 'app.'):\n"
+        "    if module.name != 'app.__main__':\n"
+        "        importlib.import_module(module.name)"
+    )
+    defined = _settings_known_after(everything)
+    assert {"upload_max_bytes", "job_retention_days", "api_rate_limit_per_minute"} <= set(defined)
+    assert _settings_known_after("import app.runtime") == defined
