@@ -357,7 +357,7 @@ def check() -> None:
         _fail(exc.problems)
     problems = settings.startup_problems()
     problems += asyncio.run(_connectivity_problems(settings))
-    from app.extensions.services import discover_plugins
+    from app.extensions.services.manifest import discover_plugins
 
     _, manifest_problems = discover_plugins(settings.app.plugins_dir)
     problems += [f"plugin manifest {p.path}: {p.message}" for p in manifest_problems]

@@ -15,6 +15,7 @@ from app.accounts.models import (
     User,
 )
 from app.content.models import Entry, Media, Revision, Tag, entry_tags
+from app.extensions.models import PluginMigration, PluginRecord
 from app.jobs.models import ImportRun, Job, JobSchedule
 from app.notifications.models import MailMessage, Notification
 from app.site_settings.models import SystemSetting
@@ -31,6 +32,8 @@ __all__ = (
     "MailMessage",
     "Media",
     "Notification",
+    "PluginMigration",
+    "PluginRecord",
     "RefreshToken",
     "Revision",
     "RevokedAccessToken",

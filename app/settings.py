@@ -183,6 +183,23 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class PluginSettings:
+    trusted_keys: tuple[str, ...] = ()
+    """PLUGIN_TRUSTED_KEYS: Ed25519 public keys (base64, comma-separated) whose signatures a
+    plugin may carry; a signature by any other key is refused."""
+    allow_unsigned: bool = True
+    """PLUGIN_ALLOW_UNSIGNED: whether a plugin without a signature may be installed (default:
+    yes in development, no in production)."""
+    upload_max_bytes: int = 20 * 1024 * 1024
+    """PLUGIN_UPLOAD_MAX_BYTES: the largest plugin zip an admin may upload."""
+    upload_max_files: int = 2000
+    """PLUGIN_UPLOAD_MAX_FILES: the most entries a plugin zip may hold."""
+    time_limit_cap: float = 30.0
+    """PLUGIN_TIME_LIMIT_SECONDS: the longest any plugin hook, request or task may run,
+    whatever its manifest asks."""
+
+
+@dataclass(frozen=True)
 class Settings:
     app: AppSettings = field(default_factory=AppSettings)
     db: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -192,6 +209,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     mail: MailSettings = field(default_factory=MailSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    plugins: PluginSettings = field(default_factory=PluginSettings)
 
     @property
     def embedded(self) -> bool:
@@ -277,6 +295,17 @@ class Settings:
             mail_from=reader.text("MAIL_FROM", "keel@localhost"),
         )
         metrics = MetricsSettings(token=reader.text("METRICS_TOKEN", ""))
+        plugins = PluginSettings(
+            trusted_keys=reader.items("PLUGIN_TRUSTED_KEYS"),
+            allow_unsigned=reader.flag("PLUGIN_ALLOW_UNSIGNED", app.env != "production"),
+            upload_max_bytes=reader.integer(
+                "PLUGIN_UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024, maximum=500 * 1024 * 1024
+            ),
+            upload_max_files=reader.integer(
+                "PLUGIN_UPLOAD_MAX_FILES", 2000, minimum=1, maximum=100_000
+            ),
+            time_limit_cap=reader.number("PLUGIN_TIME_LIMIT_SECONDS", 30.0),
+        )
         if mail.smtp_url and not mail.smtp_url.startswith(
             ("smtp://", "smtp+starttls://", "smtps://")
         ):
@@ -305,6 +334,7 @@ class Settings:
             auth=auth,
             mail=mail,
             metrics=metrics,
+            plugins=plugins,
         )
 
     def with_secret(self) -> Settings:

@@ -8,7 +8,7 @@ from litestar import Controller, get
 
 from app.accounts.guards import roles
 from app.core.runtime import AppRuntime
-from app.extensions.services import discover_plugins
+from app.extensions.services.manifest import discover_plugins
 
 
 class PluginIndexController(Controller):

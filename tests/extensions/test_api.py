@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.asgi import create_app
-from app.extensions.services import discover_plugins
+from app.extensions.services.manifest import discover_plugins
 from app.settings import Settings
 from tests.conftest import client_for, with_app_settings
 
