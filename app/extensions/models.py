@@ -14,6 +14,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 
 class PluginStatus(enum.StrEnum):
+    uploaded = "uploaded"
+    """An admin uploaded its zip (kept in `archive`); not installed yet."""
     installed = "installed"
     """Installed (storage made, migrations and `on_install` run), never activated yet."""
     active = "active"
@@ -45,6 +47,8 @@ class PluginRecord(DefaultBase):
     archive: Mapped[bytes | None] = mapped_column(LargeBinary)
     """The uploaded zip, so every replica can unpack the same files without a shared disk."""
     generation: Mapped[int] = mapped_column(Integer, default=1)
+    settings: Mapped[dict[str, Any]] = mapped_column(JsonB, default=dict)
+    """The plugin's settings as an admin saved them (validated against its manifest's schema)."""
 
 
 class PluginMigration(DefaultBase):

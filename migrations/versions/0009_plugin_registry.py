@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("archive", sa.LargeBinary(), nullable=True),
         sa.Column("generation", sa.Integer(), nullable=False),
+        sa.Column("settings", JsonB, nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_plugin_registry")),
     )
     op.create_table(
