@@ -10,13 +10,21 @@ from app.settings import Settings
 from tests.conftest import client_for, with_app_settings
 
 
+def _manifest(name: str, version: str = "1.0.0", extra: str = "") -> str:
+    """A plugin.toml with the required fields (keel, entry_point) besides name and version."""
+    return (
+        f'[plugin]\nname = "{name}"\nversion = "{version}"\nkeel = ">=0.1"\n'
+        f'entry_point = "{name}.plugin:Plugin"\n{extra}'
+    )
+
+
 def _plugin(root: Path, folder: str, manifest: str) -> None:
     (root / folder).mkdir(parents=True)
     (root / folder / "plugin.toml").write_text(manifest)
 
 
 async def test_plugin_index_lists_installed_plugins(settings: Settings, tmp_path: Path) -> None:
-    _plugin(tmp_path, "hello", '[plugin]\nname = "hello"\nversion = "1.2.0"\ndescription = "Hi"\n')
+    _plugin(tmp_path, "hello", _manifest("hello", "1.2.0", 'description = "Hi"\n'))
     app = create_app(with_app_settings(settings, plugins_dir=tmp_path))
     async with client_for(app) as client:
         response = await client.get("/api/plugins")
@@ -36,10 +44,10 @@ async def test_plugin_index_is_empty_without_plugins(settings: Settings, tmp_pat
 
 
 def test_unreadable_manifests_are_reported_not_listed(tmp_path: Path) -> None:
-    _plugin(tmp_path, "good", '[plugin]\nname = "good"\nversion = "1"\n')
+    _plugin(tmp_path, "good", _manifest("good"))
     _plugin(tmp_path, "broken", "[plugin\nname=")
-    _plugin(tmp_path, "renamed", '[plugin]\nname = "other"\nversion = "1"\n')
-    _plugin(tmp_path, "Bad-Name", '[plugin]\nname = "Bad-Name"\nversion = "1"\n')
+    _plugin(tmp_path, "renamed", _manifest("other"))
+    _plugin(tmp_path, "Bad-Name", _manifest("Bad-Name"))
     manifests, problems = discover_plugins(tmp_path)
     assert [m.name for m in manifests] == ["good"]
     messages = {p.path.parent.name: p.message for p in problems}
