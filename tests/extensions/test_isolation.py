@@ -12,7 +12,7 @@ from textwrap import dedent
 
 import asyncpg
 import pytest
-from sqlalchemy import Column, Integer, String, insert, select, text
+from sqlalchemy import Column, Integer, String, Table, insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -24,7 +24,7 @@ from app.extensions.services.isolation import (
     PluginStorageError,
     create_storage,
     drop_storage,
-    plugin_migrations,
+    load_migrations,
     plugin_session,
     run_migrations,
 )
@@ -66,7 +66,7 @@ def upgrade(connection, storage):
 """
 
 
-def entries_of(storage: PluginStorage):  # type: ignore[no-untyped-def]
+def entries_of(storage: PluginStorage) -> Table:
     return storage.table(
         "entries",
         Column("id", Integer, primary_key=True),
@@ -143,7 +143,9 @@ def test_a_plugins_tables_live_in_its_schema_on_postgres_and_under_its_prefix_on
     assert on_postgres.metadata is postgres.metadata is not sqlite.metadata
 
 
-@pytest.mark.parametrize("name", ["", "a", "Notes", "a-b", 'x"; DROP ROLE postgres; --', "n" * 41])
+@pytest.mark.parametrize(
+    "name", ["", "a", "Notes", "a-b", "notes\n", 'x"; DROP ROLE postgres; --', "n" * 41]
+)
 def test_only_a_plugin_name_builds_identifiers(name: str) -> None:
     with pytest.raises(InvalidField):
         PluginStorage(name, "postgresql")
@@ -305,20 +307,20 @@ async def test_migrations_need_the_plugin_in_the_registry(
 def test_a_misnamed_migration_is_refused_not_skipped(tmp_path: Path) -> None:
     folder = write_plugin(tmp_path, "notes", {"1_entries.py": CREATE_ENTRIES})
     with pytest.raises(PluginStorageError, match=r"1_entries\.py"):
-        plugin_migrations(folder)
+        load_migrations(folder)
 
 
 def test_a_migration_without_upgrade_is_refused(tmp_path: Path) -> None:
     folder = write_plugin(tmp_path, "notes", {"0001_nothing.py": "VALUE = 1\n"})
     with pytest.raises(PluginStorageError, match="no upgrade"):
-        plugin_migrations(folder)
+        load_migrations(folder)
 
 
 def test_migrations_load_from_their_files_without_touching_the_import_path(tmp_path: Path) -> None:
     folder = write_plugin(tmp_path, "notes", {"0001_entries.py": CREATE_ENTRIES})
     path, modules = list(sys.path), set(sys.modules)
 
-    (name, upgrade), *_ = plugin_migrations(folder)
+    (name, upgrade), *_ = load_migrations(folder)
 
     assert name == "0001_entries" and callable(upgrade)
     assert sys.path == path and set(sys.modules) == modules
@@ -423,20 +425,22 @@ async def test_the_plugins_role_has_no_power_of_its_own(engine: AsyncEngine) -> 
 
 
 async def test_the_plugins_role_cannot_become_keels_user(engine: AsyncEngine) -> None:
-    """Logged in as the plugin's role, `SET ROLE postgres` fails: the role is no member of
-    Keel's user. (Only a superuser test database can show it: SESSION AUTHORIZATION.)"""
+    """Logged in as the plugin's role, `SET ROLE <Keel's user>` fails: the role is no
+    member of Keel's user. (SESSION AUTHORIZATION stands in for a login as the role; it
+    takes the superuser the test database's user is.)"""
     postgres_only(engine)
     await create_storage(engine, NOTES)
     async with engine.connect() as connection:
+        keel = (await connection.execute(text("SELECT session_user"))).scalar_one()
         await connection.execute(text(f"SET LOCAL SESSION AUTHORIZATION keel_plugin_{NOTES}"))
         with pytest.raises(DBAPIError) as error:
-            await connection.execute(text("SET LOCAL ROLE postgres"))
+            await connection.execute(text(f'SET LOCAL ROLE "{keel}"'))
     assert insufficient_privilege(error), error.value
 
 
 @pytest.mark.parametrize(
     "escape",
-    ["RESET ROLE", "SET LOCAL ROLE postgres", "SELECT set_config('role', 'none', true)"],
+    ["RESET ROLE", "SET LOCAL ROLE {keel}", "SELECT set_config('role', 'none', true)"],
 )
 async def test_plugin_sql_written_to_escape_can_reset_the_role_least_privilege_not_a_sandbox(
     engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], escape: str
@@ -446,8 +450,10 @@ async def test_plugin_sql_written_to_escape_can_reset_the_role_least_privilege_n
     postgres_only(engine)
     await create_storage(engine, NOTES)
     async with plugin_session(sessionmaker, NOTES) as session:
-        await session.execute(text(escape))
-        assert (await session.execute(text("SELECT current_user"))).scalar_one() == "postgres"
+        keel = (await session.execute(text("SELECT session_user"))).scalar_one()
+        await session.execute(text(escape.format(keel=f'"{keel}"')))
+        assert (await session.execute(text("SELECT current_user"))).scalar_one() == keel
+        await session.execute(text("SELECT count(*) FROM users"))
 
 
 async def test_storage_is_refused_where_public_may_read_a_keel_table(

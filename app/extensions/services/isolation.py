@@ -271,7 +271,9 @@ async def drop_storage(bind: AsyncEngine | AsyncConnection | AsyncSession, name:
 async def _drop_prefixed_tables(connection: AsyncConnection, storage: PluginStorage) -> None:
     others = (
         await connection.execute(
-            select(PluginRecord.name).where(PluginRecord.name.startswith(storage.name + "_"))
+            select(PluginRecord.name).where(
+                PluginRecord.name.startswith(storage.name + "_", autoescape=True)
+            )
         )
     ).scalars()
     foreign = tuple(f"plugin_{other}_" for other in others)
@@ -281,7 +283,7 @@ async def _drop_prefixed_tables(connection: AsyncConnection, storage: PluginStor
     mine = [
         (kind, table)
         for kind, table in rows
-        if table.startswith(storage.table_prefix) and not table.startswith(foreign or ("\0",))
+        if table.startswith(storage.table_prefix) and not table.startswith(foreign)
     ]
     await connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
     quote = connection.dialect.identifier_preparer.quote_identifier
@@ -347,12 +349,13 @@ async def _reset(connection: AsyncConnection) -> None:
     await driver.execute("RESET SESSION AUTHORIZATION; RESET ROLE; RESET search_path")
 
 
-LoadedMigration = tuple[str, Callable[[Connection, PluginStorage], None]]
+Upgrade = Callable[[Connection, PluginStorage], None]
+"""A migration's `upgrade(connection, storage)`."""
 
 _loads = itertools.count()
 
 
-def plugin_migrations(folder: Path) -> list[LoadedMigration]:
+def load_migrations(folder: Path) -> list[tuple[str, Upgrade]]:
     """The upgrade functions of `folder/migrations/NNNN_<what>.py`, in file-name order, by
     the file's stem. Each module is loaded from its path under a module name of its own
     (plugin folders never go on `sys.path`)."""
@@ -409,7 +412,7 @@ async def run_migrations(
     the rest and raises PluginStorageError naming it, the earlier ones staying applied.
     The plugin's `plugin_registry` row must exist (committed)."""
     valid_plugin_name(name)
-    migrations = plugin_migrations(folder)
+    migrations = load_migrations(folder)
     async with sessionmaker() as session:
         if await session.get(PluginRecord, name) is None:
             raise PluginStorageError(f"Plugin {name!r} is not in the registry.", "name")
@@ -433,7 +436,7 @@ async def _run_one(
     sessionmaker: async_sessionmaker[AsyncSession],
     name: str,
     migration: str,
-    upgrade: Callable[[Connection, PluginStorage], None],
+    upgrade: Upgrade,
 ) -> None:
     async with sessionmaker() as session:
         storage = PluginStorage.of(name, session)
