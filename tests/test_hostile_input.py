@@ -504,6 +504,7 @@ async def seed(app: Litestar, accounts: dict[str, User]) -> dict[str, str]:
         )
         assert job.status_code == 201, job.text
         ids["job_id"] = str(job.json()["id"])
+    ids["key"] = "site_title"  # a runtime setting (/api/v1/settings/{key})
     return ids
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 from http import HTTPStatus
 from typing import Any, Literal, TypeVar
@@ -83,6 +83,16 @@ class InvalidField(DomainError):
         self.status = status
 
 
+class InvalidFields(InvalidField):
+    """Several values break their rules at once: `errors` has every field's message (a form
+    shows each beside its field; the API lists them all in `errors`)."""
+
+    def __init__(self, errors: Mapping[str, str], *, status: Literal[400, 413, 422] = 422) -> None:
+        field, message = next(iter(errors.items()))
+        super().__init__(message, field, status=status)
+        self.errors = dict(errors)
+
+
 class NotFound(DomainError):
     """What was asked for does not exist (or the caller may not know that it does): 404."""
 
@@ -126,6 +136,14 @@ class TooManyRequests(DomainError):
         self.retry_after = retry_after
 
 
+def field_errors(exc: DomainError) -> dict[str, str]:
+    """Every message of a refusal by field, as a form shows them beside its fields (`form`
+    for one that belongs to no field)."""
+    if isinstance(exc, InvalidFields):
+        return exc.errors
+    return {exc.field or "form": exc.message}
+
+
 KINDS: tuple[type[DomainError], ...] = (
     InvalidField,
     NotFound,
@@ -155,6 +173,9 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, 
             if isinstance(item, dict)
         ]
         return 400, "The request is not valid: see `errors`.", dict(exc.headers or {}), errors
+    if isinstance(exc, InvalidFields):
+        errors = [{"field": field, "message": message} for field, message in exc.errors.items()]
+        return exc.status, "Some values are not valid: see `errors`.", dict(exc.headers), errors
     if isinstance(exc, DomainError):
         errors = [{"field": exc.field, "message": exc.message}] if exc.field else None
         return exc.status, exc.message, dict(exc.headers), errors

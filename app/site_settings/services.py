@@ -58,6 +58,12 @@ class SettingDefinition(Generic[T]):
     public: bool = False
     """Shown on public pages: a change starts a new page cache generation (others never
     do, so the public pages keep only these, `public_settings`)."""
+    label: str = ""
+    """A short name for forms; the setting's name when empty."""
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name.replace("_", " ").capitalize()
 
     async def read(self, session: AsyncSession) -> T:
         """The current value (the default when never written), of this setting's type."""
@@ -122,6 +128,7 @@ SITE_TITLE = define(
         str,
         "Keel",
         "The site's name, shown in the header and the browser tab.",
+        label="Site title",
         max_length=100,
         validate=_not_blank,
         public=True,
@@ -133,6 +140,7 @@ SITE_INTRO = define(
         str,
         "A self-hosted site, running on Keel.",
         "One or two sentences under the title on the home page.",
+        label="Introduction on the home page",
         max_length=500,
         public=True,
     )

@@ -7,17 +7,22 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar import Controller, Request, Response, get
+import msgspec
+from litestar import Controller, Request, Response, get, put
+from litestar.params import FromPath, JSONBody
 
 from app import __version__
 from app.accounts.guards import roles
+from app.accounts.services.audit import CurrentActor
 from app.content.services.page_cache import PageCache
 from app.core import metrics
 from app.core.db import DbSession
 from app.core.runtime import AppRuntime
 from app.site_settings.services import read_settings
+from app.system.services import settings as settings_service
 from app.system.services.health import check_readiness
 from app.system.services.metrics import scrape
+from app.system.services.settings import SettingView
 
 
 class HealthController(Controller):
@@ -102,6 +107,42 @@ class SiteController(Controller):
         }
 
 
+class SettingValueIn(msgspec.Struct):
+    value: Any
+    """The new value: text, a whole number or true/false, as the setting's `type` says."""
+
+
+class SettingsController(Controller):
+    """`/api/v1/settings`: the runtime settings an admin changes (admins only)."""
+
+    path = "/settings"
+    tags = ["settings"]
+    guards = [roles.admin]
+
+    @get("/", name="api:settings:list")
+    async def list_settings(self, db_session: DbSession) -> dict[str, Any]:
+        """Every setting with its value, default, help text and limits."""
+        items = await settings_service.list_settings(db_session)
+        return {"items": items, "total": len(items)}
+
+    @get("/{key:str}", name="api:settings:get")
+    async def get_setting(self, db_session: DbSession, key: FromPath[str]) -> SettingView:
+        return await settings_service.get_setting(db_session, key)
+
+    @put("/{key:str}", name="api:settings:put")
+    async def put_setting(
+        self,
+        db_session: DbSession,
+        actor: CurrentActor,
+        key: FromPath[str],
+        data: JSONBody[SettingValueIn],
+    ) -> SettingView:
+        """Change one setting: `{"value": …}`; 422 naming the setting when it does not fit.
+        Audited with the old and the new value; every process sees it at once."""
+        await settings_service.change_settings(db_session, actor, {key: data.value})
+        return await settings_service.get_setting(db_session, key)
+
+
 class ApiIndexController(Controller):
     path = "/"
     tags = ["api"]
@@ -115,6 +156,7 @@ class ApiIndexController(Controller):
             "version": "v1",
             "links": {
                 "site": "/api/v1/site",
+                "settings": "/api/v1/settings",
                 "openapi": "/schema/openapi.json",
                 "health": "/health",
             },

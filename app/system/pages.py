@@ -1,20 +1,26 @@
-"""Admin pages of the system domain: the dashboard with live system health."""
+"""Admin pages of the system domain: the dashboard with live system health, and the
+runtime settings."""
 
 from __future__ import annotations
 
 import platform
 import time
 from datetime import UTC, datetime
+from typing import Any
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Request, Response, get, post
 
 from app import __version__
 from app.accounts.guards import roles
-from app.core.db import describe_url
+from app.accounts.services.audit import CurrentActor
+from app.core.db import DbSession, describe_url
+from app.core.errors import DomainError, field_errors
 from app.core.runtime import AppRuntime
-from app.core.templating import render
+from app.core.templating import Form, redirect, render
 from app.jobs.services.worker import list_workers
+from app.system.services import settings as settings_service
 from app.system.services.health import check_readiness
+from app.system.services.settings import SettingView
 
 
 class AdminDashboardController(Controller):
@@ -48,3 +54,48 @@ class AdminDashboardController(Controller):
             },
         }
         return render(request, "system/dashboard.html", context, block="health")
+
+
+class SettingsAdminController(Controller):
+    """`/admin/settings`: every runtime setting in one form; every problem is shown beside
+    its field at once, and nothing is saved until all fit."""
+
+    path = "/settings"
+    guards = [roles.admin]
+    include_in_schema = False
+
+    @get("/", name="admin:settings")
+    async def form(self, request: Request, db_session: DbSession) -> Response[str]:
+        settings = await settings_service.list_settings(db_session)
+        values = {view.name: view.value for view in settings}
+        return _settings_page(request, settings, values, {}, request.query_params.get("notice"))
+
+    @post("/", name="admin:settings_save")
+    async def save(
+        self, request: Request, db_session: DbSession, actor: CurrentActor, data: Form
+    ) -> Response[Any]:
+        settings = await settings_service.list_settings(db_session)
+        values: dict[str, Any] = {}
+        for view in settings:
+            if view.type == "boolean":
+                values[view.name] = data.get(view.name) == "on"
+            elif view.name in data:
+                values[view.name] = data[view.name]
+        try:
+            changed = await settings_service.change_settings(db_session, actor, values)
+        except DomainError as exc:
+            return _settings_page(request, settings, values, field_errors(exc), None, exc.status)
+        notice = "saved" if changed else "unchanged"
+        return redirect(f"{request.app.route_reverse('admin:settings')}?notice={notice}")
+
+
+def _settings_page(
+    request: Request,
+    settings: list[SettingView],
+    values: dict[str, Any],
+    errors: dict[str, str],
+    notice: str | None,
+    status_code: int = 200,
+) -> Response[str]:
+    context = {"settings": settings, "values": values, "errors": errors, "notice": notice}
+    return render(request, "system/settings.html", context, status_code=status_code)

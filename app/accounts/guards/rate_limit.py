@@ -29,6 +29,7 @@ API_RATE_LIMIT = define(
         int,
         600,
         "API requests one identity may make per minute.",
+        label="API requests per identity per minute",
         minimum=1,
         maximum=1_000_000,
     )

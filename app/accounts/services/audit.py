@@ -27,6 +27,7 @@ AUDIT_RETENTION_DAYS = define(
         int,
         365,
         "Days audit log entries are kept before cleanup.",
+        label="Keep audit entries (days)",
         minimum=1,
         maximum=3650,
     )

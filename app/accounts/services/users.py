@@ -37,6 +37,7 @@ REGISTRATION_OPEN = define(
         bool,
         False,
         "Whether visitors may create their own accounts.",
+        label="Visitors may register",
     )
 )
 

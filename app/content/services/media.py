@@ -42,6 +42,7 @@ UPLOAD_MAX_BYTES = define(
         int,
         10 * 1024 * 1024,
         "Largest media file (image or PDF) that may be uploaded, in bytes.",
+        label="Largest media upload (bytes)",
         minimum=1024,
         maximum=200 * 1024 * 1024,
     )

@@ -35,6 +35,7 @@ JOB_RETENTION_DAYS = define(
         int,
         30,
         "Days finished jobs and their export files are kept.",
+        label="Keep finished jobs (days)",
         minimum=1,
         maximum=3650,
     )

@@ -34,6 +34,8 @@ for _link in (
     AdminLink("api_keys", "API keys", "admin:api_keys", Role.admin),
     AdminLink("audit", "Audit log", "admin:audit", Role.admin),
     AdminLink("outbox", "Outbox", "admin:outbox", Role.admin),
+    AdminLink("plugins", "Plugins", "admin:plugins", Role.admin),
+    AdminLink("settings", "Settings", "admin:settings", Role.admin),
 ):
     ADMIN_MENU.add(KEEL, _link)
 
