@@ -348,6 +348,99 @@ def users_reset_password(login: str, password_stdin: bool) -> None:
     click.echo(f"password of {user.username} changed; their sessions were ended")
 
 
+@cli.group()
+def plugins() -> None:
+    """Plugins: list, install, activate, deactivate, accept changed files, uninstall, scaffold."""
+
+
+def _plugin_step(step: str, name: str, **options: Any) -> None:
+    """Run one lifecycle step (app/extensions/services/lifecycle.py) as the CLI; every
+    running process follows within two seconds."""
+    from app.accounts.services.audit import Actor
+    from app.core.errors import DomainError
+    from app.extensions.services import lifecycle
+    from app.extensions.services.host import hooks_of
+
+    async def work(session: AsyncSession, runtime: Runtime) -> Any:
+        actor = Actor.system("cli")
+        if step == "install":
+            return await lifecycle.install(runtime, actor, name, hooks_of(runtime))
+        if step == "accept":
+            return await lifecycle.accept(session, runtime, actor, name)
+        action = getattr(lifecycle, step)
+        return await action(session, runtime, actor, name, hooks_of(runtime), **options)
+
+    try:
+        row = asyncio.run(_with_session(load_settings(), work))
+    except DomainError as exc:
+        _fail([f"{name}: {exc.message}"])
+    if row is None:
+        click.echo(f"{name}: uninstalled")
+        return
+    if row.status == "error":
+        _fail([f"{name}: {row.error}"])
+    click.echo(f"{name} {row.version}: {row.status}")
+
+
+@plugins.command("list")
+def plugins_list() -> None:
+    """Installed plugins and plugin folders not installed yet."""
+    from app.extensions.services import lifecycle
+
+    async def work(session: AsyncSession, runtime: Runtime) -> list[Any]:
+        return await lifecycle.list_plugins(session, runtime.settings)
+
+    for view in asyncio.run(_with_session(load_settings(), work)):
+        row, found = view.record, view.found
+        version = row.version if row else (found.version if found else "?")
+        status = row.status if row else ("available" if found else "unreadable")
+        note = " (files changed: accept them first)" if view.files_changed else ""
+        problem = (
+            f": {view.problem or (row.error if row else '')}"
+            if status in ("error", "unreadable")
+            else ""
+        )
+        click.echo(f"{view.name:<24} {version:<12} {status}{note}{problem}")
+
+
+@plugins.command("install")
+@click.argument("name")
+def plugins_install(name: str) -> None:
+    """Install the plugin in PLUGINS_DIR/NAME: storage, migrations, on_install."""
+    _plugin_step("install", name)
+
+
+@plugins.command("activate")
+@click.argument("name")
+def plugins_activate(name: str) -> None:
+    """Switch it on in every process (within two seconds, no restart)."""
+    _plugin_step("activate", name)
+
+
+@plugins.command("deactivate")
+@click.argument("name")
+def plugins_deactivate(name: str) -> None:
+    """Switch it off in every process: its routes answer 404, its tasks stop."""
+    _plugin_step("deactivate", name)
+
+
+@plugins.command("accept")
+@click.argument("name")
+def plugins_accept(name: str) -> None:
+    """Accept its files as they are now on disk (they changed since install)."""
+    _plugin_step("accept", name)
+
+
+@plugins.command("uninstall")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Confirm: the plugin's data is removed.")
+def plugins_uninstall(name: str, yes: bool) -> None:
+    """Remove the plugin and its data (asks for --yes)."""
+    if not yes:
+        _fail([f"{name}: uninstalling removes the plugin's data; add --yes to go ahead"])
+    _plugin_step("uninstall", name, confirm=True)
+
+
 @cli.command()
 def check() -> None:
     """Validate configuration and connectivity; print what is wrong and exit non-zero."""

@@ -36,12 +36,19 @@ from app.content.pages.media import MediaAdminController, MediaFilesController
 from app.content.pages.public import PublicPagesController
 from app.core.routing import RouteGroup
 from app.core.templating import STATIC_DIR, STATIC_PREFIX
-from app.extensions.api import PluginIndexController
+from app.extensions.api import PluginIndexController, PluginsAdminController
+from app.extensions.pages import PluginsAdminPages
 from app.jobs.api import JobsController
 from app.jobs.pages.admin import JobsAdminController
 from app.notifications.pages import NotificationsController, OutboxAdminController
-from app.system.api import ApiIndexController, HealthController, MetricsController, SiteController
-from app.system.pages import AdminDashboardController
+from app.system.api import (
+    ApiIndexController,
+    HealthController,
+    MetricsController,
+    SettingsController,
+    SiteController,
+)
+from app.system.pages import AdminDashboardController, SettingsAdminController
 
 ONE_YEAR = 365 * 24 * 3600
 NO_SUCH_NAME = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP, errno.EINVAL})
@@ -91,6 +98,8 @@ def admin() -> Router:
             ContentAdminController,
             JobsAdminController,
             OutboxAdminController,
+            PluginsAdminPages,
+            SettingsAdminController,
         ],
     )
 
@@ -100,6 +109,8 @@ def api() -> Router:
         path="/api/v1",
         route_handlers=[
             ApiIndexController,
+            PluginsAdminController,
+            SettingsController,
             SiteController,
             AuthController,
             UsersController,

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from litestar import Controller, get
+from litestar import Controller, Response, get, post, put
+from litestar.datastructures import UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, JSONBody
 
 from app.accounts.guards import roles
+from app.accounts.services.audit import CurrentActor
+from app.core.db import DbSession
+from app.core.errors import PROBLEM_JSON, new_error_id, problem_body
 from app.core.runtime import AppRuntime
+from app.extensions.models import PluginRecord, PluginStatus
+from app.extensions.schemas import ConfirmIn, PluginOut, PluginSettingsIn
+from app.extensions.services import lifecycle
+from app.extensions.services.host import hooks_of
 from app.extensions.services.manifest import discover_plugins
 
 
@@ -24,3 +35,142 @@ class PluginIndexController(Controller):
             {"name": m.name, "version": m.version, "description": m.description} for m in manifests
         ]
         return {"items": items, "total": len(items)}
+
+
+@dataclass
+class PluginUpload:
+    file: UploadFile
+    """The plugin's .zip."""
+
+
+MAX_UPLOAD_BODY = 600 * 1024 * 1024
+"""Litestar's own cap on the request body; PLUGIN_UPLOAD_MAX_BYTES is the real limit."""
+
+
+class PluginsAdminController(Controller):
+    """`/api/v1/plugins`: the installed plugins and their lifecycle (admins only)."""
+
+    path = "/plugins"
+    tags = ["plugins"]
+    guards = [roles.admin]
+
+    @get("/", name="api:plugins:list")
+    async def list_plugins(self, runtime: AppRuntime, db_session: DbSession) -> dict[str, Any]:
+        """Installed plugins and the plugin folders under PLUGINS_DIR not installed yet."""
+        views = await lifecycle.list_plugins(db_session, runtime.settings)
+        items = [PluginOut.of(view) for view in views]
+        return {"items": items, "total": len(items)}
+
+    @get("/{name:str}", name="api:plugins:get")
+    async def get_plugin(
+        self, runtime: AppRuntime, db_session: DbSession, name: FromPath[str]
+    ) -> PluginOut:
+        return PluginOut.of(await _view(db_session, runtime, name))
+
+    @post(
+        "/",
+        name="api:plugins:upload",
+        status_code=201,
+        request_max_body_size=MAX_UPLOAD_BODY,
+        summary="Upload a plugin (.zip)",
+    )
+    async def upload(
+        self,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        data: Annotated[PluginUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
+    ) -> PluginOut:
+        """Multipart `file`: a plugin's zip (PLUGIN_UPLOAD_MAX_BYTES, PLUGIN_UPLOAD_MAX_FILES;
+        no absolute paths, `..`, links or devices; a valid plugin.toml). Checked whole before
+        anything is written; kept so every replica gets it. Install it next."""
+        body = await data.file.read(runtime.settings.plugins.upload_max_bytes + 1)
+        row = await lifecycle.upload(db_session, runtime, actor, body)
+        return await _answer(db_session, runtime, row.name)
+
+    @post("/{name:str}/install", name="api:plugins:install", status_code=200)
+    async def install(
+        self, runtime: AppRuntime, actor: CurrentActor, name: FromPath[str]
+    ) -> Response[Any]:
+        """Storage, migrations and `on_install` (in transactions of their own). A failing
+        step leaves the plugin in `error` and answers 409 with the message."""
+        row = await lifecycle.install(runtime, actor, name, hooks_of(runtime))
+        return _outcome(row, PluginOut.of(lifecycle.PluginView(row.name, row, None)))
+
+    @post("/{name:str}/activate", name="api:plugins:activate", status_code=200)
+    async def activate(
+        self, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor, name: FromPath[str]
+    ) -> Response[Any]:
+        row = await lifecycle.activate(db_session, runtime, actor, name, hooks_of(runtime))
+        return await _step_answer(db_session, runtime, row)
+
+    @post("/{name:str}/deactivate", name="api:plugins:deactivate", status_code=200)
+    async def deactivate(
+        self, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor, name: FromPath[str]
+    ) -> Response[Any]:
+        row = await lifecycle.deactivate(db_session, runtime, actor, name, hooks_of(runtime))
+        return await _step_answer(db_session, runtime, row)
+
+    @post("/{name:str}/accept", name="api:plugins:accept", status_code=200)
+    async def accept(
+        self, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor, name: FromPath[str]
+    ) -> PluginOut:
+        """Take the plugin's files as they are now on disk (after they changed)."""
+        row = await lifecycle.accept(db_session, runtime, actor, name)
+        return await _answer(db_session, runtime, row.name)
+
+    @post("/{name:str}/uninstall", name="api:plugins:uninstall", status_code=204)
+    async def uninstall(
+        self,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        name: FromPath[str],
+        data: JSONBody[ConfirmIn],
+    ) -> None:
+        """Remove the plugin and its data; the body must say `{"confirm": true}`."""
+        await lifecycle.uninstall(
+            db_session, runtime, actor, name, hooks_of(runtime), confirm=data.confirm
+        )
+
+    @put("/{name:str}/settings", name="api:plugins:settings")
+    async def save_settings(
+        self,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        name: FromPath[str],
+        data: JSONBody[PluginSettingsIn],
+    ) -> PluginOut:
+        """The plugin's settings, checked against its manifest's schema (422 naming the field)."""
+        await lifecycle.save_settings(db_session, actor, name, data.values)
+        return await _answer(db_session, runtime, name)
+
+
+async def _view(db_session: DbSession, runtime: AppRuntime, name: str) -> lifecycle.PluginView:
+    for view in await lifecycle.list_plugins(db_session, runtime.settings):
+        if view.name == name:
+            return view
+    raise lifecycle.PluginNotFound(f"No plugin called {name!r}.")
+
+
+async def _answer(db_session: DbSession, runtime: AppRuntime, name: str) -> PluginOut:
+    await db_session.flush()
+    return PluginOut.of(await _view(db_session, runtime, name))
+
+
+async def _step_answer(
+    db_session: DbSession, runtime: AppRuntime, row: PluginRecord
+) -> Response[Any]:
+    return _outcome(row, await _answer(db_session, runtime, row.name))
+
+
+def _outcome(row: PluginRecord, out: PluginOut) -> Response[Any]:
+    """The plugin after the step; a failed hook (the row says `error`, and that commits)
+    answers 409 with the message, as problem details."""
+    if row.status == PluginStatus.error:
+        body = problem_body(
+            409, row.error or "The plugin failed.", f"/api/v1/plugins/{row.name}", new_error_id()
+        )
+        return Response(body, status_code=409, media_type=PROBLEM_JSON)
+    return Response(out, status_code=200)

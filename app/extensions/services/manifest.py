@@ -371,6 +371,39 @@ def settings_defaults(schema: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class SettingField:
+    """One setting of a plugin as its admin form shows it."""
+
+    name: str
+    type: str
+    title: str
+    description: str
+    default: Any
+    minimum: float | None
+    maximum: float | None
+    choices: tuple[str, ...]
+
+
+def settings_fields(schema: Mapping[str, Any] | None) -> list[SettingField]:
+    """The form's fields, in the order the manifest declares them."""
+    if not schema:
+        return []
+    return [
+        SettingField(
+            name=name,
+            type=prop["type"],
+            title=prop.get("title") or name.replace("_", " ").capitalize(),
+            description=prop.get("description", ""),
+            default=prop.get("default"),
+            minimum=prop.get("minimum"),
+            maximum=prop.get("maximum"),
+            choices=tuple(prop.get("enum", ())),
+        )
+        for name, prop in schema.get("properties", {}).items()
+    ]
+
+
 def validate_settings(
     schema: Mapping[str, Any] | None, values: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, str]]:

@@ -1,0 +1,278 @@
+"""A plugin's life through the admin API, the admin pages and the CLI:
+app/extensions/services/lifecycle.py, app/extensions/api.py, app/extensions/pages.py and
+`keel plugins` (both legs; the PostgreSQL boundary is in test_isolation.py)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from sqlalchemy import select
+
+from app.accounts.models import AuditEntry, User
+from app.asgi import create_app
+from app.extensions.models import PluginRecord
+from app.extensions.services import archive, signing
+from app.extensions.services.host import PluginHost
+from app.settings import Settings
+from tests.accounts.test_users_api import api_as, assert_problem
+from tests.conftest import run_keel, signed_in, with_app_settings
+
+SHIPPED = Path(__file__).parent / "plugins"
+
+
+@pytest.fixture
+def plugins_dir(tmp_path: Path) -> Path:
+    """A PLUGINS_DIR of this test's own, holding a copy of the test plugins (a test may
+    change their files)."""
+    folder = tmp_path / "plugins"
+    shutil.copytree(SHIPPED, folder)
+    return folder
+
+
+@pytest.fixture
+async def site(
+    settings: Settings, accounts: dict[str, User], plugins_dir: Path
+) -> AsyncIterator[Litestar]:
+    """The app over `plugins_dir`, its plugin host following the registry."""
+    app = create_app(with_app_settings(settings, plugins_dir=plugins_dir))
+    async with app.lifespan():
+        yield app
+
+
+async def synced(app: Litestar) -> None:
+    await app.state.runtime.service(PluginHost).sync()
+
+
+async def audit_actions(app: Litestar) -> list[str]:
+    async with app.state.sessionmaker() as session:
+        query = select(AuditEntry.action).where(AuditEntry.action.like("plugin.%"))
+        return list((await session.scalars(query.order_by(AuditEntry.created_at))).all())
+
+
+async def row(app: Litestar, name: str) -> PluginRecord | None:
+    async with app.state.sessionmaker() as session:
+        return await session.get(PluginRecord, name)
+
+
+async def test_install_activate_deactivate_and_uninstall_through_the_api(
+    site: Litestar, accounts: dict
+) -> None:
+    async with api_as(site, accounts["admin"]) as admin:
+        listed = (await admin.get("/api/v1/plugins")).json()
+        hello = next(item for item in listed["items"] if item["name"] == "hello")
+        assert hello["status"] == "available" and hello["version"] == "1.0.0"
+
+        installed = await admin.post("/api/v1/plugins/hello/install")
+        assert installed.status_code == 200, installed.text
+        assert installed.json()["status"] == "installed"
+        assert (await admin.get("/api/plugins/hello/greeting")).status_code == 404
+
+        activated = await admin.post("/api/v1/plugins/hello/activate")
+        assert activated.json()["status"] == "active"
+        await synced(site)
+        greeting = await admin.get("/api/plugins/hello/greeting")
+        assert greeting.status_code == 200 and greeting.json()["version"] == "1.0.0"
+
+        assert (await admin.post("/api/v1/plugins/hello/deactivate")).json()["status"] == (
+            "inactive"
+        )
+        await synced(site)
+        assert (await admin.get("/api/plugins/hello/greeting")).status_code == 404
+
+        refused = await admin.post("/api/v1/plugins/hello/uninstall", json={})
+        assert_problem(refused, 400, "confirm")
+        assert (await row(site, "hello")) is not None
+        gone = await admin.post("/api/v1/plugins/hello/uninstall", json={"confirm": True})
+        assert gone.status_code == 204
+    assert await row(site, "hello") is None
+    assert await audit_actions(site) == [
+        "plugin.installed",
+        "plugin.activated",
+        "plugin.deactivated",
+        "plugin.uninstalled",
+    ]
+
+
+async def test_viewers_and_editors_are_refused(site: Litestar, accounts: dict) -> None:
+    for role in ("viewer", "editor"):
+        async with api_as(site, accounts[role]) as client:
+            assert_problem(await client.get("/api/v1/plugins"), 403)
+            assert_problem(await client.post("/api/v1/plugins/hello/install"), 403)
+    assert await row(site, "hello") is None
+
+
+async def test_changed_files_block_activation_until_an_admin_accepts_them(
+    site: Litestar, accounts: dict, plugins_dir: Path
+) -> None:
+    async with api_as(site, accounts["admin"]) as admin:
+        await admin.post("/api/v1/plugins/hello/install")
+        greetings = plugins_dir / "hello" / "hello" / "greetings.py"
+        greetings.write_text(greetings.read_text() + "\n# changed on disk\n")
+        listed = (await admin.get("/api/v1/plugins/hello")).json()
+        assert listed["files_changed"] is True
+        blocked = await admin.post("/api/v1/plugins/hello/activate")
+        assert "changed since it was installed" in assert_problem(blocked, 409)["detail"]
+        assert (await row(site, "hello")).status == "installed"
+
+        accepted = await admin.post("/api/v1/plugins/hello/accept")
+        assert accepted.status_code == 200 and accepted.json()["files_changed"] is False
+        assert (await admin.post("/api/v1/plugins/hello/activate")).json()["status"] == "active"
+    assert "plugin.accepted" in await audit_actions(site)
+
+
+async def test_signatures_are_checked_against_the_trusted_keys(
+    settings: Settings, accounts: dict, plugins_dir: Path
+) -> None:
+    private, public = signing.generate_keypair()
+    other_private, _ = signing.generate_keypair()
+    signing.write_signature(plugins_dir / "hello", private)
+    strict = replace(
+        with_app_settings(settings, plugins_dir=plugins_dir),
+        plugins=replace(settings.plugins, trusted_keys=(public,), allow_unsigned=False),
+    )
+    app = create_app(strict)
+    async with app.lifespan(), api_as(app, accounts["admin"]) as admin:
+        assert (await admin.post("/api/v1/plugins/hello/install")).status_code == 200
+        assert (await admin.get("/api/v1/plugins/hello")).json()["signed"] is True
+        await admin.post("/api/v1/plugins/hello/uninstall", json={"confirm": True})
+
+        signing.write_signature(plugins_dir / "hello", other_private)  # an untrusted key
+        refused = await admin.post("/api/v1/plugins/hello/install")
+        assert_problem(refused, 422, "signature")
+        (plugins_dir / "hello" / signing.SIGNATURE_FILE).unlink()
+        unsigned = await admin.post("/api/v1/plugins/hello/install")
+        assert "not signed" in assert_problem(unsigned, 422, "signature")["detail"]
+    assert await row(app, "hello") is None
+
+
+async def test_an_uploaded_zip_installs_and_runs(
+    site: Litestar, accounts: dict, plugins_dir: Path
+) -> None:
+    data = archive.pack_folder(plugins_dir / "hello")
+    shutil.rmtree(plugins_dir / "hello")
+    async with api_as(site, accounts["admin"]) as admin:
+        uploaded = await admin.post(
+            "/api/v1/plugins", files={"file": ("hello.zip", data, "application/zip")}
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        assert uploaded.json()["status"] == "uploaded"
+        assert (plugins_dir / "hello" / "plugin.toml").is_file()
+        assert (await admin.post("/api/v1/plugins/hello/install")).json()["status"] == "installed"
+        await admin.post("/api/v1/plugins/hello/activate")
+        await synced(site)
+        assert (await admin.get("/api/plugins/hello/greeting")).status_code == 200
+    kept = await row(site, "hello")
+    assert kept is not None and kept.archive == data  # every replica can unpack it
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as made:
+        for name, content in entries.items():
+            made.writestr(name, content)
+    return buffer.getvalue()
+
+
+async def test_a_hostile_zip_is_refused_and_writes_nothing(
+    site: Litestar, accounts: dict, plugins_dir: Path
+) -> None:
+    manifest = (plugins_dir / "hello" / "plugin.toml").read_bytes().replace(b"hello", b"evil")
+    before = sorted(path.name for path in plugins_dir.iterdir())
+    hostile = {
+        "escape": _zip({"evil/plugin.toml": manifest, "evil/../../outside.py": b"x"}),
+        "absolute": _zip({"evil/plugin.toml": manifest, "/etc/evil.py": b"x"}),
+        "no manifest": _zip({"evil/evil/__init__.py": b""}),
+        "not a zip": b"this is not a zip file",
+    }
+    async with api_as(site, accounts["admin"]) as admin:
+        for case, data in hostile.items():
+            answer = await admin.post(
+                "/api/v1/plugins", files={"file": ("evil.zip", data, "application/zip")}
+            )
+            assert answer.status_code in (400, 413, 422), case
+            assert_problem(answer, answer.status_code, "file")
+    assert sorted(path.name for path in plugins_dir.iterdir()) == before
+    assert await row(site, "evil") is None
+
+
+async def test_a_failing_install_hook_leaves_the_plugin_in_error_and_takes_nothing_down(
+    site: Litestar, accounts: dict, plugins_dir: Path
+) -> None:
+    hook = plugins_dir / "hello" / "hello" / "plugin.py"
+    hook.write_text(
+        hook.read_text().replace(
+            "class Hello(Plugin):",
+            "class Hello(Plugin):\n"
+            "    async def on_install(self, ctx: PluginContext) -> None:\n"
+            "        raise RuntimeError('the disk is full')\n",
+        )
+    )
+    async with api_as(site, accounts["admin"]) as admin:
+        failed = await admin.post("/api/v1/plugins/hello/install")
+        assert "the disk is full" in assert_problem(failed, 409)["detail"]
+        shown = (await admin.get("/api/v1/plugins/hello")).json()
+        assert shown["status"] == "error" and "the disk is full" in shown["error"]
+        assert (await admin.get("/api/v1/site")).status_code == 200
+    assert "plugin.install_failed" in await audit_actions(site)
+
+
+async def test_settings_are_checked_against_the_manifest_schema(
+    site: Litestar, accounts: dict
+) -> None:
+    async with api_as(site, accounts["admin"]) as admin:
+        await admin.post("/api/v1/plugins/hello/install")
+        wrong = await admin.put(
+            "/api/v1/plugins/hello/settings",
+            json={"values": {"greeting": "x" * 500, "shout": "maybe"}},
+        )
+        problem = assert_problem(wrong, 422)
+        assert {error["field"] for error in problem["errors"]} == {"greeting", "shout"}
+        saved = await admin.put(
+            "/api/v1/plugins/hello/settings", json={"values": {"greeting": "Ahoy", "shout": True}}
+        )
+        assert saved.status_code == 200, saved.text
+        assert saved.json()["settings"] == {"greeting": "Ahoy", "shout": True}
+
+
+async def test_the_admin_page_lists_installs_and_uninstalls_with_confirmation(
+    site: Litestar, accounts: dict
+) -> None:
+    async with signed_in(site, accounts["admin"]) as browser:
+        page = await browser.get("/admin/plugins")
+        assert page.status_code == 200 and 'data-plugin="hello"' in page.text
+        confirm = await browser.get("/admin/plugins/-/hello/install")
+        assert confirm.status_code == 200 and "Install" in confirm.text
+        done = await browser.post("/admin/plugins/-/hello/install")
+        assert done.status_code == 303
+        assert "Installed" in (await browser.get("/admin/plugins")).text
+
+        unconfirmed = await browser.post("/admin/plugins/-/hello/uninstall", data={"confirm": ""})
+        assert unconfirmed.status_code == 400 and 'id="e-confirm"' in unconfirmed.text
+        assert await row(site, "hello") is not None
+        confirmed = await browser.post(
+            "/admin/plugins/-/hello/uninstall", data={"confirm": "hello"}
+        )
+        assert confirmed.status_code == 303
+    assert await row(site, "hello") is None
+
+
+def test_the_cli_installs_activates_and_uninstalls(
+    keel_env: dict[str, str], plugins_dir: Path
+) -> None:
+    env = {**keel_env, "PLUGINS_DIR": str(plugins_dir)}
+    assert "hello" in run_keel("plugins", "list", env=env).stdout
+    installed = run_keel("plugins", "install", "hello", env=env)
+    assert installed.returncode == 0, installed.stderr
+    assert "hello 1.0.0: installed" in installed.stdout
+    assert "active" in run_keel("plugins", "activate", "hello", env=env).stdout
+    refused = run_keel("plugins", "uninstall", "hello", env=env)
+    assert refused.returncode != 0 and "--yes" in refused.stderr
+    assert run_keel("plugins", "uninstall", "hello", "--yes", env=env).returncode == 0
+    assert "available" in run_keel("plugins", "list", env=env).stdout
