@@ -41,6 +41,8 @@ from app.core.routing import Routing, route_group_registry
 from app.core.runtime import RUNTIME_KEY, Runtime, provide_db_session, provide_runtime, runtime_of
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.templating import create_template_config
+from app.extensions.api import serve_path_parameters_to_asgi_routes
+from app.extensions.services.host import PluginHost
 from app.jobs.services.metrics import subscribe_outcomes
 from app.jobs.services.queue import subscribe_wake_ups
 from app.jobs.services.registry import load_job_modules
@@ -82,7 +84,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AllowEveryMethod(),
         ],
         lifespan=[_in_process_worker] if settings.embedded else [],
-        on_startup=[_start_page_cache, _start_figures, _tune_gc],
+        on_startup=[_start_page_cache, _start_figures, _start_plugins, _tune_gc],
         on_shutdown=[_close_resources],
         template_config=create_template_config(settings, {"admin_menu": admin_menu}),
         request_class=BoundaryRequest,
@@ -165,6 +167,7 @@ def _needs_caller(role: Role | None) -> bool:
 
 
 def _document_errors(app: Litestar) -> None:
+    serve_path_parameters_to_asgi_routes(app)
     document_errors(app, needs_caller=lambda handler: _needs_caller(required_role(handler)))
 
 
@@ -213,8 +216,14 @@ async def _start_figures(app: Litestar) -> None:
     runtime_of(app.state).figures.start()
 
 
+async def _start_plugins(app: Litestar) -> None:
+    """Serve the active plugins, and follow activations made by any process."""
+    await runtime_of(app.state).service(PluginHost).start()
+
+
 async def _close_resources(app: Litestar) -> None:
     runtime = runtime_of(app.state)
+    await runtime.service(PluginHost).stop()
     await runtime.service(ViewCounts).stop()
     await runtime.service(PageCache).stop()
     await runtime.figures.stop()

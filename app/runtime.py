@@ -31,6 +31,7 @@ from app.core.routing import Routing
 from app.core.runtime import RUNTIME_KEY, Runtime, runtime_of
 from app.core.store import Store, create_store
 from app.core.templating import UrlMemo
+from app.extensions.services.host import PluginHost
 from app.jobs.jobs import cleanup as _defines_job_retention_days  # noqa: F401
 from app.settings import Settings
 
@@ -70,6 +71,7 @@ def build_runtime(settings: Settings) -> Runtime:
         UrlMemo(),
     ):
         runtime.add_service(service)
+    runtime.add_service(PluginHost(runtime))
     return runtime
 
 
@@ -117,6 +119,10 @@ class AppState(State):
     @property
     def routing(self) -> Routing | None:
         return self.runtime.routing
+
+    @property
+    def plugins(self) -> PluginHost:
+        return self.runtime.service(PluginHost)
 
     @property
     def page_cache(self) -> PageCache:
