@@ -42,7 +42,7 @@ from app.core.runtime import RUNTIME_KEY, Runtime, provide_db_session, provide_r
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.templating import create_template_config
 from app.extensions.api import serve_path_parameters_to_asgi_routes
-from app.extensions.services.host import PluginHost
+from app.extensions.services.host import PluginHost, on_keel_app
 from app.jobs.services.metrics import subscribe_outcomes
 from app.jobs.services.queue import subscribe_wake_ups
 from app.jobs.services.registry import load_job_modules
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     load_job_modules(settings.worker.job_modules)
     runtime = build_runtime(settings)
     page_cache = runtime.service(PageCache)
+    runtime.service(PluginHost).template_globals = {"admin_menu": on_keel_app(admin_menu)}
     _subscribe(runtime)
     app = Litestar(
         route_handlers=[],  # mounted from the route group registry below
@@ -151,6 +152,7 @@ def attach_runtime(app: Litestar, runtime: Runtime) -> None:
     for many runtimes (building them is most of `create_app`'s cost)."""
     previous = runtime_of(app.state)
     runtime.routing = previous.routing
+    runtime.service(PluginHost).template_globals = previous.service(PluginHost).template_globals
     app.state[RUNTIME_KEY] = runtime
     _subscribe(runtime)
     layer: object = app.asgi_handler  # RequestContextMiddleware ... PageCacheFront, router

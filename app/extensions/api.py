@@ -11,11 +11,11 @@ admin's `/admin/plugins` list, `/api/plugins` itself) win over a mount.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from litestar import Controller, Litestar, asgi, get
+from litestar import Controller, Litestar, get
 from litestar.handlers import ASGIRouteHandler
-from litestar.types import Receive, Scope, Send
+from litestar.types import Empty, Receive, Scope, Send
 
 from app.accounts.guards import roles
 from app.core.runtime import AppRuntime, runtime_of
@@ -38,6 +38,18 @@ class PluginIndexController(Controller):
         return {"items": items, "total": len(items)}
 
 
+class PluginMount(ASGIRouteHandler):
+    """An ASGI route whose request body Keel's middleware may read before the plugin does
+    (the CSRF check reads a form's token), within the app's body size limit."""
+
+    def resolve_request_max_body_size(self) -> int | None:
+        for layer in reversed(self.ownership_layers):
+            limit = getattr(layer, "request_max_body_size", Empty)
+            if limit is not Empty:
+                return cast("int | None", limit)
+        return None
+
+
 def _mount(part: str, guards: list[Any]) -> ASGIRouteHandler:
     prefix = MOUNT_PREFIXES[part]
 
@@ -45,7 +57,7 @@ def _mount(part: str, guards: list[Any]) -> ASGIRouteHandler:
         host = runtime_of(scope["litestar_app"].state).service(PluginHost)
         await host.dispatch(part, scope["path_params"]["plugin"], scope, receive, send)
 
-    return asgi(
+    return PluginMount(
         [f"{prefix}/{{plugin:str}}", f"{prefix}/{{plugin:str}}/{{plugin_path:path}}"],
         name=f"plugins:mount:{part}",
         guards=guards,

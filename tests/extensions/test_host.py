@@ -113,6 +113,7 @@ async def test_activating_serves_the_routes_and_deactivating_takes_them_away(
         assert css.status_code == 200 and "teal" in css.text
         admin = await client.get("/admin/plugins/hello/")
         assert admin.status_code == 200 and "Hello admin" in admin.text
+        assert 'href="/admin/users"' in admin.text  # Keel's admin layout and menu around it
     await put_row(plugin_app, "hello", "inactive")
     assert await host.sync()
     async with signed_in(plugin_app, accounts["admin"]) as client:
@@ -138,6 +139,19 @@ async def test_keel_guards_the_admin_mount_and_the_plugin_guards_its_routes(
         editors = "/api/plugins/hello/editors"
         assert (await api.get(editors, headers=as_viewer)).status_code == 403
         assert (await api.get(editors, headers=as_editor)).json() == {"for": "editors"}
+
+
+async def test_a_form_posted_to_a_plugin_page_is_csrf_checked_by_keel(
+    plugin_app: Litestar, accounts: dict[str, User]
+) -> None:
+    await put_row(plugin_app, "hello", "active")
+    await host_of(plugin_app).sync()
+    async with signed_in(plugin_app, accounts["viewer"]) as client:
+        signed = await client.post("/p/hello/sign", data={"name": "Ada"})
+        assert signed.status_code == 303 and signed.headers["location"] == "/p/hello/?name=Ada"
+        del client.headers["X-CSRF-Token"]
+        forged = await client.post("/p/hello/sign", data={"name": "Eve"})
+        assert forged.status_code == 403
 
 
 async def test_a_timeout_answers_504_and_an_exception_500_each_with_an_error_id_and_counted(

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader
+from jinja2 import Environment, FileSystemLoader, pass_context
 from litestar import Litestar, Request, Response, Router
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -267,6 +267,9 @@ class PluginHost:
         self._task: asyncio.Task[None] | None = None
         self._poll_failing = False
         self.poll_seconds = POLL_SECONDS
+        self.template_globals: dict[str, Any] = {}
+        """What Keel's templates need beyond core's globals (`create_app` gives the admin
+        menu, wrapped by `on_keel_app`), so a plugin's page can extend Keel's layouts."""
 
     # -- following the registry ----------------------------------------------------------
 
@@ -525,7 +528,8 @@ class PluginHost:
             auto_reload=not self.runtime.settings.app.is_production,
         )
         name = plugin.name
-        environment.globals.update(
+        engine = JinjaTemplateEngine.from_environment(environment)
+        engine.engine.globals.update(  # after Litestar's own (its url_for knows one app)
             static_url=static_url,
             plugin_static=lambda asset: f"{MOUNT_PREFIXES[PAGES]}/{name}/static/{asset}",
             keel_version=__version__,
@@ -533,8 +537,9 @@ class PluginHost:
             query_string=query_string,
             csrf_token=csrf_token,
             url_for=_url_for,
+            **self.template_globals,
         )
-        return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
+        return TemplateConfig(instance=engine)
 
     # -- serving -------------------------------------------------------------------------
 
@@ -674,6 +679,7 @@ def _state(runtime: Runtime) -> State:
     return State({RUNTIME_KEY: runtime})
 
 
+@pass_context
 def _url_for(context: Mapping[str, Any], route_name: str, /, **path_parameters: Any) -> str:
     """A named route of the plugin's app, else of Keel's (its layouts link to Keel's pages)."""
     request = context["request"]
@@ -684,6 +690,20 @@ def _url_for(context: Mapping[str, Any], route_name: str, /, **path_parameters: 
         if keel is None:
             raise
         return str(keel.route_reverse(route_name, **path_parameters))
+
+
+def on_keel_app(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A template global that reads Keel's app from its request (the admin menu lists
+    Keel's routes), made to work on a plugin's page too."""
+
+    def on_keel(request: Request[Any, Any, Any], *args: Any, **kwargs: Any) -> Any:
+        keel = request.scope.get(KEEL_APP_SCOPE)
+        if keel is not None and keel is not request.app:
+            scope = {**request.scope, "app": keel, "litestar_app": keel}
+            request = Request(scope, request.receive)  # type: ignore[arg-type]
+        return function(request, *args, **kwargs)
+
+    return on_keel
 
 
 async def _answer(

@@ -9,9 +9,11 @@ from keel.plugin import (
     Context,
     Plugin,
     PluginContext,
+    Redirect,
     Request,
     Response,
     get,
+    post,
     public,
     requires_admin,
     requires_editor,
@@ -57,6 +59,12 @@ async def failing_page() -> str:
     raise RuntimeError("the hello page fails on purpose")
 
 
+@post("/sign", guards=[public])
+async def sign(request: Request) -> Redirect:
+    form = await request.form()
+    return Redirect(f"/p/hello/?name={form.get('name', '')}", status_code=303)
+
+
 @get("/", guards=[requires_admin])
 async def admin_home(request: Request, ctx: Context) -> Response[str]:
     return ctx.render(request, "hello/admin.html", {"settings": ctx.settings})
@@ -64,7 +72,7 @@ async def admin_home(request: Request, ctx: Context) -> Response[str]:
 
 class Hello(Plugin):
     api_routes = [greeting, slow, fail, editors_only]
-    pages = [home, slow_page, failing_page]
+    pages = [home, slow_page, failing_page, sign]
     admin_pages = [admin_home]
     admin_menu_label = "Hello"
 
