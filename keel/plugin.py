@@ -41,9 +41,12 @@ leaves the plugin in `error` with the message, never half-installed):
 `on_update(ctx, old_version)` after an update's migrations.
 
 Also declared on the class: `admin_menu_label` (the admin menu's entry for its first
-admin page), `jobs` (job handlers), `schedules` (periodic tasks), `subscriptions`
+admin page), `jobs` (`Job("<name>.x", run)`: `async def run(ctx, job)` runs in Keel's
+worker under the time limit), `schedules` (`Schedule("<name>.hourly", "<name>.x",
+every=timedelta(hours=1))` or `daily_at=time(3)`), `subscriptions`
 (`{"entry.published": handler}`: async handlers called with each event after its COMMIT)
-and `widgets` (dashboard widgets).
+and `widgets` (dashboard widgets). Job and schedule names start with `<name>.`; they
+exist only while the plugin is active.
 """
 
 from __future__ import annotations
@@ -59,7 +62,9 @@ from app.accounts.guards.roles import editor as requires_editor
 from app.accounts.guards.roles import public
 from app.accounts.guards.roles import viewer as requires_viewer
 from app.core.errors import Conflict, Forbidden, InvalidField, NotFound
-from app.extensions.services.host import Context, PluginContext
+from app.extensions.services.host import Context, Job, PluginContext
+from app.jobs.services.registry import JobContext
+from app.jobs.services.schedules import Schedule
 
 API_VERSION = "1.0"
 """The version of this interface: a minor release adds, a major one may change."""
@@ -73,12 +78,15 @@ __all__ = [
     "FromPath",
     "FromQuery",
     "InvalidField",
+    "Job",
+    "JobContext",
     "NotFound",
     "Plugin",
     "PluginContext",
     "Redirect",
     "Request",
     "Response",
+    "Schedule",
     "Template",
     "delete",
     "get",
@@ -103,10 +111,10 @@ class Plugin:
     """Route handlers and controllers served under `/admin/plugins/<name>/`."""
     admin_menu_label: ClassVar[str | None] = None
     """The admin menu's label for the plugin's admin pages (None: no entry)."""
-    jobs: ClassVar[list[Any]] = []
-    """Job handlers the plugin adds to Keel's queue."""
-    schedules: ClassVar[list[Any]] = []
-    """Periodic tasks: which job to enqueue, and how often."""
+    jobs: ClassVar[list[Job]] = []
+    """Job types the plugin adds to Keel's queue (`Job("<name>.x", run)`)."""
+    schedules: ClassVar[list[Schedule]] = []
+    """Periodic jobs: which job type to enqueue, and how often."""
     subscriptions: ClassVar[dict[str, Any]] = {}
     """Keel events to follow: event name -> `async def handler(event)` (after COMMIT)."""
     widgets: ClassVar[list[Any]] = []

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from litestar import Litestar
@@ -26,6 +27,8 @@ from app.extensions.services.host import (
     PluginHost,
     announce,
 )
+from app.jobs.services.registry import known_job_type
+from app.jobs.services.schedules import SCHEDULES
 from app.settings import ROOT, Settings
 from tests.conftest import bearer, client_for, free_port, signed_in, with_app_settings
 
@@ -238,6 +241,23 @@ async def test_each_load_imports_the_plugin_under_a_module_name_of_its_own(
     await put_row(plugin_app, "hello", "inactive")
     await host.sync()
     assert not any(name.startswith((first, second)) for name in sys.modules)
+
+
+async def test_an_active_plugin_s_jobs_and_schedules_exist_only_while_it_is_active(
+    plugin_app: Litestar,
+) -> None:
+    host = host_of(plugin_app)
+    await put_row(plugin_app, "hello", "active")
+    await host.sync()
+    kind = known_job_type("hello.count")
+    assert kind is not None and kind.timeout == 0.5  # the plugin's time limit
+    assert "hello.hourly" in {declared.name for declared in SCHEDULES}
+    done = await kind.run(SimpleNamespace(payload={"by": "test"}))  # type: ignore[arg-type]
+    assert done == {"counted": "hello", "by": "test"}
+    await put_row(plugin_app, "hello", "inactive")
+    await host.sync()
+    assert known_job_type("hello.count") is None
+    assert "hello.hourly" not in {declared.name for declared in SCHEDULES}
 
 
 async def test_the_plugin_index_still_lists_the_plugin_folders(plugin_app: Litestar) -> None:

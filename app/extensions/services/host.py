@@ -59,10 +59,13 @@ from app.core.errors import ServiceUnavailable, handle_exception
 from app.core.metrics import Metric, Tally, stored
 from app.core.pagination import query_string
 from app.core.queueing import enqueue
+from app.core.registry import RegistryClash
 from app.core.runtime import RUNTIME_KEY, Runtime
 from app.core.store import Store
 from app.core.tasks import cancel_and_wait
 from app.core.templating import TEMPLATES_DIR, csrf_token, render, static_url
+from app.jobs.services.registry import JOB_TYPES, JobContext, JobType
+from app.jobs.services.schedules import SCHEDULES, Schedule
 
 log = logging.getLogger("keel.plugins")
 
@@ -201,6 +204,20 @@ class PluginContext:
         return await enqueue(session, type, payload)
 
 
+@dataclass(frozen=True)
+class Job:
+    """A job type a plugin adds to Keel's queue: `run(ctx, job)` gets the plugin's
+    context and the job (`job.payload`, `await job.report(percent, message)`). Its name
+    starts with `<plugin>.`; it runs under the plugin's time limit, in the worker."""
+
+    name: str
+    run: Callable[[PluginContext, JobContext[Any]], Any]
+    max_attempts: int = 3
+    queue: str = "default"
+    payload: type | None = None
+    """A msgspec Struct (or dataclass) the payload must fit; None: any JSON object."""
+
+
 Context = NamedDependency[PluginContext]
 """A plugin handler's `ctx` parameter: its PluginContext (`keel.plugin.Context`)."""
 
@@ -330,6 +347,14 @@ class PluginHost:
             if current is not None:
                 self._forget(current)
             self._subscribe(plugin)
+            try:
+                self._add_tasks(plugin)
+            except (RegistryClash, ValueError, TypeError) as exc:
+                self._failed_at[name] = wanted
+                self._count_load_failure(name, str(exc))
+                self.unload(name)
+                changed = True
+                continue
             changed = True
             log.info("plugin loaded", extra={"plugin": name, "generation": row.generation})
         self._seen = tuple(sorted((row.name, row.generation, row.status) for row in rows))
@@ -451,14 +476,46 @@ class PluginHost:
 
     def release(self, plugin: LoadedPlugin) -> None:
         """Let go of a plugin `load` returned and nobody serves (the lifecycle's hooks of
-        an inactive plugin): its subscriptions and modules."""
+        an inactive plugin): its modules (nothing of it was registered)."""
         if self.loaded.get(plugin.name) is not plugin:
-            self._forget(plugin)
+            _drop_modules(plugin.module)
 
     def _forget(self, plugin: LoadedPlugin) -> None:
         owner = _owner(plugin)
         self.runtime.events.unsubscribe(owner)
+        JOB_TYPES.remove(owner)
+        SCHEDULES.remove(owner)
         _drop_modules(plugin.module)
+
+    def _add_tasks(self, plugin: LoadedPlugin) -> None:
+        """The plugin's job types and schedules, in Keel's (process-wide) registries under
+        the plugin as owner; a name outside `<plugin>.` or taken by another is refused."""
+        owner, prefix = _owner(plugin), plugin.name + "."
+        for job in getattr(plugin.instance, "jobs", None) or []:
+            if not isinstance(job, Job) or not job.name.startswith(prefix):
+                raise ValueError(f"a job must be a keel.plugin.Job named {prefix}…: {job!r}")
+            JOB_TYPES.add(owner, self._job_type(plugin, job))
+        for declared in getattr(plugin.instance, "schedules", None) or []:
+            if not isinstance(declared, Schedule) or not declared.name.startswith(prefix):
+                raise ValueError(f"a schedule must be a Schedule named {prefix}…: {declared!r}")
+            SCHEDULES.add(owner, declared)
+
+    def _job_type(self, plugin: LoadedPlugin, job: Job) -> JobType:
+        context, run = plugin.context, job.run
+
+        async def run_job(job_context: JobContext[Any]) -> Any:
+            result = run(context, job_context)
+            return await result if inspect.isawaitable(result) else result
+
+        return JobType(
+            name=job.name,
+            run=run_job,
+            timeout=plugin.time_limit,
+            max_attempts=job.max_attempts,
+            queue=job.queue,
+            payload=job.payload,
+            description=(getattr(run, "__doc__", None) or "").strip().split("\n")[0],
+        )
 
     def _subscribe(self, plugin: LoadedPlugin) -> None:
         subscriptions = getattr(plugin.instance, "subscriptions", None) or {}

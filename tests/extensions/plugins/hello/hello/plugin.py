@@ -4,14 +4,18 @@ one that fails; it imports nothing of Keel but `keel.plugin`."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from keel.plugin import (
     Context,
+    Job,
+    JobContext,
     Plugin,
     PluginContext,
     Redirect,
     Request,
     Response,
+    Schedule,
     get,
     post,
     public,
@@ -70,11 +74,18 @@ async def admin_home(request: Request, ctx: Context) -> Response[str]:
     return ctx.render(request, "hello/admin.html", {"settings": ctx.settings})
 
 
+async def count_greetings(ctx: PluginContext, job: JobContext) -> dict[str, str]:
+    """Counts greetings (a job of the plugin's own)."""
+    return {"counted": ctx.name, "by": str(job.payload.get("by", ""))}
+
+
 class Hello(Plugin):
     api_routes = [greeting, slow, fail, editors_only]
     pages = [home, slow_page, failing_page, sign]
     admin_pages = [admin_home]
     admin_menu_label = "Hello"
+    jobs = [Job("hello.count", count_greetings)]
+    schedules = [Schedule("hello.hourly", "hello.count", every=timedelta(hours=1))]
 
     async def on_activate(self, ctx: PluginContext) -> None:
         ctx.log.info("hello activated")
