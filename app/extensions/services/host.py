@@ -276,9 +276,8 @@ class PluginHost:
         self.loaded: dict[str, LoadedPlugin] = {}
         """By name; a load or unload replaces the entry (requests read it once)."""
         self.figures: dict[str, PluginFigures] = {}
-        self.failed: dict[str, tuple[int, str]] = {}
-        """Plugins that failed to load here: (generation, checksum) tried, not retried."""
         self._failed_at: dict[str, tuple[int, str]] = {}
+        """Plugins that failed to load here: the (generation, checksum) tried, not retried."""
         self._seen: tuple[tuple[str, int, str], ...] | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -300,7 +299,7 @@ class PluginHost:
             except Exception as exc:
                 log.warning("plugin registry not readable", extra={"error": repr(exc)})
                 return False
-            return await self._apply(rows)
+            return self._apply(rows)
 
     async def _read_rows(self) -> list[RegistryRow]:
         async with self.runtime.sessionmaker() as session:
@@ -319,7 +318,7 @@ class PluginHost:
                 )
             return rows
 
-    async def _apply(self, rows: list[RegistryRow]) -> bool:
+    def _apply(self, rows: list[RegistryRow]) -> bool:
         active = {row.name: row for row in rows if row.status == "active"}
         changed = False
         for name in [name for name in self.loaded if name not in active]:
