@@ -134,6 +134,7 @@ def _reason(exc: BaseException) -> str:
 def worker(concurrency: int | None, queues: str) -> None:
     """Run background jobs until SIGTERM or SIGINT, then finish running work and exit 0."""
     from app.core.logging import configure_logging
+    from app.extensions.services.host import PluginHost
     from app.jobs.services.worker import Worker, housekeeping
     from app.runtime import build_runtime
 
@@ -142,6 +143,8 @@ def worker(concurrency: int | None, queues: str) -> None:
 
     async def run() -> None:
         runtime = build_runtime(settings)
+        plugins = runtime.service(PluginHost)
+        await plugins.sync()  # the active plugins' jobs and schedules, before the first claim
         process = Worker(
             settings,
             runtime.store,
@@ -149,6 +152,7 @@ def worker(concurrency: int | None, queues: str) -> None:
             queues=tuple(q.strip() for q in queues.split(",") if q.strip()) or ("default",),
             concurrency=concurrency,
             periodic=housekeeping(runtime.sessionmaker, runtime.store),
+            companions=(plugins.follow,),  # plugins switched on or off anywhere: here too
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -156,6 +160,7 @@ def worker(concurrency: int | None, queues: str) -> None:
         try:
             await process.run()
         finally:
+            await plugins.stop()
             await runtime.close()
 
     asyncio.run(run())
@@ -359,7 +364,7 @@ def _plugin_step(step: str, name: str, **options: Any) -> None:
     from app.accounts.services.audit import Actor
     from app.core.errors import DomainError
     from app.extensions.services import lifecycle
-    from app.extensions.services.host import hooks_of
+    from app.extensions.services.lifecycle import hooks_of
 
     async def work(session: AsyncSession, runtime: Runtime) -> Any:
         actor = Actor.system("cli")

@@ -41,6 +41,9 @@ from app.core.routing import Routing, route_group_registry
 from app.core.runtime import RUNTIME_KEY, Runtime, provide_db_session, provide_runtime, runtime_of
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.templating import create_template_config
+from app.extensions.api import serve_path_parameters_to_asgi_routes
+from app.extensions.services.host import PluginHost, on_keel_app
+from app.extensions.services.lifecycle import subscribe_plugin_changes
 from app.jobs.services.metrics import subscribe_outcomes
 from app.jobs.services.queue import subscribe_wake_ups
 from app.jobs.services.registry import load_job_modules
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     load_job_modules(settings.worker.job_modules)
     runtime = build_runtime(settings)
     page_cache = runtime.service(PageCache)
+    runtime.service(PluginHost).template_globals = {"admin_menu": on_keel_app(admin_menu)}
     _subscribe(runtime)
     app = Litestar(
         route_handlers=[],  # mounted from the route group registry below
@@ -82,7 +86,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AllowEveryMethod(),
         ],
         lifespan=[_in_process_worker] if settings.embedded else [],
-        on_startup=[_start_page_cache, _start_figures, _tune_gc],
+        on_startup=[_start_page_cache, _start_figures, _start_plugins, _tune_gc],
         on_shutdown=[_close_resources],
         template_config=create_template_config(settings, {"admin_menu": admin_menu}),
         request_class=BoundaryRequest,
@@ -138,6 +142,7 @@ def _subscribe(runtime: Runtime) -> None:
     events = runtime.events
     events.subscribe(KEEL, PUBLIC_CHANGED, runtime.service(PageCache).on_public_change)
     subscribe_wake_ups(events, runtime.store)
+    subscribe_plugin_changes(events, runtime.store)
     subscribe_outcomes(events, runtime.figures)
 
 
@@ -149,6 +154,7 @@ def attach_runtime(app: Litestar, runtime: Runtime) -> None:
     for many runtimes (building them is most of `create_app`'s cost)."""
     previous = runtime_of(app.state)
     runtime.routing = previous.routing
+    runtime.service(PluginHost).template_globals = previous.service(PluginHost).template_globals
     app.state[RUNTIME_KEY] = runtime
     _subscribe(runtime)
     layer: object = app.asgi_handler  # RequestContextMiddleware ... PageCacheFront, router
@@ -165,6 +171,7 @@ def _needs_caller(role: Role | None) -> bool:
 
 
 def _document_errors(app: Litestar) -> None:
+    serve_path_parameters_to_asgi_routes(app)
     document_errors(app, needs_caller=lambda handler: _needs_caller(required_role(handler)))
 
 
@@ -213,8 +220,14 @@ async def _start_figures(app: Litestar) -> None:
     runtime_of(app.state).figures.start()
 
 
+async def _start_plugins(app: Litestar) -> None:
+    """Serve the active plugins, and follow activations made by any process."""
+    await runtime_of(app.state).service(PluginHost).start()
+
+
 async def _close_resources(app: Litestar) -> None:
     runtime = runtime_of(app.state)
+    await runtime.service(PluginHost).stop()
     await runtime.service(ViewCounts).stop()
     await runtime.service(PageCache).stop()
     await runtime.figures.stop()

@@ -36,7 +36,7 @@ from app.content.pages.media import MediaAdminController, MediaFilesController
 from app.content.pages.public import PublicPagesController
 from app.core.routing import RouteGroup
 from app.core.templating import STATIC_DIR, STATIC_PREFIX
-from app.extensions.api import PluginIndexController, PluginsAdminController
+from app.extensions.api import PluginIndexController, PluginsAdminController, plugin_mounts
 from app.extensions.pages import PluginsAdminPages
 from app.jobs.api import JobsController
 from app.jobs.pages.admin import JobsAdminController
@@ -124,7 +124,9 @@ def api() -> Router:
 
 
 def plugin_api() -> Router:
-    return Router(path="/api/plugins", route_handlers=[PluginIndexController])
+    """The plugin index and the mounts each active plugin is served under (`/api/plugins/
+    <name>/…`, `/p/<name>/…`, `/admin/plugins/<name>/…`)."""
+    return Router(path="/", route_handlers=[PluginIndexController, *plugin_mounts()])
 
 
 def operator_endpoints() -> Router:

@@ -31,6 +31,8 @@ from app.core.routing import Routing
 from app.core.runtime import RUNTIME_KEY, Runtime, runtime_of
 from app.core.store import Store, create_store
 from app.core.templating import UrlMemo
+from app.extensions.services import isolation
+from app.extensions.services.host import PluginHost
 from app.jobs.jobs import cleanup as _defines_job_retention_days  # noqa: F401
 from app.settings import Settings
 
@@ -70,6 +72,14 @@ def build_runtime(settings: Settings) -> Runtime:
         UrlMemo(),
     ):
         runtime.add_service(service)
+    dialect = "postgresql" if settings.db.url.startswith("postgresql") else "sqlite"
+    runtime.add_service(
+        PluginHost(
+            runtime,
+            sessions=isolation.storage_sessions(runtime.sessionmaker),
+            storage=lambda name: isolation.PluginStorage(name, dialect),
+        )
+    )
     return runtime
 
 
@@ -117,6 +127,10 @@ class AppState(State):
     @property
     def routing(self) -> Routing | None:
         return self.runtime.routing
+
+    @property
+    def plugins(self) -> PluginHost:
+        return self.runtime.service(PluginHost)
 
     @property
     def page_cache(self) -> PageCache:

@@ -324,7 +324,13 @@ async def fresh_app(settings: Settings) -> AsyncIterator[Litestar]:
 
 def _routes(app: Litestar) -> list[tuple[str, tuple[str, ...]]]:
     """What `app` routes: each path with its handlers (added by `register` or a route group)."""
-    return [(route.path, tuple(map(str, route.route_handlers))) for route in app.routes]
+    return [
+        (
+            route.path,
+            tuple(map(str, getattr(route, "route_handlers", None) or [route.route_handler])),
+        )
+        for route in app.routes
+    ]
 
 
 @pytest.fixture

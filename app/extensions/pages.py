@@ -18,7 +18,7 @@ from app.core.runtime import AppRuntime
 from app.core.templating import Form, MultipartForm, redirect, render
 from app.extensions.models import PluginStatus
 from app.extensions.services import lifecycle
-from app.extensions.services.host import hooks_of
+from app.extensions.services.lifecycle import hooks_of
 from app.extensions.services.manifest import settings_fields
 
 STEPS = {
@@ -102,29 +102,29 @@ class PluginsAdminPages(Controller):
             return await _list_page(request, runtime, db_session, errors, exc.status)
         return redirect(f"{request.app.route_reverse('admin:plugins')}?notice=uploaded-{row.name}")
 
-    @get("/-/{name:str}/{step:str}", name="admin:plugins:confirm")
+    @get("/-/{plugin:str}/{step:str}", name="admin:plugins:confirm")
     async def confirm(
         self,
         request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
-        name: FromPath[str],
+        plugin: FromPath[str],
         step: FromPath[str],
     ) -> Response[str]:
         if step not in STEPS:
             raise NotFound("No such step.")
-        view = await _view(db_session, runtime, name)
+        view = await _view(db_session, runtime, plugin)
         context = {"plugin": view, "step": step, "label": STEPS[step], "explain": EXPLAIN[step]}
         return render(request, "extensions/confirm.html", context)
 
-    @post("/-/{name:str}/{step:str}", name="admin:plugins:step")
+    @post("/-/{plugin:str}/{step:str}", name="admin:plugins:step")
     async def run_step(
         self,
         request: Request,
         runtime: AppRuntime,
         db_session: DbSession,
         actor: CurrentActor,
-        name: FromPath[str],
+        plugin: FromPath[str],
         step: FromPath[str],
         data: Form,
     ) -> Response[Any]:
@@ -133,19 +133,19 @@ class PluginsAdminPages(Controller):
         hooks = hooks_of(runtime)
         try:
             if step == "install":
-                row = await lifecycle.install(runtime, actor, name, hooks)
+                row = await lifecycle.install(runtime, actor, plugin, hooks)
             elif step == "accept":
-                row = await lifecycle.accept(db_session, runtime, actor, name)
+                row = await lifecycle.accept(db_session, runtime, actor, plugin)
             elif step == "uninstall":
-                confirmed = data.get("confirm") == name
+                confirmed = data.get("confirm") == plugin
                 await lifecycle.uninstall(
-                    db_session, runtime, actor, name, hooks, confirm=confirmed
+                    db_session, runtime, actor, plugin, hooks, confirm=confirmed
                 )
                 row = None
             else:
-                row = await getattr(lifecycle, step)(db_session, runtime, actor, name, hooks)
+                row = await getattr(lifecycle, step)(db_session, runtime, actor, plugin, hooks)
         except DomainError as exc:
-            view = await _view(db_session, runtime, name)
+            view = await _view(db_session, runtime, plugin)
             context = {
                 "plugin": view,
                 "step": step,
@@ -155,37 +155,39 @@ class PluginsAdminPages(Controller):
             }
             return render(request, "extensions/confirm.html", context, status_code=exc.status)
         outcome = "failed" if row is not None and row.status == PluginStatus.error else "done"
-        notice = f"{step}-{outcome}-{name}"
+        notice = f"{step}-{outcome}-{plugin}"
         return redirect(f"{request.app.route_reverse('admin:plugins')}?notice={notice}")
 
-    @get("/-/{name:str}/settings", name="admin:plugins:settings")
+    @get("/-/{plugin:str}/settings", name="admin:plugins:settings")
     async def settings_form(
-        self, request: Request, runtime: AppRuntime, db_session: DbSession, name: FromPath[str]
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, plugin: FromPath[str]
     ) -> Response[str]:
-        row = await lifecycle.get_plugin(db_session, name)
+        row = await lifecycle.get_plugin(db_session, plugin)
         return _settings_page(request, row, dict(row.settings or {}), {})
 
-    @post("/-/{name:str}/settings", name="admin:plugins:settings_save")
+    @post("/-/{plugin:str}/settings", name="admin:plugins:settings_save")
     async def save_settings(
         self,
         request: Request,
         db_session: DbSession,
         actor: CurrentActor,
-        name: FromPath[str],
+        plugin: FromPath[str],
         data: Form,
     ) -> Response[Any]:
-        row = await lifecycle.get_plugin(db_session, name)
+        row = await lifecycle.get_plugin(db_session, plugin)
         schema = row.manifest.get("settings")
-        values = {field.name: data.get(field.name, "") for field in settings_fields(schema)}
+        values: dict[str, Any] = {
+            field.name: data.get(field.name, "") for field in settings_fields(schema)
+        }
         for field in settings_fields(schema):
             if field.type == "boolean":
                 values[field.name] = data.get(field.name) == "on"
         try:
-            await lifecycle.save_settings(db_session, actor, name, values)
+            await lifecycle.save_settings(db_session, actor, plugin, values)
         except DomainError as exc:
             errors = field_errors(exc)
             return _settings_page(request, row, data, errors, exc.status)
-        target = request.app.route_reverse("admin:plugins:settings", name=name)
+        target = request.app.route_reverse("admin:plugins:settings", plugin=plugin)
         return redirect(f"{target}?notice=saved")
 
 

@@ -18,7 +18,7 @@ import itertools
 import re
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -472,3 +472,17 @@ async def _run_one(
 def _first_line(error: BaseException | None) -> str:
     lines = str(error).strip().splitlines() or [""]
     return f"{type(error).__name__}: {lines[0]}"
+
+
+def storage_sessions(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> Callable[[str], AbstractAsyncContextManager[AsyncSession]]:
+    """What a plugin's `ctx.session()` opens: a transaction on its own storage, as its
+    role (`plugin_session`), committed when the block ends without an error."""
+
+    @asynccontextmanager
+    async def open_session(name: str) -> AsyncIterator[AsyncSession]:
+        async with plugin_session(sessionmaker, name) as session, session.begin():
+            yield session
+
+    return open_session

@@ -26,10 +26,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.services.audit import Actor, record
 from app.core.errors import Conflict, InvalidField, InvalidFields, NotFound
-from app.core.events import emit
+from app.core.events import Event, Events, emit
+from app.core.registry import KEEL
 from app.core.runtime import Runtime
+from app.core.store import Store
 from app.extensions.models import PluginRecord, PluginStatus
 from app.extensions.services import archive, isolation, manifest, signing
+from app.extensions.services.host import (
+    PluginHookFailed,
+    PluginHost,
+    PluginLoadFailed,
+    RegistryRow,
+    announce,
+)
 from app.settings import Settings
 
 PLUGINS_CHANGED = "plugins.changed"
@@ -393,3 +402,50 @@ async def save_settings(
     _changed(session, row)
     record(session, actor, "plugin.settings_changed", "plugin", name, old=old, new=cleaned)
     return row
+
+
+def hooks_of(runtime: Runtime) -> HookRunner:
+    """The process's way to run a plugin's hook for a lifecycle step: with the plugin this
+    process runs, or one loaded for the step alone (install, activation), under the
+    plugin's time limit."""
+    host = runtime.service(PluginHost)
+
+    async def run(row: PluginRecord, hook: str, args: tuple[Any, ...]) -> None:
+        plugin = host.loaded.get(row.name)
+        temporary = plugin is None or plugin.checksum != row.checksum
+        if temporary:
+            try:
+                plugin = host.load(_registry_row(row))
+            except PluginLoadFailed as exc:
+                raise HookFailed(f"the plugin cannot be loaded: {exc}") from None
+        assert plugin is not None
+        try:
+            await host.call_hook(plugin, hook, *args)
+        except PluginHookFailed as exc:
+            raise HookFailed(str(exc)) from None
+        finally:
+            if temporary:
+                host.release(plugin)
+
+    return run
+
+
+def _registry_row(row: PluginRecord) -> RegistryRow:
+    return RegistryRow(
+        row.name,
+        row.status,
+        row.checksum,
+        row.generation,
+        row.manifest,
+        row.version,
+        dict(row.settings or {}),
+    )
+
+
+def subscribe_plugin_changes(events: Events, store: Store) -> None:
+    """After a lifecycle step commits, tell every process (they also poll every second)."""
+
+    async def tell(_event: Event) -> None:
+        await announce(store)
+
+    events.subscribe(KEEL, PLUGINS_CHANGED, tell, name="plugins.announce")

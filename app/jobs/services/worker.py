@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -116,6 +116,7 @@ class Worker:
         mode: str = "process",
         periodic: tuple[PeriodicTask, ...] = (),
         schedules: bool = True,
+        companions: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = (),
     ) -> None:
         self.settings = settings
         self.config = settings.worker
@@ -126,6 +127,9 @@ class Worker:
         self.mode = mode
         self.periodic = periodic
         self.run_schedules = schedules
+        self.companions = companions
+        """Loops that run as long as the worker does (`keel worker`: the plugin host's
+        `follow`, so plugins activated anywhere run here too); cancelled when it stops."""
         self.files_dir = files_dir(settings)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.started_at = time.time()
@@ -193,6 +197,7 @@ class Worker:
         ]
         if self.run_schedules:
             helpers.append(asyncio.create_task(self._schedule_loop()))
+        helpers.extend(asyncio.create_task(companion()) for companion in self.companions)
         try:
             await self._claim_loop()
             await self._drain()

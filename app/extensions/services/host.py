@@ -1,0 +1,787 @@
+"""`PluginHost`: the active plugins this process runs, kept in step with `plugin_registry`.
+
+The database row is the truth. `sync()` reads the registry and loads every active plugin
+not loaded here (or loaded at another generation or checksum) and unloads every loaded
+one that is no longer active. A plugin is imported from `PLUGINS_DIR/<name>/` under a
+module name of its own for each load (`keel_plugin_<name>_<generation>_<n>`, never by
+putting the plugins folder on `sys.path`), its entry point instantiated, and its routes
+built into three small Litestar apps (API, public pages, admin pages) with Keel's
+exception handler, its own templates and its static files. Keel's router has fixed
+mounts (`/api/plugins/{name}/…`, `/p/{name}/…`, `/admin/plugins/{name}/…`, see
+`app/extensions/api.py`) that hand a request to the plugin's app held in a dict; a load
+or an unload replaces the dict entry, so a request sees the old plugin or the new one,
+never half of either. An inactive plugin answers 404 and costs other routes nothing.
+
+Every process follows changes made elsewhere (`follow()`): the store channel
+`plugins:changed` (published by `announce()` after the lifecycle's COMMIT) and a poll of
+`name, generation, status` every POLL_SECONDS, so a change is seen within 2 s even with
+the store away. A plugin that fails to import is not loaded here, logged once and
+counted; the process never goes down for it.
+
+Every plugin request runs under the plugin's time limit (manifest `time_limit`, capped by
+PLUGIN_TIME_LIMIT_SECONDS): a timeout answers 504, an exception 500, both with an error
+id, and both are counted per plugin in `/metrics`. Hooks run the same way (`call_hook`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.machinery
+import importlib.util
+import inspect
+import itertools
+import json
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, pass_context
+from litestar import Litestar, Request, Response, Router
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import NoRouteMatchFoundException, NotFoundException
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
+from litestar.template import TemplateConfig
+from litestar.types import Message, Receive, Scope, Send
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import __version__
+from app.core.boundary import BoundaryRequest
+from app.core.errors import ServiceUnavailable, handle_exception
+from app.core.metrics import Metric, Tally, stored
+from app.core.pagination import query_string
+from app.core.queueing import enqueue
+from app.core.registry import RegistryClash
+from app.core.runtime import RUNTIME_KEY, Runtime
+from app.core.store import Store
+from app.core.tasks import cancel_and_wait
+from app.core.templating import TEMPLATES_DIR, csrf_token, render, static_url
+from app.jobs.services.registry import JOB_TYPES, JobContext, JobType
+from app.jobs.services.schedules import SCHEDULES, Schedule
+
+log = logging.getLogger("keel.plugins")
+
+CHANNEL = "plugins:changed"
+"""The store channel a lifecycle change is announced on (after its COMMIT)."""
+POLL_SECONDS = 1.0
+"""How often each process compares the registry with what it runs (the store may be away)."""
+DEFAULT_TIME_LIMIT = 10.0
+"""A plugin's time limit when its manifest names none (always capped by the settings)."""
+KEEL_APP_SCOPE = "keel_app"
+"""Where a plugin request's scope keeps Keel's own app (its templates' `url_for`)."""
+
+API, PAGES, ADMIN = "api", "pages", "admin"
+MOUNT_PREFIXES = {API: "/api/plugins", PAGES: "/p", ADMIN: "/admin/plugins"}
+"""Each part of a plugin, and where Keel mounts it (`<prefix>/<name>/…`)."""
+
+PLUGIN_REQUESTS = stored(
+    Metric(
+        "keel_plugin_requests_total",
+        "counter",
+        "Requests a plugin's routes answered, by plugin and outcome: ok (below 400), "
+        "refused (4xx), error (5xx: an exception, counted with an error id), timeout "
+        "(its time limit passed: 504).",
+        ("plugin", "outcome"),
+    )
+)
+PLUGIN_DURATION = stored(
+    Metric(
+        "keel_plugin_request_seconds",
+        "histogram",
+        "Time a plugin's routes took to answer, by plugin.",
+        ("plugin",),
+        (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    )
+)
+PLUGIN_HOOK_FAILURES = stored(
+    Metric(
+        "keel_plugin_hook_failures_total",
+        "counter",
+        "Plugin hooks (on_install, on_activate, an event subscription...) that raised or ran "
+        "past the time limit, by plugin, hook and outcome (error, timeout).",
+        ("plugin", "hook", "outcome"),
+    )
+)
+PLUGIN_LOAD_FAILURES = stored(
+    Metric(
+        "keel_plugin_load_failures_total",
+        "counter",
+        "Active plugins a process could not load (import error, wrong entry point), by plugin.",
+        ("plugin",),
+    )
+)
+
+
+class PluginLoadFailed(Exception):
+    """A plugin's package could not be imported or its entry point is not a plugin."""
+
+
+class PluginHookFailed(Exception):
+    """A plugin hook raised or ran past its time limit; the message says which and why."""
+
+
+class PluginTimedOut(ServiceUnavailable):
+    """A plugin's request handler ran past its time limit: 504."""
+
+    status_code = 504
+
+
+SessionProvider = Callable[[str], AbstractAsyncContextManager[AsyncSession]]
+"""A plugin's storage session by plugin name (isolation.plugin_session, wired by Keel)."""
+
+
+@dataclass(frozen=True)
+class RegistryRow:
+    """What the host reads of a `plugin_registry` row."""
+
+    name: str
+    status: str
+    checksum: str
+    generation: int
+    manifest: Mapping[str, Any]
+    version: str = ""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """The plugin's settings as an admin saved them (a change bumps the generation, so the
+    plugin is loaded again with them)."""
+
+
+def manifest_field(manifest: Mapping[str, Any], key: str) -> Any:
+    """A manifest value, whether the row keeps the `[plugin]` table or the whole file."""
+    if key in manifest:
+        return manifest[key]
+    table = manifest.get("plugin")
+    return table.get(key) if isinstance(table, Mapping) else None
+
+
+class PluginContext:
+    """What a plugin is given: its name, version, folder, settings, storage, logger,
+    template rendering and the job queue (the reference is `keel.plugin`)."""
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        folder: Path,
+        settings: Mapping[str, Any],
+        sessions: SessionProvider,
+        storage: Any = None,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.folder = folder
+        self.settings: dict[str, Any] = dict(settings)
+        self.storage = storage
+        """Names of the plugin's tables (`storage.table(...)`), where Keel provides them."""
+        self.log = logging.getLogger(f"keel.plugin.{name}")
+        self._sessions = sessions
+
+    def session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A database session on the plugin's own storage, committed when the block ends
+        without an error (rolled back otherwise)."""
+        return self._sessions(self.name)
+
+    def render(
+        self,
+        request: Request[Any, Any, Any],
+        template: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        status_code: int = 200,
+    ) -> Response[str]:
+        """An HTML page from the plugin's `templates/` folder (Keel's templates, such as
+        its layouts and macros, are found after the plugin's own)."""
+        return render(request, template, dict(context or {}), status_code=status_code)
+
+    async def enqueue(
+        self, session: AsyncSession, type: str, payload: dict[str, Any] | None = None
+    ) -> int:
+        """Add a job of `type` to Keel's queue in `session`'s transaction; its id."""
+        return await enqueue(session, type, payload)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job type a plugin adds to Keel's queue: `run(ctx, job)` gets the plugin's
+    context and the job (`job.payload`, `await job.report(percent, message)`). Its name
+    starts with `<plugin>.`; it runs under the plugin's time limit, in the worker."""
+
+    name: str
+    run: Callable[[PluginContext, JobContext[Any]], Any]
+    max_attempts: int = 3
+    queue: str = "default"
+    payload: type | None = None
+    """A msgspec Struct (or dataclass) the payload must fit; None: any JSON object."""
+
+
+Context = NamedDependency[PluginContext]
+"""A plugin handler's `ctx` parameter: its PluginContext (`keel.plugin.Context`)."""
+
+
+@dataclass
+class LoadedPlugin:
+    """One plugin loaded in this process: its instance, context and apps."""
+
+    name: str
+    version: str
+    generation: int
+    checksum: str
+    folder: Path
+    module: str
+    instance: Any
+    context: PluginContext
+    time_limit: float
+    apps: dict[str, Litestar] = field(default_factory=dict)
+
+
+@dataclass
+class PluginFigures:
+    """This process's counts per plugin (the admin page shows them; `/metrics` has the
+    deployment's)."""
+
+    requests: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    hook_failures: int = 0
+    load_failures: int = 0
+    last_error: str | None = None
+
+
+_loads = itertools.count(1)
+
+
+class PluginHost:
+    """The loaded, active plugins of this process (see the module docstring)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        sessions: SessionProvider | None = None,
+        storage: Callable[[str], Any] | None = None,
+        settings_of: Callable[[RegistryRow], Mapping[str, Any]] | None = None,
+        tally: Tally | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.plugins_dir = runtime.settings.app.plugins_dir
+        self.time_limit_cap = runtime.settings.plugins.time_limit_cap
+        self.sessions: SessionProvider = sessions or self._shared_session
+        """Where a plugin's `ctx.session()` comes from; Keel wires its isolation here."""
+        self.storage = storage or (lambda name: None)
+        self.settings_of = settings_of or _settings_in_manifest
+        self.tally = tally or runtime.figures
+        self.loaded: dict[str, LoadedPlugin] = {}
+        """By name; a load or unload replaces the entry (requests read it once)."""
+        self.figures: dict[str, PluginFigures] = {}
+        self._failed_at: dict[str, tuple[int, str]] = {}
+        """Plugins that failed to load here: the (generation, checksum) tried, not retried."""
+        self._seen: tuple[tuple[str, int, str], ...] | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._poll_failing = False
+        self.poll_seconds = POLL_SECONDS
+        self.template_globals: dict[str, Any] = {}
+        """What Keel's templates need beyond core's globals (`create_app` gives the admin
+        menu, wrapped by `on_keel_app`), so a plugin's page can extend Keel's layouts."""
+
+    # -- following the registry ----------------------------------------------------------
+
+    async def sync(self) -> bool:
+        """Load what is active and not loaded (or stale), unload what is not active.
+        Never raises for a plugin or an unreadable registry (logged); True if anything
+        changed."""
+        async with self._lock:
+            try:
+                rows = await self._read_rows()
+            except Exception as exc:
+                log.warning("plugin registry not readable", extra={"error": repr(exc)})
+                return False
+            return self._apply(rows)
+
+    async def _read_rows(self) -> list[RegistryRow]:
+        async with self.runtime.sessionmaker() as session:
+            result = await session.execute(
+                text(
+                    "SELECT name, status, checksum, generation, manifest, version, settings"
+                    " FROM plugin_registry"
+                )
+            )
+            rows = []
+            for name, status, checksum, generation, manifest, version, values in result.all():
+                if isinstance(manifest, str):  # SQLite's JSON may come back as text
+                    manifest = json.loads(manifest)
+                if isinstance(values, str):
+                    values = json.loads(values)
+                rows.append(
+                    RegistryRow(
+                        name,
+                        status,
+                        checksum,
+                        int(generation),
+                        manifest or {},
+                        version,
+                        values or {},
+                    )
+                )
+            return rows
+
+    def _apply(self, rows: list[RegistryRow]) -> bool:
+        active = {row.name: row for row in rows if row.status == "active"}
+        changed = False
+        for name in [name for name in self.loaded if name not in active]:
+            self.unload(name)
+            changed = True
+        for name in [name for name in self._failed_at if name not in active]:
+            del self._failed_at[name]
+        for name, row in active.items():
+            current = self.loaded.get(name)
+            wanted = (row.generation, row.checksum)
+            if current is not None and (current.generation, current.checksum) == wanted:
+                continue
+            if self._failed_at.get(name) == wanted:
+                continue  # tried at this generation already: one warning, not one a second
+            try:
+                plugin = self.load(row)
+            except PluginLoadFailed as exc:
+                self._failed_at[name] = wanted
+                self._count_load_failure(name, str(exc))
+                if current is not None:
+                    self.unload(name)
+                    changed = True
+                continue
+            self.loaded[name] = plugin  # the swap: one dict assignment
+            if current is not None:
+                self._forget(current)
+            self._subscribe(plugin)
+            try:
+                self._add_tasks(plugin)
+            except (RegistryClash, ValueError, TypeError) as exc:
+                self._failed_at[name] = wanted
+                self._count_load_failure(name, str(exc))
+                self.unload(name)
+                changed = True
+                continue
+            changed = True
+            log.info("plugin loaded", extra={"plugin": name, "generation": row.generation})
+        self._seen = tuple(sorted((row.name, row.generation, row.status) for row in rows))
+        return changed
+
+    async def poll(self) -> bool:
+        """Compare the registry's names, generations and statuses with the last read;
+        `sync()` when they differ. True if anything changed."""
+        try:
+            async with self.runtime.sessionmaker() as session:
+                result = await session.execute(
+                    text("SELECT name, generation, status FROM plugin_registry")
+                )
+                seen = tuple(sorted((n, int(g), s) for n, g, s in result.all()))
+        except Exception as exc:
+            if not self._poll_failing:
+                log.warning("plugin registry poll failed", extra={"error": repr(exc)})
+            self._poll_failing = True
+            return False
+        self._poll_failing = False
+        if seen == self._seen:
+            return False
+        return await self.sync()
+
+    async def follow(self) -> None:
+        """Until cancelled: sync on each `plugins:changed` message and on every poll that
+        sees a difference (every POLL_SECONDS, whether the store answers or not)."""
+        listener = asyncio.create_task(self._listen())
+        try:
+            while True:
+                await self.poll()
+                await asyncio.sleep(self.poll_seconds)
+        finally:
+            await cancel_and_wait(listener)
+
+    async def _listen(self) -> None:
+        store = self.runtime.store
+        while True:
+            try:
+                async for _ in store.listen(CHANNEL):
+                    await self.sync()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # store away: the poll carries on; listen again later
+                log.info("plugin change channel lost", extra={"error": repr(exc)})
+                await asyncio.sleep(self.poll_seconds)
+                await store.answering()
+
+    async def start(self) -> None:
+        """Load the active plugins, then follow changes (the app's and a worker's start)."""
+        await self.sync()
+        self._task = asyncio.create_task(self.follow(), name="plugin-host")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+        for name in list(self.loaded):
+            self.unload(name)
+
+    # -- loading -------------------------------------------------------------------------
+
+    def load(self, row: RegistryRow) -> LoadedPlugin:
+        """Import the plugin's package under a module name of its own and build its apps;
+        PluginLoadFailed with the reason. Nothing is served until the caller keeps it."""
+        folder = self.plugins_dir / row.name
+        entry = manifest_field(row.manifest, "entry_point")
+        if not isinstance(entry, str) or ":" not in entry:
+            raise PluginLoadFailed(f"entry_point must read 'module:Class', not {entry!r}")
+        if not folder.is_dir():
+            raise PluginLoadFailed(f"no plugin folder {folder}")
+        module_path, _, attribute = entry.partition(":")
+        package = f"keel_plugin_{row.name}_{row.generation}_{next(_loads)}"
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+        sys.modules[package] = importlib.util.module_from_spec(spec)
+        try:
+            module = importlib.import_module(f"{package}.{module_path}")
+            target: Any = module
+            for part in attribute.split("."):
+                target = getattr(target, part)
+            if not inspect.isclass(target):
+                raise PluginLoadFailed(f"entry point {entry} is not a class")
+            instance = target()
+            version = row.version or str(manifest_field(row.manifest, "version") or "")
+            context = PluginContext(
+                row.name,
+                version,
+                folder,
+                self.settings_of(row),
+                self.sessions,
+                self.storage(row.name),
+            )
+            plugin = LoadedPlugin(
+                name=row.name,
+                version=version,
+                generation=row.generation,
+                checksum=row.checksum,
+                folder=folder,
+                module=package,
+                instance=instance,
+                context=context,
+                time_limit=self.time_limit_of(row.manifest),
+            )
+            plugin.apps = {part: self._build_app(plugin, part) for part in MOUNT_PREFIXES}
+        except PluginLoadFailed:
+            _drop_modules(package)
+            raise
+        except Exception as exc:
+            _drop_modules(package)
+            raise PluginLoadFailed(f"{type(exc).__name__}: {exc}") from exc
+        return plugin
+
+    def unload(self, name: str) -> None:
+        """Stop serving `name` here (its requests in flight finish)."""
+        plugin = self.loaded.pop(name, None)
+        if plugin is not None:
+            self._forget(plugin)
+            log.info("plugin unloaded", extra={"plugin": name})
+
+    def release(self, plugin: LoadedPlugin) -> None:
+        """Let go of a plugin `load` returned and nobody serves (the lifecycle's hooks of
+        an inactive plugin): its modules (nothing of it was registered)."""
+        if self.loaded.get(plugin.name) is not plugin:
+            _drop_modules(plugin.module)
+
+    def _forget(self, plugin: LoadedPlugin) -> None:
+        owner = _owner(plugin)
+        self.runtime.events.unsubscribe(owner)
+        JOB_TYPES.remove(owner)
+        SCHEDULES.remove(owner)
+        _drop_modules(plugin.module)
+
+    def _add_tasks(self, plugin: LoadedPlugin) -> None:
+        """The plugin's job types and schedules, in Keel's (process-wide) registries under
+        the plugin as owner; a name outside `<plugin>.` or taken by another is refused."""
+        owner, prefix = _owner(plugin), plugin.name + "."
+        for job in getattr(plugin.instance, "jobs", None) or []:
+            if not isinstance(job, Job) or not job.name.startswith(prefix):
+                raise ValueError(f"a job must be a keel.plugin.Job named {prefix}…: {job!r}")
+            JOB_TYPES.add(owner, self._job_type(plugin, job))
+        for declared in getattr(plugin.instance, "schedules", None) or []:
+            if not isinstance(declared, Schedule) or not declared.name.startswith(prefix):
+                raise ValueError(f"a schedule must be a Schedule named {prefix}…: {declared!r}")
+            SCHEDULES.add(owner, declared)
+
+    def _job_type(self, plugin: LoadedPlugin, job: Job) -> JobType:
+        context, run = plugin.context, job.run
+
+        async def run_job(job_context: JobContext[Any]) -> Any:
+            result = run(context, job_context)
+            return await result if inspect.isawaitable(result) else result
+
+        return JobType(
+            name=job.name,
+            run=run_job,
+            timeout=plugin.time_limit,
+            max_attempts=job.max_attempts,
+            queue=job.queue,
+            payload=job.payload,
+            description=(getattr(run, "__doc__", None) or "").strip().split("\n")[0],
+        )
+
+    def _subscribe(self, plugin: LoadedPlugin) -> None:
+        subscriptions = getattr(plugin.instance, "subscriptions", None) or {}
+        for event, handler in dict(subscriptions).items():
+
+            async def deliver(happened: Any, handler: Any = handler, event: str = event) -> None:
+                with suppress(PluginHookFailed):  # logged and counted by call
+                    await self._run_hook(plugin, f"event:{event}", handler, (happened,))
+
+            self.runtime.events.subscribe(
+                _owner(plugin), event, deliver, name=f"{plugin.name}:{event}"
+            )
+
+    def time_limit_of(self, manifest: Mapping[str, Any]) -> float:
+        """The manifest's `time_limit` (seconds; a table's `request`), capped by settings."""
+        asked = manifest_field(manifest, "time_limit")
+        if isinstance(asked, Mapping):
+            asked = asked.get("request")
+        limit = float(asked) if isinstance(asked, int | float) and asked > 0 else DEFAULT_TIME_LIMIT
+        return min(limit, self.time_limit_cap)
+
+    def _count_load_failure(self, name: str, message: str) -> None:
+        figures = self.figures.setdefault(name, PluginFigures())
+        figures.load_failures += 1
+        figures.last_error = message
+        self.tally.add(PLUGIN_LOAD_FAILURES, (name,))
+        log.warning("plugin not loaded", extra={"plugin": name, "error": message})
+
+    # -- the plugin's apps ---------------------------------------------------------------
+
+    def _build_app(self, plugin: LoadedPlugin, part: str) -> Litestar:
+        instance = plugin.instance
+        routes = {API: "api_routes", PAGES: "pages", ADMIN: "admin_pages"}[part]
+        handlers: list[Any] = list(getattr(instance, routes, None) or [])
+        prefix = f"{MOUNT_PREFIXES[part]}/{plugin.name}"
+        route_handlers: list[Any] = (
+            [Router(path=prefix, route_handlers=handlers)] if handlers else []
+        )
+        static = plugin.folder / "static"
+        if part == PAGES and static.is_dir():
+            route_handlers.append(
+                create_static_files_router(
+                    path=f"{prefix}/static",
+                    directories=[static],
+                    name=f"{plugin.name}:static",
+                    include_in_schema=False,
+                )
+            )
+        context = plugin.context
+        return Litestar(
+            route_handlers=route_handlers,
+            state=_state(self.runtime),
+            dependencies={"ctx": Provide(lambda: context, sync_to_thread=False)},
+            exception_handlers={Exception: handle_exception},
+            request_class=BoundaryRequest,
+            template_config=self._templates(plugin),
+            openapi_config=None,
+            logging_config=None,
+            debug=False,
+        )
+
+    def _templates(self, plugin: LoadedPlugin) -> TemplateConfig[JinjaTemplateEngine]:
+        folders = [plugin.folder / "templates", TEMPLATES_DIR]
+        environment = Environment(
+            loader=FileSystemLoader([str(f) for f in folders if f.is_dir()]),
+            autoescape=True,
+            auto_reload=not self.runtime.settings.app.is_production,
+        )
+        name = plugin.name
+        engine = JinjaTemplateEngine.from_environment(environment)
+        engine.engine.globals.update(  # after Litestar's own (its url_for knows one app)
+            static_url=static_url,
+            plugin_static=lambda asset: f"{MOUNT_PREFIXES[PAGES]}/{name}/static/{asset}",
+            keel_version=__version__,
+            production=self.runtime.settings.app.is_production,
+            query_string=query_string,
+            csrf_token=csrf_token,
+            url_for=_url_for,
+            **self.template_globals,
+        )
+        return TemplateConfig(instance=engine)
+
+    # -- serving -------------------------------------------------------------------------
+
+    async def dispatch(
+        self, part: str, name: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Hand a request under a plugin mount to the plugin's app, under its time limit;
+        404 when `name` is not active here."""
+        plugin = self.loaded.get(name)
+        if plugin is None:
+            raise NotFoundException(f"No active plugin {name!r} here.")
+        app = plugin.apps[part]
+        inner: Scope = {  # type: ignore[assignment]
+            **scope,
+            "path": scope["path"],
+            "root_path": "",
+            "path_params": {},
+            "app": app,
+            "litestar_app": app,
+            KEEL_APP_SCOPE: scope.get("litestar_app"),
+        }
+        started = False
+        status = 500
+
+        async def watch(message: Message) -> None:
+            nonlocal started, status
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+            await send(message)
+
+        begun = time.perf_counter()
+        outcome = "ok"
+        try:
+            async with asyncio.timeout(plugin.time_limit):
+                await app(inner, receive, watch)
+        except TimeoutError:
+            outcome = "timeout"
+            self._note_failure(plugin.name, "timeout", f"over {plugin.time_limit:g} s")
+            if not started:
+                await _answer(
+                    app,
+                    inner,
+                    receive,
+                    send,
+                    PluginTimedOut(
+                        f"The plugin {name!r} did not answer within {plugin.time_limit:g} s."
+                    ),
+                )
+            status = 504
+        else:
+            if status >= 500:
+                outcome = "error"
+                self._note_failure(plugin.name, "error", f"answered {status}")
+            elif status >= 400:
+                outcome = "refused"
+        finally:
+            seconds = time.perf_counter() - begun
+            self.tally.add(PLUGIN_REQUESTS, (plugin.name, outcome))
+            self.tally.observe(PLUGIN_DURATION, (plugin.name,), seconds)
+            self.figures.setdefault(plugin.name, PluginFigures()).requests += 1
+
+    def _note_failure(self, name: str, outcome: str, message: str) -> None:
+        figures = self.figures.setdefault(name, PluginFigures())
+        if outcome == "timeout":
+            figures.timeouts += 1
+        else:
+            figures.errors += 1
+        figures.last_error = message
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    async def call_hook(self, plugin: LoadedPlugin, hook: str, *args: Any) -> Any:
+        """Run `plugin`'s hook (`on_install`, `on_activate`, ...) with its context and
+        `args`, under its time limit; a hook it does not define does nothing. Raises
+        PluginHookFailed with the message when it raises or runs too long."""
+        method = getattr(plugin.instance, hook, None)
+        if method is None:
+            return None
+        return await self._run_hook(plugin, hook, method, (plugin.context, *args))
+
+    async def _run_hook(
+        self, plugin: LoadedPlugin, hook: str, method: Any, args: tuple[Any, ...]
+    ) -> Any:
+        try:
+            async with asyncio.timeout(plugin.time_limit):
+                result = method(*args)
+                if inspect.isawaitable(result):
+                    result = await result
+                return result
+        except TimeoutError:
+            message = f"{hook} of {plugin.name} ran past its time limit ({plugin.time_limit:g} s)"
+            outcome = "timeout"
+        except Exception as exc:
+            message = f"{hook} of {plugin.name} failed: {type(exc).__name__}: {exc}"
+            outcome = "error"
+            log.warning(message, exc_info=exc, extra={"plugin": plugin.name, "hook": hook})
+        figures = self.figures.setdefault(plugin.name, PluginFigures())
+        figures.hook_failures += 1
+        figures.last_error = message
+        self.tally.add(PLUGIN_HOOK_FAILURES, (plugin.name, hook, outcome))
+        raise PluginHookFailed(message)
+
+    # -- storage default -------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _shared_session(self, name: str) -> AsyncIterator[AsyncSession]:
+        """Without isolation wired: a session on Keel's pool, committed at the end."""
+        async with self.runtime.sessionmaker() as session, session.begin():
+            yield session
+
+
+async def announce(store: Store) -> None:
+    """Tell every process that the registry changed (after the COMMIT). A store that does
+    not answer is fine: each process's poll sees the change within POLL_SECONDS."""
+    try:
+        await store.publish(CHANNEL, "1")
+    except Exception as exc:
+        log.info("plugin change not announced; polls will see it", extra={"error": repr(exc)})
+
+
+def _owner(plugin: LoadedPlugin) -> str:
+    return f"plugin:{plugin.name}"
+
+
+def _settings_in_manifest(row: RegistryRow) -> Mapping[str, Any]:
+    """The row's saved settings over the defaults of the manifest's settings schema."""
+    schema = row.manifest.get("settings")
+    properties = schema.get("properties", {}) if isinstance(schema, Mapping) else {}
+    defaults = {name: prop["default"] for name, prop in properties.items() if "default" in prop}
+    return {**defaults, **row.settings}
+
+
+def _drop_modules(package: str) -> None:
+    for module in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        del sys.modules[module]
+
+
+def _state(runtime: Runtime) -> State:
+    return State({RUNTIME_KEY: runtime})
+
+
+@pass_context
+def _url_for(context: Mapping[str, Any], route_name: str, /, **path_parameters: Any) -> str:
+    """A named route of the plugin's app, else of Keel's (its layouts link to Keel's pages)."""
+    request = context["request"]
+    try:
+        return str(request.app.route_reverse(route_name, **path_parameters))
+    except NoRouteMatchFoundException:
+        keel = request.scope.get(KEEL_APP_SCOPE)
+        if keel is None:
+            raise
+        return str(keel.route_reverse(route_name, **path_parameters))
+
+
+def on_keel_app(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A template global that reads Keel's app from its request (the admin menu lists
+    Keel's routes), made to work on a plugin's page too."""
+
+    def on_keel(request: Request[Any, Any, Any], *args: Any, **kwargs: Any) -> Any:
+        keel = request.scope.get(KEEL_APP_SCOPE)
+        if keel is not None and keel is not request.app:
+            scope = {**request.scope, "app": keel, "litestar_app": keel}
+            request = Request(scope, request.receive)  # type: ignore[arg-type]
+        return function(request, *args, **kwargs)
+
+    return on_keel
+
+
+async def _answer(
+    app: Litestar, scope: Scope, receive: Receive, send: Send, exc: Exception
+) -> None:
+    """Keel's error answer for `exc` (problem details or the error page, with an error id)."""
+    request: Request[Any, Any, Any] = BoundaryRequest(scope, receive)
+    response = handle_exception(request, exc)
+    await response.to_asgi_response(None, request)(scope, receive, send)

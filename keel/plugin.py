@@ -1,0 +1,136 @@
+"""`keel.plugin`: the one module of Keel a plugin imports (interface version API_VERSION).
+
+Everything a plugin needs of Keel is here; nothing else of Keel is part of the contract
+(`app.*` may change in any release). A plugin may import third-party libraries itself
+(litestar, sqlalchemy, ...). Import its own modules relatively (`from .models import X`):
+Keel loads a plugin's package under a module name of its own for each load.
+
+A plugin (`plugins/<name>/`, entry point `"<package>.<module>:<Class>"` in plugin.toml)
+is a subclass of `Plugin`:
+
+    from keel.plugin import Context, Plugin, get, public
+
+    @get("/greeting", guards=[public])
+    async def greeting(ctx: Context) -> dict[str, str]:
+        return {"hello": ctx.name}
+
+    class Hello(Plugin):
+        api_routes = [greeting]        # served under /api/plugins/<name>/
+
+Routes:
+- `api_routes` are served under `/api/plugins/<name>/`, `pages` under `/p/<name>/`,
+  `admin_pages` under `/admin/plugins/<name>/` (signed-in viewers and up, at least).
+  Each is a list of Litestar route handlers or controllers (`get`, `post`, `put`,
+  `delete`, `Controller`). Every handler states who may call it with a guard:
+  `public`, `requires_viewer`, `requires_editor`, `requires_admin`.
+- A handler's `ctx: Context` parameter is the plugin's `PluginContext`. Errors answer as Keel's
+  do: problem details with an error id on the API, the error page on pages; raise
+  `NotFound`, `Forbidden`, `Conflict` or `InvalidField` for a refusal.
+- Every handler and hook runs under the plugin's time limit (`time_limit` in plugin.toml,
+  seconds, capped by the site's PLUGIN_TIME_LIMIT_SECONDS): past it the request answers
+  504; an exception answers 500. Both are counted per plugin in `/metrics`.
+- Templates live in `<plugin folder>/templates/` (name them `<name>/…` so they never
+  shadow Keel's); `ctx.render(request, "<name>/page.html", {...})` renders one; Keel's
+  layouts and macros can be extended and imported. Static files in `<folder>/static/`
+  are served at `/p/<name>/static/…` (`plugin_static("app.css")` in a template).
+
+Hooks (each `async`, given the `PluginContext`; a hook that raises or runs too long
+leaves the plugin in `error` with the message, never half-installed):
+`on_install(ctx)` after its storage and migrations exist; `on_activate(ctx)`;
+`on_deactivate(ctx)`; `on_uninstall(ctx)` before its data is removed;
+`on_update(ctx, old_version)` after an update's migrations.
+
+Also declared on the class: `admin_menu_label` (the admin menu's entry for its first
+admin page), `jobs` (`Job("<name>.x", run)`: `async def run(ctx, job)` runs in Keel's
+worker under the time limit), `schedules` (`Schedule("<name>.hourly", "<name>.x",
+every=timedelta(hours=1))` or `daily_at=time(3)`), `subscriptions`
+(`{"entry.published": handler}`: async handlers called with each event after its COMMIT)
+and `widgets` (dashboard widgets). Job and schedule names start with `<name>.`; they
+exist only while the plugin is active.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Template
+
+from app.accounts.guards.roles import admin as requires_admin
+from app.accounts.guards.roles import editor as requires_editor
+from app.accounts.guards.roles import public
+from app.accounts.guards.roles import viewer as requires_viewer
+from app.core.errors import Conflict, Forbidden, InvalidField, NotFound
+from app.extensions.services.host import Context, Job, PluginContext
+from app.jobs.services.registry import JobContext
+from app.jobs.services.schedules import Schedule
+
+API_VERSION = "1.0"
+"""The version of this interface: a minor release adds, a major one may change."""
+
+__all__ = [
+    "API_VERSION",
+    "Conflict",
+    "Context",
+    "Controller",
+    "Forbidden",
+    "FromPath",
+    "FromQuery",
+    "InvalidField",
+    "Job",
+    "JobContext",
+    "NotFound",
+    "Plugin",
+    "PluginContext",
+    "Redirect",
+    "Request",
+    "Response",
+    "Schedule",
+    "Template",
+    "delete",
+    "get",
+    "patch",
+    "post",
+    "public",
+    "put",
+    "requires_admin",
+    "requires_editor",
+    "requires_viewer",
+]
+
+
+class Plugin:
+    """What a plugin provides; subclass it and set what you use (all optional)."""
+
+    api_routes: ClassVar[list[Any]] = []
+    """Route handlers and controllers served under `/api/plugins/<name>/`."""
+    pages: ClassVar[list[Any]] = []
+    """Route handlers and controllers served under `/p/<name>/` (public pages)."""
+    admin_pages: ClassVar[list[Any]] = []
+    """Route handlers and controllers served under `/admin/plugins/<name>/`."""
+    admin_menu_label: ClassVar[str | None] = None
+    """The admin menu's label for the plugin's admin pages (None: no entry)."""
+    jobs: ClassVar[list[Job]] = []
+    """Job types the plugin adds to Keel's queue (`Job("<name>.x", run)`)."""
+    schedules: ClassVar[list[Schedule]] = []
+    """Periodic jobs: which job type to enqueue, and how often."""
+    subscriptions: ClassVar[dict[str, Any]] = {}
+    """Keel events to follow: event name -> `async def handler(event)` (after COMMIT)."""
+    widgets: ClassVar[list[Any]] = []
+    """Dashboard widgets."""
+
+    async def on_install(self, ctx: PluginContext) -> None:
+        """Once, after the plugin's storage and migrations exist."""
+
+    async def on_activate(self, ctx: PluginContext) -> None:
+        """Each time an admin activates the plugin."""
+
+    async def on_deactivate(self, ctx: PluginContext) -> None:
+        """Each time an admin deactivates the plugin."""
+
+    async def on_uninstall(self, ctx: PluginContext) -> None:
+        """Before the plugin's data is removed."""
+
+    async def on_update(self, ctx: PluginContext, old_version: str) -> None:
+        """After a new version's migrations ran; `old_version` is the one it replaces."""

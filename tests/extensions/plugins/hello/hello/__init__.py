@@ -1,0 +1,1 @@
+"""The test plugin `hello` (tests/extensions/test_host.py)."""
