@@ -21,7 +21,8 @@ Routes:
 - `api_routes` are served under `/api/plugins/<name>/`, `pages` under `/p/<name>/`,
   `admin_pages` under `/admin/plugins/<name>/` (signed-in viewers and up, at least).
   Each is a list of Litestar route handlers or controllers (`get`, `post`, `put`,
-  `delete`, `Controller`). Every handler states who may call it with a guard:
+  `delete`, `Controller`; a JSON body is `data: JSONBody[...]`). Every handler states
+  who may call it with a guard:
   `public`, `requires_viewer`, `requires_editor`, `requires_admin`.
 - A handler's `ctx: Context` parameter is the plugin's `PluginContext`. Errors answer as Keel's
   do: problem details with an error id on the API, the error page on pages; raise
@@ -54,7 +55,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Redirect, Template
 
 from app.accounts.guards.roles import admin as requires_admin
@@ -78,6 +79,7 @@ __all__ = [
     "FromPath",
     "FromQuery",
     "InvalidField",
+    "JSONBody",
     "Job",
     "JobContext",
     "NotFound",

@@ -31,7 +31,6 @@ from app.extensions.schemas import ConfirmIn, PluginOut, PluginSettingsIn
 from app.extensions.services import lifecycle
 from app.extensions.services.host import ADMIN, API, MOUNT_PREFIXES, PAGES, PluginHost
 from app.extensions.services.lifecycle import hooks_of
-from app.extensions.services.manifest import discover_plugins
 
 
 class PluginIndexController(Controller):
@@ -41,10 +40,16 @@ class PluginIndexController(Controller):
 
     @get("/", name="plugins:index")
     async def list_plugins(self, runtime: AppRuntime) -> dict[str, Any]:
-        """Plugins found under plugins/; their own routes mount under /api/plugins/<name>/."""
-        manifests, _ = discover_plugins(runtime.settings.app.plugins_dir)
+        """The active plugins, whose own routes answer under /api/plugins/<name>/ (plugin
+        folders not installed or not active are nobody's business but the admins')."""
+        host = runtime.service(PluginHost)
         items = [
-            {"name": m.name, "version": m.version, "description": m.description} for m in manifests
+            {
+                "name": plugin.name,
+                "version": plugin.version,
+                "description": plugin.description,
+            }
+            for plugin in sorted(host.loaded.values(), key=lambda plugin: plugin.name)
         ]
         return {"items": items, "total": len(items)}
 

@@ -40,10 +40,11 @@ def plugins_dir(tmp_path: Path) -> Path:
 async def site(
     settings: Settings, accounts: dict[str, User], plugins_dir: Path
 ) -> AsyncIterator[Litestar]:
-    """The app over `plugins_dir`, its plugin host following the registry."""
+    """The app over `plugins_dir` (without its lifespan: tests sync the plugin host)."""
     app = create_app(with_app_settings(settings, plugins_dir=plugins_dir))
-    async with app.lifespan():
-        yield app
+    yield app
+    await app.state.runtime.service(PluginHost).stop()
+    await app.state.runtime.close()
 
 
 async def synced(app: Litestar) -> None:
@@ -66,32 +67,33 @@ async def test_install_activate_deactivate_and_uninstall_through_the_api(
 ) -> None:
     async with api_as(site, accounts["admin"]) as admin:
         listed = (await admin.get("/api/v1/plugins")).json()
-        hello = next(item for item in listed["items"] if item["name"] == "hello")
-        assert hello["status"] == "available" and hello["version"] == "1.0.0"
+        notes = next(item for item in listed["items"] if item["name"] == "notes")
+        assert notes["status"] == "available" and notes["version"] == "1.0.0"
 
-        installed = await admin.post("/api/v1/plugins/hello/install")
+        installed = await admin.post("/api/v1/plugins/notes/install")
         assert installed.status_code == 200, installed.text
         assert installed.json()["status"] == "installed"
-        assert (await admin.get("/api/plugins/hello/greeting")).status_code == 404
+        assert (await admin.get("/api/plugins/notes/notes")).status_code == 404
 
-        activated = await admin.post("/api/v1/plugins/hello/activate")
+        activated = await admin.post("/api/v1/plugins/notes/activate")
         assert activated.json()["status"] == "active"
         await synced(site)
-        greeting = await admin.get("/api/plugins/hello/greeting")
-        assert greeting.status_code == 200 and greeting.json()["version"] == "1.0.0"
+        listed_notes = await admin.get("/api/plugins/notes/notes")
+        assert listed_notes.status_code == 200, listed_notes.text
+        assert listed_notes.json() == {"greeting": "Hello", "notes": ["installed"]}  # its hook
 
-        assert (await admin.post("/api/v1/plugins/hello/deactivate")).json()["status"] == (
+        assert (await admin.post("/api/v1/plugins/notes/deactivate")).json()["status"] == (
             "inactive"
         )
         await synced(site)
-        assert (await admin.get("/api/plugins/hello/greeting")).status_code == 404
+        assert (await admin.get("/api/plugins/notes/notes")).status_code == 404
 
-        refused = await admin.post("/api/v1/plugins/hello/uninstall", json={})
+        refused = await admin.post("/api/v1/plugins/notes/uninstall", json={})
         assert_problem(refused, 400, "confirm")
-        assert (await row(site, "hello")) is not None
-        gone = await admin.post("/api/v1/plugins/hello/uninstall", json={"confirm": True})
+        assert (await row(site, "notes")) is not None
+        gone = await admin.post("/api/v1/plugins/notes/uninstall", json={"confirm": True})
         assert gone.status_code == 204
-    assert await row(site, "hello") is None
+    assert await row(site, "notes") is None
     assert await audit_actions(site) == [
         "plugin.installed",
         "plugin.activated",
@@ -104,26 +106,26 @@ async def test_viewers_and_editors_are_refused(site: Litestar, accounts: dict) -
     for role in ("viewer", "editor"):
         async with api_as(site, accounts[role]) as client:
             assert_problem(await client.get("/api/v1/plugins"), 403)
-            assert_problem(await client.post("/api/v1/plugins/hello/install"), 403)
-    assert await row(site, "hello") is None
+            assert_problem(await client.post("/api/v1/plugins/notes/install"), 403)
+    assert await row(site, "notes") is None
 
 
 async def test_changed_files_block_activation_until_an_admin_accepts_them(
     site: Litestar, accounts: dict, plugins_dir: Path
 ) -> None:
     async with api_as(site, accounts["admin"]) as admin:
-        await admin.post("/api/v1/plugins/hello/install")
-        greetings = plugins_dir / "hello" / "hello" / "greetings.py"
-        greetings.write_text(greetings.read_text() + "\n# changed on disk\n")
-        listed = (await admin.get("/api/v1/plugins/hello")).json()
+        await admin.post("/api/v1/plugins/notes/install")
+        code = plugins_dir / "notes" / "notes" / "plugin.py"
+        code.write_text(code.read_text() + "\n# changed on disk\n")
+        listed = (await admin.get("/api/v1/plugins/notes")).json()
         assert listed["files_changed"] is True
-        blocked = await admin.post("/api/v1/plugins/hello/activate")
+        blocked = await admin.post("/api/v1/plugins/notes/activate")
         assert "changed since it was installed" in assert_problem(blocked, 409)["detail"]
-        assert (await row(site, "hello")).status == "installed"
+        assert (await row(site, "notes")).status == "installed"
 
-        accepted = await admin.post("/api/v1/plugins/hello/accept")
+        accepted = await admin.post("/api/v1/plugins/notes/accept")
         assert accepted.status_code == 200 and accepted.json()["files_changed"] is False
-        assert (await admin.post("/api/v1/plugins/hello/activate")).json()["status"] == "active"
+        assert (await admin.post("/api/v1/plugins/notes/activate")).json()["status"] == "active"
     assert "plugin.accepted" in await audit_actions(site)
 
 
@@ -132,44 +134,48 @@ async def test_signatures_are_checked_against_the_trusted_keys(
 ) -> None:
     private, public = signing.generate_keypair()
     other_private, _ = signing.generate_keypair()
-    signing.write_signature(plugins_dir / "hello", private)
+    signing.write_signature(plugins_dir / "notes", private)
     strict = replace(
         with_app_settings(settings, plugins_dir=plugins_dir),
         plugins=replace(settings.plugins, trusted_keys=(public,), allow_unsigned=False),
     )
     app = create_app(strict)
-    async with app.lifespan(), api_as(app, accounts["admin"]) as admin:
-        assert (await admin.post("/api/v1/plugins/hello/install")).status_code == 200
-        assert (await admin.get("/api/v1/plugins/hello")).json()["signed"] is True
-        await admin.post("/api/v1/plugins/hello/uninstall", json={"confirm": True})
+    async with api_as(app, accounts["admin"]) as admin:
+        assert (await admin.post("/api/v1/plugins/notes/install")).status_code == 200
+        assert (await admin.get("/api/v1/plugins/notes")).json()["signed"] is True
+        await admin.post("/api/v1/plugins/notes/uninstall", json={"confirm": True})
 
-        signing.write_signature(plugins_dir / "hello", other_private)  # an untrusted key
-        refused = await admin.post("/api/v1/plugins/hello/install")
+        signing.write_signature(plugins_dir / "notes", other_private)  # an untrusted key
+        refused = await admin.post("/api/v1/plugins/notes/install")
         assert_problem(refused, 422, "signature")
-        (plugins_dir / "hello" / signing.SIGNATURE_FILE).unlink()
-        unsigned = await admin.post("/api/v1/plugins/hello/install")
+        (plugins_dir / "notes" / signing.SIGNATURE_FILE).unlink()
+        unsigned = await admin.post("/api/v1/plugins/notes/install")
         assert "not signed" in assert_problem(unsigned, 422, "signature")["detail"]
-    assert await row(app, "hello") is None
+    assert await row(app, "notes") is None
 
 
 async def test_an_uploaded_zip_installs_and_runs(
     site: Litestar, accounts: dict, plugins_dir: Path
 ) -> None:
-    data = archive.pack_folder(plugins_dir / "hello")
-    shutil.rmtree(plugins_dir / "hello")
+    data = archive.pack_folder(plugins_dir / "notes")
+    shutil.rmtree(plugins_dir / "notes")
     async with api_as(site, accounts["admin"]) as admin:
         uploaded = await admin.post(
-            "/api/v1/plugins", files={"file": ("hello.zip", data, "application/zip")}
+            "/api/v1/plugins", files={"file": ("notes.zip", data, "application/zip")}
         )
         assert uploaded.status_code == 201, uploaded.text
         assert uploaded.json()["status"] == "uploaded"
-        assert (plugins_dir / "hello" / "plugin.toml").is_file()
-        assert (await admin.post("/api/v1/plugins/hello/install")).json()["status"] == "installed"
-        await admin.post("/api/v1/plugins/hello/activate")
+        assert (plugins_dir / "notes" / "plugin.toml").is_file()
+        assert (await admin.post("/api/v1/plugins/notes/install")).json()["status"] == "installed"
+        await admin.post("/api/v1/plugins/notes/activate")
         await synced(site)
-        assert (await admin.get("/api/plugins/hello/greeting")).status_code == 200
-    kept = await row(site, "hello")
+        assert (await admin.get("/api/plugins/notes/notes")).status_code == 200
+    kept = await row(site, "notes")
     assert kept is not None and kept.archive == data  # every replica can unpack it
+
+
+def folders(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
 
 
 def _zip(entries: dict[str, bytes]) -> bytes:
@@ -183,8 +189,8 @@ def _zip(entries: dict[str, bytes]) -> bytes:
 async def test_a_hostile_zip_is_refused_and_writes_nothing(
     site: Litestar, accounts: dict, plugins_dir: Path
 ) -> None:
-    manifest = (plugins_dir / "hello" / "plugin.toml").read_bytes().replace(b"hello", b"evil")
-    before = sorted(path.name for path in plugins_dir.iterdir())
+    manifest = (plugins_dir / "notes" / "plugin.toml").read_bytes().replace(b"notes", b"evil")
+    before = folders(plugins_dir)
     hostile = {
         "escape": _zip({"evil/plugin.toml": manifest, "evil/../../outside.py": b"x"}),
         "absolute": _zip({"evil/plugin.toml": manifest, "/etc/evil.py": b"x"}),
@@ -198,26 +204,25 @@ async def test_a_hostile_zip_is_refused_and_writes_nothing(
             )
             assert answer.status_code in (400, 413, 422), case
             assert_problem(answer, answer.status_code, "file")
-    assert sorted(path.name for path in plugins_dir.iterdir()) == before
+    assert folders(plugins_dir) == before
     assert await row(site, "evil") is None
 
 
 async def test_a_failing_install_hook_leaves_the_plugin_in_error_and_takes_nothing_down(
     site: Litestar, accounts: dict, plugins_dir: Path
 ) -> None:
-    hook = plugins_dir / "hello" / "hello" / "plugin.py"
+    hook = plugins_dir / "notes" / "notes" / "plugin.py"
     hook.write_text(
         hook.read_text().replace(
-            "class Hello(Plugin):",
-            "class Hello(Plugin):\n"
-            "    async def on_install(self, ctx: PluginContext) -> None:\n"
-            "        raise RuntimeError('the disk is full')\n",
+            "        async with ctx.session() as session:\n"
+            '            await session.execute(insert(notes_table(ctx)).values(text="installed"))',
+            "        raise RuntimeError('the disk is full')",
         )
     )
     async with api_as(site, accounts["admin"]) as admin:
-        failed = await admin.post("/api/v1/plugins/hello/install")
+        failed = await admin.post("/api/v1/plugins/notes/install")
         assert "the disk is full" in assert_problem(failed, 409)["detail"]
-        shown = (await admin.get("/api/v1/plugins/hello")).json()
+        shown = (await admin.get("/api/v1/plugins/notes")).json()
         assert shown["status"] == "error" and "the disk is full" in shown["error"]
         assert (await admin.get("/api/v1/site")).status_code == 200
     assert "plugin.install_failed" in await audit_actions(site)
@@ -227,15 +232,15 @@ async def test_settings_are_checked_against_the_manifest_schema(
     site: Litestar, accounts: dict
 ) -> None:
     async with api_as(site, accounts["admin"]) as admin:
-        await admin.post("/api/v1/plugins/hello/install")
+        await admin.post("/api/v1/plugins/notes/install")
         wrong = await admin.put(
-            "/api/v1/plugins/hello/settings",
+            "/api/v1/plugins/notes/settings",
             json={"values": {"greeting": "x" * 500, "shout": "maybe"}},
         )
         problem = assert_problem(wrong, 422)
         assert {error["field"] for error in problem["errors"]} == {"greeting", "shout"}
         saved = await admin.put(
-            "/api/v1/plugins/hello/settings", json={"values": {"greeting": "Ahoy", "shout": True}}
+            "/api/v1/plugins/notes/settings", json={"values": {"greeting": "Ahoy", "shout": True}}
         )
         assert saved.status_code == 200, saved.text
         assert saved.json()["settings"] == {"greeting": "Ahoy", "shout": True}
@@ -246,33 +251,33 @@ async def test_the_admin_page_lists_installs_and_uninstalls_with_confirmation(
 ) -> None:
     async with signed_in(site, accounts["admin"]) as browser:
         page = await browser.get("/admin/plugins")
-        assert page.status_code == 200 and 'data-plugin="hello"' in page.text
-        confirm = await browser.get("/admin/plugins/-/hello/install")
+        assert page.status_code == 200 and 'data-plugin="notes"' in page.text
+        confirm = await browser.get("/admin/plugins/-/notes/install")
         assert confirm.status_code == 200 and "Install" in confirm.text
-        done = await browser.post("/admin/plugins/-/hello/install")
+        done = await browser.post("/admin/plugins/-/notes/install")
         assert done.status_code == 303
         assert "Installed" in (await browser.get("/admin/plugins")).text
 
-        unconfirmed = await browser.post("/admin/plugins/-/hello/uninstall", data={"confirm": ""})
+        unconfirmed = await browser.post("/admin/plugins/-/notes/uninstall", data={"confirm": ""})
         assert unconfirmed.status_code == 400 and 'id="e-confirm"' in unconfirmed.text
-        assert await row(site, "hello") is not None
+        assert await row(site, "notes") is not None
         confirmed = await browser.post(
-            "/admin/plugins/-/hello/uninstall", data={"confirm": "hello"}
+            "/admin/plugins/-/notes/uninstall", data={"confirm": "notes"}
         )
         assert confirmed.status_code == 303
-    assert await row(site, "hello") is None
+    assert await row(site, "notes") is None
 
 
 def test_the_cli_installs_activates_and_uninstalls(
     keel_env: dict[str, str], plugins_dir: Path
 ) -> None:
     env = {**keel_env, "PLUGINS_DIR": str(plugins_dir)}
-    assert "hello" in run_keel("plugins", "list", env=env).stdout
-    installed = run_keel("plugins", "install", "hello", env=env)
+    assert "notes" in run_keel("plugins", "list", env=env).stdout
+    installed = run_keel("plugins", "install", "notes", env=env)
     assert installed.returncode == 0, installed.stderr
-    assert "hello 1.0.0: installed" in installed.stdout
-    assert "active" in run_keel("plugins", "activate", "hello", env=env).stdout
-    refused = run_keel("plugins", "uninstall", "hello", env=env)
+    assert "notes 1.0.0: installed" in installed.stdout
+    assert "active" in run_keel("plugins", "activate", "notes", env=env).stdout
+    refused = run_keel("plugins", "uninstall", "notes", env=env)
     assert refused.returncode != 0 and "--yes" in refused.stderr
-    assert run_keel("plugins", "uninstall", "hello", "--yes", env=env).returncode == 0
+    assert run_keel("plugins", "uninstall", "notes", "--yes", env=env).returncode == 0
     assert "available" in run_keel("plugins", "list", env=env).stdout

@@ -239,6 +239,7 @@ class LoadedPlugin:
     context: PluginContext
     time_limit: float
     apps: dict[str, Litestar] = field(default_factory=dict)
+    description: str = ""
 
 
 @dataclass
@@ -469,6 +470,7 @@ class PluginHost:
                 instance=instance,
                 context=context,
                 time_limit=self.time_limit_of(row.manifest),
+                description=str(manifest_field(row.manifest, "description") or ""),
             )
             plugin.apps = {part: self._build_app(plugin, part) for part in MOUNT_PREFIXES}
         except PluginLoadFailed:

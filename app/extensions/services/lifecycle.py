@@ -62,7 +62,10 @@ class PluginConflict(Conflict):
 
 
 class PluginRefused(InvalidField):
-    """What was sent cannot be a plugin here (manifest, compatibility, signature, zip)."""
+    """What was sent cannot be a plugin here (manifest, compatibility, signature, zip): 422."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message, field, status=422)
 
 
 @dataclass(frozen=True)
