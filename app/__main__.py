@@ -446,6 +446,20 @@ def plugins_uninstall(name: str, yes: bool) -> None:
     _plugin_step("uninstall", name, confirm=True)
 
 
+@plugins.command("new")
+@click.argument("name")
+def plugins_new(name: str) -> None:
+    """Make a working plugin to start from, in PLUGINS_DIR/NAME."""
+    from app.core.errors import DomainError
+    from app.extensions.services.scaffold import scaffold
+
+    try:
+        folder = scaffold(load_settings().app.plugins_dir, name)
+    except DomainError as exc:
+        _fail([f"{name}: {exc.message}"])
+    click.echo(f"created {folder}: install it with `keel plugins install {name}`")
+
+
 @cli.command()
 def check() -> None:
     """Validate configuration and connectivity; print what is wrong and exit non-zero."""

@@ -281,3 +281,33 @@ def test_the_cli_installs_activates_and_uninstalls(
     assert refused.returncode != 0 and "--yes" in refused.stderr
     assert run_keel("plugins", "uninstall", "notes", "--yes", env=env).returncode == 0
     assert "available" in run_keel("plugins", "list", env=env).stdout
+
+
+async def test_a_new_plugin_from_keel_plugins_new_installs_and_serves_every_part(
+    keel_env: dict[str, str], settings: Settings, accounts: dict, tmp_path: Path
+) -> None:
+    plugins_dir = tmp_path / "made"
+    env = {**keel_env, "PLUGINS_DIR": str(plugins_dir)}
+    made = run_keel("plugins", "new", "demo_notes", env=env)
+    assert made.returncode == 0, made.stderr
+    assert run_keel("plugins", "new", "demo_notes", env=env).returncode != 0  # exists
+    assert run_keel("plugins", "new", "Bad-Name", env=env).returncode != 0
+    app = create_app(with_app_settings(settings, plugins_dir=plugins_dir))
+    try:
+        async with api_as(app, accounts["admin"]) as admin:
+            assert (await admin.post("/api/v1/plugins/demo_notes/install")).status_code == 200
+            assert (await admin.post("/api/v1/plugins/demo_notes/activate")).status_code == 200
+            await synced(app)
+            listed = await admin.get("/api/plugins/demo_notes/messages")
+            assert listed.json() == {"items": ["Installed."]}
+            added = await admin.post("/api/plugins/demo_notes/messages", json={"text": "Hi"})
+            assert added.status_code == 201
+        async with signed_in(app, accounts["admin"]) as browser:
+            page = await browser.get("/p/demo_notes/")
+            admin_page = await browser.get("/admin/plugins/demo_notes/")
+        assert page.status_code == 200 and "Hello from Demo Notes" in page.text
+        assert "<li>Hi</li>" in page.text
+        assert admin_page.status_code == 200 and "2 messages" in admin_page.text
+    finally:
+        await app.state.runtime.service(PluginHost).stop()
+        await app.state.runtime.close()

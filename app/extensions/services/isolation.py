@@ -111,11 +111,12 @@ class PluginStorage:
         return self.table_prefix + local_name
 
     def table(self, local_name: str, *columns: Column[Any] | SchemaItem, **kw: Any) -> Table:
-        """Declare (or, without columns, look up) the plugin's table `local_name`: in schema
-        `plugin_<name>` on PostgreSQL, named `plugin_<name>_<local_name>` on SQLite."""
+        """Declare the plugin's table `local_name` (in schema `plugin_<name>` on PostgreSQL,
+        named `plugin_<name>_<local_name>` on SQLite), or get the one declared already: a
+        plugin may declare its tables where it uses them, as often as it runs that code."""
         name = self.table_name(local_name)
         key = f"{self.schema}.{name}" if self.schema else name
-        if not columns and not kw and key in self.metadata.tables:
+        if key in self.metadata.tables:
             return self.metadata.tables[key]
         return Table(name, self.metadata, *columns, **kw)
 
