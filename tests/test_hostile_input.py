@@ -885,6 +885,24 @@ UNREACHED = {
     "POST /verify-email/{token:str}": "the walk has no mailed verification token",
     "POST /api/v1/auth/refresh": "the walk sends no refresh token of a sign-in",
     "POST /account/sessions/{short_id:str}/revoke": "the walk knows no session's short id",
+    "POST /api/v1/plugins": "the walk's file is an image, not a plugin's zip",
+    "POST /admin/plugins/-/upload": "the walk's file is an image, not a plugin's zip",
+    **{
+        f"{method} {path}": "the walk's PLUGINS_DIR holds no plugin"
+        for method, path in (
+            ("GET", "/api/v1/plugins/{plugin:str}"),
+            ("POST", "/api/v1/plugins/{plugin:str}/install"),
+            ("POST", "/api/v1/plugins/{plugin:str}/activate"),
+            ("POST", "/api/v1/plugins/{plugin:str}/deactivate"),
+            ("POST", "/api/v1/plugins/{plugin:str}/accept"),
+            ("POST", "/api/v1/plugins/{plugin:str}/uninstall"),
+            ("PUT", "/api/v1/plugins/{plugin:str}/settings"),
+            ("GET", "/admin/plugins/-/{plugin:str}/settings"),
+            ("POST", "/admin/plugins/-/{plugin:str}/settings"),
+            ("GET", "/admin/plugins/-/{plugin:str}/{step:str}"),
+            ("POST", "/admin/plugins/-/{plugin:str}/{step:str}"),
+        )
+    },
 }
 """Operations whose benign request cannot succeed in the walk, and why (their bad input is
 still sent; it meets the refusal in front of the handler's work)."""

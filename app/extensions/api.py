@@ -147,11 +147,11 @@ class PluginsAdminController(Controller):
         items = [PluginOut.of(view) for view in views]
         return {"items": items, "total": len(items)}
 
-    @get("/{name:str}", name="api:plugins:get")
+    @get("/{plugin:str}", name="api:plugins:get")
     async def get_plugin(
-        self, runtime: AppRuntime, db_session: DbSession, name: FromPath[str]
+        self, runtime: AppRuntime, db_session: DbSession, plugin: FromPath[str]
     ) -> PluginOut:
-        return PluginOut.of(await _view(db_session, runtime, name))
+        return PluginOut.of(await _view(db_session, runtime, plugin))
 
     @post(
         "/",
@@ -174,63 +174,63 @@ class PluginsAdminController(Controller):
         row = await lifecycle.upload(db_session, runtime, actor, body)
         return await _answer(db_session, runtime, row.name)
 
-    @post("/{name:str}/install", name="api:plugins:install", status_code=200)
+    @post("/{plugin:str}/install", name="api:plugins:install", status_code=200)
     async def install(
-        self, runtime: AppRuntime, actor: CurrentActor, name: FromPath[str]
+        self, runtime: AppRuntime, actor: CurrentActor, plugin: FromPath[str]
     ) -> Response[Any]:
         """Storage, migrations and `on_install` (in transactions of their own). A failing
         step leaves the plugin in `error` and answers 409 with the message."""
-        row = await lifecycle.install(runtime, actor, name, hooks_of(runtime))
+        row = await lifecycle.install(runtime, actor, plugin, hooks_of(runtime))
         return _outcome(row, PluginOut.of(lifecycle.PluginView(row.name, row, None)))
 
-    @post("/{name:str}/activate", name="api:plugins:activate", status_code=200)
+    @post("/{plugin:str}/activate", name="api:plugins:activate", status_code=200)
     async def activate(
-        self, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor, name: FromPath[str]
+        self, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor, plugin: FromPath[str]
     ) -> Response[Any]:
-        row = await lifecycle.activate(db_session, runtime, actor, name, hooks_of(runtime))
+        row = await lifecycle.activate(db_session, runtime, actor, plugin, hooks_of(runtime))
         return await _step_answer(db_session, runtime, row)
 
-    @post("/{name:str}/deactivate", name="api:plugins:deactivate", status_code=200)
+    @post("/{plugin:str}/deactivate", name="api:plugins:deactivate", status_code=200)
     async def deactivate(
-        self, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor, name: FromPath[str]
+        self, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor, plugin: FromPath[str]
     ) -> Response[Any]:
-        row = await lifecycle.deactivate(db_session, runtime, actor, name, hooks_of(runtime))
+        row = await lifecycle.deactivate(db_session, runtime, actor, plugin, hooks_of(runtime))
         return await _step_answer(db_session, runtime, row)
 
-    @post("/{name:str}/accept", name="api:plugins:accept", status_code=200)
+    @post("/{plugin:str}/accept", name="api:plugins:accept", status_code=200)
     async def accept(
-        self, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor, name: FromPath[str]
+        self, runtime: AppRuntime, db_session: DbSession, actor: CurrentActor, plugin: FromPath[str]
     ) -> PluginOut:
         """Take the plugin's files as they are now on disk (after they changed)."""
-        row = await lifecycle.accept(db_session, runtime, actor, name)
+        row = await lifecycle.accept(db_session, runtime, actor, plugin)
         return await _answer(db_session, runtime, row.name)
 
-    @post("/{name:str}/uninstall", name="api:plugins:uninstall", status_code=204)
+    @post("/{plugin:str}/uninstall", name="api:plugins:uninstall", status_code=204)
     async def uninstall(
         self,
         runtime: AppRuntime,
         db_session: DbSession,
         actor: CurrentActor,
-        name: FromPath[str],
+        plugin: FromPath[str],
         data: JSONBody[ConfirmIn],
     ) -> None:
         """Remove the plugin and its data; the body must say `{"confirm": true}`."""
         await lifecycle.uninstall(
-            db_session, runtime, actor, name, hooks_of(runtime), confirm=data.confirm
+            db_session, runtime, actor, plugin, hooks_of(runtime), confirm=data.confirm
         )
 
-    @put("/{name:str}/settings", name="api:plugins:settings")
+    @put("/{plugin:str}/settings", name="api:plugins:settings")
     async def save_settings(
         self,
         runtime: AppRuntime,
         db_session: DbSession,
         actor: CurrentActor,
-        name: FromPath[str],
+        plugin: FromPath[str],
         data: JSONBody[PluginSettingsIn],
     ) -> PluginOut:
         """The plugin's settings, checked against its manifest's schema (422 naming the field)."""
-        await lifecycle.save_settings(db_session, actor, name, data.values)
-        return await _answer(db_session, runtime, name)
+        await lifecycle.save_settings(db_session, actor, plugin, data.values)
+        return await _answer(db_session, runtime, plugin)
 
 
 async def _view(db_session: DbSession, runtime: AppRuntime, name: str) -> lifecycle.PluginView:

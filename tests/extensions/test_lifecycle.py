@@ -311,3 +311,22 @@ async def test_a_new_plugin_from_keel_plugins_new_installs_and_serves_every_part
     finally:
         await app.state.runtime.service(PluginHost).stop()
         await app.state.runtime.close()
+
+
+def test_a_plugin_name_is_never_a_path(keel_env: dict[str, str], tmp_path: Path) -> None:
+    """A name that walks out of PLUGINS_DIR installed the plugin found there (and a very
+    long one was a 500): names are a-z, 0-9 and _ at every entry."""
+    plugins_dir, elsewhere = tmp_path / "plugins", tmp_path / "elsewhere"
+    plugins_dir.mkdir()
+    shutil.copytree(SHIPPED / "notes", elsewhere / "notes")
+    env = {**keel_env, "PLUGINS_DIR": str(plugins_dir)}
+    refused = run_keel("plugins", "install", "../elsewhere/notes", env=env)
+    assert refused.returncode != 0 and "No plugin has that name" in refused.stderr
+    assert "notes" not in run_keel("plugins", "list", env=env).stdout
+
+
+async def test_an_unusable_name_is_a_404_on_every_step(site: Litestar, accounts: dict) -> None:
+    async with api_as(site, accounts["admin"]) as admin:
+        for step in ("install", "activate", "deactivate", "accept"):
+            assert_problem(await admin.post(f"/api/v1/plugins/{'x' * 300}/{step}"), 404)
+        assert_problem(await admin.get("/api/v1/plugins/Not-A-Name"), 404)

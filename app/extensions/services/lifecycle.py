@@ -85,12 +85,19 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _named(name: str) -> str:
+    """`name` when it can be a plugin's (a-z, 0-9, _: never a path); else no such plugin."""
+    if not manifest.NAME.fullmatch(name):
+        raise PluginNotFound("No plugin has that name: a-z, 0-9 and _, starting with a letter.")
+    return name
+
+
 def _folder(settings: Settings, name: str) -> Path:
-    return settings.app.plugins_dir / name
+    return settings.app.plugins_dir / _named(name)
 
 
 async def get_plugin(session: AsyncSession, name: str) -> PluginRecord:
-    found = await session.get(PluginRecord, name)
+    found = await session.get(PluginRecord, _named(name))
     if found is None:
         raise PluginNotFound(f"No plugin called {name!r} is installed.")
     return found
@@ -145,7 +152,7 @@ def _trusted(settings: Settings, checksum: str, signature: str | None) -> str | 
 
 
 def _read(settings: Settings, name: str) -> manifest.PluginManifest:
-    path = _folder(settings, name) / "plugin.toml"
+    path = _folder(settings, name) / "plugin.toml"  # a name that is no path, checked
     if not path.is_file():
         raise PluginNotFound(f"There is no plugin folder {name!r} under PLUGINS_DIR.")
     found = manifest.read_manifest(path)
@@ -211,7 +218,7 @@ async def install(runtime: Runtime, actor: Actor, name: str, hooks: HookRunner) 
     time with its audit entry."""
     settings = runtime.settings
     async with runtime.sessionmaker() as reading:
-        row = await reading.get(PluginRecord, name)
+        row = await reading.get(PluginRecord, _named(name))
     if row is not None and row.status not in (PluginStatus.uploaded, PluginStatus.error):
         raise PluginConflict(f"{name!r} is installed already.")
     found = _read(settings, name)
