@@ -267,6 +267,23 @@ async def test_an_active_plugin_has_an_admin_menu_entry_while_it_is_loaded(
         assert 'href="/admin/users"' in dashboard.text
 
 
+async def test_the_admin_page_shows_each_plugin_s_figures_and_last_error_here(
+    plugin_app: Litestar, accounts: dict[str, User]
+) -> None:
+    await put_row(plugin_app, "hello", "active")
+    await host_of(plugin_app).sync()
+    async with client_for(plugin_app) as client:
+        assert (await client.get("/api/plugins/hello/fail")).status_code == 500
+        assert (await client.get("/api/plugins/hello/greeting")).status_code == 200
+    async with signed_in(plugin_app, accounts["admin"]) as admin:
+        page = await admin.get("/admin/plugins")
+    assert page.status_code == 200
+    row = page.text.split('data-plugin="hello"')[1].split("</tr>")[0]
+    assert "Running in this process" in row
+    assert "2 requests" in row and '<span data-figure="errors">1 errors</span>' in row
+    assert "GET /api/plugins/hello/fail answered 500" in row
+
+
 async def test_each_load_imports_the_plugin_under_a_module_name_of_its_own(
     plugin_app: Litestar,
 ) -> None:
