@@ -12,6 +12,13 @@ mounts (`/api/plugins/{name}/…`, `/p/{name}/…`, `/admin/plugins/{name}/…`,
 or an unload replaces the dict entry, so a request sees the old plugin or the new one,
 never half of either. An inactive plugin answers 404 and costs other routes nothing.
 
+Only the files an admin accepted run: before a load, the checksum of the plugin's folder
+here (computed once per generation) must equal the row's. A folder that is missing or
+differs is unpacked from the zip the registry keeps for an uploaded plugin (so replicas
+need no shared disk); if it still differs, or the plugin came from a folder and has no zip,
+the plugin is not loaded here. A loaded plugin's `admin_menu_label` adds its entry to
+Keel's admin menu (`admin_menu`, given by `create_app`) until it is unloaded.
+
 Every process follows changes made elsewhere (`follow()`): the store channel
 `plugins:changed` (published by `announce()` after the lifecycle's COMMIT) and a poll of
 `name, generation, status` every POLL_SECONDS, so a change is seen within 2 s even with
