@@ -51,7 +51,7 @@ from app.jobs.services.worker import Worker, housekeeping
 from app.routes import route_groups
 from app.runtime import AppState, build_runtime
 from app.settings import ConfigError, Settings
-from app.system.services.navigation import admin_menu
+from app.system.services.navigation import PluginMenuEntries, admin_menu
 
 log = logging.getLogger("keel")
 
@@ -65,7 +65,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     load_job_modules(settings.worker.job_modules)
     runtime = build_runtime(settings)
     page_cache = runtime.service(PageCache)
-    runtime.service(PluginHost).template_globals = {"admin_menu": on_keel_app(admin_menu)}
+    host = runtime.service(PluginHost)
+    host.template_globals = {"admin_menu": on_keel_app(admin_menu)}
+    host.admin_menu = PluginMenuEntries()
     _subscribe(runtime)
     app = Litestar(
         route_handlers=[],  # mounted from the route group registry below
@@ -154,7 +156,9 @@ def attach_runtime(app: Litestar, runtime: Runtime) -> None:
     for many runtimes (building them is most of `create_app`'s cost)."""
     previous = runtime_of(app.state)
     runtime.routing = previous.routing
-    runtime.service(PluginHost).template_globals = previous.service(PluginHost).template_globals
+    host, previous_host = runtime.service(PluginHost), previous.service(PluginHost)
+    host.template_globals = previous_host.template_globals
+    host.admin_menu = previous_host.admin_menu
     app.state[RUNTIME_KEY] = runtime
     _subscribe(runtime)
     layer: object = app.asgi_handler  # RequestContextMiddleware ... PageCacheFront, router

@@ -18,6 +18,7 @@ from app.core.runtime import AppRuntime
 from app.core.templating import Form, MultipartForm, redirect, render
 from app.extensions.models import PluginStatus
 from app.extensions.services import lifecycle
+from app.extensions.services.host import PluginHost
 from app.extensions.services.lifecycle import hooks_of
 from app.extensions.services.manifest import settings_fields
 
@@ -54,8 +55,11 @@ async def _list_page(
     status_code: int = 200,
 ) -> Response[str]:
     views = await lifecycle.list_plugins(db_session, runtime.settings)
+    host = runtime.service(PluginHost)
     context = {
         "plugins": views,
+        "figures": host.figures,
+        "loaded_here": set(host.loaded),
         "errors": errors or {},
         "notice": _notice(request),
         "max_mb": runtime.settings.plugins.upload_max_bytes // (1024 * 1024),

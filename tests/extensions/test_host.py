@@ -21,6 +21,7 @@ from sqlalchemy import update
 from app.accounts.models import User
 from app.asgi import create_app
 from app.extensions.models import PluginRecord
+from app.extensions.services import signing
 from app.extensions.services.host import (
     POLL_SECONDS,
     PluginHookFailed,
@@ -58,7 +59,7 @@ async def put_row(app: Litestar, name: str, status: str, generation: int = 1) ->
                     status=status,
                     installed_at=now,
                     updated_at=now,
-                    checksum="0" * 64,
+                    checksum=signing.checksum(PLUGINS / name),
                     generation=generation,
                 )
             )
@@ -224,6 +225,63 @@ async def test_a_plugin_that_fails_to_import_is_skipped_and_the_app_serves_on(
         assert (await client.get("/api/plugins/broken/anything")).status_code == 404
         assert (await client.get("/api/plugins/hello/greeting")).status_code == 200
         assert (await client.get("/health/live")).status_code == 200
+
+
+async def test_a_plugin_whose_files_differ_from_its_checksum_is_not_loaded(
+    plugin_app: Litestar,
+) -> None:
+    """Installed from a folder (no zip to restore): files an admin did not accept never run."""
+    host = host_of(plugin_app)
+    await put_row(plugin_app, "hello", "active")
+    async with plugin_app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(PluginRecord).where(PluginRecord.name == "hello").values(checksum="0" * 64)
+        )
+    await host.sync()
+    assert "hello" not in host.loaded
+    assert host.figures["hello"].load_failures == 1
+    assert "differ from the checksum" in (host.figures["hello"].last_error or "")
+    async with client_for(plugin_app) as client:
+        assert (await client.get("/api/plugins/hello/greeting")).status_code == 404
+
+
+async def test_an_active_plugin_has_an_admin_menu_entry_while_it_is_loaded(
+    plugin_app: Litestar, accounts: dict[str, User]
+) -> None:
+    host = host_of(plugin_app)
+    link = '<a href="/admin/plugins/hello" >Hello</a>'
+    await put_row(plugin_app, "hello", "active")
+    await host.sync()
+    async with signed_in(plugin_app, accounts["admin"]) as admin:
+        dashboard = await admin.get("/admin")
+        assert dashboard.status_code == 200
+        assert link in dashboard.text
+        assert 'href="/admin/users"' in dashboard.text  # Keel's entries as before
+        served = await admin.get("/admin/plugins/hello")
+        assert served.status_code == 200 and "Hello admin" in served.text
+    await put_row(plugin_app, "hello", "inactive")
+    await host.sync()
+    async with signed_in(plugin_app, accounts["admin"]) as admin:
+        dashboard = await admin.get("/admin")
+        assert 'href="/admin/plugins/hello"' not in dashboard.text
+        assert 'href="/admin/users"' in dashboard.text
+
+
+async def test_the_admin_page_shows_each_plugin_s_figures_and_last_error_here(
+    plugin_app: Litestar, accounts: dict[str, User]
+) -> None:
+    await put_row(plugin_app, "hello", "active")
+    await host_of(plugin_app).sync()
+    async with client_for(plugin_app) as client:
+        assert (await client.get("/api/plugins/hello/fail")).status_code == 500
+        assert (await client.get("/api/plugins/hello/greeting")).status_code == 200
+    async with signed_in(plugin_app, accounts["admin"]) as admin:
+        page = await admin.get("/admin/plugins")
+    assert page.status_code == 200
+    row = page.text.split('data-plugin="hello"')[1].split("</tr>")[0]
+    assert "Running in this process" in row
+    assert "2 requests" in row and '<span data-figure="errors">1 errors</span>' in row
+    assert "GET /api/plugins/hello/fail answered 500" in row
 
 
 async def test_each_load_imports_the_plugin_under_a_module_name_of_its_own(

@@ -12,6 +12,13 @@ mounts (`/api/plugins/{name}/…`, `/p/{name}/…`, `/admin/plugins/{name}/…`,
 or an unload replaces the dict entry, so a request sees the old plugin or the new one,
 never half of either. An inactive plugin answers 404 and costs other routes nothing.
 
+Only the files an admin accepted run: before a load, the checksum of the plugin's folder
+here (computed once per generation) must equal the row's. A folder that is missing or
+differs is unpacked from the zip the registry keeps for an uploaded plugin (so replicas
+need no shared disk); if it still differs, or the plugin came from a folder and has no zip,
+the plugin is not loaded here. A loaded plugin's `admin_menu_label` adds its entry to
+Keel's admin menu (`admin_menu`, given by `create_app`) until it is unloaded.
+
 Every process follows changes made elsewhere (`follow()`): the store channel
 `plugins:changed` (published by `announce()` after the lifecycle's COMMIT) and a poll of
 `name, generation, status` every POLL_SECONDS, so a change is seen within 2 s even with
@@ -38,8 +45,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from jinja2 import Environment, FileSystemLoader, pass_context
 from litestar import Litestar, Request, Response, Router
@@ -64,6 +72,7 @@ from app.core.runtime import RUNTIME_KEY, Runtime
 from app.core.store import Store
 from app.core.tasks import cancel_and_wait
 from app.core.templating import TEMPLATES_DIR, csrf_token, render, static_url
+from app.extensions.services import archive, signing
 from app.jobs.services.registry import JOB_TYPES, JobContext, JobType
 from app.jobs.services.schedules import SCHEDULES, Schedule
 
@@ -253,6 +262,32 @@ class PluginFigures:
     hook_failures: int = 0
     load_failures: int = 0
     last_error: str | None = None
+    last_error_at: datetime | None = None
+    """When `last_error` happened (UTC)."""
+
+    def note(self, message: str) -> None:
+        self.last_error, self.last_error_at = message, datetime.now(UTC)
+
+
+class AdminMenuEntries(Protocol):
+    """Where an active plugin's `admin_menu_label` goes: Keel's admin menu (wired by
+    `create_app`; the host cannot import the admin menu's layer)."""
+
+    def show(self, owner: str, plugin: str, label: str) -> None:
+        """An entry labelled `label` for `plugin`'s admin pages, under `owner`."""
+
+    def hide(self, owner: str) -> None:
+        """Drop `owner`'s entries."""
+
+
+class NoAdminMenu:
+    """A process without an admin menu (`keel worker`)."""
+
+    def show(self, owner: str, plugin: str, label: str) -> None:
+        pass
+
+    def hide(self, owner: str) -> None:
+        pass
 
 
 _loads = itertools.count(1)
@@ -287,6 +322,11 @@ class PluginHost:
         self._task: asyncio.Task[None] | None = None
         self._poll_failing = False
         self.poll_seconds = POLL_SECONDS
+        self.admin_menu: AdminMenuEntries = NoAdminMenu()
+        """Keel's admin menu, where an active plugin's `admin_menu_label` adds an entry."""
+        self._checksums: dict[str, tuple[int, str | None]] = {}
+        """The checksum of each plugin's folder here, by name: (the generation it was
+        computed for, the checksum, None when there is no folder). A poll reads no file."""
         self.template_globals: dict[str, Any] = {}
         """What Keel's templates need beyond core's globals (`create_app` gives the admin
         menu, wrapped by `on_keel_app`), so a plugin's page can extend Keel's layouts."""
@@ -303,7 +343,55 @@ class PluginHost:
             except Exception as exc:
                 log.warning("plugin registry not readable", extra={"error": repr(exc)})
                 return False
+            for row in rows:
+                if self._wants_load(row) and self.files_checksum(row) != row.checksum:
+                    await self._unpack_from_registry(row)
             return self._apply(rows)
+
+    def _wants_load(self, row: RegistryRow) -> bool:
+        """Active, not loaded here at the row's generation and checksum, not failed at it."""
+        if row.status != "active":
+            return False
+        wanted = (row.generation, row.checksum)
+        current = self.loaded.get(row.name)
+        if current is not None and (current.generation, current.checksum) == wanted:
+            return False
+        return self._failed_at.get(row.name) != wanted
+
+    def files_checksum(self, row: RegistryRow) -> str | None:
+        """The checksum of the plugin's folder here (None: no folder), computed once per
+        generation."""
+        cached = self._checksums.get(row.name)
+        if cached is not None and cached[0] == row.generation:
+            return cached[1]
+        folder = self.plugins_dir / row.name
+        found = signing.checksum(folder) if folder.is_dir() else None
+        self._checksums[row.name] = (row.generation, found)
+        return found
+
+    async def _unpack_from_registry(self, row: RegistryRow) -> None:
+        """The plugin's folder here is missing or differs from the row's checksum: unpack
+        the zip the registry keeps (uploaded through another replica), checked again as
+        any upload, over it. A plugin installed from a folder has no zip: nothing to do
+        (`_apply` refuses to load it)."""
+        try:
+            async with self.runtime.sessionmaker() as session:
+                data = await session.scalar(
+                    text("SELECT archive FROM plugin_registry WHERE name = :name"),
+                    {"name": row.name},
+                )
+            if data is None:
+                return
+            archive.unpack_archive(
+                bytes(data), self.plugins_dir, self.runtime.settings.plugins, replace=True
+            )
+            log.info("plugin unpacked from the registry", extra={"plugin": row.name})
+        except Exception as exc:
+            log.warning(
+                "plugin archive not unpacked", extra={"plugin": row.name, "error": repr(exc)}
+            )
+        finally:
+            self._checksums.pop(row.name, None)
 
     async def _read_rows(self) -> list[RegistryRow]:
         async with self.runtime.sessionmaker() as session:
@@ -340,14 +428,15 @@ class PluginHost:
             changed = True
         for name in [name for name in self._failed_at if name not in active]:
             del self._failed_at[name]
+        for name in [name for name in self._checksums if name not in active]:
+            del self._checksums[name]
         for name, row in active.items():
+            if not self._wants_load(row):
+                continue  # loaded, or tried at this generation already: one warning only
             current = self.loaded.get(name)
             wanted = (row.generation, row.checksum)
-            if current is not None and (current.generation, current.checksum) == wanted:
-                continue
-            if self._failed_at.get(name) == wanted:
-                continue  # tried at this generation already: one warning, not one a second
             try:
+                self._check_files(row)
                 plugin = self.load(row)
             except PluginLoadFailed as exc:
                 self._failed_at[name] = wanted
@@ -368,6 +457,9 @@ class PluginHost:
                 self.unload(name)
                 changed = True
                 continue
+            label = getattr(plugin.instance, "admin_menu_label", None)
+            if isinstance(label, str) and label and getattr(plugin.instance, "admin_pages", None):
+                self.admin_menu.show(_owner(plugin), name, label)
             changed = True
             log.info("plugin loaded", extra={"plugin": name, "generation": row.generation})
         self._seen = tuple(sorted((row.name, row.generation, row.status) for row in rows))
@@ -428,6 +520,17 @@ class PluginHost:
             self.unload(name)
 
     # -- loading -------------------------------------------------------------------------
+
+    def _check_files(self, row: RegistryRow) -> None:
+        """PluginLoadFailed unless the folder here holds the files an admin accepted (the
+        row's checksum): changed code is never run."""
+        found = self.files_checksum(row)
+        if found is None:
+            raise PluginLoadFailed(f"no plugin folder {self.plugins_dir / row.name}")
+        if found != row.checksum:
+            raise PluginLoadFailed(
+                "its files here differ from the checksum recorded at install or accept"
+            )
 
     def load(self, row: RegistryRow) -> LoadedPlugin:
         """Import the plugin's package under a module name of its own and build its apps;
@@ -496,6 +599,7 @@ class PluginHost:
 
     def _forget(self, plugin: LoadedPlugin) -> None:
         owner = _owner(plugin)
+        self.admin_menu.hide(owner)
         self.runtime.events.unsubscribe(owner)
         JOB_TYPES.remove(owner)
         SCHEDULES.remove(owner)
@@ -554,7 +658,7 @@ class PluginHost:
     def _count_load_failure(self, name: str, message: str) -> None:
         figures = self.figures.setdefault(name, PluginFigures())
         figures.load_failures += 1
-        figures.last_error = message
+        figures.note(f"not loaded: {message}")
         self.tally.add(PLUGIN_LOAD_FAILURES, (name,))
         log.warning("plugin not loaded", extra={"plugin": name, "error": message})
 
@@ -649,7 +753,9 @@ class PluginHost:
                 await app(inner, receive, watch)
         except TimeoutError:
             outcome = "timeout"
-            self._note_failure(plugin.name, "timeout", f"over {plugin.time_limit:g} s")
+            self._note_failure(
+                plugin.name, "timeout", f"{_request_line(scope)} ran over {plugin.time_limit:g} s"
+            )
             if not started:
                 await _answer(
                     app,
@@ -664,7 +770,9 @@ class PluginHost:
         else:
             if status >= 500:
                 outcome = "error"
-                self._note_failure(plugin.name, "error", f"answered {status}")
+                self._note_failure(
+                    plugin.name, "error", f"{_request_line(scope)} answered {status}"
+                )
             elif status >= 400:
                 outcome = "refused"
         finally:
@@ -679,7 +787,7 @@ class PluginHost:
             figures.timeouts += 1
         else:
             figures.errors += 1
-        figures.last_error = message
+        figures.note(message)
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -710,7 +818,7 @@ class PluginHost:
             log.warning(message, exc_info=exc, extra={"plugin": plugin.name, "hook": hook})
         figures = self.figures.setdefault(plugin.name, PluginFigures())
         figures.hook_failures += 1
-        figures.last_error = message
+        figures.note(message)
         self.tally.add(PLUGIN_HOOK_FAILURES, (plugin.name, hook, outcome))
         raise PluginHookFailed(message)
 
@@ -730,6 +838,10 @@ async def announce(store: Store) -> None:
         await store.publish(CHANNEL, "1")
     except Exception as exc:
         log.info("plugin change not announced; polls will see it", extra={"error": repr(exc)})
+
+
+def _request_line(scope: Scope) -> str:
+    return f"{scope.get('method', '')} {scope['path']}".strip()
 
 
 def _owner(plugin: LoadedPlugin) -> str:

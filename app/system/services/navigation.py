@@ -21,6 +21,12 @@ class AdminLink:
     """The route name the link points to."""
     role: Role = Role.guest
     """Who sees it (anyone who reaches an admin page when `guest`)."""
+    parameters: tuple[tuple[str, str], ...] = ()
+    """The route's path parameters, when it has any (a plugin's admin mount: its name)."""
+
+    @property
+    def path_parameters(self) -> dict[str, str]:
+        return dict(self.parameters)
 
 
 ADMIN_MENU: Registry[str, AdminLink] = Registry("admin menu entry", key=lambda link: link.key)
@@ -47,3 +53,25 @@ def admin_menu(request: Request) -> list[AdminLink]:
     role = user.role if user is not None else Role.guest
     served = request.app.asgi_router.route_handler_index
     return [link for link in ADMIN_MENU if role >= link.role and link.route in served]
+
+
+PLUGIN_ADMIN_ROUTE = "plugins:mount:admin"
+"""The one route of every plugin's admin pages (`/admin/plugins/<plugin>/…`)."""
+
+
+class PluginMenuEntries:
+    """An active plugin's entry in `ADMIN_MENU`, added by the plugin host when it loads the
+    plugin (its `admin_menu_label`) and dropped when it unloads it."""
+
+    def show(self, owner: str, plugin: str, label: str) -> None:
+        link = AdminLink(
+            f"plugin:{plugin}",
+            label,
+            PLUGIN_ADMIN_ROUTE,
+            Role.viewer,  # Keel's guard on the admin mount; the plugin's may ask more
+            (("plugin", plugin),),
+        )
+        ADMIN_MENU.add(owner, link)
+
+    def hide(self, owner: str) -> None:
+        ADMIN_MENU.remove(owner)
