@@ -140,3 +140,32 @@ async def test_a_following_replica_serves_an_upload_made_elsewhere_within_2_s(
         await upload_and_activate(first, services_accounts["admin"])
         await status_within(second, LIST, 200, 2.0)
         assert (tmp_path / "second" / "notes" / "plugin.toml").is_file()
+
+
+async def test_a_replica_without_the_files_can_activate_an_uploaded_plugin(
+    settings: Settings, accounts: dict, tmp_path: Path
+) -> None:
+    """The admin's request may reach any replica: the one that took the upload is not the
+    only one that can activate it."""
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    data = archive.pack_folder(Path(__file__).parent / "plugins" / "notes")
+    first = create_app(with_app_settings(settings, plugins_dir=first_dir))
+    second = create_app(with_app_settings(settings, plugins_dir=second_dir))
+    try:
+        async with api_as(first, accounts["admin"]) as admin:
+            uploaded = await admin.post(
+                "/api/v1/plugins", files={"file": ("notes.zip", data, "application/zip")}
+            )
+            assert uploaded.status_code == 201, uploaded.text
+            assert (await admin.post("/api/v1/plugins/notes/install")).status_code == 200
+        async with api_as(second, accounts["admin"]) as admin:
+            activated = await admin.post("/api/v1/plugins/notes/activate")
+            assert activated.status_code == 200, activated.text
+            assert activated.json()["status"] == "active"
+        assert (second_dir / "notes" / "plugin.toml").is_file()
+    finally:
+        for app in (first, second):
+            await app.state.runtime.service(PluginHost).stop()
+            await app.state.runtime.close()

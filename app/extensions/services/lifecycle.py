@@ -284,7 +284,13 @@ def _failed(
 
 
 def _unchanged_files(settings: Settings, row: PluginRecord) -> None:
+    """The plugin's files here are the accepted ones; an uploaded plugin's are unpacked
+    from its archive first when this process's folder lacks them (another replica took the
+    upload) or differs from them."""
     folder = _folder(settings, row.name)
+    present = (folder / "plugin.toml").is_file()
+    if row.archive is not None and (not present or signing.checksum(folder) != row.checksum):
+        archive.unpack_archive(row.archive, settings.app.plugins_dir, settings.plugins)
     if not (folder / "plugin.toml").is_file():
         raise PluginConflict(f"The files of {row.name!r} are missing from PLUGINS_DIR.")
     if signing.checksum(folder) != row.checksum:
