@@ -41,6 +41,11 @@ leaves the plugin in `error` with the message, never half-installed):
 `on_deactivate(ctx)`; `on_uninstall(ctx)` before its data is removed;
 `on_update(ctx, old_version)` after an update's migrations.
 
+Visitors' forms and open API routes: `client_address(request)` is the caller's address
+as Keel resolved it, and `await rate_limit(ctx, request, "sign", limit=5, per_seconds=3600)`
+counts one use of an action by that address, shared by every Keel process through the
+store, raising `TooManyRequests` (429 with Retry-After) past the limit.
+
 Also declared on the class: `admin_menu_label` (the admin menu's entry for its first
 admin page), `jobs` (`Job("<name>.x", run)`: `async def run(ctx, job)` runs in Keel's
 worker under the time limit), `schedules` (`Schedule("<name>.hourly", "<name>.x",
@@ -52,6 +57,7 @@ exist only while the plugin is active.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
@@ -62,13 +68,23 @@ from app.accounts.guards.roles import admin as requires_admin
 from app.accounts.guards.roles import editor as requires_editor
 from app.accounts.guards.roles import public
 from app.accounts.guards.roles import viewer as requires_viewer
-from app.core.errors import Conflict, Forbidden, InvalidField, NotFound
+from app.core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidField,
+    InvalidFields,
+    NotFound,
+    TooManyRequests,
+)
+from app.core.runtime import runtime_of
 from app.extensions.services.host import Context, Job, PluginContext
 from app.jobs.services.registry import JobContext
 from app.jobs.services.schedules import Schedule
 
 API_VERSION = "1.0"
 """The version of this interface: a minor release adds, a major one may change."""
+
+log = logging.getLogger("keel.plugin")
 
 __all__ = [
     "API_VERSION",
@@ -79,6 +95,7 @@ __all__ = [
     "FromPath",
     "FromQuery",
     "InvalidField",
+    "InvalidFields",
     "JSONBody",
     "Job",
     "JobContext",
@@ -90,12 +107,15 @@ __all__ = [
     "Response",
     "Schedule",
     "Template",
+    "TooManyRequests",
+    "client_address",
     "delete",
     "get",
     "patch",
     "post",
     "public",
     "put",
+    "rate_limit",
     "requires_admin",
     "requires_editor",
     "requires_viewer",
@@ -136,3 +156,42 @@ class Plugin:
 
     async def on_update(self, ctx: PluginContext, old_version: str) -> None:
         """After a new version's migrations ran; `old_version` is the one it replaces."""
+
+
+def client_address(request: Request[Any, Any, Any]) -> str:
+    """The caller's address as Keel resolved it (X-Forwarded-For counts only from the
+    site's TRUSTED_PROXIES); "unknown" when there is none."""
+    return str(request.scope.get("state", {}).get("client_ip") or "unknown")
+
+
+async def rate_limit(
+    ctx: PluginContext,
+    request: Request[Any, Any, Any],
+    action: str,
+    *,
+    limit: int,
+    per_seconds: int = 60,
+) -> None:
+    """Count one `action` by the request's client address in the current window of
+    `per_seconds`; past `limit` in that window raise TooManyRequests (429, Retry-After:
+    the seconds until the window ends). The count is shared by every Keel process through
+    the store; when the store does not answer, the action is let through (logged)."""
+    runtime = runtime_of(request.app.state)
+    now = runtime.clock.time()
+    window = int(now // per_seconds)
+    retry_after = max(int(per_seconds - now % per_seconds), 1)
+    key = f"plugin:{ctx.name}:rate:{action}:{client_address(request)}:{window}"
+    try:
+        used = await runtime.store.incr(key, ttl=per_seconds + 1)
+    except Exception as exc:  # a limit must never be why a request fails
+        log.warning(
+            "plugin rate limit store failed; allowed",
+            extra={"plugin": ctx.name, "error": repr(exc)},
+        )
+        return
+    if used > limit:
+        raise TooManyRequests(
+            f"Too many requests: at most {limit} every {per_seconds} s. "
+            f"Try again in {retry_after} s.",
+            retry_after,
+        )

@@ -1,0 +1,1 @@
+"""The guestbook plugin shipped with Keel (docs/plugins.md, "The guestbook, an example")."""
