@@ -151,7 +151,7 @@ class PluginsAdminController(Controller):
     async def get_plugin(
         self, runtime: AppRuntime, db_session: DbSession, plugin: FromPath[str]
     ) -> PluginOut:
-        return PluginOut.of(await _view(db_session, runtime, plugin))
+        return PluginOut.of(await lifecycle.get_view(db_session, runtime.settings, plugin))
 
     @post(
         "/",
@@ -233,16 +233,9 @@ class PluginsAdminController(Controller):
         return await _answer(db_session, runtime, plugin)
 
 
-async def _view(db_session: DbSession, runtime: AppRuntime, name: str) -> lifecycle.PluginView:
-    for view in await lifecycle.list_plugins(db_session, runtime.settings):
-        if view.name == name:
-            return view
-    raise lifecycle.PluginNotFound(f"No plugin called {name!r}.")
-
-
 async def _answer(db_session: DbSession, runtime: AppRuntime, name: str) -> PluginOut:
     await db_session.flush()
-    return PluginOut.of(await _view(db_session, runtime, name))
+    return PluginOut.of(await lifecycle.get_view(db_session, runtime.settings, name))
 
 
 async def _step_answer(

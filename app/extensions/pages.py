@@ -67,13 +67,6 @@ async def _list_page(
     return render(request, "extensions/plugins.html", context, status_code=status_code)
 
 
-async def _view(db_session: DbSession, runtime: AppRuntime, name: str) -> lifecycle.PluginView:
-    for view in await lifecycle.list_plugins(db_session, runtime.settings):
-        if view.name == name:
-            return view
-    raise NotFound(f"No plugin called {name!r}.")
-
-
 class PluginsAdminPages(Controller):
     path = "/plugins"
     guards = [roles.admin]
@@ -117,7 +110,7 @@ class PluginsAdminPages(Controller):
     ) -> Response[str]:
         if step not in STEPS:
             raise NotFound("No such step.")
-        view = await _view(db_session, runtime, plugin)
+        view = await lifecycle.get_view(db_session, runtime.settings, plugin)
         context = {"plugin": view, "step": step, "label": STEPS[step], "explain": EXPLAIN[step]}
         return render(request, "extensions/confirm.html", context)
 
@@ -149,7 +142,7 @@ class PluginsAdminPages(Controller):
             else:
                 row = await getattr(lifecycle, step)(db_session, runtime, actor, plugin, hooks)
         except DomainError as exc:
-            view = await _view(db_session, runtime, plugin)
+            view = await lifecycle.get_view(db_session, runtime.settings, plugin)
             context = {
                 "plugin": view,
                 "step": step,

@@ -120,6 +120,15 @@ async def list_plugins(session: AsyncSession, settings: Settings) -> list[Plugin
     return [views[name] for name in sorted(views)]
 
 
+async def get_view(session: AsyncSession, settings: Settings, name: str) -> PluginView:
+    """One plugin as `list_plugins` shows it (installed, or a folder not installed yet)."""
+    _named(name)
+    for view in await list_plugins(session, settings):
+        if view.name == name:
+            return view
+    raise PluginNotFound(f"No plugin called {name!r}.")
+
+
 def _changed(session: AsyncSession, row: PluginRecord) -> None:
     row.generation = (row.generation or 0) + 1
     row.updated_at = _now()
