@@ -42,7 +42,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -170,6 +170,11 @@ def manifest_field(manifest: Mapping[str, Any], key: str) -> Any:
     return table.get(key) if isinstance(table, Mapping) else None
 
 
+PAGE_CONTEXT = "keel_page_context"
+"""Where a plugin's public page request keeps Keel's page context (see `page_context`)."""
+PageContext = Callable[[Request[Any, Any, Any]], Awaitable[Mapping[str, Any]]]
+
+
 class PluginContext:
     """What a plugin is given: its name, version, folder, settings, storage, logger,
     template rendering and the job queue (the reference is `keel.plugin`)."""
@@ -207,7 +212,8 @@ class PluginContext:
     ) -> Response[str]:
         """An HTML page from the plugin's `templates/` folder (Keel's templates, such as
         its layouts and macros, are found after the plugin's own)."""
-        return render(request, template, dict(context or {}), status_code=status_code)
+        values = {**request.state.get(PAGE_CONTEXT, {}), **(context or {})}
+        return render(request, template, values, status_code=status_code)
 
     async def enqueue(
         self, session: AsyncSession, type: str, payload: dict[str, Any] | None = None
@@ -330,6 +336,9 @@ class PluginHost:
         self.template_globals: dict[str, Any] = {}
         """What Keel's templates need beyond core's globals (`create_app` gives the admin
         menu, wrapped by `on_keel_app`), so a plugin's page can extend Keel's layouts."""
+        self.page_context: PageContext | None = None
+        """What Keel's public pages give their templates (the site's title, the menu
+        pages), added to a plugin's pages under /p/ (`create_app` gives it)."""
 
     # -- following the registry ----------------------------------------------------------
 
@@ -689,11 +698,16 @@ class PluginHost:
             dependencies={"ctx": Provide(lambda: context, sync_to_thread=False)},
             exception_handlers={Exception: handle_exception},
             request_class=BoundaryRequest,
+            before_request=self._add_page_context if part == PAGES else None,
             template_config=self._templates(plugin),
             openapi_config=None,
             logging_config=None,
             debug=False,
         )
+
+    async def _add_page_context(self, request: Request[Any, Any, Any]) -> None:
+        if self.page_context is not None:
+            request.state[PAGE_CONTEXT] = await self.page_context(request)
 
     def _templates(self, plugin: LoadedPlugin) -> TemplateConfig[JinjaTemplateEngine]:
         folders = [plugin.folder / "templates", TEMPLATES_DIR]
