@@ -67,11 +67,12 @@ from app.core.errors import ServiceUnavailable, handle_exception
 from app.core.metrics import Metric, Tally, stored
 from app.core.pagination import query_string
 from app.core.queueing import enqueue
+from app.core.reads import Reads
 from app.core.registry import RegistryClash
-from app.core.runtime import RUNTIME_KEY, Runtime
+from app.core.runtime import RUNTIME_KEY, Runtime, runtime_of
 from app.core.store import Store
 from app.core.tasks import cancel_and_wait
-from app.core.templating import TEMPLATES_DIR, csrf_token, render, static_url
+from app.core.templating import TEMPLATES_DIR, URLS_KEPT, csrf_token, render, static_url
 from app.extensions.services import archive, signing
 from app.jobs.services.registry import JOB_TYPES, JobContext, JobType
 from app.jobs.services.schedules import SCHEDULES, Schedule
@@ -170,6 +171,8 @@ def manifest_field(manifest: Mapping[str, Any], key: str) -> Any:
     return table.get(key) if isinstance(table, Mapping) else None
 
 
+URLS = "keel_plugin_urls"
+"""Where a plugin's app keeps the addresses its templates asked for (`_url_for`)."""
 PAGE_CONTEXT = "keel_page_context"
 """Where a plugin's public page request keeps Keel's page context (see `page_context`)."""
 PageContext = Callable[[Request[Any, Any, Any]], Awaitable[Mapping[str, Any]]]
@@ -186,7 +189,8 @@ class PluginContext:
         folder: Path,
         settings: Mapping[str, Any],
         sessions: SessionProvider,
-        storage: Any = None,
+        storage: Any,
+        reads: Reads,
     ) -> None:
         self.name = name
         self.version = version
@@ -195,6 +199,10 @@ class PluginContext:
         self.storage = storage
         """Names of the plugin's tables (`storage.table(...)`), where Keel provides them."""
         self.log = logging.getLogger(f"keel.plugin.{name}")
+        self.reads = reads
+        """Keel's fast read path for the plugin's own tables (`await ctx.reads.one(query,
+        **params)` with a `ReadQuery` built once): one round trip, no transaction, as the
+        plugin's role on PostgreSQL. For pages that only read; writes use `session()`."""
         self._sessions = sessions
 
     def session(self) -> AbstractAsyncContextManager[AsyncSession]:
@@ -309,6 +317,7 @@ class PluginHost:
         storage: Callable[[str], Any] | None = None,
         settings_of: Callable[[RegistryRow], Mapping[str, Any]] | None = None,
         tally: Tally | None = None,
+        reads: Callable[[str], Reads | None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.plugins_dir = runtime.settings.app.plugins_dir
@@ -317,6 +326,9 @@ class PluginHost:
         """Where a plugin's `ctx.session()` comes from; Keel wires its isolation here."""
         self.storage = storage or (lambda name: None)
         self.settings_of = settings_of or _settings_in_manifest
+        self.reads_of = reads or (lambda name: None)
+        """A plugin's own read path (None: it reads through Keel's, `runtime.reads`)."""
+        self._closing: set[asyncio.Task[None]] = set()
         self.tally = tally or runtime.figures
         self.loaded: dict[str, LoadedPlugin] = {}
         """By name; a load or unload replaces the entry (requests read it once)."""
@@ -527,6 +539,7 @@ class PluginHost:
         self._task = None
         for name in list(self.loaded):
             self.unload(name)
+        await asyncio.gather(*self._closing)
 
     # -- loading -------------------------------------------------------------------------
 
@@ -571,6 +584,7 @@ class PluginHost:
                 self.settings_of(row),
                 self.sessions,
                 self.storage(row.name),
+                self.reads_of(row.name) or self.runtime.reads,
             )
             plugin = LoadedPlugin(
                 name=row.name,
@@ -604,10 +618,21 @@ class PluginHost:
         """Let go of a plugin `load` returned and nobody serves (the lifecycle's hooks of
         an inactive plugin): its modules (nothing of it was registered)."""
         if self.loaded.get(plugin.name) is not plugin:
+            self._close_reads(plugin)
             _drop_modules(plugin.module)
+
+    def _close_reads(self, plugin: LoadedPlugin) -> None:
+        """Close the read connections of this load of the plugin (`stop` waits for them)."""
+        reads = plugin.context.reads
+        if reads is None or reads is self.runtime.reads:  # Keel's own, shared
+            return
+        closing = asyncio.get_running_loop().create_task(reads.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     def _forget(self, plugin: LoadedPlugin) -> None:
         owner = _owner(plugin)
+        self._close_reads(plugin)
         self.admin_menu.hide(owner)
         self.runtime.events.unsubscribe(owner)
         JOB_TYPES.remove(owner)
@@ -876,20 +901,32 @@ def _drop_modules(package: str) -> None:
 
 
 def _state(runtime: Runtime) -> State:
-    return State({RUNTIME_KEY: runtime})
+    return State({RUNTIME_KEY: runtime, URLS: {}})
 
 
 @pass_context
 def _url_for(context: Mapping[str, Any], route_name: str, /, **path_parameters: Any) -> str:
-    """A named route of the plugin's app, else of Keel's (its layouts link to Keel's pages)."""
+    """A named route of the plugin's app, else of Keel's (its layouts link to Keel's
+    pages), remembered by the plugin's app while Keel's routes stay the same."""
     request = context["request"]
+    app = request.app
+    routing = runtime_of(app.state).routing
+    key = (routing.generation if routing is not None else 0, route_name, *path_parameters.items())
+    known: dict[tuple[Any, ...], str] = app.state[URLS]
+    url = known.get(key)
+    if url is not None:
+        return url
     try:
-        return str(request.app.route_reverse(route_name, **path_parameters))
+        url = str(app.route_reverse(route_name, **path_parameters))
     except NoRouteMatchFoundException:
         keel = request.scope.get(KEEL_APP_SCOPE)
         if keel is None:
             raise
-        return str(keel.route_reverse(route_name, **path_parameters))
+        url = str(keel.route_reverse(route_name, **path_parameters))
+    if len(known) >= URLS_KEPT:
+        known.clear()
+    known[key] = url
+    return url
 
 
 def on_keel_app(function: Callable[..., Any]) -> Callable[..., Any]:
