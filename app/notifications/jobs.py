@@ -24,7 +24,13 @@ from app.jobs.models import Job
 from app.jobs.services.queue import is_postgres
 from app.jobs.services.registry import JobContext, JobFailed, job_handler
 from app.notifications.models import OUTBOX, SENDING, SENT, MailMessage, Notification
-from app.notifications.services import MailNotSent, build_message, message_id, send_mail
+from app.notifications.services import (
+    MailNotSent,
+    build_message,
+    mail_sender,
+    message_id,
+    send_mail,
+)
 
 
 class NotifyPayload(msgspec.Struct, forbid_unknown_fields=True):
@@ -75,8 +81,9 @@ async def run_notify(ctx: JobContext[NotifyPayload]) -> dict[str, Any]:
             )
         address = note.to or (user.email if user else "")
         enqueued_at = await session.scalar(select(Job.created_at).where(Job.id == ctx.job_id))
+        sender = await mail_sender(session, ctx.mail)
     key = message_id(ctx.mail, ctx.job_id, enqueued_at)
-    status = await _deliver(ctx, note, address, user.id if user else None, now, key)
+    status = await _deliver(ctx, note, address, user.id if user else None, now, key, sender)
     return {"mail": status, "to": address, "notification": user is not None}
 
 
@@ -87,6 +94,7 @@ async def _deliver(
     user_id: UUID | None,
     now: datetime,
     key: str,
+    sender: str,
 ) -> str:
     """Store the message keyed by job id; send it unless an earlier run already did."""
     smtp = bool(ctx.mail.smtp_url)
@@ -110,7 +118,7 @@ async def _deliver(
         )
         if not smtp or status in (SENT, OUTBOX):
             return "already sent" if status == SENT else OUTBOX
-        message = build_message(ctx.mail, address, note.subject, note.body, key)
+        message = build_message(sender, address, note.subject, note.body, key)
         if is_postgres(session):
             # The row stays locked while the SMTP server takes the message, so two runs of
             # the job (one that lost its lease, say) never both send.

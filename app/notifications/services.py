@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import smtplib
 import socket
 import ssl
@@ -34,6 +35,7 @@ from app.core.errors import NotFound
 from app.core.pagination import Page, PageRequest, paginate
 from app.notifications.models import MailMessage, Notification
 from app.settings import MailSettings
+from app.site_settings.services import SettingDefinition, define
 
 
 class MessageNotFound(NotFound):
@@ -98,6 +100,37 @@ async def mark_read(
     return count
 
 
+EMAIL_ADDRESS = re.compile(r"[^@\s<>]{1,64}@[^@\s<>]+\.[^@\s<>]{2,}")
+
+
+def _valid_sender(value: str) -> str | None:
+    if not value:
+        return None
+    address = parseaddr(value)[1]
+    if not EMAIL_ADDRESS.fullmatch(address) or "\n" in value or "\r" in value:
+        return 'must be an e-mail address, e.g. news@example.org or "Site <news@example.org>"'
+    return None
+
+
+MAIL_SENDER = define(
+    SettingDefinition(
+        "mail_sender",
+        str,
+        "",
+        'The From address of the e-mails Keel sends, e.g. "Harbour Notes <news@example.org>". '
+        "Empty: MAIL_FROM from the configuration.",
+        label="Sender address",
+        max_length=200,
+        validate=_valid_sender,
+    )
+)
+
+
+async def mail_sender(session: AsyncSession, mail: MailSettings) -> str:
+    """Who Keel's e-mails come from: the `mail_sender` setting, else MAIL_FROM."""
+    return await MAIL_SENDER.read(session) or mail.mail_from
+
+
 SMTP_TIMEOUT = 30.0
 
 
@@ -113,10 +146,10 @@ def message_id(mail: MailSettings, job_id: int, enqueued_at: datetime | None) ->
     return f"<keel.notify.{job_id}{stamp}@{domain}>"
 
 
-def build_message(mail: MailSettings, to: str, subject: str, body: str, key: str) -> EmailMessage:
-    """A plain-text message whose Message-ID is `key` (see `message_id`)."""
+def build_message(sender: str, to: str, subject: str, body: str, key: str) -> EmailMessage:
+    """A plain-text message from `sender` whose Message-ID is `key` (see `message_id`)."""
     message = EmailMessage()
-    message["From"] = mail.mail_from
+    message["From"] = sender
     message["To"] = to
     message["Subject"] = subject
     message["Message-ID"] = key

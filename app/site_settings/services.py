@@ -134,6 +134,19 @@ SITE_TITLE = define(
         public=True,
     )
 )
+SITE_TAGLINE = define(
+    SettingDefinition(
+        "site_tagline",
+        str,
+        "",
+        "A few words on what the site is about: shown beside the title in the header and in "
+        "the browser tab of the home page, and given to search engines for the home page and "
+        "the blog (the introduction is given when it is empty).",
+        label="Tagline",
+        max_length=150,
+        public=True,
+    )
+)
 SITE_INTRO = define(
     SettingDefinition(
         "site_intro",

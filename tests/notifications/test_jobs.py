@@ -16,6 +16,7 @@ from app.jobs.services.queue import enqueue
 from app.jobs.services.registry import JobInputError
 from app.notifications.models import MailMessage, Notification
 from app.settings import MailSettings, Settings
+from app.site_settings.services import write_setting
 from tests.jobs.conftest import running_worker, wait_for_status
 from tests.notifications.smtp_server import SmtpServer
 
@@ -89,6 +90,29 @@ async def test_with_smtp_the_message_arrives_once_even_when_the_job_runs_twice(
         stored = (await session.scalars(select(MailMessage))).one()
         notes = await session.scalar(select(Notification.id))
     assert stored.status == "sent" and stored.sent_at is not None and notes is None
+
+
+async def test_mail_comes_from_the_sender_address_setting_else_mail_from(
+    settings: Settings, sessionmaker: Sessions
+) -> None:
+    async with SmtpServer() as server:
+        with_smtp = replace(settings, mail=MailSettings(server.url, "keel@example.org"))
+        await _run(
+            with_smtp,
+            sessionmaker,
+            await _notify(sessionmaker, to="a@example.com", subject="One", body="."),
+        )
+        async with sessionmaker() as session, session.begin():
+            await write_setting(session, "mail_sender", "Harbour Notes <news@harbour.example>")
+        await _run(
+            with_smtp,
+            sessionmaker,
+            await _notify(sessionmaker, to="b@example.com", subject="Two", body="."),
+        )
+    assert [message["From"] for message in server.messages] == [
+        "keel@example.org",
+        "Harbour Notes <news@harbour.example>",
+    ]
 
 
 async def test_an_unreachable_smtp_server_means_a_retry_not_a_lost_or_doubled_message(

@@ -6,9 +6,9 @@ from __future__ import annotations
 from litestar import Litestar
 from sqlalchemy import select
 
-from app.accounts.models import AuditEntry
+from app.accounts.models import AuditEntry, User
 from tests.accounts.test_users_api import api_as, assert_problem
-from tests.conftest import client_for, signed_in
+from tests.conftest import PASSWORD, client_for, signed_in, with_csrf
 
 
 async def _changes(app: Litestar) -> list[tuple[str, dict]]:
@@ -154,3 +154,54 @@ async def test_a_change_made_by_one_process_is_seen_by_another(
         assert (await visitor.get("/api/v1/site")).json()["title"] == "Shared title"
         if app.state.store.kind != "memory":  # processes share a page cache only on Valkey
             assert "Shared title" in (await visitor.get("/")).text
+
+
+async def test_the_tagline_shows_in_the_header_and_describes_the_home_page_and_the_blog(
+    app: Litestar, accounts: dict
+) -> None:
+    async with client_for(app) as visitor:
+        before = (await visitor.get("/")).text
+        assert 'class="tagline"' not in before
+        assert '<meta name="description" content="A self-hosted site, running on Keel.">' in before
+        async with api_as(app, accounts["admin"]) as admin:
+            too_long = await admin.put("/api/v1/settings/site_tagline", json={"value": "x" * 151})
+            assert_problem(too_long, 422, "site_tagline")
+            put = await admin.put(
+                "/api/v1/settings/site_tagline", json={"value": "Tides, boats & weather"}
+            )
+            assert put.status_code == 200, put.text
+        home = (await visitor.get("/")).text
+        blog = (await visitor.get("/blog")).text
+    assert '<span class="tagline">Tides, boats &amp; weather</span>' in home
+    assert "<title>Keel · Tides, boats &amp; weather</title>" in home
+    for page in (home, blog):
+        assert '<meta name="description" content="Tides, boats &amp; weather">' in page
+
+
+async def test_registered_accounts_get_the_default_role_which_is_never_admin(
+    app: Litestar, accounts: dict
+) -> None:
+    async with api_as(app, accounts["admin"]) as admin:
+        assert_problem(
+            await admin.put("/api/v1/settings/default_role", json={"value": "admin"}),
+            422,
+            "default_role",
+        )
+        for name, value in (("registration_open", True), ("default_role", "editor")):
+            put = await admin.put(f"/api/v1/settings/{name}", json={"value": value})
+            assert put.status_code == 200, put.text
+    async with client_for(app) as visitor:
+        await with_csrf(visitor, "/register")
+        registered = await visitor.post(
+            "/register",
+            data={
+                "email": "writer@example.org",
+                "username": "writer",
+                "password": PASSWORD,
+                "password_confirm": PASSWORD,
+            },
+        )
+        assert registered.status_code == 303, registered.text
+    async with app.state.sessionmaker() as session:
+        role = await session.scalar(select(User.role).where(User.username == "writer"))
+    assert role == "editor"

@@ -41,6 +41,21 @@ REGISTRATION_OPEN = define(
     )
 )
 
+SELF_REGISTERED_ROLES = (Role.guest.name, Role.viewer.name, Role.editor.name)
+DEFAULT_ROLE = define(
+    SettingDefinition(
+        "default_role",
+        str,
+        Role.viewer.name,
+        "The role of an account a visitor registers: guest, viewer or editor (never admin; an "
+        "admin changes a role on the Users page).",
+        label="Role of registered accounts",
+        validate=lambda role: (
+            None if role in SELF_REGISTERED_ROLES else "must be guest, viewer or editor"
+        ),
+    )
+)
+
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 
@@ -242,9 +257,10 @@ async def create_user(
 async def register_user(
     session: AsyncSession, hashing: PasswordHashing, actor: Actor, data: NewUser
 ) -> User:
-    """Self-registration: always a viewer."""
+    """Self-registration, with the role the `default_role` setting names."""
+    role = await DEFAULT_ROLE.read(session)
     data = validate_new_user(
-        NewUser(data.email, data.username, data.password, Role.viewer.name, data.display_name)
+        NewUser(data.email, data.username, data.password, role, data.display_name)
     )
     await _ensure_unique(session, data.email, data.username)
     user = await insert_user(session, hashing, data)
