@@ -38,6 +38,7 @@ import importlib
 import os
 import shutil
 import socket
+import tomllib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -594,7 +595,7 @@ class PluginSite:
 def copy_plugin(folder: Path, plugins_dir: Path) -> Path:
     """A copy of the plugin in `folder` under `plugins_dir`, named as its manifest names it
     (the folder a plugin is installed from must bear its name); the copy."""
-    name = read_manifest(folder / "plugin.toml").name
+    name = tomllib.loads((folder / "plugin.toml").read_text())["plugin"]["name"]
     target = plugins_dir / name
     shutil.copytree(
         folder, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")

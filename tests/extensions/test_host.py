@@ -435,9 +435,7 @@ def keel_imports(path: Path) -> list[str]:
             continue
         found += [f"{path}: {name}" for name in names if name == "app" or name.startswith("app.")]
         found += [
-            f"{path}: {name}"
-            for name in names
-            if name.startswith("keel.") and name not in allowed
+            f"{path}: {name}" for name in names if name.startswith("keel.") and name not in allowed
         ]
     return found
 

@@ -73,6 +73,7 @@ from app.core.store import Store
 from app.core.tasks import cancel_and_wait
 from app.core.templating import TEMPLATES_DIR, csrf_token, render, static_url
 from app.extensions.services import archive, signing
+from app.extensions.services.isolation import as_keel
 from app.jobs.services.registry import JOB_TYPES, JobContext, JobType
 from app.jobs.services.schedules import SCHEDULES, Schedule
 
@@ -212,8 +213,10 @@ class PluginContext:
     async def enqueue(
         self, session: AsyncSession, type: str, payload: dict[str, Any] | None = None
     ) -> int:
-        """Add a job of `type` to Keel's queue in `session`'s transaction; its id."""
-        return await enqueue(session, type, payload)
+        """Add a job of `type` to Keel's queue in `session`'s transaction (the plugin's
+        own: the job is queued if, and when, the plugin's writes commit); its id."""
+        async with as_keel(session):
+            return await enqueue(session, type, payload)
 
 
 @dataclass(frozen=True)
