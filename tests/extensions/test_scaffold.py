@@ -41,3 +41,24 @@ def test_a_name_that_exists_or_is_no_plugin_name_is_refused(tmp_path: Path) -> N
         scaffold(tmp_path, "demo_kit")
     with pytest.raises(InvalidField):
         scaffold(tmp_path, "Bad-Name")
+
+
+def test_a_new_plugin_passes_the_checks_make_lint_runs_on_plugins(tmp_path: Path) -> None:
+    """ruff as if the files were in Keel's plugins/ (its rules for plugins there), mypy."""
+    folder = scaffold(tmp_path / "plugins", "demo_kit")
+    tools = Path(sys.executable).parent
+    for path in sorted(folder.rglob("*.py")):
+        as_in_keel = f"plugins/{path.relative_to(folder.parent)}"
+        for check in (["check"], ["format", "--check"]):
+            ran = subprocess.run(
+                [str(tools / "ruff"), *check, "--stdin-filename", as_in_keel, "-"],
+                cwd=ROOT,
+                input=path.read_text(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert ran.returncode == 0, f"{as_in_keel}: {ran.stdout}{ran.stderr}"
+    mypy = [str(tools / "mypy"), "--no-incremental", str(folder)]
+    ran = subprocess.run(mypy, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stdout + ran.stderr

@@ -142,12 +142,10 @@ async def sign_guestbook(
     created_at = datetime.now(UTC)
     table = entries_table(ctx)
     async with ctx.session() as session:
-        result = await session.execute(
-            insert(table).values(
-                name=name, message=message, approved=approved, created_at=created_at
-            )
+        new = insert(table).values(
+            name=name, message=message, approved=approved, created_at=created_at
         )
-        entry_id = int(result.inserted_primary_key[0])
+        entry_id = int((await session.execute(new.returning(table.c.id))).scalar_one())
     ctx.log.info("guestbook signed", extra={"entry": entry_id, "approved": approved})
     return Entry(entry_id, name, message, approved, created_at)
 

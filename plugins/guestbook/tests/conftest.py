@@ -50,4 +50,3 @@ class Guestbook:
 @pytest.fixture
 def guestbook(site: PluginSite) -> Guestbook:
     return Guestbook(site)
-

@@ -157,9 +157,7 @@ async def test_one_address_signs_at_most_entries_per_hour_times(
     assert len(await guestbook.pending_ids()) == PER_HOUR + 1
 
 
-async def test_the_limit_is_the_entries_per_hour_setting(
-    site: PluginSite, guestbook: Any
-) -> None:
+async def test_the_limit_is_the_entries_per_hour_setting(site: PluginSite, guestbook: Any) -> None:
     await site.configure(entries_per_hour=2)
     async with site.client() as visitor:
         await guestbook.sign(visitor, "One")
