@@ -275,6 +275,7 @@ async def create_accounts(settings: Settings, hashed: str | None = None) -> dict
 
 def client_for(app: Litestar, client_ip: str = VISITOR_ADDRESS) -> httpx.AsyncClient:
     """An HTTP client over the app's ASGI interface, seen as coming from `client_ip`."""
+    # httpx types an ASGI app narrower than Litestar's (equivalent) __call__
     transport = httpx.ASGITransport(app=app, client=(client_ip, 50123))  # type: ignore[arg-type]
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
