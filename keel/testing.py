@@ -27,7 +27,9 @@ KEEL_TEST_VALKEY, by default on 127.0.0.1; when they do not answer the leg is sk
 fails under CI=true). Everything is torn down after the test: the plugin is uninstalled
 (its storage dropped) and Keel's tables emptied.
 
-Keel's own tests (tests/conftest.py) use the same helpers.
+It needs Keel's development dependencies (pytest, pytest-asyncio, httpx: `make install`);
+the production image has none of them and never imports this module. Keel's own tests
+(tests/conftest.py) use the same helpers. The guide: docs/plugins.md, "Testing your plugin".
 """
 
 from __future__ import annotations

@@ -167,3 +167,11 @@ async def test_a_failing_install_raises_with_the_admin_s_message(
         async with plugin_site(folder, settings, tmp_path / "site"):
             pass
     assert await count_rows(settings, "plugin_registry") == 0
+
+
+def test_the_kit_follows_keel_plugin_s_version_and_exposes_what_it_lists() -> None:
+    import keel.plugin
+    import keel.testing
+
+    assert keel.testing.API_VERSION == keel.plugin.API_VERSION
+    assert all(hasattr(keel.testing, name) for name in keel.testing.__all__)
