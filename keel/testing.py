@@ -41,14 +41,14 @@ import os
 import shutil
 import socket
 import tomllib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -56,6 +56,7 @@ import pytest_asyncio
 from litestar import Litestar
 from litestar.middleware.csrf import generate_csrf_token
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import User
 from app.accounts.services.audit import Actor
@@ -114,6 +115,7 @@ VISITOR_ADDRESS = "203.0.113.7"
 """The client address a site's clients come from, unless a test names another."""
 
 
+T = TypeVar("T")
 UNFINISHED = Job.status.in_((JobStatus.queued.value, JobStatus.running.value))
 
 
@@ -441,25 +443,27 @@ class PluginSite:
     async def uninstall(self) -> None:
         """`keel plugins uninstall --yes`: its data is gone."""
         hooks = lifecycle.hooks_of(self.runtime)
-        async with self.runtime.sessionmaker() as session:
-            async with session.begin():
-                await lifecycle.uninstall(
-                    session, self.runtime, self._actor, self.name, hooks, confirm=True
-                )
-            await self.runtime.events.deliver(session)
+
+        async def uninstall(session: AsyncSession) -> None:
+            await lifecycle.uninstall(
+                session, self.runtime, self._actor, self.name, hooks, confirm=True
+            )
+
+        await self._committed(uninstall)
         await self.host.sync()
 
     async def configure(self, **values: Any) -> dict[str, Any]:
         """Change some of the plugin's settings, as an admin saves the settings form
         (checked against the manifest's schema: InvalidFields when a value is wrong); the
         plugin is loaded again with them. The settings now."""
-        async with self.runtime.sessionmaker() as session:
-            async with session.begin():
-                row = await lifecycle.get_plugin(session, self.name)
-                merged = {**(row.settings or {}), **values}
-                row = await lifecycle.save_settings(session, self._actor, self.name, merged)
-                saved = dict(row.settings or {})
-            await self.runtime.events.deliver(session)
+
+        async def save(session: AsyncSession) -> dict[str, Any]:
+            row = await lifecycle.get_plugin(session, self.name)
+            merged = {**(row.settings or {}), **values}
+            row = await lifecycle.save_settings(session, self._actor, self.name, merged)
+            return dict(row.settings or {})
+
+        saved = await self._committed(save)
         await self.host.sync()
         return saved
 
@@ -469,13 +473,22 @@ class PluginSite:
             row = await session.get(PluginRecord, self.name)
             return None if row is None else row.status
 
-    async def _step(self, step: Callable[..., Any]) -> str:
+    async def _step(self, step: Callable[..., Awaitable[PluginRecord]]) -> str:
         hooks = lifecycle.hooks_of(self.runtime)
+
+        async def run(session: AsyncSession) -> PluginRecord:
+            return await step(session, self.runtime, self._actor, self.name, hooks)
+
+        return await self._after(await self._committed(run))
+
+    async def _committed(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """`work` in a transaction of its own, committed, then its events delivered (as
+        after a request's COMMIT)."""
         async with self.runtime.sessionmaker(expire_on_commit=False) as session:
             async with session.begin():
-                row = await step(session, self.runtime, self._actor, self.name, hooks)
+                done = await work(session)
             await self.runtime.events.deliver(session)
-        return await self._after(row)
+        return done
 
     async def _after(self, row: PluginRecord) -> str:
         await self.host.sync()
@@ -544,11 +557,10 @@ class PluginSite:
         """Add a job to Keel's queue as Keel would (a schedule, the jobs API); its id."""
         from app.core.queueing import enqueue
 
-        async with self.runtime.sessionmaker() as session:
-            async with session.begin():
-                job_id = await enqueue(session, type, payload)
-            await self.runtime.events.deliver(session)
-        return int(job_id)
+        async def add(session: AsyncSession) -> int:
+            return int(await enqueue(session, type, payload))
+
+        return await self._committed(add)
 
     async def run_jobs(self, timeout: float = 30.0) -> list[FinishedJob]:
         """Run Keel's worker (the plugin's job types included while it is active) until no
