@@ -64,6 +64,7 @@ from app.asgi import create_app
 from app.core.clock import Clock, clock_in_use
 from app.core.db import create_engine, create_sessionmaker
 from app.core.migrations import migration_commands
+from app.core.queueing import enqueue
 from app.core.runtime import Runtime, runtime_of
 from app.extensions.models import PluginRecord
 from app.extensions.services import isolation, lifecycle
@@ -555,7 +556,6 @@ class PluginSite:
 
     async def enqueue(self, type: str, payload: dict[str, Any] | None = None) -> int:
         """Add a job to Keel's queue as Keel would (a schedule, the jobs API); its id."""
-        from app.core.queueing import enqueue
 
         async def add(session: AsyncSession) -> int:
             return int(await enqueue(session, type, payload))
