@@ -78,6 +78,7 @@ def build_runtime(settings: Settings) -> Runtime:
             runtime,
             sessions=isolation.storage_sessions(runtime.sessionmaker),
             storage=lambda name: isolation.PluginStorage(name, dialect),
+            reads=lambda name: isolation.plugin_reads(runtime.engine, settings.db, name),
         )
     )
     return runtime

@@ -539,10 +539,7 @@ class PluginSite:
         if loaded is not None:
             return loaded.context
         folder = self.settings.app.plugins_dir / self.name
-        version = read_manifest(folder / "plugin.toml").version
-        return PluginContext(
-            self.name, version, folder, {}, self.host.sessions, self.host.storage(self.name)
-        )
+        return self.host.context_of(self.name, read_manifest(folder / "plugin.toml").version, {})
 
     def module(self, name: str) -> ModuleType:
         """A module of the active plugin, as Keel loaded it: `site.module("hello.greetings")`

@@ -42,7 +42,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -67,11 +67,12 @@ from app.core.errors import ServiceUnavailable, handle_exception
 from app.core.metrics import Metric, Tally, stored
 from app.core.pagination import query_string
 from app.core.queueing import enqueue
+from app.core.reads import Reads
 from app.core.registry import RegistryClash
-from app.core.runtime import RUNTIME_KEY, Runtime
+from app.core.runtime import RUNTIME_KEY, Runtime, runtime_of
 from app.core.store import Store
 from app.core.tasks import cancel_and_wait
-from app.core.templating import TEMPLATES_DIR, csrf_token, render, static_url
+from app.core.templating import TEMPLATES_DIR, URLS_KEPT, csrf_token, render, static_url
 from app.extensions.services import archive, signing
 from app.extensions.services.isolation import as_keel
 from app.jobs.services.registry import JOB_TYPES, JobContext, JobType
@@ -171,6 +172,13 @@ def manifest_field(manifest: Mapping[str, Any], key: str) -> Any:
     return table.get(key) if isinstance(table, Mapping) else None
 
 
+URLS = "keel_plugin_urls"
+"""Where a plugin's app keeps the addresses its templates asked for (`_url_for`)."""
+PAGE_CONTEXT = "keel_page_context"
+"""Where a plugin's public page request keeps Keel's page context (see `page_context`)."""
+PageContext = Callable[[Request[Any, Any, Any]], Awaitable[Mapping[str, Any]]]
+
+
 class PluginContext:
     """What a plugin is given: its name, version, folder, settings, storage, logger,
     template rendering and the job queue (the reference is `keel.plugin`)."""
@@ -182,7 +190,8 @@ class PluginContext:
         folder: Path,
         settings: Mapping[str, Any],
         sessions: SessionProvider,
-        storage: Any = None,
+        storage: Any,
+        reads: Reads,
     ) -> None:
         self.name = name
         self.version = version
@@ -191,6 +200,10 @@ class PluginContext:
         self.storage = storage
         """Names of the plugin's tables (`storage.table(...)`), where Keel provides them."""
         self.log = logging.getLogger(f"keel.plugin.{name}")
+        self.reads = reads
+        """Keel's fast read path for the plugin's own tables (`await ctx.reads.one(query,
+        **params)` with a `ReadQuery` built once): one round trip, no transaction, as the
+        plugin's role on PostgreSQL. For pages that only read; writes use `session()`."""
         self._sessions = sessions
 
     def session(self) -> AbstractAsyncContextManager[AsyncSession]:
@@ -208,7 +221,8 @@ class PluginContext:
     ) -> Response[str]:
         """An HTML page from the plugin's `templates/` folder (Keel's templates, such as
         its layouts and macros, are found after the plugin's own)."""
-        return render(request, template, dict(context or {}), status_code=status_code)
+        values = {**request.state.get(PAGE_CONTEXT, {}), **(context or {})}
+        return render(request, template, values, status_code=status_code)
 
     async def enqueue(
         self, session: AsyncSession, type: str, payload: dict[str, Any] | None = None
@@ -306,6 +320,7 @@ class PluginHost:
         storage: Callable[[str], Any] | None = None,
         settings_of: Callable[[RegistryRow], Mapping[str, Any]] | None = None,
         tally: Tally | None = None,
+        reads: Callable[[str], Reads | None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.plugins_dir = runtime.settings.app.plugins_dir
@@ -314,6 +329,9 @@ class PluginHost:
         """Where a plugin's `ctx.session()` comes from; Keel wires its isolation here."""
         self.storage = storage or (lambda name: None)
         self.settings_of = settings_of or _settings_in_manifest
+        self.reads_of = reads or (lambda name: None)
+        """A plugin's own read path (None: it reads through Keel's, `runtime.reads`)."""
+        self._closing: set[asyncio.Task[None]] = set()
         self.tally = tally or runtime.figures
         self.loaded: dict[str, LoadedPlugin] = {}
         """By name; a load or unload replaces the entry (requests read it once)."""
@@ -333,6 +351,9 @@ class PluginHost:
         self.template_globals: dict[str, Any] = {}
         """What Keel's templates need beyond core's globals (`create_app` gives the admin
         menu, wrapped by `on_keel_app`), so a plugin's page can extend Keel's layouts."""
+        self.page_context: PageContext | None = None
+        """What Keel's public pages give their templates (the site's title, the menu
+        pages), added to a plugin's pages under /p/ (`create_app` gives it)."""
 
     # -- following the registry ----------------------------------------------------------
 
@@ -521,6 +542,7 @@ class PluginHost:
         self._task = None
         for name in list(self.loaded):
             self.unload(name)
+        await asyncio.gather(*self._closing)
 
     # -- loading -------------------------------------------------------------------------
 
@@ -558,14 +580,7 @@ class PluginHost:
                 raise PluginLoadFailed(f"entry point {entry} is not a class")
             instance = target()
             version = row.version or str(manifest_field(row.manifest, "version") or "")
-            context = PluginContext(
-                row.name,
-                version,
-                folder,
-                self.settings_of(row),
-                self.sessions,
-                self.storage(row.name),
-            )
+            context = self.context_of(row.name, version, self.settings_of(row))
             plugin = LoadedPlugin(
                 name=row.name,
                 version=version,
@@ -587,6 +602,18 @@ class PluginHost:
             raise PluginLoadFailed(f"{type(exc).__name__}: {exc}") from exc
         return plugin
 
+    def context_of(self, name: str, version: str, settings: Mapping[str, Any]) -> PluginContext:
+        """The context Keel gives plugin `name`: its folder here, storage, sessions, reads."""
+        return PluginContext(
+            name,
+            version,
+            self.plugins_dir / name,
+            settings,
+            self.sessions,
+            self.storage(name),
+            self.reads_of(name) or self.runtime.reads,
+        )
+
     def unload(self, name: str) -> None:
         """Stop serving `name` here (its requests in flight finish)."""
         plugin = self.loaded.pop(name, None)
@@ -598,10 +625,21 @@ class PluginHost:
         """Let go of a plugin `load` returned and nobody serves (the lifecycle's hooks of
         an inactive plugin): its modules (nothing of it was registered)."""
         if self.loaded.get(plugin.name) is not plugin:
+            self._close_reads(plugin)
             _drop_modules(plugin.module)
+
+    def _close_reads(self, plugin: LoadedPlugin) -> None:
+        """Close the read connections of this load of the plugin (`stop` waits for them)."""
+        reads = plugin.context.reads
+        if reads is None or reads is self.runtime.reads:  # Keel's own, shared
+            return
+        closing = asyncio.get_running_loop().create_task(reads.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     def _forget(self, plugin: LoadedPlugin) -> None:
         owner = _owner(plugin)
+        self._close_reads(plugin)
         self.admin_menu.hide(owner)
         self.runtime.events.unsubscribe(owner)
         JOB_TYPES.remove(owner)
@@ -692,11 +730,16 @@ class PluginHost:
             dependencies={"ctx": Provide(lambda: context, sync_to_thread=False)},
             exception_handlers={Exception: handle_exception},
             request_class=BoundaryRequest,
+            before_request=self._add_page_context if part == PAGES else None,
             template_config=self._templates(plugin),
             openapi_config=None,
             logging_config=None,
             debug=False,
         )
+
+    async def _add_page_context(self, request: Request[Any, Any, Any]) -> None:
+        if self.page_context is not None:
+            request.state[PAGE_CONTEXT] = await self.page_context(request)
 
     def _templates(self, plugin: LoadedPlugin) -> TemplateConfig[JinjaTemplateEngine]:
         folders = [plugin.folder / "templates", TEMPLATES_DIR]
@@ -865,20 +908,32 @@ def _drop_modules(package: str) -> None:
 
 
 def _state(runtime: Runtime) -> State:
-    return State({RUNTIME_KEY: runtime})
+    return State({RUNTIME_KEY: runtime, URLS: {}})
 
 
 @pass_context
 def _url_for(context: Mapping[str, Any], route_name: str, /, **path_parameters: Any) -> str:
-    """A named route of the plugin's app, else of Keel's (its layouts link to Keel's pages)."""
+    """A named route of the plugin's app, else of Keel's (its layouts link to Keel's
+    pages), remembered by the plugin's app while Keel's routes stay the same."""
     request = context["request"]
+    app = request.app
+    routing = runtime_of(app.state).routing
+    key = (routing.generation if routing is not None else 0, route_name, *path_parameters.items())
+    known: dict[tuple[Any, ...], str] = app.state[URLS]
+    url = known.get(key)
+    if url is not None:
+        return url
     try:
-        return str(request.app.route_reverse(route_name, **path_parameters))
+        url = str(app.route_reverse(route_name, **path_parameters))
     except NoRouteMatchFoundException:
         keel = request.scope.get(KEEL_APP_SCOPE)
         if keel is None:
             raise
-        return str(keel.route_reverse(route_name, **path_parameters))
+        url = str(keel.route_reverse(route_name, **path_parameters))
+    if len(known) >= URLS_KEPT:
+        known.clear()
+    known[key] = url
+    return url
 
 
 def on_keel_app(function: Callable[..., Any]) -> Callable[..., Any]:
