@@ -26,24 +26,30 @@ run: install
 	$(KEEL) db upgrade
 	$(KEEL) serve
 
-## test: the whole suite (both storage legs), one test process per core, then the browser
-## tests in one process (Playwright's sync API keeps an event loop in the process that runs
-## them); TEST_WORKERS=0 runs the first part in this process too. Exit status 5 of the
+## test: the whole suite (both storage legs; Keel's tests/ and each plugin's
+## plugins/<name>/tests/), one test process per core, then the browser tests in one
+## process (Playwright's sync API keeps an event loop in the process that runs them);
+## TEST_WORKERS=0 runs the first part in this process too. Exit status 5 of the
 ## second part means PYTEST_ARGS named no browser test.
 TEST_WORKERS ?= auto
 test: install
 	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) -m "not browser" $(PYTEST_ARGS)
 	$(VENV)/bin/python -m pytest -m browser $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
+## lint: ruff (check and format) over Keel, its tests and the plugins; the layer contracts;
+## mypy over app/ and keel/, then over each plugin folder on its own (each has a
+## tests/conftest.py, and its package is imported by its own name there)
+LINTED := app tests migrations bench keel plugins
 lint: install
-	$(VENV)/bin/ruff check app tests migrations bench
-	$(VENV)/bin/ruff format --check app tests migrations bench
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
+	for plugin in plugins/*/; do $(VENV)/bin/mypy "$$plugin" || exit 1; done
 
 format: install
-	$(VENV)/bin/ruff check --fix app tests migrations bench
-	$(VENV)/bin/ruff format app tests migrations bench
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
 
 ## lock: re-resolve dependencies after editing pyproject.toml
 lock: $(UV)

@@ -50,6 +50,14 @@ as Keel resolved it, and `await rate_limit(ctx, request, "sign", limit=5, per_se
 counts one use of an action by that address, shared by every Keel process through the
 store, raising `TooManyRequests` (429 with Retry-After) past the limit.
 
+Lists in pages: `page: FromQuery[PageNumber] = 1, per_page: FromQuery[PerPage] = 20`
+take `?page=` and `?per_page=` as Keel's own lists do (any number a BIGINT holds, more is
+a 400); `PageRequest.of(page, per_page)` clamps them (page 1 and up, 1 to 100 a page), and
+`await paginate(session, select(...), request)` gives a `Page` (`items`, `total`, `page`,
+`per_page`, `pages`, `has_previous`, `has_next`; `page.map(convert)`, and
+`page.envelope(items)`, the API's list body). In a template, Keel's
+`{{ ui.pager(page, params) }}` macro (`components/ui.html`) links the pages.
+
 Also declared on the class: `admin_menu_label` (the admin menu's entry for its first
 admin page), `jobs` (`Job("<name>.x", run)`: `async def run(ctx, job)` runs in Keel's
 worker under the time limit), `schedules` (`Schedule("<name>.hourly", "<name>.x",
@@ -80,6 +88,7 @@ from app.core.errors import (
     NotFound,
     TooManyRequests,
 )
+from app.core.pagination import Page, PageNumber, PageRequest, PerPage, paginate
 from app.core.reads import ReadQuery
 from app.core.runtime import runtime_of
 from app.extensions.services.host import Context, Job, PluginContext
@@ -105,6 +114,10 @@ __all__ = [
     "Job",
     "JobContext",
     "NotFound",
+    "Page",
+    "PageNumber",
+    "PageRequest",
+    "PerPage",
     "Plugin",
     "PluginContext",
     "ReadQuery",
@@ -117,6 +130,7 @@ __all__ = [
     "client_address",
     "delete",
     "get",
+    "paginate",
     "patch",
     "post",
     "public",

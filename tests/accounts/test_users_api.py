@@ -13,10 +13,10 @@ from app.accounts.models import Role, User
 from app.accounts.services.api_keys import create_api_key
 from app.accounts.services.audit import Actor
 from app.settings import Settings
+from keel.testing import assert_problem
 from tests.accounts.test_users_pages import add_user, audit_actions, reload, user_count
 from tests.conftest import bearer, client_for, count_rows, signed_in
 
-PROBLEM = "application/problem+json"
 NEW_PASSWORD = "a long and unusual passphrase"
 
 
@@ -42,16 +42,6 @@ def new_user(**changes: str) -> dict[str, str]:
 
 def usernames(body: dict) -> list[str]:
     return [item["username"] for item in body["items"]]
-
-
-def assert_problem(response: httpx.Response, status: int, field: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["status"] == status and body["detail"] and body["instance"]
-    if field is not None:
-        assert body["errors"][0]["field"] == field
-    return body
 
 
 async def test_anonymous_callers_get_a_401_problem(client: httpx.AsyncClient) -> None:

@@ -422,7 +422,9 @@ async def test_a_worker_follows_activations_too(settings: Settings, accounts: di
 
 
 def keel_imports(path: Path) -> list[str]:
-    """Imports of Keel's internals (`app`, `app.…`) in one file."""
+    """Imports of Keel's internals (`app`, `app.…`) in one file: a plugin's code may import
+    `keel.plugin`, its tests (a `tests/` folder) `keel.testing` too."""
+    allowed = {"keel.plugin", "keel.testing"} if "tests" in path.parts[-2:-1] else {"keel.plugin"}
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -433,9 +435,7 @@ def keel_imports(path: Path) -> list[str]:
             continue
         found += [f"{path}: {name}" for name in names if name == "app" or name.startswith("app.")]
         found += [
-            f"{path}: {name}"
-            for name in names
-            if name.startswith("keel.") and name != "keel.plugin"
+            f"{path}: {name}" for name in names if name.startswith("keel.") and name not in allowed
         ]
     return found
 
@@ -450,6 +450,15 @@ def test_the_walk_catches_an_import_of_keel_internals(tmp_path: Path) -> None:
     sneaky = tmp_path / "sneaky.py"
     sneaky.write_text("import app.core.db\nfrom app.accounts import models\nfrom keel.x import y\n")
     assert len(keel_imports(sneaky)) == 3
+
+
+def test_only_a_plugin_s_tests_may_import_the_test_kit(tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    kit = "from keel.testing import site_fixture\nfrom keel.plugin import get\n"
+    (tmp_path / "tests" / "conftest.py").write_text(kit)
+    (tmp_path / "plugin.py").write_text(kit)
+    assert keel_imports(tmp_path / "tests" / "conftest.py") == []
+    assert len(keel_imports(tmp_path / "plugin.py")) == 1
 
 
 def test_keel_plugin_says_its_version_and_exposes_only_its_interface() -> None:

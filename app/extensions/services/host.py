@@ -74,6 +74,7 @@ from app.core.store import Store
 from app.core.tasks import cancel_and_wait
 from app.core.templating import TEMPLATES_DIR, URLS_KEPT, csrf_token, render, static_url
 from app.extensions.services import archive, signing
+from app.extensions.services.isolation import as_keel
 from app.jobs.services.registry import JOB_TYPES, JobContext, JobType
 from app.jobs.services.schedules import SCHEDULES, Schedule
 
@@ -226,8 +227,10 @@ class PluginContext:
     async def enqueue(
         self, session: AsyncSession, type: str, payload: dict[str, Any] | None = None
     ) -> int:
-        """Add a job of `type` to Keel's queue in `session`'s transaction; its id."""
-        return await enqueue(session, type, payload)
+        """Add a job of `type` to Keel's queue in `session`'s transaction (the plugin's
+        own: the job is queued if, and when, the plugin's writes commit); its id."""
+        async with as_keel(session):
+            return await enqueue(session, type, payload)
 
 
 @dataclass(frozen=True)
@@ -577,15 +580,7 @@ class PluginHost:
                 raise PluginLoadFailed(f"entry point {entry} is not a class")
             instance = target()
             version = row.version or str(manifest_field(row.manifest, "version") or "")
-            context = PluginContext(
-                row.name,
-                version,
-                folder,
-                self.settings_of(row),
-                self.sessions,
-                self.storage(row.name),
-                self.reads_of(row.name) or self.runtime.reads,
-            )
+            context = self.context_of(row.name, version, self.settings_of(row))
             plugin = LoadedPlugin(
                 name=row.name,
                 version=version,
@@ -606,6 +601,18 @@ class PluginHost:
             _drop_modules(package)
             raise PluginLoadFailed(f"{type(exc).__name__}: {exc}") from exc
         return plugin
+
+    def context_of(self, name: str, version: str, settings: Mapping[str, Any]) -> PluginContext:
+        """The context Keel gives plugin `name`: its folder here, storage, sessions, reads."""
+        return PluginContext(
+            name,
+            version,
+            self.plugins_dir / name,
+            settings,
+            self.sessions,
+            self.storage(name),
+            self.reads_of(name) or self.runtime.reads,
+        )
 
     def unload(self, name: str) -> None:
         """Stop serving `name` here (its requests in flight finish)."""

@@ -309,6 +309,23 @@ def _act_as(connection: Connection, storage: PluginStorage) -> None:
 
 
 @asynccontextmanager
+async def as_keel(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """Inside a plugin session's transaction, act as Keel's user until the block ends, then
+    as the plugin again (PostgreSQL; SQLite has no roles): Keel's own writes on the
+    plugin's behalf, such as a job in Keel's queue, commit or roll back with the plugin's."""
+    connection = await session.connection()
+    if connection.dialect.name != "postgresql":
+        yield session
+        return
+    role = await session.scalar(text("SELECT current_setting('role')"))
+    await session.execute(text("SELECT set_config('role', 'none', true)"))
+    try:
+        yield session
+    finally:
+        await session.execute(text("SELECT set_config('role', :role, true)"), {"role": role})
+
+
+@asynccontextmanager
 async def plugin_session(
     sessionmaker: async_sessionmaker[AsyncSession], name: str
 ) -> AsyncIterator[AsyncSession]:

@@ -1,7 +1,8 @@
 """`keel plugins new NAME`: a working plugin to start from, in PLUGINS_DIR/NAME. It has one
 of each thing a plugin usually needs (an API route, a public page with its template and
 stylesheet, an admin page, a table with its migration, a setting, an install hook), and
-imports nothing of Keel but `keel.plugin`."""
+imports nothing of Keel but `keel.plugin`; its tests (`tests/`) run on Keel's test kit,
+`keel.testing`."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def scaffold(plugins_dir: Path, name: str) -> Path:
         f"templates/{name}/index.html": PAGE,
         f"templates/{name}/admin.html": ADMIN,
         f"static/{name}.css": STYLE,
+        "tests/conftest.py": CONFTEST,
+        f"tests/test_{name}.py": TESTS,
     }
     for relative, text in files.items():
         path = folder / relative
@@ -171,3 +174,52 @@ ADMIN = """{% extends "layouts/admin.html" %}
 
 STYLE = """.__name__ { color: #1d4ed8; }
 """
+
+CONFTEST = '''"""Each test gets `site`: a Keel with this plugin installed and active, on each
+storage leg (keel.testing; docs/plugins.md, "Testing your plugin")."""
+
+from pathlib import Path
+
+from keel.testing import site_fixture
+
+site = site_fixture(Path(__file__).parents[1])
+'''
+
+TESTS = '''"""__title__'s tests: run them with `python -m pytest plugins/__name__/tests` from Keel's
+folder (`make test` runs them too)."""
+
+from keel.testing import PluginSite, assert_problem
+
+MESSAGES = "/api/plugins/__name__/messages"
+
+
+async def test_the_page_greets_visitors_and_lists_the_messages(site: PluginSite) -> None:
+    async with site.client() as visitor:
+        page = await visitor.get("/p/__name__/")
+    assert page.status_code == 200
+    assert "Hello from __title__" in page.text and "<li>Installed.</li>" in page.text
+
+
+async def test_admins_add_messages_and_visitors_may_not(site: PluginSite) -> None:
+    async with site.client() as visitor:
+        assert_problem(await visitor.post(MESSAGES, json={"text": "Hi"}), 401)
+    async with site.client("admin", token=True) as admin:
+        added = await admin.post(MESSAGES, json={"text": "Hi"})
+    assert added.status_code == 201
+    async with site.client() as visitor:
+        assert (await visitor.get(MESSAGES)).json() == {"items": ["Hi", "Installed."]}
+
+
+async def test_the_greeting_is_a_setting(site: PluginSite) -> None:
+    await site.configure(greeting="Welcome!")
+    async with site.client() as visitor:
+        assert "Welcome!" in (await visitor.get("/p/__name__/")).text
+
+
+async def test_the_admin_page_is_for_admins(site: PluginSite) -> None:
+    async with site.client("editor") as editor:
+        assert (await editor.get("/admin/plugins/__name__/")).status_code == 403
+    async with site.client("admin") as admin:
+        page = await admin.get("/admin/plugins/__name__/")
+    assert page.status_code == 200 and "1 message." in page.text
+'''

@@ -10,6 +10,9 @@ from keel.plugin import (
     FromPath,
     FromQuery,
     JSONBody,
+    PageNumber,
+    PageRequest,
+    PerPage,
     Request,
     delete,
     get,
@@ -23,11 +26,11 @@ from .entries import approve_entry, delete_entry, entries_page, sign_guestbook
 
 @get("/entries", guards=[public])
 async def list_entries(
-    ctx: Context, page: FromQuery[int] = 1, per_page: FromQuery[int] = 20
+    ctx: Context, page: FromQuery[PageNumber] = 1, per_page: FromQuery[PerPage] = 20
 ) -> dict[str, Any]:
     """GET /entries?page=&per_page=: approved entries, newest first."""
-    found = await entries_page(ctx, approved=True, page=page, per_page=per_page)
-    return found.envelope()
+    found = await entries_page(ctx, approved=True, page=PageRequest.of(page, per_page))
+    return found.envelope([entry.as_json() for entry in found.items])
 
 
 @post("/entries", guards=[public], status_code=201)

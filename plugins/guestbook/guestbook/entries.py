@@ -18,20 +18,24 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
-    func,
     insert,
     select,
     update,
 )
 
-from keel.plugin import InvalidFields, NotFound, PluginContext, Request, rate_limit
+from keel.plugin import (
+    InvalidFields,
+    NotFound,
+    Page,
+    PageRequest,
+    PluginContext,
+    Request,
+    paginate,
+    rate_limit,
+)
 
 NAME_MAX = 80
 MESSAGE_MAX = 2000
-PER_PAGE = 20
-MAX_PER_PAGE = 100
-MAX_PAGE = 1_000_000
-"""Page numbers past it mean it (an offset far past any table, never past a BIGINT)."""
 RATE_WINDOW_SECONDS = 3600
 """The `entries_per_hour` setting counts entries per client address in this window."""
 
@@ -71,45 +75,6 @@ class Entry:
             "status": self.status,
             "created_at": self.created_at.isoformat(),
         }
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of entries and where it sits in the whole (the shape of Keel's pager)."""
-
-    items: list[Entry]
-    total: int
-    page: int
-    per_page: int
-
-    @property
-    def pages(self) -> int:
-        return max((self.total + self.per_page - 1) // self.per_page, 1)
-
-    @property
-    def has_previous(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
-
-    def envelope(self) -> dict[str, Any]:
-        """The API's list body, as Keel's own lists answer."""
-        return {
-            "items": [entry.as_json() for entry in self.items],
-            "total": self.total,
-            "page": self.page,
-            "per_page": self.per_page,
-        }
-
-
-def page_bounds(page: int | None, per_page: int | None) -> tuple[int, int]:
-    """What a client asked for, clamped: page 1 to MAX_PAGE, 1 to MAX_PER_PAGE a page."""
-    return (
-        min(max(page or 1, 1), MAX_PAGE),
-        min(max(per_page or PER_PAGE, 1), MAX_PER_PAGE),
-    )
 
 
 # -- the rules ----------------------------------------------------------------------------
@@ -177,12 +142,10 @@ async def sign_guestbook(
     created_at = datetime.now(UTC)
     table = entries_table(ctx)
     async with ctx.session() as session:
-        result = await session.execute(
-            insert(table).values(
-                name=name, message=message, approved=approved, created_at=created_at
-            )
+        new = insert(table).values(
+            name=name, message=message, approved=approved, created_at=created_at
         )
-        entry_id = int(result.inserted_primary_key[0])
+        entry_id = int((await session.execute(new.returning(table.c.id))).scalar_one())
     ctx.log.info("guestbook signed", extra={"entry": entry_id, "approved": approved})
     return Entry(entry_id, name, message, approved, created_at)
 
@@ -209,25 +172,13 @@ async def delete_entry(ctx: PluginContext, entry_id: int) -> None:
 
 
 async def entries_page(
-    ctx: PluginContext, *, approved: bool, page: int | None = 1, per_page: int | None = None
-) -> Page:
+    ctx: PluginContext, *, approved: bool, page: PageRequest | None = None
+) -> Page[Entry]:
     """Approved entries newest first (what visitors see), or pending ones oldest first
     (the order an editor works through them)."""
-    number, size = page_bounds(page, per_page)
     table = entries_table(ctx)
-    order = (table.c.id.desc(),) if approved else (table.c.id.asc(),)
+    order = table.c.id.desc() if approved else table.c.id.asc()
+    statement = select(table).where(table.c.approved == approved).order_by(order)
     async with ctx.session() as session:
-        total = (
-            await session.execute(
-                select(func.count()).select_from(table).where(table.c.approved == approved)
-            )
-        ).scalar_one()
-        rows = await session.execute(
-            select(table)
-            .where(table.c.approved == approved)
-            .order_by(*order)
-            .limit(size)
-            .offset((number - 1) * size)
-        )
-        items = [_entry(row) for row in rows]
-    return Page(items, int(total), number, size)
+        found = await paginate(session, statement, page or PageRequest(), rows=True)
+    return found.map(_entry)

@@ -10,6 +10,8 @@ from keel.plugin import (
     FromPath,
     FromQuery,
     InvalidFields,
+    PageNumber,
+    PageRequest,
     Redirect,
     Request,
     Response,
@@ -39,13 +41,13 @@ async def _public_page(
     request: Request[Any, Any, Any],
     ctx: Context,
     *,
-    page: FromQuery[int] = 1,
+    page: int = 1,
     form: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response[str]:
     context = {
-        "entries": await entries_page(ctx, approved=True, page=page),
+        "entries": await entries_page(ctx, approved=True, page=PageRequest.of(page, None)),
         "form": form or {},
         "errors": errors or {},
         "notice": NOTICES.get(request.query_params.get("signed", "")),
@@ -57,7 +59,7 @@ async def _public_page(
 
 @get("/", guards=[public], name="guestbook:page")
 async def guestbook_page(
-    request: Request[Any, Any, Any], ctx: Context, page: FromQuery[int] = 1
+    request: Request[Any, Any, Any], ctx: Context, page: FromQuery[PageNumber] = 1
 ) -> Response[str]:
     """/p/guestbook/: the approved entries, newest first, and the form to sign."""
     return await _public_page(request, ctx, page=page)
@@ -91,13 +93,13 @@ async def sign(request: Request[Any, Any, Any], ctx: Context) -> Response[Any]:
 
 @get("/", guards=[requires_editor], name="guestbook:moderate")
 async def moderation_page(
-    request: Request[Any, Any, Any], ctx: Context, page: FromQuery[int] = 1
+    request: Request[Any, Any, Any], ctx: Context, page: FromQuery[PageNumber] = 1
 ) -> Response[str]:
     """/admin/plugins/guestbook/: the entries waiting for approval (oldest first), each
     with approve and delete buttons, and the latest approved ones."""
     context = {
-        "pending": await entries_page(ctx, approved=False, page=page),
-        "latest": await entries_page(ctx, approved=True, per_page=10),
+        "pending": await entries_page(ctx, approved=False, page=PageRequest.of(page, None)),
+        "latest": await entries_page(ctx, approved=True, page=PageRequest(1, 10)),
         "notice": ADMIN_NOTICES.get(request.query_params.get("notice", "")),
         "needs_approval": ctx.settings.get("needs_approval", True),
         "plugin": ctx.name,
