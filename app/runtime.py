@@ -1,5 +1,6 @@
 """`build_runtime(settings)`: the one place that opens Keel's resources and builds its
-long-lived services, for the web app (`create_app`), `keel worker` and the CLI alike.
+long-lived services, for the web app (`create_app`), `keel worker` and the CLI alike;
+`build_worker(runtime)`: a worker over it, wired to its plugins.
 
 `AppState` is the app's `State`: it holds the `Runtime` only, and names its parts
 (`app.state.sessionmaker`, `app.state.page_cache`...) as typed read-only views of it,
@@ -34,6 +35,7 @@ from app.core.templating import UrlMemo
 from app.extensions.services import isolation
 from app.extensions.services.host import PluginHost
 from app.jobs.jobs import cleanup as _defines_job_retention_days  # noqa: F401
+from app.jobs.services.worker import Worker, housekeeping
 from app.settings import Settings
 
 # The two `_defines_…` imports: each domain defines its runtime settings where it reads
@@ -82,6 +84,32 @@ def build_runtime(settings: Settings) -> Runtime:
         )
     )
     return runtime
+
+
+def build_worker(
+    runtime: Runtime,
+    *,
+    queues: tuple[str, ...] = ("default",),
+    concurrency: int | None = None,
+    in_process: bool = False,
+) -> Worker:
+    """The worker of `keel worker` over `runtime` (`in_process`: the one `keel serve` runs
+    in embedded mode, beside the app). Its jobs' committed events reach the plugins loaded
+    in this process, and `keel worker` follows plugins activated anywhere (the app's own
+    host already does for an in-process worker)."""
+    plugins = runtime.service(PluginHost)
+    worker = Worker(
+        runtime.settings,
+        runtime.store,
+        runtime.sessionmaker,
+        queues=queues,
+        concurrency=concurrency,
+        mode="in-process" if in_process else "process",
+        periodic=housekeeping(runtime.sessionmaker, runtime.store),
+        companions=() if in_process else (plugins.follow,),
+    )
+    plugins.hear_events_of(worker.events)
+    return worker
 
 
 class AppState(State):
