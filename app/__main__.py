@@ -192,13 +192,13 @@ def worker(concurrency: int | None, queues: str) -> None:
 
     async def run() -> None:
         runtime = build_runtime(settings)
-        plugins = runtime.service(PluginHost)
-        await plugins.sync()  # the active plugins' jobs and schedules, before the first claim
         process = build_worker(
             runtime,
             queues=tuple(q.strip() for q in queues.split(",") if q.strip()) or ("default",),
             concurrency=concurrency,
         )
+        plugins = runtime.service(PluginHost)
+        await plugins.sync()  # the active plugins' jobs and schedules, before the first claim
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, process.request_stop)

@@ -96,7 +96,8 @@ def build_worker(
     """The worker of `keel worker` over `runtime` (`in_process`: the one `keel serve` runs
     in embedded mode, beside the app). Its jobs' committed events reach the plugins loaded
     in this process, and `keel worker` follows plugins activated anywhere (the app's own
-    host already does for an in-process worker)."""
+    host already does for an in-process worker) and counts their failures in the worker's
+    figures."""
     plugins = runtime.service(PluginHost)
     worker = Worker(
         runtime.settings,
@@ -109,6 +110,10 @@ def build_worker(
         companions=() if in_process else (plugins.follow,),
     )
     plugins.hear_events_of(worker.events)
+    if not in_process:
+        # nothing flushes `runtime.figures` in `keel worker`; the worker's tally goes to
+        # the store with each heartbeat, so the plugins' failures reach /metrics
+        plugins.tally = worker.figures
     return worker
 
 

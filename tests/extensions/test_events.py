@@ -297,12 +297,14 @@ async def test_a_csv_import_run_by_a_worker_is_heard_by_that_worker_s_plugins(
 ) -> None:
     """The web process takes the upload; the worker process writes the rows and delivers
     their events to the plugins it runs (the app's host is stopped: only the worker's
-    could hear them)."""
+    could hear them), and counts a failing subscriber in the worker's figures, which
+    reach /metrics through the store shared with the app (services leg)."""
     rows = (
         "kind,title,slug,body,tags,status,publish_at,nav_order\n"
         "post,Imported now,imported-now,Text.,,published,,\n"
         "post,Imported later,imported-later,Soon.,,scheduled,2099-01-01T09:00:00Z,\n"
         "post,Imported draft,imported-draft,Later.,,draft,,\n"
+        "post,Fail on purpose,fail,Oops.,,published,,\n"
     )
     async with api_as(site, accounts["editor"]) as editor:
         upload = await editor.post(
@@ -324,6 +326,8 @@ async def test_a_csv_import_run_by_a_worker_is_heard_by_that_worker_s_plugins(
             worker.request_stop()
             await ended_within(running, 60)
         assert job.status == "succeeded", job.last_error
+        assert job.result["imported"] == 4
+        assert worker_host.figures["listener"].hook_failures == 1
     finally:
         await worker_host.stop()
         await worker_runtime.close()
@@ -332,6 +336,13 @@ async def test_a_csv_import_run_by_a_worker_is_heard_by_that_worker_s_plugins(
         ("entry.published", "imported-now", False),
         ("entry.published", "imported-later", True),
     ]
+    if not site_settings.store.is_memory:
+        async with signed_in(site, accounts["admin"]) as admin:
+            metrics = (await admin.get("/metrics")).text
+        assert (
+            'keel_plugin_hook_failures_total{plugin="listener",hook="event entry.published",'
+            'outcome="error"} 1'
+        ) in metrics
 
 
 async def test_the_cli_delivers_what_it_committed_to_the_active_plugins(
