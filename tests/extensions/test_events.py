@@ -18,6 +18,7 @@ import httpx
 import pytest
 from litestar import Litestar
 from sqlalchemy import select, text
+from sqlalchemy.exc import ProgrammingError
 
 from app.accounts.models import User
 from app.accounts.services.audit import Actor
@@ -26,6 +27,7 @@ from app.content.models import Entry
 from app.content.services.entries import get_entry, publish_entry
 from app.extensions.services import isolation
 from app.extensions.services.host import PluginHost
+from app.jobs.models import Job
 from app.runtime import build_runtime, build_worker
 from app.settings import Settings
 from tests.accounts.test_users_api import api_as
@@ -386,3 +388,32 @@ async def test_a_subscription_to_an_event_keel_does_not_have_is_refused_at_load(
         await host_of(app).stop()
         await isolation.drop_storage(app.state.runtime.engine, "listener")
         await app.state.runtime.close()
+
+
+async def test_a_plugin_enqueues_its_own_job_in_its_own_transaction_and_stays_unprivileged(
+    site: Litestar,
+) -> None:
+    """What a handler does with slow work: `ctx.enqueue` in its own `ctx.session()`. On
+    PostgreSQL the job's row is Keel's to write, and the plugin's SQL afterwards runs as
+    its own role again."""
+    ctx = host_of(site).loaded["listener"].context
+    postgres = site.state.settings.db.url.startswith("postgresql")
+    with pytest.raises(RuntimeError, match="changed its mind"):
+        async with ctx.session() as session:
+            await ctx.enqueue(session, "listener.note", {"note": "never"})
+            raise RuntimeError("the plugin changed its mind")
+    async with ctx.session() as session:
+        job_id = await ctx.enqueue(session, "listener.note", {"note": "later"})
+        if postgres:
+            assert await session.scalar(text("SELECT current_user")) == "keel_plugin_listener"
+            with pytest.raises(ProgrammingError, match="permission denied"):
+                async with session.begin_nested():
+                    await session.execute(text("SELECT count(*) FROM users"))
+        table = host_of(site).storage("listener").table_name("heard")
+        await session.execute(text(f"INSERT INTO {table} (event, detail) VALUES ('own', '{{}}')"))
+    async with site.state.sessionmaker() as session:
+        jobs = list(await session.scalars(select(Job)))
+    assert [(job.id, job.type, job.payload, job.status) for job in jobs] == [
+        (job_id, "listener.note", {"note": "later"}, "queued")
+    ]
+    assert await heard_names(site) == ["own"]

@@ -76,7 +76,7 @@ from app.core.runtime import RUNTIME_KEY, Runtime, runtime_of
 from app.core.store import Store
 from app.core.tasks import cancel_and_wait
 from app.core.templating import TEMPLATES_DIR, URLS_KEPT, csrf_token, render, static_url
-from app.extensions.services import archive, signing
+from app.extensions.services import archive, isolation, signing
 from app.jobs.services.registry import JOB_TYPES, JobContext, JobType
 from app.jobs.services.schedules import SCHEDULES, Schedule
 
@@ -232,8 +232,11 @@ class PluginContext:
     async def enqueue(
         self, session: AsyncSession, type: str, payload: dict[str, Any] | None = None
     ) -> int:
-        """Add a job of `type` to Keel's queue in `session`'s transaction; its id."""
-        return await enqueue(session, type, payload)
+        """Add a job of `type` to Keel's queue in `session`'s transaction (one of the
+        plugin's `session()`s: Keel writes the job's row as itself, since the plugin's own
+        role may not); its id."""
+        async with isolation.as_keel(session, self.name):
+            return await enqueue(session, type, payload)
 
 
 @dataclass(frozen=True)

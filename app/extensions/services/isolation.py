@@ -346,6 +346,29 @@ async def plugin_session(
                 raise
 
 
+@asynccontextmanager
+async def as_keel(session: AsyncSession, name: str) -> AsyncIterator[None]:
+    """Within a transaction of plugin `name`'s session, run the block as Keel (its user and
+    search path), then as the plugin again: what Keel writes on the plugin's behalf (a job
+    it enqueues) joins the plugin's transaction, while the plugin's own SQL keeps no
+    privilege on Keel's tables. On SQLite, or in a session not acting as the plugin,
+    nothing changes."""
+    storage = PluginStorage.of(name, session)
+    if not storage.postgres or await session.scalar(text("SELECT current_user")) != storage.role:
+        yield
+        return
+    await session.execute(
+        text(
+            "SELECT set_config('role', 'none', true), set_config('search_path', "
+            "(SELECT reset_val FROM pg_settings WHERE name = 'search_path'), true)"
+        )
+    )
+    try:
+        yield
+    finally:
+        await session.run_sync(lambda sync: _act_as(sync.connection(), storage))
+
+
 async def _reset(connection: AsyncConnection) -> None:
     """Give the connection back as Keel's user with the default search path, whatever
     session-level `SET`s plugin SQL made (one round trip, outside any transaction)."""
