@@ -35,6 +35,7 @@ from app.core.templating import UrlMemo
 from app.extensions.services import isolation
 from app.extensions.services.host import PluginHost
 from app.jobs.jobs import cleanup as _defines_job_retention_days  # noqa: F401
+from app.jobs.services.queue import subscribe_wake_ups
 from app.jobs.services.worker import Worker, housekeeping
 from app.settings import Settings
 
@@ -78,7 +79,7 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime.add_service(
         PluginHost(
             runtime,
-            sessions=isolation.storage_sessions(runtime.sessionmaker),
+            sessions=isolation.storage_sessions(runtime.sessionmaker, runtime.events),
             storage=lambda name: isolation.PluginStorage(name, dialect),
             reads=lambda name: isolation.plugin_reads(runtime.engine, settings.db, name),
         )
@@ -96,8 +97,8 @@ def build_worker(
     """The worker of `keel worker` over `runtime` (`in_process`: the one `keel serve` runs
     in embedded mode, beside the app). Its jobs' committed events reach the plugins loaded
     in this process, and `keel worker` follows plugins activated anywhere (the app's own
-    host already does for an in-process worker) and counts their failures in the worker's
-    figures."""
+    host already does for an in-process worker), counts their failures in the worker's
+    figures, and wakes the workers for the jobs they enqueue."""
     plugins = runtime.service(PluginHost)
     worker = Worker(
         runtime.settings,
@@ -114,6 +115,9 @@ def build_worker(
         # nothing flushes `runtime.figures` in `keel worker`; the worker's tally goes to
         # the store with each heartbeat, so the plugins' failures reach /metrics
         plugins.tally = worker.figures
+        # a job a plugin enqueues in its own session wakes the workers (the app's
+        # runtime does it already for an in-process worker)
+        subscribe_wake_ups(runtime.events, runtime.store)
     return worker
 
 

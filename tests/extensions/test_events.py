@@ -25,9 +25,11 @@ from app.accounts.services.audit import Actor
 from app.asgi import create_app
 from app.content.models import Entry
 from app.content.services.entries import get_entry, publish_entry
+from app.core.events import Event
 from app.extensions.services import isolation
 from app.extensions.services.host import PluginHost
 from app.jobs.models import Job
+from app.jobs.services.queue import JOBS_ADDED
 from app.runtime import build_runtime, build_worker
 from app.settings import Settings
 from tests.accounts.test_users_api import api_as
@@ -395,13 +397,20 @@ async def test_a_plugin_enqueues_its_own_job_in_its_own_transaction_and_stays_un
 ) -> None:
     """What a handler does with slow work: `ctx.enqueue` in its own `ctx.session()`. On
     PostgreSQL the job's row is Keel's to write, and the plugin's SQL afterwards runs as
-    its own role again."""
+    its own role again; once it commits, the workers are woken as for a request's job."""
     ctx = host_of(site).loaded["listener"].context
+    wake_ups: list[object] = []
+
+    async def wake(event: Event) -> None:
+        wake_ups.append(event.payload)
+
+    site.state.events.subscribe("test", JOBS_ADDED, wake)
     postgres = site.state.settings.db.url.startswith("postgresql")
     with pytest.raises(RuntimeError, match="changed its mind"):
         async with ctx.session() as session:
             await ctx.enqueue(session, "listener.note", {"note": "never"})
             raise RuntimeError("the plugin changed its mind")
+    assert wake_ups == []
     async with ctx.session() as session:
         job_id = await ctx.enqueue(session, "listener.note", {"note": "later"})
         if postgres:
@@ -416,4 +425,5 @@ async def test_a_plugin_enqueues_its_own_job_in_its_own_transaction_and_stays_un
     assert [(job.id, job.type, job.payload, job.status) for job in jobs] == [
         (job_id, "listener.note", {"note": "later"}, "queued")
     ]
+    assert wake_ups == ["default"]
     assert await heard_names(site) == ["own"]

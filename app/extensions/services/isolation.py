@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.schema import SchemaItem
 
 from app.core.errors import Conflict, InvalidField
+from app.core.events import Events
 from app.core.reads import Reads
 from app.extensions.models import PluginMigration, PluginRecord
 from app.extensions.services.manifest import NAME
@@ -524,14 +525,19 @@ def plugin_reads(engine: AsyncEngine, settings: DatabaseSettings, name: str) -> 
 
 
 def storage_sessions(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    sessionmaker: async_sessionmaker[AsyncSession], events: Events | None = None
 ) -> Callable[[str], AbstractAsyncContextManager[AsyncSession]]:
     """What a plugin's `ctx.session()` opens: a transaction on its own storage, as its
-    role (`plugin_session`), committed when the block ends without an error."""
+    role (`plugin_session`), committed when the block ends without an error; then what it
+    emitted goes to `events` (the runtime's), as a request's does: the wake-up of the
+    workers for a job it enqueued."""
 
     @asynccontextmanager
     async def open_session(name: str) -> AsyncIterator[AsyncSession]:
-        async with plugin_session(sessionmaker, name) as session, session.begin():
-            yield session
+        async with plugin_session(sessionmaker, name) as session:
+            async with session.begin():
+                yield session
+            if events is not None:
+                await events.deliver(session)
 
     return open_session
