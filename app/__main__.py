@@ -185,25 +185,20 @@ def worker(concurrency: int | None, queues: str) -> None:
     """Run background jobs until SIGTERM or SIGINT, then finish running work and exit 0."""
     from app.core.logging import configure_logging
     from app.extensions.services.host import PluginHost
-    from app.jobs.services.worker import Worker, housekeeping
-    from app.runtime import build_runtime
+    from app.runtime import build_runtime, build_worker
 
     settings = load_settings()
     configure_logging(settings.app.log_level)
 
     async def run() -> None:
         runtime = build_runtime(settings)
-        plugins = runtime.service(PluginHost)
-        await plugins.sync()  # the active plugins' jobs and schedules, before the first claim
-        process = Worker(
-            settings,
-            runtime.store,
-            runtime.sessionmaker,
+        process = build_worker(
+            runtime,
             queues=tuple(q.strip() for q in queues.split(",") if q.strip()) or ("default",),
             concurrency=concurrency,
-            periodic=housekeeping(runtime.sessionmaker, runtime.store),
-            companions=(plugins.follow,),  # plugins switched on or off anywhere: here too
         )
+        plugins = runtime.service(PluginHost)
+        await plugins.sync()  # the active plugins' jobs and schedules, before the first claim
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, process.request_stop)
@@ -286,13 +281,18 @@ def _refuse_unstorable(what: str, text: str) -> None:
 async def _with_session(
     settings: Settings, work: Callable[[AsyncSession, Runtime], Awaitable[T]]
 ) -> T:
-    """`work` in one transaction, with the process's runtime (`app/runtime.py`)."""
+    """`work` in one transaction, with the process's runtime (`app/runtime.py`); what it
+    committed reaches the active plugins' subscriptions, as a request's change does."""
+    from app.extensions.services.host import PluginHost
     from app.runtime import build_runtime
 
     runtime = build_runtime(settings)
     try:
-        async with runtime.sessionmaker() as session, session.begin():
-            return await work(session, runtime)
+        async with runtime.sessionmaker() as session:
+            async with session.begin():
+                done = await work(session, runtime)
+            await runtime.service(PluginHost).deliver_once(session)
+            return done
     finally:
         await runtime.close()
 

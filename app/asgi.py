@@ -48,9 +48,8 @@ from app.extensions.services.lifecycle import subscribe_plugin_changes
 from app.jobs.services.metrics import subscribe_outcomes
 from app.jobs.services.queue import subscribe_wake_ups
 from app.jobs.services.registry import load_job_modules
-from app.jobs.services.worker import Worker, housekeeping
 from app.routes import route_groups
-from app.runtime import AppState, build_runtime
+from app.runtime import AppState, build_runtime, build_worker
 from app.settings import ConfigError, Settings
 from app.system.services.navigation import PluginMenuEntries, admin_menu
 
@@ -185,14 +184,7 @@ def _document_errors(app: Litestar) -> None:
 @asynccontextmanager
 async def _in_process_worker(app: Litestar) -> AsyncGenerator[None, None]:
     """Embedded mode: one `keel serve` is the whole system, so it runs the worker too."""
-    runtime = runtime_of(app.state)
-    worker = Worker(
-        runtime.settings,
-        runtime.store,
-        runtime.sessionmaker,
-        mode="in-process",
-        periodic=housekeeping(runtime.sessionmaker, runtime.store),
-    )
+    worker = build_worker(runtime_of(app.state), in_process=True)
     task = asyncio.create_task(worker.run())
     try:
         yield

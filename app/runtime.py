@@ -1,5 +1,6 @@
 """`build_runtime(settings)`: the one place that opens Keel's resources and builds its
-long-lived services, for the web app (`create_app`), `keel worker` and the CLI alike.
+long-lived services, for the web app (`create_app`), `keel worker` and the CLI alike;
+`build_worker(runtime)`: a worker over it, wired to its plugins.
 
 `AppState` is the app's `State`: it holds the `Runtime` only, and names its parts
 (`app.state.sessionmaker`, `app.state.page_cache`...) as typed read-only views of it,
@@ -34,6 +35,8 @@ from app.core.templating import UrlMemo
 from app.extensions.services import isolation
 from app.extensions.services.host import PluginHost
 from app.jobs.jobs import cleanup as _defines_job_retention_days  # noqa: F401
+from app.jobs.services.queue import subscribe_wake_ups
+from app.jobs.services.worker import Worker, housekeeping
 from app.settings import Settings
 
 # The two `_defines_…` imports: each domain defines its runtime settings where it reads
@@ -76,12 +79,46 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime.add_service(
         PluginHost(
             runtime,
-            sessions=isolation.storage_sessions(runtime.sessionmaker),
+            sessions=isolation.storage_sessions(runtime.sessionmaker, runtime.events),
             storage=lambda name: isolation.PluginStorage(name, dialect),
             reads=lambda name: isolation.plugin_reads(runtime.engine, settings.db, name),
         )
     )
     return runtime
+
+
+def build_worker(
+    runtime: Runtime,
+    *,
+    queues: tuple[str, ...] = ("default",),
+    concurrency: int | None = None,
+    in_process: bool = False,
+) -> Worker:
+    """The worker of `keel worker` over `runtime` (`in_process`: the one `keel serve` runs
+    in embedded mode, beside the app). Its jobs' committed events reach the plugins loaded
+    in this process, and `keel worker` follows plugins activated anywhere (the app's own
+    host already does for an in-process worker), counts their failures in the worker's
+    figures, and wakes the workers for the jobs they enqueue."""
+    plugins = runtime.service(PluginHost)
+    worker = Worker(
+        runtime.settings,
+        runtime.store,
+        runtime.sessionmaker,
+        queues=queues,
+        concurrency=concurrency,
+        mode="in-process" if in_process else "process",
+        periodic=housekeeping(runtime.sessionmaker, runtime.store),
+        companions=() if in_process else (plugins.follow,),
+    )
+    plugins.hear_events_of(worker.events)
+    if not in_process:
+        # nothing flushes `runtime.figures` in `keel worker`; the worker's tally goes to
+        # the store with each heartbeat, so the plugins' failures reach /metrics
+        plugins.tally = worker.figures
+        # a job a plugin enqueues in its own session wakes the workers (the app's
+        # runtime does it already for an in-process worker)
+        subscribe_wake_ups(runtime.events, runtime.store)
+    return worker
 
 
 class AppState(State):

@@ -62,9 +62,20 @@ Also declared on the class: `admin_menu_label` (the admin menu's entry for its f
 admin page), `jobs` (`Job("<name>.x", run)`: `async def run(ctx, job)` runs in Keel's
 worker under the time limit), `schedules` (`Schedule("<name>.hourly", "<name>.x",
 every=timedelta(hours=1))` or `daily_at=time(3)`), `subscriptions`
-(`{"entry.published": handler}`: async handlers called with each event after its COMMIT)
+(`{ENTRY_PUBLISHED: handler}`: `async def handler(ctx, event)`, see Events below)
 and `widgets` (dashboard widgets). Job and schedule names start with `<name>.`; they
 exist only while the plugin is active.
+
+Events: `subscriptions` maps an event name to `async def handler(ctx, event)`, called
+with the plugin's context and the event's payload, a frozen dataclass of plain values
+(`EntryEvent`, `UserEvent`, `MediaEvent`; each has `name`). A handler hears only
+committed changes (never one that rolled back), in the process that committed it (a web
+process for the API and admin pages, `keel worker` for a CSV import, the `keel` command
+for the CLI), once per change, under the plugin's time limit; one that raises or runs too
+long is counted and logged, and the change stays committed. The names:
+`ENTRY_PUBLISHED`, `ENTRY_UPDATED`, `ENTRY_UNPUBLISHED`, `ENTRY_DELETED`, `USER_CREATED`,
+`USER_DELETED`, `USER_ROLE_CHANGED`, `MEDIA_UPLOADED` (docs/plugins.md, Events, says when
+each fires and what it carries). Any other name is refused when the plugin loads.
 """
 
 from __future__ import annotations
@@ -80,6 +91,21 @@ from app.accounts.guards.roles import admin as requires_admin
 from app.accounts.guards.roles import editor as requires_editor
 from app.accounts.guards.roles import public
 from app.accounts.guards.roles import viewer as requires_viewer
+from app.accounts.services.events import (
+    USER_CREATED,
+    USER_DELETED,
+    USER_ROLE_CHANGED,
+    UserEvent,
+)
+from app.content.services.events import (
+    ENTRY_DELETED,
+    ENTRY_PUBLISHED,
+    ENTRY_UNPUBLISHED,
+    ENTRY_UPDATED,
+    MEDIA_UPLOADED,
+    EntryEvent,
+    MediaEvent,
+)
 from app.core.errors import (
     Conflict,
     Forbidden,
@@ -158,7 +184,7 @@ class Plugin:
     schedules: ClassVar[list[Schedule]] = []
     """Periodic jobs: which job type to enqueue, and how often."""
     subscriptions: ClassVar[dict[str, Any]] = {}
-    """Keel events to follow: event name -> `async def handler(event)` (after COMMIT)."""
+    """Keel events to follow: event name -> `async def handler(ctx, event)` (after COMMIT)."""
     widgets: ClassVar[list[Any]] = []
     """Dashboard widgets."""
 
@@ -215,3 +241,20 @@ async def rate_limit(
             f"Try again in {retry_after} s.",
             retry_after,
         )
+
+
+# -- events (see "Events" in the module docstring) ------------------------------------------
+
+__all__ += [
+    "ENTRY_DELETED",
+    "ENTRY_PUBLISHED",
+    "ENTRY_UNPUBLISHED",
+    "ENTRY_UPDATED",
+    "MEDIA_UPLOADED",
+    "USER_CREATED",
+    "USER_DELETED",
+    "USER_ROLE_CHANGED",
+    "EntryEvent",
+    "MediaEvent",
+    "UserEvent",
+]

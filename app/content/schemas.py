@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 import msgspec
 
 from app.content.models import Entry, Kind
+from app.content.services.public import public_path
 from app.content.services.reads import tag_names
 from app.core.numbers import Int32
 from app.core.reads import Row
-
-if TYPE_CHECKING:
-    from app.content.services.reads import EntryView
-
-
-_PUBLIC_PREFIX = ("/", "/blog/")
-
-
-def public_path(entry: Entry | EntryView) -> str:
-    """Where visitors read an entry: `/blog/<slug>` for posts, `/<slug>` for pages."""
-    return _PUBLIC_PREFIX[entry.kind == Kind.post.value] + entry.slug
 
 
 class EntryOut(msgspec.Struct):
@@ -67,7 +56,7 @@ class EntryOut(msgspec.Struct):
             view_count=row["view_count"] or 0,
             created_at=row["created_at"],
             updated_at=row["updated_at"],
-            url=_PUBLIC_PREFIX[row["kind"] == Kind.post.value] + row["slug"],
+            url=public_path(row["kind"], row["slug"]),
         )
 
     @classmethod
@@ -90,7 +79,7 @@ class EntryOut(msgspec.Struct):
             view_count=entry.view_count or 0,
             created_at=entry.created_at,
             updated_at=entry.updated_at,
-            url=public_path(entry),
+            url=public_path(entry.kind, entry.slug),
         )
 
 

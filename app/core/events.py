@@ -97,6 +97,11 @@ def is_pending(session: Any, name: str) -> bool:
     return pending is not None and any(event.name == name for event in pending.events)
 
 
+def has_undelivered(session: Any) -> bool:
+    """Whether the session committed events that `Events.deliver` has not handed out yet."""
+    return bool(_info(session).get(_COMMITTED))
+
+
 def mark_public_change(session: Any) -> None:
     """Visitors will see something new once the session commits (see `PUBLIC_CHANGED`)."""
     emit(session, PUBLIC_CHANGED, once=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -21,17 +24,29 @@ from sqlalchemy import update
 from app.accounts.models import User
 from app.asgi import create_app
 from app.extensions.models import PluginRecord
-from app.extensions.services import signing
+from app.extensions.services import isolation, signing
 from app.extensions.services.host import (
     POLL_SECONDS,
     PluginHookFailed,
     PluginHost,
     announce,
 )
+from app.jobs.models import Job
+from app.jobs.services.queue import enqueue
 from app.jobs.services.registry import known_job_type
 from app.jobs.services.schedules import SCHEDULES
 from app.settings import ROOT, Settings
-from tests.conftest import bearer, client_for, free_port, signed_in, with_app_settings
+from tests.accounts.test_users_api import api_as
+from tests.conftest import (
+    bearer,
+    client_for,
+    free_port,
+    keel_command,
+    signed_in,
+    with_app_settings,
+)
+from tests.extensions.test_events import heard
+from tests.jobs.conftest import FAST
 
 PLUGINS = Path(__file__).parent / "plugins"
 MOUNTS = ("/api/plugins/hello/greeting", "/p/hello/", "/admin/plugins/hello/")
@@ -416,6 +431,97 @@ async def test_a_worker_follows_activations_too(settings: Settings, accounts: di
         worker.request_stop()
         await task
         await worker_runtime.close()
+
+
+def log_records(log: Path) -> list[dict[str, object]]:
+    """The JSON lines a process wrote to `log` so far."""
+    text = log.read_text() if log.exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+async def logged(log: Path, event: str, plugin: str | None, deadline: float) -> None:
+    """Wait until the process writing `log` logs `event` (for `plugin`), failing at
+    `deadline` (time.monotonic())."""
+    while not any(
+        record.get("event") == event and plugin in (None, record.get("plugin"))
+        for record in log_records(log)
+    ):
+        assert time.monotonic() < deadline, f"no {event!r} in time: {log_records(log)}"
+        await asyncio.sleep(0.02)
+
+
+async def notes_taken(app: Litestar) -> list[str]:
+    """The notes the listener's job wrote down (by whichever process ran it)."""
+    return [detail["note"] for event, detail in await heard(app) if event == "job"]
+
+
+async def notes_within(app: Litestar, wanted: list[str], deadline: float) -> None:
+    while (taken := await notes_taken(app)) != wanted:
+        assert time.monotonic() < deadline, f"notes {taken}, not {wanted}, in time"
+        await asyncio.sleep(0.02)
+
+
+async def enqueue_note(app: Litestar, note: str, delay: float = 0.0) -> int:
+    async with app.state.sessionmaker() as session, session.begin():
+        return await enqueue(session, "listener.note", {"note": note}, delay=delay)
+
+
+async def test_a_keel_worker_process_follows_activation_and_deactivation_within_2_s(
+    settings: Settings, accounts: dict[str, User], keel_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A real `keel worker` beside the app of this test, sharing its database (and on the
+    services leg its Valkey; on the embedded leg the worker's poll alone brings changes).
+    A job of a plugin that is not active is not lost: it waits in the queue, given back by
+    the worker that claims it, and runs once the plugin is active again."""
+    plugins_dir = tmp_path / "plugins"
+    shutil.copytree(PLUGINS, plugins_dir)
+    app = create_app(with_app_settings(settings, plugins_dir=plugins_dir))
+    log = tmp_path / "worker.log"
+    env = {**keel_env, **FAST, "PLUGINS_DIR": str(plugins_dir)}
+    with log.open("wb") as output:
+        worker = await asyncio.create_subprocess_exec(
+            *keel_command("worker"), env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        await logged(log, "worker started", None, time.monotonic() + 60)  # not measured
+        async with api_as(app, accounts["admin"]) as admin:
+            installed = await admin.post("/api/v1/plugins/listener/install")
+            assert installed.status_code == 200, installed.text
+            activated = await admin.post("/api/v1/plugins/listener/activate")
+            assert activated.json()["status"] == "active", activated.text
+            active_at = time.monotonic()
+            await host_of(app).sync()  # this process knows the job type, to enqueue it
+            await enqueue_note(app, "first")
+            await notes_within(app, ["first"], active_at + 2.0)
+
+            # due once the 2 s are over: the worker has dropped the plugin by then
+            waiting = await enqueue_note(app, "waiting", delay=3.0)
+            deactivated = await admin.post("/api/v1/plugins/listener/deactivate")
+            assert deactivated.json()["status"] == "inactive", deactivated.text
+            inactive_at = time.monotonic()
+            await logged(log, "plugin unloaded", "listener", inactive_at + 2.0)
+            given_back = time.monotonic() + 30
+            while True:
+                async with app.state.sessionmaker() as session:
+                    job = await session.get(Job, waiting)
+                assert job is not None
+                if job.last_error:
+                    break
+                assert time.monotonic() < given_back, f"job {waiting} never claimed"
+                await asyncio.sleep(0.05)
+            assert (job.status, job.attempts) == ("queued", 0)
+            assert "waits in the queue" in job.last_error
+            assert await notes_taken(app) == ["first"]
+
+            again = await admin.post("/api/v1/plugins/listener/activate")
+            assert again.json()["status"] == "active", again.text
+            await notes_within(app, ["first", "waiting"], time.monotonic() + 5.0)
+    finally:
+        worker.kill()
+        await worker.wait()
+        await host_of(app).stop()
+        await isolation.drop_storage(app.state.runtime.engine, "listener")
+        await app.state.runtime.close()
 
 
 # -- the interface ---------------------------------------------------------------------

@@ -14,6 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import ASSIGNABLE_ROLES, Role, User
 from app.accounts.services.audit import Actor, record
+from app.accounts.services.events import (
+    USER_CREATED,
+    USER_DELETED,
+    USER_ROLE_CHANGED,
+    emit_user_event,
+)
 from app.accounts.services.password_hashing import (
     UNUSABLE_PASSWORD,
     PasswordHashing,
@@ -207,9 +213,9 @@ async def insert_user(
     *,
     is_active: bool = True,
 ) -> User:
-    """Add the account (checked already). With no `hashing` its password is unusable. An
-    address a concurrent transaction took since (the unique index) rolls the transaction
-    back: AccountConflict."""
+    """Add the account (checked already; `user.created` once it commits). With no `hashing`
+    its password is unusable. An address a concurrent transaction took since (the unique
+    index) rolls the transaction back: AccountConflict."""
     user = User(
         email=data.email,
         username=data.username,
@@ -229,6 +235,7 @@ async def insert_user(
         raise AccountConflict(
             "An account with this e-mail address or username exists.", "email"
         ) from None
+    emit_user_event(session, USER_CREATED, user)
     return user
 
 
@@ -373,6 +380,8 @@ async def update_user(
         user.is_active = bool(is_active)
         if deactivating:
             user.auth_version += 1  # ends every session and token at once
+    if "role" in changes:
+        emit_user_event(session, USER_ROLE_CHANGED, user, previous_role=str(changes["role"][0]))
     record(session, actor, "user.updated", "user", user.id, changes=changes)
     return user
 
@@ -386,6 +395,7 @@ async def delete_user(session: AsyncSession, actor: Actor, actor_role: Role, use
     record(
         session, actor, "user.deleted", "user", user.id, email=user.email, username=user.username
     )
+    emit_user_event(session, USER_DELETED, user)
     await session.delete(user)
 
 

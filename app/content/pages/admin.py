@@ -19,7 +19,6 @@ from app.accounts.guards import roles
 from app.accounts.models import Role
 from app.accounts.services.audit import CurrentActor
 from app.content.models import Entry, Kind, Status
-from app.content.schemas import public_path
 from app.content.services.entries import (
     ContentError,
     EntryFilters,
@@ -39,7 +38,7 @@ from app.content.services.entries import (
     unpublish_entry,
 )
 from app.content.services.markdown import render_markdown
-from app.content.services.public import author_names, visible_to_public
+from app.content.services.public import author_names, public_path, visible_to_public
 from app.core.db import DbSession
 from app.core.errors import only_if_valid
 from app.core.pagination import PageNumber, PageRequest
@@ -136,7 +135,9 @@ async def _entry_page(
         author = (await author_names(db_session, [entry])).get(entry.author_id)
     public_url = None
     if entry is not None:
-        public_url = public_path(entry) + ("" if visible_to_public(entry) else "?preview=1")
+        public_url = public_path(entry.kind, entry.slug) + (
+            "" if visible_to_public(entry) else "?preview=1"
+        )
     context = {
         "entry": entry,
         "form": form,

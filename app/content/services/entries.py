@@ -20,6 +20,14 @@ from sqlalchemy.orm import Session
 from app.accounts.models import User
 from app.accounts.services.audit import Actor, record
 from app.content.models import Entry, Kind, Revision, Status, Tag
+from app.content.services.events import (
+    ENTRY_DELETED,
+    ENTRY_PUBLISHED,
+    ENTRY_UNPUBLISHED,
+    ENTRY_UPDATED,
+    emit_entry_event,
+    is_announced,
+)
 from app.content.services.markdown import plain_text, render_markdown
 from app.content.services.public import is_public, now, visible_to_public
 from app.core.errors import Conflict, DomainError, InvalidField, NotFound, only_if_valid
@@ -228,11 +236,13 @@ async def save_entry(
     session: AsyncSession, actor: Actor, data: EntryInput, entry: Entry | None = None
 ) -> Entry:
     """Create or update an entry; every save keeps a revision and an audit entry. Only a
-    public entry's save empties the page cache: drafts are nobody's business but editors'.
+    public entry's save empties the page cache, and only a published or scheduled entry's
+    is an event (`entry.updated`): drafts are nobody's business but editors'.
     Every rule is checked before `entry` changes; an address taken by a concurrent save
     (the unique index) rolls the transaction back and reloads `entry`."""
     data = _validated(data)
     public = entry is not None and visible_to_public(entry)
+    announced = entry is not None and is_announced(entry)
     await _ensure_free_slug(session, data.kind, data.slug, entry.id if entry else None)
     creating = entry is None
     # Tags first: the queries autoflush, and a new entry must not be flushed before its
@@ -271,6 +281,8 @@ async def save_entry(
     )
     if public:
         mark_public_change(session)
+    if announced:
+        emit_entry_event(session, ENTRY_UPDATED, entry)
     record(
         session,
         actor,
@@ -288,6 +300,16 @@ def _changes_public_pages(session: AsyncSession, entry: Entry) -> None:
     delete): cached pages show it only if it is public now."""
     if visible_to_public(entry):
         mark_public_change(session)
+
+
+def _withdrawn(session: AsyncSession, entry: Entry, status: Status) -> None:
+    """Set `status` (draft, archived) on `entry`: taken from visitors now, or from the
+    time it was scheduled for (`entry.unpublished` when it was published or scheduled)."""
+    _changes_public_pages(session, entry)
+    announced = is_announced(entry)
+    entry.status = status.value
+    if announced:
+        emit_entry_event(session, ENTRY_UNPUBLISHED, entry)
 
 
 @event.listens_for(Session, "before_flush")
@@ -342,6 +364,7 @@ async def publish_entry(
         mark_public_change(session)
     entry.status = Status.scheduled.value if scheduled else Status.published.value
     entry.published_at = moment
+    emit_entry_event(session, ENTRY_PUBLISHED, entry)
     record(
         session,
         actor,
@@ -355,21 +378,20 @@ async def publish_entry(
 
 async def unpublish_entry(session: AsyncSession, actor: Actor, entry: Entry) -> Entry:
     """Back to draft: invisible to visitors at once."""
-    _changes_public_pages(session, entry)
-    entry.status = Status.draft.value
+    _withdrawn(session, entry, Status.draft)
     record(session, actor, "content.unpublished", entry.kind, entry.id)
     return entry
 
 
 async def archive_entry(session: AsyncSession, actor: Actor, entry: Entry) -> Entry:
-    _changes_public_pages(session, entry)
-    entry.status = Status.archived.value
+    _withdrawn(session, entry, Status.archived)
     record(session, actor, "content.archived", entry.kind, entry.id)
     return entry
 
 
 async def delete_entry(session: AsyncSession, actor: Actor, entry: Entry) -> None:
     _changes_public_pages(session, entry)
+    emit_entry_event(session, ENTRY_DELETED, entry)
     record(
         session, actor, "content.deleted", entry.kind, entry.id, title=entry.title, slug=entry.slug
     )

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import User
 from app.accounts.services.audit import Actor, record
 from app.content.models import Media
+from app.content.services.events import emit_media_uploaded
 from app.core.errors import DomainError, InvalidField, NotFound
 from app.core.files import remove_files, remove_on_commit, remove_on_rollback
 from app.core.pagination import Page, PageRequest, paginate
@@ -282,6 +283,7 @@ async def store_upload(
         content_type=media.content_type,
         size=media.size,
     )
+    emit_media_uploaded(session, media, media_url(media))
     return media
 
 

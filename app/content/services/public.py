@@ -44,6 +44,14 @@ class Publication(Protocol):
     def published_at(self) -> datetime | None: ...
 
 
+_PUBLIC_PREFIX = ("/", "/blog/")
+
+
+def public_path(kind: str, slug: str) -> str:
+    """Where visitors read an entry: `/blog/<slug>` for posts, `/<slug>` for pages."""
+    return _PUBLIC_PREFIX[kind == Kind.post.value] + slug
+
+
 def visible_to_public(entry: Publication) -> bool:
     return (
         entry.status in (Status.published.value, Status.scheduled.value)

@@ -62,8 +62,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import __version__
+from app.accounts.services.events import USER_EVENTS
+from app.content.services.events import ENTRY_EVENTS, MEDIA_EVENTS
 from app.core.boundary import BoundaryRequest
 from app.core.errors import ServiceUnavailable, handle_exception
+from app.core.events import Event, Events, has_undelivered
 from app.core.metrics import Metric, Tally, stored
 from app.core.pagination import query_string
 from app.core.queueing import enqueue
@@ -73,8 +76,7 @@ from app.core.runtime import RUNTIME_KEY, Runtime, runtime_of
 from app.core.store import Store
 from app.core.tasks import cancel_and_wait
 from app.core.templating import TEMPLATES_DIR, URLS_KEPT, csrf_token, render, static_url
-from app.extensions.services import archive, signing
-from app.extensions.services.isolation import as_keel
+from app.extensions.services import archive, isolation, signing
 from app.jobs.services.registry import JOB_TYPES, JobContext, JobType
 from app.jobs.services.schedules import SCHEDULES, Schedule
 
@@ -92,6 +94,9 @@ KEEL_APP_SCOPE = "keel_app"
 API, PAGES, ADMIN = "api", "pages", "admin"
 MOUNT_PREFIXES = {API: "/api/plugins", PAGES: "/p", ADMIN: "/admin/plugins"}
 """Each part of a plugin, and where Keel mounts it (`<prefix>/<name>/…`)."""
+PLUGIN_EVENTS = (*ENTRY_EVENTS, *USER_EVENTS, *MEDIA_EVENTS)
+"""The events a plugin may subscribe to (`subscriptions`); any other name is refused when
+the plugin loads, so a misspelt one does not go unnoticed."""
 
 PLUGIN_REQUESTS = stored(
     Metric(
@@ -227,9 +232,10 @@ class PluginContext:
     async def enqueue(
         self, session: AsyncSession, type: str, payload: dict[str, Any] | None = None
     ) -> int:
-        """Add a job of `type` to Keel's queue in `session`'s transaction (the plugin's
-        own: the job is queued if, and when, the plugin's writes commit); its id."""
-        async with as_keel(session):
+        """Add a job of `type` to Keel's queue in `session`'s transaction (one of the
+        plugin's `session()`s: Keel writes the job's row as itself, since the plugin's own
+        role may not); its id."""
+        async with isolation.as_keel(session, self.name):
             return await enqueue(session, type, payload)
 
 
@@ -354,6 +360,19 @@ class PluginHost:
         self.page_context: PageContext | None = None
         """What Keel's public pages give their templates (the site's title, the menu
         pages), added to a plugin's pages under /p/ (`create_app` gives it)."""
+        self.event_sources: list[Events] = [runtime.events]
+        """Where this process's committed events are delivered: the runtime's (requests,
+        the CLI) and each worker's (its jobs' transactions, `hear_events_of`). Loaded
+        plugins' subscriptions are on all of them."""
+
+    def hear_events_of(self, events: Events) -> None:
+        """Deliver the events `events` delivers (a worker's) to the loaded plugins too,
+        now and after every load."""
+        if any(source is events for source in self.event_sources):
+            return
+        self.event_sources.append(events)
+        for plugin in self.loaded.values():
+            self._subscribe_on(events, plugin, _subscriptions(plugin))
 
     # -- following the registry ----------------------------------------------------------
 
@@ -472,8 +491,8 @@ class PluginHost:
             self.loaded[name] = plugin  # the swap: one dict assignment
             if current is not None:
                 self._forget(current)
-            self._subscribe(plugin)
             try:
+                self._subscribe(plugin)
                 self._add_tasks(plugin)
             except (RegistryClash, ValueError, TypeError) as exc:
                 self._failed_at[name] = wanted
@@ -543,6 +562,18 @@ class PluginHost:
         for name in list(self.loaded):
             self.unload(name)
         await asyncio.gather(*self._closing)
+
+    async def deliver_once(self, session: AsyncSession) -> None:
+        """For a process that runs no plugins (a CLI command): after `session` committed,
+        load the active plugins, hand them its events, and let them go. Nothing to deliver:
+        nothing is loaded."""
+        if not has_undelivered(session):
+            return
+        await self.sync()
+        try:
+            await self.runtime.events.deliver(session)
+        finally:
+            await self.stop()
 
     # -- loading -------------------------------------------------------------------------
 
@@ -641,7 +672,8 @@ class PluginHost:
         owner = _owner(plugin)
         self._close_reads(plugin)
         self.admin_menu.hide(owner)
-        self.runtime.events.unsubscribe(owner)
+        for events in self.event_sources:
+            events.unsubscribe(owner)
         JOB_TYPES.remove(owner)
         SCHEDULES.remove(owner)
         _drop_modules(plugin.module)
@@ -677,16 +709,33 @@ class PluginHost:
         )
 
     def _subscribe(self, plugin: LoadedPlugin) -> None:
-        subscriptions = getattr(plugin.instance, "subscriptions", None) or {}
-        for event, handler in dict(subscriptions).items():
+        """The plugin's `subscriptions` on every source of events of this process; a name
+        that is not one of Keel's events (PLUGIN_EVENTS) or a handler that cannot be
+        called is refused (ValueError: not loaded)."""
+        subscriptions = _subscriptions(plugin)
+        for event, handler in subscriptions.items():
+            if event not in PLUGIN_EVENTS:
+                raise ValueError(
+                    f"subscriptions: no Keel event {event!r} (Keel's events: "
+                    f"{', '.join(PLUGIN_EVENTS)})"
+                )
+            if not callable(handler):
+                raise ValueError(f"subscriptions: the handler of {event!r} is not callable")
+        for events in self.event_sources:
+            self._subscribe_on(events, plugin, subscriptions)
 
-            async def deliver(happened: Any, handler: Any = handler, event: str = event) -> None:
-                with suppress(PluginHookFailed):  # logged and counted by call
-                    await self._run_hook(plugin, f"event:{event}", handler, (happened,))
+    def _subscribe_on(
+        self, events: Events, plugin: LoadedPlugin, subscriptions: Mapping[str, Any]
+    ) -> None:
+        for event, handler in subscriptions.items():
 
-            self.runtime.events.subscribe(
-                _owner(plugin), event, deliver, name=f"{plugin.name}:{event}"
-            )
+            async def deliver(happened: Event, handler: Any = handler, event: str = event) -> None:
+                with suppress(PluginHookFailed):  # logged and counted by _run_hook
+                    await self._run_hook(
+                        plugin, f"event {event}", handler, (plugin.context, happened.payload)
+                    )
+
+            events.subscribe(_owner(plugin), event, deliver, name=f"{plugin.name}:{event}")
 
     def time_limit_of(self, manifest: Mapping[str, Any]) -> float:
         """The manifest's `time_limit` (seconds; a table's `request`), capped by settings."""
@@ -892,6 +941,11 @@ def _request_line(scope: Scope) -> str:
 
 def _owner(plugin: LoadedPlugin) -> str:
     return f"plugin:{plugin.name}"
+
+
+def _subscriptions(plugin: LoadedPlugin) -> dict[str, Any]:
+    """The plugin's `subscriptions`: event name -> `handler(ctx, event)`."""
+    return dict(getattr(plugin.instance, "subscriptions", None) or {})
 
 
 def _settings_in_manifest(row: RegistryRow) -> Mapping[str, Any]:

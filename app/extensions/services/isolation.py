@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.schema import SchemaItem
 
 from app.core.errors import Conflict, InvalidField
+from app.core.events import Events
 from app.core.reads import Reads
 from app.extensions.models import PluginMigration, PluginRecord
 from app.extensions.services.manifest import NAME
@@ -309,23 +310,6 @@ def _act_as(connection: Connection, storage: PluginStorage) -> None:
 
 
 @asynccontextmanager
-async def as_keel(session: AsyncSession) -> AsyncIterator[AsyncSession]:
-    """Inside a plugin session's transaction, act as Keel's user until the block ends, then
-    as the plugin again (PostgreSQL; SQLite has no roles): Keel's own writes on the
-    plugin's behalf, such as a job in Keel's queue, commit or roll back with the plugin's."""
-    connection = await session.connection()
-    if connection.dialect.name != "postgresql":
-        yield session
-        return
-    role = await session.scalar(text("SELECT current_setting('role')"))
-    await session.execute(text("SELECT set_config('role', 'none', true)"))
-    try:
-        yield session
-    finally:
-        await session.execute(text("SELECT set_config('role', :role, true)"), {"role": role})
-
-
-@asynccontextmanager
 async def plugin_session(
     sessionmaker: async_sessionmaker[AsyncSession], name: str
 ) -> AsyncIterator[AsyncSession]:
@@ -361,6 +345,29 @@ async def plugin_session(
             except Exception:  # a connection that cannot be reset must not serve Keel
                 await connection.invalidate()
                 raise
+
+
+@asynccontextmanager
+async def as_keel(session: AsyncSession, name: str) -> AsyncIterator[None]:
+    """Within a transaction of plugin `name`'s session, run the block as Keel (its user and
+    search path), then as the plugin again: what Keel writes on the plugin's behalf (a job
+    it enqueues) joins the plugin's transaction, while the plugin's own SQL keeps no
+    privilege on Keel's tables. On SQLite, or in a session not acting as the plugin,
+    nothing changes."""
+    storage = PluginStorage.of(name, session)
+    if not storage.postgres or await session.scalar(text("SELECT current_user")) != storage.role:
+        yield
+        return
+    await session.execute(
+        text(
+            "SELECT set_config('role', 'none', true), set_config('search_path', "
+            "(SELECT reset_val FROM pg_settings WHERE name = 'search_path'), true)"
+        )
+    )
+    try:
+        yield
+    finally:
+        await session.run_sync(lambda sync: _act_as(sync.connection(), storage))
 
 
 async def _reset(connection: AsyncConnection) -> None:
@@ -518,14 +525,19 @@ def plugin_reads(engine: AsyncEngine, settings: DatabaseSettings, name: str) -> 
 
 
 def storage_sessions(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    sessionmaker: async_sessionmaker[AsyncSession], events: Events | None = None
 ) -> Callable[[str], AbstractAsyncContextManager[AsyncSession]]:
     """What a plugin's `ctx.session()` opens: a transaction on its own storage, as its
-    role (`plugin_session`), committed when the block ends without an error."""
+    role (`plugin_session`), committed when the block ends without an error; then what it
+    emitted goes to `events` (the runtime's), as a request's does: the wake-up of the
+    workers for a job it enqueued."""
 
     @asynccontextmanager
     async def open_session(name: str) -> AsyncIterator[AsyncSession]:
-        async with plugin_session(sessionmaker, name) as session, session.begin():
-            yield session
+        async with plugin_session(sessionmaker, name) as session:
+            async with session.begin():
+                yield session
+            if events is not None:
+                await events.deliver(session)
 
     return open_session

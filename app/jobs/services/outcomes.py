@@ -104,8 +104,9 @@ def give_back(job: ClaimedJob, base_backoff: float) -> Outcome:
     this process): queued again after about `base_backoff` seconds, the attempt not counted,
     so a worker that knows the type runs it and no number of give-backs makes it `dead`."""
     error = (
-        f"No job type {job.type!r} in the worker that claimed it (an older version, or a "
-        "plugin not loaded there): given back to the queue."
+        f"No job type {job.type!r} in the worker that claimed it (a plugin that is not "
+        "active, or not loaded there; an older version of Keel): it waits in the queue "
+        "and runs once a worker has the type."
     )
     delay = retry_delay(1, base_backoff)
     queued = JobStatus.queued
