@@ -53,6 +53,17 @@ every=timedelta(hours=1))` or `daily_at=time(3)`), `subscriptions`
 (`{"entry.published": handler}`: async handlers called with each event after its COMMIT)
 and `widgets` (dashboard widgets). Job and schedule names start with `<name>.`; they
 exist only while the plugin is active.
+
+Dashboard widgets: `widgets = [Widget("Broken links", render)]`, where
+`async def render(ctx, request)` returns `ctx.render(request, "<name>/widget.html", {...})`
+(or a string, shown as text). The admin dashboard fetches each widget as a fragment of its
+own, under the plugin's time limit: one that raises or runs too long shows a small "this
+widget failed" box (counted as a failed hook `widget:<n>`), never a broken dashboard.
+
+Shared data: `ctx.shared.published_entries` is a read-only SQLAlchemy table of the entries
+visitors can read now (`id`, `kind`, `title`, `slug`, `path`, `body_html`, `published_at`,
+`updated_at`), read with `ctx.session()`; on PostgreSQL the plugin's role may read it,
+though it has no privilege on Keel's tables.
 """
 
 from __future__ import annotations
@@ -77,7 +88,7 @@ from app.core.errors import (
     TooManyRequests,
 )
 from app.core.runtime import runtime_of
-from app.extensions.services.host import Context, Job, PluginContext
+from app.extensions.services.host import Context, Job, PluginContext, Widget
 from app.jobs.services.registry import JobContext
 from app.jobs.services.schedules import Schedule
 
@@ -108,6 +119,7 @@ __all__ = [
     "Schedule",
     "Template",
     "TooManyRequests",
+    "Widget",
     "client_address",
     "delete",
     "get",
@@ -139,8 +151,8 @@ class Plugin:
     """Periodic jobs: which job type to enqueue, and how often."""
     subscriptions: ClassVar[dict[str, Any]] = {}
     """Keel events to follow: event name -> `async def handler(event)` (after COMMIT)."""
-    widgets: ClassVar[list[Any]] = []
-    """Dashboard widgets."""
+    widgets: ClassVar[list[Widget]] = []
+    """Dashboard widgets (`Widget("Title", render)`), shown on /admin while active."""
 
     async def on_install(self, ctx: PluginContext) -> None:
         """Once, after the plugin's storage and migrations exist."""
