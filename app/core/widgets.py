@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
+from markupsafe import Markup
 
 from app.core.registry import Registry
 
@@ -27,12 +28,12 @@ class WidgetFailed(Exception):
 @dataclass(frozen=True)
 class DashboardWidget:
     """One widget: the `number`th of `source` (a plugin's name), headed `title`;
-    `render(request)` gives its HTML (markup, already escaped) or raises WidgetFailed."""
+    `render(request)` gives its HTML (escaped where it must be) or raises WidgetFailed."""
 
     source: str
     number: int
     title: str
-    render: Callable[[Request[Any, Any, Any]], Awaitable[str]]
+    render: Callable[[Request[Any, Any, Any]], Awaitable[Markup]]
 
     @property
     def key(self) -> str:

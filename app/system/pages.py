@@ -10,7 +10,6 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath
-from markupsafe import Markup
 
 from app import __version__
 from app.accounts.guards import roles
@@ -71,7 +70,7 @@ class AdminDashboardController(Controller):
         if found is None:
             return render(request, "system/widget.html", context, block="widget", status_code=404)
         try:
-            context["body"] = Markup(await found.render(request))
+            context["body"] = await found.render(request)
         except WidgetFailed:
             context["failed"] = True
         return render(request, "system/widget.html", context, block="widget")

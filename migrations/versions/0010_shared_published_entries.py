@@ -32,14 +32,14 @@ PUBLIC = "status IN ('published', 'scheduled') AND published_at IS NOT NULL"
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         op.execute(
-            f"CREATE VIEW keel_shared_published_entries AS SELECT {COLUMNS} FROM entries"
+            f"CREATE VIEW keel_shared_published_entries AS SELECT {COLUMNS} FROM entries"  # noqa: S608 (constants)
             f" WHERE {PUBLIC} AND published_at <= strftime('%Y-%m-%d %H:%M:%f', 'now')"
         )
         return
     op.execute("CREATE SCHEMA IF NOT EXISTS keel_shared")
     op.execute("REVOKE ALL ON SCHEMA keel_shared FROM PUBLIC")
     op.execute(
-        f"CREATE VIEW keel_shared.published_entries AS SELECT {COLUMNS} FROM public.entries"
+        f"CREATE VIEW keel_shared.published_entries AS SELECT {COLUMNS} FROM public.entries"  # noqa: S608 (constants)
         f" WHERE {PUBLIC} AND published_at <= CURRENT_TIMESTAMP"
     )
     op.execute("REVOKE ALL ON keel_shared.published_entries FROM PUBLIC")

@@ -346,7 +346,9 @@ async def test_the_dashboard_lists_each_active_plugin_s_widgets_without_running_
         dashboard = await viewer.get("/admin")
         assert time.monotonic() - began < 2  # the slow widget is not waited for
     assert dashboard.status_code == 200
-    for title, address in zip(("Greeting", "Slow", "Failing", "Text"), WIDGETS.values()):
+    for title, address in zip(
+        ("Greeting", "Slow", "Failing", "Text"), WIDGETS.values(), strict=True
+    ):
         assert f"<h2>{title}</h2>" in dashboard.text
         assert f'hx-get="{address}" hx-trigger="load"' in dashboard.text
         assert f'<a href="{address}">' in dashboard.text  # without JavaScript: a link
@@ -403,12 +405,9 @@ async def test_a_widget_that_fails_or_runs_too_long_shows_a_small_box_and_is_cou
     assert "widget:2 of hello failed: RuntimeError" in (figures.last_error or "")
     async with signed_in(plugin_app, accounts["admin"]) as admin:
         metrics = (await admin.get("/metrics")).text
-    assert 'keel_plugin_hook_failures_total{plugin="hello",hook="widget:1",outcome="timeout"} 1' in (
-        metrics
-    )
-    assert 'keel_plugin_hook_failures_total{plugin="hello",hook="widget:2",outcome="error"} 1' in (
-        metrics
-    )
+    failures = "keel_plugin_hook_failures_total"
+    assert f'{failures}{{plugin="hello",hook="widget:1",outcome="timeout"}} 1' in metrics
+    assert f'{failures}{{plugin="hello",hook="widget:2",outcome="error"}} 1' in metrics
 
 
 # -- cross-process ------------------------------------------------------------------------

@@ -131,8 +131,8 @@ async def test_plugins_installed_before_the_view_existed_may_read_it(
         await asyncio.to_thread(migration_commands(db).upgrade, "head")
         async with engine.connect() as connection:
             may_read = await connection.scalar(
-                text("SELECT has_table_privilege(:role, 'keel_shared.published_entries', 'SELECT')"),
-                {"role": role},
+                text("SELECT has_table_privilege(:role, :view, 'SELECT')"),
+                {"role": role, "view": "keel_shared.published_entries"},
             )
         assert may_read is True
     finally:

@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from jinja2 import Environment, FileSystemLoader, pass_context
-from markupsafe import Markup, escape
 from litestar import Litestar, Request, Response, Router
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -59,6 +58,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 from litestar.types import Message, Receive, Scope, Send
+from markupsafe import Markup, escape
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -687,12 +687,14 @@ class PluginHost:
             if self.widgets is not None:
                 self.widgets.add(owner, self._dashboard_widget(plugin, number, widget))
 
-    def _dashboard_widget(self, plugin: LoadedPlugin, number: int, widget: Widget) -> DashboardWidget:
+    def _dashboard_widget(
+        self, plugin: LoadedPlugin, number: int, widget: Widget
+    ) -> DashboardWidget:
         """The widget as the dashboard fetches it: rendered as if on the plugin's admin
         pages (its templates, its route names), under its time limit, as a hook."""
         app = plugin.apps[ADMIN]
 
-        async def render(request: Request[Any, Any, Any]) -> str:
+        async def render(request: Request[Any, Any, Any]) -> Markup:
             scope: Any = {
                 **request.scope,
                 "app": app,
@@ -706,8 +708,8 @@ class PluginHost:
                 )
             except PluginHookFailed as exc:
                 raise WidgetFailed(str(exc)) from exc
-            if isinstance(body, Response):
-                return Markup(body.content)
+            if isinstance(body, Response):  # the plugin's template, autoescaped
+                return Markup(body.content)  # noqa: S704
             return escape(body if body is not None else "")
 
         return DashboardWidget(plugin.name, number, widget.title, render)
