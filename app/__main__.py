@@ -9,6 +9,7 @@ are refused as the web's input boundary refuses them (app/core/boundary.py).
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -72,8 +73,11 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     settings = replace(settings, app=app_settings)
     if problems := settings.startup_problems():
         _fail(problems)
+    if problems := _port_problems(app_settings.host, app_settings.port):
+        _fail(problems)
     if problems := asyncio.run(_database_problems(settings)):
         _fail(problems)
+    click.echo(asyncio.run(_first_step(settings)), err=True)
     # Granian's workers build the app from the environment: hand them the resolved values.
     os.environ.update(
         HOST=app_settings.host,
@@ -114,6 +118,52 @@ async def _database_problems(settings: Settings) -> list[str]:
     finally:
         await engine.dispose()
     return []
+
+
+def _port_problems(host: str, port: int) -> list[str]:
+    """The address must be free: one line saying so instead of granian's traceback."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return [f"cannot listen on {host}: {exc.strerror or exc}"]
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return [
+                    f"port {port} on {host} is already in use (another Keel, or another "
+                    "program): stop it, or choose another port with --port or PORT"
+                ]
+            return [f"cannot listen on {host}:{port}: {exc.strerror or exc}"]
+    return []
+
+
+async def _first_step(settings: Settings) -> str:
+    """One line for the person who started Keel: where it is and what to do first."""
+    from sqlalchemy import exists, select
+
+    from app.accounts.models import User
+    from app.core.db import create_engine
+    from app.core.templating import listening_address
+
+    address = listening_address(settings.app.host, settings.app.port)
+    engine = create_engine(settings.db)
+    try:
+        async with engine.connect() as connection:
+            has_users = bool(await connection.scalar(select(exists().where(User.id.is_not(None)))))
+    finally:
+        await engine.dispose()
+    if has_users:
+        return f"Keel is starting on {address}: sign in at {address}/login (Ctrl+C stops it)."
+    return (
+        f"Keel is starting on {address}: open it in a browser to create the first admin "
+        "account (Ctrl+C stops it)."
+    )
 
 
 def _reason(exc: BaseException) -> str:

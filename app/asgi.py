@@ -26,6 +26,7 @@ from app.accounts.models import Role
 from app.accounts.services.audit import provide_actor
 from app.accounts.services.sessions import cookie_name
 from app.content.pages.cache import PageCacheFront, PublicPageCacheMiddleware
+from app.content.pages.public import public_context
 from app.content.services.page_cache import PageCache
 from app.content.services.views import ViewCounts
 from app.core.allow import AllowEveryMethod
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     page_cache = runtime.service(PageCache)
     host = runtime.service(PluginHost)
     host.template_globals = {"admin_menu": on_keel_app(admin_menu)}
+    host.page_context = public_context
     host.admin_menu = PluginMenuEntries()
     host.widgets = DASHBOARD_WIDGETS
     _subscribe(runtime)
@@ -160,6 +162,7 @@ def attach_runtime(app: Litestar, runtime: Runtime) -> None:
     runtime.routing = previous.routing
     host, previous_host = runtime.service(PluginHost), previous.service(PluginHost)
     host.template_globals = previous_host.template_globals
+    host.page_context = previous_host.page_context
     host.admin_menu = previous_host.admin_menu
     host.widgets = previous_host.widgets
     app.state[RUNTIME_KEY] = runtime

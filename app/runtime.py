@@ -80,6 +80,7 @@ def build_runtime(settings: Settings) -> Runtime:
             sessions=isolation.storage_sessions(runtime.sessionmaker),
             storage=lambda name: isolation.PluginStorage(name, dialect),
             shared=SharedViews(dialect),
+            reads=lambda name: isolation.plugin_reads(runtime.engine, settings.db, name),
         )
     )
     return runtime

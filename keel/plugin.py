@@ -41,6 +41,10 @@ leaves the plugin in `error` with the message, never half-installed):
 `on_deactivate(ctx)`; `on_uninstall(ctx)` before its data is removed;
 `on_update(ctx, old_version)` after an update's migrations.
 
+Reading fast: `ctx.reads.one(query, **params)` / `ctx.reads.all(...)` run a `ReadQuery`
+(a `select()` with named `bindparam()`s, built once) in one round trip, without a session,
+as the plugin's role (PostgreSQL) on connections of its own; for pages that only read.
+
 Visitors' forms and open API routes: `client_address(request)` is the caller's address
 as Keel resolved it, and `await rate_limit(ctx, request, "sign", limit=5, per_seconds=3600)`
 counts one use of an action by that address, shared by every Keel process through the
@@ -87,6 +91,7 @@ from app.core.errors import (
     NotFound,
     TooManyRequests,
 )
+from app.core.reads import ReadQuery
 from app.core.runtime import runtime_of
 from app.extensions.services.host import Context, Job, PluginContext, Widget
 from app.jobs.services.registry import JobContext
@@ -113,6 +118,7 @@ __all__ = [
     "NotFound",
     "Plugin",
     "PluginContext",
+    "ReadQuery",
     "Redirect",
     "Request",
     "Response",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -81,6 +82,19 @@ def test_serve_refuses_configurations_that_cannot_work(
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def test_serve_on_a_port_in_use_says_so_in_one_line(keel_env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_keel("serve", "--port", str(port), env=keel_env, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"keel: port {port} on 127.0.0.1 is already in use (another Keel, or another "
+        "program): stop it, or choose another port with --port or PORT"
+    )
+
+
 def test_migrations_upgrade_downgrade_and_report_current(leg: str, tmp_path: Path) -> None:
     env = leg_environment(leg, tmp_path)
     if leg == "services":
@@ -137,6 +151,10 @@ def test_serve_answers_ready_and_stops_cleanly_on_sigterm(keel_env: dict[str, st
             pytest.fail("keel serve did not stop within 10 s of SIGTERM")
     output = process.stdout.read() if process.stdout else ""
     assert process.returncode == 0, output
+    assert (
+        f"Keel is starting on http://127.0.0.1:{port}: open it in a browser to create the "
+        "first admin account (Ctrl+C stops it)."
+    ) in output.splitlines()
     log_lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert any(
         line.get("path") == "/health/ready" and line.get("status") == 200 for line in log_lines

@@ -80,9 +80,23 @@ class Reads:
     connection: these are single reads, so repeating one is safe.
     """
 
-    def __init__(self, engine: AsyncEngine, settings: DatabaseSettings) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: DatabaseSettings,
+        *,
+        server_settings: dict[str, str] | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
+        self.server_settings = {
+            "application_name": "keel-reads",
+            "statement_timeout": str(settings.statement_timeout_ms),
+            **(server_settings or {}),
+            "default_transaction_read_only": "on",
+        }
+        """What each of its connections is started with (PostgreSQL): a plugin's reads add
+        the plugin's role and search path (app/extensions/services/isolation.py)."""
         self.on_asyncpg = engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg"
         self._turns = asyncio.Semaphore(settings.read_pool_size)
         self._idle: list[tuple[asyncpg.Connection, float]] = []
@@ -151,11 +165,7 @@ class Reads:
         connection = await asyncpg.connect(
             url.render_as_string(hide_password=False),
             timeout=self.settings.connect_timeout,
-            server_settings={
-                "application_name": "keel-reads",
-                "statement_timeout": str(self.settings.statement_timeout_ms),
-                "default_transaction_read_only": "on",
-            },
+            server_settings=self.server_settings,
         )
         await _json_codecs(connection)
         return connection

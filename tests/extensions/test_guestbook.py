@@ -345,6 +345,25 @@ async def test_the_page_uses_keel_s_layout_and_the_plugin_s_stylesheet(site: Lit
     assert css.status_code == 200 and ".guestbook" in css.text
 
 
+async def test_the_page_shows_the_site_s_title_and_menu_as_keel_s_own_pages_do(
+    site: Litestar, accounts: dict
+) -> None:
+    async with api_as(site, accounts["admin"]) as admin:
+        titled = await admin.put("/api/v1/settings/site_title", json={"value": "Harbour Notes"})
+        assert titled.status_code == 200, titled.text
+        about = await admin.post(
+            "/api/v1/content", json={"title": "About us", "kind": "page", "nav_order": 1}
+        )
+        assert about.status_code == 201, about.text
+        published = await admin.post(f"/api/v1/content/{about.json()['id']}/publish", json={})
+        assert published.status_code == 200, published.text
+    async with client_for(site) as visitor:
+        page = await visitor.get(PAGE)
+    assert page.status_code == 200, page.text
+    header = page.text.split('class="site-header"', 1)[1].split("</header>", 1)[0]
+    assert "Harbour Notes" in header and 'href="/about-us"' in header
+
+
 async def test_an_api_token_signs_too_and_bearer_callers_are_not_csrf_checked(
     site: Litestar, accounts: dict
 ) -> None:

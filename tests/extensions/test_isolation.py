@@ -12,12 +12,24 @@ from textwrap import dedent
 
 import asyncpg
 import pytest
-from sqlalchemy import Column, Integer, String, Table, insert, select, text
+from sqlalchemy import (
+    Column,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    insert,
+    literal_column,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import InvalidField
+from app.core.reads import ReadQuery, Reads
 from app.extensions.models import PluginMigration, PluginRecord
 from app.extensions.services.isolation import (
     PluginStorage,
@@ -25,6 +37,7 @@ from app.extensions.services.isolation import (
     create_storage,
     drop_storage,
     load_migrations,
+    plugin_reads,
     plugin_session,
     run_migrations,
 )
@@ -173,6 +186,38 @@ async def test_a_migration_makes_a_table_the_plugin_reads_and_writes_through_its
         await session.commit()
     async with plugin_session(sessionmaker, NOTES) as session:
         assert (await session.execute(select(entries.c.message))).scalars().all() == ["hello"]
+
+
+async def test_a_plugin_reads_its_tables_on_keels_fast_read_path(
+    settings: Settings,
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> None:
+    """`ctx.reads`: on PostgreSQL connections of the plugin's own, as its role and in its
+    schema; on SQLite Keel's own read path."""
+    folder = write_plugin(tmp_path, NOTES, {"0001_entries.py": CREATE_ENTRIES})
+    await create_storage(engine, NOTES)
+    await register(sessionmaker, NOTES)
+    await run_migrations(sessionmaker, NOTES, folder)
+    entries = entries_of(PluginStorage.of(NOTES, engine))
+    async with plugin_session(sessionmaker, NOTES) as session:
+        await session.execute(insert(entries).values(message="hello"))
+        await session.commit()
+    reads = plugin_reads(engine, settings.db, NOTES) or Reads(engine, settings.db)
+    try:
+        message = ReadQuery(select(entries.c.message).where(entries.c.id == bindparam("id")))
+        assert await reads.one(message, id=1) == {"message": "hello"}
+        assert await reads.one(message, id=2) is None
+        if engine.dialect.name == "postgresql":
+            who = ReadQuery(select(literal_column("current_user").label("role")))
+            assert await reads.one(who) == {"role": f"keel_plugin_{NOTES}"}
+            keel_users = table("users", schema="public")
+            users = ReadQuery(select(literal_column("id")).select_from(keel_users))
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await reads.all(users)
+    finally:
+        await reads.close()
 
 
 async def test_migrations_run_once_in_file_name_order(

@@ -70,11 +70,19 @@ from app.core.errors import Forbidden, ServiceUnavailable, handle_exception
 from app.core.metrics import Metric, Tally, stored
 from app.core.pagination import query_string
 from app.core.queueing import enqueue
+from app.core.reads import Reads
 from app.core.registry import Registry, RegistryClash
-from app.core.runtime import RUNTIME_KEY, Runtime
+from app.core.runtime import RUNTIME_KEY, Runtime, runtime_of
 from app.core.store import Store
 from app.core.tasks import cancel_and_wait
-from app.core.templating import TEMPLATES_DIR, csrf_token, render, site_address, static_url
+from app.core.templating import (
+    TEMPLATES_DIR,
+    URLS_KEPT,
+    csrf_token,
+    render,
+    site_address,
+    static_url,
+)
 from app.core.widgets import DashboardWidget, WidgetFailed
 from app.extensions.services import archive, signing
 from app.jobs.services.jobs import submit_job
@@ -178,6 +186,13 @@ def manifest_field(manifest: Mapping[str, Any], key: str) -> Any:
     return table.get(key) if isinstance(table, Mapping) else None
 
 
+URLS = "keel_plugin_urls"
+"""Where a plugin's app keeps the addresses its templates asked for (`_url_for`)."""
+PAGE_CONTEXT = "keel_page_context"
+"""Where a plugin's public page request keeps Keel's page context (see `page_context`)."""
+PageContext = Callable[[Request[Any, Any, Any]], Awaitable[Mapping[str, Any]]]
+
+
 class PluginContext:
     """What a plugin is given: its name, version, folder, settings, storage, logger,
     template rendering and the job queue (the reference is `keel.plugin`)."""
@@ -189,7 +204,8 @@ class PluginContext:
         folder: Path,
         settings: Mapping[str, Any],
         sessions: SessionProvider,
-        storage: Any = None,
+        storage: Any,
+        reads: Reads,
         shared: Any = None,
         *,
         site_url: str = "",
@@ -212,6 +228,10 @@ class PluginContext:
         """The views Keel shares with plugins, as tables (`shared.published_entries`:
         `app/extensions/services/shared.py`), read with `session()`."""
         self.log = logging.getLogger(f"keel.plugin.{name}")
+        self.reads = reads
+        """Keel's fast read path for the plugin's own tables (`await ctx.reads.one(query,
+        **params)` with a `ReadQuery` built once): one round trip, no transaction, as the
+        plugin's role on PostgreSQL. For pages that only read; writes use `session()`."""
         self._sessions = sessions
         self._submit = submit
 
@@ -230,7 +250,8 @@ class PluginContext:
     ) -> Response[str]:
         """An HTML page from the plugin's `templates/` folder (Keel's templates, such as
         its layouts and macros, are found after the plugin's own)."""
-        return render(request, template, dict(context or {}), status_code=status_code)
+        values = {**request.state.get(PAGE_CONTEXT, {}), **(context or {})}
+        return render(request, template, values, status_code=status_code)
 
     async def enqueue(
         self, session: AsyncSession, type: str, payload: dict[str, Any] | None = None
@@ -355,6 +376,7 @@ class PluginHost:
         shared: Any = None,
         settings_of: Callable[[RegistryRow], Mapping[str, Any]] | None = None,
         tally: Tally | None = None,
+        reads: Callable[[str], Reads | None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.plugins_dir = runtime.settings.app.plugins_dir
@@ -365,6 +387,9 @@ class PluginHost:
         self.shared = shared
         """The views Keel shares with plugins (`shared.SharedViews`), given to each context."""
         self.settings_of = settings_of or _settings_in_manifest
+        self.reads_of = reads or (lambda name: None)
+        """A plugin's own read path (None: it reads through Keel's, `runtime.reads`)."""
+        self._closing: set[asyncio.Task[None]] = set()
         self.tally = tally or runtime.figures
         self.loaded: dict[str, LoadedPlugin] = {}
         """By name; a load or unload replaces the entry (requests read it once)."""
@@ -387,6 +412,9 @@ class PluginHost:
         self.template_globals: dict[str, Any] = {}
         """What Keel's templates need beyond core's globals (`create_app` gives the admin
         menu, wrapped by `on_keel_app`), so a plugin's page can extend Keel's layouts."""
+        self.page_context: PageContext | None = None
+        """What Keel's public pages give their templates (the site's title, the menu
+        pages), added to a plugin's pages under /p/ (`create_app` gives it)."""
 
     # -- following the registry ----------------------------------------------------------
 
@@ -575,6 +603,7 @@ class PluginHost:
         self._task = None
         for name in list(self.loaded):
             self.unload(name)
+        await asyncio.gather(*self._closing)
 
     # -- loading -------------------------------------------------------------------------
 
@@ -620,6 +649,7 @@ class PluginHost:
                 self.settings_of(row),
                 self.sessions,
                 self.storage(row.name),
+                self.reads_of(row.name) or self.runtime.reads,
                 self.shared,
                 site_url=site_address(self.runtime.settings.app).rstrip("/"),
                 time_limit=time_limit,
@@ -657,10 +687,21 @@ class PluginHost:
         """Let go of a plugin `load` returned and nobody serves (the lifecycle's hooks of
         an inactive plugin): its modules (nothing of it was registered)."""
         if self.loaded.get(plugin.name) is not plugin:
+            self._close_reads(plugin)
             _drop_modules(plugin.module)
+
+    def _close_reads(self, plugin: LoadedPlugin) -> None:
+        """Close the read connections of this load of the plugin (`stop` waits for them)."""
+        reads = plugin.context.reads
+        if reads is None or reads is self.runtime.reads:  # Keel's own, shared
+            return
+        closing = asyncio.get_running_loop().create_task(reads.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     def _forget(self, plugin: LoadedPlugin) -> None:
         owner = _owner(plugin)
+        self._close_reads(plugin)
         self.admin_menu.hide(owner)
         if self.widgets is not None:
             self.widgets.remove(owner)
@@ -786,11 +827,16 @@ class PluginHost:
             dependencies={"ctx": Provide(lambda: context, sync_to_thread=False)},
             exception_handlers={Exception: handle_exception},
             request_class=BoundaryRequest,
+            before_request=self._add_page_context if part == PAGES else None,
             template_config=self._templates(plugin),
             openapi_config=None,
             logging_config=None,
             debug=False,
         )
+
+    async def _add_page_context(self, request: Request[Any, Any, Any]) -> None:
+        if self.page_context is not None:
+            request.state[PAGE_CONTEXT] = await self.page_context(request)
 
     def _templates(self, plugin: LoadedPlugin) -> TemplateConfig[JinjaTemplateEngine]:
         folders = [plugin.folder / "templates", TEMPLATES_DIR]
@@ -974,20 +1020,32 @@ def _drop_modules(package: str) -> None:
 
 
 def _state(runtime: Runtime) -> State:
-    return State({RUNTIME_KEY: runtime})
+    return State({RUNTIME_KEY: runtime, URLS: {}})
 
 
 @pass_context
 def _url_for(context: Mapping[str, Any], route_name: str, /, **path_parameters: Any) -> str:
-    """A named route of the plugin's app, else of Keel's (its layouts link to Keel's pages)."""
+    """A named route of the plugin's app, else of Keel's (its layouts link to Keel's
+    pages), remembered by the plugin's app while Keel's routes stay the same."""
     request = context["request"]
+    app = request.app
+    routing = runtime_of(app.state).routing
+    key = (routing.generation if routing is not None else 0, route_name, *path_parameters.items())
+    known: dict[tuple[Any, ...], str] = app.state[URLS]
+    url = known.get(key)
+    if url is not None:
+        return url
     try:
-        return str(request.app.route_reverse(route_name, **path_parameters))
+        url = str(app.route_reverse(route_name, **path_parameters))
     except NoRouteMatchFoundException:
         keel = request.scope.get(KEEL_APP_SCOPE)
         if keel is None:
             raise
-        return str(keel.route_reverse(route_name, **path_parameters))
+        url = str(keel.route_reverse(route_name, **path_parameters))
+    if len(known) >= URLS_KEPT:
+        known.clear()
+    known[key] = url
+    return url
 
 
 def on_keel_app(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -19,6 +19,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -31,11 +32,15 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.schema import SchemaItem
 
 from app.core.errors import Conflict, InvalidField
+from app.core.reads import Reads
 from app.extensions.models import PluginMigration, PluginRecord
 from app.extensions.services.manifest import NAME
 from app.extensions.services.shared import SHARED_SCHEMA
+from app.settings import DatabaseSettings
 
 DIALECTS = ("postgresql", "sqlite")
+PLUGIN_READ_CONNECTIONS = 4
+"""The most read connections one plugin keeps open in a process (at most DB_READ_POOL_SIZE)."""
 MIGRATION_FILE = re.compile(r"^(\d{4}_[a-z0-9_]+)\.py$")
 """`migrations/NNNN_<what>.py`: run in file-name order, recorded by the file's stem."""
 
@@ -487,6 +492,26 @@ async def _run_one(
 def _first_line(error: BaseException | None) -> str:
     lines = str(error).strip().splitlines() or [""]
     return f"{type(error).__name__}: {lines[0]}"
+
+
+def plugin_reads(engine: AsyncEngine, settings: DatabaseSettings, name: str) -> Reads | None:
+    """Plugin `name`'s own read path on PostgreSQL, the one Keel's public pages use
+    (`Reads`: one round trip on connections of its own, no session, no transaction): its
+    connections start as the plugin's role with the plugin's schema as the search path,
+    read-only, and serve no one else. None on SQLite, where a plugin reads through Keel's
+    (one database file, isolation by convention)."""
+    storage = PluginStorage(name, engine.dialect.name)
+    if not storage.postgres:
+        return None
+    return Reads(
+        engine,
+        replace(settings, read_pool_size=min(settings.read_pool_size, PLUGIN_READ_CONNECTIONS)),
+        server_settings={
+            "application_name": f"keel-plugin-{name}",
+            "role": str(storage.role),
+            "search_path": str(storage.schema),
+        },
+    )
 
 
 def storage_sessions(
