@@ -42,6 +42,7 @@ from app.core.routing import Routing, route_group_registry
 from app.core.runtime import RUNTIME_KEY, Runtime, provide_db_session, provide_runtime, runtime_of
 from app.core.security_headers import SecurityHeadersMiddleware
 from app.core.templating import create_template_config
+from app.core.widgets import DASHBOARD_WIDGETS
 from app.extensions.api import serve_path_parameters_to_asgi_routes
 from app.extensions.services.host import PluginHost, on_keel_app
 from app.extensions.services.lifecycle import subscribe_plugin_changes
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     host.template_globals = {"admin_menu": on_keel_app(admin_menu)}
     host.page_context = public_context
     host.admin_menu = PluginMenuEntries()
+    host.widgets = DASHBOARD_WIDGETS
     _subscribe(runtime)
     app = Litestar(
         route_handlers=[],  # mounted from the route group registry below
@@ -161,6 +163,7 @@ def attach_runtime(app: Litestar, runtime: Runtime) -> None:
     host.template_globals = previous_host.template_globals
     host.page_context = previous_host.page_context
     host.admin_menu = previous_host.admin_menu
+    host.widgets = previous_host.widgets
     app.state[RUNTIME_KEY] = runtime
     _subscribe(runtime)
     layer: object = app.asgi_handler  # RequestContextMiddleware ... PageCacheFront, router

@@ -34,6 +34,7 @@ from app.core.store import Store, create_store
 from app.core.templating import UrlMemo
 from app.extensions.services import isolation
 from app.extensions.services.host import PluginHost
+from app.extensions.services.shared import SharedViews
 from app.jobs.jobs import cleanup as _defines_job_retention_days  # noqa: F401
 from app.jobs.services.queue import subscribe_wake_ups
 from app.jobs.services.worker import Worker, housekeeping
@@ -81,6 +82,7 @@ def build_runtime(settings: Settings) -> Runtime:
             runtime,
             sessions=isolation.storage_sessions(runtime.sessionmaker, runtime.events),
             storage=lambda name: isolation.PluginStorage(name, dialect),
+            shared=SharedViews(dialect),
             reads=lambda name: isolation.plugin_reads(runtime.engine, settings.db, name),
         )
     )

@@ -76,6 +76,17 @@ long is counted and logged, and the change stays committed. The names:
 `ENTRY_PUBLISHED`, `ENTRY_UPDATED`, `ENTRY_UNPUBLISHED`, `ENTRY_DELETED`, `USER_CREATED`,
 `USER_DELETED`, `USER_ROLE_CHANGED`, `MEDIA_UPLOADED` (docs/plugins.md, Events, says when
 each fires and what it carries). Any other name is refused when the plugin loads.
+
+Dashboard widgets: `widgets = [Widget("Broken links", render)]`, where
+`async def render(ctx, request)` returns `ctx.render(request, "<name>/widget.html", {...})`
+(or a string, shown as text). The admin dashboard fetches each widget as a fragment of its
+own, under the plugin's time limit: one that raises or runs too long shows a small "this
+widget failed" box (counted as a failed hook `widget:<n>`), never a broken dashboard.
+
+Shared data: `ctx.shared.published_entries` is a read-only SQLAlchemy table of the entries
+visitors can read now (`id`, `kind`, `title`, `slug`, `path`, `body_html`, `published_at`,
+`updated_at`), read with `ctx.session()`; on PostgreSQL the plugin's role may read it,
+though it has no privilege on Keel's tables.
 """
 
 from __future__ import annotations
@@ -117,7 +128,7 @@ from app.core.errors import (
 from app.core.pagination import Page, PageNumber, PageRequest, PerPage, paginate
 from app.core.reads import ReadQuery
 from app.core.runtime import runtime_of
-from app.extensions.services.host import Context, Job, PluginContext
+from app.extensions.services.host import Context, Job, PluginContext, Widget
 from app.jobs.services.registry import JobContext
 from app.jobs.services.schedules import Schedule
 
@@ -153,6 +164,7 @@ __all__ = [
     "Schedule",
     "Template",
     "TooManyRequests",
+    "Widget",
     "client_address",
     "delete",
     "get",
@@ -185,8 +197,8 @@ class Plugin:
     """Periodic jobs: which job type to enqueue, and how often."""
     subscriptions: ClassVar[dict[str, Any]] = {}
     """Keel events to follow: event name -> `async def handler(ctx, event)` (after COMMIT)."""
-    widgets: ClassVar[list[Any]] = []
-    """Dashboard widgets."""
+    widgets: ClassVar[list[Widget]] = []
+    """Dashboard widgets (`Widget("Title", render)`), shown on /admin while active."""
 
     async def on_install(self, ctx: PluginContext) -> None:
         """Once, after the plugin's storage and migrations exist."""

@@ -901,6 +901,7 @@ UNREACHED = {
             ("POST", "/admin/plugins/-/{plugin:str}/settings"),
             ("GET", "/admin/plugins/-/{plugin:str}/{step:str}"),
             ("POST", "/admin/plugins/-/{plugin:str}/{step:str}"),
+            ("GET", "/admin/widgets/{source:str}/{number:int}"),
         )
     },
 }

@@ -49,6 +49,8 @@ def configure_logging(level: str) -> None:
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+    # httpx logs every request it makes at INFO: a plugin's link check makes hundreds
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def granian_log_config(level: str) -> dict[str, Any]:

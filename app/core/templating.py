@@ -31,7 +31,7 @@ from app import __version__
 from app.core.pagination import query_string
 from app.core.registry import KEEL, Registry
 from app.core.runtime import runtime_of
-from app.settings import ROOT, Settings
+from app.settings import ROOT, AppSettings, Settings
 
 TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = ROOT / "static"
@@ -200,7 +200,11 @@ def site_base(request: Request) -> str:
     """The site's address for links that leave a page: PUBLIC_URL, or (in development,
     where it may be unset) the address Keel listens on. Never the request's Host header,
     which anyone can forge into an e-mail, a feed or a cached page."""
-    app = runtime_of(request.app.state).settings.app
+    return site_address(runtime_of(request.app.state).settings.app)
+
+
+def site_address(app: AppSettings) -> str:
+    """PUBLIC_URL, or the address Keel listens on (`site_base`, outside a request)."""
     return app.public_url or listening_address(app.host, app.port)
 
 

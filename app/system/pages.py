@@ -1,5 +1,5 @@
-"""Admin pages of the system domain: the dashboard with live system health, and the
-runtime settings."""
+"""Admin pages of the system domain: the dashboard with live system health and the
+widgets of active plugins (each fetched on its own), and the runtime settings."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath
 
 from app import __version__
 from app.accounts.guards import roles
@@ -17,6 +18,7 @@ from app.core.db import DbSession, describe_url
 from app.core.errors import DomainError, field_errors
 from app.core.runtime import AppRuntime
 from app.core.templating import Form, redirect, render
+from app.core.widgets import DASHBOARD_WIDGETS, WidgetFailed
 from app.jobs.services.worker import list_workers
 from app.system.services import settings as settings_service
 from app.system.services.health import check_readiness
@@ -43,6 +45,7 @@ class AdminDashboardController(Controller):
             "readiness": readiness,
             "workers": workers,
             "checked_at": datetime.now(UTC),
+            "widgets": list(DASHBOARD_WIDGETS),
             "uptime_seconds": int(time.monotonic() - runtime.started_monotonic),
             "facts": {
                 "Version": __version__,
@@ -54,6 +57,23 @@ class AdminDashboardController(Controller):
             },
         }
         return render(request, "system/dashboard.html", context, block="health")
+
+    @get("/widgets/{source:str}/{number:int}", name="admin:widget")
+    async def widget(
+        self, request: Request, source: FromPath[str], number: FromPath[int]
+    ) -> Response[str]:
+        """One dashboard widget: the fragment the dashboard loads (htmx), or a page of its
+        own (its link without JavaScript). A widget that fails shows a small box saying so;
+        one that is gone (its plugin deactivated since) answers 404."""
+        found = DASHBOARD_WIDGETS.get(f"{source}/{number}")
+        context: dict[str, Any] = {"widget": found, "failed": False, "body": None}
+        if found is None:
+            return render(request, "system/widget.html", context, block="widget", status_code=404)
+        try:
+            context["body"] = await found.render(request)
+        except WidgetFailed:
+            context["failed"] = True
+        return render(request, "system/widget.html", context, block="widget")
 
 
 class SettingsAdminController(Controller):

@@ -344,6 +344,87 @@ async def test_the_plugin_index_lists_the_plugins_active_here(plugin_app: Litest
     assert [item["name"] for item in index.json()["items"]] == ["hello"]
 
 
+# -- dashboard widgets ----------------------------------------------------------------------
+
+HTMX = {"HX-Request": "true"}
+WIDGETS = {n: f"/admin/widgets/hello/{n}" for n in range(4)}
+"""hello's widgets: 0 fine, 1 slow (past its 0.5 s), 2 failing, 3 plain text."""
+
+
+async def test_the_dashboard_lists_each_active_plugin_s_widgets_without_running_them(
+    plugin_app: Litestar, accounts: dict[str, User]
+) -> None:
+    await put_row(plugin_app, "hello", "active")
+    await host_of(plugin_app).sync()
+    async with signed_in(plugin_app, accounts["viewer"]) as viewer:
+        began = time.monotonic()
+        dashboard = await viewer.get("/admin")
+        assert time.monotonic() - began < 2  # the slow widget is not waited for
+    assert dashboard.status_code == 200
+    for title, address in zip(
+        ("Greeting", "Slow", "Failing", "Text"), WIDGETS.values(), strict=True
+    ):
+        assert f"<h2>{title}</h2>" in dashboard.text
+        assert f'hx-get="{address}" hx-trigger="load"' in dashboard.text
+        assert f'<a href="{address}">' in dashboard.text  # without JavaScript: a link
+    assert host_of(plugin_app).figures.get("hello") is None  # nothing of the plugin ran
+    await put_row(plugin_app, "hello", "inactive")
+    await host_of(plugin_app).sync()
+    async with signed_in(plugin_app, accounts["viewer"]) as viewer:
+        dashboard = await viewer.get("/admin")
+        gone = await viewer.get(WIDGETS[0], headers=HTMX)
+    assert dashboard.status_code == 200 and "/admin/widgets/" not in dashboard.text
+    assert gone.status_code == 404 and "no longer available" in gone.text
+    assert "<html" not in gone.text  # the fragment, swapped into the dashboard's box
+
+
+async def test_a_widget_renders_as_a_fragment_or_as_a_page_of_its_own(
+    plugin_app: Litestar, accounts: dict[str, User]
+) -> None:
+    await put_row(plugin_app, "hello", "active")
+    await host_of(plugin_app).sync()
+    async with signed_in(plugin_app, accounts["viewer"]) as viewer:
+        fragment = await viewer.get(WIDGETS[0], headers=HTMX)
+        page = await viewer.get(WIDGETS[0])
+        text = await viewer.get(WIDGETS[3], headers=HTMX)
+    assert fragment.status_code == 200 and "<html" not in fragment.text
+    assert '<p class="hello-widget">Hello, dashboard!</p>' in fragment.text
+    assert '<a href="/admin">' in fragment.text  # Keel's route names, from the plugin's template
+    assert page.status_code == 200 and "<html" in page.text and "Hello, dashboard!" in page.text
+    assert "Back to the dashboard" in page.text
+    assert "&lt;b&gt;plain text&lt;/b&gt;" in text.text  # a string is text, not markup
+    async with client_for(plugin_app) as anonymous:
+        assert (await anonymous.get(WIDGETS[0])).status_code in (302, 303)
+
+
+async def test_a_widget_that_fails_or_runs_too_long_shows_a_small_box_and_is_counted(
+    plugin_app: Litestar, accounts: dict[str, User]
+) -> None:
+    host = host_of(plugin_app)
+    await put_row(plugin_app, "hello", "active")
+    await host.sync()
+    async with signed_in(plugin_app, accounts["viewer"]) as viewer:
+        began = time.monotonic()
+        slow = await viewer.get(WIDGETS[1], headers=HTMX)
+        assert time.monotonic() - began < 2  # the plugin's 0.5 s, not the widget's 5 s
+        failing = await viewer.get(WIDGETS[2], headers=HTMX)
+        dashboard = await viewer.get("/admin")
+    for answer in (slow, failing):
+        assert answer.status_code == 200
+        assert 'class="widget-body widget-failed"' in answer.text
+        assert "This widget failed" in answer.text
+        assert "on purpose" not in answer.text
+    assert dashboard.status_code == 200
+    figures = host.figures["hello"]
+    assert figures.hook_failures == 2
+    assert "widget:2 of hello failed: RuntimeError" in (figures.last_error or "")
+    async with signed_in(plugin_app, accounts["admin"]) as admin:
+        metrics = (await admin.get("/metrics")).text
+    failures = "keel_plugin_hook_failures_total"
+    assert f'{failures}{{plugin="hello",hook="widget:1",outcome="timeout"}} 1' in metrics
+    assert f'{failures}{{plugin="hello",hook="widget:2",outcome="error"}} 1' in metrics
+
+
 # -- cross-process ------------------------------------------------------------------------
 
 
@@ -548,7 +629,8 @@ def keel_imports(path: Path) -> list[str]:
 
 def test_plugins_import_nothing_of_keel_but_keel_plugin() -> None:
     files = [*PLUGINS.rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]
-    assert any(f.name == "plugin.py" for f in files)
+    shipped = {f.parent.parent.name for f in (ROOT / "plugins").rglob("plugin.py")}
+    assert {"guestbook", "linkcheck"} <= shipped
     assert [found for path in files for found in keel_imports(path)] == []
 
 

@@ -58,25 +58,37 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 from litestar.types import Message, Receive, Scope, Send
+from markupsafe import Markup, escape
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import __version__
+from app.accounts.models import Role
+from app.accounts.services.audit import Actor
 from app.accounts.services.events import USER_EVENTS
 from app.content.services.events import ENTRY_EVENTS, MEDIA_EVENTS
 from app.core.boundary import BoundaryRequest
-from app.core.errors import ServiceUnavailable, handle_exception
+from app.core.errors import Forbidden, ServiceUnavailable, handle_exception
 from app.core.events import Event, Events, has_undelivered
 from app.core.metrics import Metric, Tally, stored
 from app.core.pagination import query_string
 from app.core.queueing import enqueue
 from app.core.reads import Reads
-from app.core.registry import RegistryClash
+from app.core.registry import Registry, RegistryClash
 from app.core.runtime import RUNTIME_KEY, Runtime, runtime_of
 from app.core.store import Store
 from app.core.tasks import cancel_and_wait
-from app.core.templating import TEMPLATES_DIR, URLS_KEPT, csrf_token, render, static_url
+from app.core.templating import (
+    TEMPLATES_DIR,
+    URLS_KEPT,
+    csrf_token,
+    render,
+    site_address,
+    static_url,
+)
+from app.core.widgets import DashboardWidget, WidgetFailed
 from app.extensions.services import archive, isolation, signing
+from app.jobs.services.jobs import submit_job
 from app.jobs.services.registry import JOB_TYPES, JobContext, JobType
 from app.jobs.services.schedules import SCHEDULES, Schedule
 
@@ -150,6 +162,9 @@ class PluginTimedOut(ServiceUnavailable):
     status_code = 504
 
 
+SubmitJob = Callable[[Request[Any, Any, Any], str, dict[str, Any] | None], Awaitable[int]]
+"""`PluginContext.submit_job`: enqueue a job for a request's caller, audited (`submit`)."""
+
 SessionProvider = Callable[[str], AbstractAsyncContextManager[AsyncSession]]
 """A plugin's storage session by plugin name (isolation.plugin_session, wired by Keel)."""
 
@@ -197,19 +212,34 @@ class PluginContext:
         sessions: SessionProvider,
         storage: Any,
         reads: Reads,
+        shared: Any = None,
+        *,
+        site_url: str = "",
+        time_limit: float = DEFAULT_TIME_LIMIT,
+        submit: SubmitJob | None = None,
     ) -> None:
         self.name = name
         self.version = version
         self.folder = folder
+        self.site_url = site_url
+        """The site's address (PUBLIC_URL, else where Keel listens), without a final `/`:
+        the base of the public paths, in a job as in a request."""
+        self.time_limit = time_limit
+        """Seconds each request, hook and job of the plugin may run (its manifest's
+        `time_limit`, capped by PLUGIN_TIME_LIMIT_SECONDS)."""
         self.settings: dict[str, Any] = dict(settings)
         self.storage = storage
         """Names of the plugin's tables (`storage.table(...)`), where Keel provides them."""
+        self.shared = shared
+        """The views Keel shares with plugins, as tables (`shared.published_entries`:
+        `app/extensions/services/shared.py`), read with `session()`."""
         self.log = logging.getLogger(f"keel.plugin.{name}")
         self.reads = reads
         """Keel's fast read path for the plugin's own tables (`await ctx.reads.one(query,
         **params)` with a `ReadQuery` built once): one round trip, no transaction, as the
         plugin's role on PostgreSQL. For pages that only read; writes use `session()`."""
         self._sessions = sessions
+        self._submit = submit
 
     def session(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A database session on the plugin's own storage, committed when the block ends
@@ -238,6 +268,17 @@ class PluginContext:
         async with isolation.as_keel(session, self.name):
             return await enqueue(session, type, payload)
 
+    async def submit_job(
+        self, request: Request[Any, Any, Any], type: str, payload: dict[str, Any] | None = None
+    ) -> int:
+        """Enqueue a job of `type` for the request's caller, as Keel's job form does: the
+        caller needs the type's `role` (else Forbidden, 403), the job is theirs (on
+        /admin/jobs), the enqueue is audited (`job.enqueue`) and committed at once, in a
+        transaction of Keel's own; its id."""
+        if self._submit is None:
+            raise RuntimeError("no job queue in this process")
+        return await self._submit(request, type, payload)
+
 
 @dataclass(frozen=True)
 class Job:
@@ -251,6 +292,21 @@ class Job:
     queue: str = "default"
     payload: type | None = None
     """A msgspec Struct (or dataclass) the payload must fit; None: any JSON object."""
+    role: str = "admin"
+    """Who may enqueue it (Keel's job form and API, `ctx.submit_job`), cancel and retry
+    it: `viewer`, `editor` or `admin`."""
+
+
+@dataclass(frozen=True)
+class Widget:
+    """A dashboard widget: `title` heads its panel on /admin; `render(ctx, request)` gives
+    its body: `ctx.render(request, "<name>/widget.html", {...})` (a template of the
+    plugin's), or a string (shown as text; a `markupsafe.Markup` as HTML). Each widget is
+    fetched as a fragment of its own under the plugin's time limit; one that raises or runs
+    too long shows "this widget failed" and counts as a failed hook `widget:<n>`."""
+
+    title: str
+    render: Callable[[PluginContext, Request[Any, Any, Any]], Any]
 
 
 Context = NamedDependency[PluginContext]
@@ -324,6 +380,7 @@ class PluginHost:
         runtime: Runtime,
         sessions: SessionProvider | None = None,
         storage: Callable[[str], Any] | None = None,
+        shared: Any = None,
         settings_of: Callable[[RegistryRow], Mapping[str, Any]] | None = None,
         tally: Tally | None = None,
         reads: Callable[[str], Reads | None] | None = None,
@@ -334,6 +391,8 @@ class PluginHost:
         self.sessions: SessionProvider = sessions or self._shared_session
         """Where a plugin's `ctx.session()` comes from; Keel wires its isolation here."""
         self.storage = storage or (lambda name: None)
+        self.shared = shared
+        """The views Keel shares with plugins (`shared.SharedViews`), given to each context."""
         self.settings_of = settings_of or _settings_in_manifest
         self.reads_of = reads or (lambda name: None)
         """A plugin's own read path (None: it reads through Keel's, `runtime.reads`)."""
@@ -351,6 +410,9 @@ class PluginHost:
         self.poll_seconds = POLL_SECONDS
         self.admin_menu: AdminMenuEntries = NoAdminMenu()
         """Keel's admin menu, where an active plugin's `admin_menu_label` adds an entry."""
+        self.widgets: Registry[str, DashboardWidget] | None = None
+        """Keel's dashboard widgets (`create_app` gives `DASHBOARD_WIDGETS`), where an
+        active plugin's `widgets` go; None in a process without a dashboard (a worker)."""
         self._checksums: dict[str, tuple[int, str | None]] = {}
         """The checksum of each plugin's folder here, by name: (the generation it was
         computed for, the checksum, None when there is no folder). A poll reads no file."""
@@ -611,7 +673,8 @@ class PluginHost:
                 raise PluginLoadFailed(f"entry point {entry} is not a class")
             instance = target()
             version = row.version or str(manifest_field(row.manifest, "version") or "")
-            context = self.context_of(row.name, version, self.settings_of(row))
+            time_limit = self.time_limit_of(row.manifest)
+            context = self.context_of(row.name, version, self.settings_of(row), time_limit)
             plugin = LoadedPlugin(
                 name=row.name,
                 version=version,
@@ -621,7 +684,7 @@ class PluginHost:
                 module=package,
                 instance=instance,
                 context=context,
-                time_limit=self.time_limit_of(row.manifest),
+                time_limit=time_limit,
                 description=str(manifest_field(row.manifest, "description") or ""),
             )
             plugin.apps = {part: self._build_app(plugin, part) for part in MOUNT_PREFIXES}
@@ -633,8 +696,15 @@ class PluginHost:
             raise PluginLoadFailed(f"{type(exc).__name__}: {exc}") from exc
         return plugin
 
-    def context_of(self, name: str, version: str, settings: Mapping[str, Any]) -> PluginContext:
-        """The context Keel gives plugin `name`: its folder here, storage, sessions, reads."""
+    def context_of(
+        self,
+        name: str,
+        version: str,
+        settings: Mapping[str, Any],
+        time_limit: float = DEFAULT_TIME_LIMIT,
+    ) -> PluginContext:
+        """The context Keel gives plugin `name`: its folder here, storage, sessions, reads,
+        the shared views, the site's address and the job form's way to enqueue."""
         return PluginContext(
             name,
             version,
@@ -643,6 +713,10 @@ class PluginHost:
             self.sessions,
             self.storage(name),
             self.reads_of(name) or self.runtime.reads,
+            self.shared,
+            site_url=site_address(self.runtime.settings.app).rstrip("/"),
+            time_limit=min(time_limit, self.time_limit_cap),
+            submit=self._submit_job,
         )
 
     def unload(self, name: str) -> None:
@@ -672,6 +746,8 @@ class PluginHost:
         owner = _owner(plugin)
         self._close_reads(plugin)
         self.admin_menu.hide(owner)
+        if self.widgets is not None:
+            self.widgets.remove(owner)
         for events in self.event_sources:
             events.unsubscribe(owner)
         JOB_TYPES.remove(owner)
@@ -690,6 +766,38 @@ class PluginHost:
             if not isinstance(declared, Schedule) or not declared.name.startswith(prefix):
                 raise ValueError(f"a schedule must be a Schedule named {prefix}…: {declared!r}")
             SCHEDULES.add(owner, declared)
+        for number, widget in enumerate(getattr(plugin.instance, "widgets", None) or []):
+            if not isinstance(widget, Widget):
+                raise ValueError(f"a widget must be a keel.plugin.Widget: {widget!r}")
+            if self.widgets is not None:
+                self.widgets.add(owner, self._dashboard_widget(plugin, number, widget))
+
+    def _dashboard_widget(
+        self, plugin: LoadedPlugin, number: int, widget: Widget
+    ) -> DashboardWidget:
+        """The widget as the dashboard fetches it: rendered as if on the plugin's admin
+        pages (its templates, its route names), under its time limit, as a hook."""
+        app = plugin.apps[ADMIN]
+
+        async def render(request: Request[Any, Any, Any]) -> Markup:
+            scope: Any = {
+                **request.scope,
+                "app": app,
+                "litestar_app": app,
+                KEEL_APP_SCOPE: request.scope.get("litestar_app"),
+            }
+            inner = BoundaryRequest(scope, request.receive)
+            try:
+                body = await self._run_hook(
+                    plugin, f"widget:{number}", widget.render, (plugin.context, inner)
+                )
+            except PluginHookFailed as exc:
+                raise WidgetFailed(str(exc)) from exc
+            if isinstance(body, Response):  # the plugin's template, autoescaped
+                return Markup(body.content)  # noqa: S704
+            return escape(body if body is not None else "")
+
+        return DashboardWidget(plugin.name, number, widget.title, render)
 
     def _job_type(self, plugin: LoadedPlugin, job: Job) -> JobType:
         context, run = plugin.context, job.run
@@ -705,6 +813,7 @@ class PluginHost:
             max_attempts=job.max_attempts,
             queue=job.queue,
             payload=job.payload,
+            role=Role[job.role],
             description=(getattr(run, "__doc__", None) or "").strip().split("\n")[0],
         )
 
@@ -916,6 +1025,21 @@ class PluginHost:
         figures.note(message)
         self.tally.add(PLUGIN_HOOK_FAILURES, (plugin.name, hook, outcome))
         raise PluginHookFailed(message)
+
+    async def _submit_job(
+        self, request: Request[Any, Any, Any], type: str, payload: dict[str, Any] | None
+    ) -> int:
+        user = request.scope.get("user")
+        if user is None:
+            raise Forbidden("Only a signed-in caller may start a job.")
+        runtime = self.runtime
+        async with runtime.sessionmaker(expire_on_commit=False) as session:
+            async with session.begin():
+                job = await submit_job(
+                    session, Actor.from_connection(request), user, type, payload or {}
+                )
+            await runtime.events.deliver(session)
+        return job.id
 
     # -- storage default -------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from app.core.events import Events
 from app.core.reads import Reads
 from app.extensions.models import PluginMigration, PluginRecord
 from app.extensions.services.manifest import NAME
+from app.extensions.services.shared import SHARED_SCHEMA
 from app.settings import DatabaseSettings
 
 DIALECTS = ("postgresql", "sqlite")
@@ -159,7 +160,8 @@ async def create_storage(bind: AsyncEngine | AsyncConnection | AsyncSession, nam
     """Make plugin `name`'s storage (idempotent). PostgreSQL: role `keel_plugin_<name>`
     (NOLOGIN, no superuser, CREATEDB, CREATEROLE, BYPASSRLS or REPLICATION), granted to Keel's
     user so Keel may act as it; schema `plugin_<name>` owned by it; then a check that the role
-    holds no privilege on Keel's schema `public` or anything in it. SQLite: nothing to make.
+    holds no privilege on Keel's schema `public` or anything in it; it may read the views Keel
+    shares (`grant_shared_views`). SQLite: nothing to make.
     Keel's user needs CREATEROLE on PostgreSQL."""
     storage = PluginStorage.of(name, bind)
     if not storage.postgres:
@@ -184,11 +186,23 @@ async def create_storage(bind: AsyncEngine | AsyncConnection | AsyncSession, nam
         await connection.exec_driver_sql(
             f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role}"
         )
+        await grant_shared_views(connection, role)
         problems = await _isolation_problems(connection, storage.role, storage.schema)
     if problems:
         raise PluginStorageError(
             f"Plugin {name!r} would not be isolated on this database: {'; '.join(problems)}."
         )
+
+
+async def grant_shared_views(connection: AsyncConnection, role: str) -> None:
+    """Let the (quoted) `role` read the views Keel shares with plugins (`shared.py`), those
+    that exist and those a later migration adds; nothing else of schema `keel_shared`."""
+    shared = _quoted(SHARED_SCHEMA)
+    await connection.exec_driver_sql(f"GRANT USAGE ON SCHEMA {shared} TO {role}")
+    await connection.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA {shared} TO {role}")
+    await connection.exec_driver_sql(
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {shared} GRANT SELECT ON TABLES TO {role}"
+    )
 
 
 async def _isolation_problems(connection: AsyncConnection, role: str, schema: str) -> list[str]:

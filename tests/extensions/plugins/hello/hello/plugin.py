@@ -1,5 +1,6 @@
 """`hello`: an API route, a page with its own template, an admin page, a slow route and
-one that fails; it imports nothing of Keel but `keel.plugin`."""
+one that fails, and dashboard widgets (one of each: fine, slow, failing, plain text); it
+imports nothing of Keel but `keel.plugin`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from keel.plugin import (
     Request,
     Response,
     Schedule,
+    Widget,
     get,
     post,
     public,
@@ -79,6 +81,23 @@ async def count_greetings(ctx: PluginContext, job: JobContext) -> dict[str, str]
     return {"counted": ctx.name, "by": str(job.payload.get("by", ""))}
 
 
+async def greeting_widget(ctx: PluginContext, request: Request) -> Response[str]:
+    return ctx.render(request, "hello/widget.html", {"greeting": greeting_for("dashboard")})
+
+
+async def slow_widget(ctx: PluginContext, request: Request) -> str:
+    await asyncio.sleep(5)
+    return "never"
+
+
+async def failing_widget(ctx: PluginContext, request: Request) -> str:
+    raise RuntimeError("the hello widget fails on purpose")
+
+
+async def text_widget(ctx: PluginContext, request: Request) -> str:
+    return "<b>plain text</b>"
+
+
 class Hello(Plugin):
     api_routes = [greeting, slow, fail, editors_only]
     pages = [home, slow_page, failing_page, sign]
@@ -86,6 +105,12 @@ class Hello(Plugin):
     admin_menu_label = "Hello"
     jobs = [Job("hello.count", count_greetings)]
     schedules = [Schedule("hello.hourly", "hello.count", every=timedelta(hours=1))]
+    widgets = [
+        Widget("Greeting", greeting_widget),
+        Widget("Slow", slow_widget),
+        Widget("Failing", failing_widget),
+        Widget("Text", text_widget),
+    ]
 
     async def on_activate(self, ctx: PluginContext) -> None:
         ctx.log.info("hello activated")

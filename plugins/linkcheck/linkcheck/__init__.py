@@ -1,0 +1,1 @@
+"""Link check: a plugin shipped with Keel (see plugin.py)."""
