@@ -191,6 +191,12 @@ async def test_a_run_reports_the_broken_links_of_the_published_entries(
         {"title": "Links", "path": "/blog/links"},
     ]
     assert broken[f"{web}/error"]["first_broken_at"] == broken[f"{web}/error"]["last_broken_at"]
+    assert (found["total"], found["page"], found["per_page"]) == (5, 1, 20)
+    async with api_as(site, accounts["admin"]) as client:
+        past = await client.get("/api/plugins/linkcheck/report", params={"page": 2})
+        nonsense = await client.get("/api/plugins/linkcheck/report", params={"page": "x"})
+    assert past.status_code == 200 and past.json()["items"] == [] and past.json()["total"] == 5
+    assert nonsense.status_code == 400
 
 
 async def test_the_admin_page_lists_them_with_the_entries_and_check_now_for_editors(

@@ -8,6 +8,8 @@ from typing import Any
 from keel.plugin import (
     Context,
     FromQuery,
+    PageNumber,
+    PageRequest,
     PluginContext,
     Redirect,
     Request,
@@ -19,7 +21,7 @@ from keel.plugin import (
     requires_viewer,
 )
 
-from .report import MAX_PAGE, PER_PAGE, broken_links, summary
+from .report import PER_PAGE, broken_links, summary
 
 CHECK_JOB = "linkcheck.check"
 NOTICES = {"queued": "A check is queued: it starts as soon as a worker is free."}
@@ -27,13 +29,13 @@ NOTICES = {"queued": "A check is queued: it starts as soon as a worker is free."
 
 @get("/", guards=[requires_viewer], name="linkcheck:report")
 async def report_page(
-    request: Request[Any, Any, Any], ctx: Context, page: FromQuery[int] = 1
+    request: Request[Any, Any, Any], ctx: Context, page: FromQuery[PageNumber] = 1
 ) -> Response[str]:
     """The broken links with the entries that link to them, the last run and its counts."""
     user = request.scope.get("user")
     context: dict[str, Any] = {
         "summary": await summary(ctx),
-        "broken": await broken_links(ctx, page),
+        "broken": await broken_links(ctx, PageRequest.of(page, PER_PAGE)),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
         "may_check": user is not None and user.role.name in ("editor", "admin"),
         "interval_minutes": ctx.settings.get("interval_minutes"),
@@ -50,10 +52,10 @@ async def check_now(request: Request[Any, Any, Any], ctx: Context) -> Redirect:
 
 
 @get("/report", guards=[requires_admin], name="linkcheck:api_report")
-async def report_api(ctx: Context, page: FromQuery[int] = 1) -> dict[str, Any]:
+async def report_api(ctx: Context, page: FromQuery[PageNumber] = 1) -> dict[str, Any]:
     """The last run, the counts and one page of broken links (`?page=`, 20 a page)."""
     found = await summary(ctx)
-    broken = await broken_links(ctx, min(max(page, 1), MAX_PAGE))
+    broken = await broken_links(ctx, PageRequest.of(page, PER_PAGE))
     run = found.last_run
     return {
         "last_run": None

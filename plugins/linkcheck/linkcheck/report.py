@@ -26,13 +26,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keel.plugin import JobContext, PluginContext
+from keel.plugin import JobContext, Page, PageRequest, PluginContext, paginate
 
 from .links import Outcome, check_links, links_in
 
 PER_PAGE = 20
-MAX_PAGE = 1_000_000
-"""Page numbers past it mean it (an offset far past any table, never past a BIGINT)."""
 TIME_LEFT_TO_STORE = 2.0
 """Seconds of the job's time limit kept for writing the results."""
 
@@ -287,28 +285,6 @@ class BrokenLink:
         }
 
 
-@dataclass(frozen=True)
-class Page:
-    """One page of broken links and where it sits in the whole (the shape of Keel's pager)."""
-
-    items: list[BrokenLink]
-    total: int
-    page: int
-    per_page: int
-
-    @property
-    def pages(self) -> int:
-        return max((self.total + self.per_page - 1) // self.per_page, 1)
-
-    @property
-    def has_previous(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
-
-
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
@@ -330,35 +306,28 @@ async def summary(ctx: PluginContext) -> Summary:
     return Summary(run, counts[0], counts[1], counts[2])
 
 
-async def broken_links(ctx: PluginContext, page: int = 1, per_page: int = PER_PAGE) -> Page:
+async def broken_links(ctx: PluginContext, page: PageRequest | None = None) -> Page[BrokenLink]:
     """The broken links, the longest broken first, each with the entries linking to it."""
-    page = min(max(page, 1), MAX_PAGE)
     t = tables(ctx)
     links = t.links.c
     async with ctx.session() as session:
-        total = (
-            await session.scalar(select(func.count()).select_from(t.links).where(links.broken)) or 0
+        found = await paginate(
+            session,
+            select(t.links).where(links.broken).order_by(links.first_broken_at, links.url),
+            page or PageRequest(per_page=PER_PAGE),
+            rows=True,
         )
-        rows = (
-            await session.execute(
-                select(t.links)
-                .where(links.broken)
-                .order_by(links.first_broken_at, links.url)
-                .limit(per_page)
-                .offset((page - 1) * per_page)
-            )
-        ).all()
         sources: dict[int, list[Source]] = {}
-        if rows:
+        if found.items:
             linked = await session.execute(
                 select(t.sources.c.link_id, t.sources.c.title, t.sources.c.path)
-                .where(t.sources.c.link_id.in_([row.id for row in rows]))
+                .where(t.sources.c.link_id.in_([row.id for row in found.items]))
                 .order_by(t.sources.c.title)
             )
             for link_id, title, path in linked:
                 sources.setdefault(link_id, []).append(Source(title, path))
-    items = [
-        BrokenLink(
+    return found.map(
+        lambda row: BrokenLink(
             row.url,
             row.status,
             row.error,
@@ -366,6 +335,4 @@ async def broken_links(ctx: PluginContext, page: int = 1, per_page: int = PER_PA
             utc(row.last_broken_at),
             sources.get(row.id, []),
         )
-        for row in rows
-    ]
-    return Page(items, total, page, per_page)
+    )
