@@ -38,9 +38,10 @@ from app.extensions.services.shared import SharedViews
 from app.jobs.jobs import cleanup as _defines_job_retention_days  # noqa: F401
 from app.jobs.services.queue import subscribe_wake_ups
 from app.jobs.services.worker import Worker, housekeeping
+from app.notifications import services as _defines_mail_sender  # noqa: F401
 from app.settings import Settings
 
-# The two `_defines_…` imports: each domain defines its runtime settings where it reads
+# The `_defines_…` imports: each domain defines its runtime settings where it reads
 # them, and a runtime knows all of Keel's (a script or the CLI writing one by name, a
 # settings page) whichever modules its process uses (tests/site_settings/test_services.py).
 
