@@ -48,7 +48,11 @@ from app.system.api import (
     SettingsController,
     SiteController,
 )
-from app.system.pages import AdminDashboardController, SettingsAdminController
+from app.system.pages import (
+    AdminDashboardController,
+    SettingsAdminController,
+    SystemAdminController,
+)
 
 ONE_YEAR = 365 * 24 * 3600
 NO_SUCH_NAME = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP, errno.EINVAL})
@@ -100,6 +104,7 @@ def admin() -> Router:
             OutboxAdminController,
             PluginsAdminPages,
             SettingsAdminController,
+            SystemAdminController,
         ],
     )
 

@@ -756,9 +756,13 @@ class LastError(logging.Handler):
             self.last = repr(record.exc_info[1])[:300]
 
 
-SHOWN_ON_PURPOSE = {"GET /admin": ("aiosqlite", "asyncpg")}
+SHOWN_ON_PURPOSE = {
+    "GET /admin": ("aiosqlite", "asyncpg"),
+    "GET /admin/system": ("aiosqlite", "asyncpg", "/work/", str(ROOT)),
+}
 """What a page shows its reader on purpose: the dashboard's system panel names the database
-(its URL without a password) for the admin."""
+(its URL without a password); the system page (admins only) also shows the configuration,
+with the data and plugin folders' paths."""
 
 
 def problem_in(reply: Reply, errors: LastError, label: str = "") -> str | None:

@@ -105,6 +105,16 @@ class Reads:
         self._own_engine: AsyncEngine | None = None
         """SQLite: `read_pool_size` connections beside the requests' pool, made at first use."""
 
+    def figures(self) -> tuple[int, int]:
+        """(statements running now, connections it may hold) on PostgreSQL; on SQLite the
+        engine's pool of its own, when made."""
+        if not self.on_asyncpg:
+            pool = self._own_engine.pool if self._own_engine is not None else None
+            checked_out = getattr(pool, "checkedout", None)
+            return (checked_out() if callable(checked_out) else 0), self.settings.read_pool_size
+        size = self.settings.read_pool_size
+        return size - self._turns._value, size
+
     async def all(self, query: ReadQuery, **params: Any) -> list[Row]:
         if not self.on_asyncpg:
             async with self._engine().connect() as connection:

@@ -153,6 +153,10 @@ class Store(Protocol):
     async def delete(self, *keys: str) -> int: ...
     async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int: ...
     async def keys(self, pattern: str) -> list[str]: ...
+    async def memory_used(self) -> int | None:
+        """Bytes the store holds in memory (None: it cannot tell)."""
+        ...
+
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
     async def take(self, key: str) -> bytes | None: ...
@@ -218,6 +222,10 @@ class MemoryStore:
 
     async def ping(self) -> None:
         return None
+
+    async def memory_used(self) -> int | None:
+        """The values' bytes (what the dict itself takes is not counted)."""
+        return sum(len(value) for value, _ in self._data.values())
 
     async def close(self) -> None:
         self._data.clear()
@@ -338,6 +346,11 @@ class ValkeyStore:
         """A health check (/health/ready, `keel check`): asks the server itself, never the
         breaker, and leaves the breaker as it is."""
         await self.client.ping()
+
+    @_through_breaker
+    async def memory_used(self) -> int | None:
+        used = (await self.client.info("memory")).get("used_memory")
+        return int(used) if used is not None else None
 
     async def close(self) -> None:
         await self.breaker.close()

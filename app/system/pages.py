@@ -23,6 +23,7 @@ from app.jobs.services.worker import list_workers
 from app.system.services import settings as settings_service
 from app.system.services.health import check_readiness
 from app.system.services.settings import SettingView
+from app.system.services.system import system_report
 
 
 class AdminDashboardController(Controller):
@@ -74,6 +75,22 @@ class AdminDashboardController(Controller):
         except WidgetFailed:
             context["failed"] = True
         return render(request, "system/widget.html", context, block="widget")
+
+
+class SystemAdminController(Controller):
+    """`/admin/system`: the parts Keel runs on, read when the page is asked for (admins:
+    it shows the configuration)."""
+
+    path = "/system"
+    guards = [roles.admin]
+    include_in_schema = False
+
+    @get("/", name="admin:system")
+    async def system(
+        self, request: Request, runtime: AppRuntime, db_session: DbSession
+    ) -> Response[str]:
+        report = await system_report(runtime, db_session)
+        return render(request, "system/system.html", {"report": report}, block="report")
 
 
 class SettingsAdminController(Controller):

@@ -17,7 +17,7 @@ from tests.conftest import signed_in
 
 PLUGIN = "hello"
 KEEL_FOR_EVERYONE = ["Dashboard", "Content", "Media", "Users", "Jobs"]
-KEEL_FOR_ADMINS = ["API keys", "Audit log", "Outbox", "Plugins", "Settings"]
+KEEL_FOR_ADMINS = ["API keys", "Audit log", "Outbox", "Plugins", "Settings", "System"]
 
 
 def hello_admin() -> Router:

@@ -42,6 +42,7 @@ for _link in (
     AdminLink("outbox", "Outbox", "admin:outbox", Role.admin),
     AdminLink("plugins", "Plugins", "admin:plugins", Role.admin),
     AdminLink("settings", "Settings", "admin:settings", Role.admin),
+    AdminLink("system", "System", "admin:system", Role.admin),
 ):
     ADMIN_MENU.add(KEEL, _link)
 

@@ -1,0 +1,52 @@
+"""`/admin/system`: the parts Keel runs on, for admins (both legs)."""
+
+from __future__ import annotations
+
+import re
+
+from litestar import Litestar
+
+from app.core.migrations import head_revision
+from tests.accounts.test_users_api import api_as
+from tests.conftest import signed_in
+
+
+async def test_admins_see_database_pools_migration_store_queues_disk_and_configuration(
+    app: Litestar, accounts: dict
+) -> None:
+    async with api_as(app, accounts["admin"]) as api:
+        queued = await api.post("/api/v1/jobs", json={"type": "cleanup", "payload": {}})
+        assert queued.status_code in (201, 202), queued.text
+    async with signed_in(app, accounts["admin"]) as browser:
+        page = await browser.get("/admin/system")
+    assert page.status_code == 200, page.text
+    text = page.text
+    assert f"(newest: {head_revision()}) · up to date" in text
+    assert re.search(r'data-pool="requests"><td>Requests</td><td>\d+</td><td>\d+</td>', text)
+    assert re.search(r'data-pool="reads"><td>Reads</td><td>\d+</td><td>\d+</td>', text)
+    assert 'data-queue="default"><td>default</td><td>1</td>' in text
+    assert "Data (VAR_DIR)" in text and "GiB" in text
+    store_kind = app.state.runtime.store.kind
+    assert f"<dt>Kind</dt><dd>{store_kind}</dd>" in text
+    assert "<dt>secret_key</dt><dd>(set)</dd>" in text
+    assert app.state.runtime.settings.app.secret_key not in text
+    assert 'href="/admin/system"' in text  # in the admin menu
+
+
+async def test_a_database_url_with_a_password_is_shown_without_it() -> None:
+    from app.settings import DatabaseSettings, Settings
+    from app.system.services.system import configuration
+
+    settings = Settings(db=DatabaseSettings(url="postgresql+asyncpg://keel:hunter2@db/keel"))
+    shown = configuration(settings)
+    assert shown["db"]["url"] == "postgresql+asyncpg://keel:***@db/keel"
+    assert "hunter2" not in str(shown)
+
+
+async def test_the_system_page_is_for_admins_only(app: Litestar, accounts: dict) -> None:
+    for role in ("viewer", "editor"):
+        async with signed_in(app, accounts[role]) as browser:
+            page = await browser.get("/admin/system")
+            assert page.status_code == 403, role
+            dashboard = await browser.get("/admin")
+            assert 'href="/admin/system"' not in dashboard.text
