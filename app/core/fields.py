@@ -34,6 +34,7 @@ FIELDS_HELP = (
     "envelope of a list (items, total, page, per_page) stays. Spaces around a name, empty "
     "names and repeats are ignored; an unknown name is a 400 that names it."
 )
+SELECTED_HELP = "With `fields`: only the fields named, each as in the full representation."
 FieldNames = Annotated[str | None, Parameter(description=FIELDS_HELP)]
 """The `fields` query parameter, as a handler takes it."""
 
@@ -88,3 +89,6 @@ class Selectable(Operation):
                 schema = media.schema
                 if isinstance(schema, Schema) and schema.one_of:
                     schema.any_of, schema.one_of = schema.one_of, None
+                    for choice in schema.any_of:
+                        if isinstance(choice, Schema):
+                            choice.description = SELECTED_HELP
