@@ -6,9 +6,10 @@ schema. The names are checked before any work: an unknown one is a 400 that name
 `fields`). Each name is trimmed; empty names and repeats are dropped, so `fields=` or
 `fields=,` asks for nothing in particular and gets the default representation.
 
-An endpoint takes `fields: FieldNames = None`, parses it with `Fields.parse(fields, ItsOut)`,
-answers `selected(...)` / `selected_each(...)`, and declares `operation_class=Selectable`, so
-the OpenAPI document allows the cut-down shape beside the default one.
+An endpoint takes `fields: FieldNames = None`, parses it with `Fields.parse(fields, ItsOut)`
+and answers `selected(...)` / `selected_each(...)`; app/core/openapi.py gives every operation
+that takes `fields` the `Selectable` operation class, so the OpenAPI document allows the
+cut-down shape beside the default one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from litestar.params import Parameter
 from app.core.errors import InvalidField
 
 S = TypeVar("S", bound=msgspec.Struct)
+FIELDS = "fields"
+"""The parameter's name, as handlers take it."""
 Selected = dict[str, Any]
 """An item cut down to the fields asked for."""
 
@@ -54,9 +57,7 @@ class Fields:
         unknown = [name for name in names if name not in schema.__struct_fields__]
         if unknown:
             known = ", ".join(schema.__struct_fields__)
-            raise InvalidField(
-                f"No such field: {', '.join(unknown)} (there are {known}).", "fields"
-            )
+            raise InvalidField(f"No such field: {', '.join(unknown)} (there are {known}).", FIELDS)
         return cls(names)
 
     def within(self, schema: type[msgspec.Struct]) -> bool:

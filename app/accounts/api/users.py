@@ -24,7 +24,7 @@ from app.accounts.services.users import (
     update_user,
 )
 from app.core.db import DbSession
-from app.core.fields import FieldNames, Fields, Selectable, Selected, selected, selected_each
+from app.core.fields import FieldNames, Fields, Selected, selected, selected_each
 from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.core.runtime import AppRuntime
 from app.core.templating import site_base
@@ -34,7 +34,7 @@ class UsersController(Controller):
     path = "/users"
     tags = ["users"]
 
-    @get("/", name="api:users:list", guards=[roles.viewer], operation_class=Selectable)
+    @get("/", name="api:users:list", guards=[roles.viewer])
     async def index(
         self,
         db_session: DbSession,
@@ -56,7 +56,7 @@ class UsersController(Controller):
             return found.envelope(selected_each(users, chosen))
         return UserPageOut(users, found.total, found.page, found.per_page)
 
-    @get("/{user_id:uuid}", name="api:users:get", guards=[roles.viewer], operation_class=Selectable)
+    @get("/{user_id:uuid}", name="api:users:get", guards=[roles.viewer])
     async def show(
         self, db_session: DbSession, user_id: FromPath[UUID], fields: FieldNames = None
     ) -> UserOut | Selected:

@@ -42,7 +42,7 @@ from app.content.services.public import visible_to_public
 from app.content.services.reads import entry_row_by_id
 from app.content.services.reads import list_entries as read_entries
 from app.core.db import DbSession
-from app.core.fields import FieldNames, Fields, Selectable, Selected, selected
+from app.core.fields import FieldNames, Fields, Selected, selected
 from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.core.runtime import runtime_of
 
@@ -71,13 +71,7 @@ class ContentController(Controller):
     path = "/content"
     tags = ["content"]
 
-    @get(
-        "/",
-        name="api:content:list",
-        guards=[roles.public],
-        opt=PUBLIC_CACHE,
-        operation_class=Selectable,
-    )
+    @get("/", name="api:content:list", guards=[roles.public], opt=PUBLIC_CACHE)
     async def index(
         self,
         request: Request,
@@ -114,13 +108,7 @@ class ContentController(Controller):
             return EntrySummaryPageOut(list(found.items), found.total, found.page, found.per_page)
         return found.envelope([chosen.pick(item) for item in found.items])
 
-    @get(
-        "/{entry_id:uuid}",
-        name="api:content:get",
-        guards=[roles.public],
-        opt=PUBLIC_CACHE,
-        operation_class=Selectable,
-    )
+    @get("/{entry_id:uuid}", name="api:content:get", guards=[roles.public], opt=PUBLIC_CACHE)
     async def show(
         self, request: Request, entry_id: FromPath[UUID], fields: FieldNames = None
     ) -> EntryOut | Selected:

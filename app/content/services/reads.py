@@ -75,24 +75,6 @@ def tag_names(row: Row) -> list[str]:
     return sorted(pair.partition(NAME_SEPARATOR)[0] for pair in _split(row["tags"]))
 
 
-_ENTRY_COLUMNS = (
-    Entry.id,
-    Entry.kind,
-    Entry.title,
-    Entry.slug,
-    Entry.status,
-    Entry.published_at,
-    Entry.excerpt,
-    Entry.meta_description,
-    Entry.nav_order,
-    Entry.author_id,
-    Entry.body_markdown,
-    Entry.body_html,
-    Entry.view_count,
-    Entry.created_at,
-    Entry.updated_at,
-)
-_ENTRY_FIELDS = (*(column.key for column in _ENTRY_COLUMNS), "author_name")
 _SUMMARY_COLUMNS = (
     Entry.id,
     Entry.kind,
@@ -106,6 +88,15 @@ _SUMMARY_COLUMNS = (
     Entry.updated_at,
 )
 """What a summary (the API list's default item) is made of: no bodies, no author's name."""
+_ENTRY_COLUMNS = (
+    *_SUMMARY_COLUMNS,
+    Entry.meta_description,
+    Entry.nav_order,
+    Entry.body_markdown,
+    Entry.body_html,
+    Entry.view_count,
+)
+_ENTRY_FIELDS = (*(column.key for column in _ENTRY_COLUMNS), "author_name")
 _NOW = bindparam("now", type_=Entry.published_at.type)
 
 
