@@ -348,15 +348,16 @@ def main() -> None:
 
 def copy_to_plugin(base: str, auth: dict[str, str], slug: str) -> None:
     """Give the articles plugin the post `slug` (title, body, tags, date) to serve."""
+    copied = ("title", "body_html", "tags", "published_at")
     found = httpx.get(
         f"{base}/api/v1/content",
-        params={"status": "published", "per_page": 100},
+        params={"status": "published", "per_page": 100, "fields": ",".join(("slug", *copied))},
         headers=auth,
     ).json()["items"]
     entry = next(item for item in found if item["slug"] == slug)
     stored = httpx.put(
         f"{base}/api/plugins/articles/articles/{slug}",
-        json={key: entry[key] for key in ("title", "body_html", "tags", "published_at")},
+        json={key: entry[key] for key in copied},
         headers=auth,
     )
     stored.raise_for_status()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Self
 from uuid import UUID
 
 import msgspec
@@ -14,7 +15,10 @@ from app.core.numbers import Int32
 from app.core.reads import Row
 
 
-class EntryOut(msgspec.Struct):
+class EntrySummaryOut(msgspec.Struct):
+    """An entry in a list: what finding and linking it takes, without the bodies
+    (`fields=` asks for any field of `EntryOut` instead)."""
+
     id: UUID
     kind: str
     title: str
@@ -23,22 +27,16 @@ class EntryOut(msgspec.Struct):
     """`draft`, `scheduled`, `published` or `archived`."""
     published_at: datetime | None
     excerpt: str
-    meta_description: str
     tags: list[str]
-    nav_order: int | None
     author_id: UUID | None
-    body_markdown: str
-    body_html: str
-    """Rendered and sanitized when the entry was saved."""
-    view_count: int
     created_at: datetime
     updated_at: datetime
     url: str
     """The public address (it answers only once the entry is public)."""
 
     @classmethod
-    def from_row(cls, row: Row) -> EntryOut:
-        """Straight from a row of app/content/services/reads.py's list (no EntryView between)."""
+    def from_row(cls, row: Row) -> Self:
+        """Straight from a row of app/content/services/reads.py (no EntryView between)."""
         return cls(
             id=row["id"],
             kind=row["kind"],
@@ -47,17 +45,39 @@ class EntryOut(msgspec.Struct):
             status=row["status"],
             published_at=row["published_at"],
             excerpt=row["excerpt"],
-            meta_description=row["meta_description"],
             tags=tag_names(row),
-            nav_order=row["nav_order"],
             author_id=row["author_id"],
-            body_markdown=row["body_markdown"],
-            body_html=row["body_html"],
-            view_count=row["view_count"] or 0,
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             url=public_path(row["kind"], row["slug"]),
+            **cls._details_of(row),
         )
+
+    @staticmethod
+    def _details_of(row: Row) -> dict[str, Any]:
+        """What a full representation adds to the summary's fields."""
+        return {}
+
+
+class EntryOut(EntrySummaryOut):
+    """An entry in full: the summary's fields, its bodies and the rest."""
+
+    meta_description: str
+    nav_order: int | None
+    body_markdown: str
+    body_html: str
+    """Rendered and sanitized when the entry was saved."""
+    view_count: int
+
+    @staticmethod
+    def _details_of(row: Row) -> dict[str, Any]:
+        return {
+            "meta_description": row["meta_description"],
+            "nav_order": row["nav_order"],
+            "body_markdown": row["body_markdown"],
+            "body_html": row["body_html"],
+            "view_count": row["view_count"] or 0,
+        }
 
     @classmethod
     def of(cls, entry: Entry) -> EntryOut:
@@ -83,10 +103,10 @@ class EntryOut(msgspec.Struct):
         )
 
 
-class EntryPageOut(msgspec.Struct):
-    """One page of entries (`Page.envelope`)."""
+class EntrySummaryPageOut(msgspec.Struct):
+    """One page of entries, as summaries (`Page.envelope`)."""
 
-    items: list[EntryOut]
+    items: list[EntrySummaryOut]
     total: int
     page: int
     per_page: int

@@ -9,7 +9,8 @@ writes), its body (413, 422), the API prefix (401 for a bad token, 429 for the r
 limit), and 400, 500 and 503 everywhere. A handler adds what only it can answer (a result
 file that expired: 410) with `responses=problem_responses(410)`. Operations that need a
 caller also name the credentials they take (a bearer token or an API key), and a body
-the handler can do without is not required.
+the handler can do without is not required, and one that takes `fields` documents the
+cut-down answer beside the default one (`Selectable`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from litestar.openapi.spec import (
 from litestar.routes import HTTPRoute
 
 from app.core.errors import PROBLEM_JSON
+from app.core.fields import FIELDS, Selectable
 from app.core.paths import API
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -133,3 +135,5 @@ def document_errors(app: Litestar, needs_caller: Callable[[HTTPRouteHandler], bo
             data = handler.parsed_fn_signature.parameters.get("data")
             if data is not None and data.has_default:
                 handler.operation_class = OptionalBodyOperation
+            if FIELDS in handler.parsed_fn_signature.parameters:
+                handler.operation_class = Selectable

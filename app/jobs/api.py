@@ -16,6 +16,7 @@ from app.accounts.guards import roles
 from app.accounts.guards.identity import Caller
 from app.accounts.services.audit import CurrentActor
 from app.core.db import DbSession
+from app.core.fields import FieldNames, Fields, selected_each
 from app.core.numbers import RowId
 from app.core.openapi import problem_responses
 from app.core.pagination import PageNumber, PageRequest, PerPage
@@ -62,15 +63,17 @@ class JobsController(Controller):
         type: FromQuery[str | None] = None,
         page: FromQuery[PageNumber] = 1,
         per_page: FromQuery[PerPage] = 20,
+        fields: FieldNames = None,
     ) -> dict[str, Any]:
         """Jobs the caller may see (their own; admins: all), newest first."""
+        chosen = Fields.parse(fields, JobOut)
         found = await services.list_jobs(
             db_session,
             caller,
             services.JobFilters(status=status, type=type),
             PageRequest.of(page, per_page),
         )
-        return found.envelope([JobOut.of(job) for job in found.items])
+        return found.envelope(selected_each([JobOut.of(job) for job in found.items], chosen))
 
     @get("/types", name="api:jobs:types")
     async def list_types(self, caller: Caller) -> list[JobTypeOut]:

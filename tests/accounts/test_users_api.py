@@ -48,6 +48,22 @@ async def test_anonymous_callers_get_a_401_problem(client: httpx.AsyncClient) ->
     assert_problem(await client.get("/api/v1/users"), 401)
 
 
+async def test_fields_picks_what_the_user_list_and_a_user_answer(
+    app: Litestar, accounts: dict
+) -> None:
+    viewer = accounts["viewer"]
+    async with api_as(app, viewer) as client:
+        listed = await client.get("/api/v1/users", params={"fields": "username, role,username"})
+        one = await client.get(f"/api/v1/users/{viewer.id}", params={"fields": "email"})
+        unknown = await client.get("/api/v1/users", params={"fields": "username,password_hash"})
+    assert listed.json()["items"] == [
+        {"username": name, "role": name} for name in ("admin", "editor", "viewer")
+    ]
+    assert listed.json()["total"] == 3
+    assert one.json() == {"email": viewer.email}
+    assert "password_hash" in assert_problem(unknown, 400, "fields")["detail"]
+
+
 async def test_the_list_is_a_paginated_envelope(app: Litestar, accounts: dict) -> None:
     async with api_as(app, accounts["viewer"]) as client:
         first = await client.get("/api/v1/users", params={"per_page": 2})

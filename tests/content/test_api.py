@@ -30,6 +30,21 @@ XSS_PAYLOADS = (
 )
 DANGEROUS_TAGS = {"script", "svg", "iframe", "object", "embed", "style", "math"}
 
+SUMMARY_FIELDS = {
+    "id",
+    "kind",
+    "title",
+    "slug",
+    "status",
+    "published_at",
+    "excerpt",
+    "tags",
+    "author_id",
+    "created_at",
+    "updated_at",
+    "url",
+}
+
 
 class _Elements(HTMLParser):
     def __init__(self) -> None:
@@ -95,24 +110,12 @@ async def test_an_editor_creates_a_draft_with_a_generated_slug(
     assert body["tags"] == ["News"]
     assert body["author_id"] == str(accounts["editor"].id)
     assert body["view_count"] == 0
-    assert set(body) == {
-        "id",
-        "kind",
-        "title",
-        "slug",
-        "status",
-        "published_at",
-        "excerpt",
+    assert set(body) == SUMMARY_FIELDS | {
         "meta_description",
-        "tags",
         "nav_order",
-        "author_id",
         "body_markdown",
         "body_html",
         "view_count",
-        "created_at",
-        "updated_at",
-        "url",
     }
 
 
@@ -450,3 +453,91 @@ async def test_patch_leaves_the_menu_position_unless_given(app: Litestar, accoun
     assert kept.json()["nav_order"] == 3 and kept.json()["slug"] == "contact"
     assert removed.json()["nav_order"] is None
     assert post["nav_order"] is None  # only pages sit in the menu
+
+
+# Representations: summaries on the list, `fields=` on lists and items ---------------------
+
+
+async def test_the_list_answers_summaries_without_the_bodies(
+    app: Litestar, accounts: dict, client: httpx.AsyncClient
+) -> None:
+    async with api_as(app, accounts["editor"]) as editor:
+        entry = await create(editor, title="Summed up", body_markdown="Long *body*.", tags=["T"])
+        await editor.post(f"/api/v1/content/{entry['id']}/publish")
+        as_editor = (await editor.get("/api/v1/content")).json()
+        full = (await editor.get(f"/api/v1/content/{entry['id']}")).json()
+    anonymous = (await client.get("/api/v1/content")).json()
+    for body in (as_editor, anonymous):
+        assert set(body) == {"items", "total", "page", "per_page"}
+        [item] = body["items"]
+        assert set(item) == SUMMARY_FIELDS
+        assert item == {name: full[name] for name in SUMMARY_FIELDS}
+    assert full["body_html"] == "<p>Long <em>body</em>.</p>\n"  # the item stays full
+    assert {"body_markdown", "meta_description", "nav_order", "view_count"} <= set(full)
+
+
+async def test_fields_selects_what_the_list_and_the_item_answer(
+    app: Litestar, accounts: dict
+) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        entry = await create(client, title="Chosen", body_markdown="Some *text*.")
+        listed = await client.get("/api/v1/content", params={"fields": "id,title,body_html"})
+        summary_only = await client.get("/api/v1/content", params={"fields": "slug,tags"})
+        item = await client.get(
+            f"/api/v1/content/{entry['id']}", params={"fields": "body_markdown,view_count"}
+        )
+    assert listed.status_code == 200, listed.text
+    assert listed.json() == {
+        "items": [{"id": entry["id"], "title": "Chosen", "body_html": entry["body_html"]}],
+        "total": 1,
+        "page": 1,
+        "per_page": 20,
+    }
+    assert summary_only.json()["items"] == [{"slug": "chosen", "tags": []}]
+    assert item.json() == {"body_markdown": "Some *text*.", "view_count": 0}
+
+
+async def test_an_unknown_field_is_a_400_naming_it(
+    app: Litestar, accounts: dict, client: httpx.AsyncClient
+) -> None:
+    async with api_as(app, accounts["editor"]) as editor:
+        entry = await create(editor)
+        on_list = await editor.get("/api/v1/content", params={"fields": "id,password,Title"})
+        on_item = await editor.get(f"/api/v1/content/{entry['id']}", params={"fields": "x"})
+    anonymous = await client.get("/api/v1/content", params={"fields": "title,author_name"})
+    assert "password, Title" in assert_problem(on_list, 400, "fields")["detail"]
+    assert "x" in assert_problem(on_item, 400, "fields")["detail"]
+    assert "author_name" in assert_problem(anonymous, 400, "fields")["detail"]
+
+
+async def test_fields_ignores_spaces_empty_names_and_repeats(app: Litestar, accounts: dict) -> None:
+    async with api_as(app, accounts["editor"]) as client:
+        entry = await create(client, title="Tidy")
+
+        async def items(fields: str) -> list[dict]:
+            response = await client.get("/api/v1/content", params={"fields": fields})
+            assert response.status_code == 200, response.text
+            return response.json()["items"]
+
+        assert await items(" title , ,id,title,") == [{"title": "Tidy", "id": entry["id"]}]
+        for nothing in ("", ",", " , "):
+            assert [set(item) for item in await items(nothing)] == [SUMMARY_FIELDS]
+        whole = await client.get(f"/api/v1/content/{entry['id']}", params={"fields": ""})
+    assert whole.json() == entry | {"updated_at": whole.json()["updated_at"]}
+
+
+async def test_the_openapi_document_shows_fields_and_the_summary(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/schema/openapi.json")).json()
+    content = document["paths"]["/api/v1/content"]["get"]
+    [fields] = [p for p in content["parameters"] if p["name"] == "fields"]
+    assert fields["in"] == "query" and "Comma-separated" in fields["description"]
+    answer = content["responses"]["200"]["content"]["application/json"]["schema"]
+    refs = [choice.get("$ref", "") for choice in answer["anyOf"]]
+    assert any(ref.endswith("EntrySummaryPageOut") for ref in refs)
+    schemas = document["components"]["schemas"]
+    [summary] = [schema for name, schema in schemas.items() if name.endswith("EntrySummaryOut")]
+    assert set(summary["properties"]) == SUMMARY_FIELDS
+    item = document["paths"]["/api/v1/content/{entry_id}"]["get"]
+    assert "fields" in {p["name"] for p in item["parameters"]}

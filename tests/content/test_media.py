@@ -202,9 +202,9 @@ async def test_a_viewer_sees_the_library_and_searches_it_but_gets_no_upload_form
         cats = await client.get("/admin/media?q=CAT")
         pdfs = await client.get("/admin/media?kind=pdf")
     async with client_for(app) as client:
-        listed = await client.get(
-            "/api/v1/media?q=dog", headers=await bearer(app, accounts["viewer"])
-        )
+        as_viewer = await bearer(app, accounts["viewer"])
+        listed = await client.get("/api/v1/media?q=dog", headers=as_viewer)
+        picked = await client.get("/api/v1/media?q=dog&fields=original_name", headers=as_viewer)
 
     assert everything.status_code == 200
     assert 'enctype="multipart/form-data"' not in everything.text
@@ -214,6 +214,7 @@ async def test_a_viewer_sees_the_library_and_searches_it_but_gets_no_upload_form
     assert listed.status_code == 200
     assert [item["original_name"] for item in listed.json()["items"]] == ["dog.png"]
     assert listed.json()["total"] == 1
+    assert picked.json()["items"] == [{"original_name": "dog.png"}]
 
 
 REFUSED = [

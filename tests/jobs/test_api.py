@@ -189,6 +189,10 @@ async def test_lists_filter_and_page_and_show_viewers_only_their_own_jobs(
     assert (await api.get("/api/v1/jobs/abc", headers=admin)).status_code == 404
     types = (await api.get("/api/v1/jobs/types", headers=viewer)).json()
     assert [t["name"] for t in types] == ["test.file"]
+    picked = (await api.get("/api/v1/jobs?fields=id,type", headers=viewer)).json()
+    assert picked["items"] == [{"id": mine["id"], "type": "test.file"}]
+    unknown = await api.get("/api/v1/jobs?fields=secret", headers=viewer)
+    assert unknown.status_code == 400 and unknown.json()["errors"][0]["field"] == "fields"
 
 
 async def test_cancel_and_retry_follow_the_job_state_and_are_audited(

@@ -24,6 +24,7 @@ from app.accounts.services.users import (
     update_user,
 )
 from app.core.db import DbSession
+from app.core.fields import FieldNames, Fields, Selected, selected, selected_each
 from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.core.runtime import AppRuntime
 from app.core.templating import site_base
@@ -43,17 +44,25 @@ class UsersController(Controller):
         sort: FromQuery[str] = "username",
         page: FromQuery[PageNumber] = 1,
         per_page: FromQuery[PerPage] = 20,
-    ) -> UserPageOut:
+        fields: FieldNames = None,
+    ) -> UserPageOut | Selected:
         """Users matching `q` (e-mail, username, display name), `role` and `status`
         (active|inactive), sorted by `sort` (username, email, role, created_at,
         last_login_at; prefix `-` for descending)."""
+        chosen = Fields.parse(fields, UserOut)
         found = await list_users(db_session, q, role, status, sort, PageRequest.of(page, per_page))
         users = msgspec.convert(found.items, list[UserOut], from_attributes=True)
+        if chosen is not None:
+            return found.envelope(selected_each(users, chosen))
         return UserPageOut(users, found.total, found.page, found.per_page)
 
     @get("/{user_id:uuid}", name="api:users:get", guards=[roles.viewer])
-    async def show(self, db_session: DbSession, user_id: FromPath[UUID]) -> UserOut:
-        return msgspec.convert(await get_user(db_session, user_id), UserOut, from_attributes=True)
+    async def show(
+        self, db_session: DbSession, user_id: FromPath[UUID], fields: FieldNames = None
+    ) -> UserOut | Selected:
+        chosen = Fields.parse(fields, UserOut)
+        user = msgspec.convert(await get_user(db_session, user_id), UserOut, from_attributes=True)
+        return selected(user, chosen)
 
     @post("/", name="api:users:create", guards=[roles.editor], status_code=201)
     async def create(

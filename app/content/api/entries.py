@@ -20,7 +20,8 @@ from app.content.models import Entry
 from app.content.schemas import (
     EntryCreate,
     EntryOut,
-    EntryPageOut,
+    EntrySummaryOut,
+    EntrySummaryPageOut,
     EntryUpdate,
     PublishIn,
     RevisionOut,
@@ -41,6 +42,7 @@ from app.content.services.public import visible_to_public
 from app.content.services.reads import entry_row_by_id
 from app.content.services.reads import list_entries as read_entries
 from app.core.db import DbSession
+from app.core.fields import FieldNames, Fields, Selected, selected
 from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.core.runtime import runtime_of
 
@@ -80,9 +82,12 @@ class ContentController(Controller):
         q: FromQuery[str | None] = None,
         page: FromQuery[PageNumber] = 1,
         per_page: FromQuery[PerPage] = 20,
-    ) -> EntryPageOut:
+        fields: FieldNames = None,
+    ) -> EntrySummaryPageOut | Selected:
         """Entries of `kind` (page|post) and `status`, by `author_id`, tagged `tag`, with
-        `q` in the title or slug; most recently changed first."""
+        `q` in the title or slug; most recently changed first. Each item is a summary (no
+        bodies), or the `fields` of `EntryOut` named."""
+        chosen = Fields.parse(fields, EntryOut)
         filters = EntryFilters(
             kind=kind or None,
             status=status or None,
@@ -91,22 +96,30 @@ class ContentController(Controller):
             q=q or None,
             public_only=not _sees_everything(request),
         )
+        summary = chosen is None or chosen.within(EntrySummaryOut)
         found = await read_entries(
             runtime_of(request.app.state).reads,
             filters,
             PageRequest.of(page, per_page),
-            EntryOut.from_row,
+            EntrySummaryOut.from_row if summary else EntryOut.from_row,
+            summary=summary,
         )
-        return EntryPageOut(list(found.items), found.total, found.page, found.per_page)
+        if chosen is None:
+            return EntrySummaryPageOut(list(found.items), found.total, found.page, found.per_page)
+        return found.envelope([chosen.pick(item) for item in found.items])
 
     @get("/{entry_id:uuid}", name="api:content:get", guards=[roles.public], opt=PUBLIC_CACHE)
-    async def show(self, request: Request, entry_id: FromPath[UUID]) -> EntryOut:
+    async def show(
+        self, request: Request, entry_id: FromPath[UUID], fields: FieldNames = None
+    ) -> EntryOut | Selected:
+        """The entry in full, or the `fields` named."""
+        chosen = Fields.parse(fields, EntryOut)
         row = await entry_row_by_id(
             runtime_of(request.app.state).reads, entry_id, may_preview=_sees_everything(request)
         )
         if row is None:
             raise ContentNotFound("No such entry.")
-        return EntryOut.from_row(row)
+        return selected(EntryOut.from_row(row), chosen)
 
     @post("/", name="api:content:create", guards=[roles.editor], status_code=201)
     async def create(

@@ -28,6 +28,7 @@ from app.content.services.media import (
     store_upload,
 )
 from app.core.db import DbSession
+from app.core.fields import FieldNames, Fields, selected_each
 from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.core.runtime import AppRuntime
 
@@ -81,10 +82,13 @@ class MediaController(Controller):
         kind: FromQuery[str | None] = None,
         page: FromQuery[PageNumber] = 1,
         per_page: FromQuery[PerPage] = 20,
+        fields: FieldNames = None,
     ) -> dict[str, Any]:
         """Media, newest first; `q` searches names and alt texts, `kind` is image or pdf."""
+        chosen = Fields.parse(fields, MediaOut)
         found = await list_media(db_session, q, kind, PageRequest.of(page, per_page))
-        return found.envelope([MediaOut.of(item.media, item.uploaded_by) for item in found.items])
+        files = [MediaOut.of(item.media, item.uploaded_by) for item in found.items]
+        return found.envelope(selected_each(files, chosen))
 
     @post(
         "/",

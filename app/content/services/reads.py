@@ -75,7 +75,7 @@ def tag_names(row: Row) -> list[str]:
     return sorted(pair.partition(NAME_SEPARATOR)[0] for pair in _split(row["tags"]))
 
 
-_ENTRY_COLUMNS = (
+_SUMMARY_COLUMNS = (
     Entry.id,
     Entry.kind,
     Entry.title,
@@ -83,34 +83,48 @@ _ENTRY_COLUMNS = (
     Entry.status,
     Entry.published_at,
     Entry.excerpt,
+    Entry.author_id,
+    Entry.created_at,
+    Entry.updated_at,
+)
+"""What a summary (the API list's default item) is made of: no bodies, no author's name."""
+_ENTRY_COLUMNS = (
+    *_SUMMARY_COLUMNS,
     Entry.meta_description,
     Entry.nav_order,
-    Entry.author_id,
     Entry.body_markdown,
     Entry.body_html,
     Entry.view_count,
-    Entry.created_at,
-    Entry.updated_at,
 )
 _ENTRY_FIELDS = (*(column.key for column in _ENTRY_COLUMNS), "author_name")
 _NOW = bindparam("now", type_=Entry.published_at.type)
 
 
-def _entries(*where: ColumnElement[bool]) -> Select[Any]:
-    """Entries with `author_name` and `tags` (one aggregated column) in the same row."""
-    author_name = func.coalesce(func.nullif(User.display_name, ""), User.username, "")
-    tags = (
+def _tags() -> ColumnElement[Any]:
+    """An entry's tags as one aggregated column (`name\\x1fslug\\x1e…`)."""
+    return (
         select(func.aggregate_strings(Tag.name + NAME_SEPARATOR + Tag.slug, TAG_SEPARATOR))
         .select_from(Tag)
         .join(entry_tags, entry_tags.c.tag_id == Tag.id)
         .where(entry_tags.c.entry_id == Entry.id)
         .scalar_subquery()
+        .label("tags")
     )
+
+
+def _entries(*where: ColumnElement[bool]) -> Select[Any]:
+    """Entries with `author_name` and `tags` (one aggregated column) in the same row."""
+    author_name = func.coalesce(func.nullif(User.display_name, ""), User.username, "")
     return (
-        select(*_ENTRY_COLUMNS, author_name.label("author_name"), tags.label("tags"))
+        select(*_ENTRY_COLUMNS, author_name.label("author_name"), _tags())
         .outerjoin(User, User.id == Entry.author_id)
         .where(*where)
     )
+
+
+def _summaries(*where: ColumnElement[bool]) -> Select[Any]:
+    """Entries with only the columns of a summary and their tags."""
+    return select(*_SUMMARY_COLUMNS, _tags()).where(*where)
 
 
 _BY_SLUG = (Entry.kind == bindparam("kind"), Entry.slug == bindparam("slug"))
@@ -166,10 +180,10 @@ async def next_scheduled_publication(reads: Reads) -> float | None:
 
 @cache
 def _list_queries(
-    public_only: bool, kind: bool, status: bool, author: bool, tag: bool, q: bool
+    public_only: bool, kind: bool, status: bool, author: bool, tag: bool, q: bool, summary: bool
 ) -> tuple[ReadQuery, ReadQuery]:
     """The page query (with the total as a window column) and the count query for one
-    combination of filters; each combination is compiled once."""
+    combination of filters and columns; each combination is compiled once."""
     where: list[ColumnElement[bool]] = []
     if public_only:
         where.append(is_public(_NOW))
@@ -189,7 +203,7 @@ def _list_queries(
     if q:
         where.append(or_(Entry.title.ilike(bindparam("q")), Entry.slug.ilike(bindparam("q"))))
     rows = (
-        _entries(*where)
+        (_summaries if summary else _entries)(*where)
         .add_columns(func.count().over().label("total"))
         .order_by(Entry.updated_at.desc(), Entry.id)
         .limit(bindparam("limit"))
@@ -204,10 +218,14 @@ async def list_entries(
     filters: EntryFilters,
     page: PageRequest,
     shape: Callable[[Row], T] = EntryView.of,  # type: ignore[assignment]
+    *,
+    summary: bool = False,
 ) -> Page[T]:
     """The API list: what `services.list_entries` answers, newest change first, in one
     round trip (a second one only for a page past the end). Each row becomes `shape(row)`
-    (an EntryView by default; the API builds its response items straight from the row)."""
+    (an EntryView by default; the API builds its response items straight from the row).
+    With `summary` the rows hold only what a summary needs (`_SUMMARY_COLUMNS`, the tags):
+    no bodies read, sent or decoded."""
     check_filters(filters)
     rows_query, count_query = _list_queries(
         filters.public_only,
@@ -216,6 +234,7 @@ async def list_entries(
         filters.author_id is not None,
         bool(filters.tag),
         bool(filters.q),
+        summary,
     )
     params: dict[str, Any] = {"limit": page.per_page, "offset": page.offset}
     if filters.public_only:
