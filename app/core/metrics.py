@@ -79,9 +79,11 @@ class Scrape:
     """What gauges read from while one scrape is answered: its database session and the
     store; `shared` runs a load once for all the families that need it."""
 
-    def __init__(self, session: AsyncSession, store: Store) -> None:
+    def __init__(self, session: AsyncSession, store: Store, process: Any = None) -> None:
         self.session = session
         self.store = store
+        self.process = process
+        """The serving process's runtime, for gauges of this process (its pools)."""
         self._shared: dict[Callable[..., Any], Any] = {}
 
     async def shared(self, load: Callable[[Scrape], Awaitable[R]]) -> R:

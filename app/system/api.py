@@ -84,7 +84,7 @@ class MetricsController(Controller):
     @get("/", name="metrics")
     async def metrics(self, runtime: AppRuntime, db_session: DbSession) -> Response[str]:
         """The deployment's figures in the Prometheus text format 0.0.4."""
-        body = await scrape(db_session, runtime.store, runtime.figures)
+        body = await scrape(db_session, runtime.store, runtime.figures, runtime)
         return Response(body, media_type=metrics.MEDIA_TYPE, headers={"Cache-Control": "no-store"})
 
 

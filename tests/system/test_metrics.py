@@ -12,6 +12,7 @@ from litestar import Litestar
 import tests.jobs.handlers  # noqa: F401  (declares the test.* job types)
 from app.accounts.models import User
 from app.asgi import create_app
+from app.content.services.page_cache import PageCache
 from app.core.metrics import METRICS, Metric, Scrape, Tally, gauge, stored
 from app.core.registry import RegistryClash
 from app.jobs.services.queue import enqueue
@@ -216,3 +217,20 @@ async def test_a_family_added_while_keel_runs_is_scraped_until_removed(
     assert value(samples, "keel_workers_live") is not None
     with pytest.raises(RegistryClash, match="'keel_build_info' is already registered by 'keel'"):
         gauge(Metric("keel_build_info", "gauge", "Mine."), switch, "hello")
+
+
+async def test_the_serving_process_shows_its_pools_and_page_cache(metrics_app: Litestar) -> None:
+    runtime = metrics_app.state.runtime
+    samples = await scrape(metrics_app)
+    sizes = {
+        pool: samples[("keel_db_pool_size", (("pool", pool),))] for pool in ("requests", "reads")
+    }
+    db = runtime.settings.db
+    assert sizes["reads"] == db.read_pool_size
+    if runtime.engine.dialect.name == "postgresql":
+        assert sizes["requests"] == db.pool_size + db.max_overflow
+    assert samples[("keel_db_pool_in_use", (("pool", "reads"),))] == 0
+    assert samples[("keel_db_pool_in_use", (("pool", "requests"),))] >= 1  # the scrape's own
+    generation = runtime.service(PageCache).generation
+    assert samples[("keel_cache_generation", ())] == generation
+    assert samples[("keel_cache_degraded", ())] == 0

@@ -12,12 +12,15 @@ import platform
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import __version__
+from app.content.services.page_cache import PageCache
 from app.core.metrics import TOTALS_KEY, Metric, Samples, Scrape, Tally, exposition, gauge
+from app.core.runtime import Runtime
 from app.core.store import Store
 from app.jobs.services.jobs import QueueFigures, queue_figures
 from app.jobs.services.metrics import JOBS_OLDEST_WAIT, JOBS_QUEUE_DEPTH, WORKERS_LIVE
 from app.jobs.services.registry import job_types
 from app.jobs.services.worker import list_workers
+from app.system.services.system import pools
 
 
 async def _build(scrape: Scrape) -> Samples:
@@ -70,8 +73,64 @@ gauge(JOBS_OLDEST_WAIT, _oldest_wait)
 gauge(WORKERS_LIVE, _workers_live)
 
 
-async def scrape(session: AsyncSession, store: Store, own: Tally) -> str:
+async def _pool_in_use(scrape: Scrape) -> Samples:
+    return [((pool.name,), pool.in_use) for pool in pools(scrape.process)]
+
+
+async def _pool_size(scrape: Scrape) -> Samples:
+    return [((pool.name,), pool.size) for pool in pools(scrape.process)]
+
+
+async def _cache_generation(scrape: Scrape) -> Samples:
+    return [((), scrape.process.service(PageCache).generation)]
+
+
+async def _cache_degraded(scrape: Scrape) -> Samples:
+    return [((), int(scrape.process.service(PageCache).degraded))]
+
+
+gauge(
+    Metric(
+        "keel_db_pool_in_use",
+        "gauge",
+        "Database connections in use now in the serving process, by pool (requests: sessions "
+        "of requests and jobs; reads: the public pages' read path).",
+        ("pool",),
+    ),
+    _pool_in_use,
+)
+gauge(
+    Metric(
+        "keel_db_pool_size",
+        "gauge",
+        "The most database connections the serving process may hold, by pool.",
+        ("pool",),
+    ),
+    _pool_size,
+)
+gauge(
+    Metric(
+        "keel_cache_generation",
+        "gauge",
+        "The public page cache's generation in the serving process (each public change starts "
+        "a new one).",
+        (),
+    ),
+    _cache_generation,
+)
+gauge(
+    Metric(
+        "keel_cache_degraded",
+        "gauge",
+        "1 while the serving process renders public pages uncached because the store failed.",
+        (),
+    ),
+    _cache_degraded,
+)
+
+
+async def scrape(session: AsyncSession, store: Store, own: Tally, process: Runtime) -> str:
     """The exposition text. This process's own tally goes to the store first, so what it
     served up to now is included; other processes' figures are at most one flush old."""
     await own.flush(store)
-    return await exposition(Scrape(session, store), await store.read_fields(TOTALS_KEY))
+    return await exposition(Scrape(session, store, process), await store.read_fields(TOTALS_KEY))

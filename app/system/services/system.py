@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import __version__
 from app.content.services.page_cache import PageCache
@@ -105,9 +105,9 @@ class SystemReport:
         return found
 
 
-def pools(engine: AsyncEngine, runtime: Runtime) -> list[Pool]:
+def pools(runtime: Runtime) -> list[Pool]:
     """The requests' pool and the read path's connections, in use now against their size."""
-    pool = engine.pool
+    pool = runtime.engine.pool
     size = getattr(pool, "size", None)
     checked_out = getattr(pool, "checkedout", None)
     overflow = runtime.settings.db.max_overflow if callable(size) else 0
@@ -177,7 +177,7 @@ async def system_report(runtime: Runtime, session: AsyncSession) -> SystemReport
     store_breaker = getattr(runtime.store, "breaker", None)
     return SystemReport(
         readiness=readiness,
-        pools=pools(runtime.engine, runtime),
+        pools=pools(runtime),
         migration_current=current,
         migration_head=head_revision(),
         store_kind=runtime.store.kind,
