@@ -10,7 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.migrations import compare_type
+from app.core.migrations import compare_type, keels_own
 from app.models import metadata
 
 config = context.config
@@ -22,6 +22,7 @@ def _configure(**kwargs: object) -> None:
         version_table=config.version_table_name,  # type: ignore[attr-defined]
         render_as_batch=True,
         compare_type=compare_type,
+        include_name=keels_own(metadata),
         user_module_prefix=None,
         **kwargs,
     )

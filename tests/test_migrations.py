@@ -13,7 +13,13 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from app.core.db import MIGRATIONS_DIR, create_engine
-from app.core.migrations import compare_type, current_revision, head_revision, migration_commands
+from app.core.migrations import (
+    compare_type,
+    current_revision,
+    head_revision,
+    keels_own,
+    migration_commands,
+)
 from app.models import metadata
 from app.settings import Settings
 from tests.conftest import PG_TEST_DB, count_rows, pg_url, recreate_pg_database
@@ -27,7 +33,11 @@ async def test_models_and_migrations_agree(settings: Settings) -> None:
                 lambda sync: compare_metadata(
                     MigrationContext.configure(
                         sync,
-                        opts={"compare_type": compare_type, "version_table": "alembic_version"},
+                        opts={
+                            "compare_type": compare_type,
+                            "version_table": "alembic_version",
+                            "include_name": keels_own(metadata),
+                        },
                     ),
                     metadata,
                 )
@@ -35,6 +45,44 @@ async def test_models_and_migrations_agree(settings: Settings) -> None:
     finally:
         await engine.dispose()
     assert differences == [], "run `keel db revision -m ...` for these model changes"
+
+
+def test_a_plugins_tables_are_not_keels_to_compare_or_drop(tmp_path: Path) -> None:
+    """`keel db revision --autogenerate` on a site with plugins installed must not write a
+    migration that drops their tables (plugins migrate their own storage)."""
+    settings = Settings.from_env(
+        {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/keel.db", "VAR_DIR": str(tmp_path)},
+        env_file=Path("/nonexistent"),
+    )
+    migration_commands(settings.db).upgrade("head")
+
+    async def compare() -> list[object]:
+        engine = create_engine(settings.db)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text("CREATE TABLE plugin_notes_notes (id INTEGER)"))
+                return await connection.run_sync(
+                    lambda sync: compare_metadata(
+                        MigrationContext.configure(
+                            sync,
+                            opts={
+                                "compare_type": compare_type,
+                                "version_table": "alembic_version",
+                                "include_name": keels_own(metadata),
+                            },
+                        ),
+                        metadata,
+                    )
+                )
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(compare()) == []
+    include = keels_own(metadata)
+    assert not include("plugin_notes_notes", "table", {})
+    assert not include("plugin_notes", "schema", {})
+    assert not include("keel_shared", "schema", {})
+    assert include("plugin_registry", "table", {}) and include("entries", "table", {})
 
 
 async def test_upgrades_keep_the_rows_that_refer_to_a_rebuilt_table(

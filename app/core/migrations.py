@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from advanced_alchemy.alembic.commands import AlembicCommands
 from advanced_alchemy.config import AlembicAsyncConfig, SQLAlchemyAsyncConfig
 from advanced_alchemy.types import GUID
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import MIGRATIONS_DIR, create_engine
@@ -45,6 +48,24 @@ async def current_revision(engine: AsyncEngine) -> str | None:
                 sync, opts={"version_table": VERSION_TABLE}
             ).get_current_revision()
         )
+
+
+PLUGIN_OWNED = ("plugin_", "keel_shared")
+"""Names Keel's migrations leave to the plugin engine: plugins' schemas (PostgreSQL) and
+tables (SQLite), and the views Keel shares with plugins, which a migration of Keel's makes
+by hand (app/extensions/services/isolation.py, shared.py)."""
+
+
+def keels_own(metadata: MetaData) -> Callable[[str | None, str, Mapping[str, Any]], bool]:
+    """Alembic's `include_name` for Keel's models in `metadata`: what autogenerate compares.
+    A plugin's schema or table is not one of them, so a revision never drops it."""
+
+    def include(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
+        if name is None or type_ not in ("schema", "table") or name in metadata.tables:
+            return True
+        return not name.startswith(PLUGIN_OWNED)
+
+    return include
 
 
 def compare_type(*args: object) -> bool | None:
