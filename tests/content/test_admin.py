@@ -358,6 +358,67 @@ async def test_a_publish_time_past_what_a_datetime_holds_comes_back_beside_its_f
     assert entry is not None and entry.status == "draft"
 
 
+async def test_publishing_a_published_entry_again_keeps_its_date_and_says_so(
+    app: Litestar, accounts: dict
+) -> None:
+    """Publish on an entry that is public already: the date readers and the feed see stays,
+    the page says it was kept; a time given explicitly still moves it."""
+    async with signed_in(app, accounts["editor"]) as client:
+        entry_id = await create(client)
+        await client.post(f"/admin/content/{entry_id}/publish", data={})
+        last_week = datetime.now(UTC) - timedelta(days=7)
+        await set_published_at(app, str(entry_id), last_week)
+        again = await client.post(f"/admin/content/{entry_id}/publish", data={})
+        assert again.headers["location"].endswith("?notice=kept")
+        page = await client.get(again.headers["location"])
+        assert "its publish time is kept" in page.text
+        assert f"Published since {last_week:%Y-%m-%d %H:%M} UTC" in page.text
+        entry = await load(app, entry_id)
+        assert entry is not None and entry.published_at is not None
+        assert abs(entry.published_at - last_week) < timedelta(seconds=1)
+        yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+        moved = await client.post(
+            f"/admin/content/{entry_id}/publish", data={"published_at": yesterday}
+        )
+        assert moved.headers["location"].endswith("?notice=published")
+    entry = await load(app, entry_id)
+    assert entry is not None and entry.published_at is not None
+    assert entry.published_at.strftime("%Y-%m-%dT%H:%M") == yesterday
+    assert (await audit_actions(app)).count("content.published") == 2
+
+
+async def test_a_generated_excerpt_follows_the_body_and_an_own_one_stays(
+    app: Litestar, accounts: dict
+) -> None:
+    """The form shows a generated excerpt as a hint, not as the author's text, so saving
+    again does not freeze it; an excerpt the author wrote survives later saves."""
+    async with signed_in(app, accounts["editor"]) as client:
+        entry_id = await create(client, body_markdown="First version.")
+        page = await client.get(f"/admin/content/{entry_id}")
+        assert re.search(
+            r'name="excerpt" type="text" value="" placeholder="First version\."', page.text
+        )
+        await client.post(
+            f"/admin/content/{entry_id}", data=entry_form(body_markdown="Second version.")
+        )
+        entry = await load(app, entry_id)
+        assert entry is not None
+        assert (entry.excerpt, entry.meta_description) == ("Second version.", "Second version.")
+        await client.post(
+            f"/admin/content/{entry_id}",
+            data=entry_form(body_markdown="Third version.", excerpt="My own words."),
+        )
+        await client.post(
+            f"/admin/content/{entry_id}",
+            data=entry_form(body_markdown="Fourth version.", excerpt="My own words."),
+        )
+        page = await client.get(f"/admin/content/{entry_id}")
+    entry = await load(app, entry_id)
+    assert entry is not None
+    assert (entry.excerpt, entry.meta_description) == ("My own words.", "Fourth version.")
+    assert 'name="excerpt" type="text" value="My own words."' in page.text
+
+
 async def test_publish_schedule_unpublish_and_archive_change_what_the_api_shows(
     app: Litestar, accounts: dict
 ) -> None:
