@@ -97,6 +97,25 @@ async def test_a_viewer_reads_the_list_and_an_entry_but_cannot_change(
     assert (await load(app, entry_id)).title == "Hello world"  # type: ignore[union-attr]
 
 
+async def test_a_fresh_list_says_what_to_do_first_and_only_filters_say_nothing_matches(
+    app: Litestar, accounts: dict
+) -> None:
+    async with signed_in(app, accounts["editor"]) as editor:
+        fresh = await editor.get("/admin/content")
+        fragment = await editor.get(
+            "/admin/content?q=&kind=&status=&author=&tag=", headers={"HX-Request": "true"}
+        )
+        filtered = await editor.get("/admin/content", params={"status": "published"})
+    async with signed_in(app, accounts["viewer"]) as viewer:
+        read_only = await viewer.get("/admin/content")
+    for page in (fresh, fragment):
+        assert "No entries match" not in page.text
+        assert 'href="/admin/content/new?kind=post">Write the first post</a>' in page.text
+    assert "No entries match these filters." in filtered.text
+    assert "Write the first post" not in filtered.text
+    assert "Nothing written yet." in read_only.text and "Write the first post" not in read_only.text
+
+
 async def test_list_filters_search_and_pagination(app: Litestar, accounts: dict) -> None:
     async with signed_in(app, accounts["editor"]) as editor:
         for number in range(27):
