@@ -16,6 +16,7 @@ from app.accounts.services.audit import Actor, CurrentActor
 from app.accounts.services.verification import (
     VerificationInvalid,
     find_verification,
+    resend_address_verification,
     send_address_verification,
     verify_address,
 )
@@ -32,10 +33,18 @@ def verify_link_url(request: Request, token: str) -> str:
 
 
 async def mail_verification_link(
-    request: Request, runtime: Runtime, db_session: DbSession, actor: Actor, user: User
+    request: Request,
+    runtime: Runtime,
+    db_session: DbSession,
+    actor: Actor,
+    user: User,
+    *,
+    asked_again: bool = False,
 ) -> int:
-    """Enqueue the e-mail with a link that confirms `user`'s current address."""
-    return await send_address_verification(
+    """Enqueue the e-mail with a link that confirms `user`'s current address (`asked_again`:
+    the user's own request, limited per account by `resend_address_verification`)."""
+    send = resend_address_verification if asked_again else send_address_verification
+    return await send(
         db_session,
         runtime.store,
         actor,
