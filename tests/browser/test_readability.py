@@ -16,7 +16,10 @@ AA_NORMAL_TEXT = 4.5
 
 CONTRASTS = """
 (selector) => {
-  const channel = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+  const channel = (c) => {
+    c /= 255;
+    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  };
   const rgb = (text) => text.match(/[\\d.]+/g).map(Number);
   const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
   const background = (element) => {
@@ -51,9 +54,7 @@ def _post(page: Page, server: LiveServer, title: str, publish_at: str | None) ->
         expect(page.locator(".alert-ok")).to_be_visible()
 
 
-def test_status_badges_and_the_404_number_are_readable(
-    page: Page, live_server: LiveServer
-) -> None:
+def test_status_badges_and_the_404_number_are_readable(page: Page, live_server: LiveServer) -> None:
     server = live_server
     sign_in(page, server)
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
@@ -64,9 +65,18 @@ def test_status_badges_and_the_404_number_are_readable(
     page.goto(server.url("/admin/content?q=Readable"))
     badges = dict(contrasts(page, "main .badge"))
     assert {"Draft", "Published", "Scheduled"} <= set(badges), badges
+    looks = page.evaluate(
+        "() => Object.fromEntries([...document.querySelectorAll('main .badge')].map("
+        "(b) => [b.textContent.trim(), getComputedStyle(b).backgroundColor]))"
+    )
+    assert looks["Scheduled"] != looks["Draft"], looks
     page.goto(server.url("/admin/users"))
     badges |= dict(contrasts(page, "main .badge"))
     assert "Active" in badges
+    page.goto(server.url("/admin/plugins"))
+    plugins = dict(contrasts(page, "main .badge"))
+    assert plugins, "the plugins page lists the shipped plugins"
+    badges |= {f"plugin {status}": ratio for status, ratio in plugins.items()}
     page.goto(server.url("/admin/no-such-page"))
     number = contrasts(page, ".error-status")
     assert [text for text, _ in number] == ["404"]

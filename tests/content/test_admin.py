@@ -438,6 +438,44 @@ async def test_a_generated_excerpt_follows_the_body_and_an_own_one_stays(
     assert 'name="excerpt" type="text" value="My own words."' in page.text
 
 
+def status_and_time(html: str, slug: str) -> tuple[str, str]:
+    """The status badge and the publish time of the list's row for `slug`."""
+    row = html.split(f'<tr data-entry="{slug}">', 1)[1].split("</tr>", 1)[0]
+    badge = re.search(r'<span class="badge badge-(\w+)" data-status="\1">(\w+)</span>', row)
+    assert badge is not None, row
+    cells = re.findall(r"<td>(.*?)</td>", row, re.DOTALL)
+    return badge.group(1), re.sub(r"<[^>]+>", "", cells[3])
+
+
+async def test_the_list_shows_when_each_entry_is_published_and_scheduled_looks_its_own(
+    app: Litestar, accounts: dict
+) -> None:
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    async with signed_in(app, accounts["editor"]) as client:
+        await create(client, title="Draft one")
+        later = await create(client, title="Later one")
+        live = await create(client, title="Live one")
+        went_live = await create(client, title="Went live")
+        await client.post(f"/admin/content/{later}/publish", data={"published_at": tomorrow})
+        await client.post(f"/admin/content/{live}/publish", data={})
+        await client.post(f"/admin/content/{went_live}/publish", data={"published_at": tomorrow})
+        an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+        await set_published_at(app, str(went_live), an_hour_ago)  # its time has come
+        page = await client.get("/admin/content")
+        edit = await client.get(f"/admin/content/{later}")
+    assert '<th scope="col">Publish time (UTC)</th>' in page.text
+    assert status_and_time(page.text, "draft-one") == ("draft", "—")
+    assert status_and_time(page.text, "later-one") == ("scheduled", tomorrow.replace("T", " "))
+    assert status_and_time(page.text, "went-live") == (
+        "published",
+        an_hour_ago.strftime("%Y-%m-%d %H:%M"),
+    )
+    assert status_and_time(page.text, "live-one")[0] == "published"
+    assert (
+        '<span class="badge badge-scheduled" data-status="scheduled">Scheduled</span>' in edit.text
+    )
+
+
 async def test_publish_schedule_unpublish_and_archive_change_what_the_api_shows(
     app: Litestar, accounts: dict
 ) -> None:

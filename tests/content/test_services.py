@@ -279,6 +279,11 @@ async def test_publishing_a_published_entry_keeps_its_date_unless_a_time_is_give
         yesterday = datetime.now(UTC) - timedelta(days=1)
         await publish_entry(session, actor, entry, yesterday)
         assert entry.published_at == yesterday
+        scheduled = await save_entry(session, actor, EntryInput(title="Went live"))
+        await publish_entry(session, actor, scheduled, datetime.now(UTC) + timedelta(hours=1))
+        scheduled.published_at = last_week  # its time has come: public, still "scheduled"
+        await publish_entry(session, actor, scheduled)
+        assert scheduled.published_at == last_week
         await unpublish_entry(session, actor, entry)
         await publish_entry(session, actor, entry)  # a draft again: published now
         assert entry.published_at is not None and entry.published_at > yesterday

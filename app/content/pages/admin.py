@@ -39,7 +39,12 @@ from app.content.services.entries import (
     unpublish_entry,
 )
 from app.content.services.markdown import render_markdown
-from app.content.services.public import author_names, public_path, visible_to_public
+from app.content.services.public import (
+    author_names,
+    public_path,
+    shown_status,
+    visible_to_public,
+)
 from app.core.db import DbSession
 from app.core.errors import only_if_valid
 from app.core.pagination import PageNumber, PageRequest
@@ -150,6 +155,7 @@ async def _entry_page(
         "public_url": public_url,
         "notice": NOTICES.get(notice or ""),
         "statuses": Status,
+        "status_of": shown_status,
     }
     return render(request, FORM_TEMPLATE, context, status_code=status_code)
 
@@ -199,6 +205,7 @@ class ContentAdminController(Controller):
             "authors": authors,
             "may_change": _may_change(request),
             "notice": NOTICES.get(notice or ""),
+            "status_of": shown_status,
         }
         return render_list(
             request,

@@ -383,7 +383,7 @@ def keeps_publish_time(entry: Entry, at: datetime | None) -> bool:
     """Whether publishing `entry` (at `at`, or now) leaves it as it is: it is published
     already and no new time is given, so its date stays (readers, feeds and the order of
     the blog would otherwise see an old post as new)."""
-    return at is None and entry.status == Status.published.value and entry.published_at is not None
+    return at is None and visible_to_public(entry)
 
 
 async def publish_entry(
