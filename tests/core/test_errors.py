@@ -267,14 +267,19 @@ def assert_one_warning_line_each(
     assert [r.getMessage() for r in caplog.records if r.exc_info] == [], "a traceback was logged"
 
 
-async def test_a_database_outage_is_one_warning_line_per_answer_without_a_traceback(
-    settings: Settings, caplog: pytest.LogCaptureFixture
-) -> None:
+def database_down(settings: Settings) -> Settings:
+    """The leg's settings with a database that does not answer (refused at once)."""
     if settings.db.is_sqlite:
         url = "sqlite+aiosqlite:////proc/keel-no-such-dir/keel.db"
     else:
         url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/keel"
-    app = create_app(replace(settings, db=replace(settings.db, url=url, connect_timeout=1.0)))
+    return replace(settings, db=replace(settings.db, url=url, connect_timeout=1.0))
+
+
+async def test_a_database_outage_is_one_warning_line_per_answer_without_a_traceback(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(database_down(settings))
     caplog.set_level(logging.INFO)
     async with client_for(app) as client:
         responses = [await client.get("/api/v1/site"), await client.get("/")]
@@ -420,11 +425,7 @@ async def test_a_404_shows_the_sites_menu_and_who_is_signed_in_like_other_pages(
 async def test_a_404_while_the_database_is_down_is_a_404_with_the_bare_menu(
     settings: Settings,
 ) -> None:
-    if settings.db.is_sqlite:
-        url = "sqlite+aiosqlite:////proc/keel-no-such-dir/keel.db"
-    else:
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/keel"
-    app = create_app(replace(settings, db=replace(settings.db, url=url, connect_timeout=1.0)))
+    app = create_app(database_down(settings))
     try:
         async with client_for(app) as client:
             client.cookies.set("keel_session", "a-session-the-store-does-not-know")

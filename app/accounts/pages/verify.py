@@ -16,7 +16,6 @@ from app.accounts.services.audit import Actor, CurrentActor
 from app.accounts.services.verification import (
     VerificationInvalid,
     find_verification,
-    resend_address_verification,
     send_address_verification,
     verify_address,
 )
@@ -42,14 +41,14 @@ async def mail_verification_link(
     asked_again: bool = False,
 ) -> int:
     """Enqueue the e-mail with a link that confirms `user`'s current address (`asked_again`:
-    the user's own request, limited per account by `resend_address_verification`)."""
-    send = resend_address_verification if asked_again else send_address_verification
-    return await send(
+    the user's own request, limited per account: `send_address_verification`)."""
+    return await send_address_verification(
         db_session,
         runtime.store,
         actor,
         user,
         lambda token: verify_link_url(request, token),
+        asked_again=asked_again,
     )
 
 

@@ -46,9 +46,15 @@ async def send_address_verification(
     actor: Actor,
     user: User,
     link_for: Callable[[str], str],
+    *,
+    asked_again: bool = False,
 ) -> int:
     """Store a one-time token for the user's current address (only its hash is kept) and
-    enqueue the e-mail with its link in the caller's transaction; returns the job id."""
+    enqueue the e-mail with its link in the caller's transaction; returns the job id.
+    `asked_again`: the user's own "send the link again", at most RESEND_MAX an hour per
+    account (Throttled beyond), AccountConflict when the address is confirmed already."""
+    if asked_again:
+        await _may_ask_again(store, user)
     token = secrets.token_urlsafe(32)
     ticket = {"user_id": str(user.id), "email": user.email}
     await store.set(_key(token), json.dumps(ticket), ttl=VERIFY_SECONDS)
@@ -74,6 +80,18 @@ async def send_address_verification(
     return job_id
 
 
+async def _may_ask_again(store: Store, user: User) -> None:
+    if user.email_verified_at is not None:
+        raise AccountConflict("This address is confirmed already.")
+    asked = await store.incr(f"{RESEND_KEY}{user.id}", ttl=RESEND_WINDOW_SECONDS)
+    if asked > RESEND_MAX:
+        raise Throttled(
+            RESEND_WINDOW_SECONDS,
+            f"You asked for {RESEND_MAX} links this hour already. Check your inbox and spam "
+            "folder, or try again in an hour.",
+        )
+
+
 async def verification_sent_at(session: AsyncSession, user: User) -> datetime | None:
     """When a link for the user's current address was last e-mailed (the audit log says),
     or None: an account made by an admin or at setup was never sent one."""
@@ -91,28 +109,6 @@ async def verification_sent_at(session: AsyncSession, user: User) -> datetime | 
     if last is None or (last.details or {}).get("email", user.email) != user.email:
         return None
     return last.created_at
-
-
-async def resend_address_verification(
-    session: AsyncSession,
-    store: Store,
-    actor: Actor,
-    user: User,
-    link_for: Callable[[str], str],
-) -> int:
-    """The user's own "send the link again": a new link as `send_address_verification`
-    makes, at most RESEND_MAX an hour per account (Throttled beyond); AccountConflict when
-    the address is confirmed already. Returns the job id."""
-    if user.email_verified_at is not None:
-        raise AccountConflict("This address is confirmed already.")
-    asked = await store.incr(f"{RESEND_KEY}{user.id}", ttl=RESEND_WINDOW_SECONDS)
-    if asked > RESEND_MAX:
-        raise Throttled(
-            RESEND_WINDOW_SECONDS,
-            f"You asked for {RESEND_MAX} links this hour already. Check your inbox and spam "
-            "folder, or try again in an hour.",
-        )
-    return await send_address_verification(session, store, actor, user, link_for)
 
 
 async def find_verification(session: AsyncSession, store: Store, token: str) -> User:
