@@ -19,7 +19,12 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
 from app import __version__
-from app.accounts.guards.identity import FirstRunMiddleware, IdentityMiddleware, provide_caller
+from app.accounts.guards.identity import (
+    FirstRunMiddleware,
+    IdentityMiddleware,
+    error_page_identity,
+    provide_caller,
+)
 from app.accounts.guards.rate_limit import ApiRateLimitMiddleware
 from app.accounts.guards.roles import required_role
 from app.accounts.models import Role
@@ -32,7 +37,7 @@ from app.content.services.views import ViewCounts
 from app.core.allow import AllowEveryMethod
 from app.core.boundary import AsciiRequestTarget, BoundaryRequest, InputBoundary
 from app.core.csrf import csrf_middleware
-from app.core.errors import handle_exception
+from app.core.errors import ErrorPageLayout, handle_exception
 from app.core.events import PUBLIC_CHANGED
 from app.core.logging import configure_logging
 from app.core.openapi import document_errors, security_components
@@ -71,6 +76,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     host.page_context = public_context
     host.admin_menu = PluginMenuEntries()
     host.widgets = DASHBOARD_WIDGETS
+    runtime.add_service(ErrorPageLayout(error_page_identity, public_context))
     _subscribe(runtime)
     app = Litestar(
         route_handlers=[],  # mounted from the route group registry below

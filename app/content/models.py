@@ -8,7 +8,18 @@ from uuid import UUID
 
 from advanced_alchemy.base import UUIDAuditBase, UUIDBase, orm_registry
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 
@@ -55,6 +66,12 @@ class Entry(UUIDAuditBase):
     body_html: Mapped[str] = mapped_column(Text, default="")
     excerpt: Mapped[str] = mapped_column(String(500), default="")
     meta_description: Mapped[str] = mapped_column(String(300), default="")
+    excerpt_written: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Whether the author wrote the excerpt; if not, every save makes it from the body."""
+    meta_description_written: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    """Whether the author wrote the meta description; if not, it follows the body."""
     status: Mapped[str] = mapped_column(String(12), default=Status.draft.value)
     published_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     """When a published or scheduled entry is (or becomes) public."""

@@ -10,20 +10,25 @@ not answering, pool busy) is one warning line (`log_failure`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from html import escape
 from http import HTTPStatus
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlencode
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.response.base import ASGIResponse
+from litestar.types import Receive, Scope, Send
 
 from app.core import db as database
 from app.core.paths import MACHINE
 from app.core.redirects import page_to_return_to
+from app.core.runtime import runtime_of
 from app.core.store import StoreRefused, StoreUnavailable
 from app.core.templating import redirect, render_template
 
@@ -338,19 +343,87 @@ def _prefers_json(request: Request) -> bool:
     return ("application/json" in accept or PROBLEM_JSON in accept) and "text/html" not in accept
 
 
+LayoutPart = Callable[[Request], Awaitable[Mapping[str, Any]]]
+"""One part of what a page's layout shows around its content, for the error page: the
+context it adds (the site's title and menu), or a change to the request (who is signed in,
+for a path no route matches, where no middleware ran)."""
+
+LAYOUT_SECONDS = 1.0
+"""How long the error page waits for each part of its layout before leaving it out."""
+
+
+class ErrorPageLayout:
+    """What error pages show around the error, as the other public pages do: the parts
+    the composition root gives (app/asgi.py). A part that fails or takes longer than
+    LAYOUT_SECONDS (the database or the store down) is left out: the bare menu. Errors
+    of 500 and up skip them all: something is down, and the answer should not wait."""
+
+    def __init__(self, *parts: LayoutPart) -> None:
+        self.parts = parts
+
+    async def context(self, request: Request) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for part in self.parts:
+            try:
+                async with asyncio.timeout(LAYOUT_SECONDS):
+                    found.update(await part(request))
+            except Exception as exc:  # the error page itself must never fail
+                log_failure(log, "error page layout left out", exc, level=logging.WARNING)
+        return found
+
+
+@dataclass(frozen=True)
+class _ErrorPage:
+    status: int
+    detail: str
+    error_id: str
+    headers: dict[str, str]
+
+    def response(self, request: Request, layout: Mapping[str, Any]) -> Response[Any]:
+        context = {
+            **layout,
+            "request": request,
+            "status": self.status,
+            "title": status_title(self.status),
+            "detail": self.detail,
+            "error_id": self.error_id,
+        }
+        try:
+            html = render_template(request, "errors/error.html", context)
+        except Exception:  # the error page itself must never fail
+            log.exception("error page failed to render", extra={"error_id": self.error_id})
+            html = plain_error_page(self.status, self.detail, self.error_id)
+        return Response(
+            html, status_code=self.status, media_type=MediaType.HTML, headers=self.headers
+        )
+
+
+class _LaidOutErrorPage(Response[Any]):
+    """The error page, laid out when it is sent: Litestar's exception handlers are
+    synchronous, the parts of the layout are not."""
+
+    def __init__(self, page: _ErrorPage, layout: ErrorPageLayout) -> None:
+        super().__init__(b"", status_code=page.status)
+        self.page, self.layout = page, layout
+
+    def to_asgi_response(self, app: Any, request: Request, **_: Any) -> ASGIResponse:
+        async def send_page(scope: Scope, receive: Receive, send: Send) -> None:
+            response = self.page.response(request, await self.layout.context(request))
+            await response.to_asgi_response(None, request)(scope, receive, send)
+
+        return cast("ASGIResponse", send_page)
+
+
 def _error_page(
     request: Request, status: int, detail: str, error_id: str, headers: dict[str, str]
 ) -> Response[Any]:
-    context = {
-        "request": request,
-        "status": status,
-        "title": status_title(status),
-        "detail": detail,
-        "error_id": error_id,
-    }
+    page = _ErrorPage(status, detail, error_id, headers)
+    layout = _layout_of(request) if status < 500 else None
+    return page.response(request, {}) if layout is None else _LaidOutErrorPage(page, layout)
+
+
+def _layout_of(request: Request) -> ErrorPageLayout | None:
     try:
-        html = render_template(request, "errors/error.html", context)
-    except Exception:  # the error page itself must never fail
-        log.exception("error page failed to render", extra={"error_id": error_id})
-        html = plain_error_page(status, detail, error_id)
-    return Response(html, status_code=status, media_type=MediaType.HTML, headers=headers)
+        return runtime_of(request.app.state).service(ErrorPageLayout)
+    except LookupError:  # an app without Keel's runtime (a bare test app)
+        return None

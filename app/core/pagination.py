@@ -89,6 +89,18 @@ async def paginate(
     return Page(items, total, page.page, page.per_page)
 
 
+NOT_FILTERS = frozenset({"page", "sort"})
+"""Parameters of a list that choose where to look, not what to keep."""
+
+
+def filters_set(params: dict[str, object]) -> bool:
+    """Whether a list's parameters narrow it down: an empty list then means "nothing
+    matches", and without them "nothing yet" (a fresh site's lists say what to do first)."""
+    return any(
+        value not in (None, "", False) for name, value in params.items() if name not in NOT_FILTERS
+    )
+
+
 def query_string(params: dict[str, object], **changes: object) -> str:
     """`?a=1&b=2` from the current filters with some changed; empty values are dropped."""
     merged = {**params, **changes}

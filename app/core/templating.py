@@ -28,7 +28,7 @@ from litestar.template import TemplateConfig
 from litestar.utils.scope.state import ScopeState
 
 from app import __version__
-from app.core.pagination import query_string
+from app.core.pagination import filters_set, query_string
 from app.core.registry import KEEL, Registry
 from app.core.runtime import runtime_of
 from app.settings import ROOT, AppSettings, Settings
@@ -162,6 +162,7 @@ def create_template_config(
         keel_version=__version__,
         production=settings.app.is_production,
         query_string=query_string,
+        filters_set=filters_set,
         csrf_token=csrf_token,
         url_for=url_for,
         **(extra_globals or {}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import UTC, datetime
 
 from litestar import Litestar
 from sqlalchemy import select
@@ -118,3 +119,60 @@ async def test_verification_posts_need_the_csrf_token(app: Litestar, accounts: d
     async with client_for(app) as client:
         response = await client.post("/verify-email/whatever")
     assert response.status_code == 403
+
+
+async def test_the_account_page_tells_the_truth_and_sends_the_link_again_on_request(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    """An account made at setup was never sent a link: the page says so (not "follow the
+    link we e-mailed") and sends one on request, audited, a few an hour at most."""
+    viewer = accounts["viewer"]
+    async with signed_in(app, viewer) as client:
+        page = await client.get("/account")
+        assert "we e-mailed" not in page.text and "No confirmation link was sent" in page.text
+        assert "Send a confirmation link</button>" in page.text
+        sent = await client.post("/account/verification")
+        assert sent.headers["location"] == "/account?saved=verification"
+        (job,) = await verify_jobs(app)
+        assert job.payload["to"] == viewer.email
+        page = await client.get(sent.headers["location"])
+        assert "A confirmation link is on its way" in page.text
+        assert "We e-mailed a confirmation link to" in page.text
+        assert "Send the link again</button>" in page.text
+        for _ in range(2):
+            assert (await client.post("/account/verification")).status_code == 303
+        refused = await client.post("/account/verification")
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "3600"
+        assert "3 links this hour already" in refused.text
+        assert len(await verify_jobs(app)) == 3
+    async with app.state.sessionmaker() as session:
+        sent_actions = await session.scalars(
+            select(AuditEntry.action).where(AuditEntry.action == "user.email_verification_sent")
+        )
+        assert len(list(sent_actions)) == 3
+
+
+async def test_a_confirmed_address_is_not_sent_another_link(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    admin = accounts["admin"]
+    async with app.state.sessionmaker() as session, session.begin():
+        user = await session.get(User, admin.id)
+        assert user is not None
+        user.email_verified_at = datetime.now(UTC)
+    async with signed_in(app, admin) as client:
+        page = await client.get("/account")
+        refused = await client.post("/account/verification")
+    assert "Send a confirmation link" not in page.text and "Confirmed." in page.text
+    assert refused.status_code == 409 and "confirmed already" in refused.text
+    assert await verify_jobs(app) == []
+
+
+async def test_sending_the_link_again_needs_the_csrf_token(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    async with signed_in(app, accounts["viewer"]) as client:
+        del client.headers["X-CSRF-Token"]
+        response = await client.post("/account/verification", data={})
+    assert response.status_code == 403
+    assert await verify_jobs(app) == []

@@ -97,6 +97,25 @@ async def test_a_viewer_reads_the_list_and_an_entry_but_cannot_change(
     assert (await load(app, entry_id)).title == "Hello world"  # type: ignore[union-attr]
 
 
+async def test_a_fresh_list_says_what_to_do_first_and_only_filters_say_nothing_matches(
+    app: Litestar, accounts: dict
+) -> None:
+    async with signed_in(app, accounts["editor"]) as editor:
+        fresh = await editor.get("/admin/content")
+        fragment = await editor.get(
+            "/admin/content?q=&kind=&status=&author=&tag=", headers={"HX-Request": "true"}
+        )
+        filtered = await editor.get("/admin/content", params={"status": "published"})
+    async with signed_in(app, accounts["viewer"]) as viewer:
+        read_only = await viewer.get("/admin/content")
+    for page in (fresh, fragment):
+        assert "No entries match" not in page.text
+        assert 'href="/admin/content/new?kind=post">Write the first post</a>' in page.text
+    assert "No entries match these filters." in filtered.text
+    assert "Write the first post" not in filtered.text
+    assert "Nothing written yet." in read_only.text and "Write the first post" not in read_only.text
+
+
 async def test_list_filters_search_and_pagination(app: Litestar, accounts: dict) -> None:
     async with signed_in(app, accounts["editor"]) as editor:
         for number in range(27):
@@ -356,6 +375,105 @@ async def test_a_publish_time_past_what_a_datetime_holds_comes_back_beside_its_f
     assert re.search(r'id="e-published_at">[^<]*between the years', refused.text)
     entry = await load(app, entry_id)
     assert entry is not None and entry.status == "draft"
+
+
+async def test_publishing_a_published_entry_again_keeps_its_date_and_says_so(
+    app: Litestar, accounts: dict
+) -> None:
+    """Publish on an entry that is public already: the date readers and the feed see stays,
+    the page says it was kept; a time given explicitly still moves it."""
+    async with signed_in(app, accounts["editor"]) as client:
+        entry_id = await create(client)
+        await client.post(f"/admin/content/{entry_id}/publish", data={})
+        last_week = datetime.now(UTC) - timedelta(days=7)
+        await set_published_at(app, str(entry_id), last_week)
+        again = await client.post(f"/admin/content/{entry_id}/publish", data={})
+        assert again.headers["location"].endswith("?notice=kept")
+        page = await client.get(again.headers["location"])
+        assert "its publish time is kept" in page.text
+        assert f"Published since {last_week:%Y-%m-%d %H:%M} UTC" in page.text
+        entry = await load(app, entry_id)
+        assert entry is not None and entry.published_at is not None
+        assert abs(entry.published_at - last_week) < timedelta(seconds=1)
+        yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+        moved = await client.post(
+            f"/admin/content/{entry_id}/publish", data={"published_at": yesterday}
+        )
+        assert moved.headers["location"].endswith("?notice=published")
+    entry = await load(app, entry_id)
+    assert entry is not None and entry.published_at is not None
+    assert entry.published_at.strftime("%Y-%m-%dT%H:%M") == yesterday
+    assert (await audit_actions(app)).count("content.published") == 2
+
+
+async def test_a_generated_excerpt_follows_the_body_and_an_own_one_stays(
+    app: Litestar, accounts: dict
+) -> None:
+    """The form shows a generated excerpt as a hint, not as the author's text, so saving
+    again does not freeze it; an excerpt the author wrote survives later saves."""
+    async with signed_in(app, accounts["editor"]) as client:
+        entry_id = await create(client, body_markdown="First version.")
+        page = await client.get(f"/admin/content/{entry_id}")
+        assert re.search(
+            r'name="excerpt" type="text" value="" placeholder="First version\."', page.text
+        )
+        await client.post(
+            f"/admin/content/{entry_id}", data=entry_form(body_markdown="Second version.")
+        )
+        entry = await load(app, entry_id)
+        assert entry is not None
+        assert (entry.excerpt, entry.meta_description) == ("Second version.", "Second version.")
+        await client.post(
+            f"/admin/content/{entry_id}",
+            data=entry_form(body_markdown="Third version.", excerpt="My own words."),
+        )
+        await client.post(
+            f"/admin/content/{entry_id}",
+            data=entry_form(body_markdown="Fourth version.", excerpt="My own words."),
+        )
+        page = await client.get(f"/admin/content/{entry_id}")
+    entry = await load(app, entry_id)
+    assert entry is not None
+    assert (entry.excerpt, entry.meta_description) == ("My own words.", "Fourth version.")
+    assert 'name="excerpt" type="text" value="My own words."' in page.text
+
+
+def status_and_time(html: str, slug: str) -> tuple[str, str]:
+    """The status badge and the publish time of the list's row for `slug`."""
+    row = html.split(f'<tr data-entry="{slug}">', 1)[1].split("</tr>", 1)[0]
+    badge = re.search(r'<span class="badge badge-(\w+)" data-status="\1">(\w+)</span>', row)
+    assert badge is not None, row
+    cells = re.findall(r"<td>(.*?)</td>", row, re.DOTALL)
+    return badge.group(1), re.sub(r"<[^>]+>", "", cells[3])
+
+
+async def test_the_list_shows_when_each_entry_is_published_and_scheduled_looks_its_own(
+    app: Litestar, accounts: dict
+) -> None:
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    async with signed_in(app, accounts["editor"]) as client:
+        await create(client, title="Draft one")
+        later = await create(client, title="Later one")
+        live = await create(client, title="Live one")
+        went_live = await create(client, title="Went live")
+        await client.post(f"/admin/content/{later}/publish", data={"published_at": tomorrow})
+        await client.post(f"/admin/content/{live}/publish", data={})
+        await client.post(f"/admin/content/{went_live}/publish", data={"published_at": tomorrow})
+        an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+        await set_published_at(app, str(went_live), an_hour_ago)  # its time has come
+        page = await client.get("/admin/content")
+        edit = await client.get(f"/admin/content/{later}")
+    assert '<th scope="col">Publish time (UTC)</th>' in page.text
+    assert status_and_time(page.text, "draft-one") == ("draft", "—")
+    assert status_and_time(page.text, "later-one") == ("scheduled", tomorrow.replace("T", " "))
+    assert status_and_time(page.text, "went-live") == (
+        "published",
+        an_hour_ago.strftime("%Y-%m-%d %H:%M"),
+    )
+    assert status_and_time(page.text, "live-one")[0] == "published"
+    assert (
+        '<span class="badge badge-scheduled" data-status="scheduled">Scheduled</span>' in edit.text
+    )
 
 
 async def test_publish_schedule_unpublish_and_archive_change_what_the_api_shows(

@@ -223,13 +223,20 @@ async def test_views_are_counted_in_the_store_and_moved_to_the_entry_once(
     [
         ("Some *text*.", "Some text."),
         ("A [link](https://example.org), **bold** and `code`!", "A link, bold and code!"),
-        ("# Title\n\nFirst paragraph.\n\n- one\n- two", "Title First paragraph. one two"),
+        ("# Title\n\nFirst paragraph.\n\n- one\n- two", "Title. First paragraph. one. two"),
+        (
+            "## Setup\n\nInstall it:\n\n```\npip install keel\nkeel serve\n```\n\nDone",
+            "Setup. Install it: pip install keel. keel serve. Done",
+        ),
+        ("| a | b |\n|---|---|\n| 1 | 2 |", "a. b. 1. 2"),
+        ("A line  \nbreak", "A line break"),
         ('Tom &amp; Jerry\'s "show"', 'Tom & Jerry\'s "show"'),
     ],
 )
 def test_the_plain_text_of_an_entry_reads_as_its_words_do(markdown: str, text: str) -> None:
     """Excerpts, meta descriptions and search read the words as written: no space before
-    punctuation where an inline tag ended, paragraphs apart, every entity decoded."""
+    punctuation where an inline tag ended, each block (heading, list item, line of code,
+    cell) a sentence of its own, every entity decoded."""
     assert plain_text(render_markdown(markdown)) == text
 
 
@@ -257,3 +264,60 @@ async def test_a_save_that_loses_the_address_to_a_concurrent_save_changes_nothin
 
 async def _nothing_taken(*_args: object, **_kwargs: object) -> set[str]:
     return set()
+
+
+async def test_publishing_a_published_entry_keeps_its_date_unless_a_time_is_given(
+    app: Litestar, accounts: dict
+) -> None:
+    actor = await _editor(app, accounts)
+    last_week = datetime.now(UTC) - timedelta(days=7)
+    async with app.state.sessionmaker() as session, session.begin():
+        entry = await save_entry(session, actor, EntryInput(title="Old news"))
+        await publish_entry(session, actor, entry, last_week)
+        await publish_entry(session, actor, entry)
+        assert (entry.status, entry.published_at) == ("published", last_week)
+        yesterday = datetime.now(UTC) - timedelta(days=1)
+        await publish_entry(session, actor, entry, yesterday)
+        assert entry.published_at == yesterday
+        scheduled = await save_entry(session, actor, EntryInput(title="Went live"))
+        await publish_entry(session, actor, scheduled, datetime.now(UTC) + timedelta(hours=1))
+        scheduled.published_at = last_week  # its time has come: public, still "scheduled"
+        await publish_entry(session, actor, scheduled)
+        assert scheduled.published_at == last_week
+        await unpublish_entry(session, actor, entry)
+        await publish_entry(session, actor, entry)  # a draft again: published now
+        assert entry.published_at is not None and entry.published_at > yesterday
+
+
+async def test_excerpt_and_meta_description_follow_the_body_until_the_author_writes_them(
+    app: Litestar, accounts: dict
+) -> None:
+    """A client that sends back every field it read (the generated texts included) does
+    not make them the author's; an empty field makes them follow the body again."""
+    actor = await _editor(app, accounts)
+    async with app.state.sessionmaker() as session, session.begin():
+        entry = await save_entry(session, actor, EntryInput(title="T", body_markdown="One."))
+        read = (entry.excerpt, entry.meta_description)
+        entry = await save_entry(
+            session,
+            actor,
+            EntryInput(title="T", body_markdown="Two.", excerpt=read[0], meta_description=read[1]),
+            entry,
+        )
+        assert (entry.excerpt, entry.meta_description) == ("Two.", "Two.")
+        assert not entry.excerpt_written and not entry.meta_description_written
+        entry = await save_entry(
+            session,
+            actor,
+            EntryInput(title="T", body_markdown="Three.", excerpt="Mine.", meta_description="Two."),
+            entry,
+        )
+        assert (entry.excerpt, entry.meta_description) == ("Mine.", "Three.")
+        entry = await save_entry(
+            session, actor, EntryInput(title="T", body_markdown="Four.", excerpt="Mine."), entry
+        )
+        assert (entry.excerpt, entry.excerpt_written) == ("Mine.", True)
+        entry = await save_entry(
+            session, actor, EntryInput(title="T", body_markdown="Five."), entry
+        )
+        assert (entry.excerpt, entry.excerpt_written) == ("Five.", False)

@@ -267,14 +267,19 @@ def assert_one_warning_line_each(
     assert [r.getMessage() for r in caplog.records if r.exc_info] == [], "a traceback was logged"
 
 
-async def test_a_database_outage_is_one_warning_line_per_answer_without_a_traceback(
-    settings: Settings, caplog: pytest.LogCaptureFixture
-) -> None:
+def database_down(settings: Settings) -> Settings:
+    """The leg's settings with a database that does not answer (refused at once)."""
     if settings.db.is_sqlite:
         url = "sqlite+aiosqlite:////proc/keel-no-such-dir/keel.db"
     else:
         url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/keel"
-    app = create_app(replace(settings, db=replace(settings.db, url=url, connect_timeout=1.0)))
+    return replace(settings, db=replace(settings.db, url=url, connect_timeout=1.0))
+
+
+async def test_a_database_outage_is_one_warning_line_per_answer_without_a_traceback(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(database_down(settings))
     caplog.set_level(logging.INFO)
     async with client_for(app) as client:
         responses = [await client.get("/api/v1/site"), await client.get("/")]
@@ -372,3 +377,62 @@ async def test_each_kind_answers_its_status_with_the_message_and_the_field(
         assert "errors" not in body
     if isinstance(error, TooManyRequests):
         assert answer.headers["retry-after"] == "60"
+
+
+def site_menu(html: str) -> list[str]:
+    """The links of the site's main menu, by their text."""
+    nav = html.split('<nav aria-label="Main">', 1)[1].split("</nav>", 1)[0]
+    return [text.strip() for text in re.findall(r">([^<>]+)</(?:a|button)>", nav)]
+
+
+async def test_a_404_shows_the_sites_menu_and_who_is_signed_in_like_other_pages(
+    app: Litestar, accounts: dict
+) -> None:
+    """Under /admin (no route matches: no middleware ran) and on the public site (a page
+    that is not there), the error page has the site's title, its pages in the menu and the
+    signed-in state; its sign-out form works."""
+    from app.accounts.services.audit import Actor
+    from app.content.services.entries import EntryInput, publish_entry, save_entry
+    from app.site_settings.services import write_setting
+
+    admin = accounts["admin"]
+    async with app.state.sessionmaker() as session, session.begin():
+        actor = Actor(admin.id, admin.username)
+        about = await save_entry(session, actor, EntryInput(kind="page", title="About"))
+        about.nav_order = 1
+        await publish_entry(session, actor, about)
+        await write_setting(session, "site_title", "Harbour Notes")
+    await app.state.page_cache.invalidate()
+    async with client_for(app) as visitor:
+        anonymous = await visitor.get("/no/such/page")
+    async with signed_in(app, admin) as client:
+        home = await client.get("/")
+        under_admin = await client.get("/admin/no-such-page")
+        public = await client.get("/blog/no-such-post")
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', under_admin.text)
+        assert token is not None and token.group(1)
+        client.headers.pop("X-CSRF-Token")
+        signed_out = await client.post("/logout", data={"_csrf_token": token.group(1)})
+    assert signed_out.status_code == 303
+    for page in (under_admin, public):
+        assert page.status_code == 404
+        assert site_menu(page.text) == site_menu(home.text)
+        assert "About" in site_menu(page.text) and "Sign in" not in site_menu(page.text)
+        assert "Harbour Notes</a>" in page.text
+    assert site_menu(anonymous.text) == ["Home", "Blog", "About", "Sign in"]
+
+
+async def test_a_404_while_the_database_is_down_is_a_404_with_the_bare_menu(
+    settings: Settings,
+) -> None:
+    app = create_app(database_down(settings))
+    try:
+        async with client_for(app) as client:
+            client.cookies.set("keel_session", "a-session-the-store-does-not-know")
+            response = await client.get("/no/such/page")
+    finally:
+        await app.state.engine.dispose()
+        await app.state.store.close()
+    assert response.status_code == 404
+    assert "We could not find that page" in response.text
+    assert site_menu(response.text) == ["Home", "Blog", "Sign in"]

@@ -15,21 +15,23 @@ import hmac
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
+from litestar import Request
 from litestar.datastructures import Cookie, MutableScopeHeaders
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.utils.scope.state import ScopeState
 from sqlalchemy import ColumnElement, and_, bindparam, false, select, update
 from sqlalchemy.orm import QueryableAttribute
 
 from app.accounts.models import ApiKey, RevokedAccessToken, Role, TokenFamily, User
 from app.accounts.services.api_keys import acting_name, acting_role, key_status
-from app.accounts.services.sessions import SessionStore, cookie_name, digest_of
+from app.accounts.services.sessions import BrowserSession, SessionStore, cookie_name, digest_of
 from app.accounts.services.tokens import (
     AccessClaims,
     AccessTokens,
@@ -37,7 +39,7 @@ from app.accounts.services.tokens import (
     hash_secret,
     looks_like_jwt,
 )
-from app.core.csrf import PUBLIC_PAGE_OPT
+from app.core.csrf import PUBLIC_PAGE_OPT, session_csrf_token
 from app.core.paths import API, MACHINE, METRICS_PATH, PathPrefixes
 from app.core.reads import ReadQuery, Reads
 from app.core.runtime import Runtime, runtime_of
@@ -294,15 +296,8 @@ class IdentityMiddleware(ASGIMiddleware):
             return None, None
         sessions = runtime.service(SessionStore)
         browser_session = await sessions.load(session_id)
-        user = None
-        if browser_session is not None:
-            user = await _load_caller(runtime.reads, UUID(browser_session.user_id))
-        if (
-            browser_session is None
-            or user is None
-            or not user.is_active
-            or (user.auth_version != browser_session.auth_version)
-        ):
+        user = await _session_user(runtime, browser_session)
+        if browser_session is None or user is None:
             if browser_session is not None:
                 await sessions.revoke(session_id)
             return None, expired_session_cookie(name, settings.app.is_production)
@@ -319,6 +314,44 @@ class IdentityMiddleware(ASGIMiddleware):
             user, "session", session_digest=browser_session.digest, session_csrf=csrf
         )
         return current, None
+
+
+async def _session_user(runtime: Runtime, browser_session: BrowserSession | None) -> _Caller | None:
+    """The account a live browser session stands for, if it may still act: active, and
+    its credentials unchanged since the session began."""
+    if browser_session is None:
+        return None
+    user = await _load_caller(runtime.reads, UUID(browser_session.user_id))
+    if user is None or not user.is_active or user.auth_version != browser_session.auth_version:
+        return None
+    return user
+
+
+async def error_page_identity(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Who is signed in, for an error page no middleware saw (a path no route matches, under
+    /admin too): read from the session cookie, changing nothing (no rotation, no revocation),
+    with the CSRF token of the session so its sign-out form works. Part of the error page's
+    layout (app/core/errors.py ErrorPageLayout)."""
+    scope = request.scope
+    identified = "user" in cast("dict[str, Any]", scope)  # IdentityMiddleware ran
+    if identified or UNAUTHENTICATED.matches(scope["path"]) or API.matches(scope["path"]):
+        return {}
+    runtime = runtime_of(request.app.state)
+    session_id = _cookie(scope, cookie_name(runtime.settings.app.is_production))
+    if not session_id:
+        return {}
+    browser_session = await runtime.service(SessionStore).load(session_id)
+    user = await _session_user(runtime, browser_session)
+    if browser_session is None or user is None:
+        return {}
+    csrf = browser_session.csrf_secret
+    scope["user"] = _as_current(
+        user, "session", session_digest=browser_session.digest, session_csrf=csrf
+    )
+    ScopeState.from_scope(scope).csrf_token = session_csrf_token(
+        runtime.settings.app.secret_key, csrf
+    )
+    return {}
 
 
 METRICS_SCRAPER = CurrentUser(

@@ -20,16 +20,20 @@ from app.accounts.services.password_hashing import PasswordHashing
 from app.accounts.services.passwords import change_password
 from app.accounts.services.sessions import BrowserSession, SessionStore
 from app.accounts.services.sign_in import sign_out_everywhere
+from app.accounts.services.throttle import Throttled
 from app.accounts.services.users import AccountError, get_user, update_user
+from app.accounts.services.verification import verification_sent_at
 from app.core.db import DbSession
 from app.core.errors import Forbidden, NotFound
 from app.core.runtime import AppRuntime, Runtime
+from app.core.store import StoreUnavailable
 from app.core.templating import Form, redirect, render
 
 SAVED_MESSAGES = {
     "profile": "Your profile was saved.",
     "password": "Password changed; other sessions were signed out.",
     "session": "That session was signed out.",
+    "verification": "A confirmation link is on its way to your address; it works for 24 hours.",
 }
 """The confirmation for each `?saved=` flag the POST handlers redirect to."""
 
@@ -72,12 +76,14 @@ def _account_url(request: Request, saved: str | None = None) -> str:
 async def _page(
     request: Request,
     runtime: Runtime,
+    db_session: DbSession,
     user: User,
     *,
     form: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     message: str | None = None,
     status_code: int = 200,
+    headers: dict[str, str] | None = None,
 ) -> Response[str]:
     """The account page; `form` keeps what the user typed (never a password)."""
     current_digest = request.scope["user"].session_digest
@@ -93,8 +99,11 @@ async def _page(
         "errors": errors or {},
         "message": message,
         "sessions": sessions,
+        "verification_sent_at": await verification_sent_at(db_session, user),
     }
-    return render(request, "accounts/account.html", context, status_code=status_code)
+    return render(
+        request, "accounts/account.html", context, status_code=status_code, headers=headers
+    )
 
 
 class AccountController(Controller):
@@ -113,7 +122,9 @@ class AccountController(Controller):
     ) -> Response[str]:
         """Profile, password and sessions of whoever is signed in."""
         user = await get_user(db_session, _my_id(caller))
-        return await _page(request, runtime, user, message=SAVED_MESSAGES.get(saved or ""))
+        return await _page(
+            request, runtime, db_session, user, message=SAVED_MESSAGES.get(saved or "")
+        )
 
     @post("/profile", name="accounts:profile_update")
     async def profile_update(
@@ -138,10 +149,43 @@ class AccountController(Controller):
             )
         except AccountError as exc:  # update_user changed nothing
             errors = {exc.field or "form": exc.message}
-            return await _page(request, runtime, user, form=data, errors=errors, status_code=400)
+            return await _page(
+                request, runtime, db_session, user, form=data, errors=errors, status_code=400
+            )
         if user.email != old_email:
             await mail_verification_link(request, runtime, db_session, actor, user)
         return redirect(_account_url(request, "profile"))
+
+    @post("/verification", name="accounts:verification_resend")
+    async def verification_resend(
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        caller: Caller,
+    ) -> Response[Any]:
+        """E-mail a new link that confirms the account's address (a few an hour)."""
+        user = await get_user(db_session, _my_id(caller))
+        try:
+            await mail_verification_link(
+                request, runtime, db_session, actor, user, asked_again=True
+            )
+        except (AccountError, Throttled) as exc:
+            errors = {"verification": exc.message}
+            return await _page(
+                request,
+                runtime,
+                db_session,
+                user,
+                errors=errors,
+                status_code=exc.status,
+                headers=exc.headers,
+            )
+        except StoreUnavailable:
+            errors = {"verification": "Links cannot be sent right now. Try again in a minute."}
+            return await _page(request, runtime, db_session, user, errors=errors, status_code=503)
+        return redirect(_account_url(request, "verification"))
 
     @post("/password", name="accounts:password_change")
     async def password_change(
@@ -171,7 +215,7 @@ class AccountController(Controller):
             except AccountError as exc:
                 errors[exc.field or "form"] = exc.message
         if errors:  # change_password changed nothing
-            return await _page(request, runtime, user, errors=errors, status_code=400)
+            return await _page(request, runtime, db_session, user, errors=errors, status_code=400)
         await db_session.commit()
         await runtime.service(SessionStore).revoke_all(
             user.id

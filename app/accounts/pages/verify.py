@@ -32,15 +32,23 @@ def verify_link_url(request: Request, token: str) -> str:
 
 
 async def mail_verification_link(
-    request: Request, runtime: Runtime, db_session: DbSession, actor: Actor, user: User
+    request: Request,
+    runtime: Runtime,
+    db_session: DbSession,
+    actor: Actor,
+    user: User,
+    *,
+    asked_again: bool = False,
 ) -> int:
-    """Enqueue the e-mail with a link that confirms `user`'s current address."""
+    """Enqueue the e-mail with a link that confirms `user`'s current address (`asked_again`:
+    the user's own request, limited per account: `send_address_verification`)."""
     return await send_address_verification(
         db_session,
         runtime.store,
         actor,
         user,
         lambda token: verify_link_url(request, token),
+        asked_again=asked_again,
     )
 
 

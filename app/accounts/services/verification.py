@@ -10,17 +10,23 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.models import User
+from app.accounts.models import AuditEntry, User
 from app.accounts.services.audit import Actor, record
-from app.accounts.services.users import AccountNotFound
+from app.accounts.services.throttle import Throttled
+from app.accounts.services.users import AccountConflict, AccountNotFound
 from app.core.queueing import enqueue
 from app.core.store import Store
 
 VERIFY_KEY = "email-verify:"
 VERIFY_SECONDS = 24 * 3600
 VERIFY_MAIL_SUBJECT = "Confirm your e-mail address"
+RESEND_KEY = "email-verify-resent:"
+RESEND_MAX = 3
+"""Links a user may ask for again per RESEND_WINDOW_SECONDS (each is an e-mail Keel sends)."""
+RESEND_WINDOW_SECONDS = 3600
 
 
 class VerificationInvalid(AccountNotFound):
@@ -40,9 +46,15 @@ async def send_address_verification(
     actor: Actor,
     user: User,
     link_for: Callable[[str], str],
+    *,
+    asked_again: bool = False,
 ) -> int:
     """Store a one-time token for the user's current address (only its hash is kept) and
-    enqueue the e-mail with its link in the caller's transaction; returns the job id."""
+    enqueue the e-mail with its link in the caller's transaction; returns the job id.
+    `asked_again`: the user's own "send the link again", at most RESEND_MAX an hour per
+    account (Throttled beyond), AccountConflict when the address is confirmed already."""
+    if asked_again:
+        await _may_ask_again(store, user)
     token = secrets.token_urlsafe(32)
     ticket = {"user_id": str(user.id), "email": user.email}
     await store.set(_key(token), json.dumps(ticket), ttl=VERIFY_SECONDS)
@@ -56,8 +68,47 @@ async def send_address_verification(
         "notify",
         {"to": user.email, "subject": VERIFY_MAIL_SUBJECT, "body": body, "kind": "verify_email"},
     )
-    record(session, actor, "user.email_verification_sent", "user", user.id, job_id=job_id)
+    record(
+        session,
+        actor,
+        "user.email_verification_sent",
+        "user",
+        user.id,
+        job_id=job_id,
+        email=user.email,
+    )
     return job_id
+
+
+async def _may_ask_again(store: Store, user: User) -> None:
+    if user.email_verified_at is not None:
+        raise AccountConflict("This address is confirmed already.")
+    asked = await store.incr(f"{RESEND_KEY}{user.id}", ttl=RESEND_WINDOW_SECONDS)
+    if asked > RESEND_MAX:
+        raise Throttled(
+            RESEND_WINDOW_SECONDS,
+            f"You asked for {RESEND_MAX} links this hour already. Check your inbox and spam "
+            "folder, or try again in an hour.",
+        )
+
+
+async def verification_sent_at(session: AsyncSession, user: User) -> datetime | None:
+    """When a link for the user's current address was last e-mailed (the audit log says),
+    or None: an account made by an admin or at setup was never sent one."""
+    query = (
+        select(AuditEntry.created_at, AuditEntry.details)
+        .where(
+            AuditEntry.action == "user.email_verification_sent",
+            AuditEntry.resource_type == "user",
+            AuditEntry.resource_id == str(user.id),
+        )
+        .order_by(AuditEntry.created_at.desc())
+        .limit(1)
+    )
+    last = (await session.execute(query)).first()
+    if last is None or (last.details or {}).get("email", user.email) != user.email:
+        return None
+    return last.created_at
 
 
 async def find_verification(session: AsyncSession, store: Store, token: str) -> User:

@@ -184,7 +184,8 @@ class ContentController(Controller):
         entry_id: FromPath[UUID],
         data: JSONBody[PublishIn | None] = None,
     ) -> EntryOut:
-        """Publish now, or at `published_at` (with its offset): a future time schedules it."""
+        """Publish now, or at `published_at` (with its offset): a future time schedules it.
+        An entry published already keeps its date unless `published_at` is given."""
         entry = await get_entry(db_session, entry_id)
         at = data.published_at if data is not None else None
         entry = await publish_entry(db_session, actor, entry, at)

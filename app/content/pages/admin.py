@@ -30,6 +30,7 @@ from app.content.services.entries import (
     entry_input,
     get_entry,
     get_revision,
+    keeps_publish_time,
     list_entries,
     list_revisions,
     publish_entry,
@@ -38,7 +39,12 @@ from app.content.services.entries import (
     unpublish_entry,
 )
 from app.content.services.markdown import render_markdown
-from app.content.services.public import author_names, public_path, visible_to_public
+from app.content.services.public import (
+    author_names,
+    public_path,
+    shown_status,
+    visible_to_public,
+)
 from app.core.db import DbSession
 from app.core.errors import only_if_valid
 from app.core.pagination import PageNumber, PageRequest
@@ -50,6 +56,7 @@ NOTICES = {
     "created": "The draft was created.",
     "saved": "Your changes were saved.",
     "published": "The entry is published.",
+    "kept": "The entry was published already: its publish time is kept. Give a time to change it.",
     "scheduled": "The entry is scheduled.",
     "unpublished": "The entry is back to draft and hidden from visitors.",
     "archived": "The entry is archived and hidden from visitors.",
@@ -100,8 +107,8 @@ def _form_values(entry: Entry) -> dict[str, str]:
         "title": entry.title,
         "slug": entry.slug,
         "body_markdown": entry.body_markdown,
-        "excerpt": entry.excerpt,
-        "meta_description": entry.meta_description,
+        "excerpt": entry.excerpt if entry.excerpt_written else "",
+        "meta_description": entry.meta_description if entry.meta_description_written else "",
         "tags": ", ".join(tag.name for tag in entry.tags),
         "nav_order": "" if entry.nav_order is None else str(entry.nav_order),
     }
@@ -148,6 +155,7 @@ async def _entry_page(
         "public_url": public_url,
         "notice": NOTICES.get(notice or ""),
         "statuses": Status,
+        "status_of": shown_status,
     }
     return render(request, FORM_TEMPLATE, context, status_code=status_code)
 
@@ -197,6 +205,7 @@ class ContentAdminController(Controller):
             "authors": authors,
             "may_change": _may_change(request),
             "notice": NOTICES.get(notice or ""),
+            "status_of": shown_status,
         }
         return render_list(
             request,
@@ -270,13 +279,15 @@ class ContentAdminController(Controller):
         """Publish now, or schedule when the time given (UTC) is in the future."""
         entry = await get_entry(db_session, entry_id)
         try:
-            entry = await publish_entry(db_session, actor, entry, _publish_time(data))
+            at = _publish_time(data)
+            kept = keeps_publish_time(entry, at)
+            entry = await publish_entry(db_session, actor, entry, at)
         except (ContentError, InvalidTime) as exc:
             errors = {exc.field or "form": exc.message}
             return await _entry_page(
                 request, db_session, entry, _form_values(entry), errors, status_code=400
             )
-        return redirect(_edit_url(request, entry_id, entry.status))
+        return redirect(_edit_url(request, entry_id, "kept" if kept else entry.status))
 
     @post("/{entry_id:uuid}/unpublish", name="admin:content_unpublish", guards=[roles.editor])
     async def unpublish(

@@ -232,6 +232,19 @@ async def _ensure_free_slug(
         raise SlugTaken(kind)
 
 
+EXCERPT_LENGTH = 300
+META_DESCRIPTION_LENGTH = 160
+
+
+def _own_text(given: str, stored: str, *, written: bool) -> str | None:
+    """The author's own excerpt or meta description, or None when it is to be made from the
+    body: none given, or the generated text handed back unchanged (a client that sends
+    every field it read, an API PATCH that leaves the field out)."""
+    if not given or (not written and given == stored):
+        return None
+    return given
+
+
 async def save_entry(
     session: AsyncSession, actor: Actor, data: EntryInput, entry: Entry | None = None
 ) -> Entry:
@@ -250,7 +263,14 @@ async def save_entry(
     tags = await _tags(session, data.tags)
     if entry is None:
         entry = Entry(
-            kind=data.kind, status=Status.draft.value, author_id=actor.user_id, view_count=0
+            kind=data.kind,
+            status=Status.draft.value,
+            author_id=actor.user_id,
+            view_count=0,
+            excerpt="",
+            meta_description="",
+            excerpt_written=False,
+            meta_description_written=False,
         )
         entry.tags = tags
         session.add(entry)
@@ -258,8 +278,16 @@ async def save_entry(
     entry.slug = data.slug
     entry.body_markdown = data.body_markdown
     entry.body_html = render_markdown(data.body_markdown)
-    entry.excerpt = data.excerpt or plain_text(entry.body_html, 300)
-    entry.meta_description = data.meta_description or plain_text(entry.body_html, 160)
+    excerpt = _own_text(data.excerpt, entry.excerpt, written=entry.excerpt_written)
+    entry.excerpt_written = excerpt is not None
+    entry.excerpt = excerpt or plain_text(entry.body_html, EXCERPT_LENGTH)
+    meta_description = _own_text(
+        data.meta_description, entry.meta_description, written=entry.meta_description_written
+    )
+    entry.meta_description_written = meta_description is not None
+    entry.meta_description = meta_description or plain_text(
+        entry.body_html, META_DESCRIPTION_LENGTH
+    )
     entry.tags = tags
     entry.nav_order = data.nav_order
     try:
@@ -351,10 +379,20 @@ async def _comes_first(session: AsyncSession, entry: Entry, moment: datetime) ->
     return following is None or moment < following
 
 
+def keeps_publish_time(entry: Entry, at: datetime | None) -> bool:
+    """Whether publishing `entry` (at `at`, or now) leaves it as it is: it is published
+    already and no new time is given, so its date stays (readers, feeds and the order of
+    the blog would otherwise see an old post as new)."""
+    return at is None and visible_to_public(entry)
+
+
 async def publish_entry(
     session: AsyncSession, actor: Actor, entry: Entry, at: datetime | None = None
 ) -> Entry:
-    """Publish now, or schedule for `at` (a future time): public from then on, not before."""
+    """Publish now, or schedule for `at` (a future time): public from then on, not before.
+    An entry published already keeps its date unless `at` is given (`keeps_publish_time`)."""
+    if keeps_publish_time(entry, at):
+        return entry
     moment = at or now()
     if moment.tzinfo is None:
         raise InvalidContent("Give the publish time with its time zone.", "published_at")

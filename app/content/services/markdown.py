@@ -77,14 +77,33 @@ _INLINE_TAGS = re.compile(
     r"</?(?:a|abbr|b|code|del|em|i|kbd|mark|s|small|span|strong|sub|sup|u)(?:\s[^>]*)?>"
 )
 """Tags inside a run of text: they go without a trace ("*text*." reads "text.")."""
+_BLOCK_ENDS = re.compile(r"</(?:p|h[1-6]|li|pre|blockquote|td|th|tr|table|ul|ol)>|<hr\s*/?>")
+"""Where a block ends (a paragraph, a heading, a list item, a code block, a table cell):
+its words end a sentence, not run into the next block's."""
+_CODE_BLOCK = re.compile(r"<pre>.*?</pre>", re.DOTALL)
+"""Each line of a code block reads as a block of its own."""
 _TAGS = re.compile(r"<[^>]+>")
-"""Every other tag ends a block (a paragraph, a list item, an image): a space."""
+"""Every other tag (an image, a line break, an opening block tag): a space."""
 _SPACE = re.compile(r"\s+")
+_SENTENCE_ENDS = tuple(".!?…:;,")
+
+
+def _words(block: str) -> str:
+    return _SPACE.sub(" ", unescape(_TAGS.sub(" ", block))).strip()
 
 
 def plain_text(html: str, limit: int | None = None) -> str:
-    """The text of sanitized HTML, for excerpts, meta descriptions and search."""
-    text = _SPACE.sub(" ", unescape(_TAGS.sub(" ", _INLINE_TAGS.sub("", html)))).strip()
+    """The text of sanitized HTML, for excerpts, meta descriptions and search: each block
+    (heading, paragraph, list item, line of code, cell) ends a sentence, so `# Setup` and
+    the paragraph under it read "Setup. Install it." and not "Setup Install it."."""
+    html = _CODE_BLOCK.sub(lambda block: block[0].strip().replace("\n", "</pre>"), html)
+    blocks = [
+        words for words in map(_words, _BLOCK_ENDS.split(_INLINE_TAGS.sub("", html))) if words
+    ]
+    text = " ".join(
+        words if words.endswith(_SENTENCE_ENDS) else f"{words}." for words in blocks[:-1]
+    )
+    text = f"{text} {blocks[-1]}".strip() if blocks else ""
     if limit is not None and len(text) > limit:
         text = text[: limit - 1].rsplit(" ", 1)[0] + "…"
     return text

@@ -60,6 +60,11 @@ def visible_to_public(entry: Publication) -> bool:
     )
 
 
+def shown_status(entry: Publication) -> str:
+    """The status editors see: a scheduled entry whose time has come is published."""
+    return Status.published.value if visible_to_public(entry) else entry.status
+
+
 async def get_public_entry(session: AsyncSession, kind: str, slug: str) -> Entry | None:
     return await session.scalar(
         select(Entry).where(Entry.kind == kind, Entry.slug == slug, is_public())
