@@ -6,11 +6,12 @@ import asyncio
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 
 from app.core.db import MIGRATIONS_DIR, create_engine
 from app.core.migrations import (
@@ -25,23 +26,22 @@ from app.settings import Settings
 from tests.conftest import PG_TEST_DB, count_rows, pg_url, recreate_pg_database
 
 
+def autogenerate_differences(sync: Connection) -> list[Any]:
+    """What `keel db revision --autogenerate` would write for this database (migrations/env.py's
+    options)."""
+    opts = {
+        "compare_type": compare_type,
+        "version_table": "alembic_version",
+        "include_name": keels_own(metadata),
+    }
+    return list(compare_metadata(MigrationContext.configure(sync, opts=opts), metadata))
+
+
 async def test_models_and_migrations_agree(settings: Settings) -> None:
     engine = create_engine(settings.db)
     try:
         async with engine.connect() as connection:
-            differences = await connection.run_sync(
-                lambda sync: compare_metadata(
-                    MigrationContext.configure(
-                        sync,
-                        opts={
-                            "compare_type": compare_type,
-                            "version_table": "alembic_version",
-                            "include_name": keels_own(metadata),
-                        },
-                    ),
-                    metadata,
-                )
-            )
+            differences = await connection.run_sync(autogenerate_differences)
     finally:
         await engine.dispose()
     assert differences == [], "run `keel db revision -m ...` for these model changes"
@@ -61,19 +61,7 @@ def test_a_plugins_tables_are_not_keels_to_compare_or_drop(tmp_path: Path) -> No
         try:
             async with engine.begin() as connection:
                 await connection.execute(text("CREATE TABLE plugin_notes_notes (id INTEGER)"))
-                return await connection.run_sync(
-                    lambda sync: compare_metadata(
-                        MigrationContext.configure(
-                            sync,
-                            opts={
-                                "compare_type": compare_type,
-                                "version_table": "alembic_version",
-                                "include_name": keels_own(metadata),
-                            },
-                        ),
-                        metadata,
-                    )
-                )
+                return await connection.run_sync(autogenerate_differences)
         finally:
             await engine.dispose()
 
