@@ -204,7 +204,9 @@ def test_pages_keep_working_after_signing_out_and_in_as_someone_else(
     _save_profile(page, "Editor Two")
     assert page.evaluate("window.__keel_marker") == "one tab", "a full page load happened"
     header = page.evaluate("document.body.getAttribute('hx-headers') || ''")
-    form_token = page.locator("#profile input[name=_csrf_token]").input_value()
+    form_token = page.locator(
+        "#profile form[action='/account/profile'] input[name=_csrf_token]"
+    ).input_value()
     assert form_token not in header, "the body's header is the first session's here"
 
     # An htmx request from a form of the new session: the live preview of a draft.
