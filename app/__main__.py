@@ -20,7 +20,7 @@ import click
 from app.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
     from app.accounts.models import User
     from app.core.runtime import Runtime
@@ -75,9 +75,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         _fail(problems)
     if problems := _port_problems(app_settings.host, app_settings.port):
         _fail(problems)
-    if problems := asyncio.run(_database_problems(settings)):
+    problems, first_step = asyncio.run(_before_serving(settings))
+    if problems:
         _fail(problems)
-    click.echo(asyncio.run(_first_step(settings)), err=True)
+    click.echo(first_step, err=True)
     # Granian's workers build the app from the environment: hand them the resolved values.
     os.environ.update(
         HOST=app_settings.host,
@@ -103,20 +104,30 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     ).serve()
 
 
-async def _database_problems(settings: Settings) -> list[str]:
-    """The database must answer and be migrated before Keel serves anything."""
-    from app.core.db import create_engine, describe_url, ping
-    from app.core.migrations import current_revision
+async def _before_serving(settings: Settings) -> tuple[list[str], str]:
+    """What stops Keel from serving, and the line for the person who started it (one
+    connection to the database for both)."""
+    from app.core.db import create_engine
 
     engine = create_engine(settings.db)
+    try:
+        problems = await _database_problems(settings, engine)
+        return problems, "" if problems else await _first_step(settings, engine)
+    finally:
+        await engine.dispose()
+
+
+async def _database_problems(settings: Settings, engine: AsyncEngine) -> list[str]:
+    """The database must answer and be migrated before Keel serves anything."""
+    from app.core.db import describe_url, ping
+    from app.core.migrations import current_revision
+
     try:
         await ping(engine, settings.db.connect_timeout)
         if await current_revision(engine) is None:
             return ["the database has no tables yet: run `keel db upgrade` first"]
     except Exception as exc:
         return [f"the database at {describe_url(settings.db.url)} does not answer: {_reason(exc)}"]
-    finally:
-        await engine.dispose()
     return []
 
 
@@ -143,21 +154,16 @@ def _port_problems(host: str, port: int) -> list[str]:
     return []
 
 
-async def _first_step(settings: Settings) -> str:
+async def _first_step(settings: Settings, engine: AsyncEngine) -> str:
     """One line for the person who started Keel: where it is and what to do first."""
     from sqlalchemy import exists, select
 
     from app.accounts.models import User
-    from app.core.db import create_engine
     from app.core.templating import listening_address
 
     address = listening_address(settings.app.host, settings.app.port)
-    engine = create_engine(settings.db)
-    try:
-        async with engine.connect() as connection:
-            has_users = bool(await connection.scalar(select(exists().where(User.id.is_not(None)))))
-    finally:
-        await engine.dispose()
+    async with engine.connect() as connection:
+        has_users = bool(await connection.scalar(select(exists().where(User.id.is_not(None)))))
     if has_users:
         return f"Keel is starting on {address}: sign in at {address}/login (Ctrl+C stops it)."
     return (
@@ -533,18 +539,18 @@ async def _connectivity_problems(settings: Settings) -> list[str]:
     from app.core.migrations import current_revision, head_revision
     from app.core.store import create_store
 
-    problems = await _database_problems(settings)
-    if not problems:
-        engine = create_engine(settings.db)
-        try:
+    engine = create_engine(settings.db)
+    try:
+        problems = await _database_problems(settings, engine)
+        if not problems:
             current, head = await current_revision(engine), head_revision()
             if current != head:
                 problems.append(
                     f"the database is at revision {current}, the code expects {head}: "
                     "run `keel db upgrade`"
                 )
-        finally:
-            await engine.dispose()
+    finally:
+        await engine.dispose()
     store = create_store(settings.store)
     try:
         await asyncio.wait_for(store.ping(), settings.health.check_timeout)

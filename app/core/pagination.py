@@ -96,13 +96,16 @@ NOT_FILTERS = frozenset({"page", "sort"})
 def filters_set(params: dict[str, object]) -> bool:
     """Whether a list's parameters narrow it down: an empty list then means "nothing
     matches", and without them "nothing yet" (a fresh site's lists say what to do first)."""
-    return any(
-        value not in (None, "", False) for name, value in params.items() if name not in NOT_FILTERS
-    )
+    return any(_given(value) for name, value in params.items() if name not in NOT_FILTERS)
+
+
+def _given(value: object) -> bool:
+    """A parameter with a value (an empty text, None or an unticked box is none)."""
+    return value not in (None, "", False)
 
 
 def query_string(params: dict[str, object], **changes: object) -> str:
     """`?a=1&b=2` from the current filters with some changed; empty values are dropped."""
     merged = {**params, **changes}
-    kept = {k: v for k, v in merged.items() if v not in (None, "", False)}
+    kept = {k: v for k, v in merged.items() if _given(v)}
     return "?" + urlencode(kept) if kept else "?"

@@ -736,7 +736,7 @@ class PluginHost:
     def _close_reads(self, plugin: LoadedPlugin) -> None:
         """Close the read connections of this load of the plugin (`stop` waits for them)."""
         reads = plugin.context.reads
-        if reads is None or reads is self.runtime.reads:  # Keel's own, shared
+        if reads is self.runtime.reads:  # Keel's own, shared
             return
         closing = asyncio.get_running_loop().create_task(reads.close())
         self._closing.add(closing)

@@ -20,7 +20,7 @@ from app.jobs.services.jobs import QueueFigures, queue_figures
 from app.jobs.services.metrics import JOBS_OLDEST_WAIT, JOBS_QUEUE_DEPTH, WORKERS_LIVE
 from app.jobs.services.registry import job_types
 from app.jobs.services.worker import list_workers
-from app.system.services.system import pools
+from app.system.services.system import Pool, pools
 
 
 async def _build(scrape: Scrape) -> Samples:
@@ -73,12 +73,16 @@ gauge(JOBS_OLDEST_WAIT, _oldest_wait)
 gauge(WORKERS_LIVE, _workers_live)
 
 
+async def _pools(scrape: Scrape) -> list[Pool]:
+    return pools(scrape.process)
+
+
 async def _pool_in_use(scrape: Scrape) -> Samples:
-    return [((pool.name,), pool.in_use) for pool in pools(scrape.process)]
+    return [((pool.name,), pool.in_use) for pool in await scrape.shared(_pools)]
 
 
 async def _pool_size(scrape: Scrape) -> Samples:
-    return [((pool.name,), pool.size) for pool in pools(scrape.process)]
+    return [((pool.name,), pool.size) for pool in await scrape.shared(_pools)]
 
 
 async def _cache_generation(scrape: Scrape) -> Samples:
