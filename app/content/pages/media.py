@@ -35,6 +35,7 @@ from app.content.services.media import (
     stored_path,
 )
 from app.core.db import DbSession
+from app.core.errors import field_errors
 from app.core.pagination import PageNumber, PageRequest
 from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import MultipartForm, redirect, render
@@ -194,7 +195,7 @@ class MediaAdminController(Controller):
             )
         except MediaError as exc:
             params = {"q": "", "kind": "", "page": None}
-            errors = {exc.field or "form": exc.message}
+            errors = field_errors(exc)
             return await self._library(
                 request, db_session, params, form=form, errors=errors, status_code=400
             )
