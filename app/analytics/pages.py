@@ -42,7 +42,9 @@ def _series_chart(
     return line_chart(starts, series.bucket_seconds, values, unit, classes)
 
 
-async def analytics_charts(session: Any, range_name: str, group: str | None) -> dict[str, Chart]:
+async def analytics_charts(
+    session: AsyncSession, range_name: str, group: str | None
+) -> dict[str, Chart]:
     """The page's charts for a range (and a route group for the request charts)."""
     requests = await request_series(session, range_name, None, group)
     content = await content_series(session, range_name)

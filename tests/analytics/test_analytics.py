@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -18,9 +19,12 @@ from app.accounts.models import User
 from app.analytics.models import DAY, HOUR, MINUTE, RequestStat
 from app.analytics.services.rollup import BUCKETS, roll_up
 from app.analytics.services.series import recent_summary, request_series
+from app.content.services.views import ViewCounts
 from app.core.metrics import RequestTally, minute_key
 from app.core.runtime import runtime_of
 from app.core.store import StoreError, create_store
+from app.jobs.models import Job
+from app.jobs.services.worker import Worker
 from app.settings import StoreSettings
 from tests.conftest import SteppedClock, bearer, client_for, signed_in, stopped_clock
 
@@ -290,3 +294,76 @@ async def test_request_series_reads_without_http(app: Litestar) -> None:
         series = await request_series(session, "24h")
     assert series.bucket_seconds == 900 and len(series.points) == 96
     assert isinstance(series, object) and httpx is not None
+
+
+async def _run_queued_jobs(app: Litestar) -> None:
+    """Keel's worker until no job is queued or running (as keel.testing's `run_jobs`)."""
+    runtime = runtime_of(app.state)
+    quick = replace(runtime.settings.worker, poll_interval=0.05, retry_backoff=0.0)
+    worker = Worker(
+        replace(runtime.settings, worker=quick),
+        runtime.store,
+        runtime.sessionmaker,
+        schedules=False,
+    )
+    task = asyncio.create_task(worker.run())
+
+    async def unfinished() -> int:
+        async with runtime.sessionmaker() as session:
+            statuses = ("queued", "running")
+            query = select(func.count()).select_from(Job).where(Job.status.in_(statuses))
+            return int(await session.scalar(query) or 0)
+
+    try:
+        async with asyncio.timeout(30):
+            while await unfinished():  # noqa: ASYNC110 (the database is what is polled)
+                await asyncio.sleep(0.02)
+    finally:
+        worker.request_stop()
+        await task
+
+
+async def test_views_publications_and_the_rollup_job_are_read_back(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    runtime = runtime_of(app.state)
+    with stopped_clock(app) as clock:
+        _at_minute_start(clock)
+        async with client_for(app) as api:
+            editor = await bearer(app, accounts["editor"])
+            created = await api.post(
+                "/api/v1/content",
+                json={"kind": "post", "title": "Counted", "body_markdown": "Words."},
+                headers=editor,
+            )
+            entry = created.json()
+            published = await api.post(
+                f"/api/v1/content/{entry['id']}/publish", json={}, headers=editor
+            )
+            assert published.status_code == 200
+        async with client_for(app) as visitor:
+            for _ in range(3):
+                assert (await visitor.get(f"/blog/{entry['slug']}")).status_code == 200
+        await runtime.service(ViewCounts).flush()
+        clock.advance(timedelta(minutes=2))
+        async with client_for(app) as api:
+            admin = await bearer(app, accounts["admin"])
+            queued = await api.post(
+                "/api/v1/jobs", json={"type": "analytics_rollup"}, headers=admin
+            )
+            assert queued.status_code == 201, queued.text
+        await runtime.figures.flush(runtime.store)
+        await _run_queued_jobs(app)
+        async with client_for(app) as api:
+            viewer = await bearer(app, accounts["viewer"])
+            content = (await api.get("/api/v1/analytics/content?range=1h", headers=viewer)).json()
+            jobs = (await api.get("/api/v1/analytics/jobs?range=24h", headers=viewer)).json()
+            requests = (await api.get("/api/v1/analytics/requests?range=1h", headers=viewer)).json()
+    assert sum(p["views"] for p in content["points"]) == 3
+    assert sum(p["published"] for p in content["points"]) == 1
+    assert sum(p["completed"] for p in jobs["points"]) == 1
+    done = next(p for p in jobs["points"] if p["completed"])
+    assert done["run_p50_ms"] is not None and done["failed"] == 0
+    assert (
+        sum(p["count"] for p in requests["points"]) >= 5
+    )  # the writes and views, rolled up by the job
