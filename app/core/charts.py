@@ -11,7 +11,7 @@ from datetime import datetime
 
 WIDTH, HEIGHT = 640.0, 220.0
 """The viewBox; the SVG is drawn at the width of its box (CSS) and keeps this ratio."""
-LEFT, RIGHT, TOP, BOTTOM = 52.0, 12.0, 12.0, 30.0
+LEFT, RIGHT, TOP, BOTTOM = 56.0, 14.0, 28.0, 34.0
 """Room for the value axis (left) and the time axis (bottom)."""
 
 
