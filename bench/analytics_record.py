@@ -98,7 +98,9 @@ def main(calls: int) -> None:
     part = new - old
     print(f"per-minute part alone:                {part:7.1f} ns  ratio {part / base:.2f}")
     print(f"fold per request (1000 per flush):     {folded:7.1f} ns  ratio {folded / base:.2f}")
-    print(f"under 1 µs: {'yes' if new + max(folded, 0) < 1000 else 'NO'}")
+    total = new + max(folded, 0)
+    print(f"record + fold per request: {total:.0f} ns against a budget of 1000 ns")
+    print("(absolute figures follow the machine's load; the ratios are what to compare)")
     asyncio.run(tally.store.close())
 
 
