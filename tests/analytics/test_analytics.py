@@ -18,7 +18,7 @@ from app.accounts.guards import roles
 from app.accounts.models import User
 from app.analytics.models import DAY, HOUR, MINUTE, RequestStat
 from app.analytics.services.rollup import BUCKETS, roll_up
-from app.analytics.services.series import recent_summary, request_series
+from app.analytics.services.series import percentile, recent_summary, request_series
 from app.content.services.views import ViewCounts
 from app.core.metrics import RequestTally, minute_key
 from app.core.runtime import runtime_of
@@ -367,3 +367,14 @@ async def test_views_publications_and_the_rollup_job_are_read_back(
     assert (
         sum(p["count"] for p in requests["points"]) >= 5
     )  # the writes and views, rolled up by the job
+
+
+def test_percentiles_are_interpolated_inside_their_latency_bucket() -> None:
+    only_fast = [10] + [0] * (BUCKETS - 1)  # ten requests under 1 ms
+    assert percentile(only_fast, 0.5) == 0.5
+    split = [0, 0, 0, 0, 50, 0, 0, 0, 50] + [0] * (BUCKETS - 9)  # 10-25 ms, 250-500 ms
+    assert percentile(split, 0.5) == 25.0
+    assert percentile(split, 0.99) == 495.0
+    beyond = [0] * (BUCKETS - 1) + [4]  # slower than the last bound: the bound
+    assert percentile(beyond, 0.95) == 10_000.0
+    assert percentile([0] * BUCKETS, 0.5) is None
