@@ -20,6 +20,7 @@ from app.accounts.services.password_hashing import PasswordHashing
 from app.accounts.services.sessions import SessionStore
 from app.accounts.services.throttle import LoginThrottle
 from app.accounts.services.tokens import AccessTokens, RefreshTokens
+from app.analytics.jobs import rollup_task
 from app.content.services import media as _defines_upload_max_bytes  # noqa: F401
 from app.content.services.page_cache import PageCache
 from app.content.services.reads import next_scheduled_publication
@@ -110,7 +111,10 @@ def build_worker(
         queues=queues,
         concurrency=concurrency,
         mode="in-process" if in_process else "process",
-        periodic=housekeeping(runtime.sessionmaker, runtime.store),
+        periodic=(
+            *housekeeping(runtime.sessionmaker, runtime.store),
+            rollup_task(runtime.sessionmaker, runtime.store),
+        ),
         companions=() if in_process else (plugins.follow,),
     )
     plugins.hear_events_of(worker.events)

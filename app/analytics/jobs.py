@@ -1,31 +1,29 @@
-"""The `analytics_rollup` job, every ROLLUP_EVERY: closed minutes from the store into the
-database (per minute, hour and day), and rows past their retention removed."""
+"""The analytics roll-up, a periodic task of every worker (`keel worker` and the worker
+inside embedded `keel serve`): every ROLLUP_EVERY_SECONDS, closed minutes go from the store
+into the database (per minute, hour and day) and rows past their retention are removed.
+
+It is housekeeping, not a queued job: it would add 1,440 rows a day to the jobs list and
+its own runs to the jobs chart. Workers that run it at once are serialised by `roll_up`'s
+lock, and a round that fails gives the minutes back to the store for the next."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from app.analytics.services.rollup import roll_up
 from app.core.clock import current_clock
-from app.jobs.services.registry import JobContext, job_handler
-from app.jobs.services.schedules import schedule
+from app.core.store import Store
+from app.jobs.services.worker import PeriodicTask
 
-ROLLUP_EVERY = timedelta(minutes=5)
-"""How often the roll-up runs: the charts and the dashboard's figures lag by at most this
-(plus the minute being closed); each run takes every closed minute, so none is missed."""
-
-
-@job_handler("analytics_rollup", timeout=300, max_attempts=1)
-async def run_rollup(ctx: JobContext[dict[str, Any]]) -> dict[str, int]:
-    """Roll the closed minutes up; a failed run gives them back to the store for the next."""
-    result = await roll_up(ctx.sessionmaker, ctx.store, current_clock().now())
-    return {
-        "minutes": result.minutes,
-        "requests": result.requests,
-        "views": result.views,
-        "rows_deleted": result.deleted,
-    }
+ROLLUP_EVERY_SECONDS = 60.0
+"""How often a worker rolls up: the charts and the dashboard's figures lag by at most this
+plus the minute being closed; each round takes every closed minute, so none is missed."""
 
 
-schedule("analytics-rollup", "analytics_rollup", every=ROLLUP_EVERY)
+def rollup_task(sessionmaker: Any, store: Store) -> PeriodicTask:
+    """The roll-up as a worker's periodic task."""
+
+    async def run() -> None:
+        await roll_up(sessionmaker, store, current_clock().now())
+
+    return PeriodicTask("analytics-rollup", ROLLUP_EVERY_SECONDS, run)

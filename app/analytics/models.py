@@ -1,5 +1,5 @@
 """Tables of analytics: request counts and entry views per period, rolled up from the
-store's per-minute hashes by the `analytics_rollup` job."""
+store's per-minute hashes by the workers' roll-up (app/analytics/jobs.py)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Revises: 0011
 Create Date: 2026-12-07 14:00:00.000000
 
 Requests by route group and status class, with latency buckets, and entry views, per
-period; the `analytics_rollup` job fills them from the store's per-minute hashes.
+period; the workers' roll-up fills them from the store's per-minute hashes.
 """
 
 from collections.abc import Sequence
