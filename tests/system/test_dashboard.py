@@ -7,18 +7,18 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 from litestar import Litestar
 from sqlalchemy import text, update
 
-from app.accounts.models import User
+from app.accounts.models import AuditEntry, User
 from app.asgi import create_app
 from app.content.models import Entry
 from app.core.runtime import runtime_of
 from app.settings import Settings
-from app.system.services.dashboard import read_dashboard
+from app.system.services.dashboard import describe_change, read_dashboard
 from tests.accounts.test_users_api import api_as, new_user
 from tests.conftest import client_for, signed_in
 from tests.core.test_errors import database_down
@@ -244,3 +244,35 @@ async def test_a_database_that_does_not_answer_leaves_every_figure_unavailable(
     assert shown == (None, None, None, None)
     assert figures.jobs is None and figures.changes is None and figures.queues is None
     assert figures.workers is not None  # the store answers: its workers are known
+
+
+def test_a_sign_in_reads_as_one_and_a_deleted_post_keeps_its_title_without_a_link() -> None:
+    alice = uuid4()
+    signed_in_entry = AuditEntry(
+        user_id=alice,
+        actor="alice",
+        action="auth.login",
+        resource_type="user",
+        resource_id=str(alice),
+        details=None,
+        created_at=datetime.now(UTC),
+    )
+    change = describe_change(signed_in_entry, {alice: "alice"})
+    assert (change.what, change.noun, change.subject) == ("signed in", "", "")
+    post = uuid4()
+    deleted = AuditEntry(
+        user_id=alice,
+        actor="alice",
+        action="content.deleted",
+        resource_type="post",
+        resource_id=str(post),
+        details={"title": "Gone"},
+        created_at=datetime.now(UTC),
+    )
+    change = describe_change(deleted, {})
+    assert (change.what, change.noun, change.subject, change.link) == (
+        "deleted",
+        "post",
+        "“Gone”",
+        None,
+    )

@@ -96,7 +96,18 @@ class DashboardFigures:
         return max(waits) if waits else None
 
 
-_VERBS = {"enqueue": "queued", "cancel": "cancelled", "retry": "retried"}
+_VERBS = {
+    "enqueue": "queued",
+    "cancel": "cancelled",
+    "retry": "retried",
+    "auth.login": "signed in",
+    "auth.logout": "signed out",
+    "auth.login_failed": "failed to sign in",
+    "auth.login_throttled": "was held back signing in",
+    "auth.signed_out_everywhere": "signed out everywhere",
+    "auth.session_revoked": "ended a session",
+}
+"""Actions said otherwise than their last word (by that word, or by the whole action)."""
 _NOUNS = {"api_key": "API key", "media": "file"}
 _ENTRY_KINDS = ("post", "page")
 
@@ -131,8 +142,11 @@ def describe_change(entry: AuditEntry, names: Mapping[UUID, str]) -> Change:
     else:
         subject = str(details.get("title") or details.get("name") or entry.resource_id or "")
         link = {"setting": ("admin:settings", {}), "plugin": ("admin:plugins", {})}.get(kind)
-    what = _VERBS.get(action, action.replace("_", " "))
-    return Change(entry, what, _NOUNS.get(kind, kind.replace("_", " ")), subject, link)
+    what = _VERBS.get(entry.action) or _VERBS.get(action) or action.replace("_", " ")
+    noun = _NOUNS.get(kind, kind.replace("_", " "))
+    if entry.action.startswith("auth.") and subject == entry.actor:
+        noun = subject = ""  # "alice signed in", not "alice signed in user alice"
+    return Change(entry, what, noun, subject, link)
 
 
 def _span(seconds: float) -> str:
