@@ -196,6 +196,25 @@ def serve_keel(
             recreate_pg_database(database, create=False)
 
 
+@contextmanager
+def keel_worker(env: dict[str, str], server: LiveServer) -> Iterator[None]:
+    """`keel worker` beside a services-leg server (embedded mode runs its own in `keel
+    serve`), stopped with SIGTERM when the block ends."""
+    worker = subprocess.Popen(
+        keel_command("worker"),
+        # without PUBLIC_URL a worker's site address is HOST:PORT of its own env
+        env={**env, "WORKER_POLL_INTERVAL": "0.5", "PUBLIC_URL": server.base_url},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=15)
+
+
 @pytest.fixture(scope="session", params=LEGS)
 def live_server(
     request: pytest.FixtureRequest,

@@ -4,8 +4,6 @@ JavaScript, at 1280 and 390 px (screenshots in test-artifacts/screenshots/dashbo
 
 from __future__ import annotations
 
-import signal
-import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -14,9 +12,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from app.settings import ROOT
-from tests.browser.conftest import SCREENSHOTS, LiveServer, serve_keel, sign_in
-from tests.conftest import LEGS, PASSWORD, keel_command
+from tests.browser.conftest import SCREENSHOTS, LiveServer, keel_worker, serve_keel, sign_in
+from tests.conftest import LEGS, PASSWORD
 
 pytestmark = pytest.mark.browser
 WIDTHS = (1280, 390)
@@ -34,15 +31,7 @@ def dashboard_server(
             serve_keel(request.param, tmp_path_factory, "dashboard", with_admin=True)
         )
         if server.leg == "services":
-            worker = subprocess.Popen(
-                keel_command("worker"),
-                env={**server.env, "WORKER_POLL_INTERVAL": "0.5", "PUBLIC_URL": server.base_url},
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            stack.callback(lambda: worker.wait(timeout=15))
-            stack.callback(worker.send_signal, signal.SIGTERM)
+            stack.enter_context(keel_worker(server.env, server))
         yield server
 
 
@@ -125,7 +114,12 @@ def test_a_new_site_then_a_busy_one_read_at_a_glance(
     expect(page.get_by_role("link", name="Write the first post")).to_be_visible()
     expect(page.get_by_role("link", name="Add a user")).to_be_visible()
     expect(figures).to_contain_text("No traffic yet")
-    expect(figures.locator("[data-worker]").first).to_be_visible(timeout=15_000)
+    for _ in range(30):  # `keel worker` of the services leg reports once it has started
+        if figures.locator("[data-worker]").count():
+            break
+        page.wait_for_timeout(1000)
+        page.goto(server.url("/admin"))
+    expect(figures.locator("[data-worker]").first).to_be_visible()
     shoot(page, "empty", server.leg)
 
     _fill_the_site(server)

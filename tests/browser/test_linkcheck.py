@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,8 +19,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from app.settings import ROOT
-from tests.browser.conftest import SCREENSHOTS, LiveServer, serve_keel, sign_in
-from tests.conftest import LEGS, PASSWORD, keel_command, run_keel
+from tests.browser.conftest import SCREENSHOTS, LiveServer, keel_worker, serve_keel, sign_in
+from tests.conftest import LEGS, PASSWORD, run_keel
 from tests.extensions.test_linkcheck import QuietServer, Site
 
 pytestmark = pytest.mark.browser
@@ -63,16 +61,7 @@ def linkcheck_server(
             done = run_keel("plugins", step, "linkcheck", env=env)
             assert done.returncode == 0, done.stdout + done.stderr
         if server.leg == "services":
-            worker = subprocess.Popen(
-                keel_command("worker"),
-                # without PUBLIC_URL a worker's site address is HOST:PORT of its own env
-                env={**env, "WORKER_POLL_INTERVAL": "0.5", "PUBLIC_URL": server.base_url},
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            stack.callback(lambda: worker.wait(timeout=15))
-            stack.callback(worker.send_signal, signal.SIGTERM)
+            stack.enter_context(keel_worker(env, server))
         publish(server, web)
         yield server
 
