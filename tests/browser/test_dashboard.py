@@ -12,7 +12,14 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import SCREENSHOTS, LiveServer, keel_worker, serve_keel, sign_in
+from tests.browser.conftest import (
+    SCREENSHOTS,
+    LiveServer,
+    keel_worker,
+    serve_keel,
+    sign_in,
+    watched_page,
+)
 from tests.conftest import LEGS, PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -37,17 +44,8 @@ def dashboard_server(
 
 @pytest.fixture
 def page(browser: Browser, dashboard_server: LiveServer) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    fresh = context.new_page()
-    errors: list[str] = []
-    fresh.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    fresh.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-    fresh.console_errors = errors  # type: ignore[attr-defined]
-    try:
+    with watched_page(browser) as fresh:
         yield fresh
-    finally:
-        context.close()
 
 
 def shoot(page: Page, name: str, leg: str) -> None:

@@ -12,14 +12,20 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from app.settings import ROOT
-from tests.browser.conftest import SCREENSHOTS, LiveServer, keel_worker, serve_keel, sign_in
+from tests.browser.conftest import (
+    SCREENSHOTS,
+    LiveServer,
+    keel_worker,
+    serve_keel,
+    sign_in,
+    watched_page,
+)
 from tests.conftest import LEGS, PASSWORD, run_keel
 from tests.extensions.test_linkcheck import QuietServer, Site
 
@@ -70,18 +76,8 @@ def linkcheck_server(
 def page(browser: Browser, linkcheck_server: LiveServer) -> Iterator[Page]:
     """A fresh page on the link check's server (not the session's other one), with the
     console errors and page errors it saw in `page.console_errors`."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    fresh = context.new_page()
-    errors: list[str] = []
-    fresh.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    fresh.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-    page_with_errors: Any = fresh
-    page_with_errors.console_errors = errors
-    try:
+    with watched_page(browser) as fresh:
         yield fresh
-    finally:
-        context.close()
 
 
 def publish(server: LiveServer, web: str) -> None:

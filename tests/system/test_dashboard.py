@@ -179,7 +179,7 @@ async def test_anonymous_visitors_are_sent_to_sign_in(app: Litestar) -> None:
 
 
 async def test_an_empty_site_is_told_what_to_do_first(
-    app: Litestar, accounts: dict[str, User], settings: Settings
+    app: Litestar, accounts: dict[str, User]
 ) -> None:
     await _sql(app, "DELETE FROM users WHERE username IN ('editor', 'viewer')")
     async with signed_in(app, accounts["admin"]) as browser:
@@ -189,8 +189,7 @@ async def test_an_empty_site_is_told_what_to_do_first(
     assert "No traffic yet" in page
     assert "Nothing is scheduled." in page
     assert "No change yet." in page
-    if not settings.embedded:  # embedded mode runs a worker inside `keel serve`
-        assert "Start one with <code>keel worker</code>" in page
+    assert "Start one with <code>keel worker</code>" in page  # no lifespan: no worker here
     assert "data-unavailable" not in page
 
 
@@ -246,29 +245,23 @@ async def test_a_database_that_does_not_answer_leaves_every_figure_unavailable(
     assert figures.workers is not None  # the store answers: its workers are known
 
 
+def _audit(action: str, kind: str, resource: UUID, details: dict | None = None) -> AuditEntry:
+    return AuditEntry(
+        user_id=None,
+        actor="alice",
+        action=action,
+        resource_type=kind,
+        resource_id=str(resource),
+        details=details,
+        created_at=datetime.now(UTC),
+    )
+
+
 def test_a_sign_in_reads_as_one_and_a_deleted_post_keeps_its_title_without_a_link() -> None:
     alice = uuid4()
-    signed_in_entry = AuditEntry(
-        user_id=alice,
-        actor="alice",
-        action="auth.login",
-        resource_type="user",
-        resource_id=str(alice),
-        details=None,
-        created_at=datetime.now(UTC),
-    )
-    change = describe_change(signed_in_entry, {alice: "alice"})
+    change = describe_change(_audit("auth.login", "user", alice), {alice: "alice"})
     assert (change.what, change.noun, change.subject) == ("signed in", "", "")
-    post = uuid4()
-    deleted = AuditEntry(
-        user_id=alice,
-        actor="alice",
-        action="content.deleted",
-        resource_type="post",
-        resource_id=str(post),
-        details={"title": "Gone"},
-        created_at=datetime.now(UTC),
-    )
+    deleted = _audit("content.deleted", "post", uuid4(), {"title": "Gone"})
     change = describe_change(deleted, {})
     assert (change.what, change.noun, change.subject, change.link) == (
         "deleted",
