@@ -1,11 +1,10 @@
-"""Admin pages of the system domain: the dashboard with live system health and the
-widgets of active plugins (each fetched on its own), and the runtime settings."""
+"""Admin pages of the system domain: the dashboard (alerts, health and the site's figures,
+refreshed live, and the widgets of active plugins, each fetched on its own), the system
+page and the runtime settings."""
 
 from __future__ import annotations
 
 import platform
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -13,15 +12,16 @@ from litestar.params import FromPath
 
 from app import __version__
 from app.accounts.guards import roles
+from app.accounts.guards.identity import Caller
+from app.accounts.models import Role
 from app.accounts.services.audit import CurrentActor
 from app.core.db import DbSession, describe_url
 from app.core.errors import DomainError, field_errors
 from app.core.runtime import AppRuntime
 from app.core.templating import Form, redirect, render
 from app.core.widgets import DASHBOARD_WIDGETS, WidgetFailed
-from app.jobs.services.worker import list_workers
 from app.system.services import settings as settings_service
-from app.system.services.health import check_readiness
+from app.system.services.dashboard import ago, read_dashboard, until
 from app.system.services.settings import SettingView
 from app.system.services.system import system_report
 
@@ -32,22 +32,21 @@ class AdminDashboardController(Controller):
     include_in_schema = False
 
     @get("/", name="admin:dashboard")
-    async def dashboard(self, request: Request, runtime: AppRuntime) -> Response[str]:
-        """System health at a glance; the health panel refreshes itself through htmx."""
+    async def dashboard(
+        self, request: Request, runtime: AppRuntime, db_session: DbSession, caller: Caller
+    ) -> Response[str]:
+        """Alerts, health and the site's figures at a glance; htmx refreshes the figures
+        (the `figures` block) every 15 seconds."""
         settings = runtime.settings
-        readiness = await check_readiness(
-            runtime.engine, runtime.store, settings.health.check_timeout
-        )
-        try:
-            workers = await list_workers(runtime.store)
-        except Exception:  # the store being down is shown by the readiness panel
-            workers = []
+        is_admin = caller.has(Role.admin)  # the audit log and the system page are theirs
+        figures = await read_dashboard(runtime, db_session, audit=is_admin)
         context = {
-            "readiness": readiness,
-            "workers": workers,
-            "checked_at": datetime.now(UTC),
+            "figures": figures,
+            "ago": lambda moment: ago(moment, figures.checked_at),
+            "until": lambda moment: until(moment, figures.checked_at),
+            "may_write": caller.has(Role.editor),
+            "is_admin": is_admin,
             "widgets": list(DASHBOARD_WIDGETS),
-            "uptime_seconds": int(time.monotonic() - runtime.started_monotonic),
             "facts": {
                 "Version": __version__,
                 "Mode": "embedded" if settings.embedded else "services",
@@ -57,7 +56,7 @@ class AdminDashboardController(Controller):
                 "Python": platform.python_version(),
             },
         }
-        return render(request, "system/dashboard.html", context, block="health")
+        return render(request, "system/dashboard.html", context, block="figures")
 
     @get("/widgets/{source:str}/{number:int}", name="admin:widget")
     async def widget(

@@ -196,6 +196,43 @@ def serve_keel(
             recreate_pg_database(database, create=False)
 
 
+@contextmanager
+def keel_worker(env: dict[str, str], server: LiveServer) -> Iterator[None]:
+    """`keel worker` beside a services-leg server (embedded mode runs its own in `keel
+    serve`), stopped with SIGTERM when the block ends."""
+    worker = subprocess.Popen(
+        keel_command("worker"),
+        # without PUBLIC_URL a worker's site address is HOST:PORT of its own env
+        env={**env, "WORKER_POLL_INTERVAL": "0.5", "PUBLIC_URL": server.base_url},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0
+
+
+@contextmanager
+def watched_page(browser: Browser) -> Iterator[Page]:
+    """A page in a fresh 1280 px context of its own (for a server other than the session's),
+    with the console errors and page errors it saw in `page.console_errors`."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    fresh = context.new_page()
+    errors: list[str] = []
+    fresh.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    fresh.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page_with_errors: Any = fresh
+    page_with_errors.console_errors = errors
+    try:
+        yield fresh
+    finally:
+        context.close()
+
+
 @pytest.fixture(scope="session", params=LEGS)
 def live_server(
     request: pytest.FixtureRequest,

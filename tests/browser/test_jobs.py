@@ -9,17 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import re
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from app.settings import ROOT
-from tests.browser.conftest import LiveServer, sign_in
-from tests.conftest import keel_command
+from tests.browser.conftest import LiveServer, keel_worker, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -29,18 +25,8 @@ def worker(live_server: LiveServer) -> Iterator[None]:
     if live_server.leg == "embedded":
         yield  # the server's own in-process worker
         return
-    process = subprocess.Popen(
-        keel_command("worker"),
-        env={**live_server.env, "WORKER_POLL_INTERVAL": "0.5"},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with keel_worker(live_server.env, live_server):
         yield
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
 
 
 def enqueue_from_admin(

@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from app.settings import ROOT
-from tests.browser.conftest import SCREENSHOTS, LiveServer, serve_keel, sign_in
-from tests.conftest import LEGS, PASSWORD, keel_command, run_keel
+from tests.browser.conftest import (
+    SCREENSHOTS,
+    LiveServer,
+    keel_worker,
+    serve_keel,
+    sign_in,
+    watched_page,
+)
+from tests.conftest import LEGS, PASSWORD, run_keel
 from tests.extensions.test_linkcheck import QuietServer, Site
 
 pytestmark = pytest.mark.browser
@@ -63,16 +67,7 @@ def linkcheck_server(
             done = run_keel("plugins", step, "linkcheck", env=env)
             assert done.returncode == 0, done.stdout + done.stderr
         if server.leg == "services":
-            worker = subprocess.Popen(
-                keel_command("worker"),
-                # without PUBLIC_URL a worker's site address is HOST:PORT of its own env
-                env={**env, "WORKER_POLL_INTERVAL": "0.5", "PUBLIC_URL": server.base_url},
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            stack.callback(lambda: worker.wait(timeout=15))
-            stack.callback(worker.send_signal, signal.SIGTERM)
+            stack.enter_context(keel_worker(env, server))
         publish(server, web)
         yield server
 
@@ -81,18 +76,8 @@ def linkcheck_server(
 def page(browser: Browser, linkcheck_server: LiveServer) -> Iterator[Page]:
     """A fresh page on the link check's server (not the session's other one), with the
     console errors and page errors it saw in `page.console_errors`."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    fresh = context.new_page()
-    errors: list[str] = []
-    fresh.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    fresh.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-    page_with_errors: Any = fresh
-    page_with_errors.console_errors = errors
-    try:
+    with watched_page(browser) as fresh:
         yield fresh
-    finally:
-        context.close()
 
 
 def publish(server: LiveServer, web: str) -> None:

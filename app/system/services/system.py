@@ -70,7 +70,8 @@ class SystemReport:
     store_degraded: bool
     store_memory_bytes: int | None
     workers: list[dict[str, Any]]
-    queues: list[QueueFigures]
+    queues: list[QueueFigures] | None
+    """None when the database did not answer."""
     disks: list[Disk]
     cache_generation: int
     cache_degraded: bool
@@ -173,6 +174,10 @@ async def system_report(runtime: Runtime, session: AsyncSession) -> SystemReport
         workers = await list_workers(runtime.store)
     except Exception:
         workers = []
+    try:
+        queues: list[QueueFigures] | None = await queue_figures(session)
+    except Exception:  # shown as unknown; readiness says why (a full pool warns too)
+        queues = None
     page_cache = runtime.service(PageCache)
     store_breaker = getattr(runtime.store, "breaker", None)
     return SystemReport(
@@ -184,7 +189,7 @@ async def system_report(runtime: Runtime, session: AsyncSession) -> SystemReport
         store_degraded=bool(getattr(store_breaker, "is_open", False)),
         store_memory_bytes=memory,
         workers=workers,
-        queues=await queue_figures(session),
+        queues=queues,
         disks=disks(settings),
         cache_generation=page_cache.generation,
         cache_degraded=page_cache.degraded,
