@@ -18,7 +18,7 @@ from app.accounts.services.audit import CurrentActor
 from app.core.db import DbSession, describe_url
 from app.core.errors import DomainError, field_errors
 from app.core.runtime import AppRuntime
-from app.core.templating import Form, redirect, render
+from app.core.templating import Form, redirect, render, wants_fragment
 from app.core.widgets import DASHBOARD_WIDGETS, WidgetFailed
 from app.system.services import settings as settings_service
 from app.system.services.dashboard import ago, read_dashboard, until
@@ -39,7 +39,9 @@ class AdminDashboardController(Controller):
         (the `figures` block) every 15 seconds."""
         settings = runtime.settings
         is_admin = caller.has(Role.admin)  # the audit log and the system page are theirs
-        figures = await read_dashboard(runtime, db_session, audit=is_admin)
+        figures = await read_dashboard(
+            runtime, db_session, audit=is_admin, charts=not wants_fragment(request)
+        )
         context = {
             "figures": figures,
             "ago": lambda moment: ago(moment, figures.checked_at),

@@ -379,3 +379,32 @@ def test_percentiles_are_interpolated_inside_their_latency_bucket() -> None:
     beyond = [0] * (BUCKETS - 1) + [4]  # slower than the last bound: the bound
     assert percentile(beyond, 0.95) == 10_000.0
     assert percentile([0] * BUCKETS, 0.5) is None
+
+
+async def test_the_dashboard_shows_the_last_hours_traffic_charts_and_the_error_rate_alert(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    app.register(boom)
+    with stopped_clock(app) as clock:
+        async with signed_in(app, accounts["viewer"]) as browser:
+            quiet = await browser.get("/admin")
+        assert "No traffic counted yet" in quiet.text
+        assert "Requests are failing" not in quiet.text
+        _at_minute_start(clock)
+        await _traffic(app, pages=6, missing=3, failures=2)
+        clock.advance(timedelta(minutes=2))
+        await _roll_up(app, clock)
+        async with signed_in(app, accounts["viewer"]) as browser:
+            page = await browser.get("/admin")
+            fragment = await browser.get("/admin", headers={"HX-Request": "true"})
+    assert page.status_code == 200, page.text
+    # the 11 requests made here and the first look at the dashboard, 2 of them errors
+    assert "16.7% of the last hour&#39;s requests were server errors" in page.text
+    count = re.search(r'<tr data-traffic="count">.*?<td>(\d+)</td><td>(\d+)</td>', page.text)
+    assert count and count.groups() == ("12", "12")
+    assert 'id="dashboard-charts"' in page.text
+    assert re.search(r"UTC — 1[12] requests, 2 errors</title>", page.text)  # 15-minute buckets
+    assert "style=" not in page.text
+    # the 15-second refresh carries the figures and the alert, not the charts
+    assert "were server errors" in fragment.text and 'data-traffic="count"' in fragment.text
+    assert 'id="dashboard-charts"' not in fragment.text

@@ -111,7 +111,7 @@ def test_a_new_site_then_a_busy_one_read_at_a_glance(
     expect(figures.locator("[data-alert-none]")).to_be_visible()
     expect(page.get_by_role("link", name="Write the first post")).to_be_visible()
     expect(page.get_by_role("link", name="Add a user")).to_be_visible()
-    expect(figures).to_contain_text("No traffic yet")
+    expect(figures).to_contain_text("No entry has been read yet")
     for _ in range(30):  # `keel worker` of the services leg reports once it has started
         if figures.locator("[data-worker]").count():
             break

@@ -186,7 +186,7 @@ async def test_an_empty_site_is_told_what_to_do_first(
         page = (await browser.get("/admin")).text
     assert 'href="/admin/content/new?kind=post">Write the first post</a>' in page
     assert "You are the only user." in page and 'href="/admin/users/new">Add a user</a>' in page
-    assert "No traffic yet" in page
+    assert "No entry has been read yet" in page
     assert "Nothing is scheduled." in page
     assert "No change yet." in page
     assert "Start one with <code>keel worker</code>" in page  # no lifespan: no worker here
@@ -217,7 +217,7 @@ async def test_a_full_database_pool_is_an_alert_and_its_panels_say_unavailable(
         assert answer.status_code == 200, answer.text
         assert "The requests pool is exhausted (2 of 2 in use)." in answer.text
         assert (
-            answer.text.count("data-unavailable") == 5
+            answer.text.count("data-unavailable") == 6
         )  # content, users, jobs, most read, changes
         assert "Recent changes unavailable" in answer.text
         assert re.search(

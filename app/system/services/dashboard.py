@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import AuditEntry
 from app.accounts.services.audit import NEWEST_FIRST
 from app.accounts.services.stats import UserCounts, user_counts, usernames
+from app.analytics.services.charts import dashboard_charts
+from app.analytics.services.series import ERROR_RATE_ALERT, P95_ALERT_MS, Summary, recent_summary
 from app.content.services.stats import (
     ContentCounts,
     ListedEntry,
@@ -30,6 +32,7 @@ from app.content.services.stats import (
     most_viewed,
     scheduled_next,
 )
+from app.core.charts import Chart
 from app.core.clock import current_clock
 from app.core.db import is_unavailable
 from app.core.runtime import Runtime
@@ -61,6 +64,19 @@ class Change:
 
 
 @dataclass(frozen=True)
+class Traffic:
+    """Requests over the last hour and the last day (rolled up by the workers)."""
+
+    hour: Summary
+    day: Summary
+
+
+async def read_traffic(session: AsyncSession, now: datetime) -> Traffic:
+    hour = await recent_summary(session, timedelta(hours=1), now)
+    return Traffic(hour, await recent_summary(session, timedelta(days=1), now))
+
+
+@dataclass(frozen=True)
 class DashboardFigures:
     report: SystemReport
     """Health, alerts, queues and workers: what `/admin/system` shows."""
@@ -72,14 +88,29 @@ class DashboardFigures:
     changes: list[Change] | None
     """None when unavailable, or when the caller may not read the audit log."""
     checked_at: datetime
+    traffic: Traffic | None = None
+    charts: dict[str, Chart] | None = None
+    """The last day's request, latency and job charts: read for the whole page only, not
+    for the figures' 15-second refresh."""
 
     @property
     def alerts(self) -> list[str]:
-        """The seed's alert thresholds that are crossed now (pool exhausted, disk over 80 %,
-        store not answering, a missing migration)."""
-        # The analytics alerts (p95 over 2000 ms, error rate over 5 %) join these once
-        # app/analytics provides them; until then the dashboard shows none of its own.
-        return self.report.warnings
+        """The seed's alert thresholds that are crossed now: pool exhausted, disk over
+        80 %, store not answering, a missing migration, and over the last hour p95 latency
+        above 2,000 ms or an error rate above 5 %."""
+        alerts = list(self.report.warnings)
+        hour = self.traffic.hour if self.traffic else None
+        if hour is not None and hour.slow:
+            alerts.append(
+                f"Requests are slow: p95 latency over the last hour is {hour.p95_ms:,.0f} ms "
+                f"(the limit is {P95_ALERT_MS:,.0f} ms)."
+            )
+        if hour is not None and hour.failing and hour.error_rate is not None:
+            alerts.append(
+                f"Requests are failing: {hour.error_rate:.1%} of the last hour's requests "
+                f"were server errors (the limit is {ERROR_RATE_ALERT:.0%})."
+            )
+        return alerts
 
     @property
     def queues(self) -> list[QueueFigures] | None:
@@ -207,10 +238,10 @@ class _Panels:
 
 
 async def read_dashboard(
-    runtime: Runtime, session: AsyncSession, *, audit: bool
+    runtime: Runtime, session: AsyncSession, *, audit: bool, charts: bool = False
 ) -> DashboardFigures:
     """Every figure of the dashboard, read now; `audit`: whether to read the recent changes
-    (the caller may read the audit log)."""
+    (the caller may read the audit log); `charts`: whether to draw the last day's charts."""
     report = await system_report(runtime, session)
     now = current_clock().now()
     panels = _Panels(session, report.database.ok)
@@ -220,4 +251,8 @@ async def read_dashboard(
     viewed = await panels.read(lambda: most_viewed(session, LIST_LENGTH))
     jobs = await panels.read(lambda: job_counts(session, now - timedelta(days=1)))
     changes = await panels.read(lambda: recent_changes(session)) if audit else None
-    return DashboardFigures(report, users, content, scheduled, viewed, jobs, changes, now)
+    traffic = await panels.read(lambda: read_traffic(session, now))
+    drawn = await panels.read(lambda: dashboard_charts(session)) if charts else None
+    return DashboardFigures(
+        report, users, content, scheduled, viewed, jobs, changes, now, traffic, drawn
+    )
