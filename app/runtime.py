@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.accounts.guards.identity import FirstRun
 from app.accounts.guards.rate_limit import LimitCache
+from app.accounts.services.callers import CallerCache, subscribe_caller_changes
 from app.accounts.services.password_hashing import PasswordHashing
 from app.accounts.services.sessions import SessionStore
 from app.accounts.services.throttle import LoginThrottle
@@ -75,6 +76,7 @@ def build_runtime(settings: Settings) -> Runtime:
         FirstRun(),
         LimitCache(),
         UrlMemo(),
+        CallerCache(store),
     ):
         runtime.add_service(service)
     dialect = "postgresql" if settings.db.url.startswith("postgresql") else "sqlite"
@@ -121,6 +123,8 @@ def build_worker(
         # a job a plugin enqueues in its own session wakes the workers (the app's
         # runtime does it already for an in-process worker)
         subscribe_wake_ups(runtime.events, runtime.store)
+    # a job that changes an account, token or key tells the web processes to forget it
+    subscribe_caller_changes(worker.events, runtime.service(CallerCache))
     return worker
 
 
