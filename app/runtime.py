@@ -19,7 +19,7 @@ from app.accounts.guards.rate_limit import LimitCache
 from app.accounts.services.callers import CallerCache, subscribe_caller_changes
 from app.accounts.services.password_hashing import PasswordHashing
 from app.accounts.services.sessions import SessionStore
-from app.accounts.services.throttle import LoginThrottle
+from app.accounts.services.throttle import LoginThrottle, RateCounts
 from app.accounts.services.tokens import AccessTokens, RefreshTokens
 from app.content.services import media as _defines_upload_max_bytes  # noqa: F401
 from app.content.services.page_cache import PageCache
@@ -77,6 +77,7 @@ def build_runtime(settings: Settings) -> Runtime:
         LimitCache(),
         UrlMemo(),
         CallerCache(store),
+        RateCounts(store),
     ):
         runtime.add_service(service)
     dialect = "postgresql" if settings.db.url.startswith("postgresql") else "sqlite"
