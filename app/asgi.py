@@ -29,7 +29,7 @@ from app.accounts.guards.rate_limit import ApiRateLimitMiddleware
 from app.accounts.guards.roles import required_role
 from app.accounts.models import Role
 from app.accounts.services.audit import provide_actor
-from app.accounts.services.callers import CallerCache, subscribe_caller_changes
+from app.accounts.services.callers import CallerCache
 from app.accounts.services.sessions import cookie_name
 from app.content.pages.cache import PageCacheFront, PublicPageCacheMiddleware
 from app.content.pages.public import public_context
@@ -150,15 +150,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
 def _subscribe(runtime: Runtime) -> None:
     """What follows a request's COMMIT in a web process: the page cache starts a new
-    generation after a public change, idle workers wake for new jobs, job figures count,
-    every process forgets the credential checks it kept after an account, token or key
-    changed."""
+    generation after a public change, idle workers wake for new jobs, job figures count."""
     events = runtime.events
     events.subscribe(KEEL, PUBLIC_CHANGED, runtime.service(PageCache).on_public_change)
     subscribe_wake_ups(events, runtime.store)
     subscribe_plugin_changes(events, runtime.store)
     subscribe_outcomes(events, runtime.figures)
-    subscribe_caller_changes(events, runtime.service(CallerCache))
 
 
 def attach_runtime(app: Litestar, runtime: Runtime) -> None:

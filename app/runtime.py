@@ -80,6 +80,8 @@ def build_runtime(settings: Settings) -> Runtime:
         RateCounts(store),
     ):
         runtime.add_service(service)
+    # any process (web, worker, CLI) that changes an account, token or key says so
+    subscribe_caller_changes(runtime.events, runtime.service(CallerCache))
     dialect = "postgresql" if settings.db.url.startswith("postgresql") else "sqlite"
     runtime.add_service(
         PluginHost(

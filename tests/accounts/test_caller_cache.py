@@ -15,11 +15,14 @@ import httpx
 from litestar import Litestar
 from sqlalchemy import update
 
-from app.accounts.models import ApiKey, User
+from app.accounts.models import ApiKey, Role, User
+from app.accounts.services.audit import Actor
 from app.accounts.services.callers import KEEP_SECONDS, CallerCache
+from app.accounts.services.users import update_user
 from app.asgi import create_app
 from app.core.db import create_engine
 from app.core.runtime import runtime_of
+from app.runtime import build_runtime
 from app.settings import Settings
 from tests.conftest import bearer, client_for
 from tests.jobs.test_api import api_key
@@ -173,3 +176,26 @@ async def until(condition: object, within: float) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() - started < within, "the other process still keeps its checks"
         await asyncio.sleep(0.02)
+
+
+async def test_a_role_change_from_the_command_line_reaches_a_running_process(
+    services_settings: Settings, services_accounts: dict[str, User]
+) -> None:
+    """`keel users set-role` commits in a runtime of its own (app/__main__.py `_with_session`):
+    its after-commit event tells the running processes through the store."""
+    editor_user = services_accounts["editor"]
+    async with serving(services_settings) as app, client_for(app) as client:
+        editor = await bearer(app, editor_user)
+        assert (await me(client, editor)).json()["role"] == "editor"
+        cli = build_runtime(services_settings)
+        try:
+            async with cli.sessionmaker() as session:
+                async with session.begin():
+                    user = await session.get(User, editor_user.id)
+                    assert user is not None
+                    await update_user(session, Actor.system("cli"), Role.admin, user, role="viewer")
+                await cli.events.deliver(session)
+        finally:
+            await cli.close()
+        await until(lambda: kept(app) == 0, within=KEEP_SECONDS / 2)
+        assert (await me(client, editor)).json()["role"] == "viewer"
