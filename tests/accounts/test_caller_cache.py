@@ -45,12 +45,22 @@ async def me(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Respon
     return await client.get("/api/v1/auth/me", headers=headers)
 
 
+async def bearers(app: Litestar, accounts: dict[str, User], *roles: str) -> list[dict[str, str]]:
+    """An access token's header for each account named."""
+    return [await bearer(app, accounts[role]) for role in roles]
+
+
+async def key_id_named(client: httpx.AsyncClient, admin: dict[str, str], name: str) -> str:
+    listed = (await client.get("/api/v1/api-keys", headers=admin)).json()
+    items = listed["items"] if isinstance(listed, dict) else listed
+    return str(next(item["id"] for item in items if item["name"] == name))
+
+
 async def test_a_token_is_checked_once_and_a_role_change_acts_on_the_next_request(
     settings: Settings, accounts: dict[str, User]
 ) -> None:
     async with serving(settings) as app, client_for(app) as client:
-        editor = await bearer(app, accounts["editor"])
-        admin = await bearer(app, accounts["admin"])
+        editor, admin = await bearers(app, accounts, "editor", "admin")
         assert (await me(client, editor)).json()["role"] == "editor"
         assert kept(app) == 1
         assert (await me(client, editor)).json()["role"] == "editor"  # from what was kept
@@ -67,9 +77,7 @@ async def test_deactivation_deletion_and_sign_out_refuse_the_next_request(
     settings: Settings, accounts: dict[str, User]
 ) -> None:
     async with serving(settings) as app, client_for(app) as client:
-        admin = await bearer(app, accounts["admin"])
-        editor = await bearer(app, accounts["editor"])
-        viewer = await bearer(app, accounts["viewer"])
+        admin, editor, viewer = await bearers(app, accounts, "admin", "editor", "viewer")
         for headers in (editor, viewer, admin):
             assert (await me(client, headers)).status_code == 200
         editor_id, viewer_id = accounts["editor"].id, accounts["viewer"].id
@@ -93,9 +101,7 @@ async def test_a_revoked_api_key_and_a_removed_creator_refuse_the_next_request(
         by_editor = await api_key(app, accounts["editor"], "editor", "the editor's")
         for headers in (key, by_editor, key, by_editor):
             assert (await me(client, headers)).status_code == 200
-        listed = (await client.get("/api/v1/api-keys", headers=admin)).json()
-        items = listed["items"] if isinstance(listed, dict) else listed
-        key_id = next(item["id"] for item in items if item["name"] == "revoked soon")
+        key_id = await key_id_named(client, admin, "revoked soon")
         assert (await client.delete(f"/api/v1/api-keys/{key_id}", headers=admin)).status_code == 204
         assert (await me(client, key)).status_code == 401
         editor_id = accounts["editor"].id
@@ -159,9 +165,7 @@ async def test_another_process_forgets_at_once_when_the_store_says_so(
         await until(lambda: kept(second) == 0, within=KEEP_SECONDS / 2)
         assert (await me(two, editor)).json()["role"] == "viewer"
         assert (await me(two, key)).status_code == 200
-        listed = (await one.get("/api/v1/api-keys", headers=admin)).json()
-        items = listed["items"] if isinstance(listed, dict) else listed
-        key_id = next(item["id"] for item in items if item["name"] == "shared")
+        key_id = await key_id_named(one, admin, "shared")
         revoked = await one.delete(f"/api/v1/api-keys/{key_id}", headers=admin)
         assert revoked.status_code == 204
         await until(lambda: kept(second) == 0, within=KEEP_SECONDS / 2)
