@@ -29,6 +29,7 @@ from app.accounts.guards.rate_limit import ApiRateLimitMiddleware
 from app.accounts.guards.roles import required_role
 from app.accounts.models import Role
 from app.accounts.services.audit import provide_actor
+from app.accounts.services.callers import CallerCache
 from app.accounts.services.sessions import cookie_name
 from app.content.pages.cache import PageCacheFront, PublicPageCacheMiddleware
 from app.content.pages.public import public_context
@@ -97,7 +98,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AllowEveryMethod(),
         ],
         lifespan=[_in_process_worker] if settings.embedded else [],
-        on_startup=[_start_page_cache, _start_figures, _start_plugins, _tune_gc],
+        on_startup=[_start_caches, _start_figures, _start_plugins, _tune_gc],
         on_shutdown=[_close_resources],
         template_config=create_template_config(settings, {"admin_menu": admin_menu}),
         request_class=BoundaryRequest,
@@ -218,10 +219,12 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, GC_OLD_THRESHOLD)
 
 
-async def _start_page_cache(app: Litestar) -> None:
+async def _start_caches(app: Litestar) -> None:
+    """The page cache, view counts and kept credential checks, following other processes."""
     runtime = runtime_of(app.state)
     await runtime.service(PageCache).start()
     await runtime.service(ViewCounts).start()
+    await runtime.service(CallerCache).start()
 
 
 async def _start_figures(app: Litestar) -> None:
@@ -237,6 +240,7 @@ async def _close_resources(app: Litestar) -> None:
     runtime = runtime_of(app.state)
     await runtime.service(PluginHost).stop()
     await runtime.service(ViewCounts).stop()
+    await runtime.service(CallerCache).stop()
     await runtime.service(PageCache).stop()
     await runtime.figures.stop()
     await runtime.close()

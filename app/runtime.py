@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.accounts.guards.identity import FirstRun
 from app.accounts.guards.rate_limit import LimitCache
+from app.accounts.services.callers import CallerCache, subscribe_caller_changes
 from app.accounts.services.password_hashing import PasswordHashing
 from app.accounts.services.sessions import SessionStore
-from app.accounts.services.throttle import LoginThrottle
+from app.accounts.services.throttle import LoginThrottle, RateCounts
 from app.accounts.services.tokens import AccessTokens, RefreshTokens
 from app.analytics.jobs import rollup_task
 from app.content.services import media as _defines_upload_max_bytes  # noqa: F401
@@ -76,8 +77,12 @@ def build_runtime(settings: Settings) -> Runtime:
         FirstRun(),
         LimitCache(),
         UrlMemo(),
+        CallerCache(store),
+        RateCounts(store),
     ):
         runtime.add_service(service)
+    # any process (web, worker, CLI) that changes an account, token or key says so
+    subscribe_caller_changes(runtime.events, runtime.service(CallerCache))
     dialect = "postgresql" if settings.db.url.startswith("postgresql") else "sqlite"
     runtime.add_service(
         PluginHost(
@@ -125,6 +130,8 @@ def build_worker(
         # a job a plugin enqueues in its own session wakes the workers (the app's
         # runtime does it already for an in-process worker)
         subscribe_wake_ups(runtime.events, runtime.store)
+    # a job that changes an account, token or key tells the web processes to forget it
+    subscribe_caller_changes(worker.events, runtime.service(CallerCache))
     return worker
 
 

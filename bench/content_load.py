@@ -50,6 +50,9 @@ DEFAULT_POOL_SIZE = 10
 a request that held one pooled connection and waited for a second deadlocked it."""
 
 
+START_SECONDS = 120.0
+"""How long a server may take to answer its probe: over a minute on a machine busy with
+other work."""
 SECRET = secrets.token_urlsafe(48)
 PLUGINS = ROOT / "bench" / "plugins"
 """Where the `articles` plugin lives: a page of the post page's weight, served by a plugin."""
@@ -108,7 +111,7 @@ def start(name: str, command: list[str], env: dict[str, str], port: int, probe: 
     )
     base = f"http://{HOST}:{port}"
     try:
-        wait_until_ready(process, base + probe)
+        wait_until_ready(process, base + probe, timeout=START_SECONDS)
     except RuntimeError as exc:
         stop_processes(process)
         sys.exit(f"{name} did not start: {exc}")
@@ -122,6 +125,35 @@ class Figures:
     p99_ms: float
     non_2xx: int = 0
     timeouts: int = 0
+    cpu_us: float = 0.0
+    """The server's CPU time per request answered (its processes' user + system time)."""
+
+
+def cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    """User + system CPU seconds of a server and its worker processes so far (Linux /proc;
+    0 elsewhere). Per request, it moves far less than requests/s when other work shares
+    the machine."""
+    try:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        total = 0
+        for pid in [process.pid, *map(int, children)]:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    except OSError:
+        return 0.0
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measured(
+    server: Server, url: str, connections: int, seconds: int, headers: dict[str, str] | None
+) -> Figures:
+    """`wrk` on `url`, with the CPU time `server` spent per request meanwhile."""
+    before = cpu_seconds(server.process)
+    figures = wrk(url, connections, seconds, headers)
+    answered = figures.rps * seconds
+    spent = cpu_seconds(server.process) - before
+    figures.cpu_us = spent / answered * 1e6 if answered else 0.0
+    return figures
 
 
 def _ms(text: str) -> float:
@@ -286,27 +318,28 @@ def main() -> None:
         auth = {"Authorization": f"Bearer {token}"}
         httpx.get(f"{cached_base}/blog/{slug}")  # warm the cache
         copy_to_plugin(cached_base, auth, slug)
+        ceiling_server, cached, uncached = servers
         cases = [
-            ("ceiling (hello world)", f"{ceiling_base}/", None),
-            ("cached post page", f"{cached_base}/blog/{slug}", None),
-            ("uncached post page", f"{uncached_base}/blog/{slug}", None),
-            ("plugin page (same weight)", f"{uncached_base}/p/articles/{slug}", None),
-            ("JSON content list (20)", f"{cached_base}/api/v1/content?per_page=20", auth),
+            ("ceiling (hello world)", f"{ceiling_base}/", None, ceiling_server),
+            ("cached post page", f"{cached_base}/blog/{slug}", None, cached),
+            ("uncached post page", f"{uncached_base}/blog/{slug}", None, uncached),
+            ("plugin page (same weight)", f"{uncached_base}/p/articles/{slug}", None, uncached),
+            ("JSON content list (20)", f"{cached_base}/api/v1/content?per_page=20", auth, cached),
         ]
         print(
             f"{'case':<26}{'conns':>6}{'req/s':>10}{'range':>14}{'p50 ms':>9}{'p99 ms':>9}"
-            f"{'ratio':>8}"
+            f"{'ratio':>8}{'CPU µs/req':>12}"
         )
         ceiling = 0.0
         core_and_plugin: dict[int, list[float]] = {}
         for connections in (64, 8):
-            rounds: dict[str, list[Figures]] = {name: [] for name, _, _ in cases}
+            rounds: dict[str, list[Figures]] = {name: [] for name, *_ in cases}
             for _ in range(args.rounds):  # interleaved, so a slow spell of the VM hits all
-                for name, url, headers in cases:
+                for name, url, headers, server in cases:
                     if args.warmup:
                         wrk(url, connections, args.warmup, headers)
-                    rounds[name].append(wrk(url, connections, args.seconds, headers))
-            for name, _, _ in cases:
+                    rounds[name].append(measured(server, url, connections, args.seconds, headers))
+            for name, *_ in cases:
                 figures = Figures(
                     median(f.rps for f in rounds[name]),
                     median(f.p50_ms for f in rounds[name]),
@@ -318,9 +351,10 @@ def main() -> None:
                 spread = (
                     f"{min(f.rps for f in rounds[name]):.0f}-{max(f.rps for f in rounds[name]):.0f}"
                 )
+                cpu = median(f.cpu_us for f in rounds[name])
                 print(
                     f"{name:<26}{connections:>6}{figures.rps:>10.0f}{spread:>14}"
-                    f"{figures.p50_ms:>9.2f}{figures.p99_ms:>9.2f}{ratio:>8.3f}"
+                    f"{figures.p50_ms:>9.2f}{figures.p99_ms:>9.2f}{ratio:>8.3f}{cpu:>12.0f}"
                 )
                 if name in ("uncached post page", "plugin page (same weight)"):
                     core_and_plugin.setdefault(connections, []).append(figures.rps)

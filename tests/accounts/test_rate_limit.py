@@ -84,6 +84,52 @@ async def test_the_request_over_the_limit_is_a_429_with_retry_after(
     assert refused.headers["ratelimit-reset"] == refused.headers["retry-after"]
 
 
+async def test_concurrent_requests_of_one_caller_each_get_their_own_count(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    """Requests that arrive while the caller's count is on the way to the store are
+    counted together (app/accounts/services/throttle.py RateCounts): exactly the limit is
+    let through, every answer names a different remainder, and the store holds them all."""
+    await set_limit(app, 31)
+    fresh_window(app)
+    headers = await bearer(app, accounts["viewer"])
+    async with client_for(app) as client:
+        first = await client.get("/api/v1/auth/me", headers=headers)  # reads the limit
+        assert first.headers["ratelimit-remaining"] == "30"
+        answers = await asyncio.gather(
+            *(client.get("/api/v1/auth/me", headers=headers) for _ in range(45))
+        )
+        after = await client.get("/api/v1/auth/me", headers=headers)
+    allowed = [r for r in answers if r.status_code == 200]
+    assert len(allowed) == 30
+    assert sorted(int(r.headers["ratelimit-remaining"]) for r in allowed) == list(range(30))
+    assert [r.status_code for r in answers].count(429) == 15
+    assert after.status_code == 429
+
+
+async def test_a_batch_of_counts_fails_open_when_the_store_fails(
+    app: Litestar, accounts: dict[str, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose command does not reach the store lets each of its requests through,
+    as a single request's would."""
+    from app.accounts.services.throttle import RateCounts
+    from app.core.store import StoreUnavailable
+
+    counts = app.state.runtime.service(RateCounts)
+    passed = 0
+
+    async def away(*_: object, **__: object) -> int:
+        nonlocal passed
+        passed += 1
+        await asyncio.sleep(0.01)
+        raise StoreUnavailable[0]("store away")
+
+    monkeypatch.setattr(counts.store, "incr", away)
+    decisions = await asyncio.gather(*(counts.take("user:x", 2, 61.0) for _ in range(10)))
+    assert all(d.allowed and d.remaining == 2 for d in decisions)
+    assert passed < 10, "the requests that arrived meanwhile went to the store as one batch"
+
+
 async def test_every_api_response_carries_the_rate_limit_headers(
     app: Litestar, accounts: dict[str, User]
 ) -> None:

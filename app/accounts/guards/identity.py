@@ -4,9 +4,13 @@ The JSON API (`/api/...`) authenticates only with `Authorization: Bearer` (a JWT
 key) or `X-API-Key`, never with cookies, which is why it needs no CSRF token. Pages use
 only the session cookie: credentials in headers are not read there. `/metrics` takes
 either (METRICS_TOKEN, an admin's token or key, or an admin's session). Headers such as
-X-User-Id are never read. Every request reloads the user (one query, app/core/reads.py),
-so a role change or deactivation takes effect on the next request; for an access token
-the same query says whether it was signed out (the database keeps that, not the store).
+X-User-Id are never read. A session's request reloads the user (one query,
+app/core/reads.py), so a role change or deactivation takes effect on the next request; for
+an access token the same query says whether it was signed out (the database keeps that,
+not the store). What that query (or an API key's) answered is kept per process for at most
+two seconds, and forgotten at once on any change of an account, token or key
+(app/accounts/services/callers.py): on the next request in the process that made it, within
+milliseconds in the others, within `KEEP_SECONDS` when the store's message is lost.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from sqlalchemy.orm import QueryableAttribute
 
 from app.accounts.models import ApiKey, RevokedAccessToken, Role, TokenFamily, User
 from app.accounts.services.api_keys import acting_name, acting_role, key_status
+from app.accounts.services.callers import CallerCache
 from app.accounts.services.sessions import BrowserSession, SessionStore, cookie_name, digest_of
 from app.accounts.services.tokens import (
     AccessClaims,
@@ -152,6 +157,21 @@ family (the sign-in it came from) must exist, be the user's and not be revoked, 
 not listed."""
 
 
+@dataclass(frozen=True, slots=True)
+class _KeyCaller:
+    """An API key's caller as last read, with what may end it without a change of a row:
+    its expiry, and the minute after which `last_used_at` must be written again."""
+
+    caller: CurrentUser
+    last_used_at: datetime
+    expires_at: datetime | None
+
+    def holds_at(self, now: datetime) -> bool:
+        return (self.expires_at is None or now < self.expires_at) and (
+            now - self.last_used_at <= LAST_USED_RESOLUTION
+        )
+
+
 async def _load_caller(reads: Reads, user_id: UUID) -> _Caller | None:
     row = await reads.one(CALLER, user_id=user_id)
     return _Caller(**row) if row is not None else None
@@ -254,7 +274,14 @@ class IdentityMiddleware(ASGIMiddleware):
             claims = tokens.verify(token)
         except InvalidToken as exc:
             raise _unauthorized(str(exc)) from None
-        user, live = await _load_token_caller(runtime.reads, claims)
+        cache = runtime.service(CallerCache)
+        key = ("token", claims.user_id, claims.family, claims.jti)
+        found = cache.get(key)
+        if found is None:
+            generation = cache.generation
+            found = await _load_token_caller(runtime.reads, claims)
+            cache.keep(key, found, generation)
+        user, live = found
         if user is not None and not live:
             raise _unauthorized("The access token has been revoked.")
         if user is None or not user.is_active or user.auth_version != claims.auth_version:
@@ -263,20 +290,21 @@ class IdentityMiddleware(ASGIMiddleware):
 
     async def _from_api_key(self, runtime: Runtime, secret: str) -> CurrentUser:
         now = datetime.now(UTC)
+        cache = runtime.service(CallerCache)
+        key_hash = hash_secret(secret)
+        found: _KeyCaller | None = cache.get(("api_key", key_hash))
+        if found is not None and found.holds_at(now):
+            return found.caller
+        generation = cache.generation
         async with runtime.sessionmaker() as session:
-            key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_secret(secret)))
+            key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
             if key is None or key_status(key, now) != "active":
                 raise _unauthorized("The API key is not valid.")
             creator = await session.get(User, key.created_by_id) if key.created_by_id else None
             role = acting_role(key, creator, now)
             if role is None:
                 raise _unauthorized("The API key's owner is no longer active.")
-            if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-                await session.execute(
-                    update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
-                )
-                await session.commit()
-            return CurrentUser(
+            caller = CurrentUser(
                 id=None,
                 username=acting_name(key),
                 email="",
@@ -285,6 +313,15 @@ class IdentityMiddleware(ASGIMiddleware):
                 via="api_key",
                 api_key_id=key.id,
             )
+            last_used_at, expires_at = key.last_used_at, key.expires_at
+            if last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION:
+                await session.execute(
+                    update(ApiKey).where(ApiKey.id == caller.api_key_id).values(last_used_at=now)
+                )
+                await session.commit()
+                last_used_at = now
+        cache.keep(("api_key", key_hash), _KeyCaller(caller, last_used_at, expires_at), generation)
+        return caller
 
     async def _from_session(
         self, scope: Scope, runtime: Runtime

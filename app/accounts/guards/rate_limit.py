@@ -4,7 +4,7 @@ Callers are counted by who they are (`user:<id>`, `api-key:<id>`), else by the c
 address as RequestContextMiddleware resolved it (X-Forwarded-For only from TRUSTED_PROXIES).
 Every API response carries RateLimit-Limit/-Remaining/-Reset; an exhausted budget is a 429
 problem body with Retry-After. When the store does not answer, requests are let through
-(see `take_rate_limit`).
+(see `RateCounts.take`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.accounts.services.throttle import RateDecision, take_rate_limit
+from app.accounts.services.throttle import RateCounts, RateDecision
 from app.core.errors import TooManyRequests, log_failure
 from app.core.paths import API
 from app.core.runtime import Runtime, runtime_of
@@ -107,7 +107,7 @@ async def _take(scope: Scope) -> RateDecision:
     limit = await current_limit(runtime)
     now = runtime.clock.time()
     try:
-        return await take_rate_limit(runtime.store, identity_key(scope), limit, now)
+        return await runtime.service(RateCounts).take(identity_key(scope), limit, now)
     except Exception as exc:  # an odd store error (auth, read-only replica) is no 500 either
         log.warning("rate limit store failed; request allowed", exc_info=exc)
         return RateDecision(True, limit, limit, 60 - int(now % 60))
