@@ -55,7 +55,7 @@ def test_an_editor_publishes_a_post_with_an_image_and_unpublishes_it(
     page.goto(server.url(preview_url))
     expect(page.locator("body")).to_contain_text("Preview — not public")
     page.go_back()
-    page.click("main button:has-text('Publish')")
+    page.click("#publishing button:has-text('Publish')")
     expect(page.locator("main")).to_contain_text("published")
 
     # An anonymous visitor sees it on /blog, on its page with the image, and in the feed.
