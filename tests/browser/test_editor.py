@@ -81,16 +81,16 @@ def test_the_editor_keeps_unsaved_text_inserts_media_and_previews_beside_the_tex
     page.locator("[data-media-picker-open]").click()
     picker = page.locator("dialog#media-picker")
     expect(picker).to_be_visible()
-    expect(picker).to_contain_text("No files yet. Upload an image or a PDF below.")
+    expect(picker.locator("#media-picker-results")).to_be_visible()
     picker.locator("summary", has_text="Upload a new file").click()
     picker.locator("#picker-f-file").set_input_files(_png(tmp_path / "harbour.png"))
-    picker.locator("#picker-f-alt_text").fill("The harbour at dusk")
+    picker.locator("#picker-f-alt_text").fill("Boats in the harbour")
     picker.locator("button", has_text="Upload").click()
     expect(picker.locator(".alert-ok")).to_contain_text("The file was uploaded")
     choice = picker.locator("[data-insert-markdown]").first
-    expect(choice.locator("img")).to_have_attribute("alt", "The harbour at dusk")
+    expect(choice.locator("img")).to_have_attribute("alt", "Boats in the harbour")
     markdown = choice.get_attribute("data-insert-markdown") or ""
-    assert re.fullmatch(r"!\[The harbour at dusk\]\(/media/[0-9a-f]{32}\.png\)", markdown)
+    assert re.fullmatch(r"!\[Boats in the harbour\]\(/media/[0-9a-f]{32}\.png\)", markdown)
     choice.click()
     expect(picker).to_be_hidden()
     expect(text).to_have_value(f"Evening light.\n\n{markdown}The end.")
@@ -98,7 +98,7 @@ def test_the_editor_keeps_unsaved_text_inserts_media_and_previews_beside_the_tex
         text.evaluate("area => [area.selectionStart, area.selectionEnd]")
         == [cursor + len(markdown)] * 2
     )
-    expect(page.locator("#preview img")).to_have_attribute("alt", "The harbour at dusk")
+    expect(page.locator("#preview img")).to_have_attribute("alt", "Boats in the harbour")
     expect(page.locator("[data-unsaved-status]")).to_have_text("Unsaved changes")
 
     # Wide screen: the preview beside the text, the actions in view while scrolled.
