@@ -14,6 +14,7 @@ from app.accounts.models import (
     TokenFamily,
     User,
 )
+from app.analytics.models import RequestStat, ViewStat
 from app.content.models import Entry, Media, Revision, Tag, entry_tags
 from app.extensions.models import PluginMigration, PluginRecord
 from app.jobs.models import ImportRun, Job, JobSchedule
@@ -35,12 +36,14 @@ __all__ = (
     "PluginMigration",
     "PluginRecord",
     "RefreshToken",
+    "RequestStat",
     "Revision",
     "RevokedAccessToken",
     "SystemSetting",
     "Tag",
     "TokenFamily",
     "User",
+    "ViewStat",
     "entry_tags",
     "metadata",
 )

@@ -29,6 +29,8 @@ from app.accounts.pages.reset import ForgotPasswordController, PasswordResetCont
 from app.accounts.pages.sign_in import SignInController
 from app.accounts.pages.users import UsersAdminController
 from app.accounts.pages.verify import VerifyEmailController
+from app.analytics.api import AnalyticsController, StatsController
+from app.analytics.pages import AnalyticsAdminController
 from app.content.api.entries import ContentController
 from app.content.api.media import MediaController
 from app.content.pages.admin import ContentAdminController
@@ -95,6 +97,7 @@ def admin() -> Router:
         path="/admin",
         route_handlers=[
             AdminDashboardController,
+            AnalyticsAdminController,
             UsersAdminController,
             ApiKeysAdminController,
             AuditAdminController,
@@ -124,6 +127,8 @@ def api() -> Router:
             MediaController,
             ContentController,
             JobsController,
+            StatsController,
+            AnalyticsController,
         ],
     )
 

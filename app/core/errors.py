@@ -86,6 +86,16 @@ class InvalidField(DomainError):
     ) -> None:
         super().__init__(message, field, headers)
         self.status = status
+        self.errors: dict[str, str] = {field: message} if field else {}
+        """Every named field's message: this one's, and those of the problems found with it
+        (`only_if_valid`), so a form shows them all at once and the API lists them all."""
+
+    def found_with(self, others: Sequence[DomainError]) -> None:
+        """Carry the messages of the other problems found in the same check."""
+        for other in others:
+            if isinstance(other, InvalidField):
+                for name, message in other.errors.items():
+                    self.errors.setdefault(name, message)
 
 
 class InvalidFields(InvalidField):
@@ -144,9 +154,10 @@ class TooManyRequests(DomainError):
 def field_errors(exc: DomainError) -> dict[str, str]:
     """Every message of a refusal by field, as a form shows them beside its fields (`form`
     for one that belongs to no field)."""
-    if isinstance(exc, InvalidFields):
-        return exc.errors
-    return {exc.field or "form": exc.message}
+    found = {exc.field or "form": exc.message}
+    if isinstance(exc, InvalidField):
+        found.update(exc.errors)
+    return found
 
 
 KINDS: tuple[type[DomainError], ...] = (
@@ -161,10 +172,13 @@ KINDS: tuple[type[DomainError], ...] = (
 
 
 def only_if_valid(value: T, problems: Sequence[DomainError]) -> T:
-    """`value`, or the first of `problems` raised (for services that check every rule at
-    once, and callers that show one message)."""
+    """`value`, or the first of `problems` raised, carrying the others' messages (services
+    check every rule at once; a form shows every message, the API lists them all)."""
     if problems:
-        raise problems[0]
+        first = problems[0]
+        if isinstance(first, InvalidField):
+            first.found_with(problems[1:])
+        raise first
     return value
 
 
@@ -178,7 +192,7 @@ def _classify(exc: Exception) -> tuple[int, str, dict[str, str], list[dict[str, 
             if isinstance(item, dict)
         ]
         return 400, "The request is not valid: see `errors`.", dict(exc.headers or {}), errors
-    if isinstance(exc, InvalidFields):
+    if isinstance(exc, InvalidField) and (isinstance(exc, InvalidFields) or len(exc.errors) > 1):
         errors = [{"field": field, "message": message} for field, message in exc.errors.items()]
         return exc.status, "Some values are not valid: see `errors`.", dict(exc.headers), errors
     if isinstance(exc, DomainError):

@@ -145,13 +145,21 @@ class Tally:
     def fold(self) -> None:
         """Bring figures kept in another shape into `pending` (see RequestTally)."""
 
+    def take_minutes(self) -> dict[str, dict[str, int | float]]:
+        """Per-minute counts to add to the store with the totals: {hash key: fields}."""
+        return {}
+
+    def keep_minutes(self, minutes: Mapping[str, Mapping[str, int | float]]) -> None:
+        """Take back per-minute counts the store did not take (see RequestTally)."""
+
     async def flush(self, store: Store) -> None:
         """Move everything into the store in one round trip; kept for the next try when
         the store does not answer."""
         self.fold()
         for labels, count in store.take_failures().items():
             self.add(STORE_FAILURES, labels, count)
-        if not self.pending:
+        minutes = self.take_minutes()
+        if not self.pending and not minutes:
             return
         pending, self.pending = self.pending, defaultdict(int)
         fields = {  # a sum is always a float field (HINCRBYFLOAT), a count an integer one
@@ -159,9 +167,13 @@ class Tally:
             for (name, labels, part), v in pending.items()
         }
         try:
-            await store.incr_fields(TOTALS_KEY, fields)
+            await store.incr_hashes(
+                {TOTALS_KEY: fields, **minutes},
+                {key: MINUTE_TTL_SECONDS for key in minutes},
+            )
         except Exception as exc:  # never let figures break a heartbeat or a scrape
             self.merge(pending)
+            self.keep_minutes(minutes)
             log.warning("figures not stored; kept for the next try", extra={"error": repr(exc)})
 
     async def flush_regularly(self, store: Store, every: float = FLUSH_SECONDS) -> None:
@@ -209,20 +221,89 @@ _STATUS_CLASSES = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 _BUCKET_ROW = (*HTTP_DURATION.bounds, SUM)
 
 
+def status_class(status: int) -> str:
+    return _STATUS_CLASSES[status // 100] if 100 <= status < 600 else "5xx"
+
+
+# -- per minute (analytics) ----------------------------------------------------------
+
+MINUTE_PREFIX = "analytics:minute:"
+"""Store hashes of one minute's counts, `analytics:minute:<minutes since the epoch>`: the
+processes add to them, the analytics roll-up takes closed minutes into the database."""
+MINUTE_TTL_SECONDS = 3 * 86400
+"""A minute hash nobody took (no worker ran) is dropped by the store after this."""
+VIEWS_FIELD = "views"
+"""The field of a minute hash counting entry views (content's `ViewCounts` adds to it)."""
+LATENCY_BUCKETS = HTTP_DURATION.buckets
+"""Upper bounds (seconds) of the latency buckets kept per minute: the `/metrics` ones."""
+ROUTE_GROUPS = ("public", "admin", "api", "plugin", "other")
+"""Keel's route groups as analytics counts them: the public site, the admin pages, the JSON
+API (/api/v1), plugins (/api/plugins, /p, /admin/plugins) and the rest (health, metrics,
+static files, the OpenAPI document, and requests no route matched)."""
+_GROUP_PREFIXES = (
+    ("/api/plugins", "plugin"),
+    ("/p", "plugin"),
+    ("/admin/plugins", "plugin"),
+    ("/api", "api"),
+    ("/admin", "admin"),
+    ("/health", "other"),
+    ("/metrics", "other"),
+    ("/static", "other"),
+    ("/schema", "other"),
+)
+
+
+def route_group(route: str) -> str:
+    """The group of a route template, matching whole path segments (`/admin` and
+    `/admin/…`, never `/administer`)."""
+    if route == UNMATCHED:
+        return "other"
+    for prefix, group in _GROUP_PREFIXES:
+        if route == prefix or route.startswith(prefix + "/"):
+            return group
+    return "public"
+
+
+def minute_key(minute: int) -> str:
+    return f"{MINUTE_PREFIX}{minute}"
+
+
+def minute_field(group: str, status_class: str, part: str) -> str:
+    """A field of a minute hash: `<group>|<status class>|<bucket index or "sum">`."""
+    return f"{group}|{status_class}|{part}"
+
+
 class RequestTally(Tally):
     """A web process's tally: requests are kept as one row per (method, route, status),
     so counting one costs a single dict look-up; flushed in the background every
-    FLUSH_SECONDS (started at start-up) and one last time at shutdown."""
+    FLUSH_SECONDS (started at start-up) and one last time at shutdown.
+
+    The rows also make the per-minute counts of analytics: they are folded whenever a
+    request arrives in a new minute, so each fold covers one minute only, and land in
+    that minute's store hash by route group and status class (`take_minutes`)."""
 
     def __init__(self, store: Store) -> None:
         super().__init__()
         self.store = store
         self.requests: dict[tuple[str, str, int], list[float]] = {}
         """Per (method, route, status): a count per duration bucket, then the sum."""
+        self.minutes: defaultdict[str, defaultdict[str, int | float]] = defaultdict(
+            lambda: defaultdict(int)
+        )
+        """Per-minute counts not yet in the store: {minute hash key: {field: amount}}."""
+        self._minute = -1
+        """The minute (since the epoch) the rows in `requests` were counted in."""
+        self._minute_ends = 0.0
+        self._groups: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one answered request: all that `/metrics` costs a request."""
+    def record_request(
+        self, method: str, route: str, status: int, seconds: float, at: float
+    ) -> None:
+        """Count one answered request that ended at `at` (epoch seconds): all that
+        `/metrics` and analytics cost a request."""
+        if at >= self._minute_ends or at < self._minute_ends - 60:
+            self._turn_minute(at)
         if method not in _METHODS:
             method = "other"
         row = self.requests.get((method, route, status))
@@ -231,17 +312,42 @@ class RequestTally(Tally):
         row[bisect_left(HTTP_DURATION.buckets, seconds)] += 1
         row[-1] += seconds
 
+    def _turn_minute(self, at: float) -> None:
+        self.fold()
+        self._minute = int(at // 60)
+        self._minute_ends = (self._minute + 1) * 60.0
+
     def fold(self) -> None:
         rows, self.requests = self.requests, {}
+        if not rows:
+            return
         pending = self.pending
+        minute = self.minutes[minute_key(self._minute)]
+        groups = self._groups
         for (method, route, status), row in rows.items():
-            status_class = _STATUS_CLASSES[status // 100] if 100 <= status < 600 else "5xx"
-            pending[(HTTP_REQUESTS.name, (method, route, status_class), "")] += sum(row[:-1])
+            kind = status_class(status)
+            count = sum(row[:-1])
+            pending[(HTTP_REQUESTS.name, (method, route, kind), "")] += count
             labels = (method, route)
-            for bound, count in zip(HTTP_DURATION.bounds, row[:-1], strict=True):
-                if count:
-                    pending[(HTTP_DURATION.name, labels, bound)] += count
+            group = groups.get(route)
+            if group is None:
+                group = groups[route] = route_group(route)
+            for index, (bound, n) in enumerate(zip(HTTP_DURATION.bounds, row[:-1], strict=True)):
+                if n:
+                    pending[(HTTP_DURATION.name, labels, bound)] += n
+                    minute[minute_field(group, kind, str(index))] += n
             pending[(HTTP_DURATION.name, labels, SUM)] += row[-1]
+            minute[minute_field(group, kind, SUM)] += float(row[-1])
+
+    def take_minutes(self) -> dict[str, dict[str, int | float]]:
+        minutes, self.minutes = self.minutes, defaultdict(lambda: defaultdict(int))
+        return {key: dict(fields) for key, fields in minutes.items()}
+
+    def keep_minutes(self, minutes: Mapping[str, Mapping[str, int | float]]) -> None:
+        for key, fields in minutes.items():
+            kept = self.minutes[key]
+            for name, amount in fields.items():
+                kept[name] += amount
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.flush_regularly(self.store))

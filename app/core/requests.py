@@ -117,7 +117,7 @@ class RequestContextMiddleware:
         finally:
             seconds = time.perf_counter() - started
             route = scope.get("path_template") or UNMATCHED
-            runtime.figures.record_request(method, route, status, seconds)
+            runtime.figures.record_request(method, route, status, seconds, runtime.clock.time())
             if log.isEnabledFor(logging.INFO):  # the line's fields cost more than the check
                 user = scope.get("user")
                 log.info(

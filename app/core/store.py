@@ -163,8 +163,13 @@ class Store(Protocol):
     async def publish(self, channel: str, message: str) -> None: ...
     def listen(self, channel: str) -> AsyncIterator[bytes]: ...
     def take_failures(self) -> Failures: ...
-    async def incr_fields(self, key: str, amounts: Mapping[str, int | float]) -> None: ...
+    async def incr_hashes(
+        self,
+        hashes: Mapping[str, Mapping[str, int | float]],
+        ttls: Mapping[str, float] | None = None,
+    ) -> None: ...
     async def read_fields(self, key: str) -> dict[str, float]: ...
+    async def take_fields(self, key: str) -> dict[str, float]: ...
     async def answering(self) -> None:
         """Return once the store is believed to answer: at once, unless a command just
         failed to reach it; then as soon as the store's probe gets an answer."""
@@ -216,9 +221,8 @@ class MemoryStore:
             return value
 
     async def keys(self, pattern: str) -> list[str]:
-        return [
-            key for key in list(self._data) if fnmatch.fnmatchcase(key, pattern) and self._live(key)
-        ]
+        values = [key for key in list(self._data) if self._live(key)]
+        return [key for key in [*values, *self._fields] if fnmatch.fnmatchcase(key, pattern)]
 
     async def ping(self) -> None:
         return None
@@ -250,14 +254,24 @@ class MemoryStore:
         finally:
             self._subscribers[channel].discard(queue)
 
-    async def incr_fields(self, key: str, amounts: Mapping[str, int | float]) -> None:
-        """Add to several numeric fields of one hash at once (no expiry)."""
-        fields = self._fields.setdefault(key, {})
-        for field, amount in amounts.items():
-            fields[field] = fields.get(field, 0) + amount
+    async def incr_hashes(
+        self,
+        hashes: Mapping[str, Mapping[str, int | float]],
+        ttls: Mapping[str, float] | None = None,
+    ) -> None:
+        """Add to numeric fields of several hashes at once (kept while the process runs:
+        the expiry `ttls` gives is Valkey's)."""
+        for key, amounts in hashes.items():
+            fields = self._fields.setdefault(key, {})
+            for field, amount in amounts.items():
+                fields[field] = fields.get(field, 0) + amount
 
     async def read_fields(self, key: str) -> dict[str, float]:
         return dict(self._fields.get(key, {}))
+
+    async def take_fields(self, key: str) -> dict[str, float]:
+        """Read and delete a hash in one step."""
+        return self._fields.pop(key, {})
 
     async def answering(self) -> None:
         return None
@@ -387,22 +401,41 @@ class ValkeyStore:
                 await pubsub.aclose()
 
     @_through_breaker
-    async def incr_fields(self, key: str, amounts: Mapping[str, int | float]) -> None:
-        """Add to several fields of one hash in one round trip, all or none (MULTI/EXEC)."""
-        if not amounts:
+    async def incr_hashes(
+        self,
+        hashes: Mapping[str, Mapping[str, int | float]],
+        ttls: Mapping[str, float] | None = None,
+    ) -> None:
+        """Add to fields of several hashes in one round trip, all or none (MULTI/EXEC); a
+        hash in `ttls` expires that many seconds after its last addition."""
+        if not any(hashes.values()):
             return
-        full = self._key(key)
         async with self.client.pipeline(transaction=True) as pipe:
-            for field, amount in amounts.items():
-                if isinstance(amount, int):
-                    pipe.hincrby(full, field, amount)
-                else:
-                    pipe.hincrbyfloat(full, field, amount)
+            for key, amounts in hashes.items():
+                full = self._key(key)
+                for field, amount in amounts.items():
+                    if isinstance(amount, int):
+                        pipe.hincrby(full, field, amount)
+                    else:
+                        pipe.hincrbyfloat(full, field, amount)
+                if ttls and key in ttls and amounts:
+                    pipe.pexpire(full, int(ttls[key] * 1000))
             await pipe.execute()
 
     @_through_breaker
     async def read_fields(self, key: str) -> dict[str, float]:
         raw = await self.client.hgetall(self._key(key))
+        return {field.decode(): float(value) for field, value in raw.items()}
+
+    @_through_breaker
+    async def take_fields(self, key: str) -> dict[str, float]:
+        """Read and delete a hash in one step (MULTI: HGETALL, DEL), so concurrent takers
+        never both get it."""
+        full = self._key(key)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(full)
+            pipe.delete(full)
+            raw, _ = await pipe.execute()
         return {field.decode(): float(value) for field, value in raw.items()}
 
 

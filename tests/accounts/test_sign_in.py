@@ -82,6 +82,28 @@ async def test_setup_form_shows_errors_beside_fields_and_keeps_input(
     assert await count_rows(settings, "users") == 0
 
 
+async def test_setup_form_shows_every_error_at_once(
+    fresh_app: Litestar, settings: Settings
+) -> None:
+    """A new owner who gets the address, the name, the password and its confirmation wrong
+    sees all four messages on the first try, each beside its field."""
+    wrong = {
+        "email": "not-an-address",
+        "username": "no spaces",
+        "display_name": "Owner",
+        "password": "short",
+        "password_confirm": "other",
+    }
+    async with client_for(fresh_app) as client:
+        await with_csrf(client, "/setup")
+        response = await client.post("/setup", data=wrong)
+    assert response.status_code == 400
+    shown = dict(re.findall(r'<p class="error" id="e-([a-z_]+)">([^<]+)</p>', response.text))
+    assert set(shown) == {"email", "username", "password", "password_confirm"}, shown
+    assert "valid e-mail" in shown["email"] and "differ" in shown["password_confirm"]
+    assert await count_rows(settings, "users") == 0
+
+
 async def test_two_concurrent_setups_make_exactly_one_admin(
     fresh_app: Litestar, settings: Settings
 ) -> None:

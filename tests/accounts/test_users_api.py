@@ -164,6 +164,21 @@ async def test_create_errors_are_problems_and_write_nothing(
     assert await count_rows(settings, "audit_log") == audits
 
 
+async def test_create_lists_every_invalid_field_in_one_problem(
+    app: Litestar, accounts: dict, settings: Settings
+) -> None:
+    users = await user_count(app)
+    async with api_as(app, accounts["admin"]) as client:
+        response = await client.post(
+            "/api/v1/users",
+            json=new_user(email="nope", username="-x", password="short", role="owner"),
+        )
+    problem = assert_problem(response, 400)
+    fields = {error["field"] for error in problem["errors"]}
+    assert fields == {"email", "username", "password", "role"}, problem
+    assert await user_count(app) == users
+
+
 async def test_an_editor_cannot_create_promote_edit_reset_or_delete_an_admin(
     app: Litestar, accounts: dict, settings: Settings
 ) -> None:

@@ -93,13 +93,13 @@ async def test_histograms_are_cumulative_with_a_count_and_a_sum() -> None:
 
 async def test_tallies_of_several_processes_add_up_in_the_store(store: Store) -> None:
     first, second = RequestTally(store), Tally()
-    first.record_request("GET", "/blog/{slug}", 200, 0.004)
-    first.record_request("GET", "/blog/{slug}", 304, 0.0001)
-    first.record_request("BREW", "/blog/{slug}", 405, 0.0001)
+    first.record_request("GET", "/blog/{slug}", 200, 0.004, 1e9)
+    first.record_request("GET", "/blog/{slug}", 304, 0.0001, 1e9)
+    first.record_request("BREW", "/blog/{slug}", 405, 0.0001, 1e9)
     second.observe(WAIT, ("a",), 0.5)
     await first.flush(store)
     await second.flush(store)
-    first.record_request("GET", "/blog/{slug}", 200, 2.0)
+    first.record_request("GET", "/blog/{slug}", 200, 2.0, 1e9)
     await first.flush(store)
     assert not first.pending and not first.requests  # nothing is counted twice
 

@@ -226,3 +226,22 @@ async def test_cancel_and_retry_from_the_job_page(
     async with signed_in(app, accounts["viewer"]) as browser:
         assert (await browser.get(f"/admin/jobs/{job_id}")).status_code == 404
         assert (await browser.post(f"/admin/jobs/{job_id}/cancel")).status_code == 404
+
+
+async def test_the_system_page_shows_each_workers_last_heartbeat_and_current_job(
+    app: Litestar, accounts: dict[str, User], settings: Settings, tmp_path
+) -> None:
+    job_id = await _job_for(
+        app, accounts["editor"], "test.record", {"path": str(tmp_path / "runs"), "sleep": 20}
+    )
+    store, sessionmaker = app.state.store, app.state.sessionmaker
+    async with running_worker(settings, sessionmaker, store, shutdown_grace=0.3) as worker:
+        await wait_for_status(sessionmaker, job_id, {"running"})
+        await worker.heartbeat()
+        async with signed_in(app, accounts["admin"]) as browser:
+            page = await browser.get("/admin/system")
+    assert page.status_code == 200, page.text
+    row = re.search(rf'<tr data-worker="{re.escape(worker.id)}">(.*?)</tr>', page.text, re.S)
+    assert row, page.text
+    assert f'<a href="/admin/jobs/{job_id}">#{job_id} test.record</a>' in row.group(1)
+    assert re.search(r"<td>\d+ s ago</td>", row.group(1))

@@ -16,7 +16,7 @@ from app.system.services.navigation import ADMIN_MENU, AdminLink
 from tests.conftest import signed_in
 
 PLUGIN = "hello"
-KEEL_FOR_EVERYONE = ["Dashboard", "Content", "Media", "Users", "Jobs"]
+KEEL_FOR_EVERYONE = ["Dashboard", "Analytics", "Content", "Media", "Users", "Jobs"]
 KEEL_FOR_ADMINS = ["API keys", "Audit log", "Outbox", "Plugins", "Settings", "System"]
 
 

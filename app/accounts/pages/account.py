@@ -24,7 +24,7 @@ from app.accounts.services.throttle import Throttled
 from app.accounts.services.users import AccountError, get_user, update_user
 from app.accounts.services.verification import verification_sent_at
 from app.core.db import DbSession
-from app.core.errors import Forbidden, NotFound
+from app.core.errors import Forbidden, NotFound, field_errors
 from app.core.runtime import AppRuntime, Runtime
 from app.core.store import StoreUnavailable
 from app.core.templating import Form, redirect, render
@@ -148,7 +148,7 @@ class AccountController(Controller):
                 display_name=data.get("display_name", ""),
             )
         except AccountError as exc:  # update_user changed nothing
-            errors = {exc.field or "form": exc.message}
+            errors = field_errors(exc)
             return await _page(
                 request, runtime, db_session, user, form=data, errors=errors, status_code=400
             )
@@ -213,7 +213,7 @@ class AccountController(Controller):
                     data.get("new_password", ""),
                 )
             except AccountError as exc:
-                errors[exc.field or "form"] = exc.message
+                errors.update(field_errors(exc))
         if errors:  # change_password changed nothing
             return await _page(request, runtime, db_session, user, errors=errors, status_code=400)
         await db_session.commit()

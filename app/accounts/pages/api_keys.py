@@ -22,6 +22,7 @@ from app.accounts.services.api_keys import (
 )
 from app.accounts.services.audit import CurrentActor
 from app.core.db import DbSession
+from app.core.errors import field_errors
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, redirect, render
 from app.core.times import InvalidTime, parse_day
@@ -93,7 +94,7 @@ class ApiKeysAdminController(Controller):
                 parse_expiry(form["expires_at"]),
             )
         except (ApiKeyError, InvalidTime) as exc:
-            errors = {exc.field or "form": exc.message}
+            errors = field_errors(exc)
             return render(
                 request,
                 "accounts/api_keys/new.html",

@@ -25,6 +25,7 @@ from app.accounts.services.audit import (
     list_audit,
 )
 from app.core.db import DbSession
+from app.core.errors import field_errors
 from app.core.pagination import PageNumber, PageRequest
 from app.core.runtime import AppRuntime
 from app.core.templating import render_list
@@ -121,7 +122,7 @@ class AuditAdminController(Controller):
         try:
             filters = AuditFilters.from_form(params)
         except (AuditFilterError, InvalidTime) as exc:
-            errors[exc.field or "form"] = exc.message
+            errors.update(field_errors(exc))
         else:
             entries = await list_audit(
                 db_session, filters, PageRequest.of(page, PER_PAGE, default=PER_PAGE)

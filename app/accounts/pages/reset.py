@@ -23,6 +23,7 @@ from app.accounts.services.passwords import (
 from app.accounts.services.throttle import Throttled
 from app.accounts.services.users import AccountError
 from app.core.db import DbSession
+from app.core.errors import field_errors
 from app.core.runtime import AppRuntime
 from app.core.store import StoreUnavailable
 from app.core.templating import Form, redirect, render, site_base
@@ -89,7 +90,7 @@ class PasswordResetController(Controller):
             except PasswordResetInvalid:
                 return _link_invalid(request)
             except AccountError as exc:
-                errors[exc.field or "form"] = exc.message
+                errors.update(field_errors(exc))
             else:
                 return redirect("/login")
         context = {"invalid": False, "token": token, "account": account, "errors": errors}

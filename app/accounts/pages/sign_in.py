@@ -20,11 +20,12 @@ from app.accounts.services.users import (
     REGISTRATION_OPEN,
     AccountError,
     NewUser,
+    check_new_user,
     register_user,
     users_exist,
 )
 from app.core.db import DbSession
-from app.core.errors import Conflict, NotFound
+from app.core.errors import Conflict, NotFound, field_errors
 from app.core.redirects import safe_next
 from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import Form, redirect, render
@@ -66,16 +67,18 @@ PASSWORDS_DIFFER = "The two passwords differ."
 
 
 def account_form(data: dict[str, str]) -> tuple[NewUser, dict[str, str]]:
-    """The account a sign-up form describes, and its errors so far (the confirmation)."""
-    errors = {}
-    if data.get("password", "") != data.get("password_confirm", ""):
-        errors["password_confirm"] = PASSWORDS_DIFFER
+    """The account a sign-up form describes, and every error its fields show on their own
+    (the account's rules and the confirmation), so the form reports them all at once."""
     new_user = NewUser(
         email=data.get("email", ""),
         username=data.get("username", ""),
         password=data.get("password", ""),
         display_name=data.get("display_name", ""),
     )
+    _, problems = check_new_user(new_user)
+    errors = {name: text for problem in problems for name, text in field_errors(problem).items()}
+    if data.get("password", "") != data.get("password_confirm", ""):
+        errors["password_confirm"] = PASSWORDS_DIFFER
     return new_user, errors
 
 
@@ -122,7 +125,7 @@ class SignInController(Controller):
             except AccountError as exc:
                 if isinstance(exc, Conflict):
                     return redirect("/login")
-                errors[exc.field or "form"] = exc.message
+                errors.update(field_errors(exc))
             else:
                 await db_session.commit()
                 runtime.service(FirstRun).has_users = True
@@ -205,7 +208,7 @@ class SignInController(Controller):
                     new_user,
                 )
             except AccountError as exc:
-                errors[exc.field or "form"] = exc.message
+                errors.update(field_errors(exc))
             else:
                 await mail_verification_link(request, runtime, db_session, actor, user)
                 await db_session.commit()

@@ -33,7 +33,7 @@ from app.accounts.services.users import (
     update_user,
 )
 from app.core.db import DbSession
-from app.core.errors import Forbidden, NotFound
+from app.core.errors import Forbidden, NotFound, field_errors
 from app.core.pagination import PageNumber, PageRequest
 from app.core.runtime import AppRuntime
 from app.core.templating import Form, redirect, render, render_list
@@ -180,7 +180,7 @@ class UsersAdminController(Controller):
             except AccountError as exc:
                 if isinstance(exc, Forbidden | NotFound):
                     raise
-                errors[exc.field or "form"] = exc.message
+                errors.update(field_errors(exc))
             else:
                 return redirect(_edit_url(request, user.id, "created"))
         return _user_page(request, None, data, errors, status_code=400)
@@ -222,7 +222,7 @@ class UsersAdminController(Controller):
         except AccountError as exc:  # update_user changed nothing
             if isinstance(exc, Forbidden | NotFound):
                 raise
-            errors = {exc.field or "form": exc.message}
+            errors = field_errors(exc)
             return _user_page(request, user, data, errors, status_code=_form_status(exc))
         return redirect(_edit_url(request, user_id, "saved"))
 

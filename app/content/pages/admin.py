@@ -46,7 +46,7 @@ from app.content.services.public import (
     visible_to_public,
 )
 from app.core.db import DbSession
-from app.core.errors import only_if_valid
+from app.core.errors import field_errors, only_if_valid
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, redirect, render, render_list
 from app.core.times import InvalidTime, parse_time
@@ -233,7 +233,7 @@ class ContentAdminController(Controller):
                 _entry_input(data, data.get("kind", "")),
             )
         except ContentError as exc:
-            errors = {exc.field or "form": exc.message}
+            errors = field_errors(exc)
             return await _entry_page(request, db_session, None, data, errors, status_code=400)
         return redirect(_edit_url(request, entry.id, "created"))
 
@@ -262,7 +262,7 @@ class ContentAdminController(Controller):
         try:
             await save_entry(db_session, actor, _entry_input(data, entry.kind), entry)
         except ContentError as exc:
-            errors = {exc.field or "form": exc.message}
+            errors = field_errors(exc)
             form = {**data, "kind": entry.kind}
             return await _entry_page(request, db_session, entry, form, errors, status_code=400)
         return redirect(_edit_url(request, entry_id, "saved"))
@@ -283,7 +283,7 @@ class ContentAdminController(Controller):
             kept = keeps_publish_time(entry, at)
             entry = await publish_entry(db_session, actor, entry, at)
         except (ContentError, InvalidTime) as exc:
-            errors = {exc.field or "form": exc.message}
+            errors = field_errors(exc)
             return await _entry_page(
                 request, db_session, entry, _form_values(entry), errors, status_code=400
             )

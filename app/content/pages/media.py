@@ -36,6 +36,7 @@ from app.content.services.media import (
     stored_path,
 )
 from app.core.db import DbSession
+from app.core.errors import field_errors
 from app.core.pagination import PageNumber, PageRequest
 from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import MultipartForm, redirect, render
@@ -175,7 +176,7 @@ async def _store_form_file(
             alt_text,
         )
     except MediaError as exc:
-        return form, {exc.field or "form": exc.message}
+        return form, field_errors(exc)
     finally:
         if isinstance(upload, UploadFile):
             await upload.close()

@@ -2,7 +2,9 @@
 (`VIEW_HEADER`); the page cache's middleware takes it off and counts it here, for cached
 and rendered answers alike. Counts gather in the process (`ViewCounts`), go to the store
 in batches every VIEW_FLUSH_SECONDS, and a worker moves them into `entries.view_count`
-(`flush_view_counts`). No request ever waits on counting."""
+(`flush_view_counts`). The views of each minute go to that minute's analytics hash as well
+(`app.core.metrics.minute_key`), for the views per period analytics charts. No request
+ever waits on counting."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from litestar.types import HTTPResponseStartEvent, Message, Send
 from sqlalchemy import update
 
 from app.content.models import Entry
+from app.core.clock import current_clock
+from app.core.metrics import MINUTE_TTL_SECONDS, VIEWS_FIELD, minute_key
 from app.core.store import Store, StoreError
 from app.core.tasks import cancel_and_wait
 
@@ -33,13 +37,25 @@ class ViewCounts:
         self.on_store_failure = on_store_failure
         """Told when the store fails a flush (the page cache then owes a new generation)."""
         self.pending: Counter[str] = Counter()
+        self.minutes: Counter[int] = Counter()
+        """Views per minute (since the epoch) not yet in the store."""
         self._flusher: asyncio.Task[None] | None = None
 
     def count(self, entry_id: str) -> None:
         """Counted in the process; moved to the store in batches, never per request."""
         self.pending[entry_id] += 1
+        self.minutes[int(current_clock().time() // 60)] += 1
 
     async def flush(self) -> None:
+        minutes, self.minutes = self.minutes, Counter()
+        if minutes:
+            try:
+                await self.store.incr_hashes(
+                    {minute_key(m): {VIEWS_FIELD: n} for m, n in minutes.items()},
+                    {minute_key(m): MINUTE_TTL_SECONDS for m in minutes},
+                )
+            except StoreError:
+                self.minutes.update(minutes)  # kept for the next round
         pending, self.pending = self.pending, Counter()
         for entry_id, count in pending.items():
             try:

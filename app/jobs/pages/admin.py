@@ -17,7 +17,7 @@ from app.accounts.guards.identity import Caller, CurrentUser
 from app.accounts.services.audit import CurrentActor
 from app.content.services.media import human_size
 from app.core.db import DbSession
-from app.core.errors import DomainError, Forbidden
+from app.core.errors import DomainError, Forbidden, field_errors
 from app.core.numbers import RowId
 from app.core.pagination import PageNumber, PageRequest
 from app.core.runtime import AppRuntime, Runtime
@@ -198,7 +198,7 @@ class JobsAdminController(Controller):
         except DomainError as exc:
             if isinstance(exc, Forbidden):
                 raise
-            errors = {exc.field or "form": exc.message}
+            errors = field_errors(exc)
             response = await self._list_page(
                 request, runtime, db_session, caller, {}, None, None, None, {"kind": kind}, errors
             )

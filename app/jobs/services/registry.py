@@ -59,6 +59,7 @@ from app.settings import ConfigError, MailSettings, Settings
 P = TypeVar("P")
 
 BUILTIN_MODULES = (
+    "app.analytics.jobs",
     "app.jobs.jobs.cleanup",
     "app.jobs.jobs.exports",
     "app.jobs.jobs.imports",

@@ -66,6 +66,8 @@ class PeriodicTask:
 
 
 HEARTBEAT_PREFIX = "workers:"
+CURRENT_JOBS_SHOWN = 5
+"""A heartbeat names at most this many of the jobs its worker runs."""
 
 
 def storable(value: Any) -> Any:
@@ -496,6 +498,9 @@ class Worker:
             "queues": list(self.queues),
             "concurrency": self.concurrency,
             "running": len(self.running),
+            "current": [{"id": job.id, "type": job.type} for job in self.running.values()][
+                :CURRENT_JOBS_SHOWN
+            ],
             "processed": self.processed,
             "started_at": self.started_at,
             "last_seen": time.time(),
@@ -534,12 +539,17 @@ class Worker:
 
 
 async def list_workers(store: Store) -> list[dict[str, Any]]:
-    """Heartbeats of the workers alive now, newest first."""
+    """Heartbeats of the workers alive now, newest first; `seen_seconds_ago` is the age
+    of each one's last heartbeat."""
     workers = []
+    now = time.time()
     for key in await store.keys(HEARTBEAT_PREFIX + "*"):
         raw = await store.get(key)
         if raw:
-            workers.append(json.loads(raw))
+            worker = json.loads(raw)
+            worker["seen_seconds_ago"] = max(0, round(now - worker.get("last_seen", now)))
+            worker.setdefault("current", [])
+            workers.append(worker)
     return sorted(workers, key=lambda w: w["started_at"], reverse=True)
 
 

@@ -33,6 +33,7 @@ ADMIN_MENU: Registry[str, AdminLink] = Registry("admin menu entry", key=lambda l
 
 for _link in (
     AdminLink("dashboard", "Dashboard", "admin:dashboard"),
+    AdminLink("analytics", "Analytics", "admin:analytics", Role.viewer),
     AdminLink("content", "Content", "admin:content"),
     AdminLink("media", "Media", "admin:media"),
     AdminLink("users", "Users", "admin:users"),
