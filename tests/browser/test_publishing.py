@@ -35,6 +35,8 @@ def test_an_editor_publishes_a_post_with_an_image_and_unpublishes_it(
     page.set_input_files("#f-file", _png(f"{tmp_path}/harbour.png"))
     page.fill("#f-alt_text", "The harbour at dusk")
     page.click("main button:has-text('Upload')")
+    # The library again, with the new file first (not the page the upload was sent from).
+    expect(page.locator(".alert-ok")).to_contain_text("The file was uploaded.")
     reference = page.locator("main input[readonly]").first.input_value()
     assert re.fullmatch(r"!\[The harbour at dusk\]\(/media/[0-9a-f]{32}\.png\)", reference)
 
@@ -55,7 +57,7 @@ def test_an_editor_publishes_a_post_with_an_image_and_unpublishes_it(
     page.goto(server.url(preview_url))
     expect(page.locator("body")).to_contain_text("Preview — not public")
     page.go_back()
-    page.click("main button:has-text('Publish')")
+    page.click("#publishing button:has-text('Publish')")
     expect(page.locator("main")).to_contain_text("published")
 
     # An anonymous visitor sees it on /blog, on its page with the image, and in the feed.

@@ -50,7 +50,7 @@ def _post(page: Page, server: LiveServer, title: str, publish_at: str | None) ->
     expect(page.locator("main")).to_contain_text("The draft was created.")
     if publish_at is not None:
         page.fill("#f-published_at", publish_at)
-        page.click("main button:has-text('Publish')")
+        page.click("#publishing button:has-text('Publish')")
         expect(page.locator(".alert-ok")).to_be_visible()
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from app.accounts.models import AuditEntry, User
 from app.content.models import Entry, Revision
 from app.settings import Settings
-from tests.conftest import count_rows, signed_in
+from tests.conftest import client_for, count_rows, signed_in
 from tests.content.test_api import XSS_PAYLOADS, assert_sanitized, public_slugs, set_published_at
 
 
@@ -213,7 +213,8 @@ async def test_an_editor_creates_a_draft_with_a_generated_slug_and_a_revision(
     assert 'href="/blog/hello-world?preview=1"' in page.text
     assert "Views" in page.text and "Editor" in page.text  # author's name
     assert 'hx-post="/admin/content/preview"' in page.text
-    assert 'hx-trigger="keyup changed delay:400ms"' in page.text
+    # Refreshed as the text changes, however it changes (typed, pasted, inserted media).
+    assert 'hx-trigger="input changed delay:500ms"' in page.text
     assert 'hx-target="#preview"' in page.text
 
 
@@ -249,6 +250,83 @@ async def test_the_live_preview_returns_sanitized_html(app: Litestar, accounts: 
     assert "<html" not in response.text
     assert_sanitized(response.text)
     assert without_csrf.status_code == 403
+
+
+async def test_the_live_preview_renders_what_the_public_post_will_show(
+    app: Litestar, accounts: dict
+) -> None:
+    source = (
+        "> Quoted *words*\n\n"
+        "```python\nprint('x')\n```\n\n"
+        "Some `inline` code.\n\n"
+        "| Name | Size |\n| :--- | ---: |\n| a.png | 3 KB |\n\n"
+        "![Harbour](/media/0123456789abcdef0123456789abcdef.png)\n"
+    )
+    async with signed_in(app, accounts["editor"]) as client:
+        response = await client.post(
+            "/admin/content/preview", data={"body_markdown": source}, headers={"HX-Request": "true"}
+        )
+        empty = await client.post(
+            "/admin/content/preview", data={"body_markdown": ""}, headers={"HX-Request": "true"}
+        )
+    async with client_for(app) as anonymous:
+        refused = await anonymous.post("/admin/content/preview", data={"body_markdown": "x"})
+    html = response.text
+    assert "<blockquote>\n<p>Quoted <em>words</em></p>\n</blockquote>" in html
+    assert "<pre><code class=\"language-python\">print('x')" in html
+    assert "<code>inline</code>" in html
+    assert '<th align="left">Name</th>' in html and '<td align="right">3 KB</td>' in html
+    assert '<img src="/media/0123456789abcdef0123456789abcdef.png" alt="Harbour">' in html
+    assert response.headers["vary"] == "HX-Request"
+    assert empty.status_code == 200 and empty.text == ""
+    assert refused.status_code in (303, 403) and "<blockquote>" not in refused.text
+
+
+async def test_the_editor_page_warns_about_unsaved_text_and_keeps_its_actions_in_reach(
+    app: Litestar, accounts: dict
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        new = await client.get("/admin/content/new?kind=post")
+        entry_id = await create(client)
+        draft = await client.get(f"/admin/content/{entry_id}")
+        refused = await client.post(f"/admin/content/{entry_id}", data=entry_form(title=""))
+        published_now = await client.post(f"/admin/content/{entry_id}/publish", data={})
+        published = await client.get(f"/admin/content/{entry_id}")
+
+    # The behaviour comes from a file (the CSP allows no inline script).
+    for page in (new, draft, refused, published):
+        assert re.search(r'<script src="/static/js/editor\.js\?v=[0-9a-f]{12}" defer>', page.text)
+        assert not re.search(r"<script(?![^>]*\bsrc=)", page.text)
+        assert 'id="editor-form" data-unsaved-warning' in page.text
+    # A clean form warns about nothing; one sent back with errors holds unsaved text.
+    assert "data-unsaved-warning data-dirty" not in draft.text
+    assert "data-unsaved-warning data-dirty" in refused.text
+    assert "Not saved yet" in refused.text
+    # Text and preview side by side (CSS puts them in two columns on wide screens).
+    split = draft.text.split('class="editor-split"', 1)[1].split("excerpt", 1)[0]
+    assert 'id="f-body_markdown"' in split and 'id="preview"' in split
+    # The actions: save, and publish through a form of its own that publishes now.
+    actions = draft.text.split("data-editor-actions", 1)[1].split("</div>", 1)[0]
+    assert ">Save draft</button>" in actions
+    assert 'form="publish-now">Publish</button>' in actions
+    assert 'href="#publishing">Schedule…</a>' in actions
+    publish_now = '<form id="publish-now" method="post" hx-boost="false" action="{}">'
+    assert publish_now.format(f"/admin/content/{entry_id}/publish") in draft.text
+    assert 'name="_csrf_token"' in draft.text.split('id="publish-now"', 1)[1].split("</form>", 1)[0]
+    assert published_now.headers["location"].endswith("?notice=published")
+    assert (await load(app, entry_id)).status == "published"  # type: ignore[union-attr]
+    after = published.text.split("data-editor-actions", 1)[1].split("</div>", 1)[0]
+    assert "publish-now" not in after and "Change the publish time…" in after
+    # No new entry can be published before it is saved.
+    assert 'form="publish-now"' not in new.text
+    # The media picker: a dialog filled by htmx; without script a new tab on the library.
+    opener = draft.text.split("data-media-picker-open", 1)[0].rsplit("<a ", 1)[1]
+    assert 'href="/admin/media" target="_blank" rel="noopener"' in opener
+    assert 'hx-get="/admin/media/picker" hx-target="#media-picker-body"' in opener
+    assert (
+        '<dialog id="media-picker"' in draft.text
+        and 'data-insert-into="f-body_markdown"' in draft.text
+    )
 
 
 async def test_a_duplicate_slug_is_refused_per_kind_with_the_form_kept(

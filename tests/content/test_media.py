@@ -521,3 +521,186 @@ async def test_an_unusable_media_dir_is_a_500_with_an_error_id_not_an_outage(
     assert page.status_code == 500 and "retry-after" not in page.headers
     assert "Error id:" in page.text and "not answering" not in page.text
     assert await stored_media(app) == []
+
+
+# The editor's media picker: /admin/media/picker ------------------------------------------
+
+HTMX = {"HX-Request": "true"}
+PICKS = re.compile(r'data-insert-markdown="([^"]*)"')
+
+
+def picks(html: str) -> list[str]:
+    """The Markdown each item of the picker inserts, in order (attribute-unescaped)."""
+    return [value.replace("&#34;", '"').replace("&amp;", "&") for value in PICKS.findall(html)]
+
+
+async def test_the_picker_is_guarded_like_the_media_page(
+    app: Litestar, accounts: dict[str, User], settings: Settings, media_dir: Path
+) -> None:
+    async with client_for(app) as anonymous:
+        anonymous_get = await anonymous.get("/admin/media/picker")
+        anonymous_htmx = await anonymous.get("/admin/media/picker", headers=HTMX)
+    async with signed_in(app, accounts["viewer"]) as viewer:
+        viewer_get = await viewer.get("/admin/media/picker", headers=HTMX)
+        viewer_post = await viewer.post(
+            "/admin/media/picker",
+            files={"file": ("photo.png", image_bytes("PNG"), "image/png")},
+            headers=HTMX,
+        )
+    async with signed_in(app, accounts["editor"]) as editor:
+        editor_get = await editor.get("/admin/media/picker", headers=HTMX)
+
+    assert anonymous_get.status_code == 303
+    assert anonymous_get.headers["location"].startswith("/login")
+    assert anonymous_htmx.headers["hx-redirect"].startswith("/login")
+    assert "No files yet" not in anonymous_htmx.text
+    assert viewer_get.status_code == 200
+    assert 'enctype="multipart/form-data"' not in viewer_get.text  # viewers read, not upload
+    assert viewer_post.status_code == 403
+    assert files_in(media_dir) == [] and await count_rows(settings, "media") == 0
+    assert editor_get.status_code == 200
+    assert 'action="/admin/media/picker" enctype="multipart/form-data"' in editor_get.text
+
+
+async def test_the_picker_is_a_fragment_for_htmx_and_a_page_without(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        fragment = await client.get("/admin/media/picker", headers=HTMX)
+        page = await client.get("/admin/media/picker")
+
+    assert "<html" not in fragment.text and 'class="admin-nav"' not in fragment.text
+    assert 'id="media-picker-results"' in fragment.text
+    assert fragment.headers["vary"] == "HX-Request"
+    assert "<html" in page.text and 'id="media-picker-results"' in page.text
+    assert 'href="/admin/media"' in page.text  # the library, for browsers without htmx
+
+
+async def test_the_picker_says_what_to_do_on_an_empty_library(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    async with signed_in(app, accounts["editor"]) as editor:
+        as_editor = await editor.get("/admin/media/picker", headers=HTMX)
+    async with signed_in(app, accounts["viewer"]) as viewer:
+        as_viewer = await viewer.get("/admin/media/picker", headers=HTMX)
+
+    assert "No files yet. Upload an image or a PDF below." in as_editor.text
+    assert "No files yet." in as_viewer.text and "Upload an image" not in as_viewer.text
+    assert picks(as_editor.text) == []
+
+
+async def test_the_picker_offers_each_files_markdown_image_or_link(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    await api_upload(app, accounts["editor"], "menu.pdf", PDF_BYTES)
+    await api_upload(
+        app,
+        accounts["editor"],
+        "logo.png",
+        image_bytes("PNG", (20, 10)),
+        alt_text='The [Keel] "logo"',
+    )
+    await api_upload(app, accounts["editor"], "bare.png", image_bytes("PNG"))
+
+    async with signed_in(app, accounts["editor"]) as client:
+        response = await client.get("/admin/media/picker", headers=HTMX)
+
+    bare, logo, pdf = await _by_name(app, "bare.png", "logo.png", "menu.pdf")
+    # Newest first: each item inserts exactly what the media page shows to copy.
+    assert picks(response.text) == [
+        f"![](/media/{bare.stored_name})",
+        f'![The \\[Keel\\] "logo"](/media/{logo.stored_name})',
+        f"[menu.pdf](/media/{pdf.stored_name})",
+    ]
+    # Images as thumbnails with their alt text; the missing one is pointed out.
+    assert f'src="/media/{logo.stored_name}" alt="The [Keel] &#34;logo&#34;"' in response.text
+    assert 'width="20" height="10"' in response.text
+    assert "No alt text: describe the image in the brackets." in response.text
+    assert "inserted as a link" in response.text
+
+
+async def _by_name(app: Litestar, *names: str) -> list[Media]:
+    by_name = {media.original_name: media for media in await stored_media(app)}
+    return [by_name[name] for name in names]
+
+
+async def test_the_picker_searches_and_pages_without_leaving_the_editor(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    for number in range(13):
+        await api_upload(app, accounts["editor"], f"photo-{number:02d}.png", image_bytes("PNG"))
+    await api_upload(app, accounts["editor"], "menu.pdf", PDF_BYTES)
+
+    async with signed_in(app, accounts["viewer"]) as client:
+        first = await client.get("/admin/media/picker", headers=HTMX)
+        second = await client.get("/admin/media/picker?page=2", headers=HTMX)
+        beyond = await client.get("/admin/media/picker?page=9", headers=HTMX)
+        found = await client.get("/admin/media/picker?q=PHOTO-07", headers=HTMX)
+        pdfs = await client.get("/admin/media/picker?kind=pdf", headers=HTMX)
+        nothing = await client.get("/admin/media/picker?q=holiday", headers=HTMX)
+        bad_kind = await client.get("/admin/media/picker?kind=video", headers=HTMX)
+
+    assert len(picks(first.text)) == 12 and len(picks(second.text)) == 2
+    assert set(picks(first.text)).isdisjoint(picks(second.text))
+    assert "Page 1 of 2 · 14 in all" in first.text
+    # The pager stays in the picker: its links load the picker's results, not a page.
+    assert 'href="/admin/media/picker?page=2" hx-get="/admin/media/picker?page=2"' in first.text
+    assert 'hx-select="#media-picker-results"' in first.text
+    assert "hx-push-url" not in first.text
+    assert "There is no page 9." in beyond.text
+    assert [name.split("(")[0] for name in picks(found.text)] == ["![]"]
+    assert "photo-07.png" in found.text and "photo-08.png" not in found.text
+    assert [p.split("]")[0] for p in picks(pdfs.text)] == ["[menu.pdf"]
+    assert picks(nothing.text) == []
+    assert "No files match this search." in nothing.text
+    assert bad_kind.status_code == 200 and len(picks(bad_kind.text)) == 12
+
+
+async def test_an_upload_from_the_picker_comes_back_first_in_the_picker(
+    app: Litestar, accounts: dict[str, User], settings: Settings, media_dir: Path
+) -> None:
+    await api_upload(app, accounts["editor"], "older.png", image_bytes("PNG"))
+    async with signed_in(app, accounts["editor"]) as client:
+        uploaded = await client.post(
+            "/admin/media/picker",
+            files={"file": ("harbour.png", image_bytes("PNG", (30, 20)), "image/png")},
+            data={"alt_text": "The harbour at dusk"},
+            headers=HTMX,
+        )
+        after = await client.get(uploaded.headers["location"], headers=HTMX)
+        refused = await client.post(
+            "/admin/media/picker",
+            files={"file": ("evil.png", EXECUTABLE, "image/png")},
+            data={"alt_text": "kept"},
+            headers=HTMX,
+        )
+
+    assert uploaded.status_code == 303
+    assert uploaded.headers["location"] == "/admin/media/picker?notice=uploaded"
+    [harbour] = await _by_name(app, "harbour.png")
+    assert "The file was uploaded: choose it below to insert it." in after.text
+    assert picks(after.text)[0] == f"![The harbour at dusk](/media/{harbour.stored_name})"
+    assert "<html" not in after.text
+    # A refused file: the message beside the picker's file field, the alt text kept,
+    # nothing stored.
+    assert refused.status_code == 400
+    assert 'id="picker-e-file"' in refused.text and "Only PNG, JPEG" in refused.text
+    assert 'value="kept"' in refused.text and "<html" not in refused.text
+    assert await count_rows(settings, "media") == 2 and len(files_in(media_dir)) == 2
+    async with app.state.sessionmaker() as session:
+        actions = list(await session.scalars(select(AuditEntry.action)))
+    assert actions.count("media.uploaded") == 2
+
+
+async def test_an_upload_from_the_picker_needs_the_csrf_token(
+    app: Litestar, accounts: dict[str, User], media_dir: Path
+) -> None:
+    async with signed_in(app, accounts["editor"]) as client:
+        client.headers.pop("X-CSRF-Token")
+        response = await client.post(
+            "/admin/media/picker",
+            files={"file": ("a.png", image_bytes("PNG"), "image/png")},
+            headers=HTMX,
+        )
+    assert response.status_code == 403
+    assert files_in(media_dir) == []

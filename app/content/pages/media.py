@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,12 +42,15 @@ from app.core.runtime import AppRuntime, Runtime
 from app.core.templating import MultipartForm, redirect, render
 
 PER_PAGE = 24
+PICKER_PER_PAGE = 12
 ONE_YEAR = 365 * 24 * 3600
 KINDS = (("", "Images and PDFs"), ("image", "Images"), ("pdf", "PDFs"))
 NOTICES = {
     "uploaded": "The file was uploaded.",
     "deleted": "The file was deleted.",
 }
+PICKER_NOTICES = {"uploaded": "The file was uploaded: choose it below to insert it."}
+UPLOAD_LIMIT = HARD_MAX_BYTES + 1024 * 1024
 
 
 def media_dir(runtime: Runtime) -> Path:
@@ -104,6 +108,25 @@ class MediaFilesController(Controller):
         )
 
 
+@dataclass(frozen=True)
+class LibraryView:
+    """One way to show the library: the page itself, or the editor's media picker."""
+
+    route: str
+    template: str
+    block: str
+    per_page: int
+    notices: dict[str, str]
+
+
+LIBRARY = LibraryView("admin:media", "content/media/list.html", "results", PER_PAGE, NOTICES)
+PICKER = LibraryView(
+    "admin:media:picker", "content/media/picker.html", "picker", PICKER_PER_PAGE, PICKER_NOTICES
+)
+"""The editor's picker: an htmx fragment of the library (search, pages, upload) whose
+items insert their Markdown at the cursor (static/js/editor.js)."""
+
+
 def _library_context(
     request: Request, found: Any, params: dict[str, Any], max_bytes: int
 ) -> dict[str, Any]:
@@ -119,6 +142,47 @@ def _library_context(
     }
 
 
+async def _found_media(
+    db_session: DbSession, params: dict[str, Any], per_page: int
+) -> tuple[Any, dict[str, Any]]:
+    """One page of the library for `params` (q, kind, page), and the params it shows."""
+    page = PageRequest.of(params.get("page"), per_page, default=per_page)
+    try:
+        found = await list_media(db_session, params.get("q"), params.get("kind"), page)
+    except MediaError:  # only a hand-made URL gets here: the form offers valid kinds
+        params = {**params, "kind": ""}
+        found = await list_media(db_session, params.get("q"), None, page)
+    return found, params
+
+
+async def _store_form_file(
+    runtime: Runtime, db_session: DbSession, actor: CurrentActor, data: dict[str, Any]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Store the form's file: the form to show again (alt text kept) and its errors, none
+    when the file was stored."""
+    upload = data.get("file")
+    alt_text = value if isinstance(value := data.get("alt_text"), str) else ""
+    form = {"alt_text": alt_text}
+    try:
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            raise InvalidMedia("Choose a file to upload.", "file")
+        await store_upload(
+            db_session,
+            actor,
+            media_dir(runtime),
+            await UPLOAD_MAX_BYTES.read(db_session),
+            upload.filename,
+            upload,
+            alt_text,
+        )
+    except MediaError as exc:
+        return form, field_errors(exc)
+    finally:
+        if isinstance(upload, UploadFile):
+            await upload.close()
+    return form, {}
+
+
 class MediaAdminController(Controller):
     path = "/media"
     include_in_schema = False
@@ -129,25 +193,41 @@ class MediaAdminController(Controller):
         db_session: DbSession,
         params: dict[str, Any],
         *,
+        view: LibraryView = LIBRARY,
         form: dict[str, str] | None = None,
         errors: dict[str, str] | None = None,
         notice: str | None = None,
         status_code: int = 200,
     ) -> Response[str]:
-        page = PageRequest.of(params.get("page"), PER_PAGE, default=PER_PAGE)
-        try:
-            found = await list_media(db_session, params.get("q"), params.get("kind"), page)
-        except MediaError:  # only a hand-made URL gets here: the form offers valid kinds
-            params = {**params, "kind": ""}
-            found = await list_media(db_session, params.get("q"), None, page)
+        found, params = await _found_media(db_session, params, view.per_page)
         max_bytes = await UPLOAD_MAX_BYTES.read(db_session)
         context = _library_context(request, found, params, max_bytes)
         context.update(
-            form=form or {}, errors=errors or {}, notice=NOTICES.get(notice or ""), kinds=KINDS
+            form=form or {},
+            errors=errors or {},
+            notice=view.notices.get(notice or ""),
+            kinds=KINDS,
         )
-        return render(
-            request, "content/media/list.html", context, block="results", status_code=status_code
-        )
+        return render(request, view.template, context, block=view.block, status_code=status_code)
+
+    async def _upload(
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        data: dict[str, Any],
+        view: LibraryView,
+    ) -> Response[Any]:
+        """Store the form's file, then back to `view` with the new file first; a refused
+        file shows the form again with the message beside its field."""
+        form, errors = await _store_form_file(runtime, db_session, actor, data)
+        if errors:
+            params = {"q": "", "kind": "", "page": None}
+            return await self._library(
+                request, db_session, params, view=view, form=form, errors=errors, status_code=400
+            )
+        return redirect(request.app.route_reverse(view.route) + "?notice=uploaded")
 
     @get("/", name="admin:media", guards=[roles.viewer])
     async def index(
@@ -167,7 +247,7 @@ class MediaAdminController(Controller):
         "/",
         name="admin:media:upload",
         guards=[roles.editor],
-        request_max_body_size=HARD_MAX_BYTES + 1024 * 1024,
+        request_max_body_size=UPLOAD_LIMIT,
     )
     async def upload(
         self,
@@ -178,32 +258,38 @@ class MediaAdminController(Controller):
         data: MultipartForm,
     ) -> Response[Any]:
         """Store one file, then back to the library; a refused file shows the form again."""
-        upload = data.get("file")
-        alt_text = value if isinstance(value := data.get("alt_text"), str) else ""
-        form = {"alt_text": alt_text}
-        try:
-            if not isinstance(upload, UploadFile) or not upload.filename:
-                raise InvalidMedia("Choose a file to upload.", "file")
-            await store_upload(
-                db_session,
-                actor,
-                media_dir(runtime),
-                await UPLOAD_MAX_BYTES.read(db_session),
-                upload.filename,
-                upload,
-                alt_text,
-            )
-        except MediaError as exc:
-            params = {"q": "", "kind": "", "page": None}
-            errors = field_errors(exc)
-            return await self._library(
-                request, db_session, params, form=form, errors=errors, status_code=400
-            )
-        finally:
-            if isinstance(upload, UploadFile):
-                await upload.close()
-        location = request.app.route_reverse("admin:media") + "?notice=uploaded"
-        return redirect(location)
+        return await self._upload(request, runtime, db_session, actor, data, LIBRARY)
+
+    @get("/picker", name="admin:media:picker", guards=[roles.viewer])
+    async def picker(
+        self,
+        request: Request,
+        db_session: DbSession,
+        q: FromQuery[str] = "",
+        kind: FromQuery[str] = "",
+        page: FromQuery[PageNumber] = 1,
+        notice: FromQuery[str | None] = None,
+    ) -> Response[str]:
+        """The editor's media picker: htmx gets the fragment, a browser the whole page."""
+        params = {"q": q, "kind": kind, "page": page if page > 1 else None}
+        return await self._library(request, db_session, params, view=PICKER, notice=notice)
+
+    @post(
+        "/picker",
+        name="admin:media:picker_upload",
+        guards=[roles.editor],
+        request_max_body_size=UPLOAD_LIMIT,
+    )
+    async def picker_upload(
+        self,
+        request: Request,
+        runtime: AppRuntime,
+        db_session: DbSession,
+        actor: CurrentActor,
+        data: MultipartForm,
+    ) -> Response[Any]:
+        """Upload from the picker: back to the picker with the new file first."""
+        return await self._upload(request, runtime, db_session, actor, data, PICKER)
 
     @get("/{media_id:uuid}/delete", name="admin:media:delete", guards=[roles.editor])
     async def confirm_delete(
