@@ -369,3 +369,35 @@ def test_filters_read_naive_times_as_utc_and_refuse_an_inverted_range() -> None:
         datetime(2030, 1, 9, tzinfo=UTC),
         datetime(2030, 1, 10, tzinfo=UTC),
     )
+
+
+async def test_fields_picks_what_each_audit_entry_answers_and_an_unknown_one_is_a_400(
+    app: Litestar, accounts: dict[str, User], log: dict[str, UUID]
+) -> None:
+    async with client_for(app) as client:
+        auth = await bearer(app, accounts["admin"])
+        picked = await client.get(
+            "/api/v1/audit",
+            params={"action": "auth.login", "fields": "actor, action,actor"},
+            headers=auth,
+        )
+        unknown = await client.get("/api/v1/audit", params={"fields": "actor,secret"}, headers=auth)
+        document = (await client.get("/schema/openapi.json")).json()
+    assert picked.status_code == 200, picked.text
+    assert picked.json() == {
+        "items": [
+            {"actor": "admin", "action": "auth.login"},
+            {"actor": "viewer", "action": "auth.login"},
+        ],
+        "total": 2,
+        "page": 1,
+        "per_page": 50,
+    }
+    assert unknown.status_code == 400
+    problem = unknown.json()
+    assert "secret" in problem["detail"] and problem["errors"][0]["field"] == "fields", problem
+    operation = document["paths"]["/api/v1/audit"]["get"]
+    [fields] = [p for p in operation["parameters"] if p["name"] == "fields"]
+    assert "Comma-separated" in fields["description"]
+    answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert any(choice.get("$ref", "").endswith("AuditPageOut") for choice in answer["anyOf"])
