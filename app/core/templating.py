@@ -109,6 +109,18 @@ def shown_time(moment: datetime | None, form: str = DATE_AND_TIME) -> str:
     return "" if moment is None else local_time(moment, rendering_zone(), form)
 
 
+def iso_moment(value: object) -> datetime | None:
+    """The `iso_moment` filter: a time written as ISO 8601 text with its offset (as job
+    results and audit details keep them), or None for any other value."""
+    if not isinstance(value, str) or len(value) < 16 or value[10:11] != "T":
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
 def zone_name() -> str:
     """The site's time zone by name (Europe/Berlin), for a form's label."""
     return rendering_zone().key
@@ -195,6 +207,7 @@ def create_template_config(
         **(extra_globals or {}),
     )
     engine.engine.filters["local_time"] = shown_time
+    engine.engine.filters["iso_moment"] = iso_moment
     return TemplateConfig(instance=engine)
 
 

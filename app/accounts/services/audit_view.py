@@ -143,8 +143,8 @@ def _row(entry: AuditEntry, actors: dict[str, str], found: dict[str, dict[str, s
         details=details,
     )
     kind, ident = entry.resource_type, entry.resource_id
-    if not kind:
-        return row
+    if not kind or (kind == "user" and ident == user_id and entry.action.startswith("auth.")):
+        return row  # "admin signed in", not "admin signed in user admin"
     resource = AUDIT_RESOURCES.get(kind) or AuditResource(kind, kind.replace("_", " "))
     row.noun = resource.noun
     if not ident:
