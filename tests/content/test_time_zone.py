@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from uuid import UUID
 
+import httpx
 from litestar import Litestar
 
 from tests.accounts.test_users_api import api_as, assert_problem
@@ -19,19 +21,29 @@ async def _set_zone(app: Litestar, admin: object, zone: str) -> None:
     assert put.status_code == 200, put.text
 
 
-async def test_a_time_typed_in_berlin_is_stored_in_utc_and_listed_in_berlin_time(
-    app: Litestar, accounts: dict
-) -> None:
+async def _publish_in_berlin(
+    app: Litestar, accounts: dict, typed: str
+) -> tuple[UUID, httpx.Response, httpx.Response]:
+    """An editor publishes a new post at `typed` on a site in Europe/Berlin: the entry's
+    id, the answer to the publish form and the content list after it."""
     await _set_zone(app, accounts["admin"], "Europe/Berlin")
     async with signed_in(app, accounts["editor"]) as client:
         entry_id = await create(client)
-        page = await client.get(f"/admin/content/{entry_id}")
-        assert "Publish time (Europe/Berlin)" in page.text
         published = await client.post(
-            f"/admin/content/{entry_id}/publish", data={"published_at": "2027-03-01T09:00"}
+            f"/admin/content/{entry_id}/publish", data={"published_at": typed}
         )
-        assert published.status_code == 303, published.text
         listing = await client.get("/admin/content")
+    return entry_id, published, listing
+
+
+async def test_a_time_typed_in_berlin_is_stored_in_utc_and_listed_in_berlin_time(
+    app: Litestar, accounts: dict
+) -> None:
+    entry_id, published, listing = await _publish_in_berlin(app, accounts, "2027-03-01T09:00")
+    assert published.status_code == 303, published.text
+    async with signed_in(app, accounts["editor"]) as client:
+        page = await client.get(f"/admin/content/{entry_id}")
+    assert "Publish time (Europe/Berlin)" in page.text
     async with api_as(app, accounts["editor"]) as client:
         api = await client.get(f"/api/v1/content/{entry_id}")
     entry = await load(app, entry_id)
@@ -44,12 +56,7 @@ async def test_a_time_typed_in_berlin_is_stored_in_utc_and_listed_in_berlin_time
 async def test_a_time_the_clocks_skip_is_an_error_beside_the_field_and_nothing_changes(
     app: Litestar, accounts: dict
 ) -> None:
-    await _set_zone(app, accounts["admin"], "Europe/Berlin")
-    async with signed_in(app, accounts["editor"]) as client:
-        entry_id = await create(client)
-        refused = await client.post(
-            f"/admin/content/{entry_id}/publish", data={"published_at": "2027-03-28T02:30"}
-        )
+    entry_id, refused, _ = await _publish_in_berlin(app, accounts, "2027-03-28T02:30")
     assert refused.status_code == 400
     assert re.search(r'id="e-published_at">[^<]*does not exist in Europe/Berlin', refused.text)
     assert 'value="2027-03-28T02:30"' in refused.text  # the typed time is kept
@@ -60,13 +67,7 @@ async def test_a_time_the_clocks_skip_is_an_error_beside_the_field_and_nothing_c
 async def test_a_time_the_clocks_repeat_is_the_first_of_the_two(
     app: Litestar, accounts: dict
 ) -> None:
-    await _set_zone(app, accounts["admin"], "Europe/Berlin")
-    async with signed_in(app, accounts["editor"]) as client:
-        entry_id = await create(client)
-        await client.post(
-            f"/admin/content/{entry_id}/publish", data={"published_at": "2027-10-31T02:30"}
-        )
-        listing = await client.get("/admin/content")
+    entry_id, _, listing = await _publish_in_berlin(app, accounts, "2027-10-31T02:30")
     entry = await load(app, entry_id)
     assert entry is not None and entry.published_at == datetime(2027, 10, 31, 0, 30, tzinfo=UTC)
     assert "2027-10-31 02:30 CEST" in listing.text
