@@ -35,7 +35,7 @@ from app.content.api.entries import ContentController
 from app.content.api.media import MediaController
 from app.content.pages.admin import ContentAdminController
 from app.content.pages.media import MediaAdminController, MediaFilesController
-from app.content.pages.public import PublicPagesController
+from app.content.pages.public import PublicPagesController, hold_site_zone
 from app.core.routing import RouteGroup
 from app.core.templating import STATIC_DIR, STATIC_PREFIX
 from app.extensions.api import PluginIndexController, PluginsAdminController, plugin_mounts
@@ -79,6 +79,7 @@ class StaticFiles(BaseLocalFileSystem):
 def public_site() -> Router:
     return Router(
         path="/",
+        before_request=hold_site_zone,
         route_handlers=[
             PublicPagesController,
             SignInController,
@@ -95,6 +96,7 @@ def public_site() -> Router:
 def admin() -> Router:
     return Router(
         path="/admin",
+        before_request=hold_site_zone,
         route_handlers=[
             AdminDashboardController,
             AnalyticsAdminController,

@@ -64,7 +64,10 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     auth = settings.auth
     page_cache = PageCache(
-        store, settings.app.cache_ttl, next_publication=lambda: next_scheduled_publication(reads)
+        store,
+        settings.app.cache_ttl,
+        next_publication=lambda: next_scheduled_publication(reads),
+        figures=runtime.figures,
     )
     for service in (
         page_cache,

@@ -99,6 +99,15 @@ class ApiKeyCreated(ApiKeyOut):
     """The whole key. Shown in this response only: Keel keeps just its hash."""
 
 
+class ApiKeyPageOut(msgspec.Struct):
+    """One page of API keys (`Page.envelope`)."""
+
+    items: list[ApiKeyOut]
+    total: int
+    page: int
+    per_page: int
+
+
 class UserPageOut(msgspec.Struct):
     """One page of users: the items plus where they sit in the whole (`Page.envelope`)."""
 

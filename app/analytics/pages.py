@@ -14,6 +14,7 @@ from app.core.db import DbSession
 from app.core.errors import InvalidField
 from app.core.metrics import ROUTE_GROUPS
 from app.core.templating import render
+from app.core.zones import zone_of
 
 GROUP_NAMES = {
     "public": "Public site",
@@ -44,7 +45,9 @@ class AnalyticsAdminController(Controller):
             "charts": None,
         }
         try:
-            context["charts"] = await analytics_charts(db_session, range_name, group)
+            zone = zone_of(request.state)
+            context["zone"] = zone.key
+            context["charts"] = await analytics_charts(db_session, range_name, group, zone)
             context["window"] = window(range_name, None)
         except InvalidField as exc:
             context["error"] = exc.message

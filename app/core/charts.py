@@ -1,13 +1,15 @@
 """The geometry of the server-rendered SVG charts (`templates/components/charts.html`):
 values per time bucket to coordinates in a fixed viewBox, axis ticks at round numbers and
-time labels in UTC. Pure functions: no request, no template, no domain."""
+time labels in the site's zone. Pure functions: no request, no template, no domain."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
+
+from app.core.zones import zone_abbreviation
 
 WIDTH, HEIGHT = 640.0, 220.0
 """The viewBox; the SVG is drawn at the width of its box (CSS) and keeps this ratio."""
@@ -48,8 +50,8 @@ def format_number(value: float) -> str:
 
 
 def time_label(at: datetime, bucket_seconds: int, span_seconds: int) -> str:
-    """A bucket's start as the time axis writes it (UTC): the hour and minute within a
-    day, the day and hour within a month, the day for daily buckets."""
+    """A bucket's start as the time axis writes it (in `at`'s zone): the hour and minute
+    within a day, the day and hour within a month, the day for daily buckets."""
     if bucket_seconds >= 86400:
         return at.strftime("%b %-d")
     if span_seconds > 86400:
@@ -58,10 +60,10 @@ def time_label(at: datetime, bucket_seconds: int, span_seconds: int) -> str:
 
 
 def full_time(at: datetime, bucket_seconds: int) -> str:
-    """A bucket's start for a point's title: with the date, always in UTC."""
+    """A bucket's start for a point's title: with the date, and the zone's abbreviation."""
     if bucket_seconds >= 86400:
         return at.strftime("%b %-d %Y")
-    return at.strftime("%b %-d %H:%M UTC")
+    return f"{at.strftime('%b %-d %H:%M')} {zone_abbreviation(at)}"
 
 
 @dataclass(frozen=True)
@@ -143,10 +145,12 @@ def line_chart(
     unit: str,
     classes: Mapping[str, str] | None = None,
     x_labels: int = 6,
+    zone: tzinfo = UTC,
 ) -> Chart:
     """A chart of one line per entry of `series` (name -> a value per bucket of `starts`,
     None where there is none), on a value axis from 0 in `unit`. A name reads after its
-    value in titles ("120 requests", "85 ms at p95")."""
+    value in titles ("120 requests", "85 ms at p95"); times read in `zone`."""
+    starts = [at.astimezone(zone) for at in starts]
     count = max(1, len(starts))
     plot_width = WIDTH - LEFT - RIGHT
     plot_height = HEIGHT - TOP - BOTTOM

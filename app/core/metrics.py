@@ -391,13 +391,7 @@ class Exposition:
 
     def totals(self, metrics: Sequence[Metric], stored: Mapping[str, float]) -> None:
         """Counters and histograms from the store's totals (fields of `Tally.flush`)."""
-        series: dict[str, dict[tuple[str, ...], dict[str, float]]] = defaultdict(dict)
-        for raw, value in stored.items():
-            try:
-                name, labels, part = json.loads(raw)
-            except (ValueError, TypeError):
-                continue
-            series[name].setdefault(tuple(labels), {})[part] = value
+        series = stored_series(stored)
         for metric in metrics:
             self.family(metric)
             for values, parts in sorted(series.get(metric.name, {}).items()):
@@ -423,6 +417,30 @@ class Exposition:
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
+
+
+Series = dict[str, dict[tuple[str, ...], dict[str, float]]]
+"""The store's totals by metric name, label values and part (see `Key`)."""
+
+
+def stored_series(stored: Mapping[str, float]) -> Series:
+    """The store's totals (fields of `Tally.flush`) by metric, label values and part."""
+    series: Series = defaultdict(dict)
+    for raw, value in stored.items():
+        try:
+            name, labels, part = json.loads(raw)
+        except (ValueError, TypeError):
+            continue
+        series[name].setdefault(tuple(labels), {})[part] = value
+    return series
+
+
+async def counter_totals(store: Store, own: Tally, metric: Metric) -> dict[tuple[str, ...], float]:
+    """A counter's totals of the whole deployment by label values; this process's tally goes
+    to the store first, so what it counted up to now is included."""
+    await own.flush(store)
+    series = stored_series(await store.read_fields(TOTALS_KEY)).get(metric.name, {})
+    return {labels: parts.get("", 0) for labels, parts in series.items()}
 
 
 async def exposition(scrape: Scrape, totals: Mapping[str, float]) -> str:

@@ -12,9 +12,11 @@ import hashlib
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from jinja2 import BaseLoader, Environment, FileSystemLoader, pass_context
 from litestar import MediaType, Request
@@ -31,6 +33,7 @@ from app import __version__
 from app.core.pagination import filters_set, query_string
 from app.core.registry import KEEL, Registry
 from app.core.runtime import runtime_of
+from app.core.zones import DATE_AND_TIME, local_input, local_time, zone_of
 from app.settings import ROOT, AppSettings, Settings
 
 TEMPLATES_DIR = ROOT / "templates"
@@ -92,6 +95,40 @@ def csrf_token() -> str:
         return ""
     token = ScopeState.from_scope(request.scope).csrf_token
     return token if isinstance(token, str) else ""  # Empty: no CSRF layer ran
+
+
+def rendering_zone() -> ZoneInfo:
+    """The site's time zone for the page being rendered (UTC outside a page request)."""
+    request = _rendering.get()
+    return zone_of(request.state if request is not None else None)
+
+
+def shown_time(moment: datetime | None, form: str = DATE_AND_TIME) -> str:
+    """The `local_time` filter: `{{ job.created_at | local_time }}` is `2027-03-01 09:00
+    CET` in the site's time zone; a date form (`"%Y-%m-%d"`) gives the local date alone."""
+    return "" if moment is None else local_time(moment, rendering_zone(), form)
+
+
+def iso_moment(value: object) -> datetime | None:
+    """The `iso_moment` filter: a time written as ISO 8601 text with its offset (as job
+    results and audit details keep them), or None for any other value."""
+    if not isinstance(value, str) or len(value) < 16 or value[10:11] != "T":
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def zone_name() -> str:
+    """The site's time zone by name (Europe/Berlin), for a form's label."""
+    return rendering_zone().key
+
+
+def input_time(moment: datetime | None) -> str:
+    """A `datetime-local` input's value for `moment`, in the site's time zone."""
+    return local_input(moment, rendering_zone())
 
 
 @cache
@@ -165,8 +202,12 @@ def create_template_config(
         filters_set=filters_set,
         csrf_token=csrf_token,
         url_for=url_for,
+        zone_name=zone_name,
+        input_time=input_time,
         **(extra_globals or {}),
     )
+    engine.engine.filters["local_time"] = shown_time
+    engine.engine.filters["iso_moment"] = iso_moment
     return TemplateConfig(instance=engine)
 
 

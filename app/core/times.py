@@ -11,8 +11,10 @@ be converted and moved by days without leaving the type.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 from app.core.errors import InvalidField
+from app.core.zones import DATE_AND_TIME
 
 EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
@@ -23,6 +25,7 @@ NOT_A_TIME = (
     "(2030-01-31T09:00+02:00)."
 )
 NOT_A_DAY = "Enter a date as YYYY-MM-DD."
+NOT_A_LOCAL_TIME = "Enter a date and time as YYYY-MM-DD HH:MM."
 
 
 class InvalidTime(InvalidField):
@@ -61,3 +64,28 @@ def parse_day(text: str, field: str) -> date:
     if not EARLIEST.date() <= day < LATEST.date():
         raise InvalidTime(OUT_OF_RANGE, field)
     return day
+
+
+def parse_local_time(text: str, field: str, zone: ZoneInfo) -> datetime:
+    """A time typed in a form, read in `zone` unless it carries its own offset; in UTC.
+
+    A wall time the zone skips (the hour the clocks go forward) is InvalidTime naming
+    `field`; one it has twice (the hour they go back) is the first of the two, as a
+    calendar does it."""
+    try:
+        typed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidTime(NOT_A_LOCAL_TIME, field) from None
+    if typed.tzinfo is not None:
+        return utc_time(typed, field)
+    if not EARLIEST.replace(tzinfo=None) < typed < LATEST.replace(tzinfo=None):
+        raise InvalidTime(OUT_OF_RANGE, field)
+    here = typed.replace(tzinfo=zone, fold=0)
+    moment = utc_time(here, field)
+    if moment.astimezone(zone).replace(tzinfo=None) != typed:
+        raise InvalidTime(
+            f"{typed.strftime(DATE_AND_TIME)} does not exist in {zone.key}: the clocks skip "
+            "that hour. Give a time before or after it.",
+            field,
+        )
+    return moment

@@ -26,6 +26,7 @@ from app.core.db import dialect_insert
 from app.core.events import mark_public_change
 from app.core.reads import ReadQuery, Reads
 from app.core.registry import KEEL, Registry
+from app.core.zones import DEFAULT_ZONE, zone_problem
 from app.site_settings.models import SystemSetting
 
 Validator = Callable[[Any], str | None]
@@ -155,6 +156,21 @@ SITE_INTRO = define(
         "One or two sentences under the title on the home page.",
         label="Introduction on the home page",
         max_length=500,
+        public=True,
+    )
+)
+
+
+TIME_ZONE = define(
+    SettingDefinition(
+        "time_zone",
+        str,
+        DEFAULT_ZONE,
+        "The site's time zone, by its IANA name (Europe/Berlin, America/New_York): pages "
+        "show times in it, and times typed into forms are read in it. The API keeps UTC.",
+        label="Time zone",
+        max_length=64,
+        validate=zone_problem,
         public=True,
     )
 )

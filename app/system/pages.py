@@ -20,6 +20,7 @@ from app.core.errors import DomainError, field_errors
 from app.core.runtime import AppRuntime
 from app.core.templating import Form, redirect, render, wants_fragment
 from app.core.widgets import DASHBOARD_WIDGETS, WidgetFailed
+from app.core.zones import zone_of
 from app.system.services import settings as settings_service
 from app.system.services.dashboard import ago, read_dashboard, until
 from app.system.services.settings import SettingView
@@ -40,7 +41,11 @@ class AdminDashboardController(Controller):
         settings = runtime.settings
         is_admin = caller.has(Role.admin)  # the audit log and the system page are theirs
         figures = await read_dashboard(
-            runtime, db_session, audit=is_admin, charts=not wants_fragment(request)
+            runtime,
+            db_session,
+            audit=is_admin,
+            charts=not wants_fragment(request),
+            zone=zone_of(request.state),
         )
         context = {
             "figures": figures,

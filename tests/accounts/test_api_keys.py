@@ -389,3 +389,20 @@ async def test_revoking_needs_the_csrf_token(app: Litestar, accounts: dict[str, 
         response = await browser.post(f"/admin/api-keys/{created['id']}/revoke")
     assert response.status_code == 403
     assert (await stored_keys(app))[0].revoked_at is None
+
+
+async def test_fields_picks_what_each_listed_key_answers_and_an_unknown_one_is_a_400(
+    app: Litestar, accounts: dict
+) -> None:
+    async with client_for(app) as client:
+        await create_key(client, app, accounts["admin"], role="viewer")
+        auth = await bearer(app, accounts["admin"])
+        picked = await client.get("/api/v1/api-keys", params={"fields": "name,role"}, headers=auth)
+        whole = await client.get("/api/v1/api-keys", headers=auth)
+        unknown = await client.get("/api/v1/api-keys", params={"fields": "hash"}, headers=auth)
+        document = (await client.get("/schema/openapi.json")).json()
+    assert picked.json()["items"] == [{"name": "deploy", "role": "viewer"}]
+    assert "prefix" in whole.json()["items"][0] and "secret" not in whole.json()["items"][0]
+    assert unknown.status_code == 400 and "hash" in unknown.json()["detail"]
+    operation = document["paths"]["/api/v1/api-keys"]["get"]
+    assert "fields" in {p["name"] for p in operation["parameters"]}

@@ -369,3 +369,109 @@ def test_filters_read_naive_times_as_utc_and_refuse_an_inverted_range() -> None:
         datetime(2030, 1, 9, tzinfo=UTC),
         datetime(2030, 1, 10, tzinfo=UTC),
     )
+
+
+async def test_fields_picks_what_each_audit_entry_answers_and_an_unknown_one_is_a_400(
+    app: Litestar, accounts: dict[str, User], log: dict[str, UUID]
+) -> None:
+    async with client_for(app) as client:
+        auth = await bearer(app, accounts["admin"])
+        picked = await client.get(
+            "/api/v1/audit",
+            params={"action": "auth.login", "fields": "actor, action,actor"},
+            headers=auth,
+        )
+        unknown = await client.get("/api/v1/audit", params={"fields": "actor,secret"}, headers=auth)
+        document = (await client.get("/schema/openapi.json")).json()
+    assert picked.status_code == 200, picked.text
+    assert picked.json() == {
+        "items": [
+            {"actor": "admin", "action": "auth.login"},
+            {"actor": "viewer", "action": "auth.login"},
+        ],
+        "total": 2,
+        "page": 1,
+        "per_page": 50,
+    }
+    assert unknown.status_code == 400
+    problem = unknown.json()
+    assert "secret" in problem["detail"] and problem["errors"][0]["field"] == "fields", problem
+    operation = document["paths"]["/api/v1/audit"]["get"]
+    [fields] = [p for p in operation["parameters"] if p["name"] == "fields"]
+    assert "Comma-separated" in fields["description"]
+    answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert any(choice.get("$ref", "").endswith("AuditPageOut") for choice in answer["anyOf"])
+
+
+async def test_entries_read_as_sentences_with_links_names_and_old_to_new_changes(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    from tests.accounts.test_users_api import api_as
+
+    async with api_as(app, accounts["admin"]) as api:
+        made = await api.post(
+            "/api/v1/content", json={"kind": "post", "title": "Hello", "body_markdown": "Hi"}
+        )
+        entry_id = made.json()["id"]
+        await api.post(f"/api/v1/content/{entry_id}/publish", json={})
+        gone = await api.post(
+            "/api/v1/content", json={"kind": "post", "title": "Short-lived", "body_markdown": "x"}
+        )
+        await api.delete(f"/api/v1/content/{gone.json()['id']}")
+        await api.put("/api/v1/settings/site_title", json={"value": "Garden"})
+    page = await audit_page(app, accounts["admin"])
+    text = page.text
+    admin = accounts["admin"]
+    assert f'<a href="/admin/users/{admin.id}">{admin.display_name or admin.username}</a>' in text
+    assert re.search(
+        rf'published post <a href="/admin/content/{entry_id}" data-target>“Hello”</a>', text
+    )
+    assert re.search(
+        r"deleted post <span data-target>“Short-lived”</span> <span[^>]*data-deleted>", text
+    )
+    assert re.search(
+        r'changed setting <a href="/admin/settings" data-target>“site_title”</a>', text
+    )
+    assert re.search(r'data-change="value"><span class="muted">Value:</span> Keel → Garden', text)
+    table = text[text.index('<table class="table audit">') :]
+    assert "{&#34;" not in table and '{"' not in table  # no JSON dumps
+
+
+async def test_names_are_read_once_per_kind_for_a_whole_page(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    """The statements the page runs do not grow with the entries it shows."""
+    from sqlalchemy import event
+
+    async def statements_for(count: int) -> int:
+        await add_entries(
+            app,
+            *[
+                {
+                    "user_id": accounts["editor"].id,
+                    "actor": "editor",
+                    "action": "user.updated",
+                    "resource_type": "user",
+                    "resource_id": str(accounts["viewer"].id),
+                }
+                for _ in range(count)
+            ],
+        )
+        seen: list[str] = []
+
+        def listen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            seen.append(statement)
+
+        engine = app.state.runtime.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", listen)
+        try:
+            page = await audit_page(app, accounts["admin"])
+        finally:
+            event.remove(engine, "before_cursor_execute", listen)
+        assert page.status_code == 200
+        return len(seen)
+
+    await statements_for(1)  # first use: connections and caches set up
+    few = await statements_for(2)
+    many = await statements_for(20)
+    assert many == few

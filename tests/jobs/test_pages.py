@@ -72,7 +72,7 @@ async def test_the_enqueue_form_creates_a_job_and_shows_its_page(
 ) -> None:
     async with signed_in(app, accounts["viewer"]) as browser:
         page = await browser.get("/admin/jobs")
-        form = page.text.split('id="job-filters"')[0]  # the enqueue form offers what they may run
+        form = page.text.split('id="enqueue-title"')[1]  # the enqueue form offers what they may run
         assert 'value="test.file"' in form and 'value="test.record"' not in form
         created = await browser.post(
             "/admin/jobs", data={"type": "test.file", "payload": "{}", "priority": "0"}
@@ -245,3 +245,65 @@ async def test_the_system_page_shows_each_workers_last_heartbeat_and_current_job
     assert row, page.text
     assert f'<a href="/admin/jobs/{job_id}">#{job_id} test.record</a>' in row.group(1)
     assert re.search(r"<td>\d+ s ago</td>", row.group(1))
+
+
+async def test_the_list_comes_first_and_the_form_opens_on_no_type_with_each_types_purpose(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    await _job_for(app, accounts["admin"], "cleanup")
+    async with signed_in(app, accounts["admin"]) as browser:
+        page = (await browser.get("/admin/jobs")).text
+        fields = (await browser.get("/admin/jobs/fields", params={"type": "cleanup"})).text
+        unchosen = await browser.post("/admin/jobs", data={"type": "", "priority": "0"})
+    assert page.index("<tr data-job=") < page.index('id="enqueue-title"')
+    assert re.search(r'<details class="panel job-action">\s*<summary><h2 id="enqueue-title">', page)
+    assert '<option value="">Choose a job type…</option>' in page
+    assert re.search(r'<option value="cleanup">cleanup</option>', page)  # not selected
+    assert re.search(r"<dt><code>cleanup</code></dt><dd>[^<]+</dd>", page)  # what it does
+    assert 'name="payload"' not in page, "no JSON box before a type is chosen"
+    assert "data-description" in fields
+    assert re.search(r'<details class="advanced">\s*<summary>Advanced: the payload as JSON', fields)
+    assert unchosen.status_code == 400
+    assert re.search(r'id="e-type">Choose a job type\.<', unchosen.text)
+    assert re.search(
+        r'<details class="panel job-action" open>\s*<summary><h2 id="enqueue-title">', unchosen.text
+    )
+    assert [job.type for job in await _jobs(app)] == ["cleanup"]
+
+
+async def test_a_typed_job_takes_its_payload_as_json_from_the_advanced_box(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    async with signed_in(app, accounts["admin"]) as browser:
+        created = await browser.post(
+            "/admin/jobs",
+            data={
+                "type": "export",
+                "p.dataset": "content",
+                "p.format": "json",
+                "payload": '{"dataset": "audit", "format": "csv"}',
+                "priority": "0",
+            },
+        )
+    assert created.status_code == 303, created.text
+    [job] = await _jobs(app)
+    assert job.payload == {"dataset": "audit", "format": "csv"}
+
+
+async def test_a_result_reads_as_labelled_values_not_json(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    from sqlalchemy import update
+
+    job_id = await _job_for(app, accounts["admin"], "report", {"days": 7})
+    result = {"days": 7, "figures": {"users_by_role": {"admin": 1, "viewer": 1234}}}
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Job).where(Job.id == job_id).values(status="succeeded", result=result)
+        )
+    async with signed_in(app, accounts["admin"]) as browser:
+        page = (await browser.get(f"/admin/jobs/{job_id}")).text
+    by_role = r'<dt>Users by role</dt><dd data-fact="users_by_role">.*?'
+    assert re.search(by_role + r'<dt>Viewer</dt><dd data-fact="viewer">1,234</dd>', page, re.S)
+    assert re.search(r'<dt>Days</dt><dd data-fact="days">7</dd>', page)
+    assert "{&#34;" not in page and "&#34;figures&#34;" not in page

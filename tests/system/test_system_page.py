@@ -8,7 +8,7 @@ from litestar import Litestar
 
 from app.core.migrations import head_revision
 from tests.accounts.test_users_api import api_as
-from tests.conftest import signed_in
+from tests.conftest import client_for, signed_in
 
 
 async def test_admins_see_database_pools_migration_store_queues_disk_and_configuration(
@@ -50,3 +50,33 @@ async def test_the_system_page_is_for_admins_only(app: Litestar, accounts: dict)
             assert page.status_code == 403, role
             dashboard = await browser.get("/admin")
             assert 'href="/admin/system"' not in dashboard.text
+
+
+def _cache_requests(text: str) -> tuple[int, int, int]:
+    found = re.search(
+        r"data-cache-requests>([\d,]+) hits · ([\d,]+) misses · ([\d,]+) bypassed", text
+    )
+    assert found, "no cache figures on the page"
+    hits, misses, bypassed = (int(n.replace(",", "")) for n in found.groups())
+    return hits, misses, bypassed
+
+
+def _metric(text: str, result: str) -> int:
+    found = re.search(rf'^keel_page_cache_requests_total\{{result="{result}"\}} (\d+)$', text, re.M)
+    return int(found.group(1)) if found else 0
+
+
+async def test_a_cache_miss_then_a_hit_are_counted_in_metrics_and_shown(
+    app: Litestar, accounts: dict
+) -> None:
+    async with signed_in(app, accounts["admin"]) as browser:
+        before = _cache_requests((await browser.get("/admin/system")).text)
+        async with client_for(app) as visitor:
+            first = await visitor.get("/blog")
+            second = await visitor.get("/blog")
+        assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
+        await browser.get("/blog")  # signed in: rendered for the caller, not from the cache
+        after = _cache_requests((await browser.get("/admin/system")).text)
+        scraped = (await browser.get("/metrics")).text
+    assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == (1, 1, 1)
+    assert (_metric(scraped, "hit"), _metric(scraped, "miss")) == (after[0], after[1])

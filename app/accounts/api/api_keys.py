@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -11,10 +10,11 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.accounts.guards import roles
 from app.accounts.guards.identity import Caller
-from app.accounts.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
+from app.accounts.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, ApiKeyPageOut
 from app.accounts.services.api_keys import create_api_key, list_api_keys, revoke_api_key
 from app.accounts.services.audit import CurrentActor
 from app.core.db import DbSession
+from app.core.fields import FieldNames, Fields, Selected, selected_each
 from app.core.pagination import PageNumber, PageRequest, PerPage
 
 
@@ -30,10 +30,16 @@ class ApiKeysController(Controller):
         page: FromQuery[PageNumber] = 1,
         per_page: FromQuery[PerPage] = 20,
         include_revoked: FromQuery[bool] = False,
-    ) -> dict[str, Any]:
-        """Keys, newest first, without their secrets; revoked ones with `include_revoked`."""
+        fields: FieldNames = None,
+    ) -> ApiKeyPageOut | Selected:
+        """Keys, newest first, without their secrets; revoked ones with `include_revoked`;
+        `fields` picks the fields of each key (`fields=name,role,last_used_at`)."""
+        chosen = Fields.parse(fields, ApiKeyOut)
         found = await list_api_keys(db_session, include_revoked, PageRequest.of(page, per_page))
-        return found.envelope([ApiKeyOut.of(item.key, item.created_by) for item in found.items])
+        keys = [ApiKeyOut.of(item.key, item.created_by) for item in found.items]
+        if chosen is not None:
+            return found.envelope(selected_each(keys, chosen))
+        return ApiKeyPageOut(keys, found.total, found.page, found.per_page)
 
     @post("/", name="api:api_keys:create", status_code=201)
     async def create_key(

@@ -13,6 +13,7 @@ from litestar.params import FromQuery, Parameter
 from app.accounts.guards import roles
 from app.accounts.services.audit import AuditFilters, list_audit
 from app.core.db import DbSession
+from app.core.fields import FieldNames, Fields, Selected, selected_each
 from app.core.pagination import PageNumber, PageRequest, PerPage
 from app.core.times import parse_time
 
@@ -39,6 +40,15 @@ class AuditEntryOut(msgspec.Struct):
     user_agent: str | None
 
 
+class AuditPageOut(msgspec.Struct):
+    """One page of audit entries (`Page.envelope`)."""
+
+    items: list[AuditEntryOut]
+    total: int
+    page: int
+    per_page: int
+
+
 class AuditController(Controller):
     path = "/audit"
     tags = ["audit"]
@@ -56,9 +66,12 @@ class AuditController(Controller):
         until: IsoTime = None,
         page: FromQuery[PageNumber] = 1,
         per_page: FromQuery[PerPage] = DEFAULT_PER_PAGE,
-    ) -> dict[str, object]:
+        fields: FieldNames = None,
+    ) -> AuditPageOut | Selected:
         """Audit entries, newest first. `since` is inclusive, `until` exclusive (ISO 8601,
-        UTC when no offset is given); `per_page` is at most 100."""
+        UTC when no offset is given); `per_page` is at most 100; `fields` picks the fields
+        of each entry (`fields=created_at,actor,action`)."""
+        chosen = Fields.parse(fields, AuditEntryOut)
         filters = AuditFilters(
             user=str(user_id) if user_id else None,
             action=action,
@@ -70,6 +83,7 @@ class AuditController(Controller):
         entries = await list_audit(
             db_session, filters, PageRequest.of(page, per_page, default=DEFAULT_PER_PAGE)
         )
-        return entries.envelope(
-            msgspec.convert(entries.items, list[AuditEntryOut], from_attributes=True)
-        )
+        items = msgspec.convert(entries.items, list[AuditEntryOut], from_attributes=True)
+        if chosen is not None:
+            return entries.envelope(selected_each(items, chosen))
+        return AuditPageOut(items, entries.total, entries.page, entries.per_page)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery
@@ -26,12 +27,14 @@ from app.core.errors import field_errors
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, redirect, render
 from app.core.times import InvalidTime, parse_day
+from app.core.zones import zone_of
 
 NEVER_CACHE = {"Cache-Control": "no-store"}
 
 
-def parse_expiry(value: str) -> datetime | None:
-    """The form's date: the key works through that day (UTC), so it expires at the next midnight.
+def parse_expiry(value: str, zone: ZoneInfo) -> datetime | None:
+    """The form's date: the key works through that day in the site's time zone `zone`, so
+    it expires at the next midnight there (stored in UTC).
 
     Raises InvalidTime for anything but an empty value or a YYYY-MM-DD date in range.
     """
@@ -39,13 +42,18 @@ def parse_expiry(value: str) -> datetime | None:
     if not value:
         return None
     day = parse_day(value, "expires_at")
-    return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
+    return datetime.combine(day + timedelta(days=1), time(), tzinfo=zone).astimezone(UTC)
 
 
 def _form_context(request: Request, form: dict[str, str], errors: dict[str, str]) -> dict[str, Any]:
     user = request.scope["user"]
     roles = [role.name for role in ASSIGNABLE_ROLES if role <= user.role]
-    return {"form": form, "errors": errors, "roles": roles, "today": datetime.now(UTC).date()}
+    return {
+        "form": form,
+        "errors": errors,
+        "roles": roles,
+        "today": datetime.now(zone_of(request.state)).date(),
+    }
 
 
 class ApiKeysAdminController(Controller):
@@ -91,7 +99,7 @@ class ApiKeysAdminController(Controller):
                 caller.id,
                 form["name"],
                 form["role"],
-                parse_expiry(form["expires_at"]),
+                parse_expiry(form["expires_at"], zone_of(request.state)),
             )
         except (ApiKeyError, InvalidTime) as exc:
             errors = field_errors(exc)

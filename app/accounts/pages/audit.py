@@ -24,12 +24,14 @@ from app.accounts.services.audit import (
     iter_audit,
     list_audit,
 )
+from app.accounts.services.audit_view import readable_audit
 from app.core.db import DbSession
 from app.core.errors import field_errors
 from app.core.pagination import PageNumber, PageRequest
 from app.core.runtime import AppRuntime
 from app.core.templating import render_list
 from app.core.times import InvalidTime
+from app.core.zones import zone_of
 
 PER_PAGE = 50
 CSV_COLUMNS = (
@@ -120,7 +122,7 @@ class AuditAdminController(Controller):
         errors: dict[str, str] = {}
         entries = None
         try:
-            filters = AuditFilters.from_form(params)
+            filters = AuditFilters.from_form(params, zone_of(request.state))
         except (AuditFilterError, InvalidTime) as exc:
             errors.update(field_errors(exc))
         else:
@@ -132,6 +134,7 @@ class AuditAdminController(Controller):
             "form": params,
             "errors": errors,
             "entries": entries,
+            "rows": await readable_audit(db_session, entries.items) if entries else [],
             "actions": await audit_actions(db_session),
         }
         return render_list(
@@ -144,9 +147,12 @@ class AuditAdminController(Controller):
         )
 
     @get("/export", name="admin:audit_export")
-    async def export(self, runtime: AppRuntime, params: NamedDependency[dict[str, str]]) -> Stream:
+    async def export(
+        self, request: HTMXRequest, runtime: AppRuntime, params: NamedDependency[dict[str, str]]
+    ) -> Stream:
         """Every matching entry (up to 100,000) as a CSV download, newest first."""
-        filters = AuditFilters.from_form(params)  # a bad filter is a 400 before any row
+        # a bad filter is a 400 before any row
+        filters = AuditFilters.from_form(params, zone_of(request.state))
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         return Stream(
             _csv(iter_audit(runtime.sessionmaker, filters)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from uuid import UUID
 
@@ -121,8 +121,9 @@ class AuditFilters:
             raise AuditFilterError("The start of the time range is after its end.", "until")
 
     @classmethod
-    def from_form(cls, params: Mapping[str, str | None]) -> AuditFilters:
-        """Filters from the audit page's form: `from` and `to` are whole UTC days, inclusive."""
+    def from_form(cls, params: Mapping[str, str | None], zone: tzinfo = UTC) -> AuditFilters:
+        """Filters from the audit page's form: `from` and `to` are whole days in `zone` (the
+        site's time zone), inclusive."""
 
         def day(name: str) -> date | None:
             text = (params.get(name) or "").strip()
@@ -136,8 +137,8 @@ class AuditFilters:
             action=params.get("action"),
             resource_type=params.get("resource_type"),
             resource_id=params.get("resource_id"),
-            since=datetime.combine(first, time.min, UTC) if first else None,
-            until=datetime.combine(last + timedelta(days=1), time.min, UTC) if last else None,
+            since=datetime.combine(first, time.min, zone) if first else None,
+            until=datetime.combine(last + timedelta(days=1), time.min, zone) if last else None,
         )
 
 

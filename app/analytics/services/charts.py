@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,16 +12,20 @@ from app.core.charts import Chart, line_chart
 
 
 def _series_chart(
-    series: Series, fields: dict[str, str], unit: str, classes: dict[str, str] | None = None
+    series: Series,
+    fields: dict[str, str],
+    unit: str,
+    classes: dict[str, str] | None = None,
+    zone: tzinfo = UTC,
 ) -> Chart:
     """A chart of `fields` (point field -> line name) of the series' points."""
     starts = [datetime.fromisoformat(p["start"].replace("Z", "+00:00")) for p in series.points]
     values = {name: [p[key] for p in series.points] for key, name in fields.items()}
-    return line_chart(starts, series.bucket_seconds, values, unit, classes)
+    return line_chart(starts, series.bucket_seconds, values, unit, classes, zone=zone)
 
 
 async def analytics_charts(
-    session: AsyncSession, range_name: str, group: str | None
+    session: AsyncSession, range_name: str, group: str | None, zone: tzinfo = UTC
 ) -> dict[str, Chart]:
     """The page's charts for a range (and a route group for the request charts)."""
     requests = await request_series(session, range_name, None, group)
@@ -33,23 +37,28 @@ async def analytics_charts(
             {"count": "requests", "errors": "errors"},
             "requests",
             {"requests": "chart-line-1", "errors": "chart-line-error"},
+            zone,
         ),
         "latency": _series_chart(
             requests,
             {"p50_ms": "ms at p50", "p95_ms": "ms at p95", "p99_ms": "ms at p99"},
             "ms",
+            zone=zone,
         ),
-        "content": _series_chart(content, {"views": "views", "published": "published"}, "entries"),
+        "content": _series_chart(
+            content, {"views": "views", "published": "published"}, "entries", zone=zone
+        ),
         "jobs": _series_chart(
             jobs,
             {"completed": "completed", "failed": "failed"},
             "jobs",
             {"completed": "chart-line-1", "failed": "chart-line-error"},
+            zone,
         ),
     }
 
 
-async def dashboard_charts(session: AsyncSession) -> dict[str, Chart]:
+async def dashboard_charts(session: AsyncSession, zone: tzinfo = UTC) -> dict[str, Chart]:
     """The dashboard's charts: the last day's requests, latency and finished jobs."""
-    charts = await analytics_charts(session, "24h", None)
+    charts = await analytics_charts(session, "24h", None, zone)
     return {name: charts[name] for name in ("requests", "latency", "jobs")}

@@ -49,7 +49,8 @@ from app.core.db import DbSession
 from app.core.errors import field_errors, only_if_valid
 from app.core.pagination import PageNumber, PageRequest
 from app.core.templating import Form, redirect, render, render_list
-from app.core.times import InvalidTime, parse_time
+from app.core.times import InvalidTime, parse_local_time
+from app.core.zones import zone_of
 
 PER_PAGE = 25
 NOTICES = {
@@ -120,10 +121,11 @@ def _entry_input(data: dict[str, str], kind: str) -> EntryInput:
     return only_if_valid(entry, [problem] if problem else [])
 
 
-def _publish_time(data: dict[str, str]) -> datetime | None:
-    """The form's `datetime-local` value, read as UTC (the form says so); empty means now."""
+def _publish_time(request: Request, data: dict[str, str]) -> datetime | None:
+    """The form's `datetime-local` value, read in the site's time zone (the form says
+    which); empty means now."""
     text = (data.get("published_at") or "").strip()
-    return parse_time(text, "published_at") if text else None
+    return parse_local_time(text, "published_at", zone_of(request.state)) if text else None
 
 
 async def _entry_page(
@@ -276,17 +278,16 @@ class ContentAdminController(Controller):
         entry_id: FromPath[UUID],
         data: Form,
     ) -> Response[Any]:
-        """Publish now, or schedule when the time given (UTC) is in the future."""
+        """Publish now, or schedule when the time given (in the site's zone) is in the future."""
         entry = await get_entry(db_session, entry_id)
         try:
-            at = _publish_time(data)
+            at = _publish_time(request, data)
             kept = keeps_publish_time(entry, at)
             entry = await publish_entry(db_session, actor, entry, at)
         except (ContentError, InvalidTime) as exc:
             errors = field_errors(exc)
-            return await _entry_page(
-                request, db_session, entry, _form_values(entry), errors, status_code=400
-            )
+            form = {**_form_values(entry), "published_at": data.get("published_at", "")}
+            return await _entry_page(request, db_session, entry, form, errors, status_code=400)
         return redirect(_edit_url(request, entry_id, "kept" if kept else entry.status))
 
     @post("/{entry_id:uuid}/unpublish", name="admin:content_unpublish", guards=[roles.editor])

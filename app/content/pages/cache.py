@@ -11,7 +11,7 @@ import hashlib
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPResponseStartEvent, HTTPScope, Message, Receive, Scope, Send
 
-from app.content.services.page_cache import CachedPage, PageCache
+from app.content.services.page_cache import BYPASS, HIT, MISS, CachedPage, PageCache
 from app.content.services.views import ViewCounts, counting_views, pop_view
 from app.core.clock import current_clock
 from app.core.csrf import PUBLIC_PAGE_OPT
@@ -49,14 +49,17 @@ class PublicPageCacheMiddleware:
         cache, views = runtime.service(PageCache), runtime.service(ViewCounts)
         cacheable = cache.ttl > 0 and scope["method"] in ("GET", "HEAD") and _is_anonymous(scope)
         if not cacheable:
+            cache.count(BYPASS)
             await self.app(scope, receive, counting_views(send, views))
             return
         key = _page_key(scope)
         generation = await cache.current_generation()  # None: rendered, not kept
         page = await cache.get(key, generation) if generation is not None else None
         if page is not None:
+            cache.count(HIT)
             await _send_hit(scope, send, views, page)
             return
+        cache.count(MISS if generation is not None else BYPASS)
         keep = scope["method"] == "GET" and generation is not None
         moment = await cache.publication_bound() if keep else None  # before rendering
         start: HTTPResponseStartEvent | None = None
@@ -117,6 +120,7 @@ class PageCacheFront:
         ):
             page = self.cache.held(_page_key(scope))
             if page is not None:
+                self.cache.count(HIT)
                 if page.route is not None:
                     scope["path_template"] = page.route
                 await _send_hit(scope, send, self.views, page)

@@ -33,6 +33,7 @@ from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.runtime import runtime_of
 from app.core.templating import absolute_url, render, static_url
+from app.core.zones import hold_zone
 from app.site_settings.services import public_settings, read_settings_from
 
 log = logging.getLogger("keel.content")
@@ -61,6 +62,13 @@ async def public_context(request: Request, **values: Any) -> dict[str, Any]:
     """What every public page needs: the site settings and the menu pages."""
     site, nav = await site_and_menu(request)
     return {"site": site, "nav": nav, **values}
+
+
+async def hold_site_zone(request: Request) -> None:
+    """Before a page's handler: the page shows times in the site's time zone (a setting
+    kept with the public ones, so a change reaches every process with a new generation)."""
+    site, _ = await site_and_menu(request)
+    hold_zone(request.state, site["time_zone"])
 
 
 def entry_url(request: Request, entry: Entry | EntryView) -> str:

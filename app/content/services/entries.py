@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.accounts.models import User
 from app.accounts.services.audit import Actor, record
+from app.accounts.services.audit_view import AUDIT_RESOURCES, AuditResource, uuids
 from app.content.models import Entry, Kind, Revision, Status, Tag
 from app.content.services.events import (
     ENTRY_DELETED,
@@ -34,6 +35,7 @@ from app.core.errors import Conflict, DomainError, InvalidField, NotFound, only_
 from app.core.events import PUBLIC_CHANGED, is_pending, mark_public_change
 from app.core.numbers import INT32_MAX, INT32_MIN
 from app.core.pagination import Page, PageRequest, paginate
+from app.core.registry import KEEL
 from app.core.times import utc_time
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -538,3 +540,15 @@ async def restore_revision(
         session, actor, "content.revision_restored", entry.kind, entry.id, revision=str(revision_id)
     )
     return entry
+
+
+async def _entry_titles(session: AsyncSession, ids: list[str]) -> dict[str, str]:
+    query = select(Entry.id, Entry.title).where(Entry.id.in_(uuids(ids)))
+    return {str(i): title for i, title in await session.execute(query)}
+
+
+for _kind in Kind:
+    AUDIT_RESOURCES.add(
+        KEEL,
+        AuditResource(_kind.value, _kind.value, _entry_titles, "admin:content_edit", "entry_id"),
+    )

@@ -35,6 +35,7 @@ from app.core.clock import current_clock
 from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.errors import log_failure
 from app.core.events import Event
+from app.core.metrics import Metric, Tally, stored
 from app.core.store import Store, StoreError
 from app.core.tasks import cancel_and_wait
 
@@ -52,6 +53,18 @@ MEMO_SECONDS = 60.0
 T = TypeVar("T")
 PUBLIC_CACHE = {PUBLIC_PAGE_OPT: True}
 """The `opt` of a route whose anonymous GETs the page cache may keep (pages and API alike)."""
+CACHE_REQUESTS = stored(
+    Metric(
+        "keel_page_cache_requests_total",
+        "counter",
+        "Requests of the routes the page cache serves, by result: hit (answered from the "
+        "cache), miss (rendered and kept), bypass (rendered for a signed-in caller, a "
+        "request the cache may not keep, or while the store fails).",
+        ("result",),
+    )
+)
+HIT, MISS, BYPASS = ("hit",), ("miss",), ("bypass",)
+"""The label values of `CACHE_REQUESTS`."""
 
 
 @dataclass
@@ -72,8 +85,11 @@ class PageCache:
         store: Store,
         ttl: float,
         next_publication: Callable[[], Awaitable[float | None]] | None = None,
+        figures: Tally | None = None,
     ) -> None:
         self.store = store
+        self.figures = figures or Tally()
+        """Where hits, misses and bypasses are counted (`count`): the process's tally."""
         self.ttl = ttl
         self.next_publication = next_publication
         """When the next scheduled entry becomes public (epoch seconds): no cached page
@@ -89,6 +105,10 @@ class PageCache:
         self._loading: dict[tuple[str, int | None], asyncio.Task[Any]] = {}
         """Loads in flight (memo values, the publication bound) by name and generation."""
         self._listener: asyncio.Task[None] | None = None
+
+    def count(self, result: tuple[str]) -> None:
+        """One request of a cached route answered as `result` (HIT, MISS, BYPASS)."""
+        self.figures.add(CACHE_REQUESTS, result)
 
     # -- coherence ---------------------------------------------------------------------
     async def start(self) -> None:

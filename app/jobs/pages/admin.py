@@ -35,9 +35,10 @@ POLL_TRIGGER = "results"
 
 
 def _chosen(user: Any, name: str | None) -> JobType | None:
-    """The type the enqueue form shows: `name` if the user may run it, else the first."""
+    """The type the enqueue form shows: `name` if the user may run it; none at first (the
+    form then lists every type with what it does)."""
     runnable = services.runnable_types(user, uploads=False)
-    return next((kind for kind in runnable if kind.name == name), runnable[0] if runnable else None)
+    return next((kind for kind in runnable if kind.name == name), None)
 
 
 class JobsAdminController(Controller):
@@ -137,6 +138,8 @@ class JobsAdminController(Controller):
         try:
             if priority is None:
                 raise JobInputError("Priority must be a whole number.", "priority")
+            if not form.get("type"):
+                raise JobInputError("Choose a job type.", "type")
             payload = payload_from_form(job_type(form.get("type", "")), form)
             job = await services.submit_job(
                 db_session,
@@ -165,7 +168,12 @@ class JobsAdminController(Controller):
         """The enqueue form's payload fields for `type` (htmx swaps them in on a change)."""
         kind = _chosen(caller, type)
         fields = payload_fields(kind) if kind is not None else None
-        context = {"fields": fields, "form": form_defaults(kind)}
+        context = {
+            "fields": fields,
+            "form": form_defaults(kind),
+            "kind": kind,
+            "runnable": services.runnable_types(caller, uploads=False),
+        }
         return render(request, "jobs/_fields_block.html", context, block=None)
 
     @post("/import", name="admin:jobs:import", request_max_body_size=services.UPLOAD_BODY_LIMIT)

@@ -106,7 +106,9 @@ def _field(field: inspect.Field) -> PayloadField | None:
 
 def form_defaults(kind: JobType | None) -> dict[str, str]:
     """The values a fresh form shows for `kind`."""
-    fields = payload_fields(kind) if kind is not None else None
+    if kind is None:
+        return {}
+    fields = payload_fields(kind)
     if fields is None:
         return {JSON_FIELD: "{}"}
     return {field.form_name: field.default for field in fields}
@@ -116,7 +118,7 @@ def payload_from_form(kind: JobType, data: dict[str, str]) -> dict[str, Any]:
     """The payload the form describes, before the type checks it. Empty optional fields
     are left out (their defaults apply); a missing required one is an error beside it."""
     fields = payload_fields(kind)
-    if fields is None:
+    if fields is None or data.get(JSON_FIELD, "").strip():  # the JSON box, when filled in
         text = data.get(JSON_FIELD, "").strip() or "{}"
         try:
             return parse_json(text.encode("utf-8", "surrogatepass"))

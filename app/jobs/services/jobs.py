@@ -23,8 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.guards.identity import CurrentUser, created_by
 from app.accounts.models import Role
 from app.accounts.services.audit import Actor, record
+from app.accounts.services.audit_view import AUDIT_RESOURCES, AuditResource
 from app.core.errors import Forbidden, Gone, NotFound
 from app.core.pagination import Page, PageRequest, paginate
+from app.core.registry import KEEL
 from app.jobs.models import Job, JobStatus
 from app.jobs.services import outcomes, queue
 from app.jobs.services.registry import (
@@ -278,3 +280,12 @@ def result_download(settings: Settings, job: Job, name: str | None = None) -> Fi
     # itself, and a second one is a malformed Content-Type.
     media_type = found.content_type.split(";", 1)[0].strip()
     return File(found.path, filename=found.name, media_type=media_type, headers=NO_STORE)
+
+
+async def _job_names(session: AsyncSession, ids: list[str]) -> dict[str, str]:
+    numbers = [int(i) for i in ids if i.isdigit() and int(i) < 2**63]
+    query = select(Job.id, Job.type).where(Job.id.in_(numbers))
+    return {str(i): f"#{i} {kind}" for i, kind in await session.execute(query)}
+
+
+AUDIT_RESOURCES.add(KEEL, AuditResource("job", "job", _job_names, "admin:job", "job_id"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -238,7 +238,12 @@ class _Panels:
 
 
 async def read_dashboard(
-    runtime: Runtime, session: AsyncSession, *, audit: bool, charts: bool = False
+    runtime: Runtime,
+    session: AsyncSession,
+    *,
+    audit: bool,
+    charts: bool = False,
+    zone: tzinfo = UTC,
 ) -> DashboardFigures:
     """Every figure of the dashboard, read now; `audit`: whether to read the recent changes
     (the caller may read the audit log); `charts`: whether to draw the last day's charts."""
@@ -252,7 +257,7 @@ async def read_dashboard(
     jobs = await panels.read(lambda: job_counts(session, now - timedelta(days=1)))
     changes = await panels.read(lambda: recent_changes(session)) if audit else None
     traffic = await panels.read(lambda: read_traffic(session, now))
-    drawn = await panels.read(lambda: dashboard_charts(session)) if charts else None
+    drawn = await panels.read(lambda: dashboard_charts(session, zone)) if charts else None
     return DashboardFigures(
         report, users, content, scheduled, viewed, jobs, changes, now, traffic, drawn
     )

@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import __version__
-from app.content.services.page_cache import PageCache
+from app.content.services.page_cache import CACHE_REQUESTS, PageCache
 from app.core.db import describe_url
+from app.core.metrics import counter_totals
 from app.core.migrations import current_revision, head_revision
 from app.core.runtime import Runtime
 from app.jobs.services.jobs import QueueFigures, queue_figures
@@ -75,6 +76,9 @@ class SystemReport:
     disks: list[Disk]
     cache_generation: int
     cache_degraded: bool
+    cache_requests: dict[str, int] | None
+    """Requests of cached routes by result (hit, miss, bypass), of every process since the
+    store started; None when the store did not answer."""
     version: str
     uptime_seconds: int
     configuration: dict[str, dict[str, str]]
@@ -179,6 +183,13 @@ async def system_report(runtime: Runtime, session: AsyncSession) -> SystemReport
     except Exception:  # shown as unknown; readiness says why (a full pool warns too)
         queues = None
     page_cache = runtime.service(PageCache)
+    try:
+        counts = await counter_totals(runtime.store, runtime.figures, CACHE_REQUESTS)
+        cache_requests: dict[str, int] | None = {
+            result: int(counts.get((result,), 0)) for result in ("hit", "miss", "bypass")
+        }
+    except Exception:  # the store is down: shown as unknown, the store's section says why
+        cache_requests = None
     store_breaker = getattr(runtime.store, "breaker", None)
     return SystemReport(
         readiness=readiness,
@@ -193,6 +204,7 @@ async def system_report(runtime: Runtime, session: AsyncSession) -> SystemReport
         disks=disks(settings),
         cache_generation=page_cache.generation,
         cache_degraded=page_cache.degraded,
+        cache_requests=cache_requests,
         version=__version__,
         uptime_seconds=int(time.monotonic() - runtime.started_monotonic),
         configuration=configuration(settings),
