@@ -48,7 +48,7 @@ class Site:
 def _activate_plugins(server: LiveServer) -> None:
     for plugin in PLUGINS:
         for step in ("install", "activate"):
-            done = run_keel("plugins", step, plugin, env=server.env)
+            done = run_keel("plugins", step, plugin, env=server.env, timeout=180)
             assert done.returncode == 0, done.stdout + done.stderr
     deadline = time.monotonic() + 10
     while httpx.get(server.url("/p/guestbook/")).status_code != 200:
