@@ -286,3 +286,33 @@ async def test_posts_without_the_csrf_token_are_refused_and_change_nothing(
     stored = await reload(app, viewer)
     assert (stored.display_name, stored.email) == ("Viewer", "viewer@example.org")
     assert await audit_entries(app, "user.updated") == []
+
+
+async def test_staff_see_their_account_in_the_admin_layout_and_members_in_the_public_one(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    """Staff (viewer and up) work in the admin area, so their own pages keep its menu; an
+    account without admin access (role guest) is refused there in the public layout."""
+    async with app.state.sessionmaker() as session, session.begin():
+        member = User(
+            email="member@example.org",
+            username="member",
+            display_name="Member",
+            password_hash=accounts["viewer"].password_hash,
+            role="guest",
+            is_active=True,
+            failed_login_count=0,
+            auth_version=1,
+        )
+        session.add(member)
+    async with signed_in(app, accounts["viewer"]) as client:
+        for path in ("/account", "/account/notifications"):
+            page = await client.get(path)
+            assert page.status_code == 200 and '<body class="admin"' in page.text, path
+        account = await client.get("/account")
+        notifications = await client.get("/account/notifications")
+    assert 'href="/account" aria-current="page"' in account.text
+    assert 'href="/account/notifications" aria-current="page"' in notifications.text
+    async with signed_in(app, member) as client:
+        refused = await client.get("/account")
+    assert refused.status_code == 403 and '<body class="public"' in refused.text

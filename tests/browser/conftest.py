@@ -262,16 +262,19 @@ def _describe_console(message: ConsoleMessage) -> str:
     return f"console error: {message.text}" + (f" ({where})" if where else "")
 
 
-@pytest.fixture
-def page(
-    request: pytest.FixtureRequest, browser: Browser, live_server: LiveServer
+@contextmanager
+def browser_page(
+    request: pytest.FixtureRequest,
+    browser: Browser,
+    leg: str,
+    width: int = 1280,
+    height: int = 800,
+    **context_options: Any,
 ) -> Iterator[Page]:
-    """A fresh context and page; `page.console_errors` collects console errors and JS errors.
-
-    CSP violations are reported by Chromium as console errors, so an empty list also
-    means the page broke no Content-Security-Policy rule.
-    """
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    """A fresh context and page `width` px wide; `page.console_errors` collects console
+    errors and JS errors; its final page is left as a screenshot. `context_options` go to
+    Playwright's `new_context` (`java_script_enabled=False`, `bypass_csp=True`)."""
+    context = browser.new_context(viewport={"width": width, "height": height}, **context_options)
     context.set_default_timeout(10_000)
     new_page = context.new_page()
     errors: list[str] = []
@@ -293,11 +296,45 @@ def page(
         try:
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             name = getattr(request.node, "originalname", None) or request.node.name
-            new_page.screenshot(path=str(SCREENSHOTS / f"{name}-{live_server.leg}.png"))
+            new_page.screenshot(path=str(SCREENSHOTS / f"{name}-{leg}.png"))
         except Error as exc:  # a screenshot is a courtesy; never fail the test for it
             print(f"screenshot failed: {exc}")
         finally:
             context.close()
+
+
+@pytest.fixture
+def page(
+    request: pytest.FixtureRequest, browser: Browser, live_server: LiveServer
+) -> Iterator[Page]:
+    """A fresh page 1280 px wide (see `browser_page`).
+
+    CSP violations are reported by Chromium as console errors, so an empty
+    `page.console_errors` also means the page broke no Content-Security-Policy rule.
+    """
+    with browser_page(request, browser, live_server.leg) as new_page:
+        yield new_page
+
+
+AXE = HERE / "vendor" / "axe.min.js"
+"""axe-core, vendored for the tests only (vendor/README.md); Keel never serves it."""
+
+AXE_RUN = """async () => {
+  const { violations } = await axe.run(document, { resultTypes: ["violations"] });
+  const where = (n) =>
+    n.target.join(" ") + " (" + (n.failureSummary || "").replace(/\\s+/g, " ") + ")";
+  return violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.impact} ${v.id}: ${v.help} at ${v.nodes.slice(0, 3).map(where).join("; ")}`);
+}"""
+
+
+def axe_violations(page: Page) -> list[str]:
+    """The serious and critical accessibility violations axe-core finds on the page as it is
+    shown now, one line each (rule, what it asks, the first elements). axe is injected as an
+    inline script: the page's context needs `bypass_csp=True` (the app's CSP stays strict)."""
+    page.add_script_tag(path=str(AXE))
+    return list(page.evaluate(AXE_RUN))
 
 
 def sign_in(

@@ -385,12 +385,19 @@ def site_menu(html: str) -> list[str]:
     return [text.strip() for text in re.findall(r">([^<>]+)</(?:a|button)>", nav)]
 
 
+def admin_menu(html: str) -> list[str]:
+    """The links of the admin menu, by their text."""
+    nav = html.split('<nav aria-label="Admin">', 1)[1].split("</nav>", 1)[0]
+    return [text.strip() for text in re.findall(r">([^<>]+)</a>", nav)]
+
+
 async def test_a_404_shows_the_sites_menu_and_who_is_signed_in_like_other_pages(
     app: Litestar, accounts: dict
 ) -> None:
-    """Under /admin (no route matches: no middleware ran) and on the public site (a page
-    that is not there), the error page has the site's title, its pages in the menu and the
-    signed-in state; its sign-out form works."""
+    """On the public site (a page that is not there) the error page has the site's title,
+    its pages in the menu and the signed-in state; under /admin (no route matches: no
+    middleware ran) staff see it in the admin layout, with their admin menu, never "Sign
+    in"; its sign-out form works."""
     from app.accounts.services.audit import Actor
     from app.content.services.entries import EntryInput, publish_entry, save_entry
     from app.site_settings.services import write_setting
@@ -407,6 +414,7 @@ async def test_a_404_shows_the_sites_menu_and_who_is_signed_in_like_other_pages(
         anonymous = await visitor.get("/no/such/page")
     async with signed_in(app, admin) as client:
         home = await client.get("/")
+        dashboard = await client.get("/admin")
         under_admin = await client.get("/admin/no-such-page")
         public = await client.get("/blog/no-such-post")
         token = re.search(r'name="_csrf_token" value="([^"]+)"', under_admin.text)
@@ -414,11 +422,14 @@ async def test_a_404_shows_the_sites_menu_and_who_is_signed_in_like_other_pages(
         client.headers.pop("X-CSRF-Token")
         signed_out = await client.post("/logout", data={"_csrf_token": token.group(1)})
     assert signed_out.status_code == 303
-    for page in (under_admin, public):
-        assert page.status_code == 404
-        assert site_menu(page.text) == site_menu(home.text)
-        assert "About" in site_menu(page.text) and "Sign in" not in site_menu(page.text)
-        assert "Harbour Notes</a>" in page.text
+    assert public.status_code == 404
+    assert site_menu(public.text) == site_menu(home.text)
+    assert "About" in site_menu(public.text) and "Sign in" not in site_menu(public.text)
+    assert "Harbour Notes</a>" in public.text
+    assert under_admin.status_code == 404
+    assert admin_menu(under_admin.text) == admin_menu(dashboard.text)
+    assert {"Dashboard", "Settings", "Account"} <= set(admin_menu(under_admin.text))
+    assert "Sign in" not in under_admin.text and "Sign out" in under_admin.text
     assert site_menu(anonymous.text) == ["Home", "Blog", "About", "Sign in"]
 
 
