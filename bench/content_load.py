@@ -51,6 +51,8 @@ a request that held one pooled connection and waited for a second deadlocked it.
 
 
 SECRET = secrets.token_urlsafe(48)
+BROWSER = {"Accept-Encoding": "gzip, br"}
+"""What browsers send: every case but the two raw ones asks for a compressed answer."""
 PLUGINS = ROOT / "bench" / "plugins"
 """Where the `articles` plugin lives: a page of the post page's weight, served by a plugin."""
 
@@ -161,7 +163,8 @@ def wrk(
 
 MIX_SCRIPT = """-- the mixed case's requests, in turn (written by bench/content_load.py)
 local paths = {%(paths)s}
-local auth = {["Authorization"] = "%(authorization)s"}
+local auth = {["Authorization"] = "%(authorization)s", ["Accept-Encoding"] = "gzip, br"}
+local browser = {["Accept-Encoding"] = "gzip, br"}
 local turn = 0
 request = function()
   turn = turn + 1
@@ -169,7 +172,7 @@ request = function()
   if string.sub(path, 1, 5) == "/api/" then
     return wrk.format("GET", path, auth)
   end
-  return wrk.format("GET", path, {})
+  return wrk.format("GET", path, browser)
 end
 """
 
@@ -283,15 +286,18 @@ def main() -> None:
         token = httpx.post(
             f"{cached_base}/api/v1/auth/login", json={"login": LOGIN, "password": PASSWORD}
         ).json()["access_token"]
-        auth = {"Authorization": f"Bearer {token}"}
+        auth = {"Authorization": f"Bearer {token}", **BROWSER}
+        raw_auth = {"Authorization": auth["Authorization"]}
         httpx.get(f"{cached_base}/blog/{slug}")  # warm the cache
         copy_to_plugin(cached_base, auth, slug)
         cases = [
-            ("ceiling (hello world)", f"{ceiling_base}/", None),
-            ("cached post page", f"{cached_base}/blog/{slug}", None),
-            ("uncached post page", f"{uncached_base}/blog/{slug}", None),
-            ("plugin page (same weight)", f"{uncached_base}/p/articles/{slug}", None),
+            ("ceiling (hello world)", f"{ceiling_base}/", BROWSER),
+            ("cached post page", f"{cached_base}/blog/{slug}", BROWSER),
+            ("cached, no Accept-Encoding", f"{cached_base}/blog/{slug}", None),
+            ("uncached post page", f"{uncached_base}/blog/{slug}", BROWSER),
+            ("plugin page (same weight)", f"{uncached_base}/p/articles/{slug}", BROWSER),
             ("JSON content list (20)", f"{cached_base}/api/v1/content?per_page=20", auth),
+            ("JSON list (20), raw", f"{cached_base}/api/v1/content?per_page=20", raw_auth),
         ]
         print(
             f"{'case':<26}{'conns':>6}{'req/s':>10}{'range':>14}{'p50 ms':>9}{'p99 ms':>9}"
