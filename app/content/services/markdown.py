@@ -102,6 +102,24 @@ def render_markdown(source: str, image_sizes: ImageSizes | None = None) -> str:
     return sanitize_html(_renderer.render(source, env))
 
 
+_IMAGE = re.compile(r"<img\s[^>]*>")
+_ATTRIBUTE = re.compile(r'(\w+)="([^"]*)"')
+
+
+def first_image(html: str) -> tuple[str, tuple[int, int] | None] | None:
+    """The address of the first image in sanitized HTML, with its width and height when
+    it has them (an entry's picture for link previews: `og:image`)."""
+    tag = _IMAGE.search(html)
+    if tag is None:
+        return None
+    attributes = dict(_ATTRIBUTE.findall(tag[0]))
+    if not attributes.get("src"):
+        return None
+    width, height = attributes.get("width", ""), attributes.get("height", "")
+    size = (int(width), int(height)) if width.isdigit() and height.isdigit() else None
+    return unescape(attributes["src"]), size
+
+
 _INLINE_TAGS = re.compile(
     r"</?(?:a|abbr|b|code|del|em|i|kbd|mark|s|small|span|strong|sub|sup|u)(?:\s[^>]*)?>"
 )
