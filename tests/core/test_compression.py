@@ -22,14 +22,16 @@ counter = itertools.count()
 PARAGRAPH = "<p>Keel keeps every capability and drops the network hops.</p>\n" * 30
 
 
-@get("/_test/zip/cached", opt={"public_cache": True}, sync_to_thread=False, media_type="text/html")
-def cached_page() -> str:
+def _page() -> str:
     return f"<h1>render {next(counter)}</h1>{PARAGRAPH}"
 
 
-@get("/_test/zip/live", sync_to_thread=False, media_type="text/html")
-def live_page() -> str:
-    return f"<h1>render {next(counter)}</h1>{PARAGRAPH}"
+cached_page = get(
+    "/_test/zip/cached", opt={"public_cache": True}, sync_to_thread=False, media_type="text/html"
+)(_page)
+live_page = get("/_test/zip/live", name="zip:live", sync_to_thread=False, media_type="text/html")(
+    _page
+)
 
 
 @get("/_test/zip/small", sync_to_thread=False, media_type="text/plain")
