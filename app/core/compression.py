@@ -194,6 +194,9 @@ class _CompressingSend:
         elif message["type"] == "http.response.start":
             await self._started(message)
         elif message["type"] != "http.response.body" or self.start is None:
+            if self.start is not None:  # an extension (pathsend): the body is not ours
+                self.passing = True
+                await self.send(self.start)
             await self.send(message)
         elif self.encoder is not None:
             last = not message.get("more_body", False)

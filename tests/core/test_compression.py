@@ -241,3 +241,16 @@ async def test_json_and_public_pages_are_compressed(settings: Settings, accounts
             assert answer.status_code == 200, path
             assert answer.headers["content-encoding"] in ("br", "gzip"), path
             assert _decoded(answer) == plain.raw, path  # type: ignore[attr-defined]
+
+
+async def test_head_of_a_compressed_response_has_the_get_headers_and_no_body(
+    settings: Settings, accounts: dict
+) -> None:
+    app = await _app(settings)
+    async with app.lifespan(), client_for(app) as client:
+        for path in ("/static/css/app.css", "/_test/zip/stream", "/login"):
+            got = await _raw(client, path, **{"Accept-Encoding": "gzip"})
+            head = await client.head(path, headers={"Accept-Encoding": "gzip"})
+            assert head.status_code == 200 and head.content == b"", path
+            assert head.headers["content-encoding"] == got.headers["content-encoding"] == "gzip"
+            assert head.headers.get("content-length") == got.headers.get("content-length"), path
