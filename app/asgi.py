@@ -37,6 +37,7 @@ from app.content.services.page_cache import PageCache
 from app.content.services.views import ViewCounts
 from app.core.allow import AllowEveryMethod
 from app.core.boundary import AsciiRequestTarget, BoundaryRequest, InputBoundary
+from app.core.compression import CompressionMiddleware
 from app.core.csrf import csrf_middleware
 from app.core.errors import ErrorPageLayout, handle_exception
 from app.core.events import PUBLIC_CHANGED
@@ -134,11 +135,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Wrap outside Litestar's own exception and CORS layers, so 404s and preflights also
     # get a request id, a log line and the security headers; a query string Litestar cannot
     # decode is refused before it (AsciiRequestTarget); a page this process holds in its
-    # cache is answered in front of the router (PageCacheFront).
+    # cache is answered in front of the router (PageCacheFront), compressed at fill; what
+    # the router answers is compressed on its way out (CompressionMiddleware).
     app.asgi_handler = RequestContextMiddleware(
         SecurityHeadersMiddleware(
             AsciiRequestTarget(
-                PageCacheFront(app.asgi_handler, page_cache, runtime.service(ViewCounts))
+                PageCacheFront(
+                    CompressionMiddleware(app.asgi_handler),
+                    page_cache,
+                    runtime.service(ViewCounts),
+                )
             ),
             production=settings.app.is_production,
         ),

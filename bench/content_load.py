@@ -54,6 +54,8 @@ START_SECONDS = 120.0
 """How long a server may take to answer its probe: over a minute on a machine busy with
 other work."""
 SECRET = secrets.token_urlsafe(48)
+BROWSER = {"Accept-Encoding": "gzip, br"}
+"""What browsers send: every case but the two raw ones asks for a compressed answer."""
 PLUGINS = ROOT / "bench" / "plugins"
 """Where the `articles` plugin lives: a page of the post page's weight, served by a plugin."""
 
@@ -193,7 +195,8 @@ def wrk(
 
 MIX_SCRIPT = """-- the mixed case's requests, in turn (written by bench/content_load.py)
 local paths = {%(paths)s}
-local auth = {["Authorization"] = "%(authorization)s"}
+local auth = {["Authorization"] = "%(authorization)s", ["Accept-Encoding"] = "gzip, br"}
+local browser = {["Accept-Encoding"] = "gzip, br"}
 local turn = 0
 request = function()
   turn = turn + 1
@@ -201,7 +204,7 @@ request = function()
   if string.sub(path, 1, 5) == "/api/" then
     return wrk.format("GET", path, auth)
   end
-  return wrk.format("GET", path, {})
+  return wrk.format("GET", path, browser)
 end
 """
 
@@ -315,16 +318,19 @@ def main() -> None:
         token = httpx.post(
             f"{cached_base}/api/v1/auth/login", json={"login": LOGIN, "password": PASSWORD}
         ).json()["access_token"]
-        auth = {"Authorization": f"Bearer {token}"}
+        auth = {"Authorization": f"Bearer {token}", **BROWSER}
+        raw_auth = {"Authorization": auth["Authorization"]}
         httpx.get(f"{cached_base}/blog/{slug}")  # warm the cache
         copy_to_plugin(cached_base, auth, slug)
         ceiling_server, cached, uncached = servers
         cases = [
-            ("ceiling (hello world)", f"{ceiling_base}/", None, ceiling_server),
-            ("cached post page", f"{cached_base}/blog/{slug}", None, cached),
-            ("uncached post page", f"{uncached_base}/blog/{slug}", None, uncached),
-            ("plugin page (same weight)", f"{uncached_base}/p/articles/{slug}", None, uncached),
+            ("ceiling (hello world)", f"{ceiling_base}/", BROWSER, ceiling_server),
+            ("cached post page", f"{cached_base}/blog/{slug}", BROWSER, cached),
+            ("cached, no Accept-Encoding", f"{cached_base}/blog/{slug}", None, cached),
+            ("uncached post page", f"{uncached_base}/blog/{slug}", BROWSER, uncached),
+            ("plugin page (same weight)", f"{uncached_base}/p/articles/{slug}", BROWSER, uncached),
             ("JSON content list (20)", f"{cached_base}/api/v1/content?per_page=20", auth, cached),
+            ("JSON list (20), raw", f"{cached_base}/api/v1/content?per_page=20", raw_auth, cached),
         ]
         print(
             f"{'case':<26}{'conns':>6}{'req/s':>10}{'range':>14}{'p50 ms':>9}{'p99 ms':>9}"

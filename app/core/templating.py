@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from jinja2 import BaseLoader, Environment, FileSystemLoader, pass_context
@@ -204,6 +205,7 @@ def create_template_config(
         url_for=url_for,
         zone_name=zone_name,
         input_time=input_time,
+        page_address=page_address,
         **(extra_globals or {}),
     )
     engine.engine.filters["local_time"] = shown_time
@@ -254,6 +256,21 @@ def absolute_url(request: Request, route_name: str, **path_params: Any) -> str:
     """A named route's absolute address (in an e-mail, a feed, a canonical tag, or handed
     to an API client), on `site_base`."""
     return site_base(request) + request.app.route_reverse(route_name, **path_params)
+
+
+ADDRESS_PARAMETERS = ("q", "page")
+"""The query parameters that make a public page another page (search words, a list's
+page); anything else (tracking tags, cache busters) is left out of its canonical address."""
+
+
+def page_address(request: Request) -> str:
+    """The canonical absolute address of the page being rendered, on `site_base`."""
+    kept = {
+        key: value
+        for key, value in request.query_params.items()
+        if key in ADDRESS_PARAMETERS and value not in ("", "1" if key == "page" else "")
+    }
+    return site_base(request) + request.url.path + (("?" + urlencode(kept)) if kept else "")
 
 
 def wants_fragment(request: Request) -> bool:

@@ -18,6 +18,7 @@ from app.accounts.models import AuditEntry, User
 from app.accounts.services.audit import Actor
 from app.asgi import create_app
 from app.content.models import Media
+from app.content.services.entries import EntryInput, publish_entry, save_entry
 from app.content.services.media import display_name, store_upload
 from app.settings import ROOT, Settings
 from app.site_settings.services import write_setting
@@ -704,3 +705,29 @@ async def test_an_upload_from_the_picker_needs_the_csrf_token(
         )
     assert response.status_code == 403
     assert files_in(media_dir) == []
+
+
+async def test_uploaded_images_in_a_post_keep_their_room_and_later_ones_load_lazily(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    """Width and height come from the upload (the page does not jump as images load); the
+    first image loads at once (likely on screen), the others when scrolled to."""
+    editor = accounts["editor"]
+    wide = (await api_upload(app, editor, "wide.png", image_bytes("PNG", (64, 24)))).json()
+    tall = (await api_upload(app, editor, "tall.png", image_bytes("PNG", (12, 48)))).json()
+    body = (
+        f"![Wide]({wide['url']})\n\nText.\n\n![Tall]({tall['url']})\n\n"
+        "![Elsewhere](https://images.example/x.png)"
+    )
+    async with app.state.sessionmaker() as session, session.begin():
+        actor = Actor(editor.id, editor.username)
+        entry = await save_entry(session, actor, EntryInput(title="Pictures", body_markdown=body))
+        await publish_entry(session, actor, entry)
+    async with client_for(app) as client:
+        page = await client.get(f"/blog/{entry.slug}")
+    images = re.findall(r"<img [^>]*>", page.text.split("<article", 1)[1])
+    assert images[0] == f'<img src="{wide["url"]}" alt="Wide" width="64" height="24">'
+    assert images[1] == (
+        f'<img src="{tall["url"]}" alt="Tall" width="12" height="48" loading="lazy">'
+    )
+    assert images[2] == '<img src="https://images.example/x.png" alt="Elsewhere" loading="lazy">'

@@ -402,3 +402,84 @@ async def test_anonymous_public_pages_set_no_cookie_and_signed_in_readers_keep_a
                 assert "Sign in" in (await viewer.get("/")).text
         finally:
             await app.state.engine.dispose()
+
+
+HEAD_TAGS = {
+    "description": re.compile(r'<meta name="description" content="([^"]+)">'),
+    "canonical": re.compile(r'<link rel="canonical" href="([^"]+)">'),
+    "og:title": re.compile(r'<meta property="og:title" content="([^"]+)">'),
+    "og:description": re.compile(r'<meta property="og:description" content="([^"]+)">'),
+    "og:url": re.compile(r'<meta property="og:url" content="([^"]+)">'),
+}
+HTMX_REQUEST = re.compile(r"\shx-(get|post|put|patch|delete)=")
+"""An attribute that makes htmx send a request: the page needs htmx."""
+
+
+def _head(html: str) -> dict[str, str]:
+    head = html.split("</head>", 1)[0]
+    found = {name: pattern.search(head) for name, pattern in HEAD_TAGS.items()}
+    title = re.search(r"<title>([^<]+)</title>", head)
+    return {
+        "title": title[1] if title else "",
+        **{name: match[1] if match else "" for name, match in found.items()},
+    }
+
+
+async def test_every_public_page_has_a_title_description_canonical_address_and_open_graph(
+    app: Litestar, client: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    editor = accounts["editor"]
+    await _entry(app, editor, "A zebra story", "Zebras, in a post.", tags=["Wild"])
+    await _entry(app, editor, "About", "Zebras, on a page.", kind="page")
+    pages = ("/", "/blog", "/tags/wild", "/search?q=zebra", "/about", "/blog/a-zebra-story")
+    for path in pages:
+        response = await client.get(path + ("&" if "?" in path else "?") + "utm_source=x")
+        assert response.status_code == 200, path
+        head = _head(response.text)
+        assert all(head.values()), (path, head)
+        assert head["canonical"] == head["og:url"] == BASE + path, path
+        assert head["og:description"] == head["description"], path
+    home = _head((await client.get("/")).text)
+    assert home["description"] == "A self-hosted site, running on Keel."  # the intro
+    assert home["og:title"] == "Keel"
+    assert _head((await client.get("/blog/a-zebra-story")).text)["og:title"] == "A zebra story"
+    assert _head((await client.get("/blog?page=1")).text)["canonical"] == BASE + "/blog"
+
+
+async def test_a_post_with_an_image_offers_it_to_link_previews(
+    app: Litestar, client: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    editor = accounts["editor"]
+    body = "Text first.\n\n![A zebra](/media/zebra.png)\n\n![Another](https://img.example/b.png)"
+    await _entry(app, editor, "With picture", body)
+    await _entry(app, editor, "Without picture", "Only words.")
+    pictured = (await client.get("/blog/with-picture")).text
+    assert f'<meta property="og:image" content="{BASE}/media/zebra.png">' in pictured
+    assert '<meta name="twitter:card" content="summary_large_image">' in pictured
+    plain = (await client.get("/blog/without-picture")).text
+    assert 'property="og:image"' not in plain
+    assert '<meta name="twitter:card" content="summary">' in plain
+
+
+async def test_htmx_is_loaded_only_on_pages_that_use_it(
+    app: Litestar, client: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    """A reader's page without an hx- request attribute loads no htmx (51 KB it would not
+    use); the blog's pager and a signed-in reader's notification count use it."""
+    editor = accounts["editor"]
+    for n in range(11):
+        await _entry(app, editor, f"Post {n}", "Words.", minutes_ago=60 + n, tags=["Many"])
+    await _entry(app, editor, "About", "A page.", kind="page")
+    paged = ("/blog", "/blog?page=2", "/tags/many")
+    for path in ("/", "/blog", "/blog?page=2", "/blog/post-1", "/about", "/tags/many",
+                 "/search?q=about", "/login", "/no-such-page"):  # fmt: skip
+        html = (await client.get(path)).text
+        loads = "js/htmx.min.js" in html
+        assert loads == bool(HTMX_REQUEST.search(html)), path
+        assert loads == (path in paged), path
+        assert ("hx-boost" in html) == loads, path
+    async with signed_in(app, accounts["viewer"]) as reader:
+        post = (await reader.get("/blog/post-1")).text
+        assert "js/htmx.min.js" in post and HTMX_REQUEST.search(post)
+    async with signed_in(app, editor) as admin:
+        assert "js/htmx.min.js" in (await admin.get("/admin")).text

@@ -14,6 +14,7 @@ from litestar.types import ASGIApp, HTTPResponseStartEvent, HTTPScope, Message, 
 from app.content.services.page_cache import BYPASS, HIT, MISS, CachedPage, PageCache
 from app.content.services.views import ViewCounts, counting_views, pop_view
 from app.core.clock import current_clock
+from app.core.compression import add_vary, negotiate, precompress
 from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.runtime import runtime_of
 
@@ -90,9 +91,14 @@ class PublicPageCacheMiddleware:
             await send({"type": "http.response.body", "body": body, "more_body": False})
             return
         kept = [(k, v) for k, v in headers if k.lower() in CACHEABLE_HEADERS]
+        content_type = next((v for k, v in kept if k.lower() == b"content-type"), b"")
+        encoded = precompress(content_type, body)
+        if encoded:
+            kept = add_vary(kept)
         etag = b'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
         route = scope.get("path_template")
-        page = CachedPage(200, kept, body, etag, current_clock().time() + cache.ttl, view, route)
+        expires = current_clock().time() + cache.ttl
+        page = CachedPage(200, kept, body, etag, expires, view, route, encoded)
         if keep and generation is not None:
             await cache.put(key, page, generation, moment)
         await _send_page(scope, send, page, b"miss")
@@ -149,13 +155,25 @@ async def _send_hit(scope: HTTPScope, send: Send, views: ViewCounts, page: Cache
 
 
 async def _send_page(scope: HTTPScope, send: Send, page: CachedPage, outcome: bytes) -> None:
-    if_none_match = next((v for k, v in scope["headers"] if k == b"if-none-match"), None)
+    """The page in the encoding the client prefers, compressed at fill; its weak ETag
+    stands for every encoding (the same page, RFC 9110 8.8.1), so a 304 needs none."""
+    if_none_match = accept_encoding = None
+    for key, value in scope["headers"]:
+        if key == b"if-none-match":
+            if_none_match = value
+        elif key == b"accept-encoding":
+            accept_encoding = value
     headers = [*page.headers, (b"etag", page.etag), (b"x-cache", outcome)]
     if if_none_match is not None and page.etag in [t.strip() for t in if_none_match.split(b",")]:
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
-    headers.append((b"content-length", str(len(page.body)).encode()))
+    body = page.body
+    coding = negotiate(accept_encoding) if accept_encoding and page.encoded else None
+    if coding is not None:
+        body = page.encoded[coding]
+        headers.append((b"content-encoding", coding.encode()))
+    headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": page.status, "headers": headers})
-    body = b"" if scope["method"] == "HEAD" else page.body
+    body = b"" if scope["method"] == "HEAD" else body
     await send({"type": "http.response.body", "body": body, "more_body": False})

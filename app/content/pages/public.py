@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urljoin
 
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.params import FromPath, FromQuery
@@ -18,6 +19,7 @@ from app.accounts.models import Role
 from app.content.models import Entry, Kind
 from app.content.pages import feeds
 from app.content.services.entries import ContentNotFound
+from app.content.services.markdown import first_image
 from app.content.services.page_cache import PUBLIC_CACHE, PageCache
 from app.content.services.public import (
     author_names,
@@ -32,7 +34,7 @@ from app.content.services.views import VIEW_HEADER
 from app.core.db import DbSession
 from app.core.pagination import PageNumber, PageRequest
 from app.core.runtime import runtime_of
-from app.core.templating import absolute_url, render, static_url
+from app.core.templating import absolute_url, render, site_base, static_url
 from app.core.zones import hold_zone
 from app.site_settings.services import public_settings, read_settings_from
 
@@ -96,12 +98,15 @@ async def _entry_page(
     else:
         is_public = True
         headers = {VIEW_HEADER.decode(): str(entry.id)}  # counted by the page cache layer
+    image = first_image(entry.body_html)
     context = await public_context(
         request,
         entry=entry,
         author=entry.author_name,
         preview_banner=not is_public,
         canonical_url=entry_url(request, entry),
+        og_image=urljoin(site_base(request) + "/", image[0]) if image else None,
+        og_image_size=image[1] if image else None,
     )
     return render(request, template, context, headers=headers)
 

@@ -30,6 +30,7 @@ from app.content.services.events import (
     is_announced,
 )
 from app.content.services.markdown import plain_text, render_markdown
+from app.content.services.media import image_sizes
 from app.content.services.public import is_public, now, visible_to_public
 from app.core.errors import Conflict, DomainError, InvalidField, NotFound, only_if_valid
 from app.core.events import PUBLIC_CHANGED, is_pending, mark_public_change
@@ -279,7 +280,9 @@ async def save_entry(
     entry.title = data.title
     entry.slug = data.slug
     entry.body_markdown = data.body_markdown
-    entry.body_html = render_markdown(data.body_markdown)
+    entry.body_html = render_markdown(
+        data.body_markdown, await image_sizes(session, data.body_markdown)
+    )
     excerpt = _own_text(data.excerpt, entry.excerpt, written=entry.excerpt_written)
     entry.excerpt_written = excerpt is not None
     entry.excerpt = excerpt or plain_text(entry.body_html, EXCERPT_LENGTH)

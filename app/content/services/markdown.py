@@ -8,14 +8,41 @@ types, the stored HTML cannot run script in a visitor's browser.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from html import unescape
+from typing import Any
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
+
+ImageSizes = Mapping[str, tuple[int, int]]
+"""Width and height in pixels by image address (`/media/<stored name>`)."""
+
+
+def _image(
+    renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    """An image with its width and height when Keel knows them (the browser keeps its room
+    before it loads, so the text does not jump), lazily loaded after the first one (which
+    is likely on screen, and the page's largest paint)."""
+    token = tokens[idx]
+    size = env["image_sizes"].get(token.attrGet("src"))
+    if size is not None:
+        token.attrSet("width", str(size[0]))
+        token.attrSet("height", str(size[1]))
+    if env["images"]:
+        token.attrSet("loading", "lazy")
+    env["images"] += 1
+    return renderer.image(list(tokens), idx, options, env)
+
 
 _renderer = MarkdownIt(
     "commonmark", {"html": False, "linkify": False, "typographer": False}
 ).enable(["table", "strikethrough"])
+_renderer.add_render_rule("image", _image)
 
 ALLOWED_TAGS = {
     "p",
@@ -48,7 +75,7 @@ ALLOWED_TAGS = {
 }
 ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
-    "img": {"src", "alt", "title", "width", "height"},
+    "img": {"src", "alt", "title", "width", "height", "loading"},
     "th": {"align"},
     "td": {"align"},
     "ol": {"start"},
@@ -73,8 +100,28 @@ def sanitize_html(html: str) -> str:
     )
 
 
-def render_markdown(source: str) -> str:
-    return sanitize_html(_CELL_ALIGN.sub(r'<\1 align="\2">', _renderer.render(source)))
+def render_markdown(source: str, image_sizes: ImageSizes | None = None) -> str:
+    """Safe HTML of `source`; images found in `image_sizes` get their width and height."""
+    env: dict[str, Any] = {"image_sizes": image_sizes or {}, "images": 0}
+    return sanitize_html(_CELL_ALIGN.sub(r'<\1 align="\2">', _renderer.render(source, env)))
+
+
+_IMAGE = re.compile(r"<img\s[^>]*>")
+_ATTRIBUTE = re.compile(r'(\w+)="([^"]*)"')
+
+
+def first_image(html: str) -> tuple[str, tuple[int, int] | None] | None:
+    """The address of the first image in sanitized HTML, with its width and height when
+    it has them (an entry's picture for link previews: `og:image`)."""
+    tag = _IMAGE.search(html)
+    if tag is None:
+        return None
+    attributes = dict(_ATTRIBUTE.findall(tag[0]))
+    if not attributes.get("src"):
+        return None
+    width, height = attributes.get("width", ""), attributes.get("height", "")
+    size = (int(width), int(height)) if width.isdigit() and height.isdigit() else None
+    return unescape(attributes["src"]), size
 
 
 _INLINE_TAGS = re.compile(

@@ -188,7 +188,26 @@ def human_size(size: int) -> str:
 
 
 def media_url(media: Media) -> str:
-    return f"/media/{media.stored_name}"
+    return f"/media/{media.stored_name}"  # MEDIA_PATH finds it in Markdown
+
+
+MEDIA_PATH = re.compile(r"/media/([A-Za-z0-9][A-Za-z0-9._-]{0,79})")
+
+
+async def image_sizes(session: AsyncSession, markdown: str) -> dict[str, tuple[int, int]]:
+    """Width and height of the uploaded images `markdown` shows, by their address (what
+    `render_markdown` needs to give them room before they load)."""
+    names = set(MEDIA_PATH.findall(markdown))
+    if not names:
+        return {}
+    rows = await session.execute(
+        select(Media.stored_name, Media.width, Media.height).where(Media.stored_name.in_(names))
+    )
+    return {
+        f"/media/{name}": (width, height)
+        for name, width, height in rows.tuples()
+        if width and height
+    }
 
 
 def is_image(media: Media) -> bool:

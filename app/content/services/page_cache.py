@@ -27,7 +27,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -77,6 +77,9 @@ class CachedPage:
     view: str | None = None
     route: str | None = None
     """The route's path template (the request figures' label for hits served in front)."""
+    encoded: dict[str, bytes] = field(default_factory=dict)
+    """The body compressed at fill, by Content-Encoding (app/core/compression.py), so a
+    hit does no compression work; empty for a small or already compressed body."""
 
 
 class PageCache:
@@ -304,13 +307,20 @@ def _encode(page: CachedPage) -> bytes:
         "expires": page.expires,
         "view": page.view,
         "route": page.route,
+        "encoded": {coding: len(body) for coding, body in page.encoded.items()},
     }
-    return json.dumps(head).encode() + b"\n" + page.body
+    return b"".join((json.dumps(head).encode(), b"\n", page.body, *page.encoded.values()))
 
 
 def _decode(raw: bytes) -> CachedPage:
-    head, _, body = raw.partition(b"\n")
+    head, _, rest = raw.partition(b"\n")
     meta = json.loads(head)
+    lengths: dict[str, int] = meta.get("encoded", {})
+    offset = len(rest) - sum(lengths.values())
+    body, encoded = rest[:offset], {}
+    for coding, length in lengths.items():
+        encoded[coding] = rest[offset : offset + length]
+        offset += length
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in meta["headers"]]
     return CachedPage(
         meta["status"],
@@ -320,6 +330,7 @@ def _decode(raw: bytes) -> CachedPage:
         meta["expires"],
         meta.get("view"),
         meta.get("route"),
+        encoded,
     )
 
 
