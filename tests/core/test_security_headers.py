@@ -77,7 +77,7 @@ async def test_a_fragment_request_gets_only_the_block(app: Litestar, accounts: d
     assert full.status_code == fragment.status_code == boosted.status_code == 200
     assert "<html" in full.text and "<html" in boosted.text
     assert "<html" not in fragment.text
-    assert fragment.text.lstrip().startswith('<section id="health"')
+    assert fragment.text.lstrip().startswith('<div id="figures"')
     for response in (full, fragment, boosted):
         assert "HX-Request" in response.headers["vary"]
 
