@@ -71,7 +71,8 @@ class AppSettings:
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str = "sqlite+aiosqlite:///var/keel.db"
-    """DATABASE_URL: SQLAlchemy URL; `postgresql+asyncpg://...` in production."""
+    """DATABASE_URL: SQLAlchemy URL; `postgresql+asyncpg://...` in production (by default
+    the SQLite file `keel.db` in VAR_DIR)."""
     pool_size: int = 10
     """DB_POOL_SIZE: connections kept open per process (PostgreSQL)."""
     read_pool_size: int = 10
@@ -248,7 +249,9 @@ class Settings:
             media_dir=_under_root(Path(reader.text("MEDIA_DIR", str(var_dir / "media")))),
         )
         db = DatabaseSettings(
-            url=_sqlite_url_under_root(reader.text("DATABASE_URL", DatabaseSettings.url)),
+            url=_sqlite_url_under_root(
+                reader.text("DATABASE_URL", f"sqlite+aiosqlite:///{var_dir / 'keel.db'}")
+            ),
             pool_size=reader.integer("DB_POOL_SIZE", 10, minimum=1),
             read_pool_size=reader.integer("DB_READ_POOL_SIZE", 10, minimum=1),
             max_overflow=reader.integer("DB_MAX_OVERFLOW", 10, minimum=0),

@@ -193,3 +193,17 @@ def test_job_files_folder_and_export_retention_are_read() -> None:
     assert files_dir(settings) == Path("/tmp/keel-var/exports")
     with pytest.raises(ConfigError):
         Settings.from_env({"EXPORT_RETENTION_HOURS": "0"}, env_file=NO_FILE)
+
+
+def test_the_embedded_database_lives_in_var_dir_unless_database_url_says_otherwise(
+    tmp_path: Path,
+) -> None:
+    moved = Settings.from_env({"VAR_DIR": str(tmp_path)}, env_file=NO_FILE)
+    assert moved.db.url == f"sqlite+aiosqlite:///{tmp_path / 'keel.db'}"
+    default = Settings.from_env({}, env_file=NO_FILE)
+    assert default.db.url == f"sqlite+aiosqlite:///{default.app.var_dir / 'keel.db'}"
+    given = Settings.from_env(
+        {"VAR_DIR": str(tmp_path), "DATABASE_URL": "sqlite+aiosqlite:///data/site.db"},
+        env_file=NO_FILE,
+    )
+    assert given.db.url.endswith("/data/site.db") and str(tmp_path) not in given.db.url
