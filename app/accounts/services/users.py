@@ -47,17 +47,18 @@ REGISTRATION_OPEN = define(
     )
 )
 
-SELF_REGISTERED_ROLES = (Role.guest.name, Role.viewer.name, Role.editor.name)
+SELF_REGISTERED_ROLES = (Role.viewer.name, Role.editor.name)
+"""What a visitor's own account may be: a guest is no account (nobody signed in)."""
 DEFAULT_ROLE = define(
     SettingDefinition(
         "default_role",
         str,
         Role.viewer.name,
-        "The role of an account a visitor registers: guest, viewer or editor (never admin; an "
-        "admin changes a role on the Users page).",
+        "The role of an account a visitor registers: viewer or editor (never admin; an admin "
+        "changes a role on the Users page).",
         label="Role of registered accounts",
         validate=lambda role: (
-            None if role in SELF_REGISTERED_ROLES else "must be guest, viewer or editor"
+            None if role in SELF_REGISTERED_ROLES else "must be viewer or editor"
         ),
     )
 )
