@@ -195,22 +195,28 @@ def create_template_config(
     engine = JinjaTemplateEngine.from_environment(
         Environment(loader=loader, autoescape=True, auto_reload=True)
     )
+    share_keel_templating(engine, production=settings.app.is_production)
+    engine.engine.globals.update(url_for=url_for, **(extra_globals or {}))
+    return TemplateConfig(instance=engine)
+
+
+def share_keel_templating(engine: JinjaTemplateEngine, *, production: bool) -> None:
+    """The globals and filters Keel's layouts and macros use, for Keel's engine and each
+    plugin's alike (a plugin page extends Keel's layouts): one list, so neither misses
+    one. Each engine adds its own `url_for`."""
     engine.engine.globals.update(
         static_url=static_url,
         keel_version=__version__,
-        production=settings.app.is_production,
+        production=production,
         query_string=query_string,
         filters_set=filters_set,
         csrf_token=csrf_token,
-        url_for=url_for,
         zone_name=zone_name,
         input_time=input_time,
         page_address=page_address,
-        **(extra_globals or {}),
     )
     engine.engine.filters["local_time"] = shown_time
     engine.engine.filters["iso_moment"] = iso_moment
-    return TemplateConfig(instance=engine)
 
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]

@@ -277,7 +277,7 @@ async def test_the_live_preview_renders_what_the_public_post_will_show(
     assert "<code>inline</code>" in html
     assert '<th align="left">Name</th>' in html and '<td align="right">3 KB</td>' in html
     assert '<img src="/media/0123456789abcdef0123456789abcdef.png" alt="Harbour">' in html
-    assert response.headers["vary"] == "HX-Request"
+    assert "HX-Request" in response.headers["vary"]
     assert empty.status_code == 200 and empty.text == ""
     assert refused.status_code in (303, 403) and "<blockquote>" not in refused.text
 

@@ -57,9 +57,7 @@ DEFAULT_ROLE = define(
         "The role of an account a visitor registers: viewer or editor (never admin; an admin "
         "changes a role on the Users page).",
         label="Role of registered accounts",
-        validate=lambda role: (
-            None if role in SELF_REGISTERED_ROLES else "must be viewer or editor"
-        ),
+        validate=lambda role: None if role in SELF_REGISTERED_ROLES else "must be viewer or editor",
     )
 )
 

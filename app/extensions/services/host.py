@@ -62,7 +62,6 @@ from markupsafe import Markup, escape
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import __version__
 from app.accounts.models import Role
 from app.accounts.services.audit import Actor
 from app.accounts.services.events import USER_EVENTS
@@ -71,7 +70,6 @@ from app.core.boundary import BoundaryRequest
 from app.core.errors import Forbidden, ServiceUnavailable, handle_exception
 from app.core.events import Event, Events, has_undelivered
 from app.core.metrics import Metric, Tally, stored
-from app.core.pagination import query_string
 from app.core.queueing import enqueue
 from app.core.reads import Reads
 from app.core.registry import Registry, RegistryClash
@@ -81,10 +79,9 @@ from app.core.tasks import cancel_and_wait
 from app.core.templating import (
     TEMPLATES_DIR,
     URLS_KEPT,
-    csrf_token,
     render,
+    share_keel_templating,
     site_address,
-    static_url,
 )
 from app.core.widgets import DashboardWidget, WidgetFailed
 from app.extensions.services import archive, isolation, signing
@@ -908,13 +905,9 @@ class PluginHost:
         )
         name = plugin.name
         engine = JinjaTemplateEngine.from_environment(environment)
+        share_keel_templating(engine, production=self.runtime.settings.app.is_production)
         engine.engine.globals.update(  # after Litestar's own (its url_for knows one app)
-            static_url=static_url,
             plugin_static=lambda asset: f"{MOUNT_PREFIXES[PAGES]}/{name}/static/{asset}",
-            keel_version=__version__,
-            production=self.runtime.settings.app.is_production,
-            query_string=query_string,
-            csrf_token=csrf_token,
             url_for=_url_for,
             **self.template_globals,
         )
