@@ -90,7 +90,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
     configure_logging(app_settings.log_level)
     Granian(
-        target="app.asgi:create_app",
+        target="app.asgi:served_app",
         factory=True,
         address=app_settings.host,
         port=app_settings.port,

@@ -1,6 +1,6 @@
 """`create_app(settings)`: the only place that wires Keel together.
 
-Granian imports `app.asgi:create_app` as a factory, so each worker process builds its own
+Granian imports `app.asgi:served_app` as a factory, so each worker process builds its own
 engine, pool and store client from the environment.
 """
 
@@ -15,8 +15,10 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
+from litestar.types import Receive, Scope, Send
 
 from app import __version__
 from app.accounts.guards.identity import (
@@ -47,7 +49,7 @@ from app.core.registry import KEEL
 from app.core.requests import RequestContextMiddleware
 from app.core.routing import Routing, route_group_registry
 from app.core.runtime import RUNTIME_KEY, Runtime, provide_db_session, provide_runtime, runtime_of
-from app.core.security_headers import SecurityHeadersMiddleware
+from app.core.security_headers import SecurityHeaders, SecurityHeadersMiddleware
 from app.core.templating import create_template_config
 from app.core.widgets import DASHBOARD_WIDGETS
 from app.extensions.api import serve_path_parameters_to_asgi_routes
@@ -64,6 +66,29 @@ from app.system.services.navigation import PluginMenuEntries, admin_menu
 log = logging.getLogger("keel")
 
 
+class ServedApp:
+    """What granian serves (`keel serve`): a page this process holds is answered by the
+    page cache front before Litestar's own entry (`Litestar.__call__`, a few µs a hit);
+    everything else, lifespan included, goes to the Litestar app, whose first layer is
+    the same front."""
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+        front = app.asgi_handler
+        assert isinstance(front, PageCacheFront), front
+        self.front = front
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and await self.front.answered(scope, send):
+            return
+        await self.app(scope, receive, send)
+
+
+def served_app() -> ServedApp:
+    """granian's factory in each worker process: the app built from the environment."""
+    return ServedApp(create_app())
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the Litestar app; refuses configurations that cannot work (ConfigError)."""
     settings = (settings or Settings.from_env()).with_secret()
@@ -72,7 +97,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.app.log_level)
     load_job_modules(settings.worker.job_modules)
     runtime = build_runtime(settings)
-    page_cache = runtime.service(PageCache)
     host = runtime.service(PluginHost)
     host.template_globals = {"admin_menu": on_keel_app(admin_menu)}
     host.page_context = public_context
@@ -134,22 +158,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
     runtime.routing = Routing(app, groups, prepare=_document_errors)
     # Wrap outside Litestar's own exception and CORS layers, so 404s and preflights also
     # get a request id, a log line and the security headers; a query string Litestar cannot
-    # decode is refused before it (AsciiRequestTarget); a page this process holds in its
-    # cache is answered in front of the router (PageCacheFront), compressed at fill; what
-    # the router answers is compressed on its way out (CompressionMiddleware).
-    app.asgi_handler = RequestContextMiddleware(
-        SecurityHeadersMiddleware(
-            AsciiRequestTarget(
-                PageCacheFront(
-                    CompressionMiddleware(app.asgi_handler),
-                    page_cache,
-                    runtime.service(ViewCounts),
-                )
+    # decode is refused before it (AsciiRequestTarget); what the router answers is
+    # compressed on its way out (CompressionMiddleware). In front of all of them, a page
+    # this process holds in its cache is answered in one step, compressed at fill, with
+    # what those layers would add (PageCacheFront).
+    security = SecurityHeaders(settings.app.is_production)
+    app.asgi_handler = PageCacheFront(
+        RequestContextMiddleware(
+            SecurityHeadersMiddleware(
+                AsciiRequestTarget(CompressionMiddleware(app.asgi_handler)), security
             ),
-            production=settings.app.is_production,
+            trusted_proxies=settings.app.trusted_proxies,
+            runtime=runtime,
         ),
-        trusted_proxies=settings.app.trusted_proxies,
-        runtime=runtime,
+        runtime,
+        security,
+        settings.app.trusted_proxies,
     )
     return app
 
@@ -179,13 +203,12 @@ def attach_runtime(app: Litestar, runtime: Runtime) -> None:
     host.widgets = previous_host.widgets
     app.state[RUNTIME_KEY] = runtime
     _subscribe(runtime)
-    layer: object = app.asgi_handler  # RequestContextMiddleware ... PageCacheFront, router
-    while not isinstance(layer, PageCacheFront):
-        if isinstance(layer, RequestContextMiddleware):
-            layer.runtime = runtime
-        layer = getattr(layer, "app")  # noqa: B009  (each front layer wraps the next as .app)
-    layer.cache = runtime.service(PageCache)
-    layer.views = runtime.service(ViewCounts)
+    front = app.asgi_handler
+    assert isinstance(front, PageCacheFront), front
+    front.attach(runtime)
+    context = front.app
+    assert isinstance(context, RequestContextMiddleware), context
+    context.runtime = runtime
 
 
 def _needs_caller(role: Role | None) -> bool:

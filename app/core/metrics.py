@@ -123,6 +123,12 @@ Key = tuple[str, tuple[str, ...], str]
 """(metric name, label values, part): part is "" for a counter, a bucket's `le` or "sum"."""
 
 
+def counter_key(metric: Metric, labels: tuple[str, ...]) -> Key:
+    """The key `Tally.add(metric, labels)` counts under, for a caller that counts the same
+    thing on every request: `tally.pending[key] += 1` is the cheapest add."""
+    return (metric.name, labels, "")
+
+
 class Tally:
     """This process's increments not yet in the store. Adding costs a dict update."""
 

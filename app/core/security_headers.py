@@ -8,6 +8,8 @@ marked its response `public` (the same bytes for everyone, like a media file).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -65,10 +67,26 @@ def _never_stored(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
     return [*((k, v) for k, v in headers if k.lower() != b"cache-control"), NO_STORE]
 
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, production: bool) -> None:
-        self.app = app
+class SecurityHeaders:
+    """The security headers of this deployment, added to a response's own."""
+
+    def __init__(self, production: bool) -> None:
         self.headers = security_headers(production)
+
+    def added(
+        self, headers: Iterable[tuple[bytes, bytes]], private: bool
+    ) -> list[tuple[bytes, bytes]]:
+        """`headers` with each security header the response did not set itself, and
+        `Cache-Control: no-store` when the response is `private` (see `is_private`)."""
+        existing = _never_stored(list(headers)) if private else list(headers)
+        present = {name.lower() for name, _ in existing}
+        return [*existing, *((k, v) for k, v in self.headers if k not in present)]
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp, security: SecurityHeaders) -> None:
+        self.app = app
+        self.security = security
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -77,12 +95,9 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                existing = list(message.get("headers", []))
-                if is_private(scope):
-                    existing = _never_stored(existing)
-                present = {name.lower() for name, _ in existing}
-                missing = [(k, v) for k, v in self.headers if k not in present]
-                message["headers"] = [*existing, *missing]
+                message["headers"] = self.security.added(
+                    message.get("headers", []), is_private(scope)
+                )
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 from dataclasses import replace
 from datetime import timedelta
+from ipaddress import ip_network
 
+import httpx
 import pytest
 from litestar import Litestar, Request, get
 from litestar.params import FromQuery
@@ -20,6 +23,7 @@ from app.asgi import create_app
 from app.content.services.entries import EntryInput, publish_entry, save_entry
 from app.content.services.page_cache import GENERATION_KEY, RETRY_SECONDS, STOP_SECONDS
 from app.core.clock import current_clock
+from app.core.logging import JsonFormatter
 from app.core.store import create_store
 from app.settings import Settings
 from app.site_settings.services import write_setting
@@ -110,6 +114,68 @@ async def test_hits_answered_before_routing_keep_head_cors_and_the_common_header
         cross = await client.get("/_test/cached", headers={"Origin": origin})
         assert cross.headers["access-control-allow-origin"] == origin
         assert cross.headers["x-cache"] == "hit" and cross.text == first.text
+
+
+@get("/_test/cached-long", opt={"public_cache": True}, sync_to_thread=False, media_type="text/html")
+def cached_long_page() -> str:
+    """A page long enough to be kept compressed."""
+    return f"<p>render {next(counter)}</p>" + "<p>Keel keeps every capability.</p>" * 40
+
+
+async def test_a_hit_answered_in_front_sends_what_the_full_path_sends(
+    settings: Settings, accounts: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PageCacheFront answers a hit before the request-context and security-header layers
+    and must add what they would: the same headers as the rendered answer in every
+    encoding, for HEAD and for a 304, a trusted proxy's request id, and the log line."""
+    proxies = (ip_network("10.0.0.0/8"),)
+    app = await _app(replace(settings, app=replace(settings.app, trusted_proxies=proxies)))
+    app.register(cached_long_page)
+    caplog.set_level(logging.INFO, logger="keel.request")
+    ignored = {"x-cache", "x-request-id", "date"}
+
+    def kept(response: httpx.Response) -> dict[str, str]:
+        return {k: v for k, v in response.headers.items() if k not in ignored}
+
+    async with app.lifespan(), client_for(app, "10.1.2.3") as client:
+        for coding in ("br", "gzip", "identity"):
+            asked = {"Accept-Encoding": coding}
+            miss = await client.get("/_test/cached-long", headers=asked)
+            hit = await client.get("/_test/cached-long", headers=asked)
+            assert (miss.headers["x-cache"], hit.headers["x-cache"]) == ("miss", "hit")
+            assert kept(hit) == kept(miss) and hit.content == miss.content, coding
+            assert hit.headers.get("content-encoding", "identity") == coding
+            await app.state.page_cache.invalidate()
+        await client.get("/_test/cached-long")
+        hit = await client.get("/_test/cached-long", headers={"X-Request-ID": "lb-7f3a.42"})
+        assert hit.headers["x-request-id"] == "lb-7f3a.42"
+        assert (
+            hit.headers["content-security-policy"]
+            and "strict-transport-security" not in hit.headers
+        )
+        head = await client.head("/_test/cached-long")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == hit.headers["content-length"]
+        assert head.headers["x-content-type-options"] == "nosniff"
+        etag = {"If-None-Match": hit.headers["etag"]}
+        not_modified = await client.get("/_test/cached-long", headers=etag)
+        assert not_modified.status_code == 304 and not_modified.content == b""
+        assert not_modified.headers["x-cache"] == "hit"
+        assert not_modified.headers["referrer-policy"] == "strict-origin-when-cross-origin"
+        assert "content-length" not in not_modified.headers
+    lines = [
+        json.loads(JsonFormatter().format(r))
+        for r in caplog.records
+        if r.name == "keel.request" and r.__dict__.get("request_id") == "lb-7f3a.42"
+    ]
+    assert len(lines) == 1
+    assert (lines[0]["method"], lines[0]["path"], lines[0]["status"]) == (
+        "GET",
+        "/_test/cached-long",
+        200,
+    )
+    methods = [r.__dict__.get("method") for r in caplog.records if r.name == "keel.request"]
+    assert "HEAD" in methods
 
 
 async def test_a_page_rendered_before_a_change_is_never_kept_under_the_new_generation(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from ipaddress import ip_network
 
 import httpx
@@ -12,7 +13,7 @@ from litestar import Litestar
 
 from app.asgi import create_app
 from app.core.logging import JsonFormatter
-from app.core.requests import resolve_client_ip
+from app.core.requests import request_id_for, resolve_client_ip
 from app.settings import Settings
 from tests.conftest import client_for, with_app_settings
 
@@ -95,3 +96,22 @@ async def test_head_answers_like_get_without_a_body(client: httpx.AsyncClient, p
     assert head.content == b""
     assert head.headers["content-type"] == get.headers["content-type"]
     assert head.headers["content-length"] == get.headers["content-length"]
+
+
+def test_forked_workers_never_hand_out_the_same_request_ids() -> None:
+    """granian forks its workers: ids the parent had made but not used must not be used in
+    a child too."""
+    request_id_for(None, None, ())  # the parent holds a batch of ids now
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its next ids, leave at once
+        os.write(write_end, " ".join(request_id_for(None, None, ()) for _ in range(8)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        child = set(reader.read().split())
+    os.waitpid(pid, 0)
+    parent = {request_id_for(None, None, ()) for _ in range(8)}
+    assert len(child) == len(parent) == 8
+    assert not child & parent
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in child | parent)

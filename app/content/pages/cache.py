@@ -7,6 +7,9 @@ a miss and keeps the page (app/content/services/page_cache.py). Both count entry
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
+from collections.abc import Iterable
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPResponseStartEvent, HTTPScope, Message, Receive, Scope, Send
@@ -16,7 +19,11 @@ from app.content.services.views import ViewCounts, counting_views, pop_view
 from app.core.clock import current_clock
 from app.core.compression import add_vary, negotiate, precompress
 from app.core.csrf import PUBLIC_PAGE_OPT
-from app.core.runtime import runtime_of
+from app.core.metrics import UNMATCHED
+from app.core.requests import Networks, log_request, request_id_for, resolve_client_ip
+from app.core.requests import log as request_log
+from app.core.runtime import Runtime, runtime_of
+from app.core.security_headers import PRIVATE, SecurityHeaders
 
 CACHEABLE_HEADERS = {b"content-type", b"vary", b"content-language", b"link"}
 
@@ -105,46 +112,155 @@ class PublicPageCacheMiddleware:
 
 
 class PageCacheFront:
-    """In front of Litestar's router: an anonymous GET of a page this process holds is
-    answered here, without routing, the exception layer or the route's middleware (about
-    half the CPU; docs/performance.md). Anything else, and every miss, goes on to
-    Litestar, where PublicPageCacheMiddleware reads the store, renders and fills the cache.
-    Requests with an `Origin` header go on too, so CORS answers them as before."""
+    """The outermost layer: an anonymous GET or HEAD of a page this process holds is
+    answered here in one step, with what the layers behind it would add (request id,
+    security headers, the request figures and log line), without them, Litestar's router,
+    exception layer or the route's middleware (docs/performance.md). Anything else, and
+    every miss, goes on to `app`, where PublicPageCacheMiddleware reads the store, renders
+    and fills the cache. Requests with an `Origin` header go on too, so CORS answers them."""
 
-    def __init__(self, app: ASGIApp, cache: PageCache, views: ViewCounts) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        runtime: Runtime,
+        security: SecurityHeaders,
+        trusted_proxies: Networks,
+    ) -> None:
         self.app = app
-        self.cache = cache
-        self.views = views
+        self.security = security
+        self.trusted_proxies = trusted_proxies
+        self.attach(runtime)
+
+    def attach(self, runtime: Runtime) -> None:
+        """Answer from `runtime`'s page cache and count in its figures from now on."""
+        self.runtime = runtime
+        self.cache = runtime.service(PageCache)
+        self.views = runtime.service(ViewCounts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await self.answered(scope, send):
+            await self.app(scope, receive, send)
+
+    async def answered(self, scope: Scope, send: Send) -> bool:
+        """Answer the request if it asks for a page this process holds; False (nothing
+        sent) sends it on."""
+        started = time.perf_counter()
         if (
-            scope["type"] == ScopeType.HTTP
-            and scope["method"] == "GET"  # HEAD arrives as GET (RequestContextMiddleware)
-            and self.cache.ttl > 0
-            and _is_anonymous(scope)
-            and all(key != b"origin" for key, _ in scope["headers"])
+            scope["type"] != ScopeType.HTTP
+            or scope["method"] not in _FRONT_METHODS
+            or self.cache.ttl <= 0
+            or not scope["query_string"].isascii()
         ):
-            page = self.cache.held(_page_key(scope))
-            if page is not None:
-                self.cache.count(HIT)
-                if page.route is not None:
-                    scope["path_template"] = page.route
-                await _send_hit(scope, send, self.views, page)
-                return
-        await self.app(scope, receive, send)
+            return False
+        asked = _asked(scope["headers"])
+        if asked is None:
+            return False
+        runtime = self.runtime
+        now = runtime.clock.time()
+        query = scope["query_string"]
+        key = scope["path"] + "?" + query.decode("latin-1") if query else scope["path"]
+        page = self.cache.held(key + "#fragment" if _is_fragment(asked) else key, now)
+        if page is None:
+            return False
+        client = scope.get("client")
+        peer = client[0] if client else None
+        request_id = request_id_for(peer, _text(asked.get(b"x-request-id")), self.trusted_proxies)
+        self.cache.count_hit()
+        if page.view:
+            self.views.count(page.view, now)
+        coding: str | None
+        if_none_match = asked.get(b"if-none-match")
+        if if_none_match is not None and page.etag in [
+            tag.strip() for tag in if_none_match.split(b",")
+        ]:
+            status, coding, body = 304, NOT_MODIFIED, b""
+        else:
+            accept_encoding = asked.get(b"accept-encoding")
+            coding = negotiate(accept_encoding) if accept_encoding else None
+            coding = coding if coding in page.encoded else None
+            status, body = page.status, page.encoded[coding] if coding else page.body
+        headers = page.sent.get(coding)
+        if headers is None:
+            headers = page.sent[coding] = self._headers(scope, page, coding)
+        method = scope["method"]
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [*headers, (b"x-request-id", request_id.encode())],
+                }
+            )
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"" if method == "HEAD" else body,
+                    "more_body": False,
+                }
+            )
+        finally:
+            seconds = time.perf_counter() - started
+            runtime.figures.record_request(method, page.route or UNMATCHED, status, seconds, now)
+            if request_log.isEnabledFor(logging.INFO):
+                forwarded_for = _text(asked.get(b"x-forwarded-for"))
+                client_ip = resolve_client_ip(peer, forwarded_for, self.trusted_proxies)
+                log_request(scope, method, request_id, status, seconds, client_ip)
+        return True
+
+    def _headers(
+        self, scope: Scope, page: CachedPage, coding: str | None
+    ) -> list[tuple[bytes, bytes]]:
+        """A hit's headers but its request id, as the layers behind would send them; made
+        once per page and encoding (`CachedPage.sent`)."""
+        headers = [*page.headers, (b"etag", page.etag), (b"x-cache", b"hit")]
+        if coding != NOT_MODIFIED:
+            body = page.encoded[coding] if coding else page.body
+            if coding:
+                headers.append((b"content-encoding", coding.encode()))
+            headers.append((b"content-length", str(len(body)).encode()))
+        return self.security.added(headers, PRIVATE.matches(scope["path"]))
+
+
+_FRONT_METHODS = frozenset(("GET", "HEAD"))
+NOT_MODIFIED = "304"
+"""The key of a 304's headers in `CachedPage.sent` (no encoding, no length)."""
+
+
+def _asked(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes] | None:
+    """The request's headers by name (the last of a repeated one), or None when the request
+    is not the front's to answer: a caller's credentials or session (in any of several
+    Cookie headers, as HTTP/2 sends them), or an `Origin` for CORS to answer."""
+    if not isinstance(headers, list):  # read twice below (ASGI servers send a list)
+        headers = list(headers)
+    asked = dict(headers)
+    if not _NOT_ANONYMOUS.isdisjoint(asked):
+        return None
+    if b"cookie" in asked and any(
+        key == b"cookie" and b"keel_session=" in value for key, value in headers
+    ):
+        return None
+    return asked
+
+
+def _is_fragment(asked: dict[bytes, bytes]) -> bool:
+    """An htmx request for a block of the page (pages answer it with a fragment, Vary:
+    HX-Request); a boosted one wants the whole page."""
+    return b"hx-request" in asked and b"hx-boosted" not in asked
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+_NOT_ANONYMOUS = frozenset((b"authorization", b"x-api-key", b"origin"))
 
 
 def _page_key(scope: Scope) -> str:
+    """The page's key: its address, and `#fragment` for an htmx request of a block of it
+    (PageCacheFront builds the same key from the headers it read)."""
     query = scope["query_string"].decode("latin-1")
-    return scope["path"] + ("?" + query if query else "") + _variant(scope)
-
-
-def _variant(scope: Scope) -> str:
-    """Pages answer htmx fragment requests with a block of themselves (Vary: HX-Request)."""
-    headers = dict(scope["headers"])
-    if b"hx-request" in headers and b"hx-boosted" not in headers:
-        return "#fragment"
-    return ""
+    key = scope["path"] + ("?" + query if query else "")
+    return key + "#fragment" if _is_fragment(dict(scope["headers"])) else key
 
 
 async def _send_hit(scope: HTTPScope, send: Send, views: ViewCounts, page: CachedPage) -> None:

@@ -35,7 +35,7 @@ from app.core.clock import current_clock
 from app.core.csrf import PUBLIC_PAGE_OPT
 from app.core.errors import log_failure
 from app.core.events import Event
-from app.core.metrics import Metric, Tally, stored
+from app.core.metrics import Metric, Tally, counter_key, stored
 from app.core.store import Store, StoreError
 from app.core.tasks import cancel_and_wait
 
@@ -78,6 +78,9 @@ class CachedPage:
     route: str | None = None
     """The route's path template (the request figures' label for hits served in front)."""
     encoded: dict[str, bytes] = field(default_factory=dict)
+    sent: dict[str | None, list[tuple[bytes, bytes]]] = field(default_factory=dict, compare=False)
+    """The headers PageCacheFront sends with this page, by encoding (made at its first hit
+    in this process; never stored)."""
     """The body compressed at fill, by Content-Encoding (app/core/compression.py), so a
     hit does no compression work; empty for a small or already compressed body."""
 
@@ -93,11 +96,14 @@ class PageCache:
         self.store = store
         self.figures = figures or Tally()
         """Where hits, misses and bypasses are counted (`count`): the process's tally."""
+        self._hit_key = counter_key(CACHE_REQUESTS, HIT)
         self.ttl = ttl
         self.next_publication = next_publication
         """When the next scheduled entry becomes public (epoch seconds): no cached page
         may outlive that moment, or a scheduled post would appear late."""
         self.generation = 0
+        self._prefix = "0:"
+        """`{generation}:`, the start of the local keys of the current generation."""
         self.checked_at = 0.0
         self.invalidations = Invalidations(store, adopt=self._adopt)
         self.local: OrderedDict[str, CachedPage] = OrderedDict()
@@ -151,6 +157,7 @@ class PageCache:
     def _adopt(self, generation: int) -> None:
         if generation != self.generation:
             self.generation = generation
+            self._prefix = f"{generation}:"
             self._forget()
         self.checked_at = time.monotonic()
 
@@ -240,29 +247,39 @@ class PageCache:
             task.exception()  # retrieved: every waiter may have gone
 
     # -- entries -----------------------------------------------------------------------
-    def held(self, key: str) -> CachedPage | None:
+    def held(self, key: str, now: float) -> CachedPage | None:
         """The page if this process holds it under a generation it knows to be current
         (learned within REVALIDATE_SECONDS and the store answering); no awaiting, no store
-        round trip. None sends the request down the full path, which revalidates."""
+        round trip. None sends the request down the full path, which revalidates. `now`:
+        the current clock's time."""
         if self.invalidations.owed or time.monotonic() - self.checked_at >= REVALIDATE_SECONDS:
             return None
-        return self._held_under(self.generation, key)
+        full = self._prefix + key
+        page = self.local.get(full)
+        if page is None or page.expires <= now:
+            return None
+        self.local.move_to_end(full)
+        return page
 
-    def _held_under(self, generation: int, key: str) -> CachedPage | None:
+    def count_hit(self) -> None:
+        """`count(HIT)` for the page cache front, without building the key each time."""
+        self.figures.pending[self._hit_key] += 1
+
+    def _held_under(self, generation: int, key: str, now: float) -> CachedPage | None:
         full = f"{generation}:{key}"
         page = self.local.get(full)
-        if page is None or page.expires <= current_clock().time():
+        if page is None or page.expires <= now:
             return None
         self.local.move_to_end(full)
         return page
 
     async def get(self, key: str, generation: int) -> CachedPage | None:
         """The page cached under `generation` (the current one, which the caller read)."""
-        page = self._held_under(generation, key)
+        now = current_clock().time()
+        page = self._held_under(generation, key, now)
         if page is not None:
             return page
         full = f"{generation}:{key}"
-        now = current_clock().time()
         try:
             raw = await self.store.get("page:" + full)
         except StoreError as exc:

@@ -9,7 +9,6 @@ ever waits on counting."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -36,18 +35,21 @@ class ViewCounts:
         self.store = store
         self.on_store_failure = on_store_failure
         """Told when the store fails a flush (the page cache then owes a new generation)."""
-        self.pending: Counter[str] = Counter()
-        self.minutes: Counter[int] = Counter()
+        self.pending: dict[str, int] = {}
+        self.minutes: dict[int, int] = {}
         """Views per minute (since the epoch) not yet in the store."""
         self._flusher: asyncio.Task[None] | None = None
 
-    def count(self, entry_id: str) -> None:
-        """Counted in the process; moved to the store in batches, never per request."""
-        self.pending[entry_id] += 1
-        self.minutes[int(current_clock().time() // 60)] += 1
+    def count(self, entry_id: str, now: float | None = None) -> None:
+        """Counted in the process; moved to the store in batches, never per request. `now`:
+        the current clock's time, when the caller has read it."""
+        pending, minutes = self.pending, self.minutes  # plain dicts: a hit counts one
+        pending[entry_id] = pending.get(entry_id, 0) + 1
+        minute = int((current_clock().time() if now is None else now) // 60)
+        minutes[minute] = minutes.get(minute, 0) + 1
 
     async def flush(self) -> None:
-        minutes, self.minutes = self.minutes, Counter()
+        minutes, self.minutes = self.minutes, {}
         if minutes:
             try:
                 await self.store.incr_hashes(
@@ -55,13 +57,14 @@ class ViewCounts:
                     {minute_key(m): MINUTE_TTL_SECONDS for m in minutes},
                 )
             except StoreError:
-                self.minutes.update(minutes)  # kept for the next round
-        pending, self.pending = self.pending, Counter()
+                for minute, n in minutes.items():  # kept for the next round
+                    self.minutes[minute] = self.minutes.get(minute, 0) + n
+        pending, self.pending = self.pending, {}
         for entry_id, count in pending.items():
             try:
                 await self.store.incr(VIEWS_PREFIX + entry_id, count)
             except StoreError as exc:
-                self.pending[entry_id] += count  # kept for the next round
+                self.pending[entry_id] = self.pending.get(entry_id, 0) + count  # kept
                 self.on_store_failure(exc)
 
     async def start(self) -> None:
