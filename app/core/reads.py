@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import Select
@@ -32,6 +32,8 @@ from app.core.db import create_engine
 from app.settings import DatabaseSettings
 
 Row = dict[str, Any]
+Record = Mapping[str, Any]
+"""A row as the driver gives it (`Reads.records`): read by column name, never changed."""
 _Compiled = tuple[str, list[tuple[str, Callable[[Any], Any] | None]], dict[str, Any]]
 
 
@@ -116,10 +118,16 @@ class Reads:
         return size - self._turns._value, size
 
     async def all(self, query: ReadQuery, **params: Any) -> list[Row]:
+        """The rows `query` reads, each a dict of its own."""
+        return [dict(record) for record in await self.records(query, **params)]
+
+    async def records(self, query: ReadQuery, **params: Any) -> Sequence[Record]:
+        """The rows as the driver gives them: read-only mappings, by column name, without
+        the copy `all` makes (a tenth of a 20-row API list's CPU was spent copying them)."""
         if not self.on_asyncpg:
             async with self._engine().connect() as connection:
                 result = await connection.execute(query.statement, params)
-                return [dict(row) for row in result.mappings()]
+                return cast(Sequence[Record], result.mappings().all())
         sql, order, values = query.compiled_for(self.engine)
         arguments = []
         for name, process in order:
@@ -140,7 +148,7 @@ class Reads:
                 records = await self._fetch(sql, arguments, fresh=True)
         finally:
             self._turns.release()
-        return [dict(record) for record in records]
+        return records
 
     async def one(self, query: ReadQuery, **params: Any) -> Row | None:
         rows = await self.all(query, **params)

@@ -476,6 +476,23 @@ async def test_the_list_answers_summaries_without_the_bodies(
     assert {"body_markdown", "meta_description", "nav_order", "view_count"} <= set(full)
 
 
+async def test_the_list_with_every_field_answers_what_the_item_answers(
+    app: Litestar, accounts: dict
+) -> None:
+    """List items are built from the row positionally (EntryOut.from_row): each field must
+    land where the item, built from the model, has it."""
+    async with api_as(app, accounts["editor"]) as editor:
+        entry = await create(
+            editor, title="Whole", body_markdown="Some *text*.", tags=["B", "A"], kind="page"
+        )
+        await editor.post(f"/api/v1/content/{entry['id']}/publish")
+        full = (await editor.get(f"/api/v1/content/{entry['id']}")).json()
+        listed = await editor.get("/api/v1/content", params={"fields": ",".join(full)})
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"] == [full]
+    assert full["tags"] == ["A", "B"] and full["url"] == "/whole"
+
+
 async def test_fields_selects_what_the_list_and_the_item_answer(
     app: Litestar, accounts: dict
 ) -> None:

@@ -45,11 +45,12 @@ class Publication(Protocol):
 
 
 _PUBLIC_PREFIX = ("/", "/blog/")
+_POST = Kind.post.value
 
 
 def public_path(kind: str, slug: str) -> str:
     """Where visitors read an entry: `/blog/<slug>` for posts, `/<slug>` for pages."""
-    return _PUBLIC_PREFIX[kind == Kind.post.value] + slug
+    return _PUBLIC_PREFIX[kind == _POST] + slug
 
 
 def visible_to_public(entry: Publication) -> bool:

@@ -22,7 +22,7 @@ from app.content.models import Entry, Kind, Status, Tag, entry_tags
 from app.content.services.entries import EntryFilters, check_filters, tag_slug, title_pattern
 from app.content.services.public import is_public, now
 from app.core.pagination import Page, PageRequest
-from app.core.reads import ReadQuery, Reads, Row
+from app.core.reads import ReadQuery, Reads, Record, Row
 
 T = TypeVar("T")
 TAG_SEPARATOR = "\x1e"
@@ -60,7 +60,7 @@ class EntryView:
     tags: list[TagRef]
 
     @classmethod
-    def of(cls, row: Row) -> EntryView:
+    def of(cls, row: Record) -> EntryView:
         tags = [TagRef(*pair.split(NAME_SEPARATOR, 1)) for pair in _split(row["tags"])]
         tags.sort(key=lambda tag: tag.name)
         return cls(**{name: row[name] for name in _ENTRY_FIELDS}, tags=tags)
@@ -70,9 +70,14 @@ def _split(joined: str | None) -> list[str]:
     return joined.split(TAG_SEPARATOR) if joined else []
 
 
-def tag_names(row: Row) -> list[str]:
+def tag_names(row: Record) -> list[str]:
     """The names of a row's tags, in the order EntryView keeps them (by name)."""
-    return sorted(pair.partition(NAME_SEPARATOR)[0] for pair in _split(row["tags"]))
+    joined = row["tags"]
+    if not joined:
+        return []
+    names = [pair.partition(NAME_SEPARATOR)[0] for pair in joined.split(TAG_SEPARATOR)]
+    names.sort()
+    return names
 
 
 _SUMMARY_COLUMNS = (
@@ -217,7 +222,7 @@ async def list_entries(
     reads: Reads,
     filters: EntryFilters,
     page: PageRequest,
-    shape: Callable[[Row], T] = EntryView.of,  # type: ignore[assignment]
+    shape: Callable[[Record], T] = EntryView.of,  # type: ignore[assignment]
     *,
     summary: bool = False,
 ) -> Page[T]:
@@ -249,7 +254,7 @@ async def list_entries(
         params["tag"] = tag_slug(filters.tag)
     if filters.q:
         params["q"] = title_pattern(filters.q)
-    rows = await reads.all(rows_query, **params)
+    rows = await reads.records(rows_query, **params)
     if rows:
         total = int(rows[0]["total"])
     elif page.offset:
