@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -173,3 +174,18 @@ async def test_a_migration_that_fails_halfway_leaves_nothing_behind(
     finally:
         if leg == "services":
             recreate_pg_database(f"{PG_TEST_DB}_halfway", create=False)
+
+
+async def test_reading_the_current_revision_logs_nothing(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/admin, /admin/system and readiness read the revision every few seconds; Alembic's
+    INFO lines about its context ("Context impl ...") filled the log with each read."""
+    caplog.set_level(logging.INFO)
+    engine = create_engine(settings.db)
+    try:
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []
+    assert logging.getLogger("alembic.runtime.migration").getEffectiveLevel() <= logging.INFO

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from advanced_alchemy.config import AlembicAsyncConfig, SQLAlchemyAsyncConfig
 from advanced_alchemy.types import GUID
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import MetaData
+from sqlalchemy import Connection, MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import MIGRATIONS_DIR, create_engine
@@ -41,13 +42,22 @@ def head_revision() -> str | None:
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
-    """The revision the database is at (None when never migrated)."""
+    """The revision the database is at (None when never migrated). Alembic's INFO lines
+    about its context are held back: the dashboard, /admin/system and readiness ask often,
+    and `keel db upgrade` still shows what it runs."""
     async with engine.connect() as connection:
-        return await connection.run_sync(
-            lambda sync: MigrationContext.configure(
-                sync, opts={"version_table": VERSION_TABLE}
-            ).get_current_revision()
-        )
+        return await connection.run_sync(_read_revision)
+
+
+def _read_revision(connection: Connection) -> str | None:
+    context_log = logging.getLogger("alembic.runtime.migration")
+    level = context_log.level
+    context_log.setLevel(logging.WARNING)
+    try:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    finally:
+        context_log.setLevel(level)
+    return context.get_current_revision()
 
 
 PLUGIN_OWNED = ("plugin_", "keel_shared")
