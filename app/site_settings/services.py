@@ -167,7 +167,8 @@ TIME_ZONE = define(
         str,
         DEFAULT_ZONE,
         "The site's time zone, by its IANA name (Europe/Berlin, America/New_York): pages "
-        "show times in it, and times typed into forms are read in it. The API keeps UTC.",
+        "show times in it, and times typed into forms or imported from CSV without an "
+        "offset are read in it. The API keeps UTC.",
         label="Time zone",
         max_length=64,
         validate=zone_problem,

@@ -8,6 +8,7 @@ import asyncio
 import csv
 import io
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from sqlalchemy import func, select, update
 from app.accounts.models import AuditEntry, User
 from app.content.models import Entry, Revision
 from app.jobs.models import ImportRun, Job
+from app.site_settings.services import write_setting
 from tests.conftest import bearer, client_for, signed_in, with_csrf
 from tests.jobs.conftest import running_worker, wait_for_status
 from tests.jobs.test_api import api_key
@@ -241,6 +243,29 @@ async def test_a_publish_time_past_what_a_datetime_holds_rejects_its_row(
     assert job["attempts"] == 1 and job["last_error"] is None
     assert (job["result"]["imported"], job["result"]["rejected"]) == (1, 1)
     assert reasons_by_line(job) == {2: ["publish_at: Give a time between the years 1000 and 9998."]}
+
+
+async def test_a_publish_time_without_an_offset_is_read_in_the_site_s_time_zone(
+    app: Litestar, api: httpx.AsyncClient, accounts: dict[str, User]
+) -> None:
+    """As the editor's form reads it: 09:00 in Berlin in winter is 08:00 UTC; a time with
+    its own offset keeps it; an hour the clocks skip there is a reason on its row."""
+    async with app.state.sessionmaker() as session, session.begin():
+        await write_setting(session, "time_zone", "Europe/Berlin")
+    text = (
+        "kind,title,slug,status,publish_at\n"
+        "post,Local,local,scheduled,2099-01-15T09:00\n"
+        "post,Offset,offset,scheduled,2099-01-15T09:00:00+05:00\n"
+        "post,Skipped,skipped,scheduled,2099-03-29T02:30\n"
+    )
+    job = await imported(app, api, accounts["editor"], "content", text)
+    assert (job["result"]["imported"], job["result"]["rejected"]) == (2, 1), job
+    assert list(reasons_by_line(job)) == [4]
+    assert "publish_at" in reasons_by_line(job)[4][0]
+    async with app.state.sessionmaker() as session:
+        times = dict((await session.execute(select(Entry.slug, Entry.published_at))).all())
+    assert times["local"].replace(tzinfo=UTC) == datetime(2099, 1, 15, 8, 0, tzinfo=UTC)
+    assert times["offset"].replace(tzinfo=UTC) == datetime(2099, 1, 15, 4, 0, tzinfo=UTC)
 
 
 async def test_a_second_run_of_the_same_job_writes_and_sends_nothing_again(

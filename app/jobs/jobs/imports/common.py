@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from typing import ClassVar, Generic, TypeVar
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,6 +12,7 @@ from app.accounts.models import Role
 from app.accounts.services.audit import Actor
 from app.core.errors import DomainError
 from app.core.store import Store
+from app.core.zones import DEFAULT_ZONE, zone_named
 from app.jobs.jobs.imports.csvfile import Columns, Row
 
 T = TypeVar("T")
@@ -32,8 +34,11 @@ class Importer(Generic[T]):
 
     columns: ClassVar[Columns]
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, zone: ZoneInfo | None = None) -> None:
         self.store = store
+        self.zone = zone or zone_named(DEFAULT_ZONE)
+        """The site's time zone: times without an offset are read in it, as forms read
+        them."""
 
     def check(self, row: Row, role: Role) -> T:
         """The row as it would be written, with a reason in `row.reasons` for every rule

@@ -23,7 +23,7 @@ from app.content.services.entries import (
     taken_slugs,
 )
 from app.content.services.public import now
-from app.core.times import InvalidTime, parse_time
+from app.core.times import InvalidTime, parse_local_time
 from app.jobs.jobs.imports.common import Importer, reason
 from app.jobs.jobs.imports.csvfile import Columns, Row
 
@@ -70,13 +70,12 @@ class ContentImporter(Importer[NewEntry]):
         publish_at = self._publish_at(row, status)
         return NewEntry(row, data, status, publish_at)
 
-    @staticmethod
-    def _publish_at(row: Row, status: str) -> datetime | None:
+    def _publish_at(self, row: Row, status: str) -> datetime | None:
         text = row.values.get("publish_at", "").strip()
         moment = None
         if text:
-            try:
-                moment = parse_time(text, "publish_at")  # as the editor's form reads it
+            try:  # as the editor's form reads it: without an offset, in the site's zone
+                moment = parse_local_time(text, "publish_at", self.zone)
             except InvalidTime as problem:
                 row.reasons.append(reason(problem))
                 return None

@@ -13,12 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import ApiKey, Role, User
 from app.accounts.services.api_keys import acting_name, acting_role
 from app.accounts.services.audit import Actor, record
+from app.core.zones import zone_named
 from app.jobs.jobs.imports.common import Importer
 from app.jobs.jobs.imports.content import ContentImporter
 from app.jobs.jobs.imports.csvfile import CsvFile, ImportFileError, Row, read_csv, rejected_csv
 from app.jobs.jobs.imports.users import UsersImporter
 from app.jobs.models import ImportRun, Job
 from app.jobs.services.registry import JobContext, JobFailed, job_handler
+from app.site_settings.services import TIME_ZONE
 
 IMPORTERS: dict[str, type[Importer[Any]]] = {"users": UsersImporter, "content": ContentImporter}
 INPUT_NAME = "upload.csv"
@@ -51,10 +53,11 @@ class ImportPayload(msgspec.Struct, forbid_unknown_fields=True):
 )
 async def run_import(ctx: JobContext[ImportPayload]) -> dict[str, Any]:
     """Import users or content from an uploaded CSV file, listing every rejected row."""
-    importer = IMPORTERS[ctx.payload.kind](ctx.store)
     async with ctx.sessionmaker() as session:
         done = await session.get(ImportRun, ctx.job_id)
         requester = await _requester(session, ctx.job_id)
+        zone = zone_named(await TIME_ZONE.read(session))
+    importer = IMPORTERS[ctx.payload.kind](ctx.store, zone)
     if done is not None:  # an earlier run committed: its outcome, nothing written again
         return await finish(ctx, importer, done.outcome)
     if requester is None or requester[1] < NEEDED_ROLE:
