@@ -13,8 +13,10 @@ An unsafe page request (POST and the like) passes when
   cookie; without one (sign-in, registration, forgot password) it is Litestar's signed
   double-submit cookie. Pages render the token of the request's caller (`csrf_token()`).
 Anything malformed (non-ASCII, wrong length, a cookie that is not a token) is a 403, and
-a malformed cookie is replaced on the next page. A form posted after its session ended
-leads to the sign-in page (a 401) instead of a bare 403.
+a malformed cookie is replaced on the next page with a form. A visitor's token is made
+only when a page's form asks for it (`token_of`), so pages without a form set no cookie.
+A form posted after its session ended leads to the sign-in page (a 401) instead of a bare
+403.
 
 Exempt: the JSON API (it never authenticates with cookies), the other machine paths and
 the static files (read-only; a cookie on an immutable asset would also keep shared caches
@@ -38,7 +40,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.middleware import DefineMiddleware
 from litestar.middleware._utils import should_bypass_middleware
 from litestar.middleware.csrf import CSRFMiddleware, generate_csrf_token
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
 
 from app.core.paths import MACHINE, PathPrefixes
@@ -63,6 +65,26 @@ def session_csrf_token(secret_key: str, session_secret: str) -> str:
     """The CSRF token of the browser session whose CSRF secret is `session_secret`."""
     key = hmac.new(secret_key.encode(), b"keel-csrf-session", hashlib.sha256).digest()
     return hmac.new(key, session_secret.encode(), hashlib.sha256).hexdigest()
+
+
+MADE_ON_ASKING = "keel.csrf_made_on_asking"
+"""Scope key: set for a visitor without a token cookie, whose token is made only when a
+page asks for it (`token_of`), and then sent as a cookie with the response."""
+
+
+def token_of(scope: Scope) -> str:
+    """The request's CSRF token ("" where no CSRF layer ran). A visitor's is made here, the
+    first time a page's form asks for it: a page without a form sets no cookie."""
+    state = ScopeState.from_scope(scope)
+    token = state.csrf_token
+    if isinstance(token, str):
+        return token
+    secret = scope.get(MADE_ON_ASKING)
+    if not isinstance(secret, str):
+        return ""
+    made: str = generate_csrf_token(secret=secret)
+    state.csrf_token = made
+    return made
 
 
 EXEMPT = PathPrefixes(*MACHINE.prefixes, "/static", "/favicon.ico")
@@ -103,8 +125,12 @@ class CsrfMiddleware(CSRFMiddleware):
                 state.csrf_token = expected
                 await self.app(scope, receive, send)
                 return
-            token = state.csrf_token = cookie or generate_csrf_token(secret=self.config.secret)
-            await self.app(scope, receive, self.create_send_wrapper(send, token, cookie))
+            if cookie is not None:
+                state.csrf_token = cookie
+                await self.app(scope, receive, send)
+                return
+            scope[MADE_ON_ASKING] = self.config.secret  # type: ignore[literal-required]
+            await self.app(scope, receive, self._cookie_once_made(send, state))
             return
         self._check_origin(request)
         token = await self._submitted_token(request, expected, cookie)
@@ -114,6 +140,18 @@ class CsrfMiddleware(CSRFMiddleware):
             raise PermissionDeniedException("CSRF token verification failed")
         state.csrf_token = token
         await self.app(scope, receive, send)
+
+    def _cookie_once_made(self, send: Send, state: ScopeState) -> Send:
+        """`send`, setting the visitor's CSRF cookie if the page made a token (`token_of`)."""
+
+        async def send_cookie(message: Message) -> None:
+            token = state.csrf_token
+            if message["type"] == "http.response.start" and isinstance(token, str):
+                message.setdefault("headers", [])
+                self._set_cookie_if_needed(message=message, token=token)
+            await send(message)
+
+        return send_cookie
 
     @staticmethod
     def _check_origin(request: Any) -> None:

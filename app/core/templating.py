@@ -28,9 +28,9 @@ from litestar.plugins.htmx import HTMXDetails
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Response
 from litestar.template import TemplateConfig
-from litestar.utils.scope.state import ScopeState
 
 from app import __version__
+from app.core.csrf import token_of
 from app.core.pagination import filters_set, query_string
 from app.core.registry import KEEL, Registry
 from app.core.runtime import runtime_of
@@ -94,8 +94,7 @@ def csrf_token() -> str:
     request = _rendering.get()
     if request is None:
         return ""
-    token = ScopeState.from_scope(request.scope).csrf_token
-    return token if isinstance(token, str) else ""  # Empty: no CSRF layer ran
+    return token_of(request.scope)
 
 
 def rendering_zone() -> ZoneInfo:

@@ -264,3 +264,22 @@ async def test_a_session_stored_before_csrf_secrets_keeps_its_forms_working(
         assert foreign.status_code == 403
         assert (await deactivate(browser, viewer, token)).status_code == 303
     assert not await is_active(app, viewer)
+
+
+async def test_a_visitor_gets_a_csrf_cookie_only_from_a_page_with_a_form(
+    app: Litestar, accounts: dict[str, User]
+) -> None:
+    """The token is made when a page's form asks for it (a page without one sets no
+    cookie: tests/extensions/test_host.py); the sign-in page sets it once, and its form
+    passes with it."""
+    async with client_for(app) as visitor:
+        missing = await visitor.get("/no-such-page")
+        assert missing.status_code == 404 and "set-cookie" not in missing.headers
+        page = await visitor.get("/login")
+        token = TOKEN_FIELD.search(page.text)
+        assert token and page.headers["set-cookie"].startswith(f"keel_csrf={token.group(1)};")
+        again = await visitor.get("/login")
+        assert "set-cookie" not in again.headers  # the browser holds it now
+        assert TOKEN_FIELD.search(again.text).group(1) == token.group(1)  # type: ignore[union-attr]
+        form = {"login": "viewer", "password": PASSWORD, "_csrf_token": token.group(1)}
+        assert (await visitor.post("/login", data=form)).status_code == 303

@@ -114,6 +114,20 @@ async def test_an_inactive_plugin_answers_404_on_all_three_mounts(
         assert "text/html" in (await client.get("/p/hello/")).headers["content-type"]
 
 
+async def test_a_plugin_page_without_a_form_sets_no_cookie_for_a_visitor(
+    plugin_app: Litestar,
+) -> None:
+    """The CSRF token is made only when a page's form asks for it: making it, signing it
+    and its Set-Cookie were a few per cent of a plugin page's cost, and a response that
+    sets a cookie is one a shared cache may not keep."""
+    await put_row(plugin_app, "hello", "active")
+    assert await host_of(plugin_app).sync()
+    async with client_for(plugin_app) as visitor:
+        page = await visitor.get("/p/hello/")
+    assert page.status_code == 200 and "Hello, visitor!" in page.text
+    assert "set-cookie" not in page.headers
+
+
 async def test_activating_serves_the_routes_and_deactivating_takes_them_away(
     plugin_app: Litestar, accounts: dict[str, User]
 ) -> None:
