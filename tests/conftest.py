@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -57,6 +58,40 @@ from keel.testing import missing_services as _missing_services
 from keel.testing import password_hash as kit_password_hash
 
 MISSING_SERVICES = _missing_services()
+
+
+LONGEST_FILES = (
+    "tests/test_cli.py",
+    "tests/test_openapi_fuzz.py",
+    "tests/extensions/test_lifecycle.py",
+    "tests/test_hostile_input.py",
+    "tests/jobs/test_worker_processes.py",
+    "tests/extensions/test_scaffold.py",
+    "tests/extensions/test_host.py",
+    "tests/site_settings/test_services.py",
+    "tests/extensions/test_events.py",
+    "tests/notifications/test_worker_shutdown.py",
+)
+"""The files that take longest (`--durations`), longest first: minutes of `keel`
+subprocesses, walks over every route, a plugin's own test run."""
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The order in which xdist hands out whole files (`--dist loadfile`, with
+    `--no-loadscope-reorder`): the longest files first, then the others by their number of
+    tests (xdist's own order, which put the longest files, having few tests, last: one
+    worker ran them while the other had nothing left). Browser tests stay last."""
+    counts = Counter(item.path for item in items)
+
+    def order(item: pytest.Item) -> tuple[bool, int, int]:
+        if item.get_closest_marker("browser") is not None:
+            return (True, 0, 0)  # as pytest ordered them: each server is started once
+        name = item.path.relative_to(ROOT).as_posix() if item.path.is_relative_to(ROOT) else ""
+        rank = LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+        return (False, rank, -counts[item.path])
+
+    items.sort(key=order)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -204,7 +204,12 @@ def test_worker_heartbeats_and_exits_0_on_sigterm(keel_env: dict[str, str]) -> N
         assert [w["pid"] for w in workers] == [process.pid]
         assert workers[0]["concurrency"] == 2
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=10) == 0
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()  # its log says which task did not end (app/core/tasks.py)
+        pytest.fail(f"keel worker did not exit within 10 s of SIGTERM:\n{process.stdout.read()}")
+    assert process.returncode == 0
     rest = [json.loads(line) for line in process.stdout.read().splitlines() if line.startswith("{")]
     events = [line["event"] for line in rest]
     assert "worker stopping" in events and events[-1] == "worker stopped"

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.registry import KEEL, Registry
 from app.core.store import Store
-from app.core.tasks import cancel_and_wait
+from app.core.tasks import cancel_and_wait, stop_if_cancelled
 
 log = logging.getLogger("keel.metrics")
 
@@ -184,6 +184,7 @@ class Tally:
 
     async def flush_regularly(self, store: Store, every: float = FLUSH_SECONDS) -> None:
         while True:
+            stop_if_cancelled()
             await asyncio.sleep(every)
             await self.flush(store)
 

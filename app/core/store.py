@@ -28,7 +28,7 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import OutOfMemoryError, ReadOnlyError, ValkeyError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
-from app.core.tasks import cancel_and_wait
+from app.core.tasks import cancel_and_wait, stop_if_cancelled
 from app.settings import StoreSettings
 
 StoreUnavailable = (
@@ -108,6 +108,7 @@ class Breaker:
 
     async def _probe_until_answered(self) -> None:
         while True:
+            stop_if_cancelled()
             await asyncio.sleep(self.probe_every)
             with contextlib.suppress(Exception):  # not answering yet: ask again
                 await self._ping()
@@ -390,6 +391,7 @@ class ValkeyStore:
         try:
             await pubsub.subscribe(self._key(channel))
             while True:
+                stop_if_cancelled()
                 message = await pubsub.get_message(timeout=1.0)
                 if message is not None and message.get("type") == "message":
                     yield message["data"]

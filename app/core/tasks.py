@@ -13,6 +13,17 @@ END_SECONDS = 10.0
 """How long a cancelled task may take to end (its clean-up) before it is left running."""
 
 
+def stop_if_cancelled() -> None:
+    """At the top of each round of a background loop: end the task (cancelled) if it was
+    asked to stop during the last round. asyncio cancels a task once, and a cancellation
+    that meets a database or store command can come out of it as another error (the
+    connection torn down mid-command), which the loop's `except Exception` takes for a failed
+    round: without this the loop goes on until `cancel_and_wait` gives up on it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def cancel_and_wait(*tasks: asyncio.Task[Any] | None, within: float = END_SECONDS) -> None:
     """Cancel `tasks` (None is skipped) and return once each has ended. A task's own end
     (cancelled, or an error, which is logged) is not raised here; a cancellation of the

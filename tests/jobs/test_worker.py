@@ -15,9 +15,9 @@ from app.jobs.models import Job
 from app.jobs.services.metrics import GIVEN_BACK, JOBS_PROCESSED
 from app.jobs.services.queue import enqueue
 from app.jobs.services.registry import JOB_TYPES, JobType
-from app.jobs.services.worker import list_workers
+from app.jobs.services.worker import PeriodicTask, Worker, list_workers
 from app.settings import Settings
-from tests.jobs.conftest import PLUGIN, running_worker, wait_for_status
+from tests.jobs.conftest import PLUGIN, ended_within, fast, running_worker, wait_for_status
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -37,6 +37,44 @@ async def test_a_stop_with_every_slot_busy_releases_the_jobs_after_the_grace_per
     assert time.monotonic() - started < 2
     job = await wait_for_status(sessionmaker, job_id, {"queued"})
     assert job.attempts == 0 and job.lease_token is None
+
+
+async def test_a_stop_is_prompt_when_a_cancellation_comes_out_of_a_periodic_task_as_an_error(
+    settings: Settings, sessionmaker: Sessions
+) -> None:
+    """A cancellation that meets a database or store command can come out of it as another
+    error (the connection is torn down mid-command), which the heartbeat loop takes for a
+    failed round; asyncio cancels a task once, so the loop went round again and the stop
+    waited the 10 s it allows a task that swallowed its cancellation (`keel worker` under
+    load: exit 10 s after SIGTERM, tests/test_cli.py timed out)."""
+    started = asyncio.Event()
+
+    async def torn_down_when_cancelled() -> None:
+        if started.is_set():
+            return  # the first round only
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise ConnectionError("connection closed mid-command") from None
+
+    store = create_store(settings.store)
+    worker = Worker(
+        fast(settings, heartbeat_interval=0.05),
+        store,
+        sessionmaker,
+        schedules=False,
+        periodic=(PeriodicTask("torn-down", 0.0, torn_down_when_cancelled),),
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        stopping = time.monotonic()
+        worker.request_stop()
+        await ended_within(task, 30)
+        assert time.monotonic() - stopping < 3
+    finally:
+        await store.close()
 
 
 async def _given_back(store: Store, type: str) -> int:

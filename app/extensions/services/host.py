@@ -75,7 +75,7 @@ from app.core.reads import Reads
 from app.core.registry import Registry, RegistryClash
 from app.core.runtime import RUNTIME_KEY, Runtime, runtime_of
 from app.core.store import Store
-from app.core.tasks import cancel_and_wait
+from app.core.tasks import cancel_and_wait, stop_if_cancelled
 from app.core.templating import (
     TEMPLATES_DIR,
     URLS_KEPT,
@@ -592,6 +592,7 @@ class PluginHost:
         listener = asyncio.create_task(self._listen())
         try:
             while True:
+                stop_if_cancelled()
                 await self.poll()
                 await asyncio.sleep(self.poll_seconds)
         finally:
@@ -600,6 +601,7 @@ class PluginHost:
     async def _listen(self) -> None:
         store = self.runtime.store
         while True:
+            stop_if_cancelled()
             try:
                 async for _ in store.listen(CHANNEL):
                     await self.sync()

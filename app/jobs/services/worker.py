@@ -31,7 +31,7 @@ from app.core.events import PUBLIC_CHANGED, Events
 from app.core.metrics import Tally
 from app.core.registry import KEEL
 from app.core.store import Store, StoreUnavailable
-from app.core.tasks import cancel_and_wait
+from app.core.tasks import cancel_and_wait, stop_if_cancelled
 from app.jobs.models import JobStatus
 from app.jobs.services import outcomes, queue
 from app.jobs.services.metrics import (
@@ -349,6 +349,7 @@ class Worker:
         """Write outcomes as they come; under load each write carries everything that
         finished while the previous one was in flight."""
         while True:
+            stop_if_cancelled()
             await self._outcome_ready.wait()
             self._outcome_ready.clear()
             try:
@@ -415,6 +416,7 @@ class Worker:
         """Renew what this worker holds and requeue jobs of workers that died."""
         every = self.config.lease_seconds / 3
         while True:
+            stop_if_cancelled()
             await asyncio.sleep(every)
             try:
                 await self.renew_leases()
@@ -473,6 +475,7 @@ class Worker:
 
     async def _listen_for_wakeups(self) -> None:
         while True:
+            stop_if_cancelled()
             try:
                 async for message in self.store.listen(queue.WAKE_CHANNEL):
                     if message.decode() in self.queues:
@@ -484,6 +487,7 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         while True:
+            stop_if_cancelled()
             await asyncio.sleep(self.config.heartbeat_interval)
             await self.heartbeat()
             await self.figures.flush(self.store)
@@ -530,6 +534,7 @@ class Worker:
     async def _schedule_loop(self) -> None:
         seen: dict[str, datetime] = {}
         while True:
+            stop_if_cancelled()
             try:
                 if await enqueue_due_schedules(self.sessionmaker, seen):
                     self._wake.set()
