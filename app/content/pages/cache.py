@@ -28,15 +28,6 @@ from app.core.security_headers import PRIVATE, SecurityHeaders
 CACHEABLE_HEADERS = {b"content-type", b"vary", b"content-language", b"link"}
 
 
-def _is_anonymous(scope: Scope) -> bool:
-    for key, value in scope["headers"]:
-        if key in (b"authorization", b"x-api-key"):
-            return False
-        if key == b"cookie" and b"keel_session=" in value:
-            return False
-    return True
-
-
 class PublicPageCacheMiddleware:
     """On routes marked `public_cache`: serve anonymous GETs from the PageCache (ETag, 304)
     and count entry views for every visitor."""
@@ -55,12 +46,16 @@ class PublicPageCacheMiddleware:
             return
         runtime = runtime_of(scope["litestar_app"].state)
         cache, views = runtime.service(PageCache), runtime.service(ViewCounts)
-        cacheable = cache.ttl > 0 and scope["method"] in ("GET", "HEAD") and _is_anonymous(scope)
+        asked = list(scope["headers"])
+        named = dict(asked)
+        cacheable = (
+            cache.ttl > 0 and scope["method"] in _CACHED_METHODS and not _signed_in(asked, named)
+        )
         if not cacheable:
             cache.count(BYPASS)
             await self.app(scope, receive, counting_views(send, views))
             return
-        key = _page_key(scope)
+        key = _page_key(scope, named)
         generation = await cache.current_generation()  # None: rendered, not kept
         page = await cache.get(key, generation) if generation is not None else None
         if page is not None:
@@ -147,7 +142,7 @@ class PageCacheFront:
         started = time.perf_counter()
         if (
             scope["type"] != ScopeType.HTTP
-            or scope["method"] not in _FRONT_METHODS
+            or scope["method"] not in _CACHED_METHODS
             or self.cache.ttl <= 0
             or not scope["query_string"].isascii()
         ):
@@ -157,9 +152,7 @@ class PageCacheFront:
             return False
         runtime = self.runtime
         now = runtime.clock.time()
-        query = scope["query_string"]
-        key = scope["path"] + "?" + query.decode("latin-1") if query else scope["path"]
-        page = self.cache.held(key + "#fragment" if _is_fragment(asked) else key, now)
+        page = self.cache.held(_page_key(scope, asked), now)
         if page is None:
             return False
         client = scope.get("client")
@@ -168,20 +161,12 @@ class PageCacheFront:
         self.cache.count_hit()
         if page.view:
             self.views.count(page.view, now)
-        coding: str | None
-        if_none_match = asked.get(b"if-none-match")
-        if if_none_match is not None and page.etag in [
-            tag.strip() for tag in if_none_match.split(b",")
-        ]:
-            status, coding, body = 304, NOT_MODIFIED, b""
-        else:
-            accept_encoding = asked.get(b"accept-encoding")
-            coding = negotiate(accept_encoding) if accept_encoding else None
-            coding = coding if coding in page.encoded else None
-            status, body = page.status, page.encoded[coding] if coding else page.body
-        headers = page.sent.get(coding)
-        if headers is None:
-            headers = page.sent[coding] = self._headers(scope, page, coding)
+        status, variant, body = _variant(page, asked)
+        headers = page.sent.get(variant)
+        if headers is None:  # as the layers behind would send them, made once
+            private = PRIVATE.matches(scope["path"])
+            headers = self.security.added(_page_headers(page, variant, b"hit"), private)
+            page.sent[variant] = headers
         method = scope["method"]
         try:
             await send(
@@ -207,39 +192,30 @@ class PageCacheFront:
                 log_request(scope, method, request_id, status, seconds, client_ip)
         return True
 
-    def _headers(
-        self, scope: Scope, page: CachedPage, coding: str | None
-    ) -> list[tuple[bytes, bytes]]:
-        """A hit's headers but its request id, as the layers behind would send them; made
-        once per page and encoding (`CachedPage.sent`)."""
-        headers = [*page.headers, (b"etag", page.etag), (b"x-cache", b"hit")]
-        if coding != NOT_MODIFIED:
-            body = page.encoded[coding] if coding else page.body
-            if coding:
-                headers.append((b"content-encoding", coding.encode()))
-            headers.append((b"content-length", str(len(body)).encode()))
-        return self.security.added(headers, PRIVATE.matches(scope["path"]))
 
-
-_FRONT_METHODS = frozenset(("GET", "HEAD"))
+_CACHED_METHODS = frozenset(("GET", "HEAD"))
 NOT_MODIFIED = "304"
-"""The key of a 304's headers in `CachedPage.sent` (no encoding, no length)."""
+"""The variant of a 304 (no encoding, no length), as a key of `CachedPage.sent`."""
 
 
 def _asked(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes] | None:
     """The request's headers by name (the last of a repeated one), or None when the request
     is not the front's to answer: a caller's credentials or session (in any of several
     Cookie headers, as HTTP/2 sends them), or an `Origin` for CORS to answer."""
-    if not isinstance(headers, list):  # read twice below (ASGI servers send a list)
+    if not isinstance(headers, list):  # read twice (ASGI servers send a list)
         headers = list(headers)
     asked = dict(headers)
-    if not _NOT_ANONYMOUS.isdisjoint(asked):
-        return None
-    if b"cookie" in asked and any(
+    return None if b"origin" in asked or _signed_in(headers, asked) else asked
+
+
+def _signed_in(headers: list[tuple[bytes, bytes]], named: dict[bytes, bytes]) -> bool:
+    """The request carries a caller's credentials or session (in any of several Cookie
+    headers, as HTTP/2 sends them); `named`: the headers by name."""
+    if b"authorization" in named or b"x-api-key" in named:
+        return True
+    return b"cookie" in named and any(
         key == b"cookie" and b"keel_session=" in value for key, value in headers
-    ):
-        return None
-    return asked
+    )
 
 
 def _is_fragment(asked: dict[bytes, bytes]) -> bool:
@@ -252,15 +228,39 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
-_NOT_ANONYMOUS = frozenset((b"authorization", b"x-api-key", b"origin"))
+def _page_key(scope: Scope, named: dict[bytes, bytes]) -> str:
+    """The page's key: its address, and `#fragment` for an htmx request of a block of it;
+    `named`: the request's headers by name."""
+    query = scope["query_string"]
+    key = scope["path"] + "?" + query.decode("latin-1") if query else scope["path"]
+    return key + "#fragment" if _is_fragment(named) else key
 
 
-def _page_key(scope: Scope) -> str:
-    """The page's key: its address, and `#fragment` for an htmx request of a block of it
-    (PageCacheFront builds the same key from the headers it read)."""
-    query = scope["query_string"].decode("latin-1")
-    key = scope["path"] + ("?" + query if query else "")
-    return key + "#fragment" if _is_fragment(dict(scope["headers"])) else key
+def _variant(page: CachedPage, named: dict[bytes, bytes]) -> tuple[int, str | None, bytes]:
+    """(status, variant, body) of `page` for a request: a 304 when the client holds it (its
+    weak ETag stands for every encoding, RFC 9110 8.8.1), else the encoding the client
+    prefers of those compressed at fill (None: as rendered)."""
+    if_none_match = named.get(b"if-none-match")
+    if if_none_match is not None and page.etag in [t.strip() for t in if_none_match.split(b",")]:
+        return 304, NOT_MODIFIED, b""
+    accept_encoding = named.get(b"accept-encoding")
+    coding = negotiate(accept_encoding) if accept_encoding else None
+    if coding is not None and coding in page.encoded:
+        return page.status, coding, page.encoded[coding]
+    return page.status, None, page.body
+
+
+def _page_headers(
+    page: CachedPage, variant: str | None, outcome: bytes
+) -> list[tuple[bytes, bytes]]:
+    """The headers the page cache sends with `variant` of `page` (`x-cache: outcome`)."""
+    headers = [*page.headers, (b"etag", page.etag), (b"x-cache", outcome)]
+    if variant != NOT_MODIFIED:
+        if variant is not None:
+            headers.append((b"content-encoding", variant.encode()))
+        body = page.encoded[variant] if variant is not None else page.body
+        headers.append((b"content-length", str(len(body)).encode()))
+    return headers
 
 
 async def _send_hit(scope: HTTPScope, send: Send, views: ViewCounts, page: CachedPage) -> None:
@@ -271,25 +271,9 @@ async def _send_hit(scope: HTTPScope, send: Send, views: ViewCounts, page: Cache
 
 
 async def _send_page(scope: HTTPScope, send: Send, page: CachedPage, outcome: bytes) -> None:
-    """The page in the encoding the client prefers, compressed at fill; its weak ETag
-    stands for every encoding (the same page, RFC 9110 8.8.1), so a 304 needs none."""
-    if_none_match = accept_encoding = None
-    for key, value in scope["headers"]:
-        if key == b"if-none-match":
-            if_none_match = value
-        elif key == b"accept-encoding":
-            accept_encoding = value
-    headers = [*page.headers, (b"etag", page.etag), (b"x-cache", outcome)]
-    if if_none_match is not None and page.etag in [t.strip() for t in if_none_match.split(b",")]:
-        await send({"type": "http.response.start", "status": 304, "headers": headers})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return
-    body = page.body
-    coding = negotiate(accept_encoding) if accept_encoding and page.encoded else None
-    if coding is not None:
-        body = page.encoded[coding]
-        headers.append((b"content-encoding", coding.encode()))
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": page.status, "headers": headers})
+    """The page in the variant the request asks for (`_variant`)."""
+    status, variant, body = _variant(page, dict(scope["headers"]))
+    headers = _page_headers(page, variant, outcome)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     body = b"" if scope["method"] == "HEAD" else body
     await send({"type": "http.response.body", "body": body, "more_body": False})

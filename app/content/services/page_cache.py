@@ -78,11 +78,11 @@ class CachedPage:
     route: str | None = None
     """The route's path template (the request figures' label for hits served in front)."""
     encoded: dict[str, bytes] = field(default_factory=dict)
-    sent: dict[str | None, list[tuple[bytes, bytes]]] = field(default_factory=dict, compare=False)
-    """The headers PageCacheFront sends with this page, by encoding (made at its first hit
-    in this process; never stored)."""
     """The body compressed at fill, by Content-Encoding (app/core/compression.py), so a
     hit does no compression work; empty for a small or already compressed body."""
+    sent: dict[str | None, list[tuple[bytes, bytes]]] = field(default_factory=dict, compare=False)
+    """The headers PageCacheFront sends with this page, by variant (made at its first hit
+    in this process; never stored)."""
 
 
 class PageCache:
@@ -254,19 +254,14 @@ class PageCache:
         the current clock's time."""
         if self.invalidations.owed or time.monotonic() - self.checked_at >= REVALIDATE_SECONDS:
             return None
-        full = self._prefix + key
-        page = self.local.get(full)
-        if page is None or page.expires <= now:
-            return None
-        self.local.move_to_end(full)
-        return page
+        return self._local(self._prefix + key, now)
 
     def count_hit(self) -> None:
         """`count(HIT)` for the page cache front, without building the key each time."""
         self.figures.pending[self._hit_key] += 1
 
-    def _held_under(self, generation: int, key: str, now: float) -> CachedPage | None:
-        full = f"{generation}:{key}"
+    def _local(self, full: str, now: float) -> CachedPage | None:
+        """The page this process keeps under `full` (`{generation}:{key}`), unexpired."""
         page = self.local.get(full)
         if page is None or page.expires <= now:
             return None
@@ -276,10 +271,10 @@ class PageCache:
     async def get(self, key: str, generation: int) -> CachedPage | None:
         """The page cached under `generation` (the current one, which the caller read)."""
         now = current_clock().time()
-        page = self._held_under(generation, key, now)
+        full = f"{generation}:{key}"
+        page = self._local(full, now)
         if page is not None:
             return page
-        full = f"{generation}:{key}"
         try:
             raw = await self.store.get("page:" + full)
         except StoreError as exc:
