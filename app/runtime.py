@@ -23,6 +23,7 @@ from app.accounts.services.throttle import LoginThrottle, RateCounts
 from app.accounts.services.tokens import AccessTokens, RefreshTokens
 from app.analytics.jobs import rollup_task
 from app.content.services import media as _defines_upload_max_bytes  # noqa: F401
+from app.content.services.list_cache import ListCache
 from app.content.services.page_cache import PageCache
 from app.content.services.reads import next_scheduled_publication
 from app.content.services.views import ViewCounts
@@ -82,6 +83,7 @@ def build_runtime(settings: Settings) -> Runtime:
         UrlMemo(),
         CallerCache(store),
         RateCounts(store),
+        ListCache(runtime.figures),
     ):
         runtime.add_service(service)
     # any process (web, worker, CLI) that changes an account, token or key says so

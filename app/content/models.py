@@ -9,6 +9,7 @@ from uuid import UUID
 from advanced_alchemy.base import UUIDAuditBase, UUIDBase, orm_registry
 from advanced_alchemy.types import GUID, DateTimeUTC
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     ForeignKey,
@@ -41,6 +42,18 @@ entry_tags = Table(
     Column("entry_id", GUID, ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True),
     Column("tag_id", GUID, ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True),
 )
+
+
+content_generation = Table(
+    "content_generation",
+    orm_registry.metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("generation", BigInteger, nullable=False),
+)
+"""One row (id 1): a random number the database itself sets anew, by triggers, in every
+transaction that changes an entry, a tag or an entry's tags (migration 0013), so a read of
+it tells whether anything read from those tables before may have changed since
+(app/content/services/list_cache.py). No row reads as 0."""
 
 
 class Tag(UUIDBase):

@@ -8,7 +8,7 @@ from litestar import Litestar
 
 from app.core.migrations import head_revision
 from tests.accounts.test_users_api import api_as
-from tests.conftest import client_for, signed_in
+from tests.conftest import bearer, client_for, signed_in
 
 
 async def test_admins_see_database_pools_migration_store_queues_disk_and_configuration(
@@ -80,3 +80,26 @@ async def test_a_cache_miss_then_a_hit_are_counted_in_metrics_and_shown(
         scraped = (await browser.get("/metrics")).text
     assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == (1, 1, 1)
     assert (_metric(scraped, "hit"), _metric(scraped, "miss")) == (after[0], after[1])
+
+
+def _list_requests(text: str) -> tuple[int, int]:
+    found = re.search(r"data-list-requests>([\d,]+) hits · ([\d,]+) misses", text)
+    assert found, "no list figures on the page"
+    hits, misses = (int(n.replace(",", "")) for n in found.groups())
+    return hits, misses
+
+
+async def test_editors_lists_kept_and_read_are_counted_and_shown(
+    app: Litestar, accounts: dict
+) -> None:
+    async with signed_in(app, accounts["admin"]) as browser:
+        before = _list_requests((await browser.get("/admin/system")).text)
+        async with client_for(app) as client:
+            editor = await bearer(app, accounts["editor"])
+            for _ in range(3):
+                assert (await client.get("/api/v1/content", headers=editor)).status_code == 200
+        after = _list_requests((await browser.get("/admin/system")).text)
+        scraped = (await browser.get("/metrics")).text
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 1)
+    found = re.search(r'^keel_list_cache_requests_total\{result="hit"\} (\d+)$', scraped, re.M)
+    assert found and int(found.group(1)) == after[0]

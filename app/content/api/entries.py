@@ -6,12 +6,15 @@ everyone else (anonymous callers, viewers) sees exactly what a visitor of the si
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.datastructures import ResponseHeader
+from litestar.enums import MediaType
 from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.serialization import encode_json, get_serializer
 
 from app.accounts.guards import roles
 from app.accounts.models import Role
@@ -37,13 +40,15 @@ from app.content.services.entries import (
     save_entry,
     unpublish_entry,
 )
+from app.content.services.list_cache import KeptList, ListCache
 from app.content.services.page_cache import PUBLIC_CACHE
 from app.content.services.public import visible_to_public
-from app.content.services.reads import entry_row_by_id
+from app.content.services.reads import current_content_generation, entry_row_by_id
 from app.content.services.reads import list_entries as read_entries
 from app.core.db import DbSession
 from app.core.fields import FieldNames, Fields, Selected, selected
 from app.core.pagination import PageNumber, PageRequest, PerPage
+from app.core.reads import Reads
 from app.core.runtime import runtime_of
 
 T = TypeVar("T")
@@ -67,11 +72,51 @@ async def _visible_entry(request: Request, db_session: DbSession, entry_id: UUID
     return entry
 
 
+LIST_ETAG = ResponseHeader(
+    name="ETag",
+    description="For editors and admins: the list's version (weak once compressed). Sent "
+    "back in If-None-Match, it answers 304 without a body until an entry or tag changes.",
+    documentation_only=True,
+)
+
+
+async def _listed(
+    reads: Reads, filters: EntryFilters, page: PageRequest, chosen: Fields | None
+) -> EntrySummaryPageOut | Selected:
+    summary = chosen is None or chosen.within(EntrySummaryOut)
+    found = await read_entries(
+        reads,
+        filters,
+        page,
+        EntrySummaryOut.from_row if summary else EntryOut.from_row,
+        summary=summary,
+    )
+    if chosen is None:
+        return EntrySummaryPageOut(list(found.items), found.total, found.page, found.per_page)
+    return found.envelope([chosen.pick(item) for item in found.items])
+
+
+def _kept_answer(request: Request, kept: KeptList) -> Response[Any]:
+    """A kept list as the answer, or 304 when the client holds it already (its ETag,
+    weak once compressed, stands for every encoding: RFC 9110 8.8.1)."""
+    headers = {"etag": kept.etag}
+    held = request.headers.get("if-none-match", "")
+    if kept.etag in (tag.strip().removeprefix("W/") for tag in held.split(",")):
+        return Response(b"", status_code=304, headers=headers)
+    return Response(kept.body, media_type=MediaType.JSON, headers=headers)
+
+
 class ContentController(Controller):
     path = "/content"
     tags = ["content"]
 
-    @get("/", name="api:content:list", guards=[roles.public], opt=PUBLIC_CACHE)
+    @get(
+        "/",
+        name="api:content:list",
+        guards=[roles.public],
+        opt=PUBLIC_CACHE,
+        response_headers=[LIST_ETAG],
+    )
     async def index(
         self,
         request: Request,
@@ -83,10 +128,11 @@ class ContentController(Controller):
         page: FromQuery[PageNumber] = 1,
         per_page: FromQuery[PerPage] = 20,
         fields: FieldNames = None,
-    ) -> EntrySummaryPageOut | Selected:
+    ) -> Response[EntrySummaryPageOut | Selected]:
         """Entries of `kind` (page|post) and `status`, by `author_id`, tagged `tag`, with
         `q` in the title or slug; most recently changed first. Each item is a summary (no
-        bodies), or the `fields` of `EntryOut` named."""
+        bodies), or the `fields` of `EntryOut` named. Editors' and admins' answers carry a
+        strong ETag (If-None-Match answers 304 while no entry or tag changed)."""
         chosen = Fields.parse(fields, EntryOut)
         filters = EntryFilters(
             kind=kind or None,
@@ -96,17 +142,19 @@ class ContentController(Controller):
             q=q or None,
             public_only=not _sees_everything(request),
         )
-        summary = chosen is None or chosen.within(EntrySummaryOut)
-        found = await read_entries(
-            runtime_of(request.app.state).reads,
-            filters,
-            PageRequest.of(page, per_page),
-            EntrySummaryOut.from_row if summary else EntryOut.from_row,
-            summary=summary,
-        )
-        if chosen is None:
-            return EntrySummaryPageOut(list(found.items), found.total, found.page, found.per_page)
-        return found.envelope([chosen.pick(item) for item in found.items])
+        runtime = runtime_of(request.app.state)
+        if filters.public_only:  # changes with the clock too: the page cache keeps it
+            page_of = PageRequest.of(page, per_page)
+            return Response(await _listed(runtime.reads, filters, page_of, chosen))
+        lists = runtime.service(ListCache)
+        generation = await current_content_generation(runtime.reads)
+        query = request.scope["query_string"]
+        kept = lists.get(generation, query)
+        if kept is None:
+            found = await _listed(runtime.reads, filters, PageRequest.of(page, per_page), chosen)
+            serializer = get_serializer(request.route_handler.resolve_type_encoders())
+            kept = lists.keep(generation, query, encode_json(found, serializer))
+        return _kept_answer(request, kept)
 
     @get("/{entry_id:uuid}", name="api:content:get", guards=[roles.public], opt=PUBLIC_CACHE)
     async def show(

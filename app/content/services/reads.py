@@ -18,7 +18,7 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, Select, bindparam, exists, func, or_, select
 
 from app.accounts.models import User
-from app.content.models import Entry, Kind, Status, Tag, entry_tags
+from app.content.models import Entry, Kind, Status, Tag, content_generation, entry_tags
 from app.content.services.entries import EntryFilters, check_filters, tag_slug, title_pattern
 from app.content.services.public import is_public, now
 from app.core.pagination import Page, PageRequest
@@ -149,6 +149,8 @@ NEXT_PUBLICATION = ReadQuery(
     )
 )
 
+CONTENT_GENERATION = ReadQuery(select(content_generation.c.generation))
+
 
 async def entry_for_reader(
     reads: Reads, kind: str, slug: str, *, may_preview: bool
@@ -181,6 +183,13 @@ async def next_scheduled_publication(reads: Reads) -> float | None:
     row = await reads.one(NEXT_PUBLICATION, now=now())
     moment = row["moment"] if row is not None else None
     return moment.timestamp() if moment is not None else None
+
+
+async def current_content_generation(reads: Reads) -> int:
+    """The database's content generation now: a number that every committed change of
+    entries, tags or entry tags replaces by a new random one (0 without its row)."""
+    records = await reads.records(CONTENT_GENERATION)
+    return int(records[0]["generation"]) if records else 0
 
 
 @cache

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import __version__
+from app.content.services.list_cache import LIST_CACHE_REQUESTS
 from app.content.services.page_cache import CACHE_REQUESTS, PageCache
 from app.core.db import describe_url
 from app.core.metrics import counter_totals
@@ -79,6 +80,9 @@ class SystemReport:
     cache_requests: dict[str, int] | None
     """Requests of cached routes by result (hit, miss, bypass), of every process since the
     store started; None when the store did not answer."""
+    list_requests: dict[str, int] | None
+    """Editors' API lists answered from what a process kept (hit) or read (miss), as
+    `cache_requests` counts them."""
     version: str
     uptime_seconds: int
     configuration: dict[str, dict[str, str]]
@@ -188,8 +192,12 @@ async def system_report(runtime: Runtime, session: AsyncSession) -> SystemReport
         cache_requests: dict[str, int] | None = {
             result: int(counts.get((result,), 0)) for result in ("hit", "miss", "bypass")
         }
+        counts = await counter_totals(runtime.store, runtime.figures, LIST_CACHE_REQUESTS)
+        list_requests: dict[str, int] | None = {
+            result: int(counts.get((result,), 0)) for result in ("hit", "miss")
+        }
     except Exception:  # the store is down: shown as unknown, the store's section says why
-        cache_requests = None
+        cache_requests = list_requests = None
     store_breaker = getattr(runtime.store, "breaker", None)
     return SystemReport(
         readiness=readiness,
@@ -205,6 +213,7 @@ async def system_report(runtime: Runtime, session: AsyncSession) -> SystemReport
         cache_generation=page_cache.generation,
         cache_degraded=page_cache.degraded,
         cache_requests=cache_requests,
+        list_requests=list_requests,
         version=__version__,
         uptime_seconds=int(time.monotonic() - runtime.started_monotonic),
         configuration=configuration(settings),
