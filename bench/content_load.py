@@ -147,11 +147,17 @@ def cpu_seconds(process: subprocess.Popen[bytes]) -> float:
 
 
 def measured(
-    server: Server, url: str, connections: int, seconds: int, headers: dict[str, str] | None
+    server: Server,
+    url: str,
+    connections: int,
+    seconds: int,
+    headers: dict[str, str] | None,
+    script: Path | None = None,
 ) -> Figures:
-    """`wrk` on `url`, with the CPU time `server` spent per request meanwhile."""
+    """`wrk` on `url` (through `script`), with the CPU time `server` spent per request
+    meanwhile."""
     before = cpu_seconds(server.process)
-    figures = wrk(url, connections, seconds, headers)
+    figures = wrk(url, connections, seconds, headers, script=script)
     answered = figures.rps * seconds
     spent = cpu_seconds(server.process) - before
     figures.cpu_us = spent / answered * 1e6 if answered else 0.0
@@ -191,6 +197,22 @@ def wrk(
         sys.exit(f"{url}: {non_2xx} error responses under load")
     timeouts = re.search(r"Socket errors: .*timeout (\d+)", out)
     return Figures(rps, p50, p99, non_2xx, int(timeouts.group(1)) if timeouts else 0)
+
+
+ANEW_SCRIPT = """-- every request its own query string (written by bench/content_load.py)
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+local n = 0
+function request()
+  n = n + 1
+  return wrk.format(nil, wrk.path .. "&anew=" .. id .. "-" .. n)
+end
+"""
+"""The editors' list as if every request followed a change: no two ask the same query, so
+none is answered from a list the process keeps (app/content/services/list_cache.py)."""
 
 
 MIX_SCRIPT = """-- the mixed case's requests, in turn (written by bench/content_load.py)
@@ -323,14 +345,24 @@ def main() -> None:
         httpx.get(f"{cached_base}/blog/{slug}")  # warm the cache
         copy_to_plugin(cached_base, auth, slug)
         ceiling_server, cached, uncached = servers
-        cases = [
-            ("ceiling (hello world)", f"{ceiling_base}/", BROWSER, ceiling_server),
-            ("cached post page", f"{cached_base}/blog/{slug}", BROWSER, cached),
-            ("cached, no Accept-Encoding", f"{cached_base}/blog/{slug}", None, cached),
-            ("uncached post page", f"{uncached_base}/blog/{slug}", BROWSER, uncached),
-            ("plugin page (same weight)", f"{uncached_base}/p/articles/{slug}", BROWSER, uncached),
-            ("JSON content list (20)", f"{cached_base}/api/v1/content?per_page=20", auth, cached),
-            ("JSON list (20), raw", f"{cached_base}/api/v1/content?per_page=20", raw_auth, cached),
+        anew = var_dir / "anew.lua"
+        anew.write_text(ANEW_SCRIPT)
+        listed = f"{cached_base}/api/v1/content?per_page=20"
+        cases: list[tuple[str, str, dict[str, str] | None, Server, Path | None]] = [
+            ("ceiling (hello world)", f"{ceiling_base}/", BROWSER, ceiling_server, None),
+            ("cached post page", f"{cached_base}/blog/{slug}", BROWSER, cached, None),
+            ("cached, no Accept-Encoding", f"{cached_base}/blog/{slug}", None, cached, None),
+            ("uncached post page", f"{uncached_base}/blog/{slug}", BROWSER, uncached, None),
+            (
+                "plugin page (same weight)",
+                f"{uncached_base}/p/articles/{slug}",
+                BROWSER,
+                uncached,
+                None,
+            ),
+            ("JSON content list (20)", listed, auth, cached, None),
+            ("JSON list (20), raw", listed, raw_auth, cached, None),
+            ("JSON list (20), read anew", listed, auth, cached, anew),
         ]
         print(
             f"{'case':<26}{'conns':>6}{'req/s':>10}{'range':>14}{'p50 ms':>9}{'p99 ms':>9}"
@@ -341,10 +373,12 @@ def main() -> None:
         for connections in (64, 8):
             rounds: dict[str, list[Figures]] = {name: [] for name, *_ in cases}
             for _ in range(args.rounds):  # interleaved, so a slow spell of the VM hits all
-                for name, url, headers, server in cases:
+                for name, url, headers, server, script in cases:
                     if args.warmup:
-                        wrk(url, connections, args.warmup, headers)
-                    rounds[name].append(measured(server, url, connections, args.seconds, headers))
+                        wrk(url, connections, args.warmup, headers, script=script)
+                    rounds[name].append(
+                        measured(server, url, connections, args.seconds, headers, script)
+                    )
             for name, *_ in cases:
                 figures = Figures(
                     median(f.rps for f in rounds[name]),

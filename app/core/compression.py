@@ -167,11 +167,12 @@ class CompressionMiddleware:
         coding = negotiate(accept, LIVE_FIRST) if accept and not ranged else None
         await self.app(scope, receive, _CompressingSend(self, scope["path"], coding, send))
 
-    def keep(self, key: tuple[str, bytes, str], body: bytes) -> bytes:
-        """`body` compressed for `key` (path, strong ETag, encoding), once per process."""
+    def keep(self, key: tuple[str, bytes, str], body: bytes, *, best: bool = True) -> bytes:
+        """`body` compressed for `key` (path, strong ETag, encoding), once per process;
+        at the slower, smaller setting if `best` (what lives as long as the process)."""
         held = self.kept.get(key)
         if held is None:
-            held = self.kept[key] = compress(body, key[2], once=True)
+            held = self.kept[key] = compress(body, key[2], once=best)
             while len(self.kept) > KEPT_ONCE:
                 self.kept.popitem(last=False)
         else:
@@ -193,6 +194,9 @@ class _CompressingSend:
         self.passing = False
         self.encoder: _Encoder | None = None
         self.etag: bytes | None = None
+        self.json = False
+        """A JSON answer: kept by its ETag only until its data changes (an editors' list,
+        app/content/services/list_cache.py), so compressed at the fast setting."""
         self.buffered: list[bytes] | None = None
 
     async def __call__(self, message: Message) -> None:
@@ -221,6 +225,7 @@ class _CompressingSend:
                 break
             if lowered == b"content-type":
                 content_type = value
+                self.json = value.startswith(b"application/json")
             elif lowered == b"content-length" and int(value) < self.layer.minimum_size:
                 content_type = b""
                 break
@@ -256,7 +261,8 @@ class _CompressingSend:
             await self._send_body(body, False)
             return
         if self.etag is not None:
-            compressed = self.layer.keep((self.path, self.etag, self.coding), body)
+            key = (self.path, self.etag, self.coding)
+            compressed = self.layer.keep(key, body, best=not self.json)
         else:
             compressed = compress(body, self.coding)
         await self.send(self._compressed_start(len(compressed)))
