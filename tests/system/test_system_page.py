@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 
+import httpx
 from litestar import Litestar
 
 from app.core.migrations import head_revision
 from tests.accounts.test_users_api import api_as
 from tests.conftest import bearer, client_for, signed_in
+
+Act = Callable[[httpx.AsyncClient], Awaitable[None]]
 
 
 async def test_admins_see_database_pools_migration_store_queues_disk_and_configuration(
@@ -52,54 +56,65 @@ async def test_the_system_page_is_for_admins_only(app: Litestar, accounts: dict)
             assert 'href="/admin/system"' not in dashboard.text
 
 
-def _cache_requests(text: str) -> tuple[int, int, int]:
-    found = re.search(
-        r"data-cache-requests>([\d,]+) hits · ([\d,]+) misses · ([\d,]+) bypassed", text
-    )
-    assert found, "no cache figures on the page"
-    hits, misses, bypassed = (int(n.replace(",", "")) for n in found.groups())
-    return hits, misses, bypassed
+def _counts(text: str, figures: str, pattern: str) -> tuple[int, ...]:
+    """The numbers the system page shows in its `data-{figures}` field."""
+    found = re.search(rf"data-{figures}>{pattern}", text)
+    assert found, f"no {figures} figures on the page"
+    return tuple(int(n.replace(",", "")) for n in found.groups())
 
 
-def _metric(text: str, result: str) -> int:
-    found = re.search(rf'^keel_page_cache_requests_total\{{result="{result}"\}} (\d+)$', text, re.M)
+def _cache_requests(text: str) -> tuple[int, ...]:
+    return _counts(text, "cache-requests", r"([\d,]+) hits · ([\d,]+) misses · ([\d,]+) bypassed")
+
+
+def _metric(text: str, name: str, result: str) -> int:
+    found = re.search(rf'^{name}\{{result="{result}"\}} (\d+)$', text, re.M)
     return int(found.group(1)) if found else 0
+
+
+async def _shown_around(
+    app: Litestar, accounts: dict, figures: Callable[[str], tuple[int, ...]], act: Act
+) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+    """What `act` added to the `figures` the system page shows, what it shows after it, and
+    /metrics then."""
+    async with signed_in(app, accounts["admin"]) as browser:
+        before = figures((await browser.get("/admin/system")).text)
+        await act(browser)
+        after = figures((await browser.get("/admin/system")).text)
+        scraped = (await browser.get("/metrics")).text
+    return tuple(a - b for a, b in zip(after, before, strict=True)), after, scraped
 
 
 async def test_a_cache_miss_then_a_hit_are_counted_in_metrics_and_shown(
     app: Litestar, accounts: dict
 ) -> None:
-    async with signed_in(app, accounts["admin"]) as browser:
-        before = _cache_requests((await browser.get("/admin/system")).text)
+    async def visit(browser: httpx.AsyncClient) -> None:
         async with client_for(app) as visitor:
             first = await visitor.get("/blog")
             second = await visitor.get("/blog")
         assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
         await browser.get("/blog")  # signed in: rendered for the caller, not from the cache
-        after = _cache_requests((await browser.get("/admin/system")).text)
-        scraped = (await browser.get("/metrics")).text
-    assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == (1, 1, 1)
-    assert (_metric(scraped, "hit"), _metric(scraped, "miss")) == (after[0], after[1])
+
+    added, shown, scraped = await _shown_around(app, accounts, _cache_requests, visit)
+    assert added == (1, 1, 1)
+    name = "keel_page_cache_requests_total"
+    assert (_metric(scraped, name, "hit"), _metric(scraped, name, "miss")) == shown[:2]
 
 
-def _list_requests(text: str) -> tuple[int, int]:
-    found = re.search(r"data-list-requests>([\d,]+) hits · ([\d,]+) misses", text)
-    assert found, "no list figures on the page"
-    hits, misses = (int(n.replace(",", "")) for n in found.groups())
-    return hits, misses
+def _list_requests(text: str) -> tuple[int, ...]:
+    return _counts(text, "list-requests", r"([\d,]+) hits · ([\d,]+) misses")
 
 
 async def test_editors_lists_kept_and_read_are_counted_and_shown(
     app: Litestar, accounts: dict
 ) -> None:
-    async with signed_in(app, accounts["admin"]) as browser:
-        before = _list_requests((await browser.get("/admin/system")).text)
+    editor = await bearer(app, accounts["editor"])
+
+    async def list_three_times(_: httpx.AsyncClient) -> None:
         async with client_for(app) as client:
-            editor = await bearer(app, accounts["editor"])
             for _ in range(3):
                 assert (await client.get("/api/v1/content", headers=editor)).status_code == 200
-        after = _list_requests((await browser.get("/admin/system")).text)
-        scraped = (await browser.get("/metrics")).text
-    assert (after[0] - before[0], after[1] - before[1]) == (2, 1)
-    found = re.search(r'^keel_list_cache_requests_total\{result="hit"\} (\d+)$', scraped, re.M)
-    assert found and int(found.group(1)) == after[0]
+
+    added, shown, scraped = await _shown_around(app, accounts, _list_requests, list_three_times)
+    assert added == (2, 1)
+    assert _metric(scraped, "keel_list_cache_requests_total", "hit") == shown[0]
