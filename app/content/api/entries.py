@@ -100,8 +100,11 @@ def _kept_answer(request: Request, kept: KeptList) -> Response[Any]:
     """A kept list as the answer, or 304 when the client holds it already (its ETag,
     weak once compressed, stands for every encoding: RFC 9110 8.8.1)."""
     headers = {"etag": kept.etag}
-    held = request.headers.get("if-none-match", "")
-    if kept.etag in (tag.strip().removeprefix("W/") for tag in held.split(",")):
+    held = [
+        tag.strip().removeprefix("W/")
+        for tag in request.headers.get("if-none-match", "").split(",")
+    ]
+    if kept.etag in held or "*" in held:
         return Response(b"", status_code=304, headers=headers)
     return Response(kept.body, media_type=MediaType.JSON, headers=headers)
 
