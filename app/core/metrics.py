@@ -442,12 +442,18 @@ def stored_series(stored: Mapping[str, float]) -> Series:
     return series
 
 
-async def counter_totals(store: Store, own: Tally, metric: Metric) -> dict[tuple[str, ...], float]:
-    """A counter's totals of the whole deployment by label values; this process's tally goes
-    to the store first, so what it counted up to now is included."""
+async def counter_totals(
+    store: Store, own: Tally, *metrics: Metric
+) -> list[dict[tuple[str, ...], float]]:
+    """Each counter's totals of the whole deployment by label values, in the order asked;
+    this process's tally goes to the store first, so what it counted up to now is included.
+    One flush and one read of the store for all of them."""
     await own.flush(store)
-    series = stored_series(await store.read_fields(TOTALS_KEY)).get(metric.name, {})
-    return {labels: parts.get("", 0) for labels, parts in series.items()}
+    series = stored_series(await store.read_fields(TOTALS_KEY))
+    return [
+        {labels: parts.get("", 0) for labels, parts in series.get(metric.name, {}).items()}
+        for metric in metrics
+    ]
 
 
 async def exposition(scrape: Scrape, totals: Mapping[str, float]) -> str:

@@ -146,15 +146,15 @@ class ContentController(Controller):
             public_only=not _sees_everything(request),
         )
         runtime = runtime_of(request.app.state)
+        asked = PageRequest.of(page, per_page)
         if filters.public_only:  # changes with the clock too: the page cache keeps it
-            page_of = PageRequest.of(page, per_page)
-            return Response(await _listed(runtime.reads, filters, page_of, chosen))
+            return Response(await _listed(runtime.reads, filters, asked, chosen))
         lists = runtime.service(ListCache)
         generation = await current_content_generation(runtime.reads)
         query = request.scope["query_string"]
         kept = lists.get(generation, query)
         if kept is None:
-            found = await _listed(runtime.reads, filters, PageRequest.of(page, per_page), chosen)
+            found = await _listed(runtime.reads, filters, asked, chosen)
             serializer = get_serializer(request.route_handler.resolve_type_encoders())
             kept = lists.keep(generation, query, encode_json(found, serializer))
         return _kept_answer(request, kept)

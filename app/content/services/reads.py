@@ -72,10 +72,7 @@ def _split(joined: str | None) -> list[str]:
 
 def tag_names(row: Record) -> list[str]:
     """The names of a row's tags, in the order EntryView keeps them (by name)."""
-    joined = row["tags"]
-    if not joined:
-        return []
-    names = [pair.partition(NAME_SEPARATOR)[0] for pair in joined.split(TAG_SEPARATOR)]
+    names = [pair.partition(NAME_SEPARATOR)[0] for pair in _split(row["tags"])]
     names.sort()
     return names
 

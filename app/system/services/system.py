@@ -188,14 +188,11 @@ async def system_report(runtime: Runtime, session: AsyncSession) -> SystemReport
         queues = None
     page_cache = runtime.service(PageCache)
     try:
-        counts = await counter_totals(runtime.store, runtime.figures, CACHE_REQUESTS)
-        cache_requests: dict[str, int] | None = {
-            result: int(counts.get((result,), 0)) for result in ("hit", "miss", "bypass")
-        }
-        counts = await counter_totals(runtime.store, runtime.figures, LIST_CACHE_REQUESTS)
-        list_requests: dict[str, int] | None = {
-            result: int(counts.get((result,), 0)) for result in ("hit", "miss")
-        }
+        pages, lists = await counter_totals(
+            runtime.store, runtime.figures, CACHE_REQUESTS, LIST_CACHE_REQUESTS
+        )
+        cache_requests: dict[str, int] | None = _by_result(pages, ("hit", "miss", "bypass"))
+        list_requests: dict[str, int] | None = _by_result(lists, ("hit", "miss"))
     except Exception:  # the store is down: shown as unknown, the store's section says why
         cache_requests = list_requests = None
     store_breaker = getattr(runtime.store, "breaker", None)
@@ -218,3 +215,8 @@ async def system_report(runtime: Runtime, session: AsyncSession) -> SystemReport
         uptime_seconds=int(time.monotonic() - runtime.started_monotonic),
         configuration=configuration(settings),
     )
+
+
+def _by_result(counts: dict[tuple[str, ...], float], results: tuple[str, ...]) -> dict[str, int]:
+    """A counter's totals by its one label (`result`), 0 for a result never counted."""
+    return {result: int(counts.get((result,), 0)) for result in results}
